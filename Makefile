@@ -1,0 +1,39 @@
+# concord: multi-leader logical replication for PostgreSQL (PGXS build)
+
+EXTENSION   = concord
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" concord.control)
+
+MODULE_big  = concord
+OBJS = \
+	src/concord.o \
+	src/launcher.o \
+	src/catalog.o \
+	src/relcheck.o \
+	src/node_api.o \
+	src/set_api.o \
+	src/conflict.o
+
+# The install script is built from one source file; upgrade scripts
+# (sql/concord--A--B.sql) are shipped as written.
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*--*.sql))
+
+PG_CONFIG  ?= pg_config
+# Our code is built with -Wall -Wextra -Werror; the server headers are
+# included as system headers because they do not compile cleanly under
+# -Wextra themselves (unused parameters in inline functions).
+PG_CFLAGS   = -Wall -Wextra -Werror
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
+# pg_regress runs on a temporary instance with concord preloaded.
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/$(EXTENSION)%.sql,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf
+
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out log
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Run the whole concord test suite (as root):
+#   1. install dependencies and build + install the extension;
+#   2. copy the tree to a temporary directory owned by `postgres` and, as
+#      that user, run
+#      a. pg_regress  (make installcheck, temporary instance),
+#      b. pgTAP       (test/pgtap/*.sql on a temporary cluster),
+#      c. TAP         (test/t/*.pl, multi-node, PostgreSQL::Test::Cluster).
+# The last line of output is "N passed, N failed" (pg_regress counts test
+# files, the TAP layers count assertions); the exit status is non-zero when
+# anything failed.
+#
+# CONCORD_KEEP_TMP=1 keeps the temporary directory (logs, data) afterwards.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-pg_config}
+export PG_CONFIG
+
+summary() { echo "$1 passed, $2 failed"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "scripts/test.sh must run as root (servers then run as postgres)" >&2
+	summary 0 1
+	exit 1
+fi
+
+# --- 1. dependencies and build --------------------------------------------
+if ! "$REPO/scripts/install-deps.sh"; then
+	echo "FAILED: installing dependencies" >&2
+	summary 0 1
+	exit 1
+fi
+if ! "$REPO/scripts/build.sh"; then
+	echo "FAILED: build" >&2
+	summary 0 1
+	exit 1
+fi
+
+BINDIR=$("$PG_CONFIG" --bindir)
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+
+# --- 2. a private copy owned by postgres ----------------------------------
+WORK=$(mktemp -d /tmp/concord-test.XXXXXX)
+SRC="$WORK/src"          # the copied tree
+RESULTS="$WORK/results"  # one "passed failed" file per layer
+PGTAP_DATA="$WORK/pgtap_data"
+mkdir -p "$SRC" "$RESULTS" "$WORK/tap"
+tar -C "$REPO" --exclude=.git --exclude=tmp_check --exclude=results \
+	--exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - . | tar -C "$SRC" -xf -
+chmod 755 "$WORK"
+chown -R postgres: "$WORK"
+
+# Stop every server left under $WORK (pgTAP cluster, TAP nodes killed
+# half-way) and remove $WORK.  Quiet: it runs before the summary line and
+# again from the EXIT trap.
+cleanup() {
+	[[ -d "$WORK" ]] || return 0
+	local pidfile
+	while IFS= read -r pidfile; do
+		runuser -u postgres -- "$BINDIR/pg_ctl" -D "$(dirname "$pidfile")" \
+			-m immediate -w stop >/dev/null 2>&1 || true
+	done < <(find "$WORK" -name postmaster.pid 2>/dev/null)
+	if [[ "${CONCORD_KEEP_TMP:-}" == 1 ]]; then
+		echo "kept $WORK" >&2
+	else
+		rm -rf -- "$WORK"
+	fi
+	WORK=
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run a command as postgres inside the copy, with a clean, explicit env.
+as_pg() {
+	(cd "$SRC" && runuser -u postgres -- env \
+		PATH="$BINDIR:/usr/local/bin:/usr/bin:/bin" \
+		PG_CONFIG="$PG_CONFIG" LANG=C.UTF-8 "$@")
+}
+
+# --- 2a. pg_regress --------------------------------------------------------
+layer_regress() {
+	echo "=== pg_regress ==="
+	local rc=0 out="$WORK/regress.out" passed failed
+	as_pg make installcheck 2>&1 | tee "$out" || rc=$?
+	# PG15 prints "test x ... ok"; PG16+ prints "ok 1 - x" / "not ok 1 - x".
+	passed=$(grep -cE '\.\.\. ok( |$)|^ok [0-9]+ ' "$out" || true)
+	failed=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+ ' "$out" || true)
+	if [[ $rc -ne 0 && $failed -eq 0 ]]; then
+		failed=1 # pg_regress itself failed (initdb, server start, ...)
+	fi
+	if [[ -f "$SRC/regression.diffs" && $failed -gt 0 ]]; then
+		echo "--- regression.diffs ---"
+		cat "$SRC/regression.diffs"
+	fi
+	if [[ $rc -ne 0 && -d "$SRC/tmp_check/log" ]]; then
+		echo "--- tail of the temporary instance's log ---"
+		tail -n 50 "$SRC"/tmp_check/log/*.log 2>/dev/null || true
+	fi
+	echo "$passed $failed" >"$RESULTS/regress"
+}
+
+# --- 2b. pgTAP ------------------------------------------------------------
+# The cluster listens on a socket in $WORK only (no TCP), so any port works.
+PGTAP_PORT=5432
+PGTAP_DB=concord_pgtap
+
+layer_pgtap() {
+	echo "=== pgTAP ==="
+	shopt -s nullglob
+	local files=("$SRC"/test/pgtap/*.sql)
+	if [[ ${#files[@]} -eq 0 ]]; then
+		echo "no pgTAP tests"
+		echo "0 0" >"$RESULTS/pgtap"
+		return
+	fi
+	as_pg initdb -D "$PGTAP_DATA" -A trust -U postgres -E UTF8 --no-locale --no-sync \
+		>"$WORK/pgtap_initdb.log"
+	{
+		echo "# --- concord pgTAP cluster (test/regress.conf + local settings) ---"
+		cat "$SRC/test/regress.conf"
+		echo "port = $PGTAP_PORT"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$WORK'"
+		echo "fsync = off"
+	} >>"$PGTAP_DATA/postgresql.conf"
+	as_pg pg_ctl -D "$PGTAP_DATA" -l "$WORK/pgtap.log" -w -t 120 start >/dev/null
+	as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGTAP_PORT" -d postgres \
+		-c "CREATE DATABASE $PGTAP_DB"
+	as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGTAP_PORT" -d "$PGTAP_DB" \
+		-c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION concord"
+	local rc=0
+	as_pg env PGHOST="$WORK" PGPORT="$PGTAP_PORT" PGDATABASE="$PGTAP_DB" PGUSER=postgres \
+		perl test/harness.pl --result-file "$RESULTS/pgtap" "${files[@]#"$SRC"/}" || rc=$?
+	as_pg pg_ctl -D "$PGTAP_DATA" -m fast -w stop >/dev/null
+	if [[ $rc -ne 0 ]]; then
+		echo "--- tail of the pgTAP cluster's log ---"
+		tail -n 50 "$WORK/pgtap.log" || true
+	fi
+}
+
+# --- 2c. multi-node TAP ------------------------------------------------------
+layer_tap() {
+	echo "=== TAP (multi-node) ==="
+	shopt -s nullglob
+	local files=("$SRC"/test/t/*.pl)
+	if [[ ${#files[@]} -eq 0 ]]; then
+		echo "no TAP tests"
+		echo "0 0" >"$RESULTS/tap"
+		return
+	fi
+	# The environment PGXS's prove_installcheck gives TAP tests.
+	as_pg env \
+		PERL5LIB="$PKGLIBDIR/pgxs/src/test/perl:$SRC/test" \
+		TESTDIR="$WORK/tap" \
+		PG_REGRESS="$PKGLIBDIR/pgxs/src/test/regress/pg_regress" \
+		perl test/harness.pl --result-file "$RESULTS/tap" \
+		--log-dir "$WORK/tap/tmp_check/log" "${files[@]#"$SRC"/}" || true
+}
+
+# Run each layer with errexit on, in a subshell, so that one layer's crash
+# neither hides the others nor skips the summary.
+for layer in regress pgtap tap; do
+	set +e
+	(set -e; "layer_$layer")
+	set -e
+done
+
+# Stop and remove everything before the summary so that it stays last.
+passed=0 failed=0
+for layer in regress pgtap tap; do
+	if [[ -s "$RESULTS/$layer" ]]; then
+		read -r p f <"$RESULTS/$layer"
+	else
+		echo "layer $layer did not finish" >&2
+		p=0 f=1
+	fi
+	echo "layer $layer: passed=$p failed=$f"
+	passed=$((passed + p)) failed=$((failed + f))
+done
+cleanup
+trap - EXIT
+summary "$passed" "$failed"
+[[ $failed -eq 0 ]]

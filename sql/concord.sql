@@ -1,0 +1,187 @@
+/*
+ * concord install script (source of sql/concord--<version>.sql).
+ *
+ * The catalogs below are mirrored in src/catalog.h (Anum_ constants); keep
+ * the column order of both in step.  The C code writes them directly, so
+ * they carry only plain btree unique indexes (no partial or expression
+ * indexes, no foreign keys): integrity is kept by src/catalog.c.
+ */
+
+\echo Use "CREATE EXTENSION concord" to load this file. \quit
+
+-- ---------------------------------------------------------------------
+-- Catalogs
+-- ---------------------------------------------------------------------
+
+CREATE TABLE concord.node (
+    node_id     oid         NOT NULL PRIMARY KEY,
+    node_name   name        NOT NULL UNIQUE,
+    dsn         text        NOT NULL,
+    priority    integer     NOT NULL DEFAULT 0,
+    is_local    boolean     NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE concord.node IS
+    'concord nodes: the local node (is_local) and the peers it has learnt of';
+
+CREATE TABLE concord.replication_set (
+    set_id              oid     NOT NULL PRIMARY KEY,
+    set_name            name    NOT NULL UNIQUE,
+    replicate_insert    boolean NOT NULL DEFAULT true,
+    replicate_update    boolean NOT NULL DEFAULT true,
+    replicate_delete    boolean NOT NULL DEFAULT true,
+    replicate_truncate  boolean NOT NULL DEFAULT true,
+    capture             text    NOT NULL DEFAULT 'logical'
+);
+COMMENT ON TABLE concord.replication_set IS
+    'replication sets of the local node: named groups of tables and the operations shipped for them';
+
+CREATE TABLE concord.replication_set_table (
+    set_id      oid      NOT NULL,
+    set_reloid  regclass NOT NULL,
+    column_list text[],
+    row_filter  text,
+    PRIMARY KEY (set_id, set_reloid)
+);
+CREATE INDEX replication_set_table_reloid
+    ON concord.replication_set_table (set_reloid);
+COMMENT ON TABLE concord.replication_set_table IS
+    'tables of each replication set, with the shipped columns (NULL: all) and row filter (NULL: all rows)';
+
+CREATE TABLE concord.subscription (
+    sub_id              oid      NOT NULL PRIMARY KEY,
+    sub_name            name     NOT NULL UNIQUE,
+    provider_node_id    oid      NOT NULL,
+    provider_dsn        text     NOT NULL,
+    slot_name           name     NOT NULL,
+    replication_sets    text[]   NOT NULL,
+    forward_origins     text[]   NOT NULL,
+    synchronize_data    boolean  NOT NULL,
+    apply_delay         interval NOT NULL,
+    enabled             boolean  NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX subscription_provider
+    ON concord.subscription (provider_node_id);
+COMMENT ON TABLE concord.subscription IS
+    'subscriptions of the local node: what it pulls from which provider';
+
+SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.subscription', '');
+
+-- Catalogs holding DSNs (and so possibly passwords) are not for PUBLIC.
+REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
+REVOKE ALL ON concord.replication_set, concord.replication_set_table FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Nodes
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_node(node_name name, dsn text,
+                                    priority integer DEFAULT 0)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_node(name, text, integer) IS
+    'declare this database as a concord node; creates the replication set "default"';
+
+CREATE FUNCTION concord.alter_node(node_name name, dsn text DEFAULT NULL,
+                                   priority integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_alter_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_node(name, text, integer) IS
+    'change the dsn or priority of a node';
+
+CREATE FUNCTION concord.drop_node(node_name name, ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_node(name, boolean) IS
+    'remove a node (refused while subscriptions exist)';
+
+-- ---------------------------------------------------------------------
+-- Replication sets
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_replication_set(set_name name,
+        replicate_insert boolean DEFAULT true,
+        replicate_update boolean DEFAULT true,
+        replicate_delete boolean DEFAULT true,
+        replicate_truncate boolean DEFAULT true,
+        capture text DEFAULT 'logical')
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_replication_set(name, boolean, boolean, boolean, boolean, text) IS
+    'create a replication set';
+
+CREATE FUNCTION concord.alter_replication_set(set_name name,
+        replicate_insert boolean DEFAULT NULL,
+        replicate_update boolean DEFAULT NULL,
+        replicate_delete boolean DEFAULT NULL,
+        replicate_truncate boolean DEFAULT NULL,
+        capture text DEFAULT NULL)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_alter_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_replication_set(name, boolean, boolean, boolean, boolean, text) IS
+    'change the operations a replication set ships';
+
+CREATE FUNCTION concord.drop_replication_set(set_name name,
+        ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_replication_set(name, boolean) IS
+    'drop a replication set and its table memberships';
+
+CREATE FUNCTION concord.replication_set_add_table(set_name name,
+        relation regclass,
+        synchronize_data boolean DEFAULT false,
+        columns text[] DEFAULT NULL,
+        row_filter text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_replication_set_add_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_add_table(name, regclass, boolean, text[], text) IS
+    'add a table to a replication set, optionally limited to some columns and rows';
+
+CREATE FUNCTION concord.replication_set_add_all_tables(set_name name,
+        schema_names text[],
+        synchronize_data boolean DEFAULT false)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_replication_set_add_all_tables'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_add_all_tables(name, text[], boolean) IS
+    'add every eligible table of the given schemas to a replication set; returns how many were added';
+
+CREATE FUNCTION concord.replication_set_remove_table(set_name name,
+        relation regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_replication_set_remove_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_remove_table(name, regclass) IS
+    'remove a table from a replication set';
+
+-- ---------------------------------------------------------------------
+-- Housekeeping: a dropped table leaves no rows behind in the set catalog.
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.on_sql_drop()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_sql_drop'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_sql_drop() IS
+    'event trigger: removes dropped tables from replication sets';
+
+CREATE EVENT TRIGGER concord_on_sql_drop ON sql_drop
+    EXECUTE FUNCTION concord.on_sql_drop();
+
+-- ---------------------------------------------------------------------
+-- Privileges: configuration is for superusers and those they grant it to.
+-- ---------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA concord FROM PUBLIC;

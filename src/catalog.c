@@ -1,0 +1,547 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *		Reads and writes concord's catalog tables.
+ *
+ * The catalogs are ordinary tables in schema "concord", created by the
+ * extension script.  They are written here with heap and index routines,
+ * not SQL, so that the API functions need no privileges on them and the
+ * workers need no SPI.
+ *
+ * Locking: writers of a catalog first take concord_catalog_lock() on it, a
+ * self-conflicting lock held to the end of the transaction, so that checks
+ * and the writes that depend on them are serialized.  Readers scan with the
+ * latest MVCC snapshot: they see what others committed before the lock was
+ * granted, and this transaction's own earlier commands.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "catalog.h"
+
+/* A heap scan of one catalog under a registered up-to-date snapshot. */
+typedef struct CatalogScan
+{
+	SysScanDesc sscan;
+	Snapshot	snapshot;
+} CatalogScan;
+
+/*
+ * Returns the OID of a concord catalog table.  The extension can be dropped
+ * and created again, so the OID is looked up each time (a syscache hit).
+ */
+Oid
+concord_catalog_relid(const char *relname, bool missing_ok)
+{
+	Oid			nspid = get_namespace_oid(CONCORD_SCHEMA, true);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nspid))
+		relid = get_relname_relid(relname, nspid);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("concord catalog table \"%s.%s\" does not exist",
+						CONCORD_SCHEMA, relname),
+				 errhint("Run CREATE EXTENSION concord in this database.")));
+	return relid;
+}
+
+/* Serializes writers of one catalog until the end of the transaction. */
+void
+concord_catalog_lock(const char *relname)
+{
+	LockRelationOid(concord_catalog_relid(relname, false),
+					ShareRowExclusiveLock);
+}
+
+static Relation
+catalog_open(const char *relname, LOCKMODE lockmode)
+{
+	return table_open(concord_catalog_relid(relname, false), lockmode);
+}
+
+static void
+catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
+{
+	cs->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	cs->sscan = systable_beginscan(rel, InvalidOid, false, cs->snapshot,
+								   nkeys, keys);
+}
+
+static void
+catalog_endscan(CatalogScan *cs)
+{
+	systable_endscan(cs->sscan);
+	UnregisterSnapshot(cs->snapshot);
+}
+
+static void
+scankey_oid(ScanKey key, AttrNumber attno, Oid value)
+{
+	ScanKeyInit(key, attno, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(value));
+}
+
+/* A name key: the datum must point at a full NameData, not a C string. */
+static void
+scankey_name(ScanKey key, AttrNumber attno, const char *value)
+{
+	Name		n = palloc0(sizeof(NameData));
+
+	namestrcpy(n, value);
+	ScanKeyInit(key, attno, BTEqualStrategyNumber, F_NAMEEQ,
+				NameGetDatum(n));
+}
+
+/* ---------------------------------------------------------------------
+ * concord.node
+ * ---------------------------------------------------------------------
+ */
+
+static ConcordNode *
+node_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_node];
+	bool		nulls[Natts_node];
+	ConcordNode *node = palloc0(sizeof(ConcordNode));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	node->id = DatumGetObjectId(values[Anum_node_id - 1]);
+	node->name = pstrdup(NameStr(*DatumGetName(values[Anum_node_name - 1])));
+	node->dsn = TextDatumGetCString(values[Anum_node_dsn - 1]);
+	node->priority = DatumGetInt32(values[Anum_node_priority - 1]);
+	node->is_local = DatumGetBool(values[Anum_node_is_local - 1]);
+	return node;
+}
+
+/* Returns the first node matching the key, or NULL. */
+static ConcordNode *
+node_lookup(ScanKey key)
+{
+	Relation	rel = catalog_open(CATALOG_NODE, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	ConcordNode *node = NULL;
+
+	catalog_beginscan(&cs, rel, 1, key);
+	tup = systable_getnext(cs.sscan);
+	if (HeapTupleIsValid(tup))
+		node = node_from_tuple(tup, RelationGetDescr(rel));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return node;
+}
+
+ConcordNode *
+concord_node_get_local(bool missing_ok)
+{
+	ScanKeyData key;
+	ConcordNode *node;
+
+	ScanKeyInit(&key, Anum_node_is_local, BTEqualStrategyNumber, F_BOOLEQ,
+				BoolGetDatum(true));
+	node = node_lookup(&key);
+	if (node == NULL && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("database \"%s\" is not a concord node",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run concord.create_node() first.")));
+	return node;
+}
+
+ConcordNode *
+concord_node_get_by_name(const char *name)
+{
+	ScanKeyData key;
+
+	scankey_name(&key, Anum_node_name, name);
+	return node_lookup(&key);
+}
+
+ConcordNode *
+concord_node_get_by_id(Oid node_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_node_id, node_id);
+	return node_lookup(&key);
+}
+
+static void
+node_to_values(const ConcordNode *node, Datum *values, bool *nulls)
+{
+	Name		name = palloc0(sizeof(NameData));
+
+	namestrcpy(name, node->name);
+	memset(nulls, 0, sizeof(bool) * Natts_node);
+	values[Anum_node_id - 1] = ObjectIdGetDatum(node->id);
+	values[Anum_node_name - 1] = NameGetDatum(name);
+	values[Anum_node_dsn - 1] = CStringGetTextDatum(node->dsn);
+	values[Anum_node_priority - 1] = Int32GetDatum(node->priority);
+	values[Anum_node_is_local - 1] = BoolGetDatum(node->is_local);
+	values[Anum_node_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+}
+
+void
+concord_node_insert(const ConcordNode *node)
+{
+	Relation	rel = catalog_open(CATALOG_NODE, RowExclusiveLock);
+	Datum		values[Natts_node];
+	bool		nulls[Natts_node];
+	HeapTuple	tup;
+
+	node_to_values(node, values, nulls);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	CatalogTupleInsert(rel, tup);
+	heap_freetuple(tup);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites the dsn and priority of the node with node->id. */
+void
+concord_node_update(const ConcordNode *node)
+{
+	Relation	rel = catalog_open(CATALOG_NODE, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+
+	scankey_oid(&key, Anum_node_id, node->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord node %u vanished", node->id);
+	else
+	{
+		Datum		values[Natts_node];
+		bool		nulls[Natts_node];
+		bool		replace[Natts_node];
+		HeapTuple	newtup;
+
+		memset(values, 0, sizeof(values));
+		memset(nulls, 0, sizeof(nulls));
+		memset(replace, 0, sizeof(replace));
+		values[Anum_node_dsn - 1] = CStringGetTextDatum(node->dsn);
+		replace[Anum_node_dsn - 1] = true;
+		values[Anum_node_priority - 1] = Int32GetDatum(node->priority);
+		replace[Anum_node_priority - 1] = true;
+		newtup = heap_modify_tuple(oldtup, RelationGetDescr(rel),
+								   values, nulls, replace);
+		CatalogTupleUpdate(rel, &oldtup->t_self, newtup);
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Deletes every row whose oid column attno equals value; returns the count. */
+static int
+catalog_delete_where_oid(const char *relname, AttrNumber attno, Oid value)
+{
+	Relation	rel = catalog_open(relname, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	tup;
+	int			ndeleted = 0;
+
+	scankey_oid(&key, attno, value);
+	catalog_beginscan(&cs, rel, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		CatalogTupleDelete(rel, &tup->t_self);
+		ndeleted++;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	return ndeleted;
+}
+
+void
+concord_node_delete(Oid node_id)
+{
+	catalog_delete_where_oid(CATALOG_NODE, Anum_node_id, node_id);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.subscription
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * True if a subscription to the given provider exists, or any subscription
+ * at all when provider_node_id is InvalidOid.
+ */
+bool
+concord_subscription_exists(Oid provider_node_id)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, AccessShareLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	bool		found;
+
+	if (OidIsValid(provider_node_id))
+		scankey_oid(&key, Anum_sub_provider_node_id, provider_node_id);
+	catalog_beginscan(&cs, rel, OidIsValid(provider_node_id) ? 1 : 0, &key);
+	found = HeapTupleIsValid(systable_getnext(cs.sscan));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* ---------------------------------------------------------------------
+ * concord.replication_set
+ * ---------------------------------------------------------------------
+ */
+
+static ConcordSet *
+set_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_set];
+	bool		nulls[Natts_set];
+	ConcordSet *set = palloc0(sizeof(ConcordSet));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	set->id = DatumGetObjectId(values[Anum_set_id - 1]);
+	set->name = pstrdup(NameStr(*DatumGetName(values[Anum_set_name - 1])));
+	set->replicate_insert = DatumGetBool(values[Anum_set_insert - 1]);
+	set->replicate_update = DatumGetBool(values[Anum_set_update - 1]);
+	set->replicate_delete = DatumGetBool(values[Anum_set_delete - 1]);
+	set->replicate_truncate = DatumGetBool(values[Anum_set_truncate - 1]);
+	set->capture = TextDatumGetCString(values[Anum_set_capture - 1]);
+	return set;
+}
+
+/* Returns the sets matching the keys (all sets with nkeys = 0). */
+static List *
+set_lookup(int nkeys, ScanKey keys)
+{
+	Relation	rel = catalog_open(CATALOG_SET, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		result = lappend(result, set_from_tuple(tup, RelationGetDescr(rel)));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+ConcordSet *
+concord_set_get_by_name(const char *name)
+{
+	ScanKeyData key;
+	List	   *sets;
+
+	scankey_name(&key, Anum_set_name, name);
+	sets = set_lookup(1, &key);
+	return sets == NIL ? NULL : linitial(sets);
+}
+
+bool
+concord_set_id_used(Oid set_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_id, set_id);
+	return set_lookup(1, &key) != NIL;
+}
+
+List *
+concord_set_get_all(void)
+{
+	return set_lookup(0, NULL);
+}
+
+static HeapTuple
+set_form_tuple(Relation rel, const ConcordSet *set)
+{
+	Datum		values[Natts_set];
+	bool		nulls[Natts_set];
+	Name		name = palloc0(sizeof(NameData));
+
+	namestrcpy(name, set->name);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_set_id - 1] = ObjectIdGetDatum(set->id);
+	values[Anum_set_name - 1] = NameGetDatum(name);
+	values[Anum_set_insert - 1] = BoolGetDatum(set->replicate_insert);
+	values[Anum_set_update - 1] = BoolGetDatum(set->replicate_update);
+	values[Anum_set_delete - 1] = BoolGetDatum(set->replicate_delete);
+	values[Anum_set_truncate - 1] = BoolGetDatum(set->replicate_truncate);
+	values[Anum_set_capture - 1] = CStringGetTextDatum(set->capture);
+	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
+}
+
+void
+concord_set_insert(const ConcordSet *set)
+{
+	Relation	rel = catalog_open(CATALOG_SET, RowExclusiveLock);
+
+	CatalogTupleInsert(rel, set_form_tuple(rel, set));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites every column of the set with set->id. */
+void
+concord_set_update(const ConcordSet *set)
+{
+	Relation	rel = catalog_open(CATALOG_SET, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+
+	scankey_oid(&key, Anum_set_id, set->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord replication set %u vanished", set->id);
+	CatalogTupleUpdate(rel, &oldtup->t_self, set_form_tuple(rel, set));
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Deletes a set together with its table memberships. */
+void
+concord_set_delete(Oid set_id)
+{
+	catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_set_id, set_id);
+	catalog_delete_where_oid(CATALOG_SET, Anum_set_id, set_id);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.replication_set_table
+ * ---------------------------------------------------------------------
+ */
+
+static ConcordSetTable *
+set_table_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_set_table];
+	bool		nulls[Natts_set_table];
+	ConcordSetTable *member = palloc0(sizeof(ConcordSetTable));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	member->set_id = DatumGetObjectId(values[Anum_set_table_set_id - 1]);
+	member->relid = DatumGetObjectId(values[Anum_set_table_reloid - 1]);
+	if (!nulls[Anum_set_table_columns - 1])
+		member->columns = DatumGetArrayTypePCopy(values[Anum_set_table_columns - 1]);
+	if (!nulls[Anum_set_table_row_filter - 1])
+		member->row_filter = TextDatumGetCString(values[Anum_set_table_row_filter - 1]);
+	return member;
+}
+
+static List *
+set_table_lookup(int nkeys, ScanKey keys)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		result = lappend(result,
+						 set_table_from_tuple(tup, RelationGetDescr(rel)));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+List *
+concord_set_table_get_by_set(Oid set_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_table_set_id, set_id);
+	return set_table_lookup(1, &key);
+}
+
+bool
+concord_set_table_exists(Oid set_id, Oid relid)
+{
+	ScanKeyData keys[2];
+
+	scankey_oid(&keys[0], Anum_set_table_set_id, set_id);
+	scankey_oid(&keys[1], Anum_set_table_reloid, relid);
+	return set_table_lookup(2, keys) != NIL;
+}
+
+void
+concord_set_table_insert(const ConcordSetTable *member)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, RowExclusiveLock);
+	Datum		values[Natts_set_table];
+	bool		nulls[Natts_set_table];
+	HeapTuple	tup;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_set_table_set_id - 1] = ObjectIdGetDatum(member->set_id);
+	values[Anum_set_table_reloid - 1] = ObjectIdGetDatum(member->relid);
+	if (member->columns)
+		values[Anum_set_table_columns - 1] = PointerGetDatum(member->columns);
+	else
+		nulls[Anum_set_table_columns - 1] = true;
+	if (member->row_filter)
+		values[Anum_set_table_row_filter - 1] = CStringGetTextDatum(member->row_filter);
+	else
+		nulls[Anum_set_table_row_filter - 1] = true;
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	CatalogTupleInsert(rel, tup);
+	heap_freetuple(tup);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+bool
+concord_set_table_delete(Oid set_id, Oid relid)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, RowExclusiveLock);
+	ScanKeyData keys[2];
+	CatalogScan cs;
+	HeapTuple	tup;
+	bool		found = false;
+
+	scankey_oid(&keys[0], Anum_set_table_set_id, set_id);
+	scankey_oid(&keys[1], Anum_set_table_reloid, relid);
+	catalog_beginscan(&cs, rel, 2, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		CatalogTupleDelete(rel, &tup->t_self);
+		found = true;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	return found;
+}
+
+/* Removes a relation from every set; returns how many memberships went. */
+int
+concord_set_table_delete_relation(Oid relid)
+{
+	return catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_reloid,
+									relid);
+}

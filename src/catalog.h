@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *		Access to concord's own catalog tables (schema "concord").
+ *
+ * The Anum_ constants mirror the column order of sql/concord.sql; keep the
+ * two in step.  All reads and writes of the catalogs go through catalog.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_CATALOG_H
+#define CONCORD_CATALOG_H
+
+#include "nodes/pg_list.h"
+#include "utils/array.h"
+
+#define CONCORD_SCHEMA		"concord"
+
+/* concord.node */
+#define CATALOG_NODE				"node"
+#define Natts_node					6
+#define Anum_node_id				1
+#define Anum_node_name				2
+#define Anum_node_dsn				3
+#define Anum_node_priority			4
+#define Anum_node_is_local			5
+#define Anum_node_created_at		6
+
+/* concord.replication_set */
+#define CATALOG_SET					"replication_set"
+#define Natts_set					7
+#define Anum_set_id					1
+#define Anum_set_name				2
+#define Anum_set_insert				3
+#define Anum_set_update				4
+#define Anum_set_delete				5
+#define Anum_set_truncate			6
+#define Anum_set_capture			7
+
+/* concord.replication_set_table */
+#define CATALOG_SET_TABLE			"replication_set_table"
+#define Natts_set_table				4
+#define Anum_set_table_set_id		1
+#define Anum_set_table_reloid		2
+#define Anum_set_table_columns		3
+#define Anum_set_table_row_filter	4
+
+/* concord.subscription */
+#define CATALOG_SUBSCRIPTION		"subscription"
+#define Anum_sub_id					1
+#define Anum_sub_name				2
+#define Anum_sub_provider_node_id	3
+
+typedef struct ConcordNode
+{
+	Oid			id;
+	char	   *name;
+	char	   *dsn;
+	int32		priority;
+	bool		is_local;
+} ConcordNode;
+
+typedef struct ConcordSet
+{
+	Oid			id;
+	char	   *name;
+	bool		replicate_insert;
+	bool		replicate_update;
+	bool		replicate_delete;
+	bool		replicate_truncate;
+	char	   *capture;
+} ConcordSet;
+
+/* One membership row of concord.replication_set_table. */
+typedef struct ConcordSetTable
+{
+	Oid			set_id;
+	Oid			relid;
+	ArrayType  *columns;		/* NULL: every column */
+	char	   *row_filter;		/* NULL: every row */
+} ConcordSetTable;
+
+extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
+extern void concord_catalog_lock(const char *relname);
+
+extern ConcordNode *concord_node_get_local(bool missing_ok);
+extern ConcordNode *concord_node_get_by_name(const char *name);
+extern ConcordNode *concord_node_get_by_id(Oid node_id);
+extern void concord_node_insert(const ConcordNode *node);
+extern void concord_node_update(const ConcordNode *node);
+extern void concord_node_delete(Oid node_id);
+
+extern bool concord_subscription_exists(Oid provider_node_id);
+
+extern ConcordSet *concord_set_get_by_name(const char *name);
+extern bool concord_set_id_used(Oid set_id);
+extern List *concord_set_get_all(void);
+extern void concord_set_insert(const ConcordSet *set);
+extern void concord_set_update(const ConcordSet *set);
+extern void concord_set_delete(Oid set_id);
+
+extern List *concord_set_table_get_by_set(Oid set_id);
+extern bool concord_set_table_exists(Oid set_id, Oid relid);
+extern void concord_set_table_insert(const ConcordSetTable *member);
+extern bool concord_set_table_delete(Oid set_id, Oid relid);
+extern int	concord_set_table_delete_relation(Oid relid);
+
+#endif							/* CONCORD_CATALOG_H */

@@ -1,0 +1,54 @@
+/*-------------------------------------------------------------------------
+ *
+ * concord.c
+ *		Library entry point: load checks, GUCs, background worker setup.
+ *
+ * concord must be loaded through shared_preload_libraries: its launcher is
+ * a static background worker and, later, its workers share memory.  Any
+ * other way of loading the library (CREATE EXTENSION, LOAD) fails here with
+ * a HINT, before anything half-initialised can run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "concord.h"
+#include "conflict.h"
+
+PG_MODULE_MAGIC;
+
+int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
+
+static void
+define_gucs(void)
+{
+	DefineCustomEnumVariable("concord.conflict_resolver",
+							 "Default conflict resolver for tables without their own.",
+							 "One of last_update_wins, first_update_wins, replica_priority, "
+							 "keep_local, apply_remote, skip, error.",
+							 &concord_conflict_resolver,
+							 CONCORD_RESOLVER_LAST_UPDATE_WINS,
+							 concord_resolver_guc_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("concord");
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("concord must be loaded via shared_preload_libraries"),
+				 errhint("Add concord to shared_preload_libraries in postgresql.conf "
+						 "and restart the server.")));
+
+	define_gucs();
+	concord_launcher_register();
+}

@@ -1,0 +1,30 @@
+/*-------------------------------------------------------------------------
+ *
+ * concord.h
+ *		Declarations shared by every part of concord.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_H
+#define CONCORD_H
+
+#include "fmgr.h"
+
+#include "compat.h"
+
+#define CONCORD_LIBRARY_NAME	"concord"
+
+/* GUCs (concord.c) */
+extern int	concord_conflict_resolver;
+
+/* launcher.c */
+extern void concord_launcher_register(void);
+extern PGDLLEXPORT void concord_launcher_main(Datum main_arg);
+
+/* node_api.c, set_api.c: argument helpers shared by the SQL API */
+extern Datum concord_required_arg(FunctionCallInfo fcinfo, int argno,
+								  const char *argname);
+#define concord_required_name(fcinfo, argno, argname) \
+	NameStr(*DatumGetName(concord_required_arg(fcinfo, argno, argname)))
+
+#endif							/* CONCORD_H */
