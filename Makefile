@@ -28,7 +28,7 @@ SHLIB_LINK_INTERNAL = $(libpq)
 
 # pg_regress runs on a temporary instance with concord preloaded.
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/$(EXTENSION)%.sql,$(wildcard sql/*.sql))))
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf --no-locale --encoding=UTF8
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out log
 
