@@ -11,7 +11,12 @@ OBJS = \
 	src/relcheck.o \
 	src/node_api.o \
 	src/set_api.o \
-	src/conflict.o
+	src/conflict.o \
+	src/origin.o \
+	src/output.o \
+	src/output_rel.o \
+	src/proto.o \
+	src/proto_describe.o
 
 # The install script is built from one source file; upgrade scripts
 # (sql/concord--A--B.sql) are shipped as written.

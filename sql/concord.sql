@@ -5,6 +5,9 @@
  * the column order of both in step.  The C code writes them directly, so
  * they carry only plain btree unique indexes (no partial or expression
  * indexes, no foreign keys): integrity is kept by src/catalog.c.
+ *
+ * The tables the output plugin reads while decoding are user catalog
+ * tables: logical decoding may read them with its historic snapshot.
  */
 
 \echo Use "CREATE EXTENSION concord" to load this file. \quit
@@ -20,7 +23,7 @@ CREATE TABLE concord.node (
     priority    integer     NOT NULL DEFAULT 0,
     is_local    boolean     NOT NULL DEFAULT false,
     created_at  timestamptz NOT NULL DEFAULT now()
-);
+) WITH (user_catalog_table = true);
 COMMENT ON TABLE concord.node IS
     'concord nodes: the local node (is_local) and the peers it has learnt of';
 
@@ -32,7 +35,7 @@ CREATE TABLE concord.replication_set (
     replicate_delete    boolean NOT NULL DEFAULT true,
     replicate_truncate  boolean NOT NULL DEFAULT true,
     capture             text    NOT NULL DEFAULT 'logical'
-);
+) WITH (user_catalog_table = true);
 COMMENT ON TABLE concord.replication_set IS
     'replication sets of the local node: named groups of tables and the operations shipped for them';
 
@@ -42,7 +45,7 @@ CREATE TABLE concord.replication_set_table (
     column_list text[],
     row_filter  text,
     PRIMARY KEY (set_id, set_reloid)
-);
+) WITH (user_catalog_table = true);
 CREATE INDEX replication_set_table_reloid
     ON concord.replication_set_table (set_reloid);
 COMMENT ON TABLE concord.replication_set_table IS
@@ -165,6 +168,17 @@ AS 'MODULE_PATHNAME', 'concord_replication_set_remove_table'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.replication_set_remove_table(name, regclass) IS
     'remove a table from a replication set';
+
+-- ---------------------------------------------------------------------
+-- Protocol
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.protocol_describe(message bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_protocol_describe'
+LANGUAGE C STRICT IMMUTABLE;
+COMMENT ON FUNCTION concord.protocol_describe(bytea) IS
+    'one message of the concord output plugin, as text (for debugging)';
 
 -- ---------------------------------------------------------------------
 -- Housekeeping: a dropped table leaves no rows behind in the set catalog.

@@ -29,6 +29,8 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -77,10 +79,18 @@ catalog_open(const char *relname, LOCKMODE lockmode)
 	return table_open(concord_catalog_relid(relname, false), lockmode);
 }
 
+/*
+ * Inside logical decoding the catalogs are read with the historic snapshot
+ * (they are user_catalog_tables for that reason); elsewhere with the latest
+ * snapshot.
+ */
 static void
 catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
 {
-	cs->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	if (HistoricSnapshotActive())
+		cs->snapshot = RegisterSnapshot(GetCatalogSnapshot(RelationGetRelid(rel)));
+	else
+		cs->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	cs->sscan = systable_beginscan(rel, InvalidOid, false, cs->snapshot,
 								   nkeys, keys);
 }
@@ -90,6 +100,27 @@ catalog_endscan(CatalogScan *cs)
 {
 	systable_endscan(cs->sscan);
 	UnregisterSnapshot(cs->snapshot);
+}
+
+/*
+ * Tells walsenders decoding past this point that what they ship of a
+ * relation may have changed (see output_rel.c).  A relation already
+ * dropped needs nothing: its drop invalidated it.
+ */
+static void
+invalidate_relation(Oid relid)
+{
+	if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		CacheInvalidateRelcacheByRelid(relid);
+}
+
+static void
+invalidate_set_members(Oid set_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, concord_set_table_get_by_set(set_id))
+		invalidate_relation(((ConcordSetTable *) lfirst(lc))->relid);
 }
 
 static void
@@ -212,6 +243,7 @@ concord_node_insert(const ConcordNode *node)
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	CatalogTupleInsert(rel, tup);
 	heap_freetuple(tup);
+	invalidate_relation(RelationGetRelid(rel));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 }
@@ -249,6 +281,7 @@ concord_node_update(const ConcordNode *node)
 		CatalogTupleUpdate(rel, &oldtup->t_self, newtup);
 	}
 	catalog_endscan(&cs);
+	invalidate_relation(RelationGetRelid(rel));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 }
@@ -280,6 +313,7 @@ void
 concord_node_delete(Oid node_id)
 {
 	catalog_delete_where_oid(CATALOG_NODE, Anum_node_id, node_id);
+	invalidate_relation(concord_catalog_relid(CATALOG_NODE, false));
 }
 
 /* ---------------------------------------------------------------------
@@ -421,12 +455,14 @@ concord_set_update(const ConcordSet *set)
 	catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
+	invalidate_set_members(set->id);
 }
 
 /* Deletes a set together with its table memberships. */
 void
 concord_set_delete(Oid set_id)
 {
+	invalidate_set_members(set_id);
 	catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_set_id, set_id);
 	catalog_delete_where_oid(CATALOG_SET, Anum_set_id, set_id);
 }
@@ -479,6 +515,15 @@ concord_set_table_get_by_set(Oid set_id)
 	return set_table_lookup(1, &key);
 }
 
+List *
+concord_set_table_get_by_relid(Oid relid)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_table_reloid, relid);
+	return set_table_lookup(1, &key);
+}
+
 bool
 concord_set_table_exists(Oid set_id, Oid relid)
 {
@@ -513,6 +558,7 @@ concord_set_table_insert(const ConcordSetTable *member)
 	heap_freetuple(tup);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
+	invalidate_relation(member->relid);
 }
 
 bool
@@ -535,6 +581,7 @@ concord_set_table_delete(Oid set_id, Oid relid)
 	catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
+	invalidate_relation(relid);
 	return found;
 }
 

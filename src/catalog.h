@@ -100,6 +100,7 @@ extern void concord_set_update(const ConcordSet *set);
 extern void concord_set_delete(Oid set_id);
 
 extern List *concord_set_table_get_by_set(Oid set_id);
+extern List *concord_set_table_get_by_relid(Oid relid);
 extern bool concord_set_table_exists(Oid set_id, Oid relid);
 extern void concord_set_table_insert(const ConcordSetTable *member);
 extern bool concord_set_table_delete(Oid set_id, Oid relid);

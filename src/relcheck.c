@@ -266,7 +266,8 @@ row_filter_parse(const char *filter)
 }
 
 static void
-check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr)
+check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr,
+						 const char *filter)
 {
 	Bitmapset  *used = NULL;
 	Bitmapset  *outside;
@@ -279,7 +280,9 @@ check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 					 errmsg("row_filter may only use the table's own columns"),
-					 errdetail("System columns and whole-row references are not allowed.")));
+					 errdetail("System columns and whole-row references are not allowed."),
+					 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+								concord_relation_qualified_name(rel))));
 	}
 	if (!set_needs_key(set) || rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
 		return;
@@ -293,11 +296,18 @@ check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr)
 									false)),
 				 errdetail("Replication set \"%s\" ships UPDATE or DELETE, whose old row carries only the key columns.",
 						   set->name),
-				 errhint("Filter on key columns only, or use ALTER TABLE ... REPLICA IDENTITY FULL.")));
+				 errhint("Filter on key columns only, or use ALTER TABLE ... REPLICA IDENTITY FULL."),
+				 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+							concord_relation_qualified_name(rel))));
 }
 
-static void
-check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
+/*
+ * Parses a row filter against a table into a boolean expression, with the
+ * rules of a WHERE clause (no aggregates, window or set-returning
+ * functions).  Used when the filter is validated and by the output plugin.
+ */
+Node *
+concord_row_filter_expr(Relation rel, const char *filter)
 {
 	RowFilterContext ctx;
 	ErrorContextCallback errcb;
@@ -305,8 +315,6 @@ check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
 	ParseNamespaceItem *nsitem;
 	Node	   *expr;
 
-	if (filter == NULL)
-		return;
 	ctx.relname = concord_relation_qualified_name(rel);
 	ctx.filter = filter;
 	errcb.callback = row_filter_error_context;
@@ -319,8 +327,6 @@ check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
 	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
 										   NULL, false, false);
 	addNSItemToQuery(pstate, nsitem, false, true, true);
-
-	/* WHERE rules: no aggregates, window or set-returning functions. */
 	expr = transformExpr(pstate, row_filter_parse(filter), EXPR_KIND_WHERE);
 	expr = coerce_to_boolean(pstate, expr, "row_filter");
 	assign_expr_collations(pstate, expr);
@@ -329,15 +335,27 @@ check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("row_filter cannot use subqueries")));
+	free_parsestate(pstate);
+	error_context_stack = errcb.previous;
+	return expr;
+}
+
+static void
+check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
+{
+	Node	   *expr;
+
+	if (filter == NULL)
+		return;
+	expr = concord_row_filter_expr(rel, filter);
 	if (contain_mutable_functions(expr))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("row_filter cannot use functions that are not immutable"),
-				 errdetail("The filter is evaluated on the provider while changes are decoded, where only immutable functions give a stable answer.")));
-	check_row_filter_columns(rel, set, expr);
-
-	free_parsestate(pstate);
-	error_context_stack = errcb.previous;
+				 errdetail("The filter is evaluated on the provider while changes are decoded, where only immutable functions give a stable answer."),
+				 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+							concord_relation_qualified_name(rel))));
+	check_row_filter_columns(rel, set, expr, filter);
 }
 
 /*

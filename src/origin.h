@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * origin.h
+ *		Naming and use of concord's replication origins.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_ORIGIN_H
+#define CONCORD_ORIGIN_H
+
+#include "access/xlogdefs.h"
+#include "replication/origin.h"
+
+extern char *concord_origin_name(Oid subid, const char *node_name);
+extern char *concord_origin_prefix(Oid subid);
+extern const char *concord_origin_node_name(const char *origin_name);
+extern char *concord_origin_node_by_id(RepOriginId origin);
+
+extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
+extern XLogRecPtr concord_origin_sub_progress(Oid subid);
+extern void concord_origin_drop_all(Oid subid);
+
+#endif							/* CONCORD_ORIGIN_H */

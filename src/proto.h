@@ -1,0 +1,127 @@
+/*-------------------------------------------------------------------------
+ *
+ * proto.h
+ *		concord's wire protocol between the output plugin and apply.
+ *
+ * Every message starts with a type byte and a flags byte (reserved, zero
+ * in version 1).  Integers are in network order (pqformat).  Column values
+ * travel in their type's text form.  Writers and readers come in pairs; a
+ * reader trusts nothing it reads: every count and length is checked.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_PROTO_H
+#define CONCORD_PROTO_H
+
+#include "access/htup.h"
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+#include "nodes/bitmapset.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+
+/* Versions this build speaks; a subscriber asks for one at START. */
+#define CONCORD_PROTO_VERSION_MIN	1
+#define CONCORD_PROTO_VERSION		1
+
+/* Message types */
+#define CONCORD_MSG_BEGIN		'B'
+#define CONCORD_MSG_COMMIT		'C'
+#define CONCORD_MSG_RELATION	'R'
+#define CONCORD_MSG_INSERT		'I'
+#define CONCORD_MSG_UPDATE		'U'
+#define CONCORD_MSG_DELETE		'D'
+#define CONCORD_MSG_TRUNCATE	'T'
+
+/* Kinds of a column value in a tuple */
+#define CONCORD_COL_NULL		'n'
+#define CONCORD_COL_UNCHANGED	'u'	/* unchanged TOAST value, not sent */
+#define CONCORD_COL_TEXT		't'
+
+/* Kinds of old tuple in UPDATE and DELETE */
+#define CONCORD_OLD_NONE		'N'
+#define CONCORD_OLD_KEY			'K'	/* key columns only, others null */
+#define CONCORD_OLD_FULL		'O'	/* every column (REPLICA IDENTITY FULL) */
+
+/* Attribute flags in RELATION */
+#define CONCORD_ATT_KEY			0x01
+
+typedef struct ConcordBeginMsg
+{
+	XLogRecPtr	commit_lsn;		/* LSN of the commit record */
+	XLogRecPtr	end_lsn;		/* end of the commit record */
+	TimestampTz commit_time;	/* origin's commit timestamp */
+	TransactionId xid;
+	char	   *origin_name;	/* node where the transaction originated */
+	int32		origin_priority;
+} ConcordBeginMsg;
+
+typedef struct ConcordCommitMsg
+{
+	XLogRecPtr	commit_lsn;
+	XLogRecPtr	end_lsn;
+	TimestampTz commit_time;
+} ConcordCommitMsg;
+
+typedef struct ConcordRelAttr
+{
+	char	   *name;
+	Oid			typid;			/* provider's type OID, for messages only */
+	int32		typmod;
+	bool		is_key;
+} ConcordRelAttr;
+
+typedef struct ConcordRelationMsg
+{
+	Oid			remoteid;		/* provider's relation OID */
+	char	   *nspname;
+	char	   *relname;
+	char		replident;
+	int			natts;
+	ConcordRelAttr *atts;
+} ConcordRelationMsg;
+
+typedef struct ConcordTuple
+{
+	int			ncols;
+	char	   *kinds;			/* CONCORD_COL_* per column */
+	StringInfoData *values;		/* text of CONCORD_COL_TEXT columns */
+} ConcordTuple;
+
+typedef struct ConcordTruncateMsg
+{
+	int			nrelids;
+	Oid		   *relids;
+	bool		cascade;
+	bool		restart_seqs;
+} ConcordTruncateMsg;
+
+/* writers (output plugin) */
+extern void concord_write_begin(StringInfo out, const ConcordBeginMsg *msg);
+extern void concord_write_commit(StringInfo out, const ConcordCommitMsg *msg);
+extern void concord_write_relation(StringInfo out, Relation rel,
+								   Bitmapset *columns);
+extern void concord_write_insert(StringInfo out, Relation rel,
+								 HeapTuple newtuple, Bitmapset *columns);
+extern void concord_write_update(StringInfo out, Relation rel,
+								 HeapTuple oldtuple, bool old_is_key,
+								 HeapTuple newtuple, Bitmapset *columns);
+extern void concord_write_delete(StringInfo out, Relation rel,
+								 HeapTuple oldtuple, bool old_is_key,
+								 Bitmapset *columns);
+extern void concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
+								   bool cascade, bool restart_seqs);
+
+/* readers (apply); the type byte has already been consumed */
+extern void concord_read_begin(StringInfo in, ConcordBeginMsg *msg);
+extern void concord_read_commit(StringInfo in, ConcordCommitMsg *msg);
+extern ConcordRelationMsg *concord_read_relation(StringInfo in);
+extern Oid	concord_read_insert(StringInfo in, ConcordTuple *newtup);
+extern Oid	concord_read_update(StringInfo in, char *oldkind,
+								ConcordTuple *oldtup, ConcordTuple *newtup);
+extern Oid	concord_read_delete(StringInfo in, char *oldkind,
+								ConcordTuple *oldtup);
+extern void concord_read_truncate(StringInfo in, ConcordTruncateMsg *msg);
+
+
+#endif							/* CONCORD_PROTO_H */
