@@ -16,7 +16,15 @@ OBJS = \
 	src/output.o \
 	src/output_rel.o \
 	src/proto.o \
-	src/proto_describe.o
+	src/proto_describe.o \
+	src/shmem.o \
+	src/remote.o \
+	src/manager.o \
+	src/apply.o \
+	src/apply_rel.o \
+	src/apply_row.o \
+	src/sync.o \
+	src/sub_api.o
 
 # The install script is built from one source file; upgrade scripts
 # (sql/concord--A--B.sql) are shipped as written.

@@ -62,6 +62,7 @@ CREATE TABLE concord.subscription (
     synchronize_data    boolean  NOT NULL,
     apply_delay         interval NOT NULL,
     enabled             boolean  NOT NULL DEFAULT true,
+    sync_done           boolean  NOT NULL DEFAULT false,
     created_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX subscription_provider
@@ -69,14 +70,26 @@ CREATE INDEX subscription_provider
 COMMENT ON TABLE concord.subscription IS
     'subscriptions of the local node: what it pulls from which provider';
 
+CREATE TABLE concord.subscription_table (
+    sub_id      oid     NOT NULL,
+    nspname     name    NOT NULL,
+    relname     name    NOT NULL,
+    sync_lsn    pg_lsn,
+    PRIMARY KEY (sub_id, nspname, relname)
+);
+COMMENT ON TABLE concord.subscription_table IS
+    'per subscription, the provider tables copied and the provider LSN of the copy (NULL: a copy is pending)';
+
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.subscription_table', '');
 
 -- Catalogs holding DSNs (and so possibly passwords) are not for PUBLIC.
 REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
-REVOKE ALL ON concord.replication_set, concord.replication_set_table FROM PUBLIC;
+REVOKE ALL ON concord.replication_set, concord.replication_set_table,
+              concord.subscription_table FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -168,6 +181,84 @@ AS 'MODULE_PATHNAME', 'concord_replication_set_remove_table'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.replication_set_remove_table(name, regclass) IS
     'remove a table from a replication set';
+
+-- ---------------------------------------------------------------------
+-- Subscriptions
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_subscription(subscription_name name,
+        provider_dsn text,
+        replication_sets text[] DEFAULT '{default}',
+        synchronize_data boolean DEFAULT true,
+        forward_origins text[] DEFAULT '{}',
+        apply_delay interval DEFAULT '0')
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_subscription'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_subscription(name, text, text[], boolean, text[], interval) IS
+    'subscribe this node to a provider node';
+
+CREATE FUNCTION concord.drop_subscription(subscription_name name,
+        ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_subscription'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_subscription(name, boolean) IS
+    'stop and remove a subscription, its replication origins and (when the provider is reachable) its slot';
+
+CREATE FUNCTION concord.alter_subscription_disable(subscription_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_disable'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_disable(name) IS
+    'stop applying a subscription (its slot keeps the provider''s changes)';
+
+CREATE FUNCTION concord.alter_subscription_enable(subscription_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_enable'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_enable(name) IS
+    'resume applying a subscription';
+
+CREATE FUNCTION concord.alter_subscription_resynchronize_table(subscription_name name,
+        relation regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_resynchronize_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_resynchronize_table(name, regclass) IS
+    'empty a table here and copy it again from the provider';
+
+CREATE FUNCTION concord.wait_for_subscription_sync_complete(subscription_name name,
+        timeout interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_wait_for_subscription_sync_complete'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_subscription_sync_complete(name, interval) IS
+    'wait until the subscription''s initial copy and pending table copies are done';
+
+CREATE FUNCTION concord.wait_for_apply(subscription_name name,
+        target_lsn pg_lsn,
+        timeout interval DEFAULT '60s')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_wait_for_apply'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_apply(name, pg_lsn, interval) IS
+    'read-your-writes: true once everything the provider wrote up to target_lsn is applied here';
+
+CREATE FUNCTION concord.subscription_status_internal(
+        OUT subscription_name name, OUT provider_node name, OUT status text,
+        OUT slot_name name, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
+        OUT lag_bytes bigint, OUT lag interval,
+        OUT last_error text, OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_subscription_status'
+LANGUAGE C STABLE;
+
+CREATE VIEW concord.subscription_status AS
+    SELECT * FROM concord.subscription_status_internal();
+COMMENT ON VIEW concord.subscription_status IS
+    'state, progress, lag and last error of every subscription of this node';
+REVOKE ALL ON concord.subscription_status FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Protocol

@@ -27,7 +27,9 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "storage/lmgr.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
@@ -340,6 +342,247 @@ concord_subscription_exists(Oid provider_node_id)
 	catalog_endscan(&cs);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+static ArrayType *
+text_array_from_list(List *list)
+{
+	int			n = list_length(list);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, list)
+		elems[i++] = CStringGetTextDatum(lfirst(lc));
+	return construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static List *
+list_from_text_array(Datum array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
+}
+
+static ConcordSubscription *
+sub_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	ConcordSubscription *sub = palloc0(sizeof(ConcordSubscription));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	sub->id = DatumGetObjectId(values[Anum_sub_id - 1]);
+	sub->name = pstrdup(NameStr(*DatumGetName(values[Anum_sub_name - 1])));
+	sub->provider_node_id = DatumGetObjectId(values[Anum_sub_provider_node_id - 1]);
+	sub->provider_dsn = TextDatumGetCString(values[Anum_sub_provider_dsn - 1]);
+	sub->slot_name = pstrdup(NameStr(*DatumGetName(values[Anum_sub_slot_name - 1])));
+	sub->replication_sets = list_from_text_array(values[Anum_sub_replication_sets - 1]);
+	sub->forward_origins = list_from_text_array(values[Anum_sub_forward_origins - 1]);
+	sub->synchronize_data = DatumGetBool(values[Anum_sub_synchronize_data - 1]);
+	sub->apply_delay = *DatumGetIntervalP(values[Anum_sub_apply_delay - 1]);
+	sub->enabled = DatumGetBool(values[Anum_sub_enabled - 1]);
+	sub->sync_done = DatumGetBool(values[Anum_sub_sync_done - 1]);
+	return sub;
+}
+
+static List *
+sub_lookup(int nkeys, ScanKey keys)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		result = lappend(result, sub_from_tuple(tup, RelationGetDescr(rel)));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+ConcordSubscription *
+concord_subscription_get_by_name(const char *name)
+{
+	ScanKeyData key;
+	List	   *subs;
+
+	scankey_name(&key, Anum_sub_name, name);
+	subs = sub_lookup(1, &key);
+	return subs ? linitial(subs) : NULL;
+}
+
+ConcordSubscription *
+concord_subscription_get_by_id(Oid subid)
+{
+	ScanKeyData key;
+	List	   *subs;
+
+	scankey_oid(&key, Anum_sub_id, subid);
+	subs = sub_lookup(1, &key);
+	return subs ? linitial(subs) : NULL;
+}
+
+List *
+concord_subscription_get_all(void)
+{
+	return sub_lookup(0, NULL);
+}
+
+static HeapTuple
+sub_form_tuple(Relation rel, const ConcordSubscription *sub)
+{
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	Name		name = palloc0(sizeof(NameData));
+	Name		slot = palloc0(sizeof(NameData));
+	Interval   *delay = palloc(sizeof(Interval));
+
+	namestrcpy(name, sub->name);
+	namestrcpy(slot, sub->slot_name);
+	*delay = sub->apply_delay;
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_sub_id - 1] = ObjectIdGetDatum(sub->id);
+	values[Anum_sub_name - 1] = NameGetDatum(name);
+	values[Anum_sub_provider_node_id - 1] = ObjectIdGetDatum(sub->provider_node_id);
+	values[Anum_sub_provider_dsn - 1] = CStringGetTextDatum(sub->provider_dsn);
+	values[Anum_sub_slot_name - 1] = NameGetDatum(slot);
+	values[Anum_sub_replication_sets - 1] = PointerGetDatum(text_array_from_list(sub->replication_sets));
+	values[Anum_sub_forward_origins - 1] = PointerGetDatum(text_array_from_list(sub->forward_origins));
+	values[Anum_sub_synchronize_data - 1] = BoolGetDatum(sub->synchronize_data);
+	values[Anum_sub_apply_delay - 1] = IntervalPGetDatum(delay);
+	values[Anum_sub_enabled - 1] = BoolGetDatum(sub->enabled);
+	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
+	values[Anum_sub_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
+}
+
+void
+concord_subscription_insert(const ConcordSubscription *sub)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, RowExclusiveLock);
+
+	CatalogTupleInsert(rel, sub_form_tuple(rel, sub));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites enabled and sync_done of the subscription with sub->id. */
+void
+concord_subscription_update(const ConcordSubscription *sub)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	bool		replace[Natts_sub];
+
+	scankey_oid(&key, Anum_sub_id, sub->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord subscription %u vanished", sub->id);
+	memset(nulls, 0, sizeof(nulls));
+	memset(replace, 0, sizeof(replace));
+	values[Anum_sub_enabled - 1] = BoolGetDatum(sub->enabled);
+	replace[Anum_sub_enabled - 1] = true;
+	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
+	replace[Anum_sub_sync_done - 1] = true;
+	CatalogTupleUpdate(rel, &oldtup->t_self,
+					   heap_modify_tuple(oldtup, RelationGetDescr(rel),
+										 values, nulls, replace));
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+void
+concord_subscription_delete(Oid subid)
+{
+	catalog_delete_where_oid(CATALOG_SUB_TABLE, Anum_sub_table_sub_id, subid);
+	catalog_delete_where_oid(CATALOG_SUBSCRIPTION, Anum_sub_id, subid);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.subscription_table
+ * ---------------------------------------------------------------------
+ */
+
+List *
+concord_sub_table_get(Oid subid)
+{
+	Relation	rel = catalog_open(CATALOG_SUB_TABLE, AccessShareLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	scankey_oid(&key, Anum_sub_table_sub_id, subid);
+	catalog_beginscan(&cs, rel, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		Datum		values[Natts_sub_table];
+		bool		nulls[Natts_sub_table];
+		ConcordSubTable *st = palloc0(sizeof(ConcordSubTable));
+
+		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
+		st->sub_id = subid;
+		st->nspname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_nspname - 1])));
+		st->relname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_relname - 1])));
+		st->pending = nulls[Anum_sub_table_sync_lsn - 1];
+		if (!st->pending)
+			st->sync_lsn = DatumGetLSN(values[Anum_sub_table_sync_lsn - 1]);
+		result = lappend(result, st);
+	}
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/* Inserts or rewrites the row of (sub, table). */
+void
+concord_sub_table_set(const ConcordSubTable *st)
+{
+	Relation	rel = catalog_open(CATALOG_SUB_TABLE, RowExclusiveLock);
+	ScanKeyData keys[3];
+	CatalogScan cs;
+	HeapTuple	tup;
+	Datum		values[Natts_sub_table];
+	bool		nulls[Natts_sub_table];
+	Name		nsp = palloc0(sizeof(NameData));
+	Name		relname = palloc0(sizeof(NameData));
+
+	scankey_oid(&keys[0], Anum_sub_table_sub_id, st->sub_id);
+	scankey_name(&keys[1], Anum_sub_table_nspname, st->nspname);
+	scankey_name(&keys[2], Anum_sub_table_relname, st->relname);
+	catalog_beginscan(&cs, rel, 3, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		CatalogTupleDelete(rel, &tup->t_self);
+	catalog_endscan(&cs);
+
+	namestrcpy(nsp, st->nspname);
+	namestrcpy(relname, st->relname);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_sub_table_sub_id - 1] = ObjectIdGetDatum(st->sub_id);
+	values[Anum_sub_table_nspname - 1] = NameGetDatum(nsp);
+	values[Anum_sub_table_relname - 1] = NameGetDatum(relname);
+	values[Anum_sub_table_sync_lsn - 1] = LSNGetDatum(st->sync_lsn);
+	nulls[Anum_sub_table_sync_lsn - 1] = st->pending;
+	CatalogTupleInsert(rel, heap_form_tuple(RelationGetDescr(rel), values, nulls));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
 }
 
 /* ---------------------------------------------------------------------

@@ -12,6 +12,8 @@
 #define CONCORD_CATALOG_H
 
 #include "nodes/pg_list.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "utils/array.h"
 
 #define CONCORD_SCHEMA		"concord"
@@ -47,9 +49,27 @@
 
 /* concord.subscription */
 #define CATALOG_SUBSCRIPTION		"subscription"
+#define Natts_sub					12
 #define Anum_sub_id					1
 #define Anum_sub_name				2
 #define Anum_sub_provider_node_id	3
+#define Anum_sub_provider_dsn		4
+#define Anum_sub_slot_name			5
+#define Anum_sub_replication_sets	6
+#define Anum_sub_forward_origins	7
+#define Anum_sub_synchronize_data	8
+#define Anum_sub_apply_delay		9
+#define Anum_sub_enabled			10
+#define Anum_sub_sync_done			11
+#define Anum_sub_created_at			12
+
+/* concord.subscription_table */
+#define CATALOG_SUB_TABLE			"subscription_table"
+#define Natts_sub_table				4
+#define Anum_sub_table_sub_id		1
+#define Anum_sub_table_nspname		2
+#define Anum_sub_table_relname		3
+#define Anum_sub_table_sync_lsn		4
 
 typedef struct ConcordNode
 {
@@ -80,6 +100,31 @@ typedef struct ConcordSetTable
 	char	   *row_filter;		/* NULL: every row */
 } ConcordSetTable;
 
+typedef struct ConcordSubscription
+{
+	Oid			id;
+	char	   *name;
+	Oid			provider_node_id;
+	char	   *provider_dsn;
+	char	   *slot_name;
+	List	   *replication_sets;	/* of char * */
+	List	   *forward_origins;	/* of char * */
+	bool		synchronize_data;
+	Interval	apply_delay;
+	bool		enabled;
+	bool		sync_done;
+} ConcordSubscription;
+
+/* One provider table a subscription copied, or is to copy. */
+typedef struct ConcordSubTable
+{
+	Oid			sub_id;
+	char	   *nspname;
+	char	   *relname;
+	bool		pending;		/* a copy is to be made */
+	XLogRecPtr	sync_lsn;		/* provider LSN of the copy */
+} ConcordSubTable;
+
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
 extern void concord_catalog_lock(const char *relname);
 
@@ -91,6 +136,14 @@ extern void concord_node_update(const ConcordNode *node);
 extern void concord_node_delete(Oid node_id);
 
 extern bool concord_subscription_exists(Oid provider_node_id);
+extern ConcordSubscription *concord_subscription_get_by_name(const char *name);
+extern ConcordSubscription *concord_subscription_get_by_id(Oid subid);
+extern List *concord_subscription_get_all(void);
+extern void concord_subscription_insert(const ConcordSubscription *sub);
+extern void concord_subscription_update(const ConcordSubscription *sub);
+extern void concord_subscription_delete(Oid subid);
+extern List *concord_sub_table_get(Oid subid);
+extern void concord_sub_table_set(const ConcordSubTable *st);
 
 extern ConcordSet *concord_set_get_by_name(const char *name);
 extern bool concord_set_id_used(Oid set_id);

@@ -17,6 +17,7 @@
 
 #include "concord.h"
 #include "conflict.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -50,5 +51,6 @@ _PG_init(void)
 						 "and restart the server.")));
 
 	define_gucs();
+	concord_shmem_install_hooks();
 	concord_launcher_register();
 }

@@ -34,6 +34,44 @@ const struct config_enum_entry concord_resolver_guc_options[] = {
 	{NULL, 0, false}
 };
 
+static const char *const conflict_names[] = {
+	[CONCORD_CONFLICT_INSERT_EXISTS] = "insert_exists",
+	[CONCORD_CONFLICT_UPDATE_EXISTS] = "update_exists",
+	[CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS] = "update_origin_differs",
+	[CONCORD_CONFLICT_UPDATE_MISSING] = "update_missing",
+	[CONCORD_CONFLICT_UPDATE_DELETED] = "update_deleted",
+	[CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS] = "delete_origin_differs",
+	[CONCORD_CONFLICT_DELETE_MISSING] = "delete_missing",
+	[CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS] = "multiple_unique_conflicts",
+};
+
+const char *
+concord_conflict_name(ConcordConflictType type)
+{
+	if ((int) type < 0 || (int) type >= (int) lengthof(conflict_names))
+		elog(ERROR, "unknown concord conflict type %d", (int) type);
+	return conflict_names[type];
+}
+
+/*
+ * The error resolver: stops the apply with an error that names the
+ * conflict.  The subscription goes down, keeps its position and retries.
+ */
+void
+concord_conflict_error(ConcordConflictType type, const char *relname,
+					   const char *key)
+{
+	ereport(ERROR,
+			(errcode(type == CONCORD_CONFLICT_INSERT_EXISTS ||
+					 type == CONCORD_CONFLICT_UPDATE_EXISTS ||
+					 type == CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS ?
+					 ERRCODE_UNIQUE_VIOLATION : ERRCODE_NO_DATA_FOUND),
+			 errmsg("conflict %s on relation \"%s\"",
+					concord_conflict_name(type), relname),
+			 key ? errdetail("Key %s.", key) : 0,
+			 errhint("Fix the row on this node; the subscription retries the change.")));
+}
+
 const char *
 concord_resolver_name(ConcordResolver resolver)
 {

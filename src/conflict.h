@@ -22,6 +22,19 @@ typedef enum ConcordResolver
 	CONCORD_RESOLVER_CUSTOM
 } ConcordResolver;
 
+/* The conflict types of the SPEC (PostgreSQL 18's names, plus update_deleted). */
+typedef enum ConcordConflictType
+{
+	CONCORD_CONFLICT_INSERT_EXISTS,
+	CONCORD_CONFLICT_UPDATE_EXISTS,
+	CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
+	CONCORD_CONFLICT_UPDATE_MISSING,
+	CONCORD_CONFLICT_UPDATE_DELETED,
+	CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
+	CONCORD_CONFLICT_DELETE_MISSING,
+	CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS
+} ConcordConflictType;
+
 /*
  * Values accepted by the GUC concord.conflict_resolver.  "custom" is not
  * among them: it needs a handler, which only set_conflict_resolver() gives.
@@ -29,5 +42,8 @@ typedef enum ConcordResolver
 extern const struct config_enum_entry concord_resolver_guc_options[];
 
 extern const char *concord_resolver_name(ConcordResolver resolver);
+extern const char *concord_conflict_name(ConcordConflictType type);
+extern void concord_conflict_error(ConcordConflictType type,
+								   const char *relname, const char *key);
 
 #endif							/* CONCORD_CONFLICT_H */

@@ -1,0 +1,677 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *		The apply worker: one per enabled subscription.
+ *
+ * It streams the provider's changes from the subscription's slot and
+ * applies each remote transaction as one local transaction, committed
+ * under the replication origin of the node where the transaction was
+ * first written (origin.c), with the provider's end-of-commit LSN as the
+ * origin's progress.  The position to restart from is therefore exactly
+ * as durable as the data: a crash at any instant loses nothing and
+ * applies nothing twice.  Apply commits asynchronously (synchronous_commit
+ * off); the provider is only told a position is flushed once the local
+ * commit that applied it is flushed (lsn_map), so its slot never moves
+ * past what a crash here could lose.
+ *
+ * Before streaming, tables waiting for a copy are handed to a sync worker
+ * (sync.c) and apply waits for it.  Changes to a copied table that
+ * committed before the copy's snapshot are skipped: the copy has them.
+ *
+ * An error ends the worker: it is recorded in shared memory with a
+ * backoff, the local transaction rolls back and the origin stays where it
+ * was; the manager starts a new worker when the backoff has passed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "apply.h"
+#include "catalog.h"
+#include "concord.h"
+#include "origin.h"
+#include "remote.h"
+#include "worker.h"
+
+#define FEEDBACK_INTERVAL_MS	1000
+#define STREAM_WAIT_MS			1000
+
+/* A remote commit applied here, waiting for its local commit to flush. */
+typedef struct LsnMapping
+{
+	XLogRecPtr	remote_end;
+	XLogRecPtr	local_end;
+} LsnMapping;
+
+typedef struct ApplyWorker
+{
+	ConcordSubscription *sub;
+	char	   *local_node;
+	PGconn	   *conn;
+	ConcordSubState *shared;
+	XLogRecPtr	received;		/* provider WAL seen in the stream */
+	XLogRecPtr	caught_up;		/* every provider commit before it applied */
+	XLogRecPtr	flushed;		/* last flush position sent */
+	bool		in_remote_txn;
+	bool		skip_txn;
+	ConcordBeginMsg begin;
+	List	   *lsn_map;		/* of LsnMapping, oldest first */
+	TimestampTz last_feedback;
+	RepOriginId session_origin;
+	char		session_origin_node[NAMEDATALEN];
+} ApplyWorker;
+
+static ApplyWorker W;
+static MemoryContext ApplyContext = NULL;
+static MemoryContext MessageContext_ = NULL;
+
+static void
+apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	if (W.shared && W.shared->apply_pid == MyProcPid)
+	{
+		W.shared->apply_pid = 0;
+		W.shared->apply_latch = NULL;
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+static void
+apply_error_context(void *arg pg_attribute_unused())
+{
+	if (W.sub == NULL)
+		return;
+	if (W.in_remote_txn)
+		errcontext("subscription \"%s\", remote transaction %u from node \"%s\" committed at %X/%X",
+				   W.sub->name, W.begin.xid, W.begin.origin_name,
+				   LSN_FORMAT_ARGS(W.begin.commit_lsn));
+	else
+		errcontext("subscription \"%s\"", W.sub->name);
+}
+
+/* ---------------------------------------------------------------------
+ * Progress and feedback
+ * ---------------------------------------------------------------------
+ */
+
+static void
+publish_progress(bool applied_commit)
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->received_lsn = W.received;
+	W.shared->caught_up_lsn = W.caught_up;
+	W.shared->flushed_lsn = W.flushed;
+	W.shared->last_msg_at = GetCurrentTimestamp();
+	if (applied_commit)
+	{
+		W.shared->applied_lsn = W.begin.end_lsn;
+		W.shared->applied_commit_ts = W.begin.commit_time;
+		W.shared->has_error = false;
+		W.shared->failures = 0;
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/* The highest remote position whose local effects are flushed here. */
+static XLogRecPtr
+flushed_position(void)
+{
+	XLogRecPtr	local_flush = GetFlushRecPtr(NULL);
+	XLogRecPtr	result = W.flushed;
+
+	while (W.lsn_map != NIL)
+	{
+		LsnMapping *m = linitial(W.lsn_map);
+
+		if (m->local_end > local_flush)
+			break;
+		result = Max(result, m->remote_end);
+		W.lsn_map = list_delete_first(W.lsn_map);
+		pfree(m);
+	}
+	/* Nothing of ours pending: everything seen is handled and durable. */
+	if (W.lsn_map == NIL && !W.in_remote_txn)
+		result = Max(result, W.caught_up);
+	return result;
+}
+
+static void
+send_feedback(bool force)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	StringInfoData buf;
+	XLogRecPtr	flush;
+
+	if (!force && !TimestampDifferenceExceeds(W.last_feedback, now,
+											  FEEDBACK_INTERVAL_MS))
+		return;
+	flush = flushed_position();
+	initStringInfo(&buf);
+	pq_sendbyte(&buf, 'r');
+	pq_sendint64(&buf, W.received);	/* written */
+	pq_sendint64(&buf, flush);	/* flushed */
+	pq_sendint64(&buf, W.caught_up);	/* applied */
+	pq_sendint64(&buf, now);
+	pq_sendbyte(&buf, 0);
+	if (PQputCopyData(W.conn, buf.data, buf.len) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not send feedback to the provider: %s",
+						concord_remote_error(W.conn))));
+	concord_remote_flush(W.conn);
+	pfree(buf.data);
+	W.flushed = flush;
+	W.last_feedback = now;
+	publish_progress(false);
+}
+
+/* ---------------------------------------------------------------------
+ * Transactions
+ * ---------------------------------------------------------------------
+ */
+
+/* Waits until commit_time + apply_delay, answering the provider meanwhile. */
+static void
+wait_apply_delay(TimestampTz commit_time)
+{
+	int64		delay_us = W.sub->apply_delay.time +
+		(int64) W.sub->apply_delay.day * USECS_PER_DAY +
+		(int64) W.sub->apply_delay.month * DAYS_PER_MONTH * USECS_PER_DAY;
+	TimestampTz until = commit_time + delay_us;
+
+	while (delay_us > 0 && GetCurrentTimestamp() < until)
+	{
+		long		ms = Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until),
+							 FEEDBACK_INTERVAL_MS);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		send_feedback(false);
+	}
+}
+
+/* Binds the session to the origin of the transaction's origin node. */
+static void
+use_origin(const char *origin_node)
+{
+	RepOriginId origin;
+
+	if (W.session_origin != InvalidRepOriginId &&
+		strcmp(W.session_origin_node, origin_node) == 0)
+		return;
+	StartTransactionCommand();
+	origin = concord_origin_ensure(W.sub->id, origin_node);
+	CommitTransactionCommand();
+	if (W.session_origin != InvalidRepOriginId)
+		replorigin_session_reset();
+	replorigin_session_setup(origin);
+	/* Tags this session's WAL, so decoding knows where it came from. */
+	replorigin_session_origin = origin;
+	W.session_origin = origin;
+	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
+}
+
+static void
+handle_begin(StringInfo s)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(ApplyContext);
+
+	if (W.in_remote_txn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("BEGIN inside a remote transaction")));
+	if (W.begin.origin_name)
+		pfree(W.begin.origin_name);
+	concord_read_begin(s, &W.begin);
+	MemoryContextSwitchTo(oldcxt);
+
+	/* Never apply a change back onto the node it came from. */
+	W.skip_txn = strcmp(W.begin.origin_name, W.local_node) == 0;
+	if (!W.skip_txn)
+	{
+		wait_apply_delay(W.begin.commit_time);
+		use_origin(W.begin.origin_name);
+		StartTransactionCommand();
+	}
+	W.in_remote_txn = true;
+	pgstat_report_activity(STATE_RUNNING, "applying a remote transaction");
+}
+
+static void
+handle_commit(StringInfo s)
+{
+	ConcordCommitMsg msg;
+
+	concord_read_commit(s, &msg);
+	if (!W.in_remote_txn || msg.commit_lsn != W.begin.commit_lsn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("COMMIT does not match the open remote transaction")));
+	if (!W.skip_txn)
+	{
+		MemoryContext oldcxt;
+		LsnMapping *m;
+
+		replorigin_session_origin_lsn = msg.end_lsn;
+		replorigin_session_origin_timestamp = msg.commit_time;
+		CommitTransactionCommand();
+		oldcxt = MemoryContextSwitchTo(ApplyContext);
+		m = palloc(sizeof(LsnMapping));
+		m->remote_end = msg.end_lsn;
+		m->local_end = XactLastCommitEnd;
+		W.lsn_map = lappend(W.lsn_map, m);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	W.in_remote_txn = false;
+	W.caught_up = Max(W.caught_up, msg.end_lsn);
+	publish_progress(!W.skip_txn);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* False if the change is for a table whose copy already has it. */
+static bool
+change_wanted(ApplyRel *arel)
+{
+	return !W.skip_txn && !(arel->synced && W.begin.commit_lsn < arel->sync_lsn);
+}
+
+static void
+check_in_txn(void)
+{
+	if (!W.in_remote_txn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("change outside a remote transaction")));
+}
+
+static void
+handle_change(StringInfo s, char type)
+{
+	ConcordTuple oldtup;
+	ConcordTuple newtup;
+	char		oldkind;
+	Oid			relid;
+	ApplyRel   *arel;
+
+	check_in_txn();
+	if (W.skip_txn)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	switch (type)
+	{
+		case CONCORD_MSG_INSERT:
+			relid = concord_read_insert(s, &newtup);
+			arel = concord_apply_rel_get(relid);
+			if (change_wanted(arel))
+				concord_apply_insert(arel, &newtup);
+			break;
+		case CONCORD_MSG_UPDATE:
+			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
+			arel = concord_apply_rel_get(relid);
+			if (change_wanted(arel))
+				concord_apply_update(arel, oldkind, &oldtup, &newtup);
+			break;
+		case CONCORD_MSG_DELETE:
+			relid = concord_read_delete(s, &oldkind, &oldtup);
+			arel = concord_apply_rel_get(relid);
+			if (change_wanted(arel))
+				concord_apply_delete(arel, oldkind, &oldtup);
+			break;
+	}
+	PopActiveSnapshot();
+}
+
+static void
+handle_truncate(StringInfo s)
+{
+	ConcordTruncateMsg msg;
+	List	   *arels = NIL;
+
+	check_in_txn();
+	concord_read_truncate(s, &msg);
+	if (W.skip_txn)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < msg.nrelids; i++)
+	{
+		ApplyRel   *arel = concord_apply_rel_get(msg.relids[i]);
+
+		if (change_wanted(arel))
+			arels = lappend(arels, arel);
+	}
+	if (arels != NIL)
+		concord_apply_truncate(arels, msg.cascade, msg.restart_seqs);
+	PopActiveSnapshot();
+}
+
+static void
+dispatch(StringInfo s)
+{
+	char		type = pq_getmsgbyte(s);
+
+	switch (type)
+	{
+		case CONCORD_MSG_BEGIN:
+			handle_begin(s);
+			break;
+		case CONCORD_MSG_COMMIT:
+			handle_commit(s);
+			break;
+		case CONCORD_MSG_RELATION:
+			concord_apply_rel_store(s);
+			break;
+		case CONCORD_MSG_INSERT:
+		case CONCORD_MSG_UPDATE:
+		case CONCORD_MSG_DELETE:
+			handle_change(s, type);
+			break;
+		case CONCORD_MSG_TRUNCATE:
+			handle_truncate(s);
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unknown concord message type %d", type)));
+	}
+}
+
+/* One CopyData message of the replication stream. */
+static void
+handle_stream_message(char *buf, int len)
+{
+	StringInfoData s;
+	char		kind;
+
+	s.data = buf;
+	s.len = len;
+	s.maxlen = len;
+	s.cursor = 0;
+	kind = pq_getmsgbyte(&s);
+	if (kind == 'w')
+	{
+		XLogRecPtr	start = pq_getmsgint64(&s);
+
+		(void) pq_getmsgint64(&s);	/* provider's WAL end */
+		(void) pq_getmsgint64(&s);	/* send time */
+		W.received = Max(W.received, start);
+		dispatch(&s);
+	}
+	else if (kind == 'k')
+	{
+		XLogRecPtr	end = pq_getmsgint64(&s);
+		bool		reply;
+
+		(void) pq_getmsgint64(&s);
+		reply = pq_getmsgbyte(&s);
+		W.received = Max(W.received, end);
+		/* Everything before a keepalive was sent and handled. */
+		if (!W.in_remote_txn)
+			W.caught_up = Max(W.caught_up, end);
+		send_feedback(reply);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("unknown replication message type %d", kind)));
+}
+
+/* ---------------------------------------------------------------------
+ * Start-up and the stream
+ * ---------------------------------------------------------------------
+ */
+
+/* Appends name as an element of a comma-separated identifier list. */
+static void
+append_list(StringInfo buf, List *names)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		appendStringInfo(buf, "%s%s", foreach_current_index(lc) > 0 ? "," : "",
+						 quote_identifier(lfirst(lc)));
+}
+
+static void
+start_streaming(XLogRecPtr start)
+{
+	StringInfoData cmd;
+	StringInfoData list;
+	PGresult   *res;
+
+	initStringInfo(&cmd);
+	initStringInfo(&list);
+	appendStringInfo(&cmd, "START_REPLICATION SLOT %s LOGICAL %X/%X (\"proto_version\" '%d'",
+					 quote_identifier(W.sub->slot_name), LSN_FORMAT_ARGS(start),
+					 CONCORD_PROTO_VERSION);
+	append_list(&list, W.sub->replication_sets);
+	appendStringInfo(&cmd, ", \"replication_sets\" %s", quote_literal_cstr(list.data));
+	resetStringInfo(&list);
+	append_list(&list, W.sub->forward_origins);
+	appendStringInfo(&cmd, ", \"forward_origins\" %s", quote_literal_cstr(list.data));
+	appendStringInfo(&cmd, ", \"subscriber_node\" %s)", quote_literal_cstr(W.local_node));
+
+	res = concord_remote_exec(W.conn, cmd.data, 0, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_BOTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not start streaming from the provider: %s",
+						res ? pchomp(PQresultErrorMessage(res)) :
+						concord_remote_error(W.conn))));
+	PQclear(res);
+}
+
+static void
+stream_loop(void)
+{
+	for (;;)
+	{
+		char	   *buf = NULL;
+		int			len;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		while ((len = concord_remote_get_copy(W.conn, &buf, false)) > 0)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(MessageContext_);
+
+			handle_stream_message(buf, len);
+			PQfreemem(buf);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(MessageContext_);
+		}
+		if (len == -1)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the provider ended the replication stream")));
+		send_feedback(false);
+		concord_remote_wait(W.conn, WL_SOCKET_READABLE, STREAM_WAIT_MS);
+		if (!PQconsumeInput(W.conn))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("lost the connection to the provider: %s",
+							concord_remote_error(W.conn))));
+	}
+}
+
+/* Runs the sync worker for pending copies and waits for it; false if it failed. */
+static bool
+run_sync(void)
+{
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->phase = CONCORD_PHASE_SYNCING;
+	LWLockRelease(ConcordShmem->lock);
+	if (!concord_start_worker("concord sync", "concord_sync_main",
+							  MyDatabaseId, W.sub->id, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a sync worker for subscription \"%s\"",
+						W.sub->name),
+				 errhint("Increase max_worker_processes.")));
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		return false;
+	(void) WaitForBackgroundWorkerShutdown(handle);
+	return true;
+}
+
+/* Loads the subscription; exits quietly if it is gone or disabled. */
+static List *
+load_subscription(Oid subid, bool *needs_sync)
+{
+	ConcordSubscription *sub;
+	ConcordNode *local;
+	List	   *tables;
+	ListCell   *lc;
+	MemoryContext oldcxt;
+
+	StartTransactionCommand();
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   subid, 0, AccessShareLock);
+	sub = concord_subscription_get_by_id(subid);
+	local = concord_node_get_local(true);
+	if (sub == NULL || !sub->enabled || local == NULL)
+	{
+		CommitTransactionCommand();
+		proc_exit(0);
+	}
+	tables = concord_sub_table_get(subid);
+	*needs_sync = !sub->sync_done;
+	foreach(lc, tables)
+		if (((ConcordSubTable *) lfirst(lc))->pending)
+			*needs_sync = true;
+	oldcxt = MemoryContextSwitchTo(ApplyContext);
+	W.sub = palloc(sizeof(ConcordSubscription));
+	*W.sub = *sub;
+	W.sub->name = pstrdup(sub->name);
+	W.sub->slot_name = pstrdup(sub->slot_name);
+	W.sub->provider_dsn = pstrdup(sub->provider_dsn);
+	W.sub->replication_sets = NIL;
+	foreach(lc, sub->replication_sets)
+		W.sub->replication_sets = lappend(W.sub->replication_sets, pstrdup(lfirst(lc)));
+	W.sub->forward_origins = NIL;
+	foreach(lc, sub->forward_origins)
+		W.sub->forward_origins = lappend(W.sub->forward_origins, pstrdup(lfirst(lc)));
+	W.local_node = pstrdup(local->name);
+	MemoryContextSwitchTo(oldcxt);
+	concord_apply_rel_init(sub->name, tables);
+	CommitTransactionCommand();
+	return tables;
+}
+
+static void
+apply_run(Oid subid)
+{
+	bool		needs_sync;
+	XLogRecPtr	start;
+
+	(void) load_subscription(subid, &needs_sync);
+	if (needs_sync)
+	{
+		if (!run_sync())
+			proc_exit(1);
+		/* Start again with what the copy recorded. */
+		proc_exit(0);
+	}
+
+	StartTransactionCommand();
+	start = concord_origin_sub_progress(subid);
+	CommitTransactionCommand();
+
+	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name);
+	start_streaming(start);
+	W.received = W.caught_up = W.flushed = start;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->phase = CONCORD_PHASE_REPLICATING;
+	LWLockRelease(ConcordShmem->lock);
+	publish_progress(false);
+	stream_loop();
+}
+
+static void
+set_apply_gucs(void)
+{
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("datestyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("intervalstyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "3", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+static void
+attach_shared(Oid dboid, Oid subid)
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared = concord_sub_state(dboid, subid, true);
+	W.shared->apply_pid = MyProcPid;
+	W.shared->apply_latch = MyLatch;
+	W.shared->phase = CONCORD_PHASE_INITIALIZING;
+	LWLockRelease(ConcordShmem->lock);
+	before_shmem_exit(apply_detach, (Datum) 0);
+}
+
+void
+concord_apply_main(Datum main_arg)
+{
+	Oid			subid = DatumGetObjectId(main_arg);
+	Oid			dboid;
+	ErrorContextCallback errcb;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	ApplyContext = AllocSetContextCreate(TopMemoryContext, "concord apply",
+										 ALLOCSET_DEFAULT_SIZES);
+	MessageContext_ = AllocSetContextCreate(ApplyContext, "concord apply message",
+											ALLOCSET_DEFAULT_SIZES);
+	attach_shared(dboid, subid);
+	set_apply_gucs();
+
+	errcb.callback = apply_error_context;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	PG_TRY();
+	{
+		apply_run(subid);
+	}
+	PG_CATCH();
+	{
+		concord_record_current_error(W.shared);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}

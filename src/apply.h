@@ -1,0 +1,46 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.h
+ *		Shared between the apply worker's files.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_APPLY_H
+#define CONCORD_APPLY_H
+
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+
+#include "proto.h"
+
+/* A provider relation and, once resolved, its local counterpart. */
+typedef struct ApplyRel
+{
+	Oid			remoteid;		/* hash key: the provider's OID */
+	ConcordRelationMsg *remote;
+	bool		resolved;
+	Oid			localid;
+	char	   *qualname;		/* provider's schema.table, quoted */
+	AttrNumber *attmap;			/* remote column i -> local attnum */
+	Oid		   *typinput;		/* per remote column, local input function */
+	Oid		   *typioparam;
+	bool		has_unsent_columns; /* local columns with defaults to fill */
+	bool		synced;			/* copied by a sync at sync_lsn */
+	XLogRecPtr	sync_lsn;
+} ApplyRel;
+
+/* apply_rel.c */
+extern void concord_apply_rel_init(const char *sub_name, List *synced);
+extern void concord_apply_rel_store(StringInfo msg);
+extern ApplyRel *concord_apply_rel_get(Oid remoteid);
+
+/* apply_row.c */
+extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);
+extern void concord_apply_update(ApplyRel *arel, char oldkind,
+								 ConcordTuple *oldtup, ConcordTuple *newtup);
+extern void concord_apply_delete(ApplyRel *arel, char oldkind,
+								 ConcordTuple *oldtup);
+extern void concord_apply_truncate(List *arels, bool cascade,
+								   bool restart_seqs);
+
+#endif							/* CONCORD_APPLY_H */

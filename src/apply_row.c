@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply_row.c
+ *		Writes one remote change into a local table through the executor.
+ *
+ * Rows go through ExecSimpleRelationInsert/Update/Delete, as PostgreSQL's
+ * own apply does: constraints are checked, indexes maintained and user
+ * triggers fired as session_replication_role = replica says (the apply
+ * worker runs with it).  Rows are found by the replica identity index (or
+ * primary key), or by a full scan for REPLICA IDENTITY FULL without one.
+ * Until conflict resolution is in place, a row that is there when it
+ * should not be, or missing when it should be there, is a conflict that
+ * takes the error path (conflict.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "apply.h"
+#include "conflict.h"
+
+/* One table's executor state for the duration of one change. */
+typedef struct ApplyExec
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epqstate;
+} ApplyExec;
+
+/* What a conversion error names. */
+typedef struct ColumnContext
+{
+	ApplyRel   *arel;
+	int			col;
+} ColumnContext;
+
+static void
+exec_begin(ApplyExec *ex, ApplyRel *arel)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	ex->rel = table_open(arel->localid, RowExclusiveLock);
+	ex->estate = CreateExecutorState();
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(ex->rel);
+	rte->relkind = ex->rel->rd_rel->relkind;
+	rte->rellockmode = AccessShareLock;
+	ExecInitRangeTable(ex->estate, list_make1(rte));
+	ex->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
+	ex->estate->es_output_cid = GetCurrentCommandId(true);
+	ExecOpenIndices(ex->rri, false);
+	AfterTriggerBeginQuery();
+	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
+}
+
+static void
+exec_end(ApplyExec *ex)
+{
+	EvalPlanQualEnd(&ex->epqstate);
+	AfterTriggerEndQuery(ex->estate);
+	ExecCloseIndices(ex->rri);
+	ExecResetTupleTable(ex->estate->es_tupleTable, false);
+	FreeExecutorState(ex->estate);
+	table_close(ex->rel, NoLock);
+	CommandCounterIncrement();
+}
+
+static void
+column_error_context(void *arg)
+{
+	ColumnContext *ctx = arg;
+
+	if (ctx->col >= 0)
+		errcontext("remote column \"%s\" of relation %s",
+				   ctx->arel->remote->atts[ctx->col].name, ctx->arel->qualname);
+}
+
+static void
+check_tuple_shape(ApplyRel *arel, ConcordTuple *tup)
+{
+	if (tup->ncols != arel->remote->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("tuple of relation %s has %d columns, its metadata %d",
+						arel->qualname, tup->ncols, arel->remote->natts)));
+}
+
+/* Local columns the provider does not send get their defaults. */
+static void
+fill_defaults(ApplyExec *ex, ApplyRel *arel, Datum *values, bool *isnull)
+{
+	TupleDesc	desc = RelationGetDescr(ex->rel);
+	ExprContext *econtext = GetPerTupleExprContext(ex->estate);
+
+	for (int attnum = 1; attnum <= desc->natts; attnum++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		bool		sent = false;
+		Expr	   *def;
+
+		for (int i = 0; i < arel->remote->natts && !sent; i++)
+			sent = arel->attmap[i] == attnum;
+		if (sent || att->attisdropped || att->attgenerated)
+			continue;
+		def = (Expr *) build_column_default(ex->rel, attnum);
+		if (def == NULL)
+			continue;
+		values[attnum - 1] = ExecEvalExpr(ExecInitExpr(expression_planner(def), NULL),
+										  econtext, &isnull[attnum - 1]);
+	}
+}
+
+/*
+ * Fills slot with the remote tuple.  base, when given, is the local row:
+ * columns the provider did not send, and unchanged TOAST values, keep
+ * their local value.  Without base, unsent columns get their defaults,
+ * unless the slot only serves to search by key (for_search).
+ */
+static void
+fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
+		  TupleTableSlot *slot, TupleTableSlot *base, bool for_search)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	ColumnContext ctx = {arel, -1};
+	ErrorContextCallback errcb = {error_context_stack, column_error_context, &ctx};
+
+	check_tuple_shape(arel, tup);
+	ExecClearTuple(slot);
+	if (base)
+	{
+		slot_getallattrs(base);
+		memcpy(slot->tts_values, base->tts_values, sizeof(Datum) * desc->natts);
+		memcpy(slot->tts_isnull, base->tts_isnull, sizeof(bool) * desc->natts);
+	}
+	else
+	{
+		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+		if (arel->has_unsent_columns && !for_search)
+			fill_defaults(ex, arel, slot->tts_values, slot->tts_isnull);
+	}
+
+	error_context_stack = &errcb;
+	for (int i = 0; i < tup->ncols; i++)
+	{
+		int			idx = arel->attmap[i] - 1;
+
+		ctx.col = i;
+		if (tup->kinds[i] == CONCORD_COL_NULL ||
+			(tup->kinds[i] == CONCORD_COL_UNCHANGED && for_search))
+			slot->tts_isnull[idx] = true;
+		else if (tup->kinds[i] == CONCORD_COL_TEXT)
+		{
+			slot->tts_values[idx] =
+				OidInputFunctionCall(arel->typinput[i], tup->values[i].data,
+									 arel->typioparam[i],
+									 TupleDescAttr(desc, idx)->atttypmod);
+			slot->tts_isnull[idx] = false;
+		}
+		else if (base == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unchanged TOAST value without a local row")));
+	}
+	error_context_stack = errcb.previous;
+	ExecStoreVirtualTuple(slot);
+	ExecMaterializeSlot(slot);
+}
+
+/* "col=value, ..." of the remote key columns, for messages. */
+static char *
+key_text(ApplyRel *arel, ConcordTuple *tup)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
+	{
+		if (!arel->remote->atts[i].is_key)
+			continue;
+		appendStringInfo(&buf, "%s%s=%s", buf.len ? ", " : "",
+						 quote_identifier(arel->remote->atts[i].name),
+						 tup->kinds[i] == CONCORD_COL_TEXT ?
+						 tup->values[i].data : "NULL");
+	}
+	return buf.data;
+}
+
+/* Finds and locks the local row matching searchslot's key. */
+static bool
+find_local(ApplyExec *ex, TupleTableSlot *searchslot, TupleTableSlot *localslot)
+{
+	Oid			idx = RelationGetReplicaIndex(ex->rel);
+
+	if (!OidIsValid(idx))
+		idx = RelationGetPrimaryKeyIndex(ex->rel);
+	if (OidIsValid(idx))
+		return RelationFindReplTupleByIndex(ex->rel, idx, LockTupleExclusive,
+											searchslot, localslot);
+	return RelationFindReplTupleSeq(ex->rel, LockTupleExclusive, searchslot,
+									localslot);
+}
+
+static bool
+has_key_index(Relation rel)
+{
+	return OidIsValid(RelationGetReplicaIndex(rel)) ||
+		OidIsValid(RelationGetPrimaryKeyIndex(rel));
+}
+
+void
+concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *slot;
+	TupleTableSlot *local;
+
+	exec_begin(&ex, arel);
+	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+	fill_slot(&ex, arel, newtup, slot, NULL, false);
+	if (has_key_index(ex.rel) && find_local(&ex, slot, local))
+		concord_conflict_error(CONCORD_CONFLICT_INSERT_EXISTS, arel->qualname,
+							   key_text(arel, newtup));
+	ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+	exec_end(&ex);
+}
+
+void
+concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
+					 ConcordTuple *newtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *search;
+	TupleTableSlot *local;
+	TupleTableSlot *newslot;
+	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
+
+	exec_begin(&ex, arel);
+	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+
+	/* The old key tuple has NULLs outside the key; fill only to search. */
+	fill_slot(&ex, arel, keytup, search, NULL, true);
+	if (!find_local(&ex, search, local))
+		concord_conflict_error(CONCORD_CONFLICT_UPDATE_MISSING, arel->qualname,
+							   key_text(arel, keytup));
+	fill_slot(&ex, arel, newtup, newslot, local, false);
+	ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+	exec_end(&ex);
+}
+
+void
+concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
+					 ConcordTuple *oldtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *search;
+	TupleTableSlot *local;
+
+	exec_begin(&ex, arel);
+	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+	fill_slot(&ex, arel, oldtup, search, NULL, true);
+	if (!find_local(&ex, search, local))
+		concord_conflict_error(CONCORD_CONFLICT_DELETE_MISSING, arel->qualname,
+							   key_text(arel, oldtup));
+	ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+	exec_end(&ex);
+}
+
+void
+concord_apply_truncate(List *arels, bool cascade, bool restart_seqs)
+{
+	List	   *rels = NIL;
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	foreach(lc, arels)
+	{
+		ApplyRel   *arel = lfirst(lc);
+
+		if (list_member_oid(relids, arel->localid))
+			continue;
+		rels = lappend(rels, table_open(arel->localid, AccessExclusiveLock));
+		relids = lappend_oid(relids, arel->localid);
+	}
+	ExecuteTruncateGuts(rels, relids, NIL,
+						cascade ? DROP_CASCADE : DROP_RESTRICT, restart_seqs);
+	foreach(lc, rels)
+		table_close(lfirst(lc), NoLock);
+	CommandCounterIncrement();
+}

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.h
+ *		libpq connections to peers, waiting on the latch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_REMOTE_H
+#define CONCORD_REMOTE_H
+
+#include "libpq-fe.h"
+
+extern PGconn *concord_remote_connect(const char *dsn, bool replication,
+									  const char *appname);
+extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
+									 int nparams, const char *const *params);
+extern PGresult *concord_remote_query(PGconn *conn, const char *sql,
+									  int nparams, const char *const *params,
+									  ExecStatusType expected);
+extern int	concord_remote_get_copy(PGconn *conn, char **buf, bool wait);
+extern void concord_remote_wait(PGconn *conn, int events, long timeout_ms);
+extern void concord_remote_flush(PGconn *conn);
+extern char *concord_remote_error(PGconn *conn);
+extern void concord_remote_finish(PGconn *conn);
+extern char *concord_redact_dsn(const char *text);
+extern void concord_redact_current_statement(void);
+
+#endif							/* CONCORD_REMOTE_H */

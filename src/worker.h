@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *		Shared state of concord's background workers.
+ *
+ * One ConcordShared lives in shared memory.  It holds an entry per
+ * database (its manager) and per subscription (its apply and sync
+ * workers, progress and last error).  The subscription entry outlives its
+ * workers: the status view reads it, and the manager uses it to restart a
+ * failed apply worker with backoff.  Every field is protected by the
+ * concord LWLock, except where a comment says otherwise.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_WORKER_H
+#define CONCORD_WORKER_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "postmaster/bgworker.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define CONCORD_ERROR_LEN		1024
+
+typedef enum ConcordPhase
+{
+	CONCORD_PHASE_INITIALIZING,
+	CONCORD_PHASE_SYNCING,
+	CONCORD_PHASE_REPLICATING
+} ConcordPhase;
+
+typedef struct ConcordDbState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	pid_t		manager_pid;
+	Latch	   *manager_latch;
+	bool		no_extension;	/* manager found no concord here */
+	int			failures;
+	TimestampTz restart_after;
+} ConcordDbState;
+
+typedef struct ConcordSubState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	Oid			subid;
+	pid_t		apply_pid;
+	Latch	   *apply_latch;
+	pid_t		sync_pid;
+	ConcordPhase phase;
+	XLogRecPtr	received_lsn;	/* provider WAL seen */
+	XLogRecPtr	applied_lsn;	/* end of last applied provider commit */
+	XLogRecPtr	caught_up_lsn;	/* every provider commit before it applied */
+	XLogRecPtr	flushed_lsn;	/* last position confirmed to the provider */
+	TimestampTz applied_commit_ts;	/* its commit time at the provider */
+	TimestampTz last_msg_at;
+	bool		has_error;
+	char		last_error[CONCORD_ERROR_LEN];
+	TimestampTz last_error_at;
+	int			failures;
+	TimestampTz restart_after;
+} ConcordSubState;
+
+typedef struct ConcordShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	int			max_entries;
+	ConcordDbState *dbs;		/* max_entries of each, after the struct */
+	ConcordSubState *subs;
+} ConcordShared;
+
+extern ConcordShared *ConcordShmem;
+
+extern void concord_shmem_install_hooks(void);
+extern ConcordDbState *concord_db_state(Oid dboid, bool create);
+extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
+extern void concord_request_manager(Oid dboid);
+extern void concord_wake_manager(Oid dboid);
+extern void concord_wake_launcher(void);
+extern TimestampTz concord_backoff_until(int failures);
+extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
+extern void concord_record_current_error(ConcordSubState *sub);
+
+/* launcher.c, manager.c, apply.c, sync.c */
+extern PGDLLEXPORT void concord_manager_main(Datum main_arg);
+extern PGDLLEXPORT void concord_apply_main(Datum main_arg);
+extern PGDLLEXPORT void concord_sync_main(Datum main_arg);
+extern bool concord_start_worker(const char *type, const char *function,
+								 Oid dboid, Oid subid,
+								 BackgroundWorkerHandle **handle);
+
+#endif							/* CONCORD_WORKER_H */
