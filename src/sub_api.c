@@ -308,6 +308,28 @@ drop_slot(const char *dsn, const char *slot_name)
 	return ok;
 }
 
+/*
+ * Best-effort cleanup from an error path: plain blocking libpq, no
+ * ereport, no catalog access.
+ */
+static void
+drop_slot_nothrow(const char *dsn, const char *slot_name)
+{
+	const char *keys[] = {"dbname", "replication", "connect_timeout", NULL};
+	const char *vals[] = {dsn, "database", "10", NULL};
+	PGconn	   *conn = PQconnectdbParams(keys, vals, true);
+
+	if (conn && PQstatus(conn) == CONNECTION_OK)
+	{
+		char		cmd[NAMEDATALEN + 64];
+
+		snprintf(cmd, sizeof(cmd), "DROP_REPLICATION_SLOT %s", slot_name);
+		PQclear(PQexec(conn, cmd));
+	}
+	if (conn)
+		PQfinish(conn);
+}
+
 /* Records the provider as a peer, or refreshes its DSN and priority. */
 static void
 remember_provider(const ProviderInfo *info, const char *dsn)
@@ -386,15 +408,33 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 				 errhidestmt(true)));
 
 	inspect_provider(sub.provider_dsn, sub.replication_sets, &info);
-	remember_provider(&info, sub.provider_dsn);
+	if (strcmp(info.node_name, local->name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot subscribe node \"%s\" to itself", info.node_name),
+				 errhidestmt(true)));
 	sub.id = new_subscription_id(sub.name);
 	sub.provider_node_id = info.node_id;
 	sub.slot_name = psprintf("concord_%u_%u", local->id, sub.id);
-	(void) concord_origin_ensure(sub.id, info.node_name);
-	concord_subscription_insert(&sub);
 
-	/* Last, so that nothing else can fail after the slot exists. */
+	/*
+	 * The slot first, before this transaction writes anything: creating a
+	 * logical slot waits for every transaction with an XID to end, ours
+	 * included when the provider is another database of this instance.
+	 */
 	create_slot(sub.provider_dsn, sub.slot_name);
+	PG_TRY();
+	{
+		remember_provider(&info, sub.provider_dsn);
+		(void) concord_origin_ensure(sub.id, info.node_name);
+		concord_subscription_insert(&sub);
+	}
+	PG_CATCH();
+	{
+		drop_slot_nothrow(sub.provider_dsn, sub.slot_name);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	wake_manager_at_commit();
 	PG_RETURN_OID(sub.id);
 }
