@@ -22,7 +22,8 @@ SELECT concord.create_subscription('s', :'peer_dsn', '{}');
 SELECT concord.create_subscription('s', :'peer_dsn', '{nope}');
 SELECT concord.create_subscription('s', :'peer_dsn', forward_origins := '{all,peer}');
 SELECT concord.create_subscription('s', :'peer_dsn', apply_delay := '-1s');
--- unreachable: the error never shows the password
+-- malformed or unreachable: the error never shows the password
+SELECT concord.create_subscription('s', 'host=x password s3cret');
 SELECT concord.create_subscription('s', 'host=/nonexistent port=1 dbname=x password=s3cret');
 SELECT concord.create_subscription('s', 'dbname=contrib_regression host=' ||
         split_part(current_setting('unix_socket_directories'), ',', 1) || ' port=' || current_setting('port'));

@@ -19,6 +19,7 @@
 
 #include "catalog.h"
 #include "concord.h"
+#include "remote.h"
 
 #define DEFAULT_SET_NAME	"default"
 
@@ -35,29 +36,6 @@ concord_required_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", argname)));
 	return PG_GETARG_DATUM(argno);
-}
-
-/* Checks that dsn is a libpq connection string, without ever echoing it. */
-static void
-check_dsn(const char *node_name, const char *dsn)
-{
-	char	   *err = NULL;
-	PQconninfoOption *opts = PQconninfoParse(dsn, &err);
-
-	if (err)
-		PQfreemem(err);
-	if (opts == NULL || dsn[0] == '\0')
-	{
-		if (opts)
-			PQconninfoFree(opts);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid dsn for node \"%s\"", node_name),
-				 errdetail("The dsn is not a valid libpq connection string; it is not shown because it may contain a password."),
-				 errhint("Use a connection string such as 'host=db1 port=5432 dbname=app' or a postgresql:// URI."),
-				 errhidestmt(true)));
-	}
-	PQconninfoFree(opts);
 }
 
 /*
@@ -139,7 +117,7 @@ concord_create_node(PG_FUNCTION_ARGS)
 				 errmsg("node \"%s\" already exists as a peer of this node", node_name),
 				 errhint("Choose another name, or drop the peer with concord.drop_node() first."),
 				 errhidestmt(true)));
-	check_dsn(node_name, dsn);
+	concord_check_dsn(dsn, psprintf("node \"%s\"", node_name));
 
 	node.id = node_id_for_name(node_name);
 	node.name = node_name;
@@ -177,7 +155,7 @@ concord_alter_node(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 	{
 		node->dsn = TextDatumGetCString(PG_GETARG_DATUM(1));
-		check_dsn(node_name, node->dsn);
+		concord_check_dsn(node->dsn, psprintf("node \"%s\"", node_name));
 	}
 	if (!PG_ARGISNULL(2))
 		node->priority = PG_GETARG_INT32(2);

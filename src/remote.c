@@ -50,6 +50,30 @@ concord_remote_error(PGconn *conn)
 	return msg;
 }
 
+/*
+ * Checks that dsn is a libpq connection string, without ever echoing it:
+ * libpq's parse errors quote the text around the mistake, which may be a
+ * password.  what names the object the dsn is for, in the message.
+ */
+void
+concord_check_dsn(const char *dsn, const char *what)
+{
+	char	   *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+
+	if (err)
+		PQfreemem(err);
+	if (opts)
+		PQconninfoFree(opts);
+	if (opts == NULL || dsn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid dsn for %s", what),
+				 errdetail("The dsn is not a valid libpq connection string; it is not shown because it may contain a password."),
+				 errhint("Use a connection string such as 'host=db1 port=5432 dbname=app' or a postgresql:// URI."),
+				 errhidestmt(true)));
+}
+
 PGconn *
 concord_remote_connect(const char *dsn, bool replication, const char *appname)
 {
@@ -68,6 +92,7 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname)
 		vals[2] = GetDatabaseEncodingName();
 		keys[3] = NULL;
 	}
+	concord_check_dsn(dsn, "the provider");
 	conn = PQconnectStartParams(keys, vals, true);
 	if (conn == NULL)
 		ereport(ERROR,

@@ -10,6 +10,7 @@
 
 #include "libpq-fe.h"
 
+extern void concord_check_dsn(const char *dsn, const char *what);
 extern PGconn *concord_remote_connect(const char *dsn, bool replication,
 									  const char *appname);
 extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,

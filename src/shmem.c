@@ -232,6 +232,9 @@ concord_record_current_error(ConcordSubState *sub)
 		appendStringInfo(&buf, ": %s", edata->detail);
 	if (edata->context)
 		appendStringInfo(&buf, " (%s)", edata->context);
+	for (char *p = buf.data; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
 	if (sub)
 		concord_sub_record_error(sub, buf.data);
 	FreeErrorData(edata);

@@ -397,6 +397,7 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	if (strlen(sub.provider_dsn) == 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("provider_dsn must not be empty"), errhidestmt(true)));
+	concord_check_dsn(sub.provider_dsn, psprintf("subscription \"%s\"", sub.name));
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_catalog_lock(CATALOG_NODE);
