@@ -99,7 +99,7 @@ launcher_start_managers(List *dboids)
 
 		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 		db = concord_db_state(dboid, true);
-		if (db && db->manager_pid == 0 && !db->no_extension &&
+		if (db && db->manager_pid == 0 && !db->dormant &&
 			db->restart_after <= now)
 		{
 			/* Counted as a failure until the manager reports it is up. */

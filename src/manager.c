@@ -8,8 +8,11 @@
  * makes the apply workers match: one per enabled subscription, started
  * once the subscription's backoff has passed, stopped (SIGTERM) when the
  * subscription is disabled or gone.  It forgets the shared state of
- * subscriptions that no longer exist.  It exits when the extension is
- * dropped, stopping the workers of the database first.
+ * subscriptions that no longer exist.  It exits when the database has no
+ * subscription left (so that it does not stand in the way of DROP
+ * DATABASE), or when the extension is dropped, stopping the workers of
+ * the database first; the subscription functions ask the launcher for a
+ * manager again when they need one.
  *
  *-------------------------------------------------------------------------
  */
@@ -217,6 +220,24 @@ check_starting(void)
 	}
 }
 
+/* True while a worker of this database still runs. */
+static bool
+workers_running(void)
+{
+	bool		running = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+
+		if (st->dboid == ManagerDb && (st->apply_pid != 0 || st->sync_pid != 0))
+			running = true;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return running;
+}
+
 /* The extension was dropped: stop this database's workers and leave. */
 static void
 manager_shutdown(void)
@@ -250,16 +271,37 @@ manager_attach(void)
 	before_shmem_exit(manager_detach, (Datum) 0);
 }
 
-static void
-set_db_state(bool no_extension)
+static uint64
+current_requests(void)
 {
 	ConcordDbState *db;
+	uint64		requests = 0;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	db = concord_db_state(ManagerDb, false);
+	if (db)
+		requests = db->requests;
+	LWLockRelease(ConcordShmem->lock);
+	return requests;
+}
+
+/*
+ * Marks the database dormant, unless someone asked for a manager since
+ * the subscriptions were read (seen_requests): then keep going.
+ */
+static bool
+go_dormant(uint64 seen_requests)
+{
+	ConcordDbState *db;
+	bool		dormant = false;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	db = concord_db_state(ManagerDb, true);
-	db->no_extension = no_extension;
 	db->failures = 0;
+	if (db->requests == seen_requests)
+		db->dormant = dormant = true;
 	LWLockRelease(ConcordShmem->lock);
+	return dormant;
 }
 
 void
@@ -277,19 +319,24 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 	BackgroundWorkerInitializeConnectionByOid(ManagerDb, InvalidOid, 0);
 	manager_attach();
 
-	subs = read_subscriptions(&gone);
-	set_db_state(gone);
-	if (gone)
-		proc_exit(0);
 	pgstat_report_activity(STATE_IDLE, NULL);
-
 	for (;;)
 	{
+		uint64		seen_requests = current_requests();
 		ListCell   *lc;
 
-		check_starting();
-		foreach(lc, reconcile(subs))
-			start_apply(lfirst_oid(lc));
+		subs = read_subscriptions(&gone);
+		if (gone)
+			manager_shutdown();
+		else
+		{
+			check_starting();
+			foreach(lc, reconcile(subs))
+				start_apply(lfirst_oid(lc));
+		}
+		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running())) &&
+			go_dormant(seen_requests))
+			proc_exit(0);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 MANAGER_NAPTIME_MS, PG_WAIT_EXTENSION);
@@ -299,13 +346,6 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-		}
-		subs = read_subscriptions(&gone);
-		if (gone)
-		{
-			manager_shutdown();
-			set_db_state(true);
-			proc_exit(0);
 		}
 	}
 }

@@ -150,7 +150,8 @@ concord_request_manager(Oid dboid)
 	db = concord_db_state(dboid, true);
 	if (db)
 	{
-		db->no_extension = false;
+		db->dormant = false;
+		db->requests++;
 		db->restart_after = 0;
 		if (db->manager_latch)
 			SetLatch(db->manager_latch);

@@ -35,7 +35,8 @@ typedef struct ConcordDbState
 	Oid			dboid;			/* InvalidOid: free */
 	pid_t		manager_pid;
 	Latch	   *manager_latch;
-	bool		no_extension;	/* manager found no concord here */
+	bool		dormant;		/* no concord or no subscription here */
+	uint64		requests;		/* counts concord_request_manager() calls */
 	int			failures;
 	TimestampTz restart_after;
 } ConcordDbState;
