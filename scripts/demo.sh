@@ -144,7 +144,7 @@ start_demo() {
 		as_pg "$BINDIR/pg_ctl" -D "$DIR/$name" -l "$DIR/$name.log" -w start >/dev/null
 		as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres \
 			-d postgres -c "CREATE DATABASE $DB"
-		psql_node "$port" <<SQL
+		psql_node "$port" -o /dev/null <<SQL
 CREATE EXTENSION concord;
 SELECT concord.create_node('$name', 'host=127.0.0.1 port=$port dbname=$DB');
 CREATE TABLE public.demo_table (
@@ -170,6 +170,8 @@ SELECT node_id, node_name, dsn, priority, is_local FROM concord.node;
 SELECT s.set_name, t.set_reloid AS relation, t.column_list, t.row_filter
   FROM concord.replication_set_table t
   JOIN concord.replication_set s USING (set_id);
+\echo public.demo_table:
+SELECT * FROM public.demo_table ORDER BY id;
 \echo concord background workers (pg_stat_activity):
 SELECT pid, backend_type, backend_start FROM pg_stat_activity
  WHERE backend_type LIKE 'concord%' ORDER BY pid;

@@ -11,6 +11,7 @@
 # anything failed.
 #
 # CONCORD_KEEP_TMP=1 keeps the temporary directory (logs, data) afterwards.
+# CONCORD_TAP_TESTS="test/t/120_x.pl ..." runs only those TAP files.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,12 +27,12 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # --- 1. dependencies and build --------------------------------------------
-if ! "$REPO/scripts/install-deps.sh"; then
+if ! bash "$REPO/scripts/install-deps.sh"; then
 	echo "FAILED: installing dependencies" >&2
 	summary 0 1
 	exit 1
 fi
-if ! "$REPO/scripts/build.sh"; then
+if ! bash "$REPO/scripts/build.sh"; then
 	echo "FAILED: build" >&2
 	summary 0 1
 	exit 1
@@ -45,11 +46,6 @@ WORK=$(mktemp -d /tmp/concord-test.XXXXXX)
 SRC="$WORK/src"          # the copied tree
 RESULTS="$WORK/results"  # one "passed failed" file per layer
 PGTAP_DATA="$WORK/pgtap_data"
-mkdir -p "$SRC" "$RESULTS" "$WORK/tap"
-tar -C "$REPO" --exclude=.git --exclude=tmp_check --exclude=results \
-	--exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - . | tar -C "$SRC" -xf -
-chmod 755 "$WORK"
-chown -R postgres: "$WORK"
 
 # Stop every server left under $WORK (pgTAP cluster, TAP nodes killed
 # half-way) and remove $WORK.  Quiet: it runs before the summary line and
@@ -70,6 +66,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The source tree without git data and build or test leftovers.
+mkdir -p "$SRC" "$RESULTS" "$WORK/tap"
+tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
+	--exclude=./log --exclude=./regression.diffs --exclude=./regression.out \
+	--exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - . | tar -C "$SRC" -xf -
+chmod 755 "$WORK"
+chown -R postgres: "$WORK"
 
 # Run a command as postgres inside the copy, with a clean, explicit env.
 as_pg() {
@@ -144,6 +148,10 @@ layer_tap() {
 	echo "=== TAP (multi-node) ==="
 	shopt -s nullglob
 	local files=("$SRC"/test/t/*.pl)
+	if [[ -n "${CONCORD_TAP_TESTS:-}" ]]; then
+		read -r -a files <<<"$CONCORD_TAP_TESTS"
+		files=("${files[@]/#/$SRC/}")
+	fi
 	if [[ ${#files[@]} -eq 0 ]]; then
 		echo "no TAP tests"
 		echo "0 0" >"$RESULTS/tap"

@@ -114,8 +114,13 @@ apply_error_context(void *arg pg_attribute_unused())
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Publishes progress.  A commit applied, or a keepalive received between
+ * transactions (everything the provider sent is handled), shows that the
+ * last retry succeeded: the subscription is no longer down.
+ */
 static void
-publish_progress(bool applied_commit)
+publish_progress(bool applied_commit, bool healthy)
 {
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->received_lsn = W.received;
@@ -126,6 +131,9 @@ publish_progress(bool applied_commit)
 	{
 		W.shared->applied_lsn = W.begin.end_lsn;
 		W.shared->applied_commit_ts = W.begin.commit_time;
+	}
+	if (healthy)
+	{
 		W.shared->has_error = false;
 		W.shared->failures = 0;
 	}
@@ -156,7 +164,7 @@ flushed_position(void)
 }
 
 static void
-send_feedback(bool force)
+send_feedback(bool force, bool want_reply)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	StringInfoData buf;
@@ -172,7 +180,7 @@ send_feedback(bool force)
 	pq_sendint64(&buf, flush);	/* flushed */
 	pq_sendint64(&buf, W.caught_up);	/* applied */
 	pq_sendint64(&buf, now);
-	pq_sendbyte(&buf, 0);
+	pq_sendbyte(&buf, want_reply ? 1 : 0);
 	if (PQputCopyData(W.conn, buf.data, buf.len) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -182,7 +190,7 @@ send_feedback(bool force)
 	pfree(buf.data);
 	W.flushed = flush;
 	W.last_feedback = now;
-	publish_progress(false);
+	publish_progress(false, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -208,7 +216,7 @@ wait_apply_delay(TimestampTz commit_time)
 						 Max(ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		send_feedback(false);
+		send_feedback(false, false);
 	}
 }
 
@@ -286,7 +294,7 @@ handle_commit(StringInfo s)
 	}
 	W.in_remote_txn = false;
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
-	publish_progress(!W.skip_txn);
+	publish_progress(!W.skip_txn, true);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -428,8 +436,11 @@ handle_stream_message(char *buf, int len)
 		W.received = Max(W.received, end);
 		/* Everything before a keepalive was sent and handled. */
 		if (!W.in_remote_txn)
+		{
 			W.caught_up = Max(W.caught_up, end);
-		send_feedback(reply);
+			publish_progress(false, true);
+		}
+		send_feedback(reply, false);
 	}
 	else
 		ereport(ERROR,
@@ -509,7 +520,7 @@ stream_loop(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("the provider ended the replication stream")));
-		send_feedback(false);
+		send_feedback(false, false);
 		concord_remote_wait(W.conn, WL_SOCKET_READABLE, STREAM_WAIT_MS);
 		if (!PQconsumeInput(W.conn))
 			ereport(ERROR,
@@ -612,7 +623,9 @@ apply_run(Oid subid)
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->phase = CONCORD_PHASE_REPLICATING;
 	LWLockRelease(ConcordShmem->lock);
-	publish_progress(false);
+	publish_progress(false, false);
+	/* The provider's answer, a keepalive, tells that the stream is healthy. */
+	send_feedback(true, true);
 	stream_loop();
 }
 

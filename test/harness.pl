@@ -13,8 +13,8 @@
 # Prints, last, one machine-readable line:
 #     HARNESS-RESULT passed=N failed=M
 # where N counts passing assertions and M failing ones, plus one for every
-# file that failed without a failing assertion (bad exit status, died,
-# wrong or missing plan).  The same "N M" goes to --result-file.  Exits
+# file that broke (died, psql error, bad exit status, wrong or missing
+# plan).  The same "N M" goes to --result-file.  Exits
 # non-zero when M > 0.
 #
 # --log-dir: where PostgreSQL::Test::Utils writes regress_log_<test>; the
@@ -64,10 +64,16 @@ if (@files)
 		my @not_ok = $parser->failed;
 		my $file_passed = scalar @ok;
 		my $file_failed = scalar @not_ok;
-		my $bad = $parser->exit || $parser->wait || $parser->parse_errors;
 
-		# A file that broke without a failing assertion still counts once.
-		$file_failed = 1 if $bad && $file_failed == 0;
+		# A file that broke (died, psql error, wrong or missing plan) counts
+		# once more.  Test::More exits with the number of failed assertions:
+		# that alone is not a break.
+		my $expected_exit =
+		  ($file =~ /\.pl$/ && $file_failed) ? ($file_failed > 254 ? 254 : $file_failed) : 0;
+		my $broken = $parser->parse_errors
+		  || ($parser->wait && !$parser->exit)    # killed by a signal
+		  || $parser->exit != $expected_exit;
+		$file_failed++ if $broken;
 		$passed += $file_passed;
 		$failed += $file_failed;
 
