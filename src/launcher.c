@@ -45,15 +45,8 @@ concord_launcher_register(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	concord_fill_worker(&worker, LAUNCHER_NAME, "concord_launcher_main");
 	worker.bgw_restart_time = LAUNCHER_RESTART_SECS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, CONCORD_LIBRARY_NAME);
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "concord_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, LAUNCHER_NAME);
-	snprintf(worker.bgw_type, BGW_MAXLEN, LAUNCHER_NAME);
 	RegisterBackgroundWorker(&worker);
 }
 

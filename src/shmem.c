@@ -191,6 +191,22 @@ concord_sub_record_error(ConcordSubState *sub, const char *message)
 	LWLockRelease(ConcordShmem->lock);
 }
 
+/* The parts every concord background worker shares. */
+void
+concord_fill_worker(BackgroundWorker *worker, const char *type,
+					const char *function)
+{
+	memset(worker, 0, sizeof(BackgroundWorker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, CONCORD_LIBRARY_NAME);
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
 /*
  * Starts a dynamic worker of the given type for a database (and
  * subscription), reporting to the calling process.
@@ -201,15 +217,8 @@ concord_start_worker(const char *type, const char *function, Oid dboid,
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, CONCORD_LIBRARY_NAME);
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	concord_fill_worker(&worker, type, function);
 	snprintf(worker.bgw_name, BGW_MAXLEN, "%s %u/%u", type, dboid, subid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	worker.bgw_main_arg = ObjectIdGetDatum(subid);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;

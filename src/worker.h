@@ -87,6 +87,8 @@ extern void concord_record_current_error(ConcordSubState *sub);
 extern PGDLLEXPORT void concord_manager_main(Datum main_arg);
 extern PGDLLEXPORT void concord_apply_main(Datum main_arg);
 extern PGDLLEXPORT void concord_sync_main(Datum main_arg);
+extern void concord_fill_worker(BackgroundWorker *worker, const char *type,
+								const char *function);
 extern bool concord_start_worker(const char *type, const char *function,
 								 Oid dboid, Oid subid,
 								 BackgroundWorkerHandle **handle);
