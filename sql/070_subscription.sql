@@ -66,8 +66,17 @@ SELECT concord.alter_subscription_resynchronize_table('from_peer', 'fruit');
 SELECT concord.wait_for_subscription_sync_complete('from_peer', '60s');
 SELECT * FROM fruit ORDER BY id;
 
--- a node with subscriptions cannot be dropped
+-- a node with subscriptions cannot be dropped, nor the extension
 SELECT concord.drop_node('prov');
+DROP EXTENSION concord;
+
+-- a subscription created in a transaction that rolls back leaves no slot
+BEGIN;
+SELECT concord.create_subscription('rolled_back', :'peer_dsn', synchronize_data := false) > 0 AS created;
+ROLLBACK;
+\c concord_peer
+SELECT count(*) AS slots_of_from_peer_only FROM pg_replication_slots;
+\c contrib_regression
 
 -- drop removes the slot on the provider and the origins here
 SELECT concord.drop_subscription('from_peer');

@@ -80,16 +80,51 @@ CREATE TABLE concord.subscription_table (
 COMMENT ON TABLE concord.subscription_table IS
     'per subscription, the provider tables copied and the provider LSN of the copy (NULL: a copy is pending)';
 
+CREATE TABLE concord.conflict_resolver (
+    set_reloid      oid     NOT NULL,   -- 0: every table
+    conflict_type   text    NOT NULL,   -- '': every type
+    resolver        text    NOT NULL,
+    handler         regprocedure,
+    PRIMARY KEY (set_reloid, conflict_type)
+);
+COMMENT ON TABLE concord.conflict_resolver IS
+    'resolver per table (0: all tables) and conflict type ('''': all types), set by concord.set_conflict_resolver()';
+
+CREATE TABLE concord.conflict_history (
+    conflict_id         bigserial   PRIMARY KEY,
+    detected_at         timestamptz NOT NULL DEFAULT now(),
+    subscription_name   name        NOT NULL,
+    relation            text        NOT NULL,
+    conflict_type       text        NOT NULL,
+    resolver            text        NOT NULL,
+    resolution          text        NOT NULL,
+    key                 jsonb,
+    local_row           jsonb,
+    local_origin        name,
+    local_commit_ts     timestamptz,
+    remote_row          jsonb,
+    remote_origin       name        NOT NULL,
+    remote_commit_ts    timestamptz NOT NULL,
+    remote_lsn          pg_lsn      NOT NULL,
+    resolved_row        jsonb,
+    error_message       text
+);
+CREATE INDEX conflict_history_detected_at ON concord.conflict_history (detected_at);
+COMMENT ON TABLE concord.conflict_history IS
+    'every conflict this node detected and how it was resolved, written in the same transaction as the resolution';
+
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.subscription_table', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.conflict_resolver', '');
 
 -- Catalogs holding DSNs (and so possibly passwords) are not for PUBLIC.
 REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
 REVOKE ALL ON concord.replication_set, concord.replication_set_table,
-              concord.subscription_table FROM PUBLIC;
+              concord.subscription_table, concord.conflict_resolver,
+              concord.conflict_history FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -261,6 +296,29 @@ COMMENT ON VIEW concord.subscription_status IS
 REVOKE ALL ON concord.subscription_status FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
+-- Conflicts
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.set_conflict_resolver(relation regclass,
+        resolver text,
+        handler regprocedure DEFAULT NULL,
+        conflict_type text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_set_conflict_resolver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.set_conflict_resolver(regclass, text, regprocedure, text) IS
+    'choose the conflict resolver of a table (NULL: of every table), optionally for one conflict type; resolver NULL removes the setting';
+
+CREATE VIEW concord.conflict_stats AS
+    SELECT relation, conflict_type, resolution, count(*) AS conflicts,
+           max(detected_at) AS last_detected_at
+      FROM concord.conflict_history
+     GROUP BY relation, conflict_type, resolution;
+COMMENT ON VIEW concord.conflict_stats IS
+    'how many conflicts of each type were resolved how, per table';
+REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
 -- Protocol
 -- ---------------------------------------------------------------------
 
@@ -284,6 +342,17 @@ COMMENT ON FUNCTION concord.on_sql_drop() IS
 
 CREATE EVENT TRIGGER concord_on_sql_drop ON sql_drop
     EXECUTE FUNCTION concord.on_sql_drop();
+
+CREATE FUNCTION concord.on_drop_extension()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_drop_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_drop_extension() IS
+    'event trigger: refuses DROP EXTENSION concord while subscriptions exist';
+
+CREATE EVENT TRIGGER concord_on_drop_extension ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION concord.on_drop_extension();
 
 -- ---------------------------------------------------------------------
 -- Privileges: configuration is for superusers and those they grant it to.

@@ -81,6 +81,7 @@ typedef struct ApplyWorker
 } ApplyWorker;
 
 static ApplyWorker W;
+static ConcordRemoteTxn RemoteTxn;
 static MemoryContext ApplyContext = NULL;
 static MemoryContext MessageContext_ = NULL;
 
@@ -117,7 +118,8 @@ apply_error_context(void *arg pg_attribute_unused())
 /*
  * Publishes progress.  A commit applied, or a keepalive received between
  * transactions (everything the provider sent is handled), shows that the
- * last retry succeeded: the subscription is no longer down.
+ * last retry succeeded once apply is past the transaction that failed:
+ * the subscription is no longer down, and the backoff starts over.
  */
 static void
 publish_progress(bool applied_commit, bool healthy)
@@ -132,7 +134,7 @@ publish_progress(bool applied_commit, bool healthy)
 		W.shared->applied_lsn = W.begin.end_lsn;
 		W.shared->applied_commit_ts = W.begin.commit_time;
 	}
-	if (healthy)
+	if (healthy && W.caught_up > W.shared->error_lsn)
 	{
 		W.shared->has_error = false;
 		W.shared->failures = 0;
@@ -264,6 +266,13 @@ handle_begin(StringInfo s)
 		StartTransactionCommand();
 	}
 	W.in_remote_txn = true;
+	RemoteTxn.sub_name = W.sub->name;
+	RemoteTxn.local_node = W.local_node;
+	RemoteTxn.origin_name = W.begin.origin_name;
+	RemoteTxn.origin_priority = W.begin.origin_priority;
+	RemoteTxn.commit_time = W.begin.commit_time;
+	RemoteTxn.commit_lsn = W.begin.commit_lsn;
+	concord_remote_txn = &RemoteTxn;
 	pgstat_report_activity(STATE_RUNNING, "applying a remote transaction");
 }
 
@@ -506,6 +515,7 @@ stream_loop(void)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			concord_apply_rel_forget_all();
 		}
 		while ((len = concord_remote_get_copy(W.conn, &buf, false)) > 0)
 		{
@@ -683,6 +693,10 @@ concord_apply_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
+		/* A failed transaction counts as retried once it is applied. */
+		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+		W.shared->error_lsn = W.in_remote_txn ? W.begin.commit_lsn : InvalidXLogRecPtr;
+		LWLockRelease(ConcordShmem->lock);
 		concord_record_current_error(W.shared);
 		PG_RE_THROW();
 	}

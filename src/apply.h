@@ -11,6 +11,7 @@
 #include "access/xlogdefs.h"
 #include "nodes/pg_list.h"
 
+#include "conflict.h"
 #include "proto.h"
 
 /* A provider relation and, once resolved, its local counterpart. */
@@ -25,6 +26,8 @@ typedef struct ApplyRel
 	Oid		   *typinput;		/* per remote column, local input function */
 	Oid		   *typioparam;
 	bool		has_unsent_columns; /* local columns with defaults to fill */
+	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
+	List	   *key_columns;	/* remote key column names */
 	bool		synced;			/* copied by a sync at sync_lsn */
 	XLogRecPtr	sync_lsn;
 } ApplyRel;
@@ -33,6 +36,7 @@ typedef struct ApplyRel
 extern void concord_apply_rel_init(const char *sub_name, List *synced);
 extern void concord_apply_rel_store(StringInfo msg);
 extern ApplyRel *concord_apply_rel_get(Oid remoteid);
+extern void concord_apply_rel_forget_all(void);
 
 /* apply_row.c */
 extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);

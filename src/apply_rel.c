@@ -28,6 +28,7 @@
 
 #include "apply.h"
 #include "catalog.h"
+#include "concord.h"
 
 static HTAB *ApplyRels = NULL;
 static MemoryContext ApplyRelContext = NULL;
@@ -93,6 +94,9 @@ concord_apply_rel_store(StringInfo msg)
 	memset(((char *) arel) + sizeof(Oid), 0, sizeof(ApplyRel) - sizeof(Oid));
 	arel->remote = remote;
 	arel->qualname = quote_qualified_identifier(remote->nspname, remote->relname);
+	for (int i = 0; i < remote->natts; i++)
+		if (remote->atts[i].is_key)
+			arel->key_columns = lappend(arel->key_columns, remote->atts[i].name);
 	MemoryContextSwitchTo(oldcxt);
 }
 
@@ -153,6 +157,48 @@ map_columns(ApplyRel *arel, Relation rel)
 	}
 }
 
+/*
+ * The resolver of each conflict type: the table's setting for the type,
+ * else the table's for every type, else the default of every table for
+ * the type, else for every type, else the GUC concord.conflict_resolver.
+ */
+static void
+choose_resolvers(ApplyRel *arel)
+{
+	List	   *settings = concord_resolver_settings(arel->localid);
+
+	for (int t = 0; t < CONCORD_NUM_CONFLICT_TYPES; t++)
+	{
+		const char *type = concord_conflict_name(t);
+		int			best_rank = 0;
+		ListCell   *lc;
+
+		arel->resolver[t] = concord_conflict_resolver;
+		foreach(lc, settings)
+		{
+			ConcordResolverSetting *rs = lfirst(lc);
+			bool		for_type = strcmp(rs->conflict_type, type) == 0;
+			int			rank;
+
+			if (!for_type && rs->conflict_type[0] != '\0')
+				continue;
+			rank = (OidIsValid(rs->relid) ? 2 : 0) + (for_type ? 1 : 0) + 1;
+			if (rank > best_rank && concord_resolver_from_name(rs->resolver) >= 0)
+			{
+				best_rank = rank;
+				arel->resolver[t] = concord_resolver_from_name(rs->resolver);
+			}
+		}
+	}
+}
+
+/* Marks every relation for a new lookup (the resolver GUC changed). */
+void
+concord_apply_rel_forget_all(void)
+{
+	apply_rel_invalidate((Datum) 0, InvalidOid);
+}
+
 /* Finds the local table and maps the columns; errors out if it cannot. */
 static void
 resolve(ApplyRel *arel)
@@ -184,6 +230,7 @@ resolve(ApplyRel *arel)
 	table_close(rel, NoLock);
 	arel->localid = relid;
 	find_sync_lsn(arel);
+	choose_resolvers(arel);
 	arel->resolved = true;
 }
 

@@ -8,9 +8,10 @@
  * triggers fired as session_replication_role = replica says (the apply
  * worker runs with it).  Rows are found by the replica identity index (or
  * primary key), or by a full scan for REPLICA IDENTITY FULL without one.
- * Until conflict resolution is in place, a row that is there when it
- * should not be, or missing when it should be there, is a conflict that
- * takes the error path (conflict.c).
+ * A row that is there when it should not be (insert_exists), or missing
+ * when it should be there (update_missing, delete_missing), is a conflict
+ * decided by conflict.c and recorded in the history in the same
+ * transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +19,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/catalog.h"
 #include "catalog/pg_type.h"
 #include "commands/tablecmds.h"
 #include "commands/trigger.h"
@@ -222,6 +224,43 @@ has_key_index(Relation rel)
 		OidIsValid(RelationGetPrimaryKeyIndex(rel));
 }
 
+static void
+conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
+			  ApplyExec *ex, TupleTableSlot *local, TupleTableSlot *remote,
+			  ConcordTuple *remote_tuple)
+{
+	memset(c, 0, sizeof(ConcordConflict));
+	c->key_text = key_text(arel, remote_tuple);
+	c->type = type;
+	c->resolver = arel->resolver[type];
+	c->rel = ex->rel;
+	c->relname = arel->qualname;
+	c->key_columns = arel->key_columns;
+	c->local = local;
+	c->remote = remote;
+}
+
+/*
+ * A remote INSERT found a row with its key: the resolver picks a version;
+ * the remote one replaces the local row.
+ */
+static void
+insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
+			  TupleTableSlot *remote, ConcordTuple *newtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
+				  newtup);
+	res = concord_conflict_resolve(&c);
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
+	concord_conflict_record(&c, res,
+							res == CONCORD_RESOLUTION_APPLY_REMOTE ? remote :
+							res == CONCORD_RESOLUTION_KEEP_LOCAL ? local : NULL);
+}
+
 void
 concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 {
@@ -234,10 +273,56 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, newtup, slot, NULL, false);
 	if (has_key_index(ex.rel) && find_local(&ex, slot, local))
-		concord_conflict_error(CONCORD_CONFLICT_INSERT_EXISTS, arel->qualname,
-							   key_text(arel, newtup));
-	ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+		insert_exists(&ex, arel, local, slot, newtup);
+	else
+		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 	exec_end(&ex);
+}
+
+/*
+ * Looks the row up, and a second time before calling it missing: a row
+ * being updated concurrently can escape one dirty-snapshot index lookup.
+ */
+static bool
+find_local_twice(ApplyExec *ex, TupleTableSlot *search, TupleTableSlot *local)
+{
+	return find_local(ex, search, local) || find_local(ex, search, local);
+}
+
+/* True if the tuple carries every column's value (no unchanged TOAST). */
+static bool
+tuple_complete(ConcordTuple *tup)
+{
+	for (int i = 0; i < tup->ncols; i++)
+		if (tup->kinds[i] == CONCORD_COL_UNCHANGED)
+			return false;
+	return true;
+}
+
+/*
+ * A remote UPDATE found no row.  apply_remote inserts the new version
+ * when it is complete; every other resolver leaves the row absent.
+ */
+static void
+update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
+			   TupleTableSlot *newslot)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	fill_slot(ex, arel, newtup, newslot, NULL, true);
+	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
+				  newtup);
+	res = concord_conflict_resolve(&c);
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
+		res = CONCORD_RESOLUTION_SKIP;
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+	{
+		fill_slot(ex, arel, newtup, newslot, NULL, false);
+		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
+	}
+	concord_conflict_record(&c, res,
+							res == CONCORD_RESOLUTION_APPLY_REMOTE ? newslot : NULL);
 }
 
 void
@@ -257,11 +342,13 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 
 	/* The old key tuple has NULLs outside the key; fill only to search. */
 	fill_slot(&ex, arel, keytup, search, NULL, true);
-	if (!find_local(&ex, search, local))
-		concord_conflict_error(CONCORD_CONFLICT_UPDATE_MISSING, arel->qualname,
-							   key_text(arel, keytup));
-	fill_slot(&ex, arel, newtup, newslot, local, false);
-	ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+	if (find_local_twice(&ex, search, local))
+	{
+		fill_slot(&ex, arel, newtup, newslot, local, false);
+		ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+	}
+	else
+		update_missing(&ex, arel, newtup, newslot);
 	exec_end(&ex);
 }
 
@@ -277,10 +364,17 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, oldtup, search, NULL, true);
-	if (!find_local(&ex, search, local))
-		concord_conflict_error(CONCORD_CONFLICT_DELETE_MISSING, arel->qualname,
-							   key_text(arel, oldtup));
-	ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+	if (find_local_twice(&ex, search, local))
+		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+	else
+	{
+		ConcordConflict c;
+
+		/* Nothing to delete: whatever the resolver, the row stays absent. */
+		conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, &ex, NULL, search,
+					  oldtup);
+		concord_conflict_record(&c, concord_conflict_resolve(&c), NULL);
+	}
 	exec_end(&ex);
 }
 
@@ -289,18 +383,24 @@ concord_apply_truncate(List *arels, bool cascade, bool restart_seqs)
 {
 	List	   *rels = NIL;
 	List	   *relids = NIL;
+	List	   *relids_logged = NIL;
 	ListCell   *lc;
 
 	foreach(lc, arels)
 	{
 		ApplyRel   *arel = lfirst(lc);
+		Relation	rel;
 
 		if (list_member_oid(relids, arel->localid))
 			continue;
-		rels = lappend(rels, table_open(arel->localid, AccessExclusiveLock));
+		rel = table_open(arel->localid, AccessExclusiveLock);
+		rels = lappend(rels, rel);
 		relids = lappend_oid(relids, arel->localid);
+		/* Logged, so that rings and stars forward it. */
+		if (RelationIsLogicallyLogged(rel))
+			relids_logged = lappend_oid(relids_logged, arel->localid);
 	}
-	ExecuteTruncateGuts(rels, relids, NIL,
+	ExecuteTruncateGuts(rels, relids, relids_logged,
 						cascade ? DROP_CASCADE : DROP_RESTRICT, restart_seqs);
 	foreach(lc, rels)
 		table_close(lfirst(lc), NoLock);

@@ -516,6 +516,93 @@ concord_subscription_delete(Oid subid)
 }
 
 /* ---------------------------------------------------------------------
+ * concord.conflict_resolver
+ * ---------------------------------------------------------------------
+ */
+
+/* The settings for relid and those for every table (relid 0). */
+List *
+concord_resolver_settings(Oid relid)
+{
+	Relation	rel = catalog_open(CATALOG_RESOLVER, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		Datum		values[Natts_resolver];
+		bool		nulls[Natts_resolver];
+		ConcordResolverSetting *rs;
+
+		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
+		if (DatumGetObjectId(values[Anum_resolver_reloid - 1]) != relid &&
+			DatumGetObjectId(values[Anum_resolver_reloid - 1]) != InvalidOid)
+			continue;
+		rs = palloc0(sizeof(ConcordResolverSetting));
+		rs->relid = DatumGetObjectId(values[Anum_resolver_reloid - 1]);
+		rs->conflict_type = TextDatumGetCString(values[Anum_resolver_type - 1]);
+		rs->resolver = TextDatumGetCString(values[Anum_resolver_name - 1]);
+		if (!nulls[Anum_resolver_handler - 1])
+			rs->handler = DatumGetObjectId(values[Anum_resolver_handler - 1]);
+		result = lappend(result, rs);
+	}
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/* Removes the setting of (relid, type); true if there was one. */
+bool
+concord_resolver_unset(Oid relid, const char *conflict_type)
+{
+	Relation	rel = catalog_open(CATALOG_RESOLVER, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	tup;
+	bool		found = false;
+
+	scankey_oid(&key, Anum_resolver_reloid, relid);
+	catalog_beginscan(&cs, rel, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		bool		isnull;
+		Datum		type = heap_getattr(tup, Anum_resolver_type,
+										RelationGetDescr(rel), &isnull);
+
+		if (strcmp(TextDatumGetCString(type), conflict_type) != 0)
+			continue;
+		CatalogTupleDelete(rel, &tup->t_self);
+		found = true;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	return found;
+}
+
+void
+concord_resolver_set(const ConcordResolverSetting *setting)
+{
+	Relation	rel;
+	Datum		values[Natts_resolver];
+	bool		nulls[Natts_resolver];
+
+	(void) concord_resolver_unset(setting->relid, setting->conflict_type);
+	rel = catalog_open(CATALOG_RESOLVER, RowExclusiveLock);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_resolver_reloid - 1] = ObjectIdGetDatum(setting->relid);
+	values[Anum_resolver_type - 1] = CStringGetTextDatum(setting->conflict_type);
+	values[Anum_resolver_name - 1] = CStringGetTextDatum(setting->resolver);
+	values[Anum_resolver_handler - 1] = ObjectIdGetDatum(setting->handler);
+	nulls[Anum_resolver_handler - 1] = !OidIsValid(setting->handler);
+	CatalogTupleInsert(rel, heap_form_tuple(RelationGetDescr(rel), values, nulls));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* ---------------------------------------------------------------------
  * concord.subscription_table
  * ---------------------------------------------------------------------
  */
@@ -828,10 +915,11 @@ concord_set_table_delete(Oid set_id, Oid relid)
 	return found;
 }
 
-/* Removes a relation from every set; returns how many memberships went. */
+/* Forgets a dropped relation: its set memberships and resolver settings. */
 int
-concord_set_table_delete_relation(Oid relid)
+concord_catalog_forget_relation(Oid relid)
 {
+	catalog_delete_where_oid(CATALOG_RESOLVER, Anum_resolver_reloid, relid);
 	return catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_reloid,
 									relid);
 }

@@ -100,6 +100,22 @@ typedef struct ConcordSetTable
 	char	   *row_filter;		/* NULL: every row */
 } ConcordSetTable;
 
+/* concord.conflict_resolver */
+#define CATALOG_RESOLVER			"conflict_resolver"
+#define Natts_resolver				4
+#define Anum_resolver_reloid		1
+#define Anum_resolver_type			2
+#define Anum_resolver_name			3
+#define Anum_resolver_handler		4
+
+typedef struct ConcordResolverSetting
+{
+	Oid			relid;			/* InvalidOid: every table */
+	char	   *conflict_type;	/* "": every type */
+	char	   *resolver;
+	Oid			handler;
+} ConcordResolverSetting;
+
 typedef struct ConcordSubscription
 {
 	Oid			id;
@@ -142,6 +158,9 @@ extern List *concord_subscription_get_all(void);
 extern void concord_subscription_insert(const ConcordSubscription *sub);
 extern void concord_subscription_update(const ConcordSubscription *sub);
 extern void concord_subscription_delete(Oid subid);
+extern List *concord_resolver_settings(Oid relid);
+extern void concord_resolver_set(const ConcordResolverSetting *setting);
+extern bool concord_resolver_unset(Oid relid, const char *conflict_type);
 extern List *concord_sub_table_get(Oid subid);
 extern void concord_sub_table_set(const ConcordSubTable *st);
 
@@ -157,6 +176,6 @@ extern List *concord_set_table_get_by_relid(Oid relid);
 extern bool concord_set_table_exists(Oid set_id, Oid relid);
 extern void concord_set_table_insert(const ConcordSetTable *member);
 extern bool concord_set_table_delete(Oid set_id, Oid relid);
-extern int	concord_set_table_delete_relation(Oid relid);
+extern int	concord_catalog_forget_relation(Oid relid);
 
 #endif							/* CONCORD_CATALOG_H */

@@ -1,16 +1,39 @@
 /*-------------------------------------------------------------------------
  *
  * conflict.c
- *		Conflict resolvers: names and the GUC's accepted values.
+ *		Conflicts: types, resolvers, the decision and the history.
  *
- * Detection, resolution and the history arrive here with the conflict
- * handling work; this file is their single home.
+ * apply_row.c detects a conflict and describes it (ConcordConflict);
+ * concord_conflict_resolve() decides with the resolver chosen for the
+ * table and type, from what every node sees alike: the commit timestamps
+ * of the two versions (the local one read from the commit timestamp of
+ * the row's xmin, which for an applied row is the origin's), their origin
+ * node names and priorities.  Ties go to the higher node name, so both
+ * sides of a concurrent pair reach the same result.
+ * concord_conflict_record() writes the history row inside the apply
+ * transaction, so that it commits, or not, with the resolution.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/commit_ts.h"
+#include "access/htup_details.h"
+#include "access/sysattr.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
 #include "conflict.h"
+#include "origin.h"
+
+ConcordRemoteTxn *concord_remote_txn = NULL;
 
 static const char *const resolver_names[] = {
 	[CONCORD_RESOLVER_LAST_UPDATE_WINS] = "last_update_wins",
@@ -78,4 +101,221 @@ concord_resolver_name(ConcordResolver resolver)
 	if ((int) resolver < 0 || (int) resolver >= (int) lengthof(resolver_names))
 		elog(ERROR, "unknown concord resolver %d", (int) resolver);
 	return resolver_names[resolver];
+}
+
+int
+concord_resolver_from_name(const char *name)
+{
+	for (int i = 0; i < (int) lengthof(resolver_names); i++)
+		if (strcmp(resolver_names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+int
+concord_conflict_from_name(const char *name)
+{
+	for (int i = 0; i < (int) lengthof(conflict_names); i++)
+		if (strcmp(conflict_names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+static const char *
+resolution_name(ConcordResolution resolution)
+{
+	switch (resolution)
+	{
+		case CONCORD_RESOLUTION_APPLY_REMOTE:
+			return "apply_remote";
+		case CONCORD_RESOLUTION_KEEP_LOCAL:
+			return "keep_local";
+		case CONCORD_RESOLUTION_SKIP:
+			return "skip";
+	}
+	return "unknown";
+}
+
+/* Who wrote the local row, and when (0 if the commit time is not known). */
+static void
+local_version(ConcordConflict *c)
+{
+	bool		isnull;
+	Datum		xmin;
+	RepOriginId origin = InvalidRepOriginId;
+
+	c->local_commit_ts = 0;
+	c->local_origin = pstrdup(concord_remote_txn->local_node);
+	if (c->local == NULL)
+		return;
+	xmin = slot_getsysattr(c->local, MinTransactionIdAttributeNumber, &isnull);
+	if (isnull ||
+		!TransactionIdGetCommitTsData(DatumGetTransactionId(xmin),
+									  &c->local_commit_ts, &origin))
+		return;
+	if (origin != InvalidRepOriginId)
+	{
+		char	   *node = concord_origin_node_by_id(origin);
+
+		if (node)
+			c->local_origin = node;
+	}
+}
+
+static int32
+node_priority(const char *name)
+{
+	ConcordNode *node = concord_node_get_by_name(name);
+
+	return node ? node->priority : 0;
+}
+
+/* 1 if the remote version is the later one, -1 if the earlier; never 0. */
+static int
+compare_versions(ConcordConflict *c)
+{
+	TimestampTz remote_ts = concord_remote_txn->commit_time;
+
+	if (remote_ts != c->local_commit_ts)
+		return remote_ts > c->local_commit_ts ? 1 : -1;
+	return strcmp(concord_remote_txn->origin_name, c->local_origin) > 0 ? 1 : -1;
+}
+
+static ConcordResolution
+remote_if(bool remote_wins)
+{
+	return remote_wins ? CONCORD_RESOLUTION_APPLY_REMOTE :
+		CONCORD_RESOLUTION_KEEP_LOCAL;
+}
+
+/* The decision when both versions exist. */
+static ConcordResolution
+decide_between_versions(ConcordConflict *c)
+{
+	int32		remote_priority;
+	int32		local_priority;
+
+	switch (c->resolver)
+	{
+		case CONCORD_RESOLVER_LAST_UPDATE_WINS:
+			return remote_if(compare_versions(c) > 0);
+		case CONCORD_RESOLVER_FIRST_UPDATE_WINS:
+			if (concord_remote_txn->commit_time != c->local_commit_ts)
+				return remote_if(concord_remote_txn->commit_time < c->local_commit_ts);
+			return remote_if(compare_versions(c) > 0);
+		case CONCORD_RESOLVER_REPLICA_PRIORITY:
+			remote_priority = concord_remote_txn->origin_priority;
+			local_priority = node_priority(c->local_origin);
+			if (remote_priority != local_priority)
+				return remote_if(remote_priority > local_priority);
+			return remote_if(compare_versions(c) > 0);
+		default:
+			return CONCORD_RESOLUTION_KEEP_LOCAL;
+	}
+}
+
+/*
+ * Decides a conflict.  Raises the error of the error resolver.  With no
+ * local row (update_missing, delete_missing) there is nothing to compare:
+ * the timestamp and priority resolvers keep the local state (the row
+ * stays absent), apply_remote applies what can be applied.
+ */
+ConcordResolution
+concord_conflict_resolve(ConcordConflict *c)
+{
+	local_version(c);
+	switch (c->resolver)
+	{
+		case CONCORD_RESOLVER_ERROR:
+		case CONCORD_RESOLVER_CUSTOM:
+			concord_conflict_error(c->type, c->relname, c->key_text);
+			break;
+		case CONCORD_RESOLVER_SKIP:
+			return CONCORD_RESOLUTION_SKIP;
+		case CONCORD_RESOLVER_APPLY_REMOTE:
+			return CONCORD_RESOLUTION_APPLY_REMOTE;
+		case CONCORD_RESOLVER_KEEP_LOCAL:
+			return CONCORD_RESOLUTION_KEEP_LOCAL;
+		default:
+			break;
+	}
+	if (c->local == NULL)
+		return CONCORD_RESOLUTION_KEEP_LOCAL;
+	return decide_between_versions(c);
+}
+
+static Datum
+slot_row(TupleTableSlot *slot, bool *isnull)
+{
+	*isnull = slot == NULL || TTS_EMPTY(slot);
+	if (*isnull)
+		return (Datum) 0;
+	return ExecFetchSlotHeapTupleDatum(slot);
+}
+
+static Datum
+text_array(List *names)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(names), 1));
+	ListCell   *lc;
+
+	foreach(lc, names)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum(lfirst(lc));
+	return PointerGetDatum(construct_array(elems, list_length(names), TEXTOID,
+										   -1, false, TYPALIGN_INT));
+}
+
+#define HISTORY_NARGS 14
+
+/* Writes the conflict's history row, in the current (apply) transaction. */
+void
+concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
+						TupleTableSlot *resolved)
+{
+	Oid			rowtype = c->rel->rd_rel->reltype;
+	Oid			types[HISTORY_NARGS] = {NAMEOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTARRAYOID, rowtype, rowtype, NAMEOID, TIMESTAMPTZOID, NAMEOID,
+	TIMESTAMPTZOID, LSNOID, rowtype};
+	Datum		values[HISTORY_NARGS];
+	char		nulls[HISTORY_NARGS];
+	bool		isnull;
+	int			ret;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = DirectFunctionCall1(namein, CStringGetDatum(concord_remote_txn->sub_name));
+	values[1] = CStringGetTextDatum(c->relname);
+	values[2] = CStringGetTextDatum(concord_conflict_name(c->type));
+	values[3] = CStringGetTextDatum(concord_resolver_name(c->resolver));
+	values[4] = CStringGetTextDatum(resolution_name(resolution));
+	values[5] = text_array(c->key_columns);
+	values[6] = slot_row(c->local, &isnull);
+	nulls[6] = isnull ? 'n' : ' ';
+	values[7] = slot_row(c->remote, &isnull);
+	nulls[7] = isnull ? 'n' : ' ';
+	values[8] = DirectFunctionCall1(namein, CStringGetDatum(c->local_origin));
+	values[9] = TimestampTzGetDatum(c->local_commit_ts);
+	nulls[9] = c->local_commit_ts == 0 ? 'n' : ' ';
+	values[10] = DirectFunctionCall1(namein, CStringGetDatum(concord_remote_txn->origin_name));
+	values[11] = TimestampTzGetDatum(concord_remote_txn->commit_time);
+	values[12] = LSNGetDatum(concord_remote_txn->commit_lsn);
+	values[13] = slot_row(resolved, &isnull);
+	nulls[13] = isnull ? 'n' : ' ';
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args(
+		"INSERT INTO concord.conflict_history (subscription_name, relation, "
+		"conflict_type, resolver, resolution, key, local_row, local_origin, "
+		"local_commit_ts, remote_row, remote_origin, remote_commit_ts, "
+		"remote_lsn, resolved_row) "
+		"SELECT $1, $2, $3, $4, $5, "
+		"(SELECT pg_catalog.jsonb_object_agg(k, r -> k) "
+		"   FROM pg_catalog.unnest($6) k, "
+		"        (SELECT COALESCE(pg_catalog.to_jsonb($8), pg_catalog.to_jsonb($7)) r) x), "
+		"pg_catalog.to_jsonb($7), $9, $10, pg_catalog.to_jsonb($8), $11, $12, $13, "
+		"pg_catalog.to_jsonb($14)",
+		HISTORY_NARGS, types, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(ret));
+	SPI_finish();
 }

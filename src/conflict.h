@@ -8,7 +8,12 @@
 #ifndef CONCORD_CONFLICT_H
 #define CONCORD_CONFLICT_H
 
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "executor/tuptable.h"
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/relcache.h"
 
 typedef enum ConcordResolver
 {
@@ -41,7 +46,51 @@ typedef enum ConcordConflictType
  */
 extern const struct config_enum_entry concord_resolver_guc_options[];
 
+#define CONCORD_NUM_CONFLICT_TYPES	(CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS + 1)
+
+/* How a conflict ended, as conflict_history.resolution says it. */
+typedef enum ConcordResolution
+{
+	CONCORD_RESOLUTION_APPLY_REMOTE,
+	CONCORD_RESOLUTION_KEEP_LOCAL,
+	CONCORD_RESOLUTION_SKIP
+} ConcordResolution;
+
+/* The remote transaction being applied, for conflict decisions. */
+typedef struct ConcordRemoteTxn
+{
+	const char *sub_name;
+	const char *local_node;
+	const char *origin_name;
+	int32		origin_priority;
+	TimestampTz commit_time;
+	XLogRecPtr	commit_lsn;
+} ConcordRemoteTxn;
+
+/* One conflict: what apply found, and what the resolver decided. */
+typedef struct ConcordConflict
+{
+	ConcordConflictType type;
+	ConcordResolver resolver;
+	Relation	rel;
+	const char *relname;		/* as the provider names it */
+	List	   *key_columns;	/* names, for the history's key */
+	const char *key_text;		/* "col=value, ...", for messages */
+	TupleTableSlot *local;		/* the local row, or NULL */
+	TupleTableSlot *remote;		/* the remote row (DELETE: the old one) */
+	char	   *local_origin;
+	TimestampTz local_commit_ts;
+} ConcordConflict;
+
+extern ConcordRemoteTxn *concord_remote_txn;
+
 extern const char *concord_resolver_name(ConcordResolver resolver);
+extern int	concord_resolver_from_name(const char *name);
+extern int	concord_conflict_from_name(const char *name);
+extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
+extern void concord_conflict_record(ConcordConflict *c,
+									ConcordResolution resolution,
+									TupleTableSlot *resolved);
 extern const char *concord_conflict_name(ConcordConflictType type);
 extern void concord_conflict_error(ConcordConflictType type,
 								   const char *relname, const char *key);

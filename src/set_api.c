@@ -36,6 +36,7 @@ PG_FUNCTION_INFO_V1(concord_replication_set_add_table);
 PG_FUNCTION_INFO_V1(concord_replication_set_add_all_tables);
 PG_FUNCTION_INFO_V1(concord_replication_set_remove_table);
 PG_FUNCTION_INFO_V1(concord_on_sql_drop);
+PG_FUNCTION_INFO_V1(concord_on_drop_extension);
 
 static void
 check_capture(const char *capture)
@@ -381,8 +382,42 @@ concord_on_sql_drop(PG_FUNCTION_ARGS)
 										  SPI_tuptable->tupdesc, 1, &isnull);
 
 		if (!isnull)
-			concord_set_table_delete_relation(DatumGetObjectId(objid));
+			concord_catalog_forget_relation(DatumGetObjectId(objid));
 	}
 	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Event trigger on ddl_command_start of DROP EXTENSION: dropping concord
+ * while subscriptions exist would leave their slots on the providers and
+ * their origins here, so it is refused; drop_subscription() cleans up.
+ */
+Datum
+concord_on_drop_extension(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata = (EventTriggerData *) fcinfo->context;
+	DropStmt   *stmt;
+	ListCell   *lc;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("concord.on_drop_extension() must be called as an event trigger")));
+	if (!IsA(trigdata->parsetree, DropStmt))
+		PG_RETURN_VOID();
+	stmt = (DropStmt *) trigdata->parsetree;
+	if (stmt->removeType != OBJECT_EXTENSION)
+		PG_RETURN_VOID();
+	foreach(lc, stmt->objects)
+	{
+		if (strcmp(strVal(lfirst(lc)), "concord") == 0 &&
+			OidIsValid(concord_catalog_relid(CATALOG_SUBSCRIPTION, true)) &&
+			concord_subscription_exists(InvalidOid))
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("cannot drop extension concord because subscriptions exist"),
+					 errhint("Drop them first with concord.drop_subscription(), which also removes their slots on the providers.")));
+	}
 	PG_RETURN_VOID();
 }

@@ -27,6 +27,7 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -59,13 +60,34 @@ typedef struct ProviderInfo
 static bool WakeManagerAtCommit = false;
 static bool XactCallbackRegistered = false;
 
+/* A slot created by this transaction, to drop if it aborts. */
+static char *NewSlotDsn = NULL;
+static char *NewSlotName = NULL;
+
+static void drop_slot_nothrow(const char *dsn, const char *slot_name);
+
+static void
+forget_new_slot(void)
+{
+	if (NewSlotDsn)
+		pfree(NewSlotDsn);
+	if (NewSlotName)
+		pfree(NewSlotName);
+	NewSlotDsn = NewSlotName = NULL;
+}
+
 static void
 sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	if (event == XACT_EVENT_COMMIT && WakeManagerAtCommit)
 		concord_request_manager(MyDatabaseId);
+	if (event == XACT_EVENT_ABORT && NewSlotName)
+		drop_slot_nothrow(NewSlotDsn, NewSlotName);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	{
 		WakeManagerAtCommit = false;
+		forget_new_slot();
+	}
 }
 
 /* The manager reads the catalogs after this transaction commits. */
@@ -147,7 +169,7 @@ check_provider_settings(PGconn *conn)
 {
 	PGresult   *res = concord_remote_query(conn,
 										   "SELECT pg_catalog.current_setting('wal_level'), "
-										   "pg_catalog.current_setting('output_plugin_libraries', true), "
+										   "(SELECT setting FROM pg_catalog.pg_settings WHERE name = 'output_plugin_libraries'), "
 										   "(SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = 'concord')",
 										   0, NULL, PGRES_TUPLES_OK);
 
@@ -309,8 +331,8 @@ drop_slot(const char *dsn, const char *slot_name)
 }
 
 /*
- * Best-effort cleanup from an error path: plain blocking libpq, no
- * ereport, no catalog access.
+ * Best-effort cleanup when a transaction that created a slot aborts: plain
+ * blocking libpq, no ereport, no catalog access.
  */
 static void
 drop_slot_nothrow(const char *dsn, const char *slot_name)
@@ -423,20 +445,17 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	 * logical slot waits for every transaction with an XID to end, ours
 	 * included when the provider is another database of this instance.
 	 */
-	create_slot(sub.provider_dsn, sub.slot_name);
-	PG_TRY();
-	{
-		remember_provider(&info, sub.provider_dsn);
-		(void) concord_origin_ensure(sub.id, info.node_name);
-		concord_subscription_insert(&sub);
-	}
-	PG_CATCH();
-	{
-		drop_slot_nothrow(sub.provider_dsn, sub.slot_name);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
 	wake_manager_at_commit();
+	create_slot(sub.provider_dsn, sub.slot_name);
+
+	/* If this transaction rolls back, the slot goes too. */
+	forget_new_slot();
+	NewSlotDsn = MemoryContextStrdup(TopMemoryContext, sub.provider_dsn);
+	NewSlotName = MemoryContextStrdup(TopMemoryContext, sub.slot_name);
+
+	remember_provider(&info, sub.provider_dsn);
+	(void) concord_origin_ensure(sub.id, info.node_name);
+	concord_subscription_insert(&sub);
 	PG_RETURN_OID(sub.id);
 }
 

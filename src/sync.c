@@ -19,6 +19,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/catalog.h"
 #include "catalog/namespace.h"
 #include "commands/copy.h"
 #include "commands/tablecmds.h"
@@ -28,6 +29,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/origin.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
@@ -40,6 +42,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
+#include "origin.h"
 #include "concord.h"
 #include "remote.h"
 #include "worker.h"
@@ -57,9 +60,19 @@ typedef struct SyncTable
 } SyncTable;
 
 static ConcordSubState *SyncShared = NULL;
+static char *CopyingTable = NULL;
 static PGconn *CopyConn = NULL;
 static StringInfoData CopyBuf;
 static char *SubName = NULL;
+
+static void
+sync_error_context(void *arg pg_attribute_unused())
+{
+	if (SubName && CopyingTable)
+		errcontext("subscription \"%s\", copy of %s", SubName, CopyingTable);
+	else if (SubName)
+		errcontext("subscription \"%s\", initial copy", SubName);
+}
 
 static void
 sync_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -234,7 +247,9 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	check_local_columns(rel, t, names);
 	if (truncate)
 		ExecuteTruncateGuts(list_make1(rel), list_make1_oid(RelationGetRelid(rel)),
-							NIL, DROP_RESTRICT, false);
+							RelationIsLogicallyLogged(rel) ?
+							list_make1_oid(RelationGetRelid(rel)) : NIL,
+							DROP_RESTRICT, false);
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "COPY (SELECT ");
@@ -306,12 +321,37 @@ create_sync_slot(PGconn *repl, Oid local_id, Oid subid, char **snapshot)
 	return lsn;
 }
 
+/*
+ * The copy is written under the replication origin of the provider, like
+ * the changes apply writes: the rows came from there, so this node's own
+ * subscribers must not receive them as changes written here.  The
+ * origin's progress is left alone (no origin LSN is set).
+ */
+static void
+use_provider_origin(ConcordSubscription *sub)
+{
+	ConcordNode *provider;
+	RepOriginId origin;
+
+	StartTransactionCommand();
+	provider = concord_node_get_by_id(sub->provider_node_id);
+	if (provider == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the provider node of subscription \"%s\" is unknown", sub->name)));
+	origin = concord_origin_ensure(sub->id, provider->name);
+	CommitTransactionCommand();
+	replorigin_session_setup(origin);
+	replorigin_session_origin = origin;
+}
+
 static void
 copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
 {
 	List	   *tables = provider_tables(conn, sub->replication_sets);
 	ListCell   *lc;
 
+	use_provider_origin(sub);
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, tables)
@@ -321,9 +361,10 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
 
 		if (sub->sync_done && !table_pending(pending, t))
 			continue;
-		pgstat_report_activity(STATE_RUNNING,
-							   psprintf("copying %s", quote_qualified_identifier(t->nspname, t->relname)));
+		CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
+		pgstat_report_activity(STATE_RUNNING, psprintf("copying %s", CopyingTable));
 		copy_table(conn, t, sub->sync_done);
+		CopyingTable = NULL;
 		st.sub_id = sub->id;
 		st.nspname = t->nspname;
 		st.relname = t->relname;
@@ -399,6 +440,7 @@ concord_sync_main(Datum main_arg)
 {
 	Oid			subid = DatumGetObjectId(main_arg);
 	Oid			dboid;
+	ErrorContextCallback errcb;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -415,6 +457,10 @@ concord_sync_main(Datum main_arg)
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 
+	errcb.callback = sync_error_context;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 	PG_TRY();
 	{
 		sync_run(subid);

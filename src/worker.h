@@ -56,6 +56,7 @@ typedef struct ConcordSubState
 	TimestampTz applied_commit_ts;	/* its commit time at the provider */
 	TimestampTz last_msg_at;
 	bool		has_error;
+	XLogRecPtr	error_lsn;		/* commit LSN of the failed transaction */
 	char		last_error[CONCORD_ERROR_LEN];
 	TimestampTz last_error_at;
 	int			failures;

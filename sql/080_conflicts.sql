@@ -1,0 +1,138 @@
+-- Conflicts detected by apply, decided by the resolvers, kept in the history.
+\set VERBOSITY default
+SELECT format('host=%s port=%s dbname=concord_peer2',
+              split_part(current_setting('unix_socket_directories'), ',', 1),
+              current_setting('port')) AS peer_dsn \gset
+CREATE DATABASE concord_peer2;
+\c concord_peer2
+CREATE EXTENSION concord;
+SELECT concord.create_node('peer2', 'dbname=concord_peer2', 9) > 0 AS created;
+CREATE TABLE item (id int PRIMARY KEY, v text);
+SELECT concord.replication_set_add_table('default', 'item');
+\c contrib_regression
+CREATE TABLE item (id int PRIMARY KEY, v text);
+
+-- set_conflict_resolver: validation
+SELECT concord.set_conflict_resolver('item', 'nope');
+SELECT concord.set_conflict_resolver('item', 'last_update_wins', conflict_type := 'nope');
+SELECT concord.set_conflict_resolver('item', 'custom');
+SELECT concord.set_conflict_resolver('item', 'keep_local', 'pg_catalog.now()'::regprocedure);
+CREATE VIEW item_view AS SELECT * FROM item;
+SELECT concord.set_conflict_resolver('item_view', 'keep_local');
+DROP VIEW item_view;
+SELECT count(*) AS settings FROM concord.conflict_resolver;
+
+SELECT concord.create_subscription('c', :'peer_dsn', synchronize_data := false) > 0 AS created;
+\c concord_peer2
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+
+-- insert_exists, last_update_wins (the default): the later insert wins
+INSERT INTO item VALUES (1, 'local, earlier');
+\c concord_peer2
+INSERT INTO item VALUES (1, 'peer, later');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item ORDER BY id;
+
+-- insert_exists, first_update_wins for this table and type: the earlier stays
+SELECT concord.set_conflict_resolver('item', 'first_update_wins', conflict_type := 'insert_exists');
+INSERT INTO item VALUES (2, 'local, earlier');
+\c concord_peer2
+INSERT INTO item VALUES (2, 'peer, later');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item ORDER BY id;
+
+-- replica_priority for every type of this table: peer2 (9) beats prov (7)
+SELECT concord.set_conflict_resolver('item', NULL, conflict_type := 'insert_exists');
+SELECT concord.set_conflict_resolver('item', 'replica_priority');
+SELECT concord.alter_subscription_disable('c');
+DO $$
+BEGIN   -- wait (at most 30 s) until the apply worker has stopped
+  FOR i IN 1..300 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT count(*) AS apply_workers FROM pg_stat_activity WHERE backend_type = 'concord apply';
+\c concord_peer2
+INSERT INTO item VALUES (3, 'peer, earlier');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+INSERT INTO item VALUES (3, 'local, later');
+SELECT concord.alter_subscription_enable('c');
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item ORDER BY id;
+
+-- update_missing and delete_missing: the row stays absent ...
+SELECT concord.set_conflict_resolver('item', NULL);
+\c concord_peer2
+INSERT INTO item VALUES (4, 'only on peer');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM item WHERE id = 4;
+COMMIT;
+\c concord_peer2
+UPDATE item SET v = 'updated on peer' WHERE id = 4;
+DELETE FROM item WHERE id = 4;
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT count(*) AS rows_4 FROM item WHERE id = 4;
+
+-- ... unless apply_remote: the update's new row is inserted
+SELECT concord.set_conflict_resolver('item', 'apply_remote', conflict_type := 'update_missing');
+\c concord_peer2
+INSERT INTO item VALUES (5, 'five');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM item WHERE id = 5;
+COMMIT;
+\c concord_peer2
+UPDATE item SET v = 'five, updated' WHERE id = 5;
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item WHERE id = 5;
+
+-- the history: one row per conflict, with both versions and the outcome
+SELECT relation, conflict_type, resolver, resolution, key, local_row, local_origin,
+       remote_row, remote_origin, resolved_row, subscription_name,
+       local_commit_ts < remote_commit_ts AS local_earlier
+  FROM concord.conflict_history ORDER BY conflict_id;
+SELECT relation, conflict_type, resolution, conflicts FROM concord.conflict_stats
+ ORDER BY 1, 2, 3;
+
+-- the error resolver stops the subscription until the row is fixed
+SELECT concord.set_conflict_resolver(NULL, 'error');
+INSERT INTO item VALUES (6, 'local');
+\c concord_peer2
+INSERT INTO item VALUES (6, 'peer');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '3s');
+SELECT status, last_error FROM concord.subscription_status;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM item WHERE id = 6;
+COMMIT;
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item WHERE id = 6;
+SELECT concord.set_conflict_resolver(NULL, NULL);
+
+-- a dropped table leaves no resolver setting behind
+SELECT concord.set_conflict_resolver('item', 'keep_local');
+SELECT concord.drop_subscription('c');
+DROP TABLE item;
+SELECT count(*) AS settings FROM concord.conflict_resolver;
+DROP DATABASE concord_peer2 WITH (FORCE);

@@ -1,0 +1,106 @@
+/*-------------------------------------------------------------------------
+ *
+ * conflict_api.c
+ *		SQL API for conflict handling: set_conflict_resolver().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+
+#include "catalog.h"
+#include "concord.h"
+#include "conflict.h"
+
+PG_FUNCTION_INFO_V1(concord_set_conflict_resolver);
+
+static void
+check_resolver_name(const char *resolver, Oid handler)
+{
+	if (concord_resolver_from_name(resolver) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown conflict resolver \"%s\"", resolver),
+				 errhint("Valid resolvers are last_update_wins, first_update_wins, replica_priority, keep_local, apply_remote, skip, error and custom.")));
+	if (strcmp(resolver, "custom") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the custom resolver is not supported yet"),
+				 errhint("Use one of the built-in resolvers for now.")));
+	if (OidIsValid(handler))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a handler is only used by the custom resolver"),
+				 errhint("Pass handler => NULL with resolver \"%s\".", resolver)));
+}
+
+static void
+check_conflict_type(const char *type)
+{
+	if (concord_conflict_from_name(type) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown conflict type \"%s\"", type),
+				 errhint("Valid types are insert_exists, update_exists, update_origin_differs, update_missing, update_deleted, delete_origin_differs, delete_missing and multiple_unique_conflicts.")));
+}
+
+/* Only the table's owner (or a superuser) chooses how its conflicts end. */
+static void
+check_table(Oid relid)
+{
+	char		relkind = get_rel_relkind(relid);
+
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", get_rel_name(relid))));
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+}
+
+Datum
+concord_set_conflict_resolver(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0);
+	char	   *resolver = PG_ARGISNULL(1) ? NULL : TextDatumGetCString(PG_GETARG_DATUM(1));
+	Oid			handler = PG_ARGISNULL(2) ? InvalidOid : PG_GETARG_OID(2);
+	char	   *type = PG_ARGISNULL(3) ? "" : TextDatumGetCString(PG_GETARG_DATUM(3));
+	ConcordResolverSetting setting;
+
+	if (OidIsValid(relid))
+		check_table(relid);
+	else if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may set the resolver of every table")));
+	if (type[0] != '\0')
+		check_conflict_type(type);
+	concord_catalog_lock(CATALOG_RESOLVER);
+	if (resolver == NULL)
+		(void) concord_resolver_unset(relid, type);
+	else
+	{
+		check_resolver_name(resolver, handler);
+		setting.relid = relid;
+		setting.conflict_type = type;
+		setting.resolver = resolver;
+		setting.handler = handler;
+		concord_resolver_set(&setting);
+	}
+	/* Apply workers re-read the settings of the tables concerned. */
+	if (OidIsValid(relid))
+		CacheInvalidateRelcacheByRelid(relid);
+	else
+		CacheInvalidateRelcacheAll();
+	PG_RETURN_VOID();
+}
