@@ -24,7 +24,8 @@ OBJS = \
 	src/apply_rel.o \
 	src/apply_row.o \
 	src/sync.o \
-	src/sub_api.o
+	src/sub_api.o \
+	src/conflict_api.o
 
 # The install script is built from one source file; upgrade scripts
 # (sql/concord--A--B.sql) are shipped as written.
