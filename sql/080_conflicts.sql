@@ -121,7 +121,9 @@ INSERT INTO item VALUES (6, 'peer');
 SELECT pg_current_wal_lsn() AS lsn \gset
 \c contrib_regression
 SELECT concord.wait_for_apply('c', :'lsn', '3s');
-SELECT status, last_error FROM concord.subscription_status;
+SELECT status, split_part(last_error, ' (subscription', 1) AS last_error,
+       last_error LIKE '%(subscription "c", remote transaction % from node "peer2" committed at %)' AS names_txn
+  FROM concord.subscription_status;
 BEGIN;
 SET LOCAL session_replication_role = replica;
 DELETE FROM item WHERE id = 6;

@@ -53,6 +53,7 @@
 #include "worker.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
+#define CAREFUL_MS				60000
 #define STREAM_WAIT_MS			1000
 
 /* A remote commit applied here, waiting for its local commit to flush. */
@@ -78,10 +79,13 @@ typedef struct ApplyWorker
 	TimestampTz last_feedback;
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
+	TimestampTz careful_until;	/* conflict pre-checks on until then */
 } ApplyWorker;
 
 static ApplyWorker W;
 static ConcordRemoteTxn RemoteTxn;
+
+static void stay_careful(void);
 static MemoryContext ApplyContext = NULL;
 static MemoryContext MessageContext_ = NULL;
 
@@ -140,6 +144,25 @@ publish_progress(bool applied_commit, bool healthy)
 		W.shared->failures = 0;
 	}
 	LWLockRelease(ConcordShmem->lock);
+	/* Wakes wait_for_apply() callers. */
+	ConditionVariableBroadcast(&W.shared->progress_cv);
+}
+
+/* The manager asks a worker of a disabled subscription to stop. */
+static void
+stop_if_disabled(void)
+{
+	bool		stop;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	stop = W.shared->stop_requested;
+	LWLockRelease(ConcordShmem->lock);
+	if (!stop)
+		return;
+	ereport(LOG,
+			(errmsg("concord apply worker for subscription \"%s\" stops because the subscription was disabled",
+					W.sub->name)));
+	proc_exit(0);
 }
 
 /* The highest remote position whose local effects are flushed here. */
@@ -148,17 +171,21 @@ flushed_position(void)
 {
 	XLogRecPtr	local_flush = GetFlushRecPtr(NULL);
 	XLogRecPtr	result = W.flushed;
+	int			done = 0;
+	ListCell   *lc;
 
-	while (W.lsn_map != NIL)
+	foreach(lc, W.lsn_map)
 	{
-		LsnMapping *m = linitial(W.lsn_map);
+		LsnMapping *m = lfirst(lc);
 
 		if (m->local_end > local_flush)
 			break;
 		result = Max(result, m->remote_end);
-		W.lsn_map = list_delete_first(W.lsn_map);
 		pfree(m);
+		done++;
 	}
+	/* One move for the whole flushed prefix: the backlog can be long. */
+	W.lsn_map = list_delete_first_n(W.lsn_map, done);
 	/* Nothing of ours pending: everything seen is handled and durable. */
 	if (W.lsn_map == NIL && !W.in_remote_txn)
 		result = Max(result, W.caught_up);
@@ -266,6 +293,8 @@ handle_begin(StringInfo s)
 		StartTransactionCommand();
 	}
 	W.in_remote_txn = true;
+	if (concord_apply_careful && W.last_feedback > W.careful_until)
+		concord_apply_careful = false;
 	RemoteTxn.sub_name = W.sub->name;
 	RemoteTxn.local_node = W.local_node;
 	RemoteTxn.origin_name = W.begin.origin_name;
@@ -273,7 +302,6 @@ handle_begin(StringInfo s)
 	RemoteTxn.commit_time = W.begin.commit_time;
 	RemoteTxn.commit_lsn = W.begin.commit_lsn;
 	concord_remote_txn = &RemoteTxn;
-	pgstat_report_activity(STATE_RUNNING, "applying a remote transaction");
 }
 
 static void
@@ -303,8 +331,50 @@ handle_commit(StringInfo s)
 	}
 	W.in_remote_txn = false;
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
+	if (concord_apply_conflicts > 0)
+		stay_careful();
 	publish_progress(!W.skip_txn, true);
-	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Conflict look-ups stay on for a while after the last conflict: where
+ * one conflict happened, more tend to follow.
+ */
+static void
+stay_careful(void)
+{
+	W.careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CAREFUL_MS);
+	concord_apply_careful = true;
+	concord_apply_conflicts = 0;
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->careful_until = W.careful_until;
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/*
+ * From PG_CATCH: an INSERT met an existing key while apply was not
+ * looking (a unique violation).  The transaction rolled back; the next
+ * worker replays it with conflict look-ups on, which turns the violation
+ * into an insert_exists conflict for the resolver.  Returns false for
+ * any other error.
+ */
+static bool
+retry_carefully(void)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	ErrorData  *edata = CopyErrorData();
+	bool		retry = edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+		W.in_remote_txn && !concord_apply_careful;
+
+	MemoryContextSwitchTo(oldcxt);
+	FreeErrorData(edata);
+	if (!retry)
+		return false;
+	stay_careful();
+	ereport(LOG,
+			(errmsg("concord subscription \"%s\": an incoming row exists here, replaying its transaction with conflict detection",
+					W.sub->name)));
+	return true;
 }
 
 /* False if the change is for a table whose copy already has it. */
@@ -511,6 +581,8 @@ stream_loop(void)
 		int			len;
 
 		CHECK_FOR_INTERRUPTS();
+		if (!W.in_remote_txn)
+			stop_if_disabled();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -658,7 +730,10 @@ attach_shared(Oid dboid, Oid subid)
 	W.shared->apply_pid = MyProcPid;
 	W.shared->apply_latch = MyLatch;
 	W.shared->phase = CONCORD_PHASE_INITIALIZING;
+	W.shared->stop_requested = false;
+	W.careful_until = W.shared->careful_until;
 	LWLockRelease(ConcordShmem->lock);
+	concord_apply_careful = W.careful_until > GetCurrentTimestamp();
 	before_shmem_exit(apply_detach, (Datum) 0);
 }
 
@@ -693,6 +768,8 @@ concord_apply_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
+		if (retry_carefully())
+			proc_exit(0);
 		/* A failed transaction counts as retried once it is applied. */
 		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 		W.shared->error_lsn = W.in_remote_txn ? W.begin.commit_lsn : InvalidXLogRecPtr;

@@ -39,6 +39,8 @@ extern ApplyRel *concord_apply_rel_get(Oid remoteid);
 extern void concord_apply_rel_forget_all(void);
 
 /* apply_row.c */
+extern bool concord_apply_careful;
+extern int	concord_apply_conflicts;
 extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);
 extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);

@@ -34,6 +34,17 @@
 #include "apply.h"
 #include "conflict.h"
 
+/*
+ * Whether an INSERT first looks for a row with its key.  Apply runs
+ * without that look-up until an INSERT meets an existing key (a unique
+ * violation): apply.c then replays the transaction with the look-ups on
+ * for a while (see there).
+ */
+bool		concord_apply_careful = false;
+
+/* Conflicts met in the current remote transaction. */
+int			concord_apply_conflicts = 0;
+
 /* One table's executor state for the duration of one change. */
 typedef struct ApplyExec
 {
@@ -253,6 +264,7 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
+	concord_apply_conflicts++;
 	res = concord_conflict_resolve(&c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
@@ -272,7 +284,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, newtup, slot, NULL, false);
-	if (has_key_index(ex.rel) && find_local(&ex, slot, local))
+	if (concord_apply_careful && has_key_index(ex.rel) && find_local(&ex, slot, local))
 		insert_exists(&ex, arel, local, slot, newtup);
 	else
 		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
@@ -313,6 +325,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 	fill_slot(ex, arel, newtup, newslot, NULL, true);
 	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
 				  newtup);
+	concord_apply_conflicts++;
 	res = concord_conflict_resolve(&c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
 		res = CONCORD_RESOLUTION_SKIP;

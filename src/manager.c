@@ -122,7 +122,14 @@ reconcile(List *subs)
 		if (st->dboid != ManagerDb)
 			continue;
 		sub = find_sub(subs, st->subid);
-		if (sub == NULL || !sub->enabled)
+		if (sub != NULL && !sub->enabled && st->apply_pid > 0 &&
+			st->phase == CONCORD_PHASE_REPLICATING && st->apply_latch)
+		{
+			/* Streaming: it stops by itself between two transactions. */
+			st->stop_requested = true;
+			SetLatch(st->apply_latch);
+		}
+		else if (sub == NULL || !sub->enabled)
 		{
 			if (st->apply_pid > 0)
 				kill(st->apply_pid, SIGTERM);

@@ -130,6 +130,7 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	memset(free_entry, 0, sizeof(ConcordSubState));
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
+	ConditionVariableInit(&free_entry->progress_cv);
 	return free_entry;
 }
 

@@ -667,6 +667,25 @@ concord_wait_for_subscription_sync_complete(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* The subscription's applied position, if it is streaming. */
+static XLogRecPtr
+applied_position(ConcordSubState **st, Oid subid)
+{
+	XLogRecPtr	done = InvalidXLogRecPtr;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	*st = concord_sub_state(MyDatabaseId, subid, false);
+	if (*st && (*st)->phase == CONCORD_PHASE_REPLICATING)
+		done = (*st)->caught_up_lsn;
+	LWLockRelease(ConcordShmem->lock);
+	return done;
+}
+
+/*
+ * Waits on the subscription's condition variable, which apply broadcasts
+ * whenever its position moves; the timed sleep also covers a worker that
+ * is not there yet.
+ */
 Datum
 concord_wait_for_apply(PG_FUNCTION_ARGS)
 {
@@ -674,22 +693,29 @@ concord_wait_for_apply(PG_FUNCTION_ARGS)
 	XLogRecPtr	target = PG_GETARG_LSN(1);
 	TimestampTz deadline = deadline_from(fcinfo, 2);
 	ConcordSubscription *sub = sub_get_existing(name);
+	bool		reached = false;
 
 	for (;;)
 	{
 		ConcordSubState *st;
-		XLogRecPtr	done = InvalidXLogRecPtr;
 
-		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-		st = concord_sub_state(MyDatabaseId, sub->id, false);
-		if (st && st->phase == CONCORD_PHASE_REPLICATING)
-			done = st->caught_up_lsn;
-		LWLockRelease(ConcordShmem->lock);
-		if (done >= target)
-			PG_RETURN_BOOL(true);
-		if (!wait_tick(deadline))
-			PG_RETURN_BOOL(false);
+		if (applied_position(&st, sub->id) >= target)
+		{
+			reached = true;
+			break;
+		}
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+			break;
+		if (st == NULL)
+		{
+			(void) wait_tick(deadline);
+			continue;
+		}
+		(void) ConditionVariableTimedSleep(&st->progress_cv, WAIT_POLL_MS,
+										   PG_WAIT_EXTENSION);
 	}
+	ConditionVariableCancelSleep();
+	PG_RETURN_BOOL(reached);
 }
 
 static const char *

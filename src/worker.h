@@ -18,6 +18,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -61,6 +62,9 @@ typedef struct ConcordSubState
 	TimestampTz last_error_at;
 	int			failures;
 	TimestampTz restart_after;
+	TimestampTz careful_until;	/* apply looks for conflicts until then */
+	bool		stop_requested; /* the subscription was disabled */
+	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn moves */
 } ConcordSubState;
 
 typedef struct ConcordShared
