@@ -40,9 +40,9 @@ wait_sync_complete(\@nodes);
 is( $nodes[0]->safe_psql('postgres',
 		'SELECT string_agg(node_name, \',\' ORDER BY node_name) FROM concord.node'),
 	'n1,n2,n3', 'n1 learned its peers by subscribing');
-is( $nodes[0]->safe_psql('postgres',
-		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'concord apply'}),
-	'2', 'n1 runs one apply worker per subscription');
+ok( $nodes[0]->poll_query_until('postgres',
+		q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'concord apply'}),
+	'n1 runs one apply worker per subscription');
 
 # Run one workload per session (two per node) concurrently; returns the
 # models, keyed by origin label.
@@ -133,7 +133,43 @@ foreach my $n (@nodes)
 
 # --- the slots advance, and nothing loops -----------------------------------
 slots_caught_up(\@nodes, 'after catch-up');
+# WAL that holds nothing for any subscriber (a table in no set): the slots
+# still confirm the providers' positions.
+run_on_all(\@nodes, q{
+	CREATE TABLE local_only (id int PRIMARY KEY, pad text);
+	INSERT INTO local_only SELECT g, repeat('l', 100) FROM generate_series(1, 5000) g;
+});
+slots_caught_up(\@nodes, 'after WAL with nothing to ship');
 check_loop_free(\@nodes, \@tables, seconds => 5);
+
+# --- drop_subscription --------------------------------------------------------
+my $origins = $n3->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_origin');
+is($n1->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE plugin = 'concord'"),
+	'2', 'n1 has a slot for each of its two subscribers');
+unsubscribe($n3, 'sub_n3_n1');    # concord.drop_subscription
+is($n3->safe_psql('postgres',
+		"SELECT count(*) FROM concord.subscription_status WHERE subscription_name = 'sub_n3_n1'"),
+	'0', 'the dropped subscription is gone from subscription_status');
+is($n1->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE plugin = 'concord'"),
+	'1', 'its slot on the provider n1 is dropped');
+cmp_ok($n3->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_origin'), '<', $origins,
+	'its replication origin on n3 is dropped');
+ok($n3->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'concord apply'}),
+	'n3 runs one apply worker (for n2) after the drop');
+my (undef, undef, $stderr) = $n3->psql('postgres', "SELECT concord.drop_subscription('sub_n3_n1')");
+like($stderr, qr/ERROR:.*sub_n3_n1/, 'dropping it again is an ERROR naming it');
+(undef, undef, $stderr) =
+  $n3->psql('postgres', "SELECT concord.drop_subscription('sub_n3_n1', ifexists := true)");
+unlike($stderr, qr/ERROR/, '... but not with ifexists');
+$n1->safe_psql('postgres', q{INSERT INTO mesh_a VALUES (1, 'after drop', 1, NULL)});
+$n2->safe_psql('postgres', q{INSERT INTO mesh_a VALUES (2, 'after drop', 2, NULL)});
+ok(wait_for_apply_one($n2, 'sub_n2_n1', $n1), 'n2 still receives from n1');
+ok(wait_for_apply_one($n3, 'sub_n3_n2', $n2), 'n3 still receives from n2');
+is($n3->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM mesh_a WHERE origin = 'after drop'}),
+	'2', 'n3 gets n2\'s new row, not n1\'s');
+is($n2->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM mesh_a WHERE origin = 'after drop'}),
+	'1,2', 'n2 has both');
 
 $_->stop foreach @nodes;
 done_testing();

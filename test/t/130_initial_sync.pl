@@ -10,6 +10,9 @@
 # (session_replication_role = replica) and
 # alter_subscription_resynchronize_table recopies it, again under churn:
 #   - the checksums are equal again, and the other table was left alone.
+# Last, a third subscriber is killed (-m immediate) during its initial copy
+# (under churn): after its restart the copy completes and its checksums
+# equal the provider's.
 # The churn is random: the seed is printed; CONCORD_SEED=<n> replays it.
 use strict;
 use warnings;
@@ -147,6 +150,42 @@ checksums_match(\@both, \@tables, 'resynchronised under churn');
 is($sub->safe_psql('postgres', 'SELECT count(*) FROM s1 WHERE id = -1'), '0',
 	'the local junk row is gone');
 
+# --- the subscriber killed during its initial copy ---------------------------
+# A third node copies s1, s2 and a bigger table (in its own set, so that
+# only n3 copies it) under churn, and is killed (-m immediate) while a sync
+# worker runs; after the restart the copy completes with nothing missing
+# and nothing twice.
+my $n3 = ConcordTest::concord_node('n3');
+$n3->safe_psql('postgres', q{
+	CREATE TABLE s1 (id int PRIMARY KEY, v int NOT NULL, t text);
+	CREATE TABLE s2 (id int PRIMARY KEY, grp int NOT NULL, t text);
+	CREATE TABLE sbig (id int PRIMARY KEY, t text);
+});
+$prov->safe_psql('postgres', q{
+	CREATE TABLE sbig (id int PRIMARY KEY, t text);
+	INSERT INTO sbig SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g;
+	SELECT concord.create_replication_set('bigset');
+	SELECT concord.replication_set_add_table('bigset', 'sbig');
+});
+$churn = start_churn($holder, 1000001, $pg_seed / 2, 100);
+my $sub3 = subscribe($n3, $prov, sets => [ 'default', 'bigset' ]);
+my $sync_running =
+  q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord sync')};
+ok( $n3->poll_query_until('postgres',
+		"SELECT ($sync_running) OR EXISTS (SELECT FROM concord.subscription_status
+		         WHERE subscription_name = '$sub3' AND status = 'replicating')"),
+	'n3: the copy started');
+diag('no sync worker seen on n3: the kill did not hit the copy')
+  unless $n3->safe_psql('postgres', $sync_running) eq 't';
+$n3->stop('immediate');
+$n3->start;
+$n3->safe_psql('postgres', "SELECT concord.wait_for_subscription_sync_complete('$sub3')",
+	timeout => $ConcordTest::TIMEOUT);
+stop_churn($holder, $churn, 200, 'copy interrupted by a crash');
+wait_replicating([$n3], 'n3 after its crash during the copy');
+ok(wait_for_apply_one($n3, $sub3, $prov), 'n3 caught up');
+checksums_match([ $prov, $n3 ], [ @tables, 'sbig' ], 'copy interrupted by a crash');
+
 $holder->quit;
-$_->stop foreach @both;
+$_->stop foreach (@both, $n3);
 done_testing();

@@ -36,9 +36,9 @@ wait_sync_complete(\@nodes);
 
 foreach my $n (@nodes)
 {
-	is( $n->safe_psql('postgres',
-			q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'concord apply'}),
-		'1', $n->name . ': one apply worker');
+	ok( $n->poll_query_until('postgres',
+			q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'concord apply'}),
+		$n->name . ': one apply worker');
 }
 
 sub run_round

@@ -74,6 +74,7 @@ sub wait_down
 }
 
 # --- a missing table -------------------------------------------------------
+my $log_offset = -s $n2->logfile;
 $n1->safe_psql('postgres', q{
 	SELECT concord.replication_set_add_table('default', 'miss_t');
 	INSERT INTO miss_t VALUES (1, 'a'), (2, 'b');
@@ -86,6 +87,23 @@ like($err, qr/miss_t/, 'missing table: last_error names the relation');
 like($err, qr/does not exist|missing|not found|no such/i, 'missing table: last_error says what is wrong');
 is($n2->safe_psql('postgres', 'SELECT count(*) FROM good_t'), '10',
 	'missing table: the later transaction is not applied meanwhile');
+
+# Retried with backoff (1 s, doubling), not in a tight loop: the server
+# log's timestamps of the first four failed attempts are about 1 s, 2 s
+# and 4 s apart (checked as lower bounds with 20% slack: a slow machine
+# only widens them).
+$n2->wait_for_log(qr/(?:ERROR:[^\n]*miss_t[^\n]*\n[\s\S]*?){4}/, $log_offset);
+my @attempts;
+foreach my $line (split /\n/, slurp_file($n2->logfile, $log_offset))
+{
+	next unless $line =~ /^\S+ (\d\d):(\d\d):(\d\d\.\d+) \S+ \[\d+\] [^\n]*ERROR:.*miss_t/;
+	push @attempts, $1 * 3600 + $2 * 60 + $3;
+}
+my @gaps = map { $attempts[$_] - $attempts[ $_ - 1 ] } 1 .. 3;
+note(sprintf('retries after %.3f s, %.3f s, %.3f s', @gaps));
+cmp_ok($gaps[0], '>=', 0.8, 'missing table: the first retry waits about 1 s');
+cmp_ok($gaps[1], '>=', 1.6, 'missing table: the second retry waits about 2 s (backoff doubles)');
+cmp_ok($gaps[2], '>=', 3.2, 'missing table: the third retry waits about 4 s');
 
 $n2->safe_psql('postgres', 'CREATE TABLE miss_t (id int PRIMARY KEY, v text)');
 ok(wait_for_apply_one($n2, $sub, $n1), 'missing table: resumes once the table exists')

@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# bench/replication.sh - logical replication benchmark, measured in one run:
+# PostgreSQL's built-in logical replication, pglogical 2 and concord one-way,
+# then concord two-way. A benchmark, not a test: it prints figures and never
+# fails on them.
+#
+# Usage (as root; the servers run as the `postgres` OS user):
+#
+#   bench/replication.sh                       # defaults, ~2-3 min on 2 cores
+#   BENCH_ROWS=200000 bench/replication.sh     # steadier figures, ~8 min
+#   BENCH_ROWS=2000 bench/replication.sh       # smoke run, about a minute
+#
+# Environment:
+#   BENCH_ROWS      transactions per workload run (default 50000; rounded up
+#                   to a multiple of BENCH_CLIENTS)
+#   BENCH_CLIENTS   pgbench clients (default 4; threads = min(clients, cores))
+#   BENCH_PAYLOAD   payload bytes per row (default 100)
+#   BENCH_SYSTEMS   what to run, any of "builtin pglogical concord concord2"
+#                   (default: all four, in that order)
+#   BENCH_TIMEOUT   seconds any single catch-up may take (default 600)
+#   BENCH_KEEP      1 = keep the temporary directory (server logs) afterwards
+#   BENCH_PORT      first port to try (default 56432)
+#   PG_CONFIG       pg_config of the PostgreSQL 15 installation to use
+#
+# Needs: concord installed (make install), postgresql-15-pglogical.
+#
+# Each system gets two fresh clusters (provider, subscriber) in a temporary
+# directory, reached over unix sockets, all with the same configuration
+# (shared_preload_libraries = 'concord, pglogical', wal_level = logical, ...).
+# Tables: id bigserial primary key, n int (bumped by updates), payload text.
+#
+# Per system and per workload (A = single-row INSERT transactions,
+# B = single-row UPDATE transactions of random existing ids):
+#   provider TPS (no repl)  pgbench on a provider table that no subscription
+#                           covers, before any subscription exists
+#   provider TPS (repl)     pgbench on a replicated table with the
+#                           subscription running
+#   catch-up s              subscription disabled (and its walsender gone),
+#                           workload run, LSN := pg_current_wal_lsn() on the
+#                           provider, then timed on the subscriber in one
+#                           session from just before "enable" until
+#                           everything up to LSN is applied:
+#                             builtin   ALTER SUBSCRIPTION ... ENABLE, then
+#                                       poll pg_replication_origin_status
+#                                       .remote_lsn >= LSN every 10 ms
+#                             pglogical pglogical.alter_subscription_enable,
+#                                       same origin poll
+#                             concord   concord.alter_subscription_enable,
+#                                       then concord.wait_for_apply(sub, LSN,
+#                                       '0s') every 10 ms (wait_for_apply
+#                                       itself sleeps 100 ms between checks)
+#                           (a one-row "marker" transaction is committed on the
+#                           provider after LSN is taken, so that a replication
+#                           origin, which moves on commits only, can reach it)
+#   apply rows/s            rows / catch-up s
+# After every measurement the subscriber's table is compared with the
+# provider's (count, sum(n), md5 of all rows), and the count and sum(n) the
+# subscriber showed right after a timed wait returned are checked too; a
+# difference prints MISMATCH.
+#
+# concord two-way: two clusters, each subscribed to the other (forward_origins
+# default '{}'), the INSERT workload run on both at once on disjoint id
+# ranges. "TPS (repl)" is each side's TPS with both subscriptions running,
+# "TPS (no repl)" each side's TPS with both subscriptions disabled (both sides
+# still loaded at once), catch-up s / apply rows/s as above, per side.
+set -euo pipefail
+
+ROWS=${BENCH_ROWS:-50000}
+CLIENTS=${BENCH_CLIENTS:-4}
+PAYLOAD=${BENCH_PAYLOAD:-100}
+SYSTEMS=${BENCH_SYSTEMS:-builtin pglogical concord concord2}
+TIMEOUT=${BENCH_TIMEOUT:-600}
+KEEP=${BENCH_KEEP:-0}
+NEXT_PORT=${BENCH_PORT:-56432}
+PG_CONFIG=${PG_CONFIG:-pg_config}
+
+for v in ROWS CLIENTS PAYLOAD TIMEOUT NEXT_PORT; do
+	[[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || { echo "$v must be a positive integer" >&2; exit 2; }
+done
+for s in $SYSTEMS; do
+	case $s in builtin|pglogical|concord|concord2) ;; *) echo "unknown system in BENCH_SYSTEMS: $s" >&2; exit 2;; esac
+done
+
+BINDIR=$("$PG_CONFIG" --bindir)
+PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
+for lib in concord pglogical; do
+	[[ -f "$PKGLIBDIR/$lib.so" ]] || { echo "$PKGLIBDIR/$lib.so is missing: install it first" >&2; exit 2; }
+done
+
+CORES=$(nproc)
+THREADS=$((CLIENTS < CORES ? CLIENTS : CORES))
+PER_CLIENT=$(((ROWS + CLIENTS - 1) / CLIENTS))
+NTOT=$((PER_CLIENT * CLIENTS))		# rows per workload run
+
+WORK=$(mktemp -d /tmp/concord-bench.XXXXXX)
+SOCK=$WORK/sock
+mkdir -p "$SOCK"
+[[ $(id -u) -eq 0 ]] && chown -R postgres: "$WORK"
+cd "$WORK"
+
+declare -A PORT=()		# cluster name -> port
+RUNNING=()				# clusters started and not yet stopped
+declare -A RES=()		# "system|workload|column" -> figure
+
+as_pg() {
+	if [[ $(id -u) -eq 0 ]]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+cleanup() {
+	local rc=$? c
+	for c in "${RUNNING[@]}"; do
+		as_pg "$BINDIR/pg_ctl" -D "$WORK/$c" -m immediate -w stop >/dev/null 2>&1 || true
+	done
+	if [[ $KEEP == 1 || $rc -ne 0 ]]; then
+		echo "bench directory kept: $WORK" >&2
+	else
+		rm -rf -- "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+port_busy() {
+	[[ -e "$SOCK/.s.PGSQL.$1" ]] || (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# psql on cluster port $1, database bench; further arguments go to psql.
+q() {
+	local port=$1; shift
+	as_pg "$BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SOCK" -p "$port" \
+		-U postgres -d bench "$@"
+}
+
+dsn() { echo "host=$SOCK port=$1 dbname=bench user=postgres"; }
+
+start_cluster() {
+	local name=$1 dir=$WORK/$1 port
+	while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+	port=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 1))
+	as_pg "$BINDIR/initdb" -D "$dir" -A trust -U postgres --no-sync >"$WORK/$name.initdb.log" 2>&1 \
+		|| { cat "$WORK/$name.initdb.log" >&2; exit 1; }
+	cat >>"$dir/postgresql.conf" <<EOF
+
+# bench/replication.sh
+listen_addresses = ''
+port = $port
+unix_socket_directories = '$SOCK'
+shared_preload_libraries = 'concord, pglogical'
+wal_level = logical
+track_commit_timestamp = on
+output_plugin_libraries = 'pgoutput, concord, pglogical_output'
+max_worker_processes = 20
+max_replication_slots = 10
+max_wal_senders = 10
+shared_buffers = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+# The built-in launcher starts an apply worker at most once per this
+# interval (default 5s); at 5s an ENABLE shortly after a previous start
+# would count up to 5s of throttling as catch-up time.
+wal_retrieve_retry_interval = 100ms
+EOF
+	as_pg "$BINDIR/pg_ctl" -D "$dir" -l "$WORK/$name.log" -w -t 60 start >/dev/null \
+		|| { tail -20 "$WORK/$name.log" >&2; exit 1; }
+	RUNNING+=("$name")
+	PORT[$name]=$port
+	as_pg "$BINDIR/createdb" -h "$SOCK" -p "$port" -U postgres bench
+}
+
+# Stop clusters (in the order given: subscribers first, so that no
+# "stream ended" errors are provoked), report the ERROR/FATAL/PANIC/WARNING
+# lines each log got before the shutdown, remove their data directories.
+stop_clusters() {
+	local name c keep n lines
+	declare -A upto=()
+	for name in "$@"; do upto[$name]=$(wc -l <"$WORK/$name.log"); done
+	for name in "$@"; do
+		as_pg "$BINDIR/pg_ctl" -D "$WORK/$name" -m fast -w stop >/dev/null || true
+		keep=()
+		for c in "${RUNNING[@]}"; do [[ $c == "$name" ]] || keep+=("$c"); done
+		RUNNING=("${keep[@]+"${keep[@]}"}")
+	done
+	for name in "$@"; do
+		lines=$(head -n "${upto[$name]}" "$WORK/$name.log" | grep -E ' (ERROR|FATAL|PANIC|WARNING): ' || true)
+		if [[ -n $lines ]]; then
+			n=$(wc -l <<<"$lines")
+			log "  $name: $n ERROR/FATAL/PANIC/WARNING line(s) in its log during the run; the first ones:"
+			head -8 <<<"$lines" | sed 's/^/      /'
+		fi
+		rm -rf -- "${WORK:?}/$name"
+	done
+}
+
+# Write the pgbench scripts for table $1.
+write_scripts() {
+	local t=$1
+	printf 'INSERT INTO %s (payload) VALUES (repeat(%s, %d));\n' "$t" "'x'" "$PAYLOAD" >"$WORK/insert_$t.sql"
+	printf '\\set id random(1, %d)\nUPDATE %s SET n = n + 1, payload = repeat(chr(97 + (:id %% 26)), %d) WHERE id = :id;\n' \
+		"$NTOT" "$t" "$PAYLOAD" >"$WORK/update_$t.sql"
+	[[ $(id -u) -eq 0 ]] && chown postgres: "$WORK/insert_$t.sql" "$WORK/update_$t.sql"
+	return 0
+}
+
+create_table() {
+	q "$1" -c "CREATE TABLE $2 (id bigserial PRIMARY KEY, n int NOT NULL DEFAULT 0, payload text NOT NULL)"
+}
+
+# pgbench on port $1 with script $2; prints the TPS (without connection time).
+run_pgbench() {
+	local port=$1 script=$2 out tps done
+	out=$(as_pg "$BINDIR/pgbench" -n -h "$SOCK" -p "$port" -U postgres -c "$CLIENTS" -j "$THREADS" \
+		-t "$PER_CLIENT" -f "$script" bench 2>&1) || { echo "$out" >&2; return 1; }
+	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out")
+	done=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+	if [[ -z $tps || $done != "$NTOT" ]]; then
+		echo "pgbench did not finish its $NTOT transactions:" >&2; echo "$out" >&2; return 1
+	fi
+	printf '%.0f\n' "$tps"
+}
+
+checkpoint() { local p; for p in "$@"; do q "$p" -c "CHECKPOINT"; done; }
+
+checksum() {
+	q "$1" -c "SELECT count(*) || ' rows, sum(n) ' || coalesce(sum(n), 0) || ', md5 '
+		|| md5(coalesce(string_agg(id || ':' || n || ':' || payload, ',' ORDER BY id), ''))
+		FROM $2"
+}
+
+# verify LABEL PROVIDER_PORT SUBSCRIBER_PORT TABLE
+verify() {
+	local a b
+	a=$(checksum "$2" "$4"); b=$(checksum "$3" "$4")
+	if [[ $a == "$b" ]]; then
+		log "  verify $1: OK ($a)"
+	else
+		log "  *** MISMATCH *** $1: provider $a / subscriber $b"
+		RES[mismatch]=$(( ${RES[mismatch]:-0} + 1 ))
+	fi
+}
+
+# Wait until no replication slot on port $1 is active (walsenders gone).
+wait_slots_inactive() {
+	local port=$1 i
+	for ((i = 0; i < TIMEOUT * 20; i++)); do
+		[[ $(q "$port" -c "SELECT count(*) FROM pg_replication_slots WHERE active") == 0 ]] && return 0
+		sleep 0.05
+	done
+	log "  slots on port $port still active after ${TIMEOUT}s"; return 1
+}
+
+# Provider LSN after a workload, followed by a one-row marker transaction.
+mark_lsn() {
+	local lsn
+	lsn=$(q "$1" -c "SELECT pg_current_wal_lsn()")
+	q "$1" -c "INSERT INTO bench_marker DEFAULT VALUES"
+	echo "$lsn"
+}
+
+# --- per-system SQL -------------------------------------------------------
+
+enable_sql() {
+	case $1 in
+	builtin) echo "ALTER SUBSCRIPTION $2 ENABLE;" ;;
+	pglogical) echo "SELECT pglogical.alter_subscription_enable('$2', true) \\gset x_" ;;
+	concord*) echo "SELECT concord.alter_subscription_enable('$2') \\gset x_" ;;
+	esac
+}
+
+disable_sql() {
+	case $1 in
+	builtin) echo "ALTER SUBSCRIPTION $2 DISABLE" ;;
+	pglogical) echo "SELECT pglogical.alter_subscription_disable('$2', true)" ;;
+	concord*) echo "SELECT concord.alter_subscription_disable('$2')" ;;
+	esac
+}
+
+# SQL expression, true once subscription $2 has applied up to LSN $3.
+wait_expr() {
+	case $1 in
+	builtin|pglogical) echo "bench_wait_origin('$ORIGIN', '$3', $TIMEOUT)" ;;
+	concord*) echo "bench_wait_concord('$2', '$3', $TIMEOUT)" ;;
+	esac
+}
+
+# On the subscriber (port $2) in one session: enable subscription $3, wait
+# for LSN $4; prints "SECONDS OK ROWS SUM_N", the last two read from table
+# $5 right after the wait returned (to check that the wait did not return
+# before the data was visible).
+timed_catchup() {
+	local sys=$1 port=$2 sub=$3 lsn=$4 tbl=$5
+	q "$port" <<EOF | sed -n 's/^RESULT //p'
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+$(enable_sql "$sys" "$sub")
+SELECT $(wait_expr "$sys" "$sub" "$lsn") AS ok \gset
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs \gset
+SELECT 'RESULT ' || :'secs' || ' ' || :'ok' || ' ' || count(*) || ' ' || coalesce(sum(n), 0) FROM $tbl;
+EOF
+}
+
+# Check the "ROWS SUM_N" seen right after a wait against the provider ($1).
+check_seen() {
+	local port=$1 tbl=$2 seen=$3 label=$4 want
+	want=$(q "$port" -c "SELECT count(*) || ' ' || coalesce(sum(n), 0) FROM $tbl")
+	if [[ $seen != "$want" ]]; then
+		log "  *** MISMATCH *** $label: the wait returned when the subscriber had (rows, sum(n)) = ($seen), provider ($want)"
+		RES[mismatch]=$(( ${RES[mismatch]:-0} + 1 ))
+	fi
+}
+
+# Untimed wait on the subscriber; prints seconds waited.
+drain() {
+	local sys=$1 port=$2 sub=$3 lsn=$4
+	q "$port" <<EOF | sed -n 's/^RESULT //p'
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT $(wait_expr "$sys" "$sub" "$lsn") AS ok \gset
+SELECT 'RESULT ' || round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) || ' ' || :'ok';
+EOF
+}
+
+WAIT_ORIGIN_FN="CREATE FUNCTION bench_wait_origin(origin text, target pg_lsn, timeout_s float8)
+RETURNS boolean LANGUAGE plpgsql AS \$\$
+DECLARE
+	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
+BEGIN
+	LOOP
+		IF (SELECT remote_lsn FROM pg_replication_origin_status WHERE external_id = origin) >= target THEN
+			RETURN true;
+		END IF;
+		IF clock_timestamp() > deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END \$\$"
+
+# concord.wait_for_apply sleeps 100 ms between its checks; asking it with a
+# zero timeout every 10 ms gives concord the same poll granularity as the
+# origin poll used for the other two.
+WAIT_CONCORD_FN="CREATE FUNCTION bench_wait_concord(sub name, target pg_lsn, timeout_s float8)
+RETURNS boolean LANGUAGE plpgsql AS \$\$
+DECLARE
+	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
+BEGIN
+	LOOP
+		IF concord.wait_for_apply(sub, target, '0s') THEN
+			RETURN true;
+		END IF;
+		IF clock_timestamp() > deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END \$\$"
+
+setup_replication() {
+	local sys=$1 P=$2 S=$3 t
+	case $sys in
+	builtin)
+		q "$P" -c "CREATE PUBLICATION bench_pub FOR TABLE t_repl, t_catch, bench_marker"
+		q "$S" -c "SET client_min_messages = warning" -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$(dsn "$P")' PUBLICATION bench_pub WITH (copy_data = false)"
+		;;
+	pglogical)
+		q "$P" -c "CREATE EXTENSION pglogical" -c "SELECT pglogical.create_node(node_name := 'provider', dsn := '$(dsn "$P")')" >/dev/null
+		for t in t_repl t_catch bench_marker; do
+			q "$P" -c "SELECT pglogical.replication_set_add_table('default', '$t')" >/dev/null
+		done
+		q "$S" -c "CREATE EXTENSION pglogical" -c "SELECT pglogical.create_node(node_name := 'subscriber', dsn := '$(dsn "$S")')" >/dev/null
+		q "$S" -c "SELECT pglogical.create_subscription(subscription_name := 'bench_sub', provider_dsn := '$(dsn "$P")',
+				synchronize_structure := false, synchronize_data := false)" >/dev/null
+		q "$S" -c "SELECT pglogical.wait_for_subscription_sync_complete('bench_sub')" >/dev/null
+		;;
+	concord)
+		q "$P" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('provider', '$(dsn "$P")')" >/dev/null
+		for t in t_repl t_catch bench_marker; do
+			q "$P" -c "SELECT concord.replication_set_add_table('default', '$t')" >/dev/null
+		done
+		q "$S" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('subscriber', '$(dsn "$S")')" >/dev/null
+		q "$S" -c "SELECT concord.create_subscription('bench_sub', '$(dsn "$P")', synchronize_data := false)" >/dev/null
+		q "$S" -c "$WAIT_CONCORD_FN"
+		;;
+	esac
+	ORIGIN=""
+	if [[ $sys != concord ]]; then
+		[[ $(q "$S" -c "SELECT count(*) FROM pg_replication_origin") == 1 ]] \
+			|| { log "expected one replication origin on the subscriber"; q "$S" -c "TABLE pg_replication_origin"; exit 1; }
+		ORIGIN=$(q "$S" -c "SELECT roname FROM pg_replication_origin")
+	fi
+}
+
+# --- one-way --------------------------------------------------------------
+
+# measure_repl SYS P S WORKLOAD: provider TPS with the subscription running.
+measure_repl() {
+	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r
+	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_repl" && q "$S" -c "VACUUM ANALYZE t_repl"
+	checkpoint "$P" "$S"
+	tps=$(run_pgbench "$P" "$WORK/${wl}_t_repl.sql")
+	lsn=$(mark_lsn "$P")
+	r=$(drain "$sys" "$S" bench_sub "$lsn")
+	RES[$sys|$wl|repl]=$tps
+	log "  $wl, replication running: provider $tps tps; subscriber caught up ${r% *}s after the load ended (ok=${r#* })"
+	[[ ${r#* } == t ]] || log "  *** TIMEOUT *** waiting for $sys to apply $wl"
+	verify "$sys $wl (repl)" "$P" "$S" t_repl
+}
+
+# measure_catchup SYS P S WORKLOAD: disabled subscription, workload, timed catch-up.
+measure_catchup() {
+	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen
+	q "$S" -c "$(disable_sql "$sys" bench_sub)" >/dev/null
+	wait_slots_inactive "$P"
+	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_catch" && q "$S" -c "VACUUM ANALYZE t_catch"
+	checkpoint "$P" "$S"
+	tps=$(run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
+	lsn=$(mark_lsn "$P")
+	r=$(timed_catchup "$sys" "$S" bench_sub "$lsn" t_catch)
+	read -r secs ok seen <<<"$r"
+	check_seen "$P" t_catch "$seen" "$sys $wl (catch-up)"
+	if [[ $ok == t ]]; then
+		RES[$sys|$wl|catchup]=$secs
+		RES[$sys|$wl|rate]=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+	else
+		RES[$sys|$wl|catchup]="timeout"; RES[$sys|$wl|rate]="-"
+		log "  *** TIMEOUT *** $sys did not apply $wl up to $lsn within ${TIMEOUT}s"
+	fi
+	log "  $wl, catch-up: provider $tps tps while disabled; $NTOT rows applied in ${secs}s = ${RES[$sys|$wl|rate]} rows/s"
+	verify "$sys $wl (catch-up)" "$P" "$S" t_catch
+}
+
+bench_oneway() {
+	local sys=$1 P S t tps lsn r
+	log "== $sys one-way =="
+	start_cluster "${sys}_provider"; start_cluster "${sys}_subscriber"
+	P=${PORT[${sys}_provider]}; S=${PORT[${sys}_subscriber]}
+	for t in t_norepl t_repl t_catch; do create_table "$P" $t; write_scripts $t; done
+	for t in t_repl t_catch; do create_table "$S" $t; done
+	q "$P" -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+	q "$S" -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+	q "$S" -c "$WAIT_ORIGIN_FN"
+
+	# Without replication: no subscription exists yet.
+	checkpoint "$P"
+	tps=$(run_pgbench "$P" "$WORK/insert_t_norepl.sql"); RES[$sys|insert|norepl]=$tps
+	q "$P" -c "VACUUM ANALYZE t_norepl"; checkpoint "$P"
+	tps=$(run_pgbench "$P" "$WORK/update_t_norepl.sql"); RES[$sys|update|norepl]=$tps
+	log "  no replication: insert ${RES[$sys|insert|norepl]} tps, update ${RES[$sys|update|norepl]} tps"
+
+	setup_replication "$sys" "$P" "$S"
+	lsn=$(mark_lsn "$P")
+	r=$(drain "$sys" "$S" bench_sub "$lsn")
+	[[ ${r#* } == t ]] || { log "*** $sys subscription did not start within ${TIMEOUT}s; skipping"; stop_clusters "${sys}_subscriber" "${sys}_provider"; return 0; }
+	log "  subscription streaming (first marker applied after ${r% *}s)"
+
+	measure_repl "$sys" "$P" "$S" insert
+	measure_repl "$sys" "$P" "$S" update
+	measure_catchup "$sys" "$P" "$S" insert
+	measure_catchup "$sys" "$P" "$S" update
+
+	stop_clusters "${sys}_subscriber" "${sys}_provider"
+}
+
+# --- concord two-way ------------------------------------------------------
+
+# Run the insert workload on both nodes at once; prints "TPS1 TPS2".
+pgbench_both() {
+	local a=$1 b=$2 pa pb ta tb
+	run_pgbench "$a" "$WORK/insert_t_2way.sql" >"$WORK/pgb.1" & pa=$!
+	run_pgbench "$b" "$WORK/insert_t_2way.sql" >"$WORK/pgb.2" & pb=$!
+	wait "$pa"; wait "$pb"
+	ta=$(cat "$WORK/pgb.1"); tb=$(cat "$WORK/pgb.2")
+	echo "$ta $tb"
+}
+
+bench_twoway() {
+	local sys=concord2 A B la lb ra rb pa pb tps n
+	log "== concord two-way =="
+	start_cluster concord2_node1; start_cluster concord2_node2
+	A=${PORT[concord2_node1]}; B=${PORT[concord2_node2]}
+	write_scripts t_2way
+	for n in 1 2; do
+		local port; port=${PORT[concord2_node$n]}
+		create_table "$port" t_2way
+		q "$port" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('node$n', '$(dsn "$port")')" \
+			-c "SELECT concord.replication_set_add_table('default', 't_2way')" >/dev/null
+		q "$port" -c "$WAIT_CONCORD_FN"
+	done
+	# Disjoint id ranges: node2 inserts from 1e9 on.
+	q "$B" -c "ALTER SEQUENCE t_2way_id_seq RESTART WITH 1000000001"
+	q "$A" -c "SELECT concord.create_subscription('from_node2', '$(dsn "$B")', synchronize_data := false)" >/dev/null
+	q "$B" -c "SELECT concord.create_subscription('from_node1', '$(dsn "$A")', synchronize_data := false)" >/dev/null
+	la=$(q "$B" -c "SELECT pg_current_wal_lsn()"); lb=$(q "$A" -c "SELECT pg_current_wal_lsn()")
+	ra=$(drain concord "$A" from_node2 "$la"); rb=$(drain concord "$B" from_node1 "$lb")
+	if [[ ${ra#* } != t || ${rb#* } != t ]]; then
+		log "*** concord two-way subscriptions did not start within ${TIMEOUT}s; skipping"
+		stop_clusters concord2_node1 concord2_node2; return 0
+	fi
+	log "  both subscriptions streaming"
+
+	# Both workloads at once, replication running.
+	checkpoint "$A" "$B"
+	tps=$(pgbench_both "$A" "$B")
+	RES[concord2 node1|insert|repl]=${tps% *}; RES[concord2 node2|insert|repl]=${tps#* }
+	la=$(q "$A" -c "SELECT pg_current_wal_lsn()"); lb=$(q "$B" -c "SELECT pg_current_wal_lsn()")
+	drain concord "$B" from_node1 "$la" >"$WORK/drain.2" & pb=$!
+	drain concord "$A" from_node2 "$lb" >"$WORK/drain.1" & pa=$!
+	wait "$pa"; wait "$pb"
+	ra=$(cat "$WORK/drain.1"); rb=$(cat "$WORK/drain.2")
+	log "  insert on both, replication running: node1 ${tps% *} tps, node2 ${tps#* } tps;" \
+		"caught up ${ra% *}s (node1, ok=${ra#* }) / ${rb% *}s (node2, ok=${rb#* }) after the load ended"
+	verify "concord two-way (repl)" "$A" "$B" t_2way
+
+	# Catch-up: both disabled, both loaded, both enabled at once.
+	q "$A" -c "SELECT concord.alter_subscription_disable('from_node2')" >/dev/null
+	q "$B" -c "SELECT concord.alter_subscription_disable('from_node1')" >/dev/null
+	wait_slots_inactive "$A"; wait_slots_inactive "$B"
+	checkpoint "$A" "$B"
+	tps=$(pgbench_both "$A" "$B")
+	RES[concord2 node1|insert|norepl]=${tps% *}; RES[concord2 node2|insert|norepl]=${tps#* }
+	la=$(q "$A" -c "SELECT pg_current_wal_lsn()"); lb=$(q "$B" -c "SELECT pg_current_wal_lsn()")
+	timed_catchup concord "$A" from_node2 "$lb" t_2way >"$WORK/catch.1" & pa=$!
+	timed_catchup concord "$B" from_node1 "$la" t_2way >"$WORK/catch.2" & pb=$!
+	wait "$pa"; wait "$pb"
+	for n in 1 2; do
+		local r secs ok seen key="concord2 node$n|insert"
+		r=$(cat "$WORK/catch.$n"); read -r secs ok seen <<<"$r"
+		# Nothing is written any more: what a node saw right after its own
+		# wait must be what it holds now.
+		check_seen "${PORT[concord2_node$n]}" t_2way "$seen" "concord two-way node$n (catch-up)"
+		if [[ $ok == t ]]; then
+			RES[$key|catchup]=$secs
+			RES[$key|rate]=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+		else
+			RES[$key|catchup]=timeout; RES[$key|rate]="-"
+			log "  *** TIMEOUT *** node$n did not catch up within ${TIMEOUT}s"
+		fi
+	done
+	log "  insert on both, subscriptions disabled: node1 ${tps% *} tps, node2 ${tps#* } tps;" \
+		"catch-up node1 ${RES[concord2 node1|insert|catchup]}s (${RES[concord2 node1|insert|rate]} rows/s)," \
+		"node2 ${RES[concord2 node2|insert|catchup]}s (${RES[concord2 node2|insert|rate]} rows/s)"
+	verify "concord two-way (catch-up)" "$A" "$B" t_2way
+
+	stop_clusters concord2_node1 concord2_node2
+}
+
+# --- main -----------------------------------------------------------------
+
+log "replication benchmark: $NTOT transactions per run, $CLIENTS clients ($THREADS threads)," \
+	"payload $PAYLOAD bytes; $($BINDIR/postgres --version); $CORES cores; dir $WORK"
+START=$SECONDS
+for s in $SYSTEMS; do
+	case $s in
+	concord2) bench_twoway ;;
+	*) bench_oneway "$s" ;;
+	esac
+done
+
+fmt() { echo "${RES[$1]:--}"; }
+echo
+echo "Results: $NTOT single-row transactions per run, $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
+printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"
+printf '%s\n' "--------------------+----------+------------------------+---------------------+--------------+-----------"
+for s in builtin pglogical concord "concord2 node1" "concord2 node2"; do
+	for wl in insert update; do
+		[[ -n ${RES[$s|$wl|norepl]:-}${RES[$s|$wl|rate]:-} ]] || continue
+		label=$s; [[ $s == concord2* ]] && label="concord 2-way ${s#concord2 }"
+		printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' "$label" "$wl" \
+			"$(fmt "$s|$wl|norepl")" "$(fmt "$s|$wl|repl")" "$(fmt "$s|$wl|rate")" "$(fmt "$s|$wl|catchup")"
+	done
+done
+echo
+ratio() {
+	local a=${RES[$1|$3|rate]:-} b=${RES[$2|$3|rate]:-}
+	if [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]]; then
+		awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }'
+	else
+		echo "n/a"
+	fi
+}
+for wl in insert update; do
+	echo "concord/builtin apply ratio ($wl): $(ratio concord builtin $wl)"
+done
+for wl in insert update; do
+	echo "pglogical/builtin apply ratio ($wl): $(ratio pglogical builtin $wl)"
+done
+echo "(two-way 'TPS (no repl)' = both nodes loaded at once with both subscriptions disabled)"
+[[ ${RES[mismatch]:-0} -eq 0 ]] || echo "*** ${RES[mismatch]} MISMATCH(ES) between provider and subscriber: see above ***"
+echo "total time: $((SECONDS - START))s"
