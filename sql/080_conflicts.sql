@@ -105,6 +105,23 @@ SELECT pg_current_wal_lsn() AS lsn \gset
 SELECT concord.wait_for_apply('c', :'lsn', '60s');
 SELECT * FROM item WHERE id = 5;
 
+-- a partition follows the resolver set on its partitioned table
+\c concord_peer2
+CREATE TABLE pitem (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE pitem_low PARTITION OF pitem FOR VALUES FROM (0) TO (100);
+SELECT concord.replication_set_add_table('default', 'pitem');
+\c contrib_regression
+CREATE TABLE pitem (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE pitem_low PARTITION OF pitem FOR VALUES FROM (0) TO (100);
+SELECT concord.set_conflict_resolver('pitem', 'keep_local');
+INSERT INTO pitem VALUES (1, 'local, earlier');
+\c concord_peer2
+INSERT INTO pitem VALUES (1, 'peer, later');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM pitem;
+
 -- the history: one row per conflict, with both versions and the outcome
 SELECT relation, conflict_type, resolver, resolution, key, local_row, local_origin,
        remote_row, remote_origin, resolved_row, subscription_name,
@@ -112,6 +129,8 @@ SELECT relation, conflict_type, resolver, resolution, key, local_row, local_orig
   FROM concord.conflict_history ORDER BY conflict_id;
 SELECT relation, conflict_type, resolution, conflicts FROM concord.conflict_stats
  ORDER BY 1, 2, 3;
+-- each conflict is stamped with the time it was met
+SELECT count(DISTINCT detected_at) = count(*) AS distinct_times FROM concord.conflict_history;
 
 -- the error resolver stops the subscription until the row is fixed
 SELECT concord.set_conflict_resolver(NULL, 'error');
@@ -135,6 +154,6 @@ SELECT concord.set_conflict_resolver(NULL, NULL);
 -- a dropped table leaves no resolver setting behind
 SELECT concord.set_conflict_resolver('item', 'keep_local');
 SELECT concord.drop_subscription('c');
-DROP TABLE item;
+DROP TABLE item, pitem;
 SELECT count(*) AS settings FROM concord.conflict_resolver;
 DROP DATABASE concord_peer2 WITH (FORCE);

@@ -290,6 +290,8 @@ handle_begin(StringInfo s)
 	{
 		wait_apply_delay(W.begin.commit_time);
 		use_origin(W.begin.origin_name);
+		/* now() in the transaction, e.g. conflict_history.detected_at */
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 	}
 	W.in_remote_txn = true;

@@ -17,6 +17,7 @@
 
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "libpq/pqformat.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
@@ -166,6 +167,33 @@ static void
 choose_resolvers(ApplyRel *arel)
 {
 	List	   *settings = concord_resolver_settings(arel->localid);
+	ListCell   *lc0;
+
+	/* A partition without settings of its own follows its ancestors'. */
+	if (get_rel_relispartition(arel->localid))
+	{
+		bool		own = false;
+
+		foreach(lc0, settings)
+			own |= ((ConcordResolverSetting *) lfirst(lc0))->relid == arel->localid;
+		foreach(lc0, own ? NIL : get_partition_ancestors(arel->localid))
+		{
+			List	   *up = concord_resolver_settings(lfirst_oid(lc0));
+			ListCell   *lc1;
+			bool		found = false;
+
+			foreach(lc1, up)
+				found |= OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid);
+			if (!found)
+				continue;
+			/* Count the ancestor's settings as the partition's own. */
+			foreach(lc1, up)
+				if (OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid))
+					((ConcordResolverSetting *) lfirst(lc1))->relid = arel->localid;
+			settings = up;
+			break;
+		}
+	}
 
 	for (int t = 0; t < CONCORD_NUM_CONFLICT_TYPES; t++)
 	{

@@ -146,7 +146,8 @@ local_version(ConcordConflict *c)
 
 	c->local_commit_ts = 0;
 	c->local_origin = pstrdup(concord_remote_txn->local_node);
-	if (c->local == NULL)
+	/* Without track_commit_timestamp the local version stays unknown. */
+	if (c->local == NULL || !track_commit_timestamp)
 		return;
 	xmin = slot_getsysattr(c->local, MinTransactionIdAttributeNumber, &isnull);
 	if (isnull ||
