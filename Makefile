@@ -25,7 +25,8 @@ OBJS = \
 	src/apply_row.o \
 	src/sync.o \
 	src/sub_api.o \
-	src/conflict_api.o
+	src/conflict_api.o \
+	src/seen.o
 
 # The install script is built from one source file; upgrade scripts
 # (sql/concord--A--B.sql) are shipped as written.

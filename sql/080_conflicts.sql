@@ -132,6 +132,58 @@ SELECT relation, conflict_type, resolution, conflicts FROM concord.conflict_stat
 -- each conflict is stamped with the time it was met
 SELECT count(DISTINCT detected_at) = count(*) AS distinct_times FROM concord.conflict_history;
 
+-- causality: with both directions subscribed, an update of a row the
+-- writer had already received is no conflict; a concurrent one is
+SELECT format('host=%s port=%s dbname=contrib_regression',
+              split_part(current_setting('unix_socket_directories'), ',', 1),
+              current_setting('port')) AS prov_dsn \gset
+SELECT concord.replication_set_add_table('default', 'item');
+\c concord_peer2
+SELECT concord.create_subscription('back', :'prov_dsn', synchronize_data := false) > 0 AS created;
+\c contrib_regression
+SELECT count(*) AS before FROM concord.conflict_history \gset
+INSERT INTO item VALUES (9, 'written here');
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c concord_peer2
+SELECT concord.wait_for_apply('back', :'lsn', '60s');
+UPDATE item SET v = 'then updated on peer' WHERE id = 9;
+SELECT pg_current_wal_lsn() AS lsn \gset
+\c contrib_regression
+SELECT concord.wait_for_apply('c', :'lsn', '60s');
+SELECT * FROM item WHERE id = 9;
+SELECT count(*) - :before AS new_conflicts FROM concord.conflict_history;
+-- concurrent: both update row 9 while apart, here first
+SELECT concord.alter_subscription_disable('c');
+\c concord_peer2
+SELECT concord.alter_subscription_disable('back');
+\c contrib_regression
+DO $$
+BEGIN   -- wait (at most 30 s) until both apply workers have stopped
+  FOR i IN 1..300 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+UPDATE item SET v = 'updated here, earlier' WHERE id = 9;
+SELECT pg_current_wal_lsn() AS lsn_here \gset
+\c concord_peer2
+UPDATE item SET v = 'updated on peer, later' WHERE id = 9;
+SELECT pg_current_wal_lsn() AS lsn_peer \gset
+SELECT concord.alter_subscription_enable('back');
+SELECT concord.wait_for_apply('back', :'lsn_here', '60s');
+SELECT * FROM item WHERE id = 9;
+\c contrib_regression
+SELECT concord.alter_subscription_enable('c');
+SELECT concord.wait_for_apply('c', :'lsn_peer', '60s');
+SELECT * FROM item WHERE id = 9;
+SELECT conflict_type, resolver, resolution, local_origin, remote_origin
+  FROM concord.conflict_history WHERE key = '{"id": 9}';
+\c concord_peer2
+SELECT conflict_type, resolver, resolution, local_origin, remote_origin
+  FROM concord.conflict_history WHERE key = '{"id": 9}';
+SELECT concord.drop_subscription('back');
+\c contrib_regression
+
 -- the error resolver stops the subscription until the row is fixed
 SELECT concord.set_conflict_resolver(NULL, 'error');
 INSERT INTO item VALUES (6, 'local');

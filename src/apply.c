@@ -35,6 +35,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/message.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
@@ -50,6 +51,7 @@
 #include "concord.h"
 #include "origin.h"
 #include "remote.h"
+#include "seen.h"
 #include "worker.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
@@ -77,6 +79,7 @@ typedef struct ApplyWorker
 	ConcordBeginMsg begin;
 	List	   *lsn_map;		/* of LsnMapping, oldest first */
 	TimestampTz last_feedback;
+	List	   *seen;			/* the remote writer's vector (seen.c) */
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
@@ -295,6 +298,7 @@ handle_begin(StringInfo s)
 		StartTransactionCommand();
 	}
 	W.in_remote_txn = true;
+	W.seen = NIL;
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;
 	RemoteTxn.sub_name = W.sub->name;
@@ -303,6 +307,7 @@ handle_begin(StringInfo s)
 	RemoteTxn.origin_priority = W.begin.origin_priority;
 	RemoteTxn.commit_time = W.begin.commit_time;
 	RemoteTxn.commit_lsn = W.begin.commit_lsn;
+	RemoteTxn.seen = NIL;
 	concord_remote_txn = &RemoteTxn;
 }
 
@@ -324,6 +329,7 @@ handle_commit(StringInfo s)
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
 		CommitTransactionCommand();
+		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
 		oldcxt = MemoryContextSwitchTo(ApplyContext);
 		m = palloc(sizeof(LsnMapping));
 		m->remote_end = msg.end_lsn;
@@ -455,6 +461,37 @@ handle_truncate(StringInfo s)
 	PopActiveSnapshot();
 }
 
+/*
+ * The remote writer's vector: kept for conflict decisions, and logged
+ * again here so that a node that forwards this transaction ships it too.
+ */
+static void
+handle_seen(StringInfo s)
+{
+	const char *payload;
+	int			len;
+	MemoryContext oldcxt;
+
+	check_in_txn();
+	(void) pq_getmsgbyte(s);
+	len = s->len - s->cursor;
+	payload = pq_getmsgbytes(s, len);
+	if (W.skip_txn)
+		return;
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	{
+		StringInfoData copy;
+
+		copy.data = (char *) payload;
+		copy.len = copy.maxlen = len;
+		copy.cursor = 0;
+		W.seen = concord_decode_seen(&copy);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	RemoteTxn.seen = W.seen;
+	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
+}
+
 static void
 dispatch(StringInfo s)
 {
@@ -478,6 +515,9 @@ dispatch(StringInfo s)
 			break;
 		case CONCORD_MSG_TRUNCATE:
 			handle_truncate(s);
+			break;
+		case CONCORD_MSG_SEEN:
+			handle_seen(s);
 			break;
 		default:
 			ereport(ERROR,
@@ -756,6 +796,7 @@ concord_apply_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	MessageContext_ = AllocSetContextCreate(ApplyContext, "concord apply message",
 											ALLOCSET_DEFAULT_SIZES);
+	concord_is_worker = true;
 	attach_shared(dboid, subid);
 	set_apply_gucs();
 

@@ -241,7 +241,7 @@ conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
 			  ConcordTuple *remote_tuple)
 {
 	memset(c, 0, sizeof(ConcordConflict));
-	c->key_text = key_text(arel, remote_tuple);
+	c->key_text = remote_tuple ? key_text(arel, remote_tuple) : NULL;
 	c->type = type;
 	c->resolver = arel->resolver[type];
 	c->rel = ex->rel;
@@ -289,6 +289,34 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	else
 		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 	exec_end(&ex);
+}
+
+/*
+ * A remote UPDATE or DELETE found its row.  If another origin wrote that
+ * version concurrently (the remote writer had not seen it), it is a
+ * conflict for the resolver; true if the remote change is to be applied.
+ * The common case, a version written by the same origin or already seen
+ * by the remote writer, costs one commit timestamp lookup.
+ */
+static bool
+origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
+			   TupleTableSlot *local, TupleTableSlot *remote,
+			   ConcordTuple *remote_tuple)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	conflict_init(&c, type, arel, ex, local, remote, NULL);
+	if (!concord_conflict_concurrent(&c))
+		return true;
+	c.key_text = key_text(arel, remote_tuple);
+	concord_apply_conflicts++;
+	res = concord_conflict_resolve(&c);
+	concord_conflict_record(&c, res,
+							res != CONCORD_RESOLUTION_APPLY_REMOTE ?
+							(res == CONCORD_RESOLUTION_KEEP_LOCAL ? local : NULL) :
+							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ? remote : NULL);
+	return res == CONCORD_RESOLUTION_APPLY_REMOTE;
 }
 
 /*
@@ -358,7 +386,9 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	if (find_local_twice(&ex, search, local))
 	{
 		fill_slot(&ex, arel, newtup, newslot, local, false);
-		ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
+						   local, newslot, newtup))
+			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
 	}
 	else
 		update_missing(&ex, arel, newtup, newslot);
@@ -378,7 +408,11 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, oldtup, search, NULL, true);
 	if (find_local_twice(&ex, search, local))
-		ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+	{
+		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
+						   local, search, oldtup))
+			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+	}
 	else
 	{
 		ConcordConflict c;

@@ -17,6 +17,7 @@
 
 #include "concord.h"
 #include "conflict.h"
+#include "seen.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -52,5 +53,6 @@ _PG_init(void)
 
 	define_gucs();
 	concord_shmem_install_hooks();
+	concord_seen_install_hooks();
 	concord_launcher_register();
 }

@@ -32,6 +32,7 @@
 #include "catalog.h"
 #include "conflict.h"
 #include "origin.h"
+#include "seen.h"
 
 ConcordRemoteTxn *concord_remote_txn = NULL;
 
@@ -144,6 +145,9 @@ local_version(ConcordConflict *c)
 	Datum		xmin;
 	RepOriginId origin = InvalidRepOriginId;
 
+	if (c->local_known)
+		return;
+	c->local_known = true;
 	c->local_commit_ts = 0;
 	c->local_origin = pstrdup(concord_remote_txn->local_node);
 	/* Without track_commit_timestamp the local version stays unknown. */
@@ -169,6 +173,23 @@ node_priority(const char *name)
 	ConcordNode *node = concord_node_get_by_name(name);
 
 	return node ? node->priority : 0;
+}
+
+/*
+ * True if the local row's version was written concurrently with the remote
+ * change: by another origin, and not yet applied by the remote writer when
+ * it wrote (seen.c).  A version of unknown age is old enough to have been
+ * seen everywhere.
+ */
+bool
+concord_conflict_concurrent(ConcordConflict *c)
+{
+	local_version(c);
+	if (c->local_commit_ts == 0 ||
+		strcmp(c->local_origin, concord_remote_txn->origin_name) == 0)
+		return false;
+	return concord_seen_lookup(concord_remote_txn->seen, c->local_origin) <
+		c->local_commit_ts;
 }
 
 /* 1 if the remote version is the later one, -1 if the earlier; never 0. */

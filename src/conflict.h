@@ -65,6 +65,7 @@ typedef struct ConcordRemoteTxn
 	int32		origin_priority;
 	TimestampTz commit_time;
 	XLogRecPtr	commit_lsn;
+	List	   *seen;			/* what the writer had applied (seen.c) */
 } ConcordRemoteTxn;
 
 /* One conflict: what apply found, and what the resolver decided. */
@@ -80,6 +81,7 @@ typedef struct ConcordConflict
 	TupleTableSlot *remote;		/* the remote row (DELETE: the old one) */
 	char	   *local_origin;
 	TimestampTz local_commit_ts;
+	bool		local_known;	/* local_origin, local_commit_ts read */
 } ConcordConflict;
 
 extern ConcordRemoteTxn *concord_remote_txn;
@@ -88,6 +90,7 @@ extern const char *concord_resolver_name(ConcordResolver resolver);
 extern int	concord_resolver_from_name(const char *name);
 extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
+extern bool concord_conflict_concurrent(ConcordConflict *c);
 extern void concord_conflict_record(ConcordConflict *c,
 									ConcordResolution resolution,
 									TupleTableSlot *resolved);

@@ -37,6 +37,7 @@
 #include "origin.h"
 #include "output_rel.h"
 #include "proto.h"
+#include "seen.h"
 
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
@@ -422,6 +423,32 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	MemoryContextReset(data->change_context);
 }
 
+/*
+ * The writer's vector (seen.c) travels as a SEEN message, right after
+ * BEGIN since it is the transaction's first record.
+ */
+static void
+output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			   XLogRecPtr message_lsn pg_attribute_unused(), bool transactional,
+			   const char *prefix, Size message_size, const char *message)
+{
+	OutputData *data = ctx->output_plugin_private;
+	OutputTxn  *otxn;
+
+	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
+		return;
+	otxn = txn->output_plugin_private;
+	if (!otxn->decided)
+		decide_origin(data, txn, otxn);
+	if (otxn->skip)
+		return;
+	if (!otxn->begin_sent)
+		send_begin(ctx, txn, otxn);
+	OutputPluginPrepareWrite(ctx, true);
+	concord_write_seen(ctx->out, message, message_size);
+	OutputPluginWrite(ctx, true);
+}
+
 static void
 output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  XLogRecPtr commit_lsn)
@@ -454,6 +481,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = output_change;
 	cb->truncate_cb = output_truncate;
 	cb->commit_cb = output_commit;
+	cb->message_cb = output_message;
 	cb->filter_by_origin_cb = output_filter_by_origin;
 	cb->shutdown_cb = output_shutdown;
 }

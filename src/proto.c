@@ -371,3 +371,52 @@ concord_read_truncate(StringInfo in, ConcordTruncateMsg *msg)
 	for (int i = 0; i < msg->nrelids; i++)
 		msg->relids[i] = pq_getmsgint(in, 4);
 }
+
+/*
+ * The vector of a SEEN message: a count, then (origin name, commit
+ * timestamp) pairs.  The same bytes are the payload of the logical
+ * decoding message that carries it in WAL, so forwarding copies them.
+ */
+void
+concord_encode_seen(StringInfo out, List *entries)
+{
+	ListCell   *lc;
+
+	pq_sendint16(out, list_length(entries));
+	foreach(lc, entries)
+	{
+		ConcordSeenEntry *e = lfirst(lc);
+
+		pq_sendstring(out, e->origin);
+		pq_sendint64(out, e->commit_ts);
+	}
+}
+
+List *
+concord_decode_seen(StringInfo in)
+{
+	int			n = pq_getmsgint(in, 2);
+	List	   *entries = NIL;
+
+	for (int i = 0; i < n; i++)
+	{
+		ConcordSeenEntry *e = palloc(sizeof(ConcordSeenEntry));
+
+		e->origin = pstrdup(pq_getmsgstring(in));
+		if (e->origin[0] == '\0' || strlen(e->origin) >= NAMEDATALEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid origin name in SEEN message")));
+		e->commit_ts = pq_getmsgint64(in);
+		entries = lappend(entries, e);
+	}
+	return entries;
+}
+
+void
+concord_write_seen(StringInfo out, const char *payload, int len)
+{
+	pq_sendbyte(out, CONCORD_MSG_SEEN);
+	pq_sendbyte(out, FLAGS_NONE);
+	pq_sendbytes(out, payload, len);
+}

@@ -17,6 +17,7 @@
 #include "access/xlogdefs.h"
 #include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
+#include "nodes/pg_list.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
@@ -32,6 +33,7 @@
 #define CONCORD_MSG_UPDATE		'U'
 #define CONCORD_MSG_DELETE		'D'
 #define CONCORD_MSG_TRUNCATE	'T'
+#define CONCORD_MSG_SEEN		'S'	/* what the writer had applied */
 
 /* Kinds of a column value in a tuple */
 #define CONCORD_COL_NULL		'n'
@@ -88,6 +90,13 @@ typedef struct ConcordTuple
 	StringInfoData *values;		/* text of CONCORD_COL_TEXT columns */
 } ConcordTuple;
 
+/* One entry of a SEEN message: origin node and commit timestamp. */
+typedef struct ConcordSeenEntry
+{
+	char	   *origin;
+	TimestampTz commit_ts;
+} ConcordSeenEntry;
+
 typedef struct ConcordTruncateMsg
 {
 	int			nrelids;
@@ -111,6 +120,10 @@ extern void concord_write_delete(StringInfo out, Relation rel,
 								 Bitmapset *columns);
 extern void concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
 								   bool cascade, bool restart_seqs);
+
+extern void concord_encode_seen(StringInfo out, List *entries);
+extern List *concord_decode_seen(StringInfo in);
+extern void concord_write_seen(StringInfo out, const char *payload, int len);
 
 /* readers (apply); the type byte has already been consumed */
 extern void concord_read_begin(StringInfo in, ConcordBeginMsg *msg);

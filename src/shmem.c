@@ -38,6 +38,8 @@ shmem_size(void)
 
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordDbState)));
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordSubState)));
+	size = add_size(size, mul_size(max_worker_processes * CONCORD_SEEN_PER_ENTRY,
+								   sizeof(ConcordSeenState)));
 	return size;
 }
 
@@ -71,6 +73,8 @@ shmem_startup(void)
 		((char *) ConcordShmem + MAXALIGN(sizeof(ConcordShared)));
 	ConcordShmem->subs = (ConcordSubState *)
 		(ConcordShmem->dbs + ConcordShmem->max_entries);
+	ConcordShmem->seen = (ConcordSeenState *)
+		(ConcordShmem->subs + ConcordShmem->max_entries);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -45,6 +45,7 @@
 #include "origin.h"
 #include "concord.h"
 #include "remote.h"
+#include "seen.h"
 #include "worker.h"
 
 /* One provider table to copy, with its sets' columns and filters merged. */
@@ -448,6 +449,7 @@ concord_sync_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
+	concord_is_worker = true;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	SyncShared = concord_sub_state(dboid, subid, true);
 	SyncShared->sync_pid = MyProcPid;

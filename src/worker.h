@@ -67,6 +67,19 @@ typedef struct ConcordSubState
 	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn moves */
 } ConcordSubState;
 
+/*
+ * What this node has applied from one origin node: the commit timestamp
+ * of the latest of its transactions committed here (seen.c).
+ */
+typedef struct ConcordSeenState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		origin[NAMEDATALEN];
+	TimestampTz commit_ts;
+} ConcordSeenState;
+
+#define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
+
 typedef struct ConcordShared
 {
 	LWLock	   *lock;
@@ -74,6 +87,7 @@ typedef struct ConcordShared
 	int			max_entries;
 	ConcordDbState *dbs;		/* max_entries of each, after the struct */
 	ConcordSubState *subs;
+	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
 } ConcordShared;
 
 extern ConcordShared *ConcordShmem;

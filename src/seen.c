@@ -1,0 +1,205 @@
+/*-------------------------------------------------------------------------
+ *
+ * seen.c
+ *		Causality: what a transaction's writer had already applied.
+ *
+ * A remote UPDATE or DELETE of a row last written by another node is a
+ * conflict only if the two writes were concurrent, that is, if the remote
+ * writer had not yet applied the local version when it wrote.  To know,
+ * every node keeps in shared memory, per origin node, the commit timestamp
+ * of the latest transaction of that origin it has applied (apply commits
+ * in each origin's commit order, so that is all it has seen of it).  A
+ * local transaction that writes logs that vector as a transactional
+ * logical decoding message ("concord.seen") before its first change; the
+ * output plugin ships it as a SEEN message right after BEGIN, and apply
+ * logs the same bytes again in the transaction it applies, so that a
+ * forwarded transaction keeps its writer's vector.  On the receiving
+ * node, the local row version (origin O, commit timestamp T, read from
+ * the commit timestamp of its xmin) was seen by the remote writer iff its
+ * vector holds O with a timestamp >= T.
+ *
+ * The hooks catch the first write of a transaction: the executor (INSERT,
+ * UPDATE, DELETE, MERGE, data-modifying WITH) and COPY FROM / TRUNCATE.
+ * A transaction without the message (no vector yet after a restart, or
+ * the subtransaction that logged it rolled back) counts as having seen
+ * nothing: its changes may show conflicts that were not, never the
+ * reverse.  The vector lives in shared memory only; after a restart it
+ * fills up again as transactions are applied.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "replication/message.h"
+#include "tcop/utility.h"
+
+#include "proto.h"
+#include "seen.h"
+#include "worker.h"
+
+/* Apply and sync workers log the vectors they receive, not their own. */
+bool		concord_is_worker = false;
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* Nesting level of the (sub)transaction that logged the vector; 0: none. */
+static int	SeenLoggedLevel = 0;
+
+/* Records that a transaction of origin committed at commit_ts was applied. */
+void
+concord_seen_applied(const char *origin, TimestampTz commit_ts)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	ConcordSeenState *free_entry = NULL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+
+		if (e->dboid == MyDatabaseId && strcmp(e->origin, origin) == 0)
+		{
+			e->commit_ts = Max(e->commit_ts, commit_ts);
+			LWLockRelease(ConcordShmem->lock);
+			return;
+		}
+		if (!OidIsValid(e->dboid) && free_entry == NULL)
+			free_entry = e;
+	}
+	if (free_entry)
+	{
+		free_entry->dboid = MyDatabaseId;
+		strlcpy(free_entry->origin, origin, NAMEDATALEN);
+		free_entry->commit_ts = commit_ts;
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/* This database's vector; NIL if nothing was applied here yet. */
+static List *
+current_vector(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	List	   *entries = NIL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+		ConcordSeenEntry *copy;
+
+		if (e->dboid != MyDatabaseId)
+			continue;
+		copy = palloc(sizeof(ConcordSeenEntry));
+		copy->origin = pstrdup(e->origin);
+		copy->commit_ts = e->commit_ts;
+		entries = lappend(entries, copy);
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return entries;
+}
+
+/* The vector's timestamp for origin, or 0 if it has none. */
+TimestampTz
+concord_seen_lookup(List *seen, const char *origin)
+{
+	ListCell   *lc;
+
+	foreach(lc, seen)
+	{
+		ConcordSeenEntry *e = lfirst(lc);
+
+		if (strcmp(e->origin, origin) == 0)
+			return e->commit_ts;
+	}
+	return 0;
+}
+
+/* Logs the vector before the transaction's first change, once. */
+static void
+log_seen(void)
+{
+	List	   *vector;
+	StringInfoData payload;
+
+	if (SeenLoggedLevel > 0 || concord_is_worker || ConcordShmem == NULL ||
+		!XLogLogicalInfoActive() || !IsTransactionState() ||
+		RecoveryInProgress())
+		return;
+	vector = current_vector();
+	if (vector == NIL)
+		return;
+	initStringInfo(&payload);
+	concord_encode_seen(&payload, vector);
+	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload.data, payload.len, true);
+	SeenLoggedLevel = GetCurrentTransactionNestLevel();
+	pfree(payload.data);
+}
+
+static void
+seen_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if (queryDesc->operation != CMD_SELECT ||
+		queryDesc->plannedstmt->hasModifyingCTE)
+		log_seen();
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+seen_process_utility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if ((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) ||
+		IsA(stmt, TruncateStmt))
+		log_seen();
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+static void
+seen_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		SeenLoggedLevel = 0;
+}
+
+/* A rolled back subtransaction takes the message with it: log it again. */
+static void
+seen_subxact_callback(SubXactEvent event,
+					  SubTransactionId mySubid pg_attribute_unused(),
+					  SubTransactionId parentSubid pg_attribute_unused(),
+					  void *arg pg_attribute_unused())
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB &&
+		SeenLoggedLevel >= GetCurrentTransactionNestLevel())
+		SeenLoggedLevel = 0;
+}
+
+void
+concord_seen_install_hooks(void)
+{
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = seen_executor_start;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = seen_process_utility;
+	RegisterXactCallback(seen_xact_callback, NULL);
+	RegisterSubXactCallback(seen_subxact_callback, NULL);
+}
