@@ -26,7 +26,8 @@ OBJS = \
 	src/sync.o \
 	src/sub_api.o \
 	src/conflict_api.o \
-	src/seen.o
+	src/seen.o \
+	src/tombstone.o
 
 # The install script is built from one source file; upgrade scripts
 # (sql/concord--A--B.sql) are shipped as written.

@@ -181,8 +181,43 @@ SELECT conflict_type, resolver, resolution, local_origin, remote_origin
 \c concord_peer2
 SELECT conflict_type, resolver, resolution, local_origin, remote_origin
   FROM concord.conflict_history WHERE key = '{"id": 9}';
+\c contrib_regression
+
+-- DELETE here racing an UPDATE there, frozen before they meet: the
+-- tombstone makes it update_deleted here, and the later write wins on both
+SELECT concord.alter_subscription_disable('c');
+\c concord_peer2
+SELECT concord.alter_subscription_disable('back');
+\c contrib_regression
+DO $$
+BEGIN   -- wait (at most 30 s) until both apply workers have stopped
+  FOR i IN 1..300 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+DELETE FROM item WHERE id = 9;
+SELECT pg_current_wal_lsn() AS lsn_here \gset
+VACUUM FREEZE item;
+\c concord_peer2
+UPDATE item SET v = 'updated on peer after the delete' WHERE id = 9;
+SELECT pg_current_wal_lsn() AS lsn_peer \gset
+VACUUM FREEZE item;
+SELECT concord.alter_subscription_enable('back');
+SELECT concord.wait_for_apply('back', :'lsn_here', '60s');
+SELECT * FROM item WHERE id = 9;
+\c contrib_regression
+SELECT concord.alter_subscription_enable('c');
+SELECT concord.wait_for_apply('c', :'lsn_peer', '60s');
+SELECT * FROM item WHERE id = 9;
+SELECT conflict_type, resolver, resolution FROM concord.conflict_history
+ WHERE key = '{"id": 9}' ORDER BY conflict_id;
+\c concord_peer2
+SELECT conflict_type, resolver, resolution FROM concord.conflict_history
+ WHERE key = '{"id": 9}' ORDER BY conflict_id;
 SELECT concord.drop_subscription('back');
 \c contrib_regression
+SELECT count(*) AS tombstones FROM concord.tombstone;
 
 -- the error resolver stops the subscription until the row is fixed
 SELECT concord.set_conflict_resolver(NULL, 'error');

@@ -113,6 +113,17 @@ CREATE INDEX conflict_history_detected_at ON concord.conflict_history (detected_
 COMMENT ON TABLE concord.conflict_history IS
     'every conflict this node detected and how it was resolved, written in the same transaction as the resolution';
 
+-- A row per deleted key of a replicated table.  Its version (commit
+-- timestamp and origin) is that of its own xmin, like any row's, so a
+-- remote UPDATE of a deleted row is decided by the same rules.
+CREATE TABLE concord.tombstone (
+    relid       oid     NOT NULL,
+    key         text[]  NOT NULL,
+    PRIMARY KEY (relid, key)
+);
+COMMENT ON TABLE concord.tombstone IS
+    'deleted keys of replicated tables, so that DELETE racing UPDATE converges';
+
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
@@ -124,7 +135,7 @@ SELECT pg_catalog.pg_extension_config_dump('concord.conflict_resolver', '');
 REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
 REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
-              concord.conflict_history FROM PUBLIC;
+              concord.conflict_history, concord.tombstone FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -317,6 +328,13 @@ CREATE VIEW concord.conflict_stats AS
 COMMENT ON VIEW concord.conflict_stats IS
     'how many conflicts of each type were resolved how, per table';
 REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
+
+CREATE FUNCTION concord.tombstone_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'concord_tombstone_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.tombstone_trigger() IS
+    'records a tombstone for each row deleted locally from a replicated table';
 
 -- ---------------------------------------------------------------------
 -- Protocol

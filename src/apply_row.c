@@ -33,6 +33,7 @@
 
 #include "apply.h"
 #include "conflict.h"
+#include "tombstone.h"
 
 /*
  * Whether an INSERT first looks for a row with its key.  Apply runs
@@ -340,8 +341,11 @@ tuple_complete(ConcordTuple *tup)
 }
 
 /*
- * A remote UPDATE found no row.  apply_remote inserts the new version
- * when it is complete; every other resolver leaves the row absent.
+ * A remote UPDATE found no row.  If a tombstone says the row was deleted
+ * here, it is update_deleted, and the resolver weighs the delete against
+ * the update (the row comes back if the update wins).  Otherwise it is
+ * update_missing: apply_remote inserts the new version when it is
+ * complete; every other resolver leaves the row absent.
  */
 static void
 update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
@@ -350,9 +354,18 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 	ConcordConflict c;
 	ConcordResolution res;
 
+	TransactionId deleter;
+
 	fill_slot(ex, arel, newtup, newslot, NULL, true);
 	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
 				  newtup);
+	/* Deleted here: the delete's version competes with the update. */
+	if (concord_tombstone_find(ex->rel, newslot, &deleter))
+	{
+		c.type = CONCORD_CONFLICT_UPDATE_DELETED;
+		c.resolver = arel->resolver[CONCORD_CONFLICT_UPDATE_DELETED];
+		concord_conflict_set_deleted(&c, deleter);
+	}
 	concord_apply_conflicts++;
 	res = concord_conflict_resolve(&c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
@@ -411,7 +424,10 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	{
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 						   local, search, oldtup))
+		{
 			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+			concord_tombstone_record(ex.rel, local);
+		}
 	}
 	else
 	{

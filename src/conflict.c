@@ -137,26 +137,22 @@ resolution_name(ConcordResolution resolution)
 	return "unknown";
 }
 
-/* Who wrote the local row, and when (0 if the commit time is not known). */
+/*
+ * The version written by transaction xid: its commit timestamp (0 if not
+ * known) and origin node.  The raw xmin survives VACUUM FREEZE, so does
+ * the version, as long as the commit timestamps are kept.
+ */
 static void
-local_version(ConcordConflict *c)
+version_of_xid(ConcordConflict *c, TransactionId xid)
 {
-	bool		isnull;
-	Datum		xmin;
 	RepOriginId origin = InvalidRepOriginId;
 
-	if (c->local_known)
-		return;
 	c->local_known = true;
 	c->local_commit_ts = 0;
 	c->local_origin = pstrdup(concord_remote_txn->local_node);
 	/* Without track_commit_timestamp the local version stays unknown. */
-	if (c->local == NULL || !track_commit_timestamp)
-		return;
-	xmin = slot_getsysattr(c->local, MinTransactionIdAttributeNumber, &isnull);
-	if (isnull ||
-		!TransactionIdGetCommitTsData(DatumGetTransactionId(xmin),
-									  &c->local_commit_ts, &origin))
+	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
+		!TransactionIdGetCommitTsData(xid, &c->local_commit_ts, &origin))
 		return;
 	if (origin != InvalidRepOriginId)
 	{
@@ -165,6 +161,34 @@ local_version(ConcordConflict *c)
 		if (node)
 			c->local_origin = node;
 	}
+}
+
+/* Who wrote the local row, and when (0 if the commit time is not known). */
+static void
+local_version(ConcordConflict *c)
+{
+	HeapTuple	tuple;
+	bool		should_free;
+
+	if (c->local_known)
+		return;
+	if (c->local == NULL)
+	{
+		version_of_xid(c, InvalidTransactionId);
+		return;
+	}
+	tuple = ExecFetchSlotHeapTuple(c->local, false, &should_free);
+	version_of_xid(c, HeapTupleHeaderGetRawXmin(tuple->t_data));
+	if (should_free)
+		heap_freetuple(tuple);
+}
+
+/* The local version is a delete, written by transaction deleter. */
+void
+concord_conflict_set_deleted(ConcordConflict *c, TransactionId deleter)
+{
+	version_of_xid(c, deleter);
+	c->local_deleted = true;
 }
 
 static int32
@@ -237,8 +261,10 @@ decide_between_versions(ConcordConflict *c)
 }
 
 /*
- * Decides a conflict.  Raises the error of the error resolver.  With no
- * local row (update_missing, delete_missing) there is nothing to compare:
+ * Decides a conflict.  Raises the error of the error resolver.  A delete
+ * recorded by a tombstone (update_deleted) is a version like a row.  With
+ * no local row and no tombstone (update_missing, delete_missing) there is
+ * nothing to compare:
  * the timestamp and priority resolvers keep the local state (the row
  * stays absent), apply_remote applies what can be applied.
  */
@@ -261,7 +287,7 @@ concord_conflict_resolve(ConcordConflict *c)
 		default:
 			break;
 	}
-	if (c->local == NULL)
+	if (c->local == NULL && !c->local_deleted)
 		return CONCORD_RESOLUTION_KEEP_LOCAL;
 	return decide_between_versions(c);
 }

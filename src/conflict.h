@@ -82,6 +82,7 @@ typedef struct ConcordConflict
 	char	   *local_origin;
 	TimestampTz local_commit_ts;
 	bool		local_known;	/* local_origin, local_commit_ts read */
+	bool		local_deleted;	/* the local version is a delete */
 } ConcordConflict;
 
 extern ConcordRemoteTxn *concord_remote_txn;
@@ -91,6 +92,8 @@ extern int	concord_resolver_from_name(const char *name);
 extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);
+extern void concord_conflict_set_deleted(ConcordConflict *c,
+										 TransactionId deleter);
 extern void concord_conflict_record(ConcordConflict *c,
 									ConcordResolution resolution,
 									TupleTableSlot *resolved);

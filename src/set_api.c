@@ -28,6 +28,7 @@
 #include "catalog.h"
 #include "concord.h"
 #include "relcheck.h"
+#include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(concord_create_replication_set);
 PG_FUNCTION_INFO_V1(concord_alter_replication_set);
@@ -141,6 +142,8 @@ check_set_members(const ConcordSet *set)
 
 		concord_check_table_for_set(rel, set, member->columns,
 									member->row_filter);
+		if (set->replicate_delete)
+			concord_tombstone_trigger_create(rel);
 		table_close(rel, NoLock);
 	}
 }
@@ -219,6 +222,8 @@ add_table(const ConcordSet *set, Relation rel, ArrayType *columns,
 	member.columns = columns;
 	member.row_filter = (char *) row_filter;
 	concord_set_table_insert(&member);
+	if (set->replicate_delete)
+		concord_tombstone_trigger_create(rel);
 }
 
 /*
