@@ -252,6 +252,48 @@ wait_apply_delay(TimestampTz commit_time)
 	}
 }
 
+/*
+ * Timestamps of one origin must not run backwards here: a remote commit
+ * stamped ahead of the local clock is applied only once the local clock
+ * has passed it, so every later local write is stamped later.  Beyond
+ * concord.max_clock_skew the wait is also reported in last_error.
+ */
+static void
+wait_for_clock(TimestampTz commit_time)
+{
+	bool		reported = false;
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		ahead_ms;
+
+		if (commit_time <= now)
+			return;
+		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
+		if (ahead_ms > concord_max_clock_skew && !reported)
+		{
+			char	   *msg = psprintf("the commit timestamp of a transaction from node \"%s\" is %ld ms ahead of the local clock, more than concord.max_clock_skew (%d ms); waiting for the clock (subscription \"%s\")",
+									   W.begin.origin_name, ahead_ms,
+									   concord_max_clock_skew, W.sub->name);
+
+			ereport(WARNING, (errmsg("%s", msg)));
+			LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+			W.shared->has_error = true;
+			strlcpy(W.shared->last_error, msg, CONCORD_ERROR_LEN);
+			W.shared->last_error_at = now;
+			W.shared->error_lsn = W.begin.commit_lsn;
+			LWLockRelease(ConcordShmem->lock);
+			reported = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(Max(ahead_ms, 1), FEEDBACK_INTERVAL_MS), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		send_feedback(false, false);
+	}
+}
+
 /* Binds the session to the origin of the transaction's origin node. */
 static void
 use_origin(const char *origin_node)
@@ -292,6 +334,7 @@ handle_begin(StringInfo s)
 	if (!W.skip_txn)
 	{
 		wait_apply_delay(W.begin.commit_time);
+		wait_for_clock(W.begin.commit_time);
 		use_origin(W.begin.origin_name);
 		/* now() in the transaction, e.g. conflict_history.detected_at */
 		SetCurrentStatementStartTimestamp();

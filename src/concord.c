@@ -23,6 +23,8 @@
 PG_MODULE_MAGIC;
 
 int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
+int			concord_max_clock_skew = 1000;	/* ms */
+int			concord_history_retention = 0;	/* minutes; 0: forever */
 
 static void
 define_gucs(void)
@@ -37,6 +39,26 @@ define_gucs(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.max_clock_skew",
+							"How far ahead of the local clock a remote commit timestamp may be.",
+							"Apply waits until the local clock passes a remote commit timestamp, "
+							"so that later local writes carry later timestamps; beyond this much, "
+							"the subscription also reports the skew in last_error while it waits.",
+							&concord_max_clock_skew,
+							1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.conflict_history_retention",
+							"How long rows are kept in concord.conflict_history (0: forever).",
+							NULL,
+							&concord_history_retention,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");
 }

@@ -16,6 +16,8 @@
 
 /* GUCs (concord.c) */
 extern int	concord_conflict_resolver;
+extern int	concord_max_clock_skew;
+extern int	concord_history_retention;
 
 /* launcher.c */
 extern void concord_launcher_register(void);

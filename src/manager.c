@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -227,6 +228,33 @@ check_starting(void)
 	}
 }
 
+/*
+ * Keeps concord.conflict_history within concord.conflict_history_retention,
+ * once a minute at most.
+ */
+static void
+trim_history(void)
+{
+	static TimestampTz last_trim = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (concord_history_retention <= 0 ||
+		!TimestampDifferenceExceeds(last_trim, now, 60 * 1000))
+		return;
+	last_trim = now;
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(psprintf("DELETE FROM concord.conflict_history "
+							 "WHERE detected_at < pg_catalog.now() - '%d min'::pg_catalog.interval",
+							 concord_history_retention), false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not trim concord.conflict_history");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 /* True while a worker of this database still runs. */
 static bool
 workers_running(void)
@@ -340,6 +368,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			check_starting();
 			foreach(lc, reconcile(subs))
 				start_apply(lfirst_oid(lc));
+			trim_history();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running())) &&
 			go_dormant(seen_requests))
