@@ -26,7 +26,9 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -137,6 +139,50 @@ resolution_name(ConcordResolution resolution)
 	return "unknown";
 }
 
+/* Origin id -> node name, for the few origins a node has. */
+#define ORIGIN_CACHE_SIZE 16
+typedef struct OriginName
+{
+	RepOriginId id;
+	char		name[NAMEDATALEN];
+} OriginName;
+static OriginName OriginCache[ORIGIN_CACHE_SIZE];
+static int	OriginCacheUsed = 0;
+static bool OriginCallbackRegistered = false;
+
+static void
+origin_cache_reset(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+				   uint32 hashvalue pg_attribute_unused())
+{
+	OriginCacheUsed = 0;
+}
+
+/* The node name of a local replication origin (cached: asked per change). */
+static const char *
+origin_node(RepOriginId origin)
+{
+	char	   *node;
+
+	for (int i = 0; i < OriginCacheUsed; i++)
+		if (OriginCache[i].id == origin)
+			return OriginCache[i].name;
+	node = concord_origin_node_by_id(origin);
+	if (node == NULL)
+		return NULL;
+	if (!OriginCallbackRegistered)
+	{
+		CacheRegisterSyscacheCallback(REPLORIGIDENT, origin_cache_reset, (Datum) 0);
+		OriginCallbackRegistered = true;
+	}
+	if (OriginCacheUsed < ORIGIN_CACHE_SIZE)
+	{
+		OriginCache[OriginCacheUsed].id = origin;
+		strlcpy(OriginCache[OriginCacheUsed].name, node, NAMEDATALEN);
+		OriginCacheUsed++;
+	}
+	return node;
+}
+
 /*
  * The version written by transaction xid: its commit timestamp (0 if not
  * known) and origin node.  The raw xmin survives VACUUM FREEZE, so does
@@ -149,17 +195,17 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 
 	c->local_known = true;
 	c->local_commit_ts = 0;
-	c->local_origin = pstrdup(concord_remote_txn->local_node);
+	c->local_origin = (char *) concord_remote_txn->local_node;
 	/* Without track_commit_timestamp the local version stays unknown. */
 	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
 		!TransactionIdGetCommitTsData(xid, &c->local_commit_ts, &origin))
 		return;
 	if (origin != InvalidRepOriginId)
 	{
-		char	   *node = concord_origin_node_by_id(origin);
+		const char *node = origin_node(origin);
 
 		if (node)
-			c->local_origin = node;
+			c->local_origin = (char *) node;
 	}
 }
 
@@ -272,6 +318,8 @@ ConcordResolution
 concord_conflict_resolve(ConcordConflict *c)
 {
 	local_version(c);
+	/* Keep the name: the origin cache may be reset meanwhile. */
+	c->local_origin = pstrdup(c->local_origin);
 	switch (c->resolver)
 	{
 		case CONCORD_RESOLVER_ERROR:
