@@ -142,12 +142,19 @@ fill_defaults(ApplyExec *ex, ApplyRel *arel, Datum *values, bool *isnull)
 /*
  * Fills slot with the remote tuple.  base, when given, is the local row:
  * columns the provider did not send, and unchanged TOAST values, keep
- * their local value.  Without base, unsent columns get their defaults,
- * unless the slot only serves to search by key (for_search).
+ * their local value.  Without base, unsent columns of a row to write get
+ * their defaults; a slot to search by key gets only the key columns.
  */
+typedef enum FillMode
+{
+	FILL_ROW,					/* a row to write */
+	FILL_KEY,					/* only the key, to search */
+	FILL_SEEN					/* what was sent, for the history */
+} FillMode;
+
 static void
 fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
-		  TupleTableSlot *slot, TupleTableSlot *base, bool for_search)
+		  TupleTableSlot *slot, TupleTableSlot *base, FillMode mode)
 {
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	ColumnContext ctx = {arel, -1};
@@ -164,7 +171,7 @@ fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 	else
 	{
 		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
-		if (arel->has_unsent_columns && !for_search)
+		if (arel->has_unsent_columns && mode == FILL_ROW)
 			fill_defaults(ex, arel, slot->tts_values, slot->tts_isnull);
 	}
 
@@ -174,8 +181,10 @@ fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 		int			idx = arel->attmap[i] - 1;
 
 		ctx.col = i;
+		/* A search only needs the key; FULL identity marks every column. */
 		if (tup->kinds[i] == CONCORD_COL_NULL ||
-			(tup->kinds[i] == CONCORD_COL_UNCHANGED && for_search))
+			(mode != FILL_ROW && tup->kinds[i] == CONCORD_COL_UNCHANGED) ||
+			(mode == FILL_KEY && !arel->remote->atts[i].is_key))
 			slot->tts_isnull[idx] = true;
 		else if (tup->kinds[i] == CONCORD_COL_TEXT)
 		{
@@ -284,7 +293,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	exec_begin(&ex, arel);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	fill_slot(&ex, arel, newtup, slot, NULL, false);
+	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
 	if (concord_apply_careful && has_key_index(ex.rel) && find_local(&ex, slot, local))
 		insert_exists(&ex, arel, local, slot, newtup);
 	else
@@ -356,7 +365,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 
 	TransactionId deleter;
 
-	fill_slot(ex, arel, newtup, newslot, NULL, true);
+	fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
 	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
 				  newtup);
 	/* Deleted here: the delete's version competes with the update. */
@@ -372,7 +381,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 		res = CONCORD_RESOLUTION_SKIP;
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 	{
-		fill_slot(ex, arel, newtup, newslot, NULL, false);
+		fill_slot(ex, arel, newtup, newslot, NULL, FILL_ROW);
 		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
 	}
 	concord_conflict_record(&c, res,
@@ -395,10 +404,10 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 
 	/* The old key tuple has NULLs outside the key; fill only to search. */
-	fill_slot(&ex, arel, keytup, search, NULL, true);
+	fill_slot(&ex, arel, keytup, search, NULL, FILL_KEY);
 	if (find_local_twice(&ex, search, local))
 	{
-		fill_slot(&ex, arel, newtup, newslot, local, false);
+		fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
 						   local, newslot, newtup))
 			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
@@ -419,7 +428,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	exec_begin(&ex, arel);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	fill_slot(&ex, arel, oldtup, search, NULL, true);
+	fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
 	if (find_local_twice(&ex, search, local))
 	{
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
