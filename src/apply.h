@@ -26,6 +26,7 @@ typedef struct ApplyRel
 	Oid		   *typinput;		/* per remote column, local input function */
 	Oid		   *typioparam;
 	bool		has_unsent_columns; /* local columns with defaults to fill */
+	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	List	   *key_columns;	/* remote key column names */
 	bool		synced;			/* copied by a sync at sync_lsn */

@@ -29,6 +29,7 @@
 
 #include "apply.h"
 #include "catalog.h"
+#include "tombstone.h"
 #include "concord.h"
 
 static HTAB *ApplyRels = NULL;
@@ -259,6 +260,7 @@ resolve(ApplyRel *arel)
 	arel->localid = relid;
 	find_sync_lsn(arel);
 	choose_resolvers(arel);
+	arel->had_tombstones = concord_tombstone_any(relid);
 	arel->resolved = true;
 }
 

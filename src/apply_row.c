@@ -283,6 +283,45 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 							res == CONCORD_RESOLUTION_KEEP_LOCAL ? local : NULL);
 }
 
+/*
+ * A remote INSERT of a key deleted here.  If the remote writer had seen
+ * the delete, the row simply comes back; if not, the delete and the
+ * insert were concurrent: insert_deleted, and the resolver weighs the two
+ * (the row stays deleted if the delete wins).  Returns true if the insert
+ * was handled here (applied or refused), false to insert as usual.
+ */
+static bool
+insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
+			   TupleTableSlot *remote, ConcordTuple *newtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+	TransactionId deleter;
+
+	if (!has_key_index(ex->rel) ||
+		!concord_tombstone_possible(arel->localid, &arel->had_tombstones) ||
+		!concord_tombstone_find(ex->rel, remote, &deleter))
+		return false;
+	/* Deleted, then written again here: an ordinary insert_exists. */
+	if (find_local(ex, remote, local))
+	{
+		insert_exists(ex, arel, local, remote, newtup);
+		return true;
+	}
+	conflict_init(&c, CONCORD_CONFLICT_INSERT_DELETED, arel, ex, NULL, remote,
+				  newtup);
+	concord_conflict_set_deleted(&c, deleter);
+	if (!concord_conflict_concurrent(&c))
+		return false;
+	concord_apply_conflicts++;
+	res = concord_conflict_resolve(&c);
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+		ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
+	concord_conflict_record(&c, res,
+							res == CONCORD_RESOLUTION_APPLY_REMOTE ? remote : NULL);
+	return true;
+}
+
 void
 concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 {
@@ -296,7 +335,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
 	if (concord_apply_careful && has_key_index(ex.rel) && find_local(&ex, slot, local))
 		insert_exists(&ex, arel, local, slot, newtup);
-	else
+	else if (!insert_deleted(&ex, arel, local, slot, newtup))
 		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 	exec_end(&ex);
 }

@@ -69,6 +69,7 @@ static const char *const conflict_names[] = {
 	[CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS] = "delete_origin_differs",
 	[CONCORD_CONFLICT_DELETE_MISSING] = "delete_missing",
 	[CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS] = "multiple_unique_conflicts",
+	[CONCORD_CONFLICT_INSERT_DELETED] = "insert_deleted",
 };
 
 const char *

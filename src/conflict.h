@@ -37,7 +37,8 @@ typedef enum ConcordConflictType
 	CONCORD_CONFLICT_UPDATE_DELETED,
 	CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 	CONCORD_CONFLICT_DELETE_MISSING,
-	CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS
+	CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS,
+	CONCORD_CONFLICT_INSERT_DELETED		/* concord's: remote INSERT of a key deleted here */
 } ConcordConflictType;
 
 /*
@@ -46,7 +47,7 @@ typedef enum ConcordConflictType
  */
 extern const struct config_enum_entry concord_resolver_guc_options[];
 
-#define CONCORD_NUM_CONFLICT_TYPES	(CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS + 1)
+#define CONCORD_NUM_CONFLICT_TYPES	(CONCORD_CONFLICT_INSERT_DELETED + 1)
 
 /* How a conflict ended, as conflict_history.resolution says it. */
 typedef enum ConcordResolution

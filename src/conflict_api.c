@@ -47,7 +47,7 @@ check_conflict_type(const char *type)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown conflict type \"%s\"", type),
-				 errhint("Valid types are insert_exists, update_exists, update_origin_differs, update_missing, update_deleted, delete_origin_differs, delete_missing and multiple_unique_conflicts.")));
+				 errhint("Valid types are insert_exists, update_exists, update_origin_differs, update_missing, update_deleted, delete_origin_differs, delete_missing, multiple_unique_conflicts and insert_deleted.")));
 }
 
 /* Only the table's owner (or a superuser) chooses how its conflicts end. */

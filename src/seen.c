@@ -18,8 +18,10 @@
  * the commit timestamp of its xmin) was seen by the remote writer iff its
  * vector holds O with a timestamp >= T.
  *
- * The hooks catch the first write of a transaction: the executor (INSERT,
- * UPDATE, DELETE, MERGE, data-modifying WITH) and COPY FROM / TRUNCATE.
+ * The hooks catch the writing statements of a transaction: the executor
+ * (INSERT, UPDATE, DELETE, MERGE, data-modifying WITH) and COPY FROM /
+ * TRUNCATE; the vector is logged before the first one, and again before a
+ * later one when the node applied more in between.
  * A transaction without the message (no vector yet after a restart, or
  * the subtransaction that logged it rolled back) counts as having seen
  * nothing: its changes may show conflicts that were not, never the
@@ -51,6 +53,9 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /* Nesting level of the (sub)transaction that logged the vector; 0: none. */
 static int	SeenLoggedLevel = 0;
 
+/* The vector's generation when this transaction last logged it. */
+static uint64 SeenLoggedGeneration = 0;
+
 /* Records that a transaction of origin committed at commit_ts was applied. */
 void
 concord_seen_applied(const char *origin, TimestampTz commit_ts)
@@ -65,7 +70,11 @@ concord_seen_applied(const char *origin, TimestampTz commit_ts)
 
 		if (e->dboid == MyDatabaseId && strcmp(e->origin, origin) == 0)
 		{
-			e->commit_ts = Max(e->commit_ts, commit_ts);
+			if (commit_ts > e->commit_ts)
+			{
+				e->commit_ts = commit_ts;
+				pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
+			}
 			LWLockRelease(ConcordShmem->lock);
 			return;
 		}
@@ -77,6 +86,7 @@ concord_seen_applied(const char *origin, TimestampTz commit_ts)
 		free_entry->dboid = MyDatabaseId;
 		strlcpy(free_entry->origin, origin, NAMEDATALEN);
 		free_entry->commit_ts = commit_ts;
+		pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
 	}
 	LWLockRelease(ConcordShmem->lock);
 }
@@ -121,16 +131,25 @@ concord_seen_lookup(List *seen, const char *origin)
 	return 0;
 }
 
-/* Logs the vector before the transaction's first change, once. */
+/*
+ * Logs the vector before a writing statement: before the transaction's
+ * first change, and again before a later statement if this node applied
+ * more in between (the later statement may have read it).  A later
+ * message of a transaction supersedes the earlier ones on the receiver.
+ */
 static void
 log_seen(void)
 {
 	List	   *vector;
 	StringInfoData payload;
+	uint64		generation;
 
-	if (SeenLoggedLevel > 0 || concord_is_worker || ConcordShmem == NULL ||
+	if (concord_is_worker || ConcordShmem == NULL ||
 		!XLogLogicalInfoActive() || !IsTransactionState() ||
 		RecoveryInProgress())
+		return;
+	generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
+	if (SeenLoggedLevel > 0 && generation == SeenLoggedGeneration)
 		return;
 	vector = current_vector();
 	if (vector == NIL)
@@ -138,7 +157,9 @@ log_seen(void)
 	initStringInfo(&payload);
 	concord_encode_seen(&payload, vector);
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload.data, payload.len, true);
-	SeenLoggedLevel = GetCurrentTransactionNestLevel();
+	if (SeenLoggedLevel == 0 || GetCurrentTransactionNestLevel() < SeenLoggedLevel)
+		SeenLoggedLevel = GetCurrentTransactionNestLevel();
+	SeenLoggedGeneration = generation;
 	pfree(payload.data);
 }
 

@@ -67,6 +67,9 @@ shmem_startup(void)
 		memset(ConcordShmem, 0, shmem_size());
 		ConcordShmem->lock = &(GetNamedLWLockTranche(CONCORD_TRANCHE))->lock;
 		ConcordShmem->max_entries = max_worker_processes;
+		pg_atomic_init_u64(&ConcordShmem->seen_generation, 0);
+		for (int i = 0; i < CONCORD_TOMBSTONE_SLOTS; i++)
+			pg_atomic_init_u32(&ConcordShmem->tombstoned[i], 0);
 	}
 	/* Pointers into the segment are the same in every process. */
 	ConcordShmem->dbs = (ConcordDbState *)

@@ -31,6 +31,7 @@
 #include "utils/rel.h"
 
 #include "relcheck.h"
+#include "worker.h"
 #include "tombstone.h"
 
 PG_FUNCTION_INFO_V1(concord_tombstone_trigger);
@@ -85,6 +86,28 @@ prepare_kept(const char *sql)
 	return plan;
 }
 
+static pg_atomic_uint32 *
+tombstoned_slot(Oid relid)
+{
+	return &ConcordShmem->tombstoned[relid % CONCORD_TOMBSTONE_SLOTS];
+}
+
+/*
+ * Whether a table may have tombstones, so that a remote INSERT must look
+ * for one (most tables see no deletes, and their inserts cost nothing
+ * more).  *known caches, per apply worker and table, whether it had some
+ * when first asked; since then, writers of tombstones mark the table (by a
+ * hash of its OID, so a mark may cover other tables too: that only costs
+ * a look-up).
+ */
+bool
+concord_tombstone_possible(Oid relid, bool *known)
+{
+	if (pg_atomic_read_u32(tombstoned_slot(relid)) > 0 || *known)
+		return true;
+	return false;
+}
+
 /* Records (or renews) the tombstone of the row in slot, deleted now. */
 void
 concord_tombstone_record(Relation rel, TupleTableSlot *slot)
@@ -96,6 +119,8 @@ concord_tombstone_record(Relation rel, TupleTableSlot *slot)
 	values[1] = key_of(rel, slot, &found);
 	if (!found)
 		return;
+	if (pg_atomic_read_u32(tombstoned_slot(RelationGetRelid(rel))) == 0)
+		pg_atomic_fetch_add_u32(tombstoned_slot(RelationGetRelid(rel)), 1);
 	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -142,6 +167,24 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 	}
 	SPI_finish();
 	return found;
+}
+
+/* True if the table has tombstones now (asked once per table and worker). */
+bool
+concord_tombstone_any(Oid relid)
+{
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	Oid			types[1] = {OIDOID};
+	bool		any;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT 1 FROM concord.tombstone WHERE relid = $1 LIMIT 1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read tombstones");
+	any = SPI_processed > 0;
+	SPI_finish();
+	return any;
 }
 
 /* AFTER DELETE FOR EACH ROW on replicated tables: a local delete. */

@@ -18,6 +18,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "postmaster/bgworker.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -79,6 +80,7 @@ typedef struct ConcordSeenState
 } ConcordSeenState;
 
 #define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
+#define CONCORD_TOMBSTONE_SLOTS	1024
 
 typedef struct ConcordShared
 {
@@ -88,6 +90,9 @@ typedef struct ConcordShared
 	ConcordDbState *dbs;		/* max_entries of each, after the struct */
 	ConcordSubState *subs;
 	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
+	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
+	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
+	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
 } ConcordShared;
 
 extern ConcordShared *ConcordShmem;
