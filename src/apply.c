@@ -89,6 +89,7 @@ static ApplyWorker W;
 static ConcordRemoteTxn RemoteTxn;
 
 static void stay_careful(void);
+static void stop_if_disabled(void);
 static MemoryContext ApplyContext = NULL;
 static MemoryContext MessageContext_ = NULL;
 
@@ -248,6 +249,8 @@ wait_apply_delay(TimestampTz commit_time)
 						 Max(ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		/* Nothing of the transaction is applied yet: stopping is safe. */
+		stop_if_disabled();
 		send_feedback(false, false);
 	}
 }
@@ -290,6 +293,7 @@ wait_for_clock(TimestampTz commit_time)
 						 Min(Max(ahead_ms, 1), FEEDBACK_INTERVAL_MS), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		stop_if_disabled();
 		send_feedback(false, false);
 	}
 }

@@ -34,11 +34,13 @@
 #include "utils/timestamp.h"
 
 #include "concord.h"
+#include "seen.h"
 #include "worker.h"
 
 #define LAUNCHER_NAME			"concord launcher"
 #define LAUNCHER_NAPTIME_MS		1000L
 #define LAUNCHER_RESTART_SECS	5
+#define SEEN_SAVE_MS			5000
 
 void
 concord_launcher_register(void)
@@ -122,6 +124,12 @@ launcher_start_managers(List *dboids)
 }
 
 static void
+launcher_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	concord_seen_save();
+}
+
+static void
 launcher_reload_config(void)
 {
 	ConfigReloadPending = false;
@@ -131,6 +139,8 @@ launcher_reload_config(void)
 void
 concord_launcher_main(Datum main_arg pg_attribute_unused())
 {
+	TimestampTz last_save = 0;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -140,10 +150,16 @@ concord_launcher_main(Datum main_arg pg_attribute_unused())
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ereport(LOG, (errmsg("concord launcher started")));
 	ConcordShmem->launcher_latch = MyLatch;
+	before_shmem_exit(launcher_exit, (Datum) 0);
 
 	for (;;)
 	{
 		launcher_start_managers(connectable_databases());
+		if (TimestampDifferenceExceeds(last_save, GetCurrentTimestamp(), SEEN_SAVE_MS))
+		{
+			concord_seen_save();
+			last_save = GetCurrentTimestamp();
+		}
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -25,8 +25,11 @@
  * A transaction without the message (no vector yet after a restart, or
  * the subtransaction that logged it rolled back) counts as having seen
  * nothing: its changes may show conflicts that were not, never the
- * reverse.  The vector lives in shared memory only; after a restart it
- * fills up again as transactions are applied.
+ * reverse.  The vector lives in shared memory; the launcher saves it to
+ * a file in the data directory every few seconds and at shutdown, and the
+ * postmaster loads it at startup, so a restart keeps what was applied (a
+ * crash may lose the last seconds: older values only make more changes
+ * look concurrent).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +41,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "replication/message.h"
+#include "storage/fd.h"
 #include "tcop/utility.h"
 
 #include "proto.h"
@@ -223,4 +227,69 @@ concord_seen_install_hooks(void)
 	ProcessUtility_hook = seen_process_utility;
 	RegisterXactCallback(seen_xact_callback, NULL);
 	RegisterSubXactCallback(seen_subxact_callback, NULL);
+}
+
+#define SEEN_FILE		"concord_seen.state"
+#define SEEN_FILE_TMP	"concord_seen.state.tmp"
+#define SEEN_MAGIC		0x434F4E53	/* "CONS" */
+
+static uint64 SavedGeneration = 0;
+
+/* Writes the vectors of every database to the state file, if they moved. */
+void
+concord_seen_save(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	uint64		generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
+	uint32		magic = SEEN_MAGIC;
+	FILE	   *f;
+
+	if (generation == SavedGeneration)
+		return;
+	f = AllocateFile(SEEN_FILE_TMP, PG_BINARY_W);
+	if (f == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
+		return;
+	}
+	fwrite(&magic, sizeof(magic), 1, f);
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+		if (OidIsValid(ConcordShmem->seen[i].dboid))
+			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
+	LWLockRelease(ConcordShmem->lock);
+	if (ferror(f) || FreeFile(f) != 0)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
+		return;
+	}
+	(void) durable_rename(SEEN_FILE_TMP, SEEN_FILE, LOG);
+	SavedGeneration = generation;
+}
+
+/* At startup (postmaster): the vectors saved last. */
+void
+concord_seen_load(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	FILE	   *f = AllocateFile(SEEN_FILE, PG_BINARY_R);
+	uint32		magic = 0;
+	ConcordSeenState entry;
+	int			i = 0;
+
+	if (f == NULL)
+		return;
+	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == SEEN_MAGIC)
+	{
+		while (i < n && fread(&entry, sizeof(entry), 1, f) == 1)
+		{
+			entry.origin[NAMEDATALEN - 1] = '\0';
+			ConcordShmem->seen[i++] = entry;
+		}
+	}
+	FreeFile(f);
 }

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "concord.h"
+#include "seen.h"
 #include "worker.h"
 
 #define CONCORD_TRANCHE		"concord"
@@ -70,6 +71,7 @@ shmem_startup(void)
 		pg_atomic_init_u64(&ConcordShmem->seen_generation, 0);
 		for (int i = 0; i < CONCORD_TOMBSTONE_SLOTS; i++)
 			pg_atomic_init_u32(&ConcordShmem->tombstoned[i], 0);
+		found = false;
 	}
 	/* Pointers into the segment are the same in every process. */
 	ConcordShmem->dbs = (ConcordDbState *)
@@ -78,6 +80,8 @@ shmem_startup(void)
 		(ConcordShmem->dbs + ConcordShmem->max_entries);
 	ConcordShmem->seen = (ConcordSeenState *)
 		(ConcordShmem->subs + ConcordShmem->max_entries);
+	if (!found && !IsUnderPostmaster)
+		concord_seen_load();
 	LWLockRelease(AddinShmemInitLock);
 }
 
