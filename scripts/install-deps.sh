@@ -15,6 +15,7 @@ PACKAGES=(
 	pgtap                    # pgTAP metapackage (pg_prove and friends)
 	libipc-run-perl          # needed by PostgreSQL::Test::Cluster
 	postgresql-15-pglogical  # only for the benchmarks in bench/
+	faketime                 # libfaketime: a node whose clock runs ahead (test/t/230)
 )
 
 missing=()

@@ -290,7 +290,10 @@ sub wait_sync_complete
 sub wait_for_apply_one
 {
 	my ($subscriber, $name, $provider) = @_;
-	my $lsn = $provider->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	# The insert position, not the write position: what apply committed
+	# asynchronously on the provider (forwarded changes in rings) may not
+	# be written yet, and must be waited for too.
+	my $lsn = $provider->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 	my $res = $subscriber->safe_psql('postgres',
 		"SELECT concord.wait_for_apply(" . quote_literal($name)
 		  . ", '$lsn', '${TIMEOUT}s')",
