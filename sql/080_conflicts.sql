@@ -243,4 +243,33 @@ SELECT concord.set_conflict_resolver('item', 'keep_local');
 SELECT concord.drop_subscription('c');
 DROP TABLE item, pitem;
 SELECT count(*) AS settings FROM concord.conflict_resolver;
+
+-- a user without privileges on concord deletes from a replicated table:
+-- the tombstone is written all the same, its key independent of settings
+CREATE TABLE ts_keyed (t timestamptz PRIMARY KEY, v text);
+SELECT concord.replication_set_add_table('default', 'ts_keyed');
+INSERT INTO ts_keyed VALUES ('2020-01-01 00:00:00+00', 'x');
+CREATE ROLE concord_deleter;
+GRANT SELECT, DELETE ON ts_keyed TO concord_deleter;
+SET ROLE concord_deleter;
+SET TimeZone = 'Asia/Tokyo';
+SET DateStyle = 'SQL, DMY';
+DELETE FROM ts_keyed;
+RESET ROLE;
+RESET TimeZone;
+RESET DateStyle;
+SELECT key FROM concord.tombstone WHERE relid = 'ts_keyed'::regclass;
+
+-- what the writer had applied travels with its changes, and a transaction
+-- that changes no replicated table sends nothing at all
+CREATE TABLE not_replicated (id int PRIMARY KEY);
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_seen', 'concord');
+INSERT INTO not_replicated VALUES (1);
+INSERT INTO ts_keyed VALUES ('2021-01-01 00:00:00+00', 'y');
+SELECT concord.protocol_describe(data)
+  FROM pg_logical_slot_peek_binary_changes('regress_seen', NULL, NULL,
+         'proto_version', '1', 'replication_sets', 'default');
+SELECT pg_drop_replication_slot('regress_seen');
+DROP TABLE ts_keyed, not_replicated;
+DROP ROLE concord_deleter;
 DROP DATABASE concord_peer2 WITH (FORCE);

@@ -242,6 +242,7 @@ trim_history(void)
 		!TimestampDifferenceExceeds(last_trim, now, 60 * 1000))
 		return;
 	last_trim = now;
+	SetCurrentStatementStartTimestamp();	/* now() of this transaction */
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -61,6 +61,8 @@ typedef struct OutputTxn
 	bool		begin_sent;
 	char		origin_name[NAMEDATALEN];
 	int32		origin_priority;
+	char	   *seen;			/* SEEN payload waiting for the first change */
+	Size		seen_len;
 } OutputTxn;
 
 static OutputData *CurrentOutput = NULL;
@@ -290,7 +292,15 @@ prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (otxn->skip)
 		return false;
 	if (!otxn->begin_sent)
+	{
 		send_begin(ctx, txn, otxn);
+		if (otxn->seen)
+		{
+			OutputPluginPrepareWrite(ctx, false);
+			concord_write_seen(ctx->out, otxn->seen, otxn->seen_len);
+			OutputPluginWrite(ctx, false);
+		}
+	}
 	if (!entry->meta_sent)
 	{
 		OutputPluginPrepareWrite(ctx, false);
@@ -424,8 +434,10 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 }
 
 /*
- * The writer's vector (seen.c) travels as a SEEN message, right after
- * BEGIN since it is the transaction's first record.
+ * The writer's vector (seen.c) travels as a SEEN message.  Before the
+ * transaction's first shipped change it waits (the last one logged
+ * wins), so that a transaction with nothing for this subscriber costs
+ * nothing; after it, it goes at once, before the changes that follow it.
  */
 static void
 output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
@@ -443,7 +455,14 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (otxn->skip)
 		return;
 	if (!otxn->begin_sent)
-		send_begin(ctx, txn, otxn);
+	{
+		if (otxn->seen)
+			pfree(otxn->seen);
+		otxn->seen = MemoryContextAlloc(ctx->context, message_size);
+		memcpy(otxn->seen, message, message_size);
+		otxn->seen_len = message_size;
+		return;
+	}
 	OutputPluginPrepareWrite(ctx, true);
 	concord_write_seen(ctx->out, message, message_size);
 	OutputPluginWrite(ctx, true);
@@ -458,7 +477,11 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	ConcordCommitMsg msg;
 
 	if (otxn)
+	{
+		if (otxn->seen)
+			pfree(otxn->seen);
 		pfree(otxn);
+	}
 	txn->output_plugin_private = NULL;
 
 	/* Nothing was sent: let the walsender advance the slot anyway. */

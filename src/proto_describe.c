@@ -155,6 +155,15 @@ concord_protocol_describe(PG_FUNCTION_ARGS)
 					appendStringInfoString(&buf, " restart-identity");
 				break;
 			}
+		case CONCORD_MSG_SEEN:
+			{
+				List	   *entries;
+
+				(void) pq_getmsgbyte(&in);
+				entries = concord_decode_seen(&in);
+				appendStringInfo(&buf, "SEEN %d origin(s)", list_length(entries));
+				break;
+			}
 		default:
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),

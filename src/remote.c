@@ -77,21 +77,21 @@ concord_check_dsn(const char *dsn, const char *what)
 PGconn *
 concord_remote_connect(const char *dsn, bool replication, const char *appname)
 {
-	const char *keys[] = {"dbname", "replication", "fallback_application_name",
-	"client_encoding", NULL};
-	const char *vals[] = {dsn, replication ? "database" : NULL, appname,
-	GetDatabaseEncodingName(), NULL};
+	/*
+	 * Values travel as text: the provider's output settings are fixed, so
+	 * that dates, intervals and floats read back the same here whatever
+	 * the provider's configuration.
+	 */
+	const char *keys[] = {"dbname", "fallback_application_name",
+		"client_encoding", "options", "replication", NULL};
+	const char *vals[] = {dsn, appname, GetDatabaseEncodingName(),
+		"-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3",
+	"database", NULL};
 	PGconn	   *conn;
 	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
 
 	if (!replication)
-	{
-		keys[1] = "fallback_application_name";
-		vals[1] = appname;
-		keys[2] = "client_encoding";
-		vals[2] = GetDatabaseEncodingName();
-		keys[3] = NULL;
-	}
+		keys[4] = NULL;
 	concord_check_dsn(dsn, "the provider");
 	conn = PQconnectStartParams(keys, vals, true);
 	if (conn == NULL)

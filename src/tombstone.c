@@ -26,10 +26,14 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "access/table.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "catalog.h"
 #include "relcheck.h"
 #include "worker.h"
 #include "tombstone.h"
@@ -39,7 +43,11 @@ PG_FUNCTION_INFO_V1(concord_tombstone_trigger);
 static SPIPlanPtr UpsertPlan = NULL;
 static SPIPlanPtr FindPlan = NULL;
 
-/* The text of the slot's key columns; NULL if the table has no key index. */
+/*
+ * The text of the slot's key columns; NULL if the table has no key index.
+ * The text does not depend on the session: the settings that change a
+ * type's output are fixed while it is made.
+ */
 static Datum
 key_of(Relation rel, TupleTableSlot *slot, bool *found)
 {
@@ -47,12 +55,23 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 	Relation	idx;
 	Datum	   *elems;
 	int			nkeys;
+	int			nestlevel;
+	Datum		result;
 
 	if (!OidIsValid(idxoid))
 		idxoid = RelationGetPrimaryKeyIndex(rel);
 	*found = OidIsValid(idxoid);
 	if (!*found)
 		return (Datum) 0;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("timezone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	idx = index_open(idxoid, AccessShareLock);
 	nkeys = idx->rd_index->indnkeyatts;
 	elems = palloc(sizeof(Datum) * nkeys);
@@ -70,8 +89,28 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 									   OidOutputFunctionCall(typoutput, value));
 	}
 	index_close(idx, AccessShareLock);
-	return PointerGetDatum(construct_array(elems, nkeys, TEXTOID, -1, false,
-										   TYPALIGN_INT));
+	result = PointerGetDatum(construct_array(elems, nkeys, TEXTOID, -1, false,
+											  TYPALIGN_INT));
+	AtEOXact_GUC(true, nestlevel);
+	return result;
+}
+
+/*
+ * Tombstones are written by whoever deletes, who needs no privilege on
+ * concord's schema: the writes run as the owner of concord.tombstone, in
+ * a restricted security context.
+ */
+static void
+become_owner(Oid *saved_user, int *saved_context)
+{
+	Oid			relid = concord_catalog_relid("tombstone", false);
+	Relation	rel = table_open(relid, AccessShareLock);
+	Oid			owner = rel->rd_rel->relowner;
+
+	table_close(rel, AccessShareLock);
+	GetUserIdAndSecContext(saved_user, saved_context);
+	SetUserIdAndSecContext(owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 }
 
 static SPIPlanPtr
@@ -115,6 +154,8 @@ concord_tombstone_record(Relation rel, TupleTableSlot *slot)
 	Datum		values[2];
 	bool		found;
 	int			ret;
+	Oid			saved_user;
+	int			saved_context;
 
 	values[1] = key_of(rel, slot, &found);
 	if (!found)
@@ -122,6 +163,7 @@ concord_tombstone_record(Relation rel, TupleTableSlot *slot)
 	if (pg_atomic_read_u32(tombstoned_slot(RelationGetRelid(rel))) == 0)
 		pg_atomic_fetch_add_u32(tombstoned_slot(RelationGetRelid(rel)), 1);
 	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
+	become_owner(&saved_user, &saved_context);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (UpsertPlan == NULL)
@@ -131,6 +173,7 @@ concord_tombstone_record(Relation rel, TupleTableSlot *slot)
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record a tombstone: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
 }
 
 /*
