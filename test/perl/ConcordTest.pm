@@ -39,6 +39,11 @@ our @EXPORT = qw(
   checksum checksums_match count_of slots_caught_up check_loop_free
   status_report start_psql start_psql_file finish_psql
   random_workload apply_model_expectations
+  setup_mesh partition_nodes heal_nodes wait_applied_from vacuum_freeze_until_frozen
+  conflict_history_of
+  delete_update_setup delete_update_race delete_update_converged
+  delete_update_history delete_update_history_rows
+  delete_update_local_versions delete_update_causal_writes
 );
 
 my $regress_conf = slurp_file(dirname(__FILE__) . '/../regress.conf');
@@ -324,6 +329,404 @@ sub wait_for_apply_all
 	ok(!@failed, ($opts{label} // 'catch-up') . ': wait_for_apply returned true everywhere')
 	  or diag(join("\n", 'wait_for_apply false for:', @failed, status_report($nodes)));
 	return !@failed;
+}
+
+=pod
+
+=head1 MESH SETUP
+
+setup_mesh($nodes, $ddl, $tables): run $ddl on every node, add $tables
+(arrayref) to the default set, build a mesh of $nodes, then
+wait_replicating($nodes, 'mesh built') (one assertion) and
+wait_sync_complete($nodes).
+
+=cut
+
+sub setup_mesh
+{
+	my ($nodes, $ddl, $tables) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	run_on_all($nodes, $ddl);
+	add_tables($nodes, $tables);
+	build_mesh($nodes);
+	wait_replicating($nodes, 'mesh built');
+	wait_sync_complete($nodes);
+	return;
+}
+
+=pod
+
+=head1 PARTITIONS
+
+partition_nodes($nodes, $label) disables every remembered subscription of
+every node, then polls each node until no 'concord apply' backend runs
+and every subscription's status is 'disabled'; one ok() named
+"$label: every subscription disabled, no apply worker runs".
+
+heal_nodes($nodes, $label) enables every remembered subscription again,
+then wait_replicating($nodes, $label) and
+wait_for_apply_all($nodes, label => $label) (their two assertions).
+
+wait_applied_from($nodes, $writer): every node of $nodes but $writer waits
+(wait_for_apply_one) for everything $writer wrote so far, through its
+subscription sub_<node>_<writer>.  Returns the subscriptions for which
+wait_for_apply said false (empty: all applied).  No assertion.
+
+=cut
+
+# concord.alter_subscription_<disable|enable> of every remembered
+# subscription of every node.
+sub _alter_subscriptions
+{
+	my ($nodes, $what) = @_;
+	foreach my $n (@$nodes)
+	{
+		$n->safe_psql('postgres',
+			"SELECT concord.alter_subscription_$what(" . quote_literal($_->{name}) . ")")
+		  foreach subscriptions_of($n);
+	}
+	return;
+}
+
+sub partition_nodes
+{
+	my ($nodes, $label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	_alter_subscriptions($nodes, 'disable');
+	my $ok = 1;
+	foreach my $n (@$nodes)
+	{
+		$ok &&= $n->poll_query_until('postgres',
+			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
+			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
+	}
+	ok($ok, "$label: every subscription disabled, no apply worker runs")
+	  or diag(status_report($nodes));
+	return $ok;
+}
+
+sub heal_nodes
+{
+	my ($nodes, $label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	_alter_subscriptions($nodes, 'enable');
+	wait_replicating($nodes, $label);
+	wait_for_apply_all($nodes, label => $label);
+	return;
+}
+
+sub wait_applied_from
+{
+	my ($nodes, $writer) = @_;
+	my @failed;
+	foreach my $n (@$nodes)
+	{
+		next if $n == $writer;
+		my $sub = 'sub_' . $n->name . '_' . $writer->name;
+		push @failed, $sub unless wait_for_apply_one($n, $sub, $writer);
+	}
+	return @failed;
+}
+
+=pod
+
+=head1 VACUUM FREEZE
+
+vacuum_freeze_until_frozen($node, $table) runs VACUUM (FREEZE) $table on
+$node until every page of it is all-frozen in the visibility map (which
+also means no dead row version is left on it), up to 100 tries 0.1 s
+apart (poll: an old snapshot may still hold a dead version).  Needs
+CREATE EXTENSION pg_visibility.  Returns 1 when frozen, 0 otherwise; no
+assertion (the caller names its own).
+
+=cut
+
+sub vacuum_freeze_until_frozen
+{
+	my ($n, $table) = @_;
+	my $frozen = 0;
+	foreach my $try (1 .. 100)
+	{
+		$n->safe_psql('postgres', "VACUUM (FREEZE) $table");
+		$frozen = $n->safe_psql('postgres',
+			"SELECT count(*) > 0 AND bool_and(all_frozen) FROM pg_visibility_map('$table')") eq 't';
+		last if $frozen;
+		Time::HiRes::sleep(0.1);    # poll: an old snapshot may still hold a dead version
+	}
+	return $frozen ? 1 : 0;
+}
+
+=pod
+
+=head1 CONFLICT HISTORY
+
+conflict_history_of($node, %opts): $node's concord.conflict_history as
+text, one row per line in conflict_id order, for diagnostics.  Columns:
+conflict_id, subscription_name, conflict_type, resolver, resolution, key,
+local_origin, local_row, remote_origin, remote_row; with commit_ts => 1
+instead: conflict_id, conflict_type, resolver, resolution, key,
+local_origin, local_commit_ts, local_row, remote_origin, remote_commit_ts,
+remote_row, resolved_row.
+
+=cut
+
+sub conflict_history_of
+{
+	my ($n, %opts) = @_;
+	return $n->safe_psql('postgres', q{
+		SELECT conflict_id, conflict_type, resolver, resolution, key, local_origin, local_commit_ts,
+		       local_row, remote_origin, remote_commit_ts, remote_row, resolved_row
+		  FROM concord.conflict_history ORDER BY conflict_id}) if $opts{commit_ts};
+	return $n->safe_psql('postgres', q{
+		SELECT conflict_id, subscription_name, conflict_type, resolver, resolution, key,
+		       local_origin, local_row, remote_origin, remote_row
+		  FROM concord.conflict_history ORDER BY conflict_id});
+}
+
+=pod
+
+=head1 DELETE RACING UPDATE
+
+The race of test/t/220_delete_update.pl and 221_delete_update_3nodes.pl,
+on table dt (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT
+0) holding rows 1..6, between nodes n1 and n2 ($node: { n1 => .., n2 =>
+.. }), last_update_wins.  $change is { id => { delete|update => { node,
+ts, v, n } } }; $outcome is { id => 'delete' | 'update' }, the winner of
+each raced row.
+
+delete_update_setup($nodes): setup_mesh($nodes, <pg_visibility and dt>,
+['dt']), rows 1, 3, 5 written on $nodes->[0] (n1) and 2, 4, 6 on
+$nodes->[1] (n2), wait_for_apply_all($nodes, label => 'initial rows'),
+checksums_match($nodes, ['dt'], 'initial rows').
+
+delete_update_race($node): while partitioned, one transaction each, in
+this order: n2 updates 1, n1 deletes 2, n1 updates 3, n2 deletes 4, n1
+deletes 1, n2 updates 2, n2 deletes 3, n1 updates 4, n1 updates 5, n2
+deletes 6; each asserted to touch one row ("race: <node> <kind>s row
+<id>"), its commit timestamp (microseconds since the epoch) read on the
+writer; then the intended orders are asserted (rows 1, 3: the DELETE
+committed after the UPDATE; rows 2, 4: the other way round).  Returns
+$change.
+
+delete_update_converged($nodes, $change): the expected rows (the later
+change wins; equal timestamps: the change of the node with the higher
+name), is() on every node and checksums_match($nodes, ['dt'], 'healed').
+Returns $outcome.
+
+delete_update_history($node, $nn, $change, $outcome): is() of node $nn's
+history: update_deleted for the raced rows it deleted,
+delete_origin_differs for the ones it updated, resolved for the later
+change.
+
+delete_update_history_rows($node): "id|conflict_type|resolver|resolution|
+remote_origin|remote commit ts (us)|resolved v" of $node's history, in
+key order (what delete_update_history compares).
+
+delete_update_local_versions($node, $nn, $change, $outcome): is() of node
+$nn's delete_origin_differs rows naming its own (frozen) local version.
+
+delete_update_causal_writes($nodes): causal writes after the race on
+$nodes->[0] (n1) and $nodes->[1] (n2) (re-insert of deleted keys, update
+of a resurrected row, delete), wait_for_apply_all, then on every node:
+the rows, and no new conflict_history row.
+
+=cut
+
+sub delete_update_setup
+{
+	my ($nodes) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	setup_mesh($nodes, q{
+	CREATE EXTENSION pg_visibility;
+	CREATE TABLE dt (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
+}, ['dt']);
+
+	# The rows before the race: written on both nodes (so that the version a
+	# node deletes or updates comes from either node).
+	my ($n1, $n2) = @$nodes;
+	$n1->safe_psql('postgres', q{INSERT INTO dt VALUES (1, 'n1 ins', 0), (3, 'n1 ins', 0), (5, 'n1 ins', 0)});
+	$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (2, 'n2 ins', 0), (4, 'n2 ins', 0), (6, 'n2 ins', 0)});
+	wait_for_apply_all($nodes, label => 'initial rows');
+	checksums_match($nodes, ['dt'], 'initial rows');
+	return;
+}
+
+sub delete_update_race
+{
+	my ($node) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my %change;
+
+	# One transaction per change; its commit timestamp read on the writer.
+	my $write_change = sub {
+		my ($nn, $kind, $id) = @_;
+		my $n = $node->{$nn};
+		my ($v, $cnt) = ("$nn upd $id", 0);
+		my $sql = $kind eq 'delete'
+		  ? "WITH c AS (DELETE FROM dt WHERE id = $id RETURNING 1) SELECT count(*), pg_current_xact_id() FROM c"
+		  : "WITH c AS (UPDATE dt SET v = '$v', n = n + 1 WHERE id = $id RETURNING 1)
+		     SELECT count(*), pg_current_xact_id() FROM c";
+		my ($rows, $xid) = split /\|/, $n->safe_psql('postgres', $sql);
+		is($rows, '1', "race: $nn ${kind}s row $id");
+		my $ts = $n->safe_psql('postgres',
+			"SELECT (extract(epoch FROM pg_xact_commit_timestamp('$xid'::xid)) * 1000000)::bigint");
+		$change{$id}{$kind} = { node => $nn, ts => $ts, v => $v, n => 1 };
+		return;
+	};
+
+	$write_change->('n2', 'update', 1);
+	$write_change->('n1', 'delete', 2);
+	$write_change->('n1', 'update', 3);
+	$write_change->('n2', 'delete', 4);
+	$write_change->('n1', 'delete', 1);
+	$write_change->('n2', 'update', 2);
+	$write_change->('n2', 'delete', 3);
+	$write_change->('n1', 'update', 4);
+	$write_change->('n1', 'update', 5);
+	$write_change->('n2', 'delete', 6);
+
+	# The intended orders hold (sanity of the setup, not of concord).
+	foreach my $id (1, 3)
+	{
+		cmp_ok($change{$id}{delete}{ts}, '>', $change{$id}{update}{ts},
+			"race: row $id: the DELETE committed after the UPDATE");
+	}
+	foreach my $id (2, 4)
+	{
+		cmp_ok($change{$id}{update}{ts}, '>', $change{$id}{delete}{ts},
+			"race: row $id: the UPDATE committed after the DELETE");
+	}
+	return \%change;
+}
+
+sub delete_update_converged
+{
+	my ($nodes, $change) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+	# The expected rows: the later change wins; equal timestamps: the change
+	# of the node with the higher name.
+	my @expected;
+	my %outcome;    # id => 'delete' | 'update' (the winner of a race)
+	foreach my $id (1 .. 6)
+	{
+		my $d = $change->{$id}{delete};
+		my $u = $change->{$id}{update};
+		my $winner;
+		if ($d && $u)
+		{
+			$winner =
+			    $d->{ts} > $u->{ts} ? 'delete'
+			  : $u->{ts} > $d->{ts} ? 'update'
+			  : ($d->{node} gt $u->{node} ? 'delete' : 'update');
+			$outcome{$id} = $winner;
+		}
+		else
+		{
+			$winner = $d ? 'delete' : 'update';
+		}
+		push @expected, "$id|$u->{v}|$u->{n}" if $winner eq 'update';
+	}
+	my $expected = join("\n", @expected);
+	note("expected rows after healing:\n$expected");
+
+	foreach my $n (@$nodes)
+	{
+		is($n->safe_psql('postgres', 'SELECT id, v, n FROM dt ORDER BY id'),
+			$expected,
+			$n->name . ': DELETE racing UPDATE converged to the later change (rows 1, 3 gone; 2, 4 updated)');
+	}
+	checksums_match($nodes, ['dt'], 'healed');
+	return \%outcome;
+}
+
+sub delete_update_history_rows
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', q{
+		SELECT key->>'id', conflict_type, resolver, resolution, remote_origin,
+		       (extract(epoch FROM remote_commit_ts) * 1000000)::bigint,
+		       coalesce(resolved_row->>'v', '')
+		  FROM concord.conflict_history ORDER BY (key->>'id')::int, conflict_id});
+}
+
+sub delete_update_history
+{
+	my ($node, $nn, $change, $outcome) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my @want;
+	foreach my $id (sort { $a <=> $b } keys %$outcome)
+	{
+		my $d = $change->{$id}{delete};
+		my $u = $change->{$id}{update};
+		my $win = $outcome->{$id};
+		if ($d->{node} eq $nn)
+		{
+			# the remote UPDATE of a row deleted here
+			push @want, join('|', $id, 'update_deleted', 'last_update_wins',
+				$win eq 'update' ? 'apply_remote' : 'keep_local',
+				$u->{node}, $u->{ts},
+				$win eq 'update' ? $u->{v} : '');
+		}
+		else
+		{
+			# the remote DELETE of a row written here concurrently
+			push @want, join('|', $id, 'delete_origin_differs', 'last_update_wins',
+				$win eq 'delete' ? 'apply_remote' : 'keep_local',
+				$d->{node}, $d->{ts},
+				$win eq 'update' ? $u->{v} : '');
+		}
+	}
+	is( delete_update_history_rows($node),
+		join("\n", @want),
+		"history: $nn records update_deleted for the rows it deleted, delete_origin_differs for the rows it updated, resolved for the later change"
+	) or diag(conflict_history_of($node, commit_ts => 1));
+	return;
+}
+
+sub delete_update_local_versions
+{
+	my ($node, $nn, $change, $outcome) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my @want;
+	foreach my $id (sort { $a <=> $b } keys %$outcome)
+	{
+		my $u = $change->{$id}{update};
+		push @want, "$id|$nn|$u->{ts}|$u->{v}" if $u->{node} eq $nn;
+	}
+	is( $node->safe_psql('postgres', q{
+			SELECT key->>'id', local_origin,
+			       (extract(epoch FROM local_commit_ts) * 1000000)::bigint, local_row->>'v'
+			  FROM concord.conflict_history WHERE conflict_type = 'delete_origin_differs'
+			 ORDER BY (key->>'id')::int, conflict_id}),
+		join("\n", @want),
+		"history: ${nn}'s delete_origin_differs rows name its frozen local version (origin, commit timestamp, row)"
+	) or diag(conflict_history_of($node, commit_ts => 1));
+	return;
+}
+
+sub delete_update_causal_writes
+{
+	my ($nodes) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($n1, $n2) = @$nodes;
+	my %before = map { $_->name => $_->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history') } @$nodes;
+	$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (1, 'n2 re-insert', 0)});
+	$n1->safe_psql('postgres', q{UPDATE dt SET v = 'n1 after race', n = n + 1 WHERE id = 2});
+	$n1->safe_psql('postgres', q{DELETE FROM dt WHERE id = 4});
+	$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (3, 'n2 re-insert', 0)});
+	wait_for_apply_all($nodes, label => 'causal writes after the race');
+	foreach my $n (@$nodes)
+	{
+		is($n->safe_psql('postgres', 'SELECT id, v FROM dt ORDER BY id'),
+			"1|n2 re-insert\n2|n1 after race\n3|n2 re-insert\n5|n1 upd 5",
+			$n->name . ': causal writes after the race applied');
+		is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'),
+			$before{ $n->name },
+			$n->name . ': causal writes after the race (re-insert over a tombstone, update, delete) are no conflict')
+		  or diag(conflict_history_of($n, commit_ts => 1));
+	}
+	return;
 }
 
 =pod

@@ -47,14 +47,10 @@ my %resolver = (
 	ins_prio => 'replica_priority');
 my @tables = sort keys %resolver;
 
-run_on_all(\@nodes,
+setup_mesh(\@nodes,
 	join('', map { "CREATE TABLE $_ (id int PRIMARY KEY, v text NOT NULL);\n" } @tables)
 	  . "SELECT concord.set_conflict_resolver('ins_fuw', 'first_update_wins');\n"
-	  . "SELECT concord.set_conflict_resolver('ins_prio', 'replica_priority');\n");
-add_tables(\@nodes, \@tables);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
+	  . "SELECT concord.set_conflict_resolver('ins_prio', 'replica_priority');\n", \@tables);
 
 is( $n1->safe_psql('postgres',
 		q{SELECT string_agg(node_name || '=' || priority, ',' ORDER BY node_name) FROM concord.node}),
@@ -65,42 +61,7 @@ is( $n2->safe_psql('postgres',
 
 # --- partition -------------------------------------------------------------
 # Disable every subscription and wait until no apply worker runs anywhere.
-sub partition
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_disable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	my $ok = 1;
-	foreach my $n (@nodes)
-	{
-		$ok &&= $n->poll_query_until('postgres',
-			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
-			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
-	}
-	ok($ok, "$label: every subscription disabled, no apply worker runs")
-	  or diag(status_report(\@nodes));
-	return;
-}
-
-sub heal
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_enable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	wait_replicating(\@nodes, $label);
-	wait_for_apply_all(\@nodes, label => $label);
-	return;
-}
-
-partition('partitioned');
+partition_nodes(\@nodes, 'partitioned');
 
 # --- concurrent inserts ------------------------------------------------------
 # Keys 1..8 of each table on both nodes, in a random interleaving in which
@@ -256,7 +217,7 @@ cmp_ok($prio_earlier, '>', 0,
 cmp_ok($prio_later, '>', 0, 'replica_priority: some keys where n1 wrote last');
 
 # --- heal --------------------------------------------------------------------
-heal('healed');
+heal_nodes(\@nodes, 'healed');
 
 foreach my $t (@tables)
 {

@@ -42,13 +42,9 @@ my @nodes = concord_nodes(3);
 my ($n1, $n2, $n3) = @nodes;
 my %node = map { $_->name => $_ } @nodes;
 
-run_on_all(\@nodes, q{
+setup_mesh(\@nodes, q{
 	CREATE TABLE chain (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
-});
-add_tables(\@nodes, ['chain']);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
+}, ['chain']);
 
 sub contents
 {
@@ -63,29 +59,6 @@ sub history_counts
 		  @nodes);
 }
 
-sub history_of
-{
-	my ($n) = @_;
-	return $n->safe_psql('postgres', q{
-		SELECT conflict_id, subscription_name, conflict_type, resolver, resolution, key,
-		       local_origin, local_row, remote_origin, remote_row
-		  FROM concord.conflict_history ORDER BY conflict_id});
-}
-
-# Every node except $writer applies everything $writer wrote so far.
-sub wait_applied_from
-{
-	my ($writer) = @_;
-	my @failed;
-	foreach my $n (@nodes)
-	{
-		next if $n == $writer;
-		my $sub = 'sub_' . $n->name . '_' . $writer->name;
-		push @failed, $sub unless wait_for_apply_one($n, $sub, $writer);
-	}
-	return @failed;
-}
-
 # --- part 1: a causal chain ----------------------------------------------------
 my $step = 0;
 
@@ -95,7 +68,7 @@ sub chain_step
 	$step++;
 	my $what = "chain step $step ($label on " . $writer->name . ')';
 	$writer->safe_psql('postgres', $sql);
-	my @failed = wait_applied_from($writer);
+	my @failed = wait_applied_from(\@nodes, $writer);
 	ok(!@failed, "$what: applied on the other nodes")
 	  or diag('wait_for_apply false for: ' . join(', ', @failed) . "\n" . status_report(\@nodes));
 	my $ref = contents($writer);
@@ -107,7 +80,7 @@ sub chain_step
 	ok($same, "$what: all nodes hold the same rows")
 	  or diag(join("\n", map { '--- ' . $_->name . "\n" . contents($_) } @nodes));
 	is(history_counts(), 'n1=0,n2=0,n3=0', "$what: no conflict row on any node")
-	  or diag(join("\n", map { '--- ' . $_->name . "\n" . history_of($_) } @nodes));
+	  or diag(join("\n", map { '--- ' . $_->name . "\n" . conflict_history_of($_) } @nodes));
 	return;
 }
 
@@ -168,46 +141,11 @@ foreach my $n (@nodes)
 my @keys = (10, 11, 12, 13, 14, 15);
 $n3->safe_psql('postgres', q{INSERT INTO chain VALUES (10, 'c'), (11, 'c'), (12, 'c')});
 $n1->safe_psql('postgres', q{INSERT INTO chain VALUES (13, 'a'), (14, 'a'), (15, 'a')});
-my @failed = (wait_applied_from($n3), wait_applied_from($n1));
+my @failed = (wait_applied_from(\@nodes, $n3), wait_applied_from(\@nodes, $n1));
 ok(!@failed, 'part 2: the rows to update are everywhere before the partition')
   or diag(status_report(\@nodes));
 
-sub partition
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_disable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	my $ok = 1;
-	foreach my $n (@nodes)
-	{
-		$ok &&= $n->poll_query_until('postgres',
-			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
-			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
-	}
-	ok($ok, "$label: every subscription disabled, no apply worker runs")
-	  or diag(status_report(\@nodes));
-	return;
-}
-
-sub heal
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_enable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	wait_replicating(\@nodes, $label);
-	wait_for_apply_all(\@nodes, label => $label);
-	return;
-}
-
-partition('part 2');
+partition_nodes(\@nodes, 'part 2');
 
 # Per key, which node updates first: both orders among the keys.
 my %first;
@@ -251,7 +189,7 @@ my $expected_rows = $n3->safe_psql('postgres', 'SELECT id, v, n FROM chain ORDER
 	$expected_rows = join("\n", @rows);
 }
 
-heal('part 2 healed');
+heal_nodes(\@nodes, 'part 2 healed');
 
 foreach my $n (@nodes)
 {
@@ -278,7 +216,7 @@ foreach my $nn (qw(n1 n2))
 			  FROM concord.conflict_history ORDER BY (key->>'id')::int, conflict_id}),
 		$want,
 		"part 2: $nn has exactly one update_origin_differs per row, resolved for the later update")
-	  or diag(history_of($node{$nn}));
+	  or diag(conflict_history_of($node{$nn}));
 }
 
 # n3: the second arrival of each key is concurrent with the first.
@@ -308,7 +246,7 @@ foreach my $nn (qw(n1 n2))
 	}
 	ok(!@bad && @lines == @keys,
 		'part 2: n3 has exactly one update_origin_differs per row (the second arrival), resolved for the later update')
-	  or diag(join("\n", @bad, 'n3 history:', history_of($n3)));
+	  or diag(join("\n", @bad, 'n3 history:', conflict_history_of($n3)));
 }
 
 # --- part 3: causal again ----------------------------------------------------------
@@ -319,7 +257,7 @@ foreach my $writer ($n3, $n1, $n2, $n1)
 	$round++;
 	$writer->safe_psql('postgres',
 		"UPDATE chain SET v = 'p3 r$round " . $writer->name . "', n = n + 1 WHERE id >= 10");
-	my @f = wait_applied_from($writer);
+	my @f = wait_applied_from(\@nodes, $writer);
 	ok(!@f, "part 3 round $round (" . $writer->name . '): applied on the other nodes')
 	  or diag(status_report(\@nodes));
 }
@@ -328,7 +266,7 @@ foreach my $n (@nodes)
 	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'),
 		$before{ $n->name },
 		'part 3: ' . $n->name . ': causal updates after the conflicts add no conflict row')
-	  or diag(history_of($n));
+	  or diag(conflict_history_of($n));
 }
 checksums_match(\@nodes, ['chain'], 'part 3');
 is($n1->safe_psql('postgres', q{SELECT count(*) FROM chain WHERE id >= 10 AND v = 'p3 r4 n1'}),

@@ -22,39 +22,12 @@ use Test::More;
 my @nodes = concord_nodes(3);
 my ($n1, $n2, $n3) = @nodes;
 
-run_on_all(\@nodes, q{
+setup_mesh(\@nodes, q{
 	CREATE TABLE chain (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
-});
-add_tables(\@nodes, ['chain']);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
-
-sub history_of
-{
-	my ($n) = @_;
-	return $n->safe_psql('postgres', q{
-		SELECT conflict_id, subscription_name, conflict_type, resolver, resolution, key,
-		       local_origin, local_row, remote_origin, remote_row
-		  FROM concord.conflict_history ORDER BY conflict_id});
-}
-
-# Every node except $writer applies everything $writer wrote so far.
-sub wait_applied_from
-{
-	my ($writer) = @_;
-	my @failed;
-	foreach my $n (@nodes)
-	{
-		next if $n == $writer;
-		my $sub = 'sub_' . $n->name . '_' . $writer->name;
-		push @failed, $sub unless wait_for_apply_one($n, $sub, $writer);
-	}
-	return @failed;
-}
+}, ['chain']);
 
 $n3->safe_psql('postgres', q{INSERT INTO chain VALUES (1, 'c'), (2, 'c'), (3, 'c')});
-ok(!wait_applied_from($n3), 'rows written on n3 applied on n1 and n2');
+ok(!wait_applied_from(\@nodes, $n3), 'rows written on n3 applied on n1 and n2');
 
 # --- 1. a transaction that writes again after applying a change --------------
 # n2 opens a transaction and writes (row 1); meanwhile n1 updates row 2 and
@@ -66,7 +39,7 @@ my $bg = $n2->background_psql('postgres');
 $bg->query_safe('BEGIN');
 $bg->query_safe(q{UPDATE chain SET v = 'p4 n2 first write', n = n + 1 WHERE id = 1});
 $n1->safe_psql('postgres', q{UPDATE chain SET v = 'p4 n1', n = n + 1 WHERE id = 2});
-my @failed = wait_applied_from($n1);
+my @failed = wait_applied_from(\@nodes, $n1);
 ok(!@failed, 'open transaction: n1\'s update of row 2 applied on n2 and n3 while n2\'s transaction is open')
   or diag(status_report(\@nodes));
 is($bg->query_safe(q{SELECT v FROM chain WHERE id = 2}), 'p4 n1',
@@ -74,7 +47,7 @@ is($bg->query_safe(q{SELECT v FROM chain WHERE id = 2}), 'p4 n1',
 $bg->query_safe(q{UPDATE chain SET v = 'p4 n2 after n1', n = n + 1 WHERE id = 2});
 $bg->query_safe('COMMIT');
 $bg->quit;
-@failed = wait_applied_from($n2);
+@failed = wait_applied_from(\@nodes, $n2);
 ok(!@failed, 'open transaction: n2\'s transaction applied on n1 and n3') or diag(status_report(\@nodes));
 checksums_match(\@nodes, ['chain'], 'open transaction');
 is($n1->safe_psql('postgres', 'SELECT v FROM chain WHERE id = 2'), 'p4 n2 after n1',
@@ -84,7 +57,7 @@ foreach my $n (@nodes)
 	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'),
 		$before{ $n->name },
 		'open transaction: ' . $n->name . ': an update written after applying the row\'s version, in a transaction that had written before, is no conflict')
-	  or diag(history_of($n));
+	  or diag(conflict_history_of($n));
 }
 
 # --- 2. a causal write right after a restart ---------------------------------
@@ -92,12 +65,12 @@ foreach my $n (@nodes)
 # it); n2 then updates row 3, on top of n1's version: no conflict anywhere.
 %before = map { $_->name => $_->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history') } @nodes;
 $n1->safe_psql('postgres', q{UPDATE chain SET v = 'p5 n1', n = n + 1 WHERE id = 3});
-@failed = wait_applied_from($n1);
+@failed = wait_applied_from(\@nodes, $n1);
 ok(!@failed, 'after restart: n1\'s update of row 3 applied on n2 and n3') or diag(status_report(\@nodes));
 $n2->restart;
 wait_replicating(\@nodes, 'after restart: n2 restarted');
 $n2->safe_psql('postgres', q{UPDATE chain SET v = 'p5 n2 after restart', n = n + 1 WHERE id = 3});
-@failed = wait_applied_from($n2);
+@failed = wait_applied_from(\@nodes, $n2);
 ok(!@failed, 'after restart: n2\'s update applied on n1 and n3') or diag(status_report(\@nodes));
 checksums_match(\@nodes, ['chain'], 'after restart');
 foreach my $n (@nodes)
@@ -105,7 +78,7 @@ foreach my $n (@nodes)
 	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'),
 		$before{ $n->name },
 		'after restart: ' . $n->name . ': a causal update written right after a restart is no conflict')
-	  or diag(history_of($n));
+	  or diag(conflict_history_of($n));
 }
 
 $_->stop foreach @nodes;

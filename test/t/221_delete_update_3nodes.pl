@@ -33,90 +33,23 @@ use ConcordTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes ();
 
 my ($n1, $n2, $n3) = concord_nodes(3);
 my @nodes = ($n1, $n2, $n3);
 my %node = (n1 => $n1, n2 => $n2, n3 => $n3);
 
-run_on_all(\@nodes, q{
-	CREATE EXTENSION pg_visibility;
-	CREATE TABLE dt (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
-});
-add_tables(\@nodes, ['dt']);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
-
-# The rows before the race: written on both nodes (so that the version a
-# node deletes or updates comes from either node).
-$n1->safe_psql('postgres', q{INSERT INTO dt VALUES (1, 'n1 ins', 0), (3, 'n1 ins', 0), (5, 'n1 ins', 0)});
-$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (2, 'n2 ins', 0), (4, 'n2 ins', 0), (6, 'n2 ins', 0)});
-wait_for_apply_all(\@nodes, label => 'initial rows');
-checksums_match(\@nodes, ['dt'], 'initial rows');
+# Table dt in a mesh; rows 1, 3, 5 written on n1, 2, 4, 6 on n2 (so that the
+# version a node deletes or updates comes from either node), replicated.
+delete_update_setup(\@nodes);
 
 # --- partition ---------------------------------------------------------------
-foreach my $n (@nodes)
-{
-	$n->safe_psql('postgres',
-		"SELECT concord.alter_subscription_disable(" . quote_literal($_->{name}) . ")")
-	  foreach subscriptions_of($n);
-}
-{
-	my $ok = 1;
-	foreach my $n (@nodes)
-	{
-		$ok &&= $n->poll_query_until('postgres',
-			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
-			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
-	}
-	ok($ok, 'partitioned: every subscription disabled, no apply worker runs')
-	  or diag(status_report(\@nodes));
-}
+partition_nodes(\@nodes, 'partitioned');
 
 # --- the race ------------------------------------------------------------------
-# One transaction per change; returns its commit timestamp (microseconds
-# since the epoch), read on the writer.
-my %change;    # {id}{delete|update} = { node, ts, v, n }
-sub write_change
-{
-	my ($nn, $kind, $id) = @_;
-	my $n = $node{$nn};
-	my ($v, $cnt) = ("$nn upd $id", 0);
-	my $sql = $kind eq 'delete'
-	  ? "WITH c AS (DELETE FROM dt WHERE id = $id RETURNING 1) SELECT count(*), pg_current_xact_id() FROM c"
-	  : "WITH c AS (UPDATE dt SET v = '$v', n = n + 1 WHERE id = $id RETURNING 1)
-	     SELECT count(*), pg_current_xact_id() FROM c";
-	my ($rows, $xid) = split /\|/, $n->safe_psql('postgres', $sql);
-	is($rows, '1', "race: $nn ${kind}s row $id");
-	my $ts = $n->safe_psql('postgres',
-		"SELECT (extract(epoch FROM pg_xact_commit_timestamp('$xid'::xid)) * 1000000)::bigint");
-	$change{$id}{$kind} = { node => $nn, ts => $ts, v => $v, n => 1 };
-	return;
-}
-
-write_change('n2', 'update', 1);
-write_change('n1', 'delete', 2);
-write_change('n1', 'update', 3);
-write_change('n2', 'delete', 4);
-write_change('n1', 'delete', 1);
-write_change('n2', 'update', 2);
-write_change('n2', 'delete', 3);
-write_change('n1', 'update', 4);
-write_change('n1', 'update', 5);
-write_change('n2', 'delete', 6);
-
-# The intended orders hold (sanity of the setup, not of concord).
-foreach my $id (1, 3)
-{
-	cmp_ok($change{$id}{delete}{ts}, '>', $change{$id}{update}{ts},
-		"race: row $id: the DELETE committed after the UPDATE");
-}
-foreach my $id (2, 4)
-{
-	cmp_ok($change{$id}{update}{ts}, '>', $change{$id}{delete}{ts},
-		"race: row $id: the UPDATE committed after the DELETE");
-}
+# One transaction per change (n2 updates 1, n1 deletes 2, ...: see
+# delete_update_race in ConcordTest.pm), commit timestamps read on the
+# writers, and the intended orders checked.
+my $change = delete_update_race(\%node);    # {id}{delete|update} = { node, ts, v, n }
 
 # --- VACUUM FREEZE -----------------------------------------------------------------
 # Repeated until every page of dt is all-frozen in the visibility map (which
@@ -124,16 +57,7 @@ foreach my $id (2, 4)
 sub freeze
 {
 	my ($n, $label) = @_;
-	my $frozen = 0;
-	foreach my $try (1 .. 100)
-	{
-		$n->safe_psql('postgres', 'VACUUM (FREEZE) dt');
-		$frozen = $n->safe_psql('postgres',
-			q{SELECT count(*) > 0 AND bool_and(all_frozen) FROM pg_visibility_map('dt')}) eq 't';
-		last if $frozen;
-		Time::HiRes::sleep(0.1);    # poll: an old snapshot may still hold a dead version
-	}
-	ok($frozen, "$label: VACUUM FREEZE left every page of dt all-frozen on " . $n->name);
+	ok(vacuum_freeze_until_frozen($n, 'dt'), "$label: VACUUM FREEZE left every page of dt all-frozen on " . $n->name);
 	return;
 }
 freeze($_, 'before healing') foreach @nodes;
@@ -176,145 +100,41 @@ wait_for_apply_all(\@nodes, label => 'healed');
 
 # The expected rows: the later change wins; equal timestamps: the change of
 # the node with the higher name.
-my @expected;
-my %outcome;    # id => 'delete' | 'update' (the winner of a race)
-foreach my $id (1 .. 6)
-{
-	my $d = $change{$id}{delete};
-	my $u = $change{$id}{update};
-	my $winner;
-	if ($d && $u)
-	{
-		$winner =
-		    $d->{ts} > $u->{ts} ? 'delete'
-		  : $u->{ts} > $d->{ts} ? 'update'
-		  : ($d->{node} gt $u->{node} ? 'delete' : 'update');
-		$outcome{$id} = $winner;
-	}
-	else
-	{
-		$winner = $d ? 'delete' : 'update';
-	}
-	push @expected, "$id|$u->{v}|$u->{n}" if $winner eq 'update';
-}
-my $expected = join("\n", @expected);
-note("expected rows after healing:\n$expected");
-
-foreach my $n (@nodes)
-{
-	is($n->safe_psql('postgres', 'SELECT id, v, n FROM dt ORDER BY id'),
-		$expected,
-		$n->name . ': DELETE racing UPDATE converged to the later change (rows 1, 3 gone; 2, 4 updated)');
-}
-checksums_match(\@nodes, ['dt'], 'healed');
-
+my $outcome = delete_update_converged(\@nodes, $change);    # id => 'delete' | 'update'
 
 # --- history -------------------------------------------------------------------------
-sub history_of
-{
-	my ($n) = @_;
-	return $n->safe_psql('postgres', q{
-		SELECT conflict_id, conflict_type, resolver, resolution, key, local_origin, local_commit_ts,
-		       local_row, remote_origin, remote_commit_ts, remote_row, resolved_row
-		  FROM concord.conflict_history ORDER BY conflict_id});
-}
-
-foreach my $nn (qw(n1 n2))
-{
-	my @want;
-	foreach my $id (sort { $a <=> $b } keys %outcome)
-	{
-		my $d = $change{$id}{delete};
-		my $u = $change{$id}{update};
-		my $win = $outcome{$id};
-		if ($d->{node} eq $nn)
-		{
-			# the remote UPDATE of a row deleted here
-			push @want, join('|', $id, 'update_deleted', 'last_update_wins',
-				$win eq 'update' ? 'apply_remote' : 'keep_local',
-				$u->{node}, $u->{ts},
-				$win eq 'update' ? $u->{v} : '');
-		}
-		else
-		{
-			# the remote DELETE of a row written here concurrently
-			push @want, join('|', $id, 'delete_origin_differs', 'last_update_wins',
-				$win eq 'delete' ? 'apply_remote' : 'keep_local',
-				$d->{node}, $d->{ts},
-				$win eq 'update' ? $u->{v} : '');
-		}
-	}
-	is( $node{$nn}->safe_psql('postgres', q{
-			SELECT key->>'id', conflict_type, resolver, resolution, remote_origin,
-			       (extract(epoch FROM remote_commit_ts) * 1000000)::bigint,
-			       coalesce(resolved_row->>'v', '')
-			  FROM concord.conflict_history ORDER BY (key->>'id')::int, conflict_id}),
-		join("\n", @want),
-		"history: $nn records update_deleted for the rows it deleted, delete_origin_differs for the rows it updated, resolved for the later change"
-	) or diag(history_of($node{$nn}));
-}
+# Each node records update_deleted for the raced rows it deleted,
+# delete_origin_differs for the ones it updated.
+delete_update_history($node{$_}, $_, $change, $outcome) foreach qw(n1 n2);
 
 # n3: one conflict per raced row, for the change that arrived second (n2's).
 {
 	my @want;
-	foreach my $id (sort { $a <=> $b } keys %outcome)
+	foreach my $id (sort { $a <=> $b } keys %$outcome)
 	{
-		my ($second) = grep { $change{$id}{$_}{node} eq 'n2' } qw(delete update);
-		my $c = $change{$id}{$second};
+		my ($second) = grep { $change->{$id}{$_}{node} eq 'n2' } qw(delete update);
+		my $c = $change->{$id}{$second};
 		push @want, join('|', $id,
 			$second eq 'update' ? 'update_deleted' : 'delete_origin_differs',
 			'last_update_wins',
-			$outcome{$id} eq $second ? 'apply_remote' : 'keep_local',
+			$outcome->{$id} eq $second ? 'apply_remote' : 'keep_local',
 			'n2', $c->{ts},
-			$outcome{$id} eq 'update' ? $change{$id}{update}{v} : '');
+			$outcome->{$id} eq 'update' ? $change->{$id}{update}{v} : '');
 	}
-	is( $n3->safe_psql('postgres', q{
-			SELECT key->>'id', conflict_type, resolver, resolution, remote_origin,
-			       (extract(epoch FROM remote_commit_ts) * 1000000)::bigint,
-			       coalesce(resolved_row->>'v', '')
-			  FROM concord.conflict_history ORDER BY (key->>'id')::int, conflict_id}),
+	is( delete_update_history_rows($n3),
 		join("\n", @want),
 		'history: n3 records one conflict per raced row, for the second arrival, resolved for the later change'
-	) or diag(history_of($n3));
+	) or diag(conflict_history_of($n3, commit_ts => 1));
 }
 
 # On the updating node, the local version is its own UPDATE: origin and
 # commit timestamp known although the row is frozen.
-foreach my $nn (qw(n1 n2))
-{
-	my @want;
-	foreach my $id (sort { $a <=> $b } keys %outcome)
-	{
-		my $u = $change{$id}{update};
-		push @want, "$id|$nn|$u->{ts}|$u->{v}" if $u->{node} eq $nn;
-	}
-	is( $node{$nn}->safe_psql('postgres', q{
-			SELECT key->>'id', local_origin,
-			       (extract(epoch FROM local_commit_ts) * 1000000)::bigint, local_row->>'v'
-			  FROM concord.conflict_history WHERE conflict_type = 'delete_origin_differs'
-			 ORDER BY (key->>'id')::int, conflict_id}),
-		join("\n", @want),
-		"history: ${nn}'s delete_origin_differs rows name its frozen local version (origin, commit timestamp, row)"
-	) or diag(history_of($node{$nn}));
-}
+delete_update_local_versions($node{$_}, $_, $change, $outcome) foreach qw(n1 n2);
 
 # --- causal writes after the race ------------------------------------------------------
-my %before = map { $_->name => $_->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history') } @nodes;
-$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (1, 'n2 re-insert', 0)});
-$n1->safe_psql('postgres', q{UPDATE dt SET v = 'n1 after race', n = n + 1 WHERE id = 2});
-$n1->safe_psql('postgres', q{DELETE FROM dt WHERE id = 4});
-$n2->safe_psql('postgres', q{INSERT INTO dt VALUES (3, 'n2 re-insert', 0)});
-wait_for_apply_all(\@nodes, label => 'causal writes after the race');
-foreach my $n (@nodes)
-{
-	is($n->safe_psql('postgres', 'SELECT id, v FROM dt ORDER BY id'),
-		"1|n2 re-insert\n2|n1 after race\n3|n2 re-insert\n5|n1 upd 5",
-		$n->name . ': causal writes after the race applied');
-	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'),
-		$before{ $n->name },
-		$n->name . ': causal writes after the race (re-insert over a tombstone, update, delete) are no conflict')
-	  or diag(history_of($n));
-}
+# Re-insert of deleted keys, update of a resurrected row, delete: applied
+# everywhere, no conflict.
+delete_update_causal_writes(\@nodes);
 
 $_->stop foreach @nodes;
 done_testing();

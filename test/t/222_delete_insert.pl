@@ -21,42 +21,21 @@ use ConcordTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes ();
 
 my ($n1, $n2) = concord_nodes(2);
 my @nodes = ($n1, $n2);
 my %node = (n1 => $n1, n2 => $n2);
 
-run_on_all(\@nodes, q{
+setup_mesh(\@nodes, q{
 	CREATE EXTENSION pg_visibility;
 	CREATE TABLE di (id int PRIMARY KEY, v text NOT NULL);
-});
-add_tables(\@nodes, ['di']);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
+}, ['di']);
 
 $n1->safe_psql('postgres', q{INSERT INTO di SELECT g, 'n1 ins' FROM generate_series(1, 4) g});
 wait_for_apply_all(\@nodes, label => 'initial rows');
 checksums_match(\@nodes, ['di'], 'initial rows');
 
-foreach my $n (@nodes)
-{
-	$n->safe_psql('postgres',
-		"SELECT concord.alter_subscription_disable(" . quote_literal($_->{name}) . ")")
-	  foreach subscriptions_of($n);
-}
-{
-	my $ok = 1;
-	foreach my $n (@nodes)
-	{
-		$ok &&= $n->poll_query_until('postgres',
-			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
-			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
-	}
-	ok($ok, 'partitioned: every subscription disabled, no apply worker runs')
-	  or diag(status_report(\@nodes));
-}
+partition_nodes(\@nodes, 'partitioned');
 
 # One transaction per write; returns its commit timestamp (microseconds).
 sub write_one
@@ -92,26 +71,10 @@ foreach my $case ([ 2, 'n2', 'n1' ], [ 4, 'n1', 'n2' ])
 
 foreach my $n (@nodes)
 {
-	my $frozen = 0;
-	foreach my $try (1 .. 100)
-	{
-		$n->safe_psql('postgres', 'VACUUM (FREEZE) di');
-		$frozen = $n->safe_psql('postgres',
-			q{SELECT count(*) > 0 AND bool_and(all_frozen) FROM pg_visibility_map('di')}) eq 't';
-		last if $frozen;
-		Time::HiRes::sleep(0.1);    # poll: an old snapshot may still hold a dead version
-	}
-	ok($frozen, $n->name . ': VACUUM FREEZE left every page of di all-frozen');
+	ok(vacuum_freeze_until_frozen($n, 'di'), $n->name . ': VACUUM FREEZE left every page of di all-frozen');
 }
 
-foreach my $n (@nodes)
-{
-	$n->safe_psql('postgres',
-		"SELECT concord.alter_subscription_enable(" . quote_literal($_->{name}) . ")")
-	  foreach subscriptions_of($n);
-}
-wait_replicating(\@nodes, 'healed');
-wait_for_apply_all(\@nodes, label => 'healed');
+heal_nodes(\@nodes, 'healed');
 
 my $expected = "2|n2 re-insert\n4|n1 re-insert";
 foreach my $n (@nodes)

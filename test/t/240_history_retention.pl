@@ -32,60 +32,21 @@ diag('240_history_retention: deterministic (no random seed)');
 my ($n1, $n2) = concord_nodes(2);
 my @nodes = ($n1, $n2);
 
-run_on_all(\@nodes, 'CREATE TABLE hist (id int PRIMARY KEY, v text NOT NULL);');
-add_tables(\@nodes, ['hist']);
-build_mesh(\@nodes);
-wait_replicating(\@nodes, 'mesh built');
-wait_sync_complete(\@nodes);
-
-# Disable every subscription and wait until no apply worker runs anywhere.
-sub partition
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_disable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	my $ok = 1;
-	foreach my $n (@nodes)
-	{
-		$ok &&= $n->poll_query_until('postgres',
-			q{SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply')
-			     AND (SELECT bool_and(status = 'disabled') FROM concord.subscription_status)});
-	}
-	ok($ok, "$label: every subscription disabled, no apply worker runs")
-	  or diag(status_report(\@nodes));
-	return;
-}
-
-sub heal
-{
-	my ($label) = @_;
-	foreach my $n (@nodes)
-	{
-		$n->safe_psql('postgres',
-			"SELECT concord.alter_subscription_enable(" . quote_literal($_->{name}) . ")")
-		  foreach subscriptions_of($n);
-	}
-	wait_replicating(\@nodes, $label);
-	wait_for_apply_all(\@nodes, label => $label);
-	return;
-}
+setup_mesh(\@nodes, 'CREATE TABLE hist (id int PRIMARY KEY, v text NOT NULL);',
+	['hist']);
 
 # Keys @keys inserted on both nodes while partitioned: one insert_exists
 # per key on each node once healed.
 sub conflicts_on
 {
 	my ($label, @keys) = @_;
-	partition("$label: partitioned");
+	partition_nodes(\@nodes, "$label: partitioned");
 	foreach my $n (@nodes)
 	{
 		my $nn = $n->name;
 		$n->safe_psql('postgres', "INSERT INTO hist VALUES ($_, '$nn k$_')") foreach @keys;
 	}
-	heal("$label: healed");
+	heal_nodes(\@nodes, "$label: healed");
 	checksums_match(\@nodes, ['hist'], $label);
 	return;
 }
