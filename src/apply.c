@@ -265,14 +265,23 @@ static void
 wait_for_clock(TimestampTz commit_time)
 {
 	bool		reported = false;
+	bool		waited = commit_time > GetCurrentTimestamp();
 
+	/* Shown in pg_stat_activity.query while it lasts. */
+	if (waited)
+		pgstat_report_activity(STATE_RUNNING,
+							   "waiting for the local clock to pass a remote commit timestamp");
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		long		ahead_ms;
 
 		if (commit_time <= now)
+		{
+			if (waited)
+				pgstat_report_activity(STATE_IDLE, NULL);
 			return;
+		}
 		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
 		if (ahead_ms > concord_max_clock_skew && !reported)
 		{

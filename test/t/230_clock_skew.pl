@@ -255,5 +255,33 @@ wait_for_apply_all(\@nodes, label => 'final');
 checksums_match(\@nodes, ['skew'], 'final');
 is(count_of($n2, 'skew'), '3', 'n2 holds the three rows');
 
+# --- 4. disabling while apply waits for the clock ---------------------------------
+# n1 is 8 s ahead: once n2 has received the transaction, its apply worker
+# waits for the clock; a disable must stop it within a few seconds, before
+# it applies the waiting transaction.
+$n1->safe_psql('postgres', "INSERT INTO skew VALUES (4, 'waits, then disabled')");
+ok( $n2->poll_query_until('postgres',
+		q{SELECT EXISTS (SELECT FROM pg_stat_activity
+		                  WHERE backend_type = 'concord apply'
+		                    AND query LIKE 'waiting for the local clock%')}),
+	'disable: n2 received the transaction and waits for its clock');
+$n2->safe_psql('postgres', "SELECT concord.alter_subscription_disable('sub_n2_n1')");
+my $after = $n2->safe_psql('postgres', q{
+	DO $$ BEGIN
+	  FOR i IN 1..30 LOOP   -- at most 3 s, well under the 8 s of skew
+	    EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord apply');
+	    PERFORM pg_sleep(0.1);
+	  END LOOP;
+	END $$;
+	SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'concord apply')
+	       || '/' || (SELECT count(*) FROM skew WHERE id = 4)});
+is($after, '0/0',
+	'disable: the waiting worker stopped within 3 s, without applying the transaction');
+$n2->safe_psql('postgres', "SELECT concord.alter_subscription_enable('sub_n2_n1')");
+wait_for_apply_all(\@nodes, label => 'disable while waiting');
+is($n2->safe_psql('postgres', 'SELECT v FROM skew WHERE id = 4'), 'waits, then disabled',
+	'disable: after enable, the row arrives');
+checksums_match(\@nodes, ['skew'], 'after the disable');
+
 $_->stop foreach @nodes;
 done_testing();
