@@ -39,6 +39,10 @@ PG_CONFIG  ?= pg_config
 # included as system headers because they do not compile cleanly under
 # -Wextra themselves (unused parameters in inline functions).
 PG_CFLAGS   = -Wall -Wextra -Werror
+# Objects are rebuilt when a header they include changes (PGXS does not
+# track header dependencies without --enable-depend).  In CFLAGS, not
+# CPPFLAGS, so that only the compiler of the objects writes src/*.d.
+PG_CFLAGS  += -MMD -MP
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
@@ -46,10 +50,13 @@ SHLIB_LINK_INTERNAL = $(libpq)
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/$(EXTENSION)%.sql,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf --no-locale --encoding=UTF8
 
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out log src/*.d
+
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
+
+-include $(OBJS:.o=.d)
