@@ -135,13 +135,8 @@ publish_progress(bool applied_commit, bool healthy)
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->received_lsn = W.received;
 	W.shared->caught_up_lsn = W.caught_up;
-	W.shared->flushed_lsn = W.flushed;
-	W.shared->last_msg_at = GetCurrentTimestamp();
 	if (applied_commit)
-	{
-		W.shared->applied_lsn = W.begin.end_lsn;
 		W.shared->applied_commit_ts = W.begin.commit_time;
-	}
 	if (healthy && W.caught_up > W.shared->error_lsn)
 	{
 		W.shared->has_error = false;
@@ -842,11 +837,7 @@ concord_apply_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	dboid = concord_worker_connect();
 
 	ApplyContext = AllocSetContextCreate(TopMemoryContext, "concord apply",
 										 ALLOCSET_DEFAULT_SIZES);

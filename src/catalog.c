@@ -125,6 +125,27 @@ invalidate_set_members(Oid set_id)
 		invalidate_relation(((ConcordSetTable *) lfirst(lc))->relid);
 }
 
+/* Builds a struct from one catalog row. */
+typedef void *(*FromTuple) (HeapTuple tup, TupleDesc desc);
+
+/* Reads the rows of a catalog matching the keys, each built by from_tuple. */
+static List *
+catalog_collect(const char *relname, int nkeys, ScanKey keys,
+				FromTuple from_tuple)
+{
+	Relation	rel = catalog_open(relname, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		result = lappend(result, from_tuple(tup, RelationGetDescr(rel)));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
 static void
 scankey_oid(ScanKey key, AttrNumber attno, Oid value)
 {
@@ -148,7 +169,7 @@ scankey_name(ScanKey key, AttrNumber attno, const char *value)
  * ---------------------------------------------------------------------
  */
 
-static ConcordNode *
+static void *
 node_from_tuple(HeapTuple tup, TupleDesc desc)
 {
 	Datum		values[Natts_node];
@@ -168,18 +189,9 @@ node_from_tuple(HeapTuple tup, TupleDesc desc)
 static ConcordNode *
 node_lookup(ScanKey key)
 {
-	Relation	rel = catalog_open(CATALOG_NODE, AccessShareLock);
-	CatalogScan cs;
-	HeapTuple	tup;
-	ConcordNode *node = NULL;
+	List	   *nodes = catalog_collect(CATALOG_NODE, 1, key, node_from_tuple);
 
-	catalog_beginscan(&cs, rel, 1, key);
-	tup = systable_getnext(cs.sscan);
-	if (HeapTupleIsValid(tup))
-		node = node_from_tuple(tup, RelationGetDescr(rel));
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
-	return node;
+	return nodes ? linitial(nodes) : NULL;
 }
 
 ConcordNode *
@@ -373,7 +385,7 @@ list_from_text_array(Datum array)
 	return result;
 }
 
-static ConcordSubscription *
+static void *
 sub_from_tuple(HeapTuple tup, TupleDesc desc)
 {
 	Datum		values[Natts_sub];
@@ -398,17 +410,7 @@ sub_from_tuple(HeapTuple tup, TupleDesc desc)
 static List *
 sub_lookup(int nkeys, ScanKey keys)
 {
-	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, AccessShareLock);
-	CatalogScan cs;
-	HeapTuple	tup;
-	List	   *result = NIL;
-
-	catalog_beginscan(&cs, rel, nkeys, keys);
-	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
-		result = lappend(result, sub_from_tuple(tup, RelationGetDescr(rel)));
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
-	return result;
+	return catalog_collect(CATALOG_SUBSCRIPTION, nkeys, keys, sub_from_tuple);
 }
 
 ConcordSubscription *
@@ -520,36 +522,38 @@ concord_subscription_delete(Oid subid)
  * ---------------------------------------------------------------------
  */
 
+/* One row of concord.conflict_resolver. */
+static void *
+resolver_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_resolver];
+	bool		nulls[Natts_resolver];
+	ConcordResolverSetting *rs = palloc0(sizeof(ConcordResolverSetting));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	rs->relid = DatumGetObjectId(values[Anum_resolver_reloid - 1]);
+	rs->conflict_type = TextDatumGetCString(values[Anum_resolver_type - 1]);
+	rs->resolver = TextDatumGetCString(values[Anum_resolver_name - 1]);
+	if (!nulls[Anum_resolver_handler - 1])
+		rs->handler = DatumGetObjectId(values[Anum_resolver_handler - 1]);
+	return rs;
+}
+
 /* The settings for relid and those for every table (relid 0). */
 List *
 concord_resolver_settings(Oid relid)
 {
-	Relation	rel = catalog_open(CATALOG_RESOLVER, AccessShareLock);
-	CatalogScan cs;
-	HeapTuple	tup;
-	List	   *result = NIL;
+	ScanKeyData key;
+	List	   *result;
 
-	catalog_beginscan(&cs, rel, 0, NULL);
-	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	scankey_oid(&key, Anum_resolver_reloid, InvalidOid);
+	result = catalog_collect(CATALOG_RESOLVER, 1, &key, resolver_from_tuple);
+	if (OidIsValid(relid))
 	{
-		Datum		values[Natts_resolver];
-		bool		nulls[Natts_resolver];
-		ConcordResolverSetting *rs;
-
-		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
-		if (DatumGetObjectId(values[Anum_resolver_reloid - 1]) != relid &&
-			DatumGetObjectId(values[Anum_resolver_reloid - 1]) != InvalidOid)
-			continue;
-		rs = palloc0(sizeof(ConcordResolverSetting));
-		rs->relid = DatumGetObjectId(values[Anum_resolver_reloid - 1]);
-		rs->conflict_type = TextDatumGetCString(values[Anum_resolver_type - 1]);
-		rs->resolver = TextDatumGetCString(values[Anum_resolver_name - 1]);
-		if (!nulls[Anum_resolver_handler - 1])
-			rs->handler = DatumGetObjectId(values[Anum_resolver_handler - 1]);
-		result = lappend(result, rs);
+		scankey_oid(&key, Anum_resolver_reloid, relid);
+		result = list_concat(result, catalog_collect(CATALOG_RESOLVER, 1, &key,
+													 resolver_from_tuple));
 	}
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
 	return result;
 }
 
@@ -607,35 +611,30 @@ concord_resolver_set(const ConcordResolverSetting *setting)
  * ---------------------------------------------------------------------
  */
 
+static void *
+sub_table_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_sub_table];
+	bool		nulls[Natts_sub_table];
+	ConcordSubTable *st = palloc0(sizeof(ConcordSubTable));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	st->sub_id = DatumGetObjectId(values[Anum_sub_table_sub_id - 1]);
+	st->nspname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_nspname - 1])));
+	st->relname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_relname - 1])));
+	st->pending = nulls[Anum_sub_table_sync_lsn - 1];
+	if (!st->pending)
+		st->sync_lsn = DatumGetLSN(values[Anum_sub_table_sync_lsn - 1]);
+	return st;
+}
+
 List *
 concord_sub_table_get(Oid subid)
 {
-	Relation	rel = catalog_open(CATALOG_SUB_TABLE, AccessShareLock);
 	ScanKeyData key;
-	CatalogScan cs;
-	HeapTuple	tup;
-	List	   *result = NIL;
 
 	scankey_oid(&key, Anum_sub_table_sub_id, subid);
-	catalog_beginscan(&cs, rel, 1, &key);
-	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
-	{
-		Datum		values[Natts_sub_table];
-		bool		nulls[Natts_sub_table];
-		ConcordSubTable *st = palloc0(sizeof(ConcordSubTable));
-
-		heap_deform_tuple(tup, RelationGetDescr(rel), values, nulls);
-		st->sub_id = subid;
-		st->nspname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_nspname - 1])));
-		st->relname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_relname - 1])));
-		st->pending = nulls[Anum_sub_table_sync_lsn - 1];
-		if (!st->pending)
-			st->sync_lsn = DatumGetLSN(values[Anum_sub_table_sync_lsn - 1]);
-		result = lappend(result, st);
-	}
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
-	return result;
+	return catalog_collect(CATALOG_SUB_TABLE, 1, &key, sub_table_from_tuple);
 }
 
 /* Inserts or rewrites the row of (sub, table). */
@@ -677,7 +676,7 @@ concord_sub_table_set(const ConcordSubTable *st)
  * ---------------------------------------------------------------------
  */
 
-static ConcordSet *
+static void *
 set_from_tuple(HeapTuple tup, TupleDesc desc)
 {
 	Datum		values[Natts_set];
@@ -699,17 +698,7 @@ set_from_tuple(HeapTuple tup, TupleDesc desc)
 static List *
 set_lookup(int nkeys, ScanKey keys)
 {
-	Relation	rel = catalog_open(CATALOG_SET, AccessShareLock);
-	CatalogScan cs;
-	HeapTuple	tup;
-	List	   *result = NIL;
-
-	catalog_beginscan(&cs, rel, nkeys, keys);
-	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
-		result = lappend(result, set_from_tuple(tup, RelationGetDescr(rel)));
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
-	return result;
+	return catalog_collect(CATALOG_SET, nkeys, keys, set_from_tuple);
 }
 
 ConcordSet *
@@ -723,13 +712,24 @@ concord_set_get_by_name(const char *name)
 	return sets == NIL ? NULL : linitial(sets);
 }
 
-bool
-concord_set_id_used(Oid set_id)
+static bool
+set_id_used(Oid set_id)
 {
 	ScanKeyData key;
 
 	scankey_oid(&key, Anum_set_id, set_id);
 	return set_lookup(1, &key) != NIL;
+}
+
+/* A set id not in use; set ids are local, the first free one will do. */
+Oid
+concord_set_new_id(void)
+{
+	Oid			id = FirstNormalObjectId;
+
+	while (set_id_used(id))
+		id++;
+	return id;
 }
 
 List *
@@ -802,7 +802,7 @@ concord_set_delete(Oid set_id)
  * ---------------------------------------------------------------------
  */
 
-static ConcordSetTable *
+static void *
 set_table_from_tuple(HeapTuple tup, TupleDesc desc)
 {
 	Datum		values[Natts_set_table];
@@ -822,18 +822,7 @@ set_table_from_tuple(HeapTuple tup, TupleDesc desc)
 static List *
 set_table_lookup(int nkeys, ScanKey keys)
 {
-	Relation	rel = catalog_open(CATALOG_SET_TABLE, AccessShareLock);
-	CatalogScan cs;
-	HeapTuple	tup;
-	List	   *result = NIL;
-
-	catalog_beginscan(&cs, rel, nkeys, keys);
-	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
-		result = lappend(result,
-						 set_table_from_tuple(tup, RelationGetDescr(rel)));
-	catalog_endscan(&cs);
-	table_close(rel, AccessShareLock);
-	return result;
+	return catalog_collect(CATALOG_SET_TABLE, nkeys, keys, set_table_from_tuple);
 }
 
 List *

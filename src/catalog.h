@@ -165,7 +165,7 @@ extern List *concord_sub_table_get(Oid subid);
 extern void concord_sub_table_set(const ConcordSubTable *st);
 
 extern ConcordSet *concord_set_get_by_name(const char *name);
-extern bool concord_set_id_used(Oid set_id);
+extern Oid	concord_set_new_id(void);
 extern List *concord_set_get_all(void);
 extern void concord_set_insert(const ConcordSet *set);
 extern void concord_set_update(const ConcordSet *set);

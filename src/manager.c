@@ -346,13 +346,9 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 	bool		gone;
 	List	   *subs;
 
-	memcpy(&ManagerDb, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	ManagerDb = concord_worker_connect();
 	CycleContext = AllocSetContextCreate(TopMemoryContext, "concord manager cycle",
 										 ALLOCSET_DEFAULT_SIZES);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(ManagerDb, InvalidOid, 0);
 	manager_attach();
 
 	pgstat_report_activity(STATE_IDLE, NULL);

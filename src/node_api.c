@@ -78,9 +78,7 @@ create_default_set(void)
 
 	if (concord_set_get_by_name(DEFAULT_SET_NAME) != NULL)
 		return;
-	set.id = FirstNormalObjectId;
-	while (concord_set_id_used(set.id))
-		set.id++;
+	set.id = concord_set_new_id();
 	set.name = DEFAULT_SET_NAME;
 	set.replicate_insert = true;
 	set.replicate_update = true;

@@ -51,7 +51,15 @@ typedef struct OutputData
 	char	   *subscriber_node;
 	char	   *local_node;		/* cached; reset by node invalidation */
 	int32		local_priority;
+	List	   *peers;			/* cached PeerPriority of forwarded origins */
+	bool		peers_stale;
 } OutputData;
+
+typedef struct PeerPriority
+{
+	char		name[NAMEDATALEN];
+	int32		priority;
+} PeerPriority;
 
 /* Per transaction, in txn->output_plugin_private. */
 typedef struct OutputTxn
@@ -146,7 +154,10 @@ static void
 node_cache_invalidate(Datum arg pg_attribute_unused(), Oid relid pg_attribute_unused())
 {
 	if (CurrentOutput != NULL)
+	{
 		CurrentOutput->local_node = NULL;
+		CurrentOutput->peers_stale = true;
+	}
 }
 
 static void
@@ -217,12 +228,45 @@ load_local_node(OutputData *data)
 	data->local_priority = node->priority;
 }
 
+/*
+ * The priority of a forwarded transaction's origin node, as this node
+ * knows it; looked up once per node, not per transaction.
+ */
+static int32
+peer_priority(OutputData *data, const char *name)
+{
+	ListCell   *lc;
+	ConcordNode *node;
+	PeerPriority *peer;
+	MemoryContext oldcxt;
+
+	if (data->peers_stale)
+	{
+		list_free_deep(data->peers);
+		data->peers = NIL;
+		data->peers_stale = false;
+	}
+	foreach(lc, data->peers)
+	{
+		peer = lfirst(lc);
+		if (strcmp(peer->name, name) == 0)
+			return peer->priority;
+	}
+	node = concord_node_get_by_name(name);
+	oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
+	peer = palloc(sizeof(PeerPriority));
+	strlcpy(peer->name, name, NAMEDATALEN);
+	peer->priority = node ? node->priority : 0;
+	data->peers = lappend(data->peers, peer);
+	MemoryContextSwitchTo(oldcxt);
+	return peer->priority;
+}
+
 /* Decides, once per transaction, where it came from and whether to ship it. */
 static void
 decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
 {
 	char	   *origin = NULL;
-	ConcordNode *node;
 
 	otxn->decided = true;
 	load_local_node(data);
@@ -236,8 +280,7 @@ decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
 	if (origin == NULL)
 		origin = psprintf("origin_%u", txn->origin_id);
 	strlcpy(otxn->origin_name, origin, NAMEDATALEN);
-	node = concord_node_get_by_name(otxn->origin_name);
-	otxn->origin_priority = node ? node->priority : 0;
+	otxn->origin_priority = peer_priority(data, otxn->origin_name);
 
 	if (data->subscriber_node && strcmp(origin, data->subscriber_node) == 0)
 		otxn->skip = true;

@@ -122,9 +122,7 @@ concord_create_replication_set(PG_FUNCTION_ARGS)
 				 errmsg("replication set \"%s\" already exists", set.name),
 				 errhint("Use concord.alter_replication_set() to change it.")));
 
-	set.id = FirstNormalObjectId;
-	while (concord_set_id_used(set.id))
-		set.id++;
+	set.id = concord_set_new_id();
 	concord_set_insert(&set);
 	PG_RETURN_OID(set.id);
 }

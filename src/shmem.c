@@ -13,6 +13,8 @@
 
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "tcop/tcopprot.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "lib/stringinfo.h"
@@ -172,12 +174,6 @@ concord_request_manager(Oid dboid)
 	concord_wake_launcher();
 }
 
-void
-concord_wake_manager(Oid dboid)
-{
-	concord_request_manager(dboid);
-}
-
 /* 1 s after the first failure, doubling up to 60 s. */
 TimestampTz
 concord_backoff_until(int failures)
@@ -217,6 +213,23 @@ concord_fill_worker(BackgroundWorker *worker, const char *type,
 	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
 	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
 	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
+/*
+ * Start-up shared by the manager, apply and sync workers: signals, then
+ * a connection to the database the starter put in bgw_extra.
+ */
+Oid
+concord_worker_connect(void)
+{
+	Oid			dboid;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	return dboid;
 }
 
 /*

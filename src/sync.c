@@ -443,11 +443,7 @@ concord_sync_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	dboid = concord_worker_connect();
 
 	concord_is_worker = true;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);

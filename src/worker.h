@@ -52,11 +52,8 @@ typedef struct ConcordSubState
 	pid_t		sync_pid;
 	ConcordPhase phase;
 	XLogRecPtr	received_lsn;	/* provider WAL seen */
-	XLogRecPtr	applied_lsn;	/* end of last applied provider commit */
 	XLogRecPtr	caught_up_lsn;	/* every provider commit before it applied */
-	XLogRecPtr	flushed_lsn;	/* last position confirmed to the provider */
 	TimestampTz applied_commit_ts;	/* its commit time at the provider */
-	TimestampTz last_msg_at;
 	bool		has_error;
 	XLogRecPtr	error_lsn;		/* commit LSN of the failed transaction */
 	char		last_error[CONCORD_ERROR_LEN];
@@ -101,7 +98,6 @@ extern void concord_shmem_install_hooks(void);
 extern ConcordDbState *concord_db_state(Oid dboid, bool create);
 extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
 extern void concord_request_manager(Oid dboid);
-extern void concord_wake_manager(Oid dboid);
 extern void concord_wake_launcher(void);
 extern TimestampTz concord_backoff_until(int failures);
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
@@ -111,6 +107,7 @@ extern void concord_record_current_error(ConcordSubState *sub);
 extern PGDLLEXPORT void concord_manager_main(Datum main_arg);
 extern PGDLLEXPORT void concord_apply_main(Datum main_arg);
 extern PGDLLEXPORT void concord_sync_main(Datum main_arg);
+extern Oid	concord_worker_connect(void);
 extern void concord_fill_worker(BackgroundWorker *worker, const char *type,
 								const char *function);
 extern bool concord_start_worker(const char *type, const char *function,
