@@ -12,6 +12,7 @@ OBJS = \
 	src/node_api.o \
 	src/set_api.o \
 	src/conflict.o \
+	src/handler.o \
 	src/origin.o \
 	src/output.o \
 	src/output_rel.o \

@@ -113,6 +113,20 @@ CREATE INDEX conflict_history_detected_at ON concord.conflict_history (detected_
 COMMENT ON TABLE concord.conflict_history IS
     'every conflict this node detected and how it was resolved, written in the same transaction as the resolution';
 
+-- What a conflict handler learns about the conflict besides the two rows.
+CREATE TYPE concord.conflict_info AS (
+    conflict_type       text,
+    relation            regclass,
+    subscription_name   name,
+    local_origin        name,
+    local_commit_ts     timestamptz,
+    remote_origin       name,
+    remote_commit_ts    timestamptz,
+    remote_lsn          pg_lsn
+);
+COMMENT ON TYPE concord.conflict_info IS
+    'the third argument of a conflict handler: handler(local tbl, remote tbl, info concord.conflict_info) RETURNS tbl';
+
 -- A row per deleted key of a replicated table.  Its version (commit
 -- timestamp and origin) is that of its own xmin, like any row's, so a
 -- remote UPDATE of a deleted row is decided by the same rules.

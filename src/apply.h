@@ -28,6 +28,7 @@ typedef struct ApplyRel
 	bool		has_unsent_columns; /* local columns with defaults to fill */
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
+	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */
 	List	   *key_columns;	/* remote key column names */
 	bool		synced;			/* copied by a sync at sync_lsn */
 	XLogRecPtr	sync_lsn;

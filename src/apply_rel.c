@@ -203,6 +203,7 @@ choose_resolvers(ApplyRel *arel)
 		ListCell   *lc;
 
 		arel->resolver[t] = concord_conflict_resolver;
+		arel->handler[t] = InvalidOid;
 		foreach(lc, settings)
 		{
 			ConcordResolverSetting *rs = lfirst(lc);
@@ -216,6 +217,7 @@ choose_resolvers(ApplyRel *arel)
 			{
 				best_rank = rank;
 				arel->resolver[t] = concord_resolver_from_name(rs->resolver);
+				arel->handler[t] = rs->handler;
 			}
 		}
 	}

@@ -28,11 +28,15 @@
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "apply.h"
 #include "conflict.h"
+#include "handler.h"
 #include "tombstone.h"
 
 /*
@@ -254,11 +258,121 @@ conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
 	c->key_text = remote_tuple ? key_text(arel, remote_tuple) : NULL;
 	c->type = type;
 	c->resolver = arel->resolver[type];
+	c->handler = arel->handler[type];
 	c->rel = ex->rel;
 	c->relname = arel->qualname;
 	c->key_columns = arel->key_columns;
 	c->local = local;
 	c->remote = remote;
+}
+
+/*
+ * The handler's row must keep the key of the remote or the local row:
+ * a handler moves no row to another key.
+ */
+static void
+check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
+{
+	bool		same_as_remote = true;
+	bool		same_as_local = c->local != NULL;
+
+	slot_getallattrs(row);
+	if (c->local)
+		slot_getallattrs(c->local);
+	slot_getallattrs(c->remote);
+	for (int i = 0; i < arel->remote->natts; i++)
+	{
+		int			idx = arel->attmap[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(row->tts_tupleDescriptor, idx);
+
+		if (!arel->remote->atts[i].is_key)
+			continue;
+		if (row->tts_isnull[idx])
+			same_as_remote = same_as_local = false;
+		if (same_as_remote &&
+			(c->remote->tts_isnull[idx] ||
+			 !datum_image_eq(row->tts_values[idx], c->remote->tts_values[idx],
+							 att->attbyval, att->attlen)))
+			same_as_remote = false;
+		if (same_as_local &&
+			(c->local->tts_isnull[idx] ||
+			 !datum_image_eq(row->tts_values[idx], c->local->tts_values[idx],
+							 att->attbyval, att->attlen)))
+			same_as_local = false;
+	}
+	if (!same_as_remote && !same_as_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("conflict handler %s returned a row with another key",
+						format_procedure(c->handler)),
+				 errdetail("The conflict is about %s.", c->key_text ? c->key_text : "a key")));
+}
+
+/*
+ * Runs the custom resolver's handler and writes its row, over the local
+ * row or as a new row when there is none, in a subtransaction: whatever
+ * goes wrong there (the handler raises or times out, its row breaks a
+ * constraint or changes the key) skips the change, with the error in the
+ * history, and the subscription goes on.
+ */
+static ConcordResolution
+run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	TupleTableSlot *row = ExecInitExtraTupleSlot(ex->estate,
+												 RelationGetDescr(ex->rel),
+												 &TTSOpsVirtual);
+	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		if (concord_handler_call(c, row))
+		{
+			check_handler_key(arel, c, row);
+			if (c->local)
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+										 c->local, row);
+			else
+				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+			c->handler_row = row;
+			res = CONCORD_RESOLUTION_HANDLER_ROW;
+		}
+		else
+			res = CONCORD_RESOLUTION_KEEP_LOCAL;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		c->handler_row = NULL;
+		c->error_message = edata->message;
+		res = CONCORD_RESOLUTION_SKIP;
+	}
+	PG_END_TRY();
+	return res;
+}
+
+/* Decides c: by its resolver, or by its handler (which also writes). */
+static ConcordResolution
+resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
+{
+	ConcordResolution res = concord_conflict_resolve(c);
+
+	if (c->resolver == CONCORD_RESOLVER_CUSTOM)
+		res = run_handler(ex, arel, c);
+	return res;
 }
 
 /*
@@ -275,12 +389,10 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
 	concord_apply_conflicts++;
-	res = concord_conflict_resolve(&c);
+	res = resolve(ex, arel, &c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
-	concord_conflict_record(&c, res,
-							res == CONCORD_RESOLUTION_APPLY_REMOTE ? remote :
-							res == CONCORD_RESOLUTION_KEEP_LOCAL ? local : NULL);
+	concord_conflict_record(&c, res, remote);
 }
 
 /*
@@ -314,11 +426,10 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	if (!concord_conflict_concurrent(&c))
 		return false;
 	concord_apply_conflicts++;
-	res = concord_conflict_resolve(&c);
+	res = resolve(ex, arel, &c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 		ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
-	concord_conflict_record(&c, res,
-							res == CONCORD_RESOLUTION_APPLY_REMOTE ? remote : NULL);
+	concord_conflict_record(&c, res, remote);
 	return true;
 }
 
@@ -360,10 +471,8 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 		return true;
 	c.key_text = key_text(arel, remote_tuple);
 	concord_apply_conflicts++;
-	res = concord_conflict_resolve(&c);
+	res = resolve(ex, arel, &c);
 	concord_conflict_record(&c, res,
-							res != CONCORD_RESOLUTION_APPLY_REMOTE ?
-							(res == CONCORD_RESOLUTION_KEEP_LOCAL ? local : NULL) :
 							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ? remote : NULL);
 	return res == CONCORD_RESOLUTION_APPLY_REMOTE;
 }
@@ -412,10 +521,11 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 	{
 		c.type = CONCORD_CONFLICT_UPDATE_DELETED;
 		c.resolver = arel->resolver[CONCORD_CONFLICT_UPDATE_DELETED];
+		c.handler = arel->handler[CONCORD_CONFLICT_UPDATE_DELETED];
 		concord_conflict_set_deleted(&c, deleter);
 	}
 	concord_apply_conflicts++;
-	res = concord_conflict_resolve(&c);
+	res = resolve(ex, arel, &c);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
 		res = CONCORD_RESOLUTION_SKIP;
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
@@ -423,8 +533,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 		fill_slot(ex, arel, newtup, newslot, NULL, FILL_ROW);
 		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
 	}
-	concord_conflict_record(&c, res,
-							res == CONCORD_RESOLUTION_APPLY_REMOTE ? newslot : NULL);
+	concord_conflict_record(&c, res, newslot);
 }
 
 void
@@ -484,7 +593,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 		/* Nothing to delete: whatever the resolver, the row stays absent. */
 		conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, &ex, NULL, search,
 					  oldtup);
-		concord_conflict_record(&c, concord_conflict_resolve(&c), NULL);
+		concord_conflict_record(&c, resolve(&ex, arel, &c), NULL);
 	}
 	exec_end(&ex);
 }

@@ -25,6 +25,7 @@ PG_MODULE_MAGIC;
 int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
 int			concord_max_clock_skew = 1000;	/* ms */
 int			concord_history_retention = 0;	/* minutes; 0: forever */
+int			concord_handler_timeout = 1000;	/* ms; 0: none */
 
 static void
 define_gucs(void)
@@ -58,6 +59,16 @@ define_gucs(void)
 							0, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.handler_timeout",
+							"How long a conflict handler may run (0: no limit).",
+							"A handler that runs longer is cancelled and its change skipped, "
+							"recorded in concord.conflict_history.",
+							&concord_handler_timeout,
+							1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");

@@ -18,6 +18,7 @@
 extern int	concord_conflict_resolver;
 extern int	concord_max_clock_skew;
 extern int	concord_history_retention;
+extern int	concord_handler_timeout;
 
 /* launcher.c */
 extern void concord_launcher_register(void);

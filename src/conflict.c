@@ -136,6 +136,8 @@ resolution_name(ConcordResolution resolution)
 			return "keep_local";
 		case CONCORD_RESOLUTION_SKIP:
 			return "skip";
+		case CONCORD_RESOLUTION_HANDLER_ROW:
+			return "handler_row";
 	}
 	return "unknown";
 }
@@ -324,9 +326,11 @@ concord_conflict_resolve(ConcordConflict *c)
 	switch (c->resolver)
 	{
 		case CONCORD_RESOLVER_ERROR:
-		case CONCORD_RESOLVER_CUSTOM:
 			concord_conflict_error(c->type, c->relname, c->key_text);
 			break;
+		case CONCORD_RESOLVER_CUSTOM:
+			/* The caller asks the handler (handler.c). */
+			return CONCORD_RESOLUTION_KEEP_LOCAL;
 		case CONCORD_RESOLVER_SKIP:
 			return CONCORD_RESOLUTION_SKIP;
 		case CONCORD_RESOLVER_APPLY_REMOTE:
@@ -362,17 +366,25 @@ text_array(List *names)
 										   -1, false, TYPALIGN_INT));
 }
 
-#define HISTORY_NARGS 14
+#define HISTORY_NARGS 15
 
-/* Writes the conflict's history row, in the current (apply) transaction. */
+/*
+ * Writes the conflict's history row, in the current (apply) transaction.
+ * applied is the row written when the remote change was applied (NULL for
+ * a delete); the resolved row follows from the resolution.
+ */
 void
 concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
-						TupleTableSlot *resolved)
+						TupleTableSlot *applied)
 {
+	TupleTableSlot *resolved =
+		resolution == CONCORD_RESOLUTION_APPLY_REMOTE ? applied :
+		resolution == CONCORD_RESOLUTION_KEEP_LOCAL ? c->local :
+		resolution == CONCORD_RESOLUTION_HANDLER_ROW ? c->handler_row : NULL;
 	Oid			rowtype = c->rel->rd_rel->reltype;
 	Oid			types[HISTORY_NARGS] = {NAMEOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTARRAYOID, rowtype, rowtype, NAMEOID, TIMESTAMPTZOID, NAMEOID,
-	TIMESTAMPTZOID, LSNOID, rowtype};
+	TIMESTAMPTZOID, LSNOID, rowtype, TEXTOID};
 	Datum		values[HISTORY_NARGS];
 	char		nulls[HISTORY_NARGS];
 	bool		isnull;
@@ -397,6 +409,8 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 	values[12] = LSNGetDatum(concord_remote_txn->commit_lsn);
 	values[13] = slot_row(resolved, &isnull);
 	nulls[13] = isnull ? 'n' : ' ';
+	values[14] = c->error_message ? CStringGetTextDatum(c->error_message) : (Datum) 0;
+	nulls[14] = c->error_message ? ' ' : 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -404,13 +418,13 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 		"INSERT INTO concord.conflict_history (subscription_name, relation, "
 		"conflict_type, resolver, resolution, key, local_row, local_origin, "
 		"local_commit_ts, remote_row, remote_origin, remote_commit_ts, "
-		"remote_lsn, resolved_row) "
+		"remote_lsn, resolved_row, error_message) "
 		"SELECT $1, $2, $3, $4, $5, "
 		"(SELECT pg_catalog.jsonb_object_agg(k, r -> k) "
 		"   FROM pg_catalog.unnest($6) k, "
 		"        (SELECT COALESCE(pg_catalog.to_jsonb($8), pg_catalog.to_jsonb($7)) r) x), "
 		"pg_catalog.to_jsonb($7), $9, $10, pg_catalog.to_jsonb($8), $11, $12, $13, "
-		"pg_catalog.to_jsonb($14)",
+		"pg_catalog.to_jsonb($14), $15",
 		HISTORY_NARGS, types, values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(ret));

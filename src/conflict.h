@@ -54,7 +54,8 @@ typedef enum ConcordResolution
 {
 	CONCORD_RESOLUTION_APPLY_REMOTE,
 	CONCORD_RESOLUTION_KEEP_LOCAL,
-	CONCORD_RESOLUTION_SKIP
+	CONCORD_RESOLUTION_SKIP,
+	CONCORD_RESOLUTION_HANDLER_ROW	/* the handler's row was written */
 } ConcordResolution;
 
 /* The remote transaction being applied, for conflict decisions. */
@@ -74,6 +75,7 @@ typedef struct ConcordConflict
 {
 	ConcordConflictType type;
 	ConcordResolver resolver;
+	Oid			handler;		/* the custom resolver's function */
 	Relation	rel;
 	const char *relname;		/* as the provider names it */
 	List	   *key_columns;	/* names, for the history's key */
@@ -84,6 +86,8 @@ typedef struct ConcordConflict
 	TimestampTz local_commit_ts;
 	bool		local_known;	/* local_origin, local_commit_ts read */
 	bool		local_deleted;	/* the local version is a delete */
+	TupleTableSlot *handler_row;	/* what the handler wrote */
+	char	   *error_message;	/* why the handler's decision failed */
 } ConcordConflict;
 
 extern ConcordRemoteTxn *concord_remote_txn;
@@ -97,7 +101,7 @@ extern void concord_conflict_set_deleted(ConcordConflict *c,
 										 TransactionId deleter);
 extern void concord_conflict_record(ConcordConflict *c,
 									ConcordResolution resolution,
-									TupleTableSlot *resolved);
+									TupleTableSlot *applied);
 extern const char *concord_conflict_name(ConcordConflictType type);
 extern void concord_conflict_error(ConcordConflictType type,
 								   const char *relname, const char *key);

@@ -17,11 +17,12 @@
 #include "catalog.h"
 #include "concord.h"
 #include "conflict.h"
+#include "handler.h"
 
 PG_FUNCTION_INFO_V1(concord_set_conflict_resolver);
 
 static void
-check_resolver_name(const char *resolver, Oid handler)
+check_resolver_name(const char *resolver, Oid relid, Oid handler)
 {
 	if (concord_resolver_from_name(resolver) < 0)
 		ereport(ERROR,
@@ -29,10 +30,22 @@ check_resolver_name(const char *resolver, Oid handler)
 				 errmsg("unknown conflict resolver \"%s\"", resolver),
 				 errhint("Valid resolvers are last_update_wins, first_update_wins, replica_priority, keep_local, apply_remote, skip, error and custom.")));
 	if (strcmp(resolver, "custom") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the custom resolver is not supported yet"),
-				 errhint("Use one of the built-in resolvers for now.")));
+	{
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the custom resolver needs a table"),
+					 errhint("A handler takes the rows of one table; set it per table.")));
+		if (!OidIsValid(handler))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the custom resolver needs a handler"),
+					 errhint("Pass handler => 'my_handler(%s, %s, concord.conflict_info)'.",
+							 format_type_be(get_rel_type_id(relid)),
+							 format_type_be(get_rel_type_id(relid)))));
+		concord_handler_check(relid, handler);
+		return;
+	}
 	if (OidIsValid(handler))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -90,7 +103,7 @@ concord_set_conflict_resolver(PG_FUNCTION_ARGS)
 		(void) concord_resolver_unset(relid, type);
 	else
 	{
-		check_resolver_name(resolver, handler);
+		check_resolver_name(resolver, relid, handler);
 		setting.relid = relid;
 		setting.conflict_type = type;
 		setting.resolver = resolver;
