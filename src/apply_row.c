@@ -17,7 +17,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
 #include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_am.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/pg_type.h"
@@ -27,7 +31,9 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/datum.h"
 #include "utils/regproc.h"
 #include "utils/resowner.h"
@@ -263,6 +269,7 @@ conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
 	c->relname = arel->qualname;
 	c->key_columns = arel->key_columns;
 	c->local = local;
+	c->target = local;
 	c->remote = remote;
 }
 
@@ -332,9 +339,9 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		if (concord_handler_call(c, row))
 		{
 			check_handler_key(arel, c, row);
-			if (c->local)
+			if (c->target)
 				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-										 c->local, row);
+										 c->target, row);
 			else
 				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
 			c->handler_row = row;
@@ -395,6 +402,186 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	concord_conflict_record(&c, res, remote);
 }
 
+/* Whether unique index i of ex can collide with a row other than the key's. */
+static bool
+other_unique_index(ApplyExec *ex, int i)
+{
+	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
+	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
+	Oid			keyidx = RelationGetReplicaIndex(ex->rel);
+
+	if (!OidIsValid(keyidx))
+		keyidx = RelationGetPrimaryKeyIndex(ex->rel);
+	if (!ii->ii_Unique || ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
+		RelationGetRelid(idx) == keyidx || idx->rd_rel->relam != BTREE_AM_OID)
+		return false;
+	for (int k = 0; k < ii->ii_NumIndexKeyAttrs; k++)
+		if (ii->ii_IndexAttrNumbers[k] == 0)
+			return false;
+	return true;
+}
+
+/*
+ * Finds and locks a row other than skip whose columns of unique index i
+ * equal those of row.  A NULL never collides.
+ */
+static bool
+find_by_index(ApplyExec *ex, int i, TupleTableSlot *row, ItemPointer skip,
+			  TupleTableSlot *out)
+{
+	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
+	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
+	int			nkeys = ii->ii_NumIndexKeyAttrs;
+	ScanKeyData skey[INDEX_MAX_KEYS];
+	SnapshotData snap;
+	IndexScanDesc scan;
+	bool		found;
+
+	slot_getallattrs(row);
+	for (int k = 0; k < nkeys; k++)
+	{
+		AttrNumber	attno = ii->ii_IndexAttrNumbers[k];
+		Oid			optype = idx->rd_opcintype[k];
+		Oid			op = get_opfamily_member(idx->rd_opfamily[k], optype, optype,
+											 BTEqualStrategyNumber);
+
+		if (row->tts_isnull[attno - 1])
+			return false;
+		if (!OidIsValid(op))
+			elog(ERROR, "missing equality operator for type %u in opfamily %u",
+				 optype, idx->rd_opfamily[k]);
+		ScanKeyInit(&skey[k], k + 1, BTEqualStrategyNumber, get_opcode(op),
+					row->tts_values[attno - 1]);
+		skey[k].sk_collation = idx->rd_indcollation[k];
+	}
+
+	InitDirtySnapshot(snap);
+	scan = index_beginscan(ex->rel, idx, &snap, nkeys, 0);
+retry:
+	found = false;
+	index_rescan(scan, skey, nkeys, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, out))
+	{
+		TransactionId xwait = TransactionIdIsValid(snap.xmin) ? snap.xmin : snap.xmax;
+		TM_FailureData tmfd;
+		TM_Result	res;
+
+		if (skip && ItemPointerEquals(skip, &out->tts_tid))
+			continue;
+		if (TransactionIdIsValid(xwait))
+		{
+			XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+			goto retry;
+		}
+		PushActiveSnapshot(GetLatestSnapshot());
+		res = table_tuple_lock(ex->rel, &out->tts_tid, GetLatestSnapshot(), out,
+							   GetCurrentCommandId(false), LockTupleExclusive,
+							   LockWaitBlock, 0, &tmfd);
+		PopActiveSnapshot();
+		if (res == TM_Updated || res == TM_Deleted)
+			goto retry;
+		if (res != TM_Ok)
+			elog(ERROR, "unexpected table_tuple_lock status: %u", res);
+		found = true;
+		break;
+	}
+	index_endscan(scan);
+	return found;
+}
+
+/*
+ * The rows other than skip that row collides with through the table's
+ * unique indexes other than the key (plain btree ones: an expression or
+ * partial unique index still raises its violation), each locked.
+ */
+static List *
+find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip)
+{
+	List	   *rows = NIL;
+
+	for (int i = 0; i < ex->rri->ri_NumIndices; i++)
+	{
+		TupleTableSlot *other;
+		bool		seen = false;
+		ListCell   *lc;
+
+		if (!other_unique_index(ex, i))
+			continue;
+		other = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+		if (!find_by_index(ex, i, row, skip ? &skip->tts_tid : NULL, other))
+			continue;
+		foreach(lc, rows)
+			seen |= ItemPointerEquals(&((TupleTableSlot *) lfirst(lc))->tts_tid,
+									  &other->tts_tid);
+		if (!seen)
+			rows = lappend(rows, other);
+	}
+	return rows;
+}
+
+/*
+ * A remote INSERT or UPDATE collides through unique indexes with rivals,
+ * rows of other keys (and for an INSERT, maybe the row of its own key,
+ * target).  One rival: insert_exists or update_exists; more:
+ * multiple_unique_conflicts.  The remote version must win against every
+ * rival: then the rivals of other keys are deleted (tombstones recorded)
+ * and the change applied.  Otherwise it is not applied, and under the
+ * convergent resolvers the row whose new version lost is deleted too
+ * (an UPDATE's target): every node then keeps the winner and drops the
+ * loser's row, whichever version it met first.  The history row shows
+ * the first rival as the local row.
+ */
+static void
+unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
+				TupleTableSlot *target, List *others, TupleTableSlot *remote,
+				ConcordTuple *newtup)
+{
+	List	   *rivals = (is_insert && target) ? lcons(target, others) : others;
+	ConcordConflictType type;
+	ConcordConflict c;
+	ConcordResolution res;
+	ListCell   *lc;
+
+	type = list_length(rivals) > 1 ? CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS :
+		is_insert ? CONCORD_CONFLICT_INSERT_EXISTS : CONCORD_CONFLICT_UPDATE_EXISTS;
+	conflict_init(&c, type, arel, ex, linitial(rivals), remote, newtup);
+	c.target = target;
+	concord_apply_conflicts++;
+	res = resolve(ex, arel, &c);
+	/* The timestamp and priority resolvers weigh every rival. */
+	for_each_from(lc, rivals, 1)
+	{
+		ConcordConflict other;
+
+		if (res != CONCORD_RESOLUTION_APPLY_REMOTE || c.resolver == CONCORD_RESOLVER_APPLY_REMOTE)
+			break;
+		conflict_init(&other, type, arel, ex, lfirst(lc), remote, NULL);
+		if (concord_conflict_resolve(&other) != CONCORD_RESOLUTION_APPLY_REMOTE)
+			res = CONCORD_RESOLUTION_KEEP_LOCAL;
+	}
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+	{
+		foreach(lc, others)
+		{
+			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
+			concord_tombstone_record(ex->rel, lfirst(lc));
+		}
+		if (target)
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, target, remote);
+		else
+			ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
+	}
+	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
+			 (c.resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
+			  c.resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
+			  c.resolver == CONCORD_RESOLVER_REPLICA_PRIORITY))
+	{
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, target);
+		concord_tombstone_record(ex->rel, target);
+	}
+	concord_conflict_record(&c, res, remote);
+}
+
 /*
  * A remote INSERT of a key deleted here.  If the remote writer had seen
  * the delete, the row simply comes back; if not, the delete and the
@@ -444,8 +631,18 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
-	if (concord_apply_careful && has_key_index(ex.rel) && find_local(&ex, slot, local))
-		insert_exists(&ex, arel, local, slot, newtup);
+	if (concord_apply_careful)
+	{
+		bool		found = has_key_index(ex.rel) && find_local(&ex, slot, local);
+		List	   *others = find_collisions(&ex, slot, found ? local : NULL);
+
+		if (others != NIL)
+			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
+		else if (found)
+			insert_exists(&ex, arel, local, slot, newtup);
+		else if (!insert_deleted(&ex, arel, local, slot, newtup))
+			ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+	}
 	else if (!insert_deleted(&ex, arel, local, slot, newtup))
 		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 	exec_end(&ex);
@@ -558,7 +755,15 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 		fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
 						   local, newslot, newtup))
-			ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+		{
+			List	   *others = concord_apply_careful ?
+				find_collisions(&ex, newslot, local) : NIL;
+
+			if (others != NIL)
+				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
+			else
+				ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+		}
 	}
 	else
 		update_missing(&ex, arel, newtup, newslot);

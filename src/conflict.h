@@ -81,6 +81,8 @@ typedef struct ConcordConflict
 	List	   *key_columns;	/* names, for the history's key */
 	const char *key_text;		/* "col=value, ...", for messages */
 	TupleTableSlot *local;		/* the local row, or NULL */
+	TupleTableSlot *target;		/* the row a handler's row replaces (NULL:
+								 * it is inserted) */
 	TupleTableSlot *remote;		/* the remote row (DELETE: the old one) */
 	char	   *local_origin;
 	TimestampTz local_commit_ts;
