@@ -269,6 +269,32 @@ SELECT key, conflict_type, resolver, resolution, resolved_row, error_message
 SELECT rolsuper AS app_is_superuser FROM pg_roles WHERE rolname = 'concord_app';
 SELECT status FROM concord.subscription_status WHERE subscription_name = 'h';
 
+
+-- conflict_reapply: the skipped change of key 3 (the handler raised) and
+-- the refused one of key 2 (keep_local) are applied now, as local writes
+CREATE FUNCTION try_reapply(k int) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN concord.conflict_reapply((SELECT max(conflict_id) FROM concord.conflict_history
+                                    WHERE relation = 'public.doc' AND key = jsonb_build_object('id', k)));
+EXCEPTION WHEN OTHERS THEN
+  RETURN 'refused: ' || regexp_replace(SQLERRM, 'conflict \d+', 'conflict N') || ' (' || SQLSTATE || ')';
+END $$;
+SELECT try_reapply(3) AS key3, try_reapply(2) AS key2;
+SELECT * FROM doc WHERE id IN (2, 3) ORDER BY id;
+SELECT key, resolution, reapplied_at IS NOT NULL AS reapplied
+  FROM concord.conflict_history WHERE relation = 'public.doc' AND key IN ('{"id": 2}', '{"id": 3}');
+-- refused: twice, an applied change, a conflict that does not exist
+SELECT try_reapply(3) AS again, try_reapply(1) AS applied;
+SELECT concord.conflict_reapply(-1);
+-- a delete that was refused is re-applied as a delete
+INSERT INTO concord.conflict_history (subscription_name, relation, conflict_type, resolver,
+    resolution, key, remote_row, remote_origin, remote_commit_ts, remote_lsn)
+  VALUES ('h', 'public.doc', 'delete_origin_differs', 'keep_local', 'keep_local',
+          '{"id": 7}', '{"id": 7}', 'peer3', now(), '0/0');
+SELECT try_reapply(7) AS key7;
+SELECT count(*) AS rows_7 FROM doc WHERE id = 7;
+DROP FUNCTION try_reapply;
+
 SELECT concord.drop_subscription('h');
 DROP DATABASE concord_peer3 WITH (FORCE);
 SET client_min_messages = warning;

@@ -107,7 +107,8 @@ CREATE TABLE concord.conflict_history (
     remote_commit_ts    timestamptz NOT NULL,
     remote_lsn          pg_lsn      NOT NULL,
     resolved_row        jsonb,
-    error_message       text
+    error_message       text,
+    reapplied_at        timestamptz     -- set by concord.conflict_reapply()
 );
 CREATE INDEX conflict_history_detected_at ON concord.conflict_history (detected_at);
 COMMENT ON TABLE concord.conflict_history IS
@@ -342,6 +343,82 @@ CREATE VIEW concord.conflict_stats AS
 COMMENT ON VIEW concord.conflict_stats IS
     'how many conflicts of each type were resolved how, per table';
 REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
+
+-- Re-applies a remote change that a conflict left unapplied (resolution
+-- skip or keep_local), as a new local write of this node: it replicates
+-- to the other nodes like any write, with the current commit timestamp.
+CREATE FUNCTION concord.conflict_reapply(conflict_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h       concord.conflict_history;
+    rel     regclass;
+    keys    text;
+    sets    text;
+    cols    text;
+    n       bigint;
+BEGIN
+    SELECT * INTO h FROM concord.conflict_history c
+     WHERE c.conflict_id = conflict_reapply.conflict_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conflict % does not exist', conflict_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See concord.conflict_history for the conflicts of this node.';
+    END IF;
+    IF h.resolution NOT IN ('skip', 'keep_local') THEN
+        RAISE EXCEPTION 'the change of conflict % was applied (resolution %)',
+                        conflict_id, h.resolution
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Only a change resolved as skip or keep_local can be re-applied.';
+    END IF;
+    IF h.reapplied_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the change of conflict % was already re-applied', conflict_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was re-applied at %s.', h.reapplied_at);
+    END IF;
+    rel := pg_catalog.to_regclass(h.relation);
+    IF rel IS NULL OR h.key IS NULL OR h.remote_row IS NULL THEN
+        RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN rel IS NULL
+                                THEN format('Relation %s does not exist.', h.relation)
+                                ELSE 'The history row has no key or no remote row.' END;
+    END IF;
+    SELECT string_agg(format('t.%1$I IS NOT DISTINCT FROM r.%1$I', k), ' AND ')
+      INTO keys FROM pg_catalog.jsonb_object_keys(h.key) k;
+
+    IF h.conflict_type IN ('delete_origin_differs', 'delete_missing') THEN
+        EXECUTE format('DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                       rel, rel, keys) USING h.remote_row;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+         WHERE c.conflict_id = conflict_reapply.conflict_id;
+        RETURN CASE WHEN n > 0 THEN 'deleted' ELSE 'nothing to delete' END;
+    END IF;
+
+    -- the columns the remote row carries, the key included
+    SELECT string_agg(format('%1$I = r.%1$I', a.attname), ', '),
+           string_agg(format('%I', a.attname), ', ')
+      INTO sets, cols
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attgenerated = '' AND h.remote_row ? a.attname;
+    EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                   rel, sets, rel, keys) USING h.remote_row;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r',
+                       rel, cols, cols, rel) USING h.remote_row;
+    END IF;
+    UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+     WHERE c.conflict_id = conflict_reapply.conflict_id;
+    RETURN CASE WHEN n > 0 THEN 'updated' ELSE 'inserted' END;
+END
+$$;
+COMMENT ON FUNCTION concord.conflict_reapply(bigint) IS
+    'applies now, as a local write that replicates, the remote change a conflict left unapplied (skip or keep_local)';
 
 CREATE FUNCTION concord.tombstone_trigger()
 RETURNS trigger
