@@ -259,6 +259,9 @@ RESET ROLE;
 RESET TimeZone;
 RESET DateStyle;
 SELECT key FROM concord.tombstone WHERE relid = 'ts_keyed'::regclass;
+-- tombstone_gc(): a tombstone younger than concord.tombstone_gc_delay stays
+SELECT concord.tombstone_gc() AS removed;
+SELECT count(*) > 0 AS kept FROM concord.tombstone WHERE relid = 'ts_keyed'::regclass;
 
 -- what the writer had applied travels with its changes, and a transaction
 -- that changes no replicated table sends nothing at all

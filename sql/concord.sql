@@ -136,6 +136,18 @@ CREATE TABLE concord.tombstone (
     key         text[]  NOT NULL,
     PRIMARY KEY (relid, key)
 );
+-- Per peer and origin node: the newest tombstone of that origin removed
+-- before the peer had confirmed it (concord.tombstone_retention).  Apply
+-- refuses the peer's transactions written before it applied those deletes.
+CREATE TABLE concord.tombstone_gap (
+    peer            name        NOT NULL,
+    origin          name        NOT NULL,
+    removed_upto    timestamptz NOT NULL,
+    PRIMARY KEY (peer, origin)
+);
+COMMENT ON TABLE concord.tombstone_gap IS
+    'tombstones removed before a peer confirmed them: that peer''s older changes are refused until resynchronized';
+
 COMMENT ON TABLE concord.tombstone IS
     'deleted keys of replicated tables, so that DELETE racing UPDATE converges';
 
@@ -150,7 +162,8 @@ SELECT pg_catalog.pg_extension_config_dump('concord.conflict_resolver', '');
 REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
 REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
-              concord.conflict_history, concord.tombstone FROM PUBLIC;
+              concord.conflict_history, concord.tombstone,
+              concord.tombstone_gap FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -343,6 +356,13 @@ CREATE VIEW concord.conflict_stats AS
 COMMENT ON VIEW concord.conflict_stats IS
     'how many conflicts of each type were resolved how, per table';
 REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
+
+CREATE FUNCTION concord.tombstone_gc()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'concord_tombstone_gc_sql'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.tombstone_gc() IS
+    'removes now the tombstones every peer has confirmed (and those past concord.tombstone_retention); returns how many';
 
 -- Re-applies a remote change that a conflict left unapplied (resolution
 -- skip or keep_local), as a new local write of this node: it replicates

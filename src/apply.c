@@ -52,6 +52,7 @@
 #include "origin.h"
 #include "remote.h"
 #include "seen.h"
+#include "tombstone.h"
 #include "worker.h"
 
 #define FEEDBACK_INTERVAL_MS	1000
@@ -80,6 +81,7 @@ typedef struct ApplyWorker
 	List	   *lsn_map;		/* of LsnMapping, oldest first */
 	TimestampTz last_feedback;
 	List	   *seen;			/* the remote writer's vector (seen.c) */
+	bool		gaps_checked;	/* concord_gap_check() ran for this one */
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
@@ -350,6 +352,7 @@ handle_begin(StringInfo s)
 	}
 	W.in_remote_txn = true;
 	W.seen = NIL;
+	W.gaps_checked = false;
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;
 	RemoteTxn.sub_name = W.sub->name;
@@ -379,6 +382,9 @@ handle_commit(StringInfo s)
 
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
+		/* W.seen lives in the transaction: note it first (still true). */
+		concord_confirm_record(W.begin.origin_name, W.seen);
+		W.seen = NIL;
 		CommitTransactionCommand();
 		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
 		oldcxt = MemoryContextSwitchTo(ApplyContext);
@@ -436,11 +442,22 @@ retry_carefully(void)
 	return true;
 }
 
-/* False if the change is for a table whose copy already has it. */
+/*
+ * False if the change is for a table whose copy already has it.  A change
+ * to apply is first checked against the tombstones removed without its
+ * writer's confirmation (tombstone_gc.c), once per transaction.
+ */
 static bool
 change_wanted(ApplyRel *arel)
 {
-	return !W.skip_txn && !(arel->synced && W.begin.commit_lsn < arel->sync_lsn);
+	if (W.skip_txn || (arel->synced && W.begin.commit_lsn < arel->sync_lsn))
+		return false;
+	if (!W.gaps_checked)
+	{
+		concord_gap_check(W.sub->name, W.begin.origin_name, W.seen);
+		W.gaps_checked = true;
+	}
+	return true;
 }
 
 static void

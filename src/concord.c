@@ -26,6 +26,8 @@ int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
 int			concord_max_clock_skew = 1000;	/* ms */
 int			concord_history_retention = 0;	/* minutes; 0: forever */
 int			concord_handler_timeout = 1000;	/* ms; 0: none */
+int			concord_tombstone_gc_delay = 300;	/* s */
+int			concord_tombstone_retention = 0;	/* s; 0: forever */
 
 static void
 define_gucs(void)
@@ -69,6 +71,25 @@ define_gucs(void)
 							1000, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.tombstone_gc_delay",
+							"How long a tombstone is kept at least, even once every peer confirmed it.",
+							"Covers a peer's transaction that was open since before it applied the deletion.",
+							&concord_tombstone_gc_delay,
+							300, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.tombstone_retention",
+							"How long a tombstone waits for every peer to confirm it (0: forever).",
+							"Older tombstones are removed anyway; a peer that had not confirmed them "
+							"is then refused until its tables are resynchronized.",
+							&concord_tombstone_retention,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");

@@ -37,6 +37,7 @@
 
 #include "catalog.h"
 #include "concord.h"
+#include "tombstone.h"
 #include "worker.h"
 
 #define MANAGER_NAPTIME_MS	1000L
@@ -366,6 +367,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			foreach(lc, reconcile(subs))
 				start_apply(lfirst_oid(lc));
 			trim_history();
+			concord_tombstone_gc_periodic();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running())) &&
 			go_dormant(seen_requests))

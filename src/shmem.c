@@ -43,6 +43,8 @@ shmem_size(void)
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordSubState)));
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_SEEN_PER_ENTRY,
 								   sizeof(ConcordSeenState)));
+	size = add_size(size, mul_size(max_worker_processes * CONCORD_CONFIRM_PER_ENTRY,
+								   sizeof(ConcordConfirmState)));
 	return size;
 }
 
@@ -71,6 +73,7 @@ shmem_startup(void)
 		ConcordShmem->lock = &(GetNamedLWLockTranche(CONCORD_TRANCHE))->lock;
 		ConcordShmem->max_entries = max_worker_processes;
 		pg_atomic_init_u64(&ConcordShmem->seen_generation, 0);
+		pg_atomic_init_u64(&ConcordShmem->gap_generation, 0);
 		for (int i = 0; i < CONCORD_TOMBSTONE_SLOTS; i++)
 			pg_atomic_init_u32(&ConcordShmem->tombstoned[i], 0);
 		found = false;
@@ -82,6 +85,8 @@ shmem_startup(void)
 		(ConcordShmem->dbs + ConcordShmem->max_entries);
 	ConcordShmem->seen = (ConcordSeenState *)
 		(ConcordShmem->subs + ConcordShmem->max_entries);
+	ConcordShmem->confirmed = (ConcordConfirmState *)
+		(ConcordShmem->seen + ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
 	if (!found && !IsUnderPostmaster)
 		concord_seen_load();
 	LWLockRelease(AddinShmemInitLock);
@@ -252,7 +257,7 @@ concord_start_worker(const char *type, const char *function, Oid dboid,
 
 /*
  * From a PG_CATCH block: records the error being handled as the
- * subscription's last error ("message: detail (context)").
+ * subscription's last error ("message: detail Hint: hint (context)").
  */
 void
 concord_record_current_error(ConcordSubState *sub)
@@ -265,6 +270,8 @@ concord_record_current_error(ConcordSubState *sub)
 	appendStringInfoString(&buf, edata->message ? edata->message : "unknown error");
 	if (edata->detail)
 		appendStringInfo(&buf, ": %s", edata->detail);
+	if (edata->hint)
+		appendStringInfo(&buf, " Hint: %s", edata->hint);
 	if (edata->context)
 		appendStringInfo(&buf, " (%s)", edata->context);
 	for (char *p = buf.data; *p; p++)

@@ -77,6 +77,20 @@ typedef struct ConcordSeenState
 } ConcordSeenState;
 
 #define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
+
+/*
+ * What writer node had applied of origin node when it wrote its latest
+ * transaction committed here (its SEEN vector): tombstone_gc.c.
+ */
+typedef struct ConcordConfirmState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		writer[NAMEDATALEN];
+	char		origin[NAMEDATALEN];
+	TimestampTz commit_ts;
+} ConcordConfirmState;
+
+#define CONCORD_CONFIRM_PER_ENTRY	16	/* confirm entries per worker slot */
 #define CONCORD_TOMBSTONE_SLOTS	1024
 
 typedef struct ConcordShared
@@ -88,6 +102,8 @@ typedef struct ConcordShared
 	ConcordSubState *subs;
 	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
 	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
+	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
+	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
 	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
 	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
 } ConcordShared;
