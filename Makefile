@@ -13,6 +13,7 @@ OBJS = \
 	src/set_api.o \
 	src/conflict.o \
 	src/handler.o \
+	src/tombstone_gc.o \
 	src/origin.o \
 	src/output.o \
 	src/output_rel.o \
