@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/inval.h"
@@ -368,6 +369,58 @@ text_array(List *names)
 
 #define HISTORY_NARGS 15
 
+#define HISTORY_SQL \
+	"INSERT INTO concord.conflict_history (subscription_name, relation, " \
+	"conflict_type, resolver, resolution, key, local_row, local_origin, " \
+	"local_commit_ts, remote_row, remote_origin, remote_commit_ts, " \
+	"remote_lsn, resolved_row, error_message) " \
+	"SELECT $1, $2, $3, $4, $5, " \
+	"(SELECT pg_catalog.jsonb_object_agg(k, r -> k) " \
+	"   FROM pg_catalog.unnest($6) k, " \
+	"        (SELECT COALESCE(pg_catalog.to_jsonb($8), pg_catalog.to_jsonb($7)) r) x), " \
+	"pg_catalog.to_jsonb($7), $9, $10, pg_catalog.to_jsonb($8), $11, $12, $13, " \
+	"pg_catalog.to_jsonb($14), $15"
+
+/* The history INSERT, planned once per row type (conflicts come in runs). */
+typedef struct HistoryPlan
+{
+	Oid			rowtype;		/* hash key */
+	SPIPlanPtr	plan;
+} HistoryPlan;
+
+static HTAB *HistoryPlans = NULL;
+
+static SPIPlanPtr
+history_plan(Oid rowtype, Oid *types)
+{
+	HistoryPlan *entry;
+	bool		found;
+
+	if (HistoryPlans == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(HistoryPlan);
+		HistoryPlans = hash_create("concord history plans", 16, &ctl,
+								   HASH_ELEM | HASH_BLOBS);
+	}
+	entry = hash_search(HistoryPlans, &rowtype, HASH_ENTER, &found);
+	if (!found)
+	{
+		SPIPlanPtr	plan = SPI_prepare(HISTORY_SQL, HISTORY_NARGS, types);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+		{
+			hash_search(HistoryPlans, &rowtype, HASH_REMOVE, NULL);
+			elog(ERROR, "could not prepare the conflict history insert: %s",
+				 SPI_result_code_string(SPI_result));
+		}
+		entry->plan = plan;
+	}
+	return entry->plan;
+}
+
 /*
  * Writes the conflict's history row, in the current (apply) transaction.
  * applied is the row written when the remote change was applied (NULL for
@@ -414,18 +467,7 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_with_args(
-		"INSERT INTO concord.conflict_history (subscription_name, relation, "
-		"conflict_type, resolver, resolution, key, local_row, local_origin, "
-		"local_commit_ts, remote_row, remote_origin, remote_commit_ts, "
-		"remote_lsn, resolved_row, error_message) "
-		"SELECT $1, $2, $3, $4, $5, "
-		"(SELECT pg_catalog.jsonb_object_agg(k, r -> k) "
-		"   FROM pg_catalog.unnest($6) k, "
-		"        (SELECT COALESCE(pg_catalog.to_jsonb($8), pg_catalog.to_jsonb($7)) r) x), "
-		"pg_catalog.to_jsonb($7), $9, $10, pg_catalog.to_jsonb($8), $11, $12, $13, "
-		"pg_catalog.to_jsonb($14), $15",
-		HISTORY_NARGS, types, values, nulls, false, 0);
+	ret = SPI_execute_plan(history_plan(rowtype, types), values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(ret));
 	SPI_finish();
