@@ -130,10 +130,14 @@ apply_error_context(void *arg pg_attribute_unused())
  * transactions (everything the provider sent is handled), shows that the
  * last retry succeeded once apply is past the transaction that failed:
  * the subscription is no longer down, and the backoff starts over.
+ * wait_for_apply() callers are woken only once the lowest position one of
+ * them waits for is reached (a wake-up per commit costs a signal each).
  */
 static void
 publish_progress(bool applied_commit, bool healthy)
 {
+	bool		wake;
+
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->received_lsn = W.received;
 	W.shared->caught_up_lsn = W.caught_up;
@@ -144,9 +148,12 @@ publish_progress(bool applied_commit, bool healthy)
 		W.shared->has_error = false;
 		W.shared->failures = 0;
 	}
+	wake = W.shared->wake_lsn != InvalidXLogRecPtr && W.caught_up >= W.shared->wake_lsn;
+	if (wake)
+		W.shared->wake_lsn = InvalidXLogRecPtr;
 	LWLockRelease(ConcordShmem->lock);
-	/* Wakes wait_for_apply() callers. */
-	ConditionVariableBroadcast(&W.shared->progress_cv);
+	if (wake)
+		ConditionVariableBroadcast(&W.shared->progress_cv);
 }
 
 /* The manager asks a worker of a disabled subscription to stop. */
@@ -437,7 +444,7 @@ retry_carefully(void)
 		return false;
 	stay_careful();
 	ereport(LOG,
-			(errmsg("concord subscription \"%s\": an incoming row exists here, replaying its transaction with conflict detection",
+			(errmsg("concord subscription \"%s\": a remote change collides with a row here (unique violation), replaying its transaction with conflict detection",
 					W.sub->name)));
 	return true;
 }

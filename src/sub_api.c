@@ -667,24 +667,30 @@ concord_wait_for_subscription_sync_complete(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The subscription's applied position, if it is streaming. */
+/*
+ * The subscription's applied position, if it is streaming; below target,
+ * asks apply to wake the waiters once it reaches target.
+ */
 static XLogRecPtr
-applied_position(ConcordSubState **st, Oid subid)
+applied_position(ConcordSubState **st, Oid subid, XLogRecPtr target)
 {
 	XLogRecPtr	done = InvalidXLogRecPtr;
 
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	*st = concord_sub_state(MyDatabaseId, subid, false);
 	if (*st && (*st)->phase == CONCORD_PHASE_REPLICATING)
 		done = (*st)->caught_up_lsn;
+	if (*st && done < target &&
+		((*st)->wake_lsn == InvalidXLogRecPtr || target < (*st)->wake_lsn))
+		(*st)->wake_lsn = target;
 	LWLockRelease(ConcordShmem->lock);
 	return done;
 }
 
 /*
  * Waits on the subscription's condition variable, which apply broadcasts
- * whenever its position moves; the timed sleep also covers a worker that
- * is not there yet.
+ * once its position reaches the lowest target a waiter registered; the
+ * timed sleep also covers a worker that is not there yet.
  */
 Datum
 concord_wait_for_apply(PG_FUNCTION_ARGS)
@@ -699,7 +705,7 @@ concord_wait_for_apply(PG_FUNCTION_ARGS)
 	{
 		ConcordSubState *st;
 
-		if (applied_position(&st, sub->id) >= target)
+		if (applied_position(&st, sub->id, target) >= target)
 		{
 			reached = true;
 			break;

@@ -62,7 +62,10 @@ typedef struct ConcordSubState
 	TimestampTz restart_after;
 	TimestampTz careful_until;	/* apply looks for conflicts until then */
 	bool		stop_requested; /* the subscription was disabled */
-	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn moves */
+	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn reaches
+									 * wake_lsn */
+	XLogRecPtr	wake_lsn;		/* the lowest LSN a wait_for_apply() waits
+								 * for; 0: nobody waits */
 } ConcordSubState;
 
 /*
