@@ -10,8 +10,9 @@
  * with it iff P had not applied the delete when it wrote, that is iff the
  * SEEN vector of P's transaction (seen.c) holds less than T for O.  Apply
  * notes, per writer and origin, the newest SEEN value of the writer's
- * transactions it committed (shared memory: "confirmed").  Once every
- * peer P but O has confirmed O past T (with a second of margin, commit
+ * transactions it committed (shared memory: "confirmed").  The peers are
+ * the nodes of concord.node and every origin applied here (a ring's far
+ * nodes).  Once every peer P but O has confirmed O past T (with a second of margin, commit
  * timestamps not being strictly in commit order), P's later transactions
  * cannot be concurrent with the delete any more, except one P had open
  * since before: concord.tombstone_gc_delay keeps every tombstone that
@@ -120,18 +121,41 @@ confirmed_arrays(Datum *writers, Datum *origins, Datum *times)
 }
 
 /*
+ * The origins this database has applied transactions from: peers too, even
+ * when concord.node does not list them (the far nodes of a ring).
+ */
+static Datum
+seen_origins(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	Datum	   *o = palloc(sizeof(Datum) * n);
+	int			used = 0;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+		if (ConcordShmem->seen[i].dboid == MyDatabaseId)
+			o[used++] = CStringGetTextDatum(ConcordShmem->seen[i].origin);
+	LWLockRelease(ConcordShmem->lock);
+	return PointerGetDatum(construct_array(o, used, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
  * The removal, in one statement.  $1-$3: the confirmations; $4: the GC
- * delay (ms); $5: the retention (ms, 0: none).  A tombstone's version is
- * that of its xmin: commit timestamp and replication origin (ours:
- * "concord_<subscription>_<origin node>", none: written here).  Unknown
- * versions (commit timestamps no longer kept) are old enough to go.
+ * delay (ms); $5: the retention (ms, 0: none); $6: the origins applied
+ * here.  The peers are the nodes concord.node lists and those origins.
+ * A tombstone's version is that of its xmin: commit timestamp and
+ * replication origin (ours: "concord_<subscription>_<origin node>", none:
+ * written here).  Unknown versions (commit timestamps no longer kept) are
+ * old enough to go.
  */
 #define GC_SQL \
 "WITH conf AS (" \
 "    SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), " \
 "                             pg_catalog.unnest($3::timestamptz[])) AS c(writer, origin, ts)), " \
 "peers AS (" \
-"    SELECT node_name::text AS name FROM concord.node WHERE NOT is_local), " \
+"    SELECT node_name::text AS name FROM concord.node WHERE NOT is_local " \
+"    UNION SELECT pg_catalog.unnest($6::text[]) " \
+"    EXCEPT SELECT node_name::text FROM concord.node WHERE is_local), " \
 "versions AS (" \
 "    SELECT t.ctid AS tid, c.timestamp AS ts, " \
 "           CASE WHEN c.roident IS NULL OR c.roident = 0 " \
@@ -177,8 +201,9 @@ confirmed_arrays(Datum *writers, Datum *origins, Datum *times)
 int64
 concord_tombstone_gc(void)
 {
-	Oid			types[5] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID};
-	Datum		values[5];
+	Oid			types[6] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID,
+	TEXTARRAYOID};
+	Datum		values[6];
 	bool		isnull;
 	int64		removed;
 	int64		gaps;
@@ -187,9 +212,10 @@ concord_tombstone_gc(void)
 	confirmed_arrays(&values[0], &values[1], &values[2]);
 	values[3] = Int64GetDatum((int64) concord_tombstone_gc_delay * 1000);
 	values[4] = Int64GetDatum((int64) concord_tombstone_retention * 1000);
+	values[5] = seen_origins();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(GC_SQL, 5, types, values, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(GC_SQL, 6, types, values, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not remove tombstones");
 	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
