@@ -229,7 +229,11 @@ wait_expr() {
 # $5 right after the wait returned (to check that the wait did not return
 # before the data was visible).
 timed_catchup() {
-	local sys=$1 port=$2 sub=$3 lsn=$4 tbl=$5
+	local sys=$1 port=$2 sub=$3 lsn=$4 tbl=$5 perf_pid=
+	if [[ ${BENCH_PERF:-0} == 1 ]]; then
+		perf record -F 1999 -g -a -o "$WORK/perf-$sys-$tbl-$port.data" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	q "$port" <<EOF | sed -n 's/^RESULT //p'
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 $(enable_sql "$sys" "$sub")
@@ -237,6 +241,21 @@ SELECT $(wait_expr "$sys" "$sub" "$lsn") AS ok \gset
 SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs \gset
 SELECT 'RESULT ' || :'secs' || ' ' || :'ok' || ' ' || count(*) || ' ' || coalesce(sum(n), 0) FROM $tbl;
 EOF
+	if [[ -n $perf_pid ]]; then
+		kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+		perf_report "$sys" "$port" "$WORK/perf-$sys-$tbl-$port.data" >&2
+	fi
+}
+
+# BENCH_PERF=1: the hottest symbols of the apply worker during a catch-up
+# (perf record of every CPU, reported for the worker's process only).
+perf_report() {
+	local sys=$1 port=$2 data=$3 pid
+	pid=$(q "$port" -c "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('concord apply', 'logical replication worker') OR backend_type LIKE 'pglogical apply%' LIMIT 1")
+	[[ -n $pid ]] || { log "  perf: no apply worker found on port $port"; return 0; }
+	log "  perf: $sys apply worker (pid $pid), self time by symbol, top 40 ($data)"
+	perf report -i "$data" --pid="$pid" --no-children --percentage relative --sort dso,symbol \
+		--stdio 2>/dev/null | awk '/^ +[0-9]+\.[0-9]+%/ && n++ < 40' || true
 }
 
 # Check the "ROWS SUM_N" seen right after a wait against the provider ($1).
