@@ -217,7 +217,10 @@ SELECT conflict_type, resolver, resolution FROM concord.conflict_history
  WHERE key = '{"id": 9}' ORDER BY conflict_id;
 SELECT concord.drop_subscription('back');
 \c contrib_regression
-SELECT count(*) AS tombstones FROM concord.tombstone;
+-- the tombstones: the deletes here, and the remote deletes applied or found
+-- missing (delete_missing records the remote delete too)
+SELECT key FROM concord.tombstone WHERE relid = 'item'::regclass ORDER BY key;
+SELECT count(*) AS of_dropped_tables FROM concord.tombstone WHERE relid <> 'item'::regclass;
 
 -- the error resolver stops the subscription until the row is fixed
 SELECT concord.set_conflict_resolver(NULL, 'error');

@@ -583,15 +583,17 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 }
 
 /*
- * A remote INSERT of a key deleted here.  If the remote writer had seen
- * the delete, the row simply comes back; if not, the delete and the
- * insert were concurrent: insert_deleted, and the resolver weighs the two
- * (the row stays deleted if the delete wins).  Returns true if the insert
- * was handled here (applied or refused), false to insert as usual.
+ * A remote INSERT was just written (no row had its key).  If a tombstone
+ * says the key was deleted here and the remote writer had not seen the
+ * delete, the two were concurrent: insert_deleted, and the resolver weighs
+ * them; if the delete wins, the row goes again.  Looking after the insert,
+ * with a fresh snapshot, also catches a delete that another apply worker
+ * committed while the insert waited for it (the unique check waits for a
+ * transaction that deleted the key).
  */
-static bool
-insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
-			   TupleTableSlot *remote, ConcordTuple *newtup)
+static void
+insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
+			   ConcordTuple *newtup)
 {
 	ConcordConflict c;
 	ConcordResolution res;
@@ -599,25 +601,20 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 
 	if (!has_key_index(ex->rel) ||
 		!concord_tombstone_possible(arel->localid, &arel->had_tombstones) ||
-		!concord_tombstone_find(ex->rel, remote, &deleter))
-		return false;
-	/* Deleted, then written again here: an ordinary insert_exists. */
-	if (find_local(ex, remote, local))
-	{
-		insert_exists(ex, arel, local, remote, newtup);
-		return true;
-	}
-	conflict_init(&c, CONCORD_CONFLICT_INSERT_DELETED, arel, ex, NULL, remote,
+		!concord_tombstone_find(ex->rel, inserted, &deleter))
+		return;
+	conflict_init(&c, CONCORD_CONFLICT_INSERT_DELETED, arel, ex, NULL, inserted,
 				  newtup);
+	c.target = inserted;		/* a handler's row replaces it */
 	concord_conflict_set_deleted(&c, deleter);
 	if (!concord_conflict_concurrent(&c))
-		return false;
+		return;
 	concord_apply_conflicts++;
+	CommandCounterIncrement();	/* the inserted row, visible to what follows */
 	res = resolve(ex, arel, &c);
-	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
-	concord_conflict_record(&c, res, remote);
-	return true;
+	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, inserted);
+	concord_conflict_record(&c, res, inserted);
 }
 
 void
@@ -640,11 +637,17 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
 		else if (found)
 			insert_exists(&ex, arel, local, slot, newtup);
-		else if (!insert_deleted(&ex, arel, local, slot, newtup))
+		else
+		{
 			ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+			insert_deleted(&ex, arel, slot, newtup);
+		}
 	}
-	else if (!insert_deleted(&ex, arel, local, slot, newtup))
+	else
+	{
 		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+		insert_deleted(&ex, arel, slot, newtup);
+	}
 	exec_end(&ex);
 }
 
@@ -770,6 +773,32 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	exec_end(&ex);
 }
 
+/*
+ * A remote DELETE found no row: whatever the resolver, the row stays
+ * absent.  The remote delete is a version all the same: it becomes the
+ * key's tombstone when there is none, or when it wins over the one there
+ * (or follows it), so that a change concurrent with either delete meets
+ * the version the resolver prefers on every node.
+ */
+static void
+delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
+			   ConcordTuple *oldtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+	TransactionId deleter;
+
+	conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, ex, NULL, search,
+				  oldtup);
+	if (has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
+		concord_conflict_set_deleted(&c, deleter);
+	res = resolve(ex, arel, &c);
+	if (!c.local_deleted || res == CONCORD_RESOLUTION_APPLY_REMOTE ||
+		!concord_conflict_concurrent(&c))
+		concord_tombstone_record(ex->rel, search);
+	concord_conflict_record(&c, res, NULL);
+}
+
 void
 concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 					 ConcordTuple *oldtup)
@@ -792,14 +821,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 		}
 	}
 	else
-	{
-		ConcordConflict c;
-
-		/* Nothing to delete: whatever the resolver, the row stays absent. */
-		conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, &ex, NULL, search,
-					  oldtup);
-		concord_conflict_record(&c, resolve(&ex, arel, &c), NULL);
-	}
+		delete_missing(&ex, arel, search, oldtup);
 	exec_end(&ex);
 }
 

@@ -196,7 +196,8 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 		elog(ERROR, "SPI_connect failed");
 	if (FindPlan == NULL)
 		FindPlan = prepare_kept("SELECT xmin FROM concord.tombstone WHERE relid = $1 AND key = $2");
-	ret = SPI_execute_plan(FindPlan, values, NULL, true, 1);
+	/* Not read-only: a fresh snapshot sees a delete committed meanwhile. */
+	ret = SPI_execute_plan(FindPlan, values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tombstones: %s", SPI_result_code_string(ret));
 	found = SPI_processed == 1;
