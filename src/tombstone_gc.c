@@ -51,6 +51,55 @@
 
 PG_FUNCTION_INFO_V1(concord_tombstone_gc_sql);
 
+/*
+ * What this process recorded last, per writer and origin: a transaction
+ * whose vector holds nothing newer (the common case: the writer applied
+ * nothing new in between) needs no trip to shared memory.
+ */
+typedef struct Recorded
+{
+	char		writer[NAMEDATALEN];
+	char		origin[NAMEDATALEN];
+	TimestampTz commit_ts;
+} Recorded;
+
+#define RECORDED_MAX 32
+static Recorded RecordedCache[RECORDED_MAX];
+static int	RecordedUsed = 0;
+
+/* True if every entry of seen was recorded for writer already; notes them. */
+static bool
+already_recorded(const char *writer, List *seen)
+{
+	bool		all = true;
+	ListCell   *lc;
+
+	foreach(lc, seen)
+	{
+		ConcordSeenEntry *s = lfirst(lc);
+		Recorded   *r = NULL;
+
+		for (int i = 0; i < RecordedUsed && r == NULL; i++)
+			if (strcmp(RecordedCache[i].writer, writer) == 0 &&
+				strcmp(RecordedCache[i].origin, s->origin) == 0)
+				r = &RecordedCache[i];
+		if (r == NULL && RecordedUsed < RECORDED_MAX)
+		{
+			r = &RecordedCache[RecordedUsed++];
+			strlcpy(r->writer, writer, NAMEDATALEN);
+			strlcpy(r->origin, s->origin, NAMEDATALEN);
+			r->commit_ts = 0;
+		}
+		if (r == NULL || s->commit_ts > r->commit_ts)
+		{
+			all = false;
+			if (r)
+				r->commit_ts = s->commit_ts;
+		}
+	}
+	return all;
+}
+
 /* Records what writer had applied of each origin when it wrote (SEEN). */
 void
 concord_confirm_record(const char *writer, List *seen)
@@ -58,7 +107,7 @@ concord_confirm_record(const char *writer, List *seen)
 	int			n = ConcordShmem->max_entries * CONCORD_CONFIRM_PER_ENTRY;
 	ListCell   *lc;
 
-	if (seen == NIL)
+	if (seen == NIL || already_recorded(writer, seen))
 		return;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	foreach(lc, seen)
