@@ -219,8 +219,8 @@ disable_sql() {
 # SQL expression, true once subscription $2 has applied up to LSN $3.
 wait_expr() {
 	case $1 in
-	builtin|pglogical) echo "bench_wait_origin('$ORIGIN', '$3', $TIMEOUT)" ;;
-	concord*) echo "bench_wait_concord('$2', '$3', $TIMEOUT)" ;;
+	builtin|pglogical) echo "CALL bench_wait_origin('$ORIGIN', '$3', $TIMEOUT)" ;;
+	concord*) echo "CALL bench_wait_concord('$2', '$3', $TIMEOUT)" ;;
 	esac
 }
 
@@ -237,7 +237,7 @@ timed_catchup() {
 	q "$port" <<EOF | sed -n 's/^RESULT //p'
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 $(enable_sql "$sys" "$sub")
-SELECT $(wait_expr "$sys" "$sub" "$lsn") AS ok \gset
+$(wait_expr "$sys" "$sub" "$lsn") \gset
 SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs \gset
 SELECT 'RESULT ' || :'secs' || ' ' || :'ok' || ' ' || count(*) || ' ' || coalesce(sum(n), 0) FROM $tbl;
 EOF
@@ -273,23 +273,31 @@ drain() {
 	local sys=$1 port=$2 sub=$3 lsn=$4
 	q "$port" <<EOF | sed -n 's/^RESULT //p'
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-SELECT $(wait_expr "$sys" "$sub" "$lsn") AS ok \gset
+$(wait_expr "$sys" "$sub" "$lsn") \gset
 SELECT 'RESULT ' || round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) || ' ' || :'ok';
 EOF
 }
 
-WAIT_ORIGIN_FN="CREATE FUNCTION bench_wait_origin(origin text, target pg_lsn, timeout_s float8)
-RETURNS boolean LANGUAGE plpgsql AS \$\$
+# The waits are procedures that commit between their polls: a wait that
+# held one snapshot for the whole catch-up would hold back the xmin horizon,
+# so that the subscriber could not prune the row versions the catch-up
+# leaves behind (no HOT updates, twice the WAL), which distorts the figures.
+WAIT_ORIGIN_FN="CREATE PROCEDURE bench_wait_origin(origin text, target pg_lsn, timeout_s float8,
+	INOUT ok boolean DEFAULT NULL)
+LANGUAGE plpgsql AS \$\$
 DECLARE
 	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
 BEGIN
 	LOOP
 		IF (SELECT remote_lsn FROM pg_replication_origin_status WHERE external_id = origin) >= target THEN
-			RETURN true;
+			ok := true;
+			RETURN;
 		END IF;
 		IF clock_timestamp() > deadline THEN
-			RETURN false;
+			ok := false;
+			RETURN;
 		END IF;
+		COMMIT;
 		PERFORM pg_sleep(0.01);
 	END LOOP;
 END \$\$"
@@ -297,18 +305,22 @@ END \$\$"
 # concord.wait_for_apply sleeps 100 ms between its checks; asking it with a
 # zero timeout every 10 ms gives concord the same poll granularity as the
 # origin poll used for the other two.
-WAIT_CONCORD_FN="CREATE FUNCTION bench_wait_concord(sub name, target pg_lsn, timeout_s float8)
-RETURNS boolean LANGUAGE plpgsql AS \$\$
+WAIT_CONCORD_FN="CREATE PROCEDURE bench_wait_concord(sub name, target pg_lsn, timeout_s float8,
+	INOUT ok boolean DEFAULT NULL)
+LANGUAGE plpgsql AS \$\$
 DECLARE
 	deadline timestamptz := clock_timestamp() + make_interval(secs => timeout_s);
 BEGIN
 	LOOP
 		IF concord.wait_for_apply(sub, target, '0s') THEN
-			RETURN true;
+			ok := true;
+			RETURN;
 		END IF;
 		IF clock_timestamp() > deadline THEN
-			RETURN false;
+			ok := false;
+			RETURN;
 		END IF;
+		COMMIT;
 		PERFORM pg_sleep(0.01);
 	END LOOP;
 END \$\$"
