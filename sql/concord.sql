@@ -360,7 +360,8 @@ REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
 CREATE FUNCTION concord.tombstone_gc()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'concord_tombstone_gc_sql'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION concord.tombstone_gc() IS
     'removes now the tombstones every peer has confirmed (and those past concord.tombstone_retention); returns how many';
 

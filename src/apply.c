@@ -332,6 +332,26 @@ use_origin(const char *origin_node)
 	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
 }
 
+/*
+ * True if another subscription of this database exists: its worker may
+ * apply changes of the same rows at the same time (apply_row.c, lock_key).
+ */
+static bool
+other_subscriptions(void)
+{
+	bool		others = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < ConcordShmem->max_entries && !others; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+
+		others = st->dboid == MyDatabaseId && st != W.shared;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return others;
+}
+
 static void
 handle_begin(StringInfo s)
 {
@@ -360,6 +380,7 @@ handle_begin(StringInfo s)
 	W.in_remote_txn = true;
 	W.seen = NIL;
 	W.gaps_checked = false;
+	concord_apply_lock_keys = other_subscriptions();
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;
 	RemoteTxn.sub_name = W.sub->name;

@@ -43,6 +43,7 @@ extern void concord_apply_rel_forget_all(void);
 /* apply_row.c */
 extern bool concord_apply_careful;
 extern int	concord_apply_conflicts;
+extern bool concord_apply_lock_keys;
 extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);
 extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);

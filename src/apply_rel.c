@@ -245,8 +245,17 @@ resolve(ApplyRel *arel)
 						SubName, arel->qualname),
 				 errhint("Create the table on the subscriber; the subscription retries the change.")));
 	rel = table_open(relid, NoLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION &&
-		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+	/*
+	 * Changes name the provider's leaf tables; apply writes into tables,
+	 * never routes rows into partitions (the initial copy does).
+	 */
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subscription \"%s\": %s is a partitioned table on this node, a plain table on the provider",
+						SubName, arel->qualname),
+				 errhint("Partition the table the same way on both nodes (changes are applied partition by partition), or make it a plain table here; the subscription retries the change.")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("subscription \"%s\": %s is not a table on this node",

@@ -31,7 +31,10 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/datum.h"
@@ -55,6 +58,15 @@ bool		concord_apply_careful = false;
 
 /* Conflicts met in the current remote transaction. */
 int			concord_apply_conflicts = 0;
+
+/*
+ * Whether changes take a lock on their key (other apply workers of this
+ * database may change the same rows: see lock_key()).
+ */
+bool		concord_apply_lock_keys = false;
+
+/* Distinguishes concord's key locks from pg_advisory_lock()'s (1 and 2). */
+#define CONCORD_KEY_LOCK_FIELD4 0xC0
 
 /* One table's executor state for the duration of one change. */
 typedef struct ApplyExec
@@ -233,6 +245,31 @@ key_text(ApplyRel *arel, ConcordTuple *tup)
 	return buf.data;
 }
 
+/*
+ * Serializes the apply workers of this database on one key, until the
+ * end of the transaction.  Two workers applying changes of the same row
+ * from two origins at once (a DELETE here, an UPDATE that brings the row
+ * back there) could each decide on what the other had not committed yet
+ * (a row or a tombstone) and leave both; one after the other, the second
+ * sees what the first did.  The lock is an advisory lock on (table, hash
+ * of the key's text), shown in pg_locks with objsubid 192.
+ */
+static void
+lock_key(ApplyRel *arel, ConcordTuple *tup)
+{
+	LOCKTAG		tag;
+	char	   *text;
+
+	if (!concord_apply_lock_keys)
+		return;
+	text = key_text(arel, tup);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, arel->localid,
+						 DatumGetUInt32(hash_any((unsigned char *) text, strlen(text))),
+						 CONCORD_KEY_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	pfree(text);
+}
+
 /* Finds and locks the local row matching searchslot's key. */
 static bool
 find_local(ApplyExec *ex, TupleTableSlot *searchslot, TupleTableSlot *localslot)
@@ -316,6 +353,28 @@ check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
 }
 
 /*
+ * Whether a failure of the handler (or of writing its row) is the
+ * handler's, to be recorded as a skipped change: not a deadlock or
+ * serialization failure, a shortage of resources, an operator's cancel
+ * or shutdown, a system or internal error, which the apply transaction
+ * must retry as a whole.  The handler's own timeout is a cancel too, and
+ * it does skip.
+ */
+static bool
+handler_error_skips(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		return concord_handler_timed_out;
+	return class != ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR);
+}
+
+/*
  * Runs the custom resolver's handler and writes its row, over the local
  * row or as a new row when there is none, in a subtransaction: whatever
  * goes wrong there (the handler raises or times out, its row breaks a
@@ -363,6 +422,8 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (!handler_error_skips(edata))
+			ReThrowError(edata);
 		c->handler_row = NULL;
 		c->error_message = edata->message;
 		res = CONCORD_RESOLUTION_SKIP;
@@ -624,6 +685,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	TupleTableSlot *slot;
 	TupleTableSlot *local;
 
+	lock_key(arel, newtup);
 	exec_begin(&ex, arel);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -746,6 +808,9 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	TupleTableSlot *newslot;
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
 
+	lock_key(arel, keytup);
+	if (keytup != newtup)
+		lock_key(arel, newtup);
 	exec_begin(&ex, arel);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
@@ -793,8 +858,9 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 	if (has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
 		concord_conflict_set_deleted(&c, deleter);
 	res = resolve(ex, arel, &c);
-	if (!c.local_deleted || res == CONCORD_RESOLUTION_APPLY_REMOTE ||
-		!concord_conflict_concurrent(&c))
+	if (res != CONCORD_RESOLUTION_HANDLER_ROW &&
+		(!c.local_deleted || res == CONCORD_RESOLUTION_APPLY_REMOTE ||
+		 !concord_conflict_concurrent(&c)))
 		concord_tombstone_record(ex->rel, search);
 	concord_conflict_record(&c, res, NULL);
 }
@@ -807,6 +873,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	TupleTableSlot *search;
 	TupleTableSlot *local;
 
+	lock_key(arel, oldtup);
 	exec_begin(&ex, arel);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);

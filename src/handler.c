@@ -46,6 +46,9 @@
 #include "conflict.h"
 #include "handler.h"
 
+/* Whether the last handler call ran out of concord.handler_timeout. */
+bool		concord_handler_timed_out = false;
+
 /* The search_path handlers run with. */
 #define HANDLER_SEARCH_PATH "pg_catalog, pg_temp"
 
@@ -248,7 +251,10 @@ invoke(Oid handler, Datum *args, bool *argnulls, bool *isnull)
 	}
 	PG_FINALLY();
 	{
-		disable_timeout(STATEMENT_TIMEOUT, false);
+		concord_handler_timed_out = concord_handler_timeout > 0 &&
+			GetCurrentTimestamp() >= get_timeout_finish_time(STATEMENT_TIMEOUT);
+		/* Keep the indicator: a timeout still pending reports as one. */
+		disable_timeout(STATEMENT_TIMEOUT, true);
 	}
 	PG_END_TRY();
 	/* A timeout that fired just as the handler returned still counts. */
@@ -278,6 +284,7 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	Datum		result;
 	bool		isnull;
 
+	concord_handler_timed_out = false;
 	if (!OidIsValid(c->handler))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
@@ -318,6 +325,10 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", HANDLER_SEARCH_PATH,
 							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* Not apply's replica role: the owner's writes fire its triggers and FKs. */
+	(void) set_config_option("session_replication_role", "origin",
+							 PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	result = invoke(c->handler, args, argnulls, &isnull);
 	AtEOXact_GUC(false, save_nestlevel);

@@ -348,6 +348,8 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 	List	   *subs;
 
 	ManagerDb = concord_worker_connect();
+	/* Its SQL (history, tombstones) resolves names in pg_catalog only. */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 	CycleContext = AllocSetContextCreate(TopMemoryContext, "concord manager cycle",
 										 ALLOCSET_DEFAULT_SIZES);
 	manager_attach();

@@ -215,7 +215,7 @@ seen_origins(void)
 "      LEFT JOIN pg_catalog.pg_replication_origin o ON o.roident = c.roident), " \
 "judged AS (" \
 "    SELECT v.*, " \
-"           v.ts IS NULL OR (v.ts < pg_catalog.now() - $4 * interval '1 ms' AND NOT EXISTS (" \
+"           v.ts IS NULL OR (v.origin IS NOT NULL AND v.ts < pg_catalog.now() - $4 * interval '1 ms' AND NOT EXISTS (" \
 "               SELECT FROM peers p WHERE p.name IS DISTINCT FROM v.origin AND NOT EXISTS (" \
 "                   SELECT FROM conf WHERE conf.writer = p.name AND conf.origin = v.origin " \
 "                      AND conf.ts >= v.ts + interval '1 s'))) AS confirmed " \
@@ -228,7 +228,8 @@ seen_origins(void)
 "gaps AS (" \
 "    INSERT INTO concord.tombstone_gap AS g (peer, origin, removed_upto) " \
 "    SELECT p.name, gone.origin, pg_catalog.max(gone.ts) FROM gone, peers p " \
-"     WHERE NOT gone.confirmed AND p.name IS DISTINCT FROM gone.origin AND NOT EXISTS (" \
+"     WHERE NOT gone.confirmed AND gone.origin IS NOT NULL AND gone.ts IS NOT NULL " \
+"       AND p.name IS DISTINCT FROM gone.origin AND NOT EXISTS (" \
 "           SELECT FROM conf WHERE conf.writer = p.name AND conf.origin = gone.origin " \
 "              AND conf.ts >= gone.ts + interval '1 s') " \
 "     GROUP BY p.name, gone.origin " \

@@ -9,8 +9,8 @@
 # C: n2 applies n1's DELETE and n3's later UPDATE of the same row at the
 #    same time, in two apply workers: the DELETE's transaction is held
 #    (an ENABLE ALWAYS trigger waits on an advisory lock) while the UPDATE
-#    waits for the row; once released, the UPDATE must see the DELETE's
-#    tombstone (update_deleted, the later UPDATE wins), not a stale
+#    waits for it (on the key lock apply workers take); once released, the
+#    UPDATE must see the DELETE's tombstone (update_deleted, the later UPDATE wins), not a stale
 #    snapshot without it (update_missing, row left absent): the row holds
 #    n3's update everywhere.
 use strict;
@@ -74,8 +74,10 @@ ok($n2->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity
 	WHERE backend_type = 'concord apply' AND wait_event = 'advisory'}),
 	"C: n2's apply of n1's DELETE is held");
 enable($n2, 'sub_n2_n3');
-ok($n2->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity
-	WHERE backend_type = 'concord apply' AND wait_event = 'transactionid'}),
+# It waits for the DELETE's transaction: on the key lock apply workers
+# take (an advisory lock), before it even looks for the row.
+ok($n2->poll_query_until('postgres', q{SELECT count(*) = 2 FROM pg_stat_activity
+	WHERE backend_type = 'concord apply' AND wait_event = 'advisory'}),
 	"C: n2's apply of n3's UPDATE waits for the DELETE's transaction");
 $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 $holder->quit;
