@@ -244,6 +244,35 @@ seen_origins(void)
 "       (SELECT pg_catalog.count(*) FROM healed)"
 
 /*
+ * concord.tombstone_gap changes in the current transaction: apply workers
+ * reload it when the generation moves, now and again once the change is
+ * committed (a worker that reloaded in between saw the old rows).
+ */
+static bool GapsCallbackRegistered = false;
+static bool GapsChangedInXact = false;
+
+static void
+gaps_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_COMMIT && GapsChangedInXact)
+		pg_atomic_fetch_add_u64(&ConcordShmem->gap_generation, 1);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		GapsChangedInXact = false;
+}
+
+static void
+gaps_changed(void)
+{
+	if (!GapsCallbackRegistered)
+	{
+		RegisterXactCallback(gaps_xact_callback, NULL);
+		GapsCallbackRegistered = true;
+	}
+	GapsChangedInXact = true;
+	pg_atomic_fetch_add_u64(&ConcordShmem->gap_generation, 1);
+}
+
+/*
  * Removes the tombstones every peer confirmed (and those past the
  * retention); returns how many.  Runs in the caller's transaction, with
  * a snapshot.
@@ -273,7 +302,7 @@ concord_tombstone_gc(void)
 	healed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	SPI_finish();
 	if (gaps > 0 || healed > 0)
-		pg_atomic_fetch_add_u64(&ConcordShmem->gap_generation, 1);
+		gaps_changed();
 	if (gaps > 0)
 		ereport(LOG,
 				(errmsg("concord removed tombstones that not every peer had confirmed (concord.tombstone_retention)"),
@@ -343,8 +372,9 @@ load_gaps(void)
 	Gaps = NIL;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* Not read-only: a fresh snapshot sees the latest removal. */
 	if (SPI_execute("SELECT peer, origin, removed_upto FROM concord.tombstone_gap",
-					true, 0) != SPI_OK_SELECT)
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read concord.tombstone_gap");
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	for (uint64 i = 0; i < SPI_processed; i++)
