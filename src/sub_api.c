@@ -714,6 +714,11 @@ concord_wait_for_apply(PG_FUNCTION_ARGS)
 			break;
 		if (st == NULL)
 		{
+			/* No worker state: it may have been dropped meanwhile. */
+			if (concord_subscription_get_by_name(name) == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("subscription \"%s\" was dropped while waiting for it", name)));
 			(void) wait_tick(deadline);
 			continue;
 		}
