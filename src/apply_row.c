@@ -252,22 +252,28 @@ key_text(ApplyRel *arel, ConcordTuple *tup)
  * back there) could each decide on what the other had not committed yet
  * (a row or a tombstone) and leave both; one after the other, the second
  * sees what the first did.  The lock is an advisory lock on (table, hash
- * of the key's text), shown in pg_locks with objsubid 192.
+ * of the key's text), shown in pg_locks with objsubid 192.  Under REPLICA
+ * IDENTITY FULL every column counts as key, so two versions of one row
+ * would hash apart: those tables take one lock for the whole table.
  */
 static void
 lock_key(ApplyRel *arel, ConcordTuple *tup)
 {
 	LOCKTAG		tag;
-	char	   *text;
+	uint32		hash = 0;
 
 	if (!concord_apply_lock_keys)
 		return;
-	text = key_text(arel, tup);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, arel->localid,
-						 DatumGetUInt32(hash_any((unsigned char *) text, strlen(text))),
+	if (arel->remote->replident != REPLICA_IDENTITY_FULL)
+	{
+		char	   *text = key_text(arel, tup);
+
+		hash = DatumGetUInt32(hash_any((unsigned char *) text, strlen(text)));
+		pfree(text);
+	}
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, arel->localid, hash,
 						 CONCORD_KEY_LOCK_FIELD4);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-	pfree(text);
 }
 
 /* Finds and locks the local row matching searchslot's key. */
@@ -809,7 +815,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
 
 	lock_key(arel, keytup);
-	if (keytup != newtup)
+	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		lock_key(arel, newtup);
 	exec_begin(&ex, arel);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
