@@ -12,6 +12,7 @@ OBJS = \
 	src/node_api.o \
 	src/set_api.o \
 	src/conflict.o \
+	src/own_commits.o \
 	src/handler.o \
 	src/tombstone_gc.o \
 	src/origin.o \

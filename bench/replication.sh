@@ -141,15 +141,20 @@ measure_repl() {
 
 # measure_catchup SYS P S WORKLOAD: disabled subscription, workload, timed catch-up.
 measure_catchup() {
-	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen
+	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen sub_before
 	q "$S" -c "$(disable_sql "$sys" bench_sub)" >/dev/null
 	wait_slots_inactive "$P"
 	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_catch" && q "$S" -c "VACUUM ANALYZE t_catch"
 	checkpoint "$P" "$S"
 	tps=$(run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
 	lsn=$(mark_lsn "$P")
+	sub_before=$(q "$S" -c "SELECT pg_current_wal_lsn() || ' ' || pg_relation_size('t_catch_pkey')")
 	r=$(timed_catchup "$sys" "$S" bench_sub "$lsn" t_catch)
 	read -r secs ok seen <<<"$r"
+	# What applying cost the subscriber: WAL per row, and how much the
+	# primary key index grew (an UPDATE that is not HOT adds an entry).
+	q "$S" -c "SELECT round((pg_current_wal_lsn() - '${sub_before% *}')::numeric / $NTOT) || ' WAL bytes/row, index +'
+		|| pg_size_pretty(pg_relation_size('t_catch_pkey') - ${sub_before#* }) || ' (WAL ${sub_before% *}..' || pg_current_wal_lsn() || ')'" | while read -r l; do log "  subscriber: $l"; done
 	check_seen "$P" t_catch "$seen" "$sys $wl (catch-up)"
 	if [[ $ok == t ]]; then
 		RES[$sys|$wl|catchup]=$secs

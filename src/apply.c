@@ -50,6 +50,7 @@
 #include "catalog.h"
 #include "concord.h"
 #include "origin.h"
+#include "own_commits.h"
 #include "remote.h"
 #include "seen.h"
 #include "tombstone.h"
@@ -407,6 +408,7 @@ handle_commit(StringInfo s)
 	{
 		MemoryContext oldcxt;
 		LsnMapping *m;
+		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
 
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
@@ -414,6 +416,7 @@ handle_commit(StringInfo s)
 		concord_confirm_record(W.begin.origin_name, W.seen);
 		W.seen = NIL;
 		CommitTransactionCommand();
+		concord_own_commit_note(fxid, replorigin_session_origin);
 		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
 		oldcxt = MemoryContextSwitchTo(ApplyContext);
 		m = palloc(sizeof(LsnMapping));
@@ -870,6 +873,7 @@ attach_shared(Oid dboid, Oid subid)
 	W.shared->phase = CONCORD_PHASE_INITIALIZING;
 	W.shared->stop_requested = false;
 	W.careful_until = W.shared->careful_until;
+	concord_own_commits_attach(concord_sub_commit_runs(W.shared));
 	LWLockRelease(ConcordShmem->lock);
 	concord_apply_careful = W.careful_until > GetCurrentTimestamp();
 	before_shmem_exit(apply_detach, (Datum) 0);

@@ -35,6 +35,7 @@
 #include "catalog.h"
 #include "conflict.h"
 #include "origin.h"
+#include "own_commits.h"
 #include "seen.h"
 
 ConcordRemoteTxn *concord_remote_txn = NULL;
@@ -233,6 +234,30 @@ local_version(ConcordConflict *c)
 		heap_freetuple(tuple);
 }
 
+/*
+ * True if this apply worker wrote the local row, in a transaction of the
+ * origin it applies now (own_commits.c): the same answer as the commit
+ * timestamp record would give, without reading it.
+ */
+static bool
+written_here_by_this_origin(ConcordConflict *c)
+{
+	HeapTuple	tuple;
+	bool		should_free;
+	TransactionId xmin;
+	RepOriginId origin;
+
+	if (c->local_known || c->local == NULL || !track_commit_timestamp ||
+		replorigin_session_origin == InvalidRepOriginId)
+		return false;
+	tuple = ExecFetchSlotHeapTuple(c->local, false, &should_free);
+	xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
+	if (should_free)
+		heap_freetuple(tuple);
+	return concord_own_commit_origin(xmin, &origin) &&
+		origin == replorigin_session_origin;
+}
+
 /* The local version is a delete, written by transaction deleter. */
 void
 concord_conflict_set_deleted(ConcordConflict *c, TransactionId deleter)
@@ -258,6 +283,8 @@ node_priority(const char *name)
 bool
 concord_conflict_concurrent(ConcordConflict *c)
 {
+	if (written_here_by_this_origin(c))
+		return false;
 	local_version(c);
 	if (c->local_commit_ts == 0 ||
 		strcmp(c->local_origin, concord_remote_txn->origin_name) == 0)

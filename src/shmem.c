@@ -45,6 +45,7 @@ shmem_size(void)
 								   sizeof(ConcordSeenState)));
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_CONFIRM_PER_ENTRY,
 								   sizeof(ConcordConfirmState)));
+	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordCommitRuns)));
 	return size;
 }
 
@@ -87,6 +88,8 @@ shmem_startup(void)
 		(ConcordShmem->subs + ConcordShmem->max_entries);
 	ConcordShmem->confirmed = (ConcordConfirmState *)
 		(ConcordShmem->seen + ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
+	ConcordShmem->commit_runs = (ConcordCommitRuns *)
+		(ConcordShmem->confirmed + ConcordShmem->max_entries * CONCORD_CONFIRM_PER_ENTRY);
 	if (!found && !IsUnderPostmaster)
 		concord_seen_load();
 	LWLockRelease(AddinShmemInitLock);
@@ -148,8 +151,16 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	memset(free_entry, 0, sizeof(ConcordSubState));
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
+	concord_sub_commit_runs(free_entry)->nruns = 0;
 	ConditionVariableInit(&free_entry->progress_cv);
 	return free_entry;
+}
+
+/* The commit runs (own_commits.c) of subscription entry st. */
+ConcordCommitRuns *
+concord_sub_commit_runs(ConcordSubState *st)
+{
+	return &ConcordShmem->commit_runs[st - ConcordShmem->subs];
 }
 
 void

@@ -15,9 +15,11 @@
 #ifndef CONCORD_WORKER_H
 #define CONCORD_WORKER_H
 
+#include "access/transam.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "postmaster/bgworker.h"
+#include "replication/origin.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
@@ -94,6 +96,26 @@ typedef struct ConcordConfirmState
 } ConcordConfirmState;
 
 #define CONCORD_CONFIRM_PER_ENTRY	16	/* confirm entries per worker slot */
+
+/*
+ * Transactions first .. first + count - 1, all committed by one apply
+ * worker under origin (own_commits.c).
+ */
+typedef struct ConcordCommitRun
+{
+	FullTransactionId first;
+	uint32		count;
+	RepOriginId origin;
+} ConcordCommitRun;
+
+#define CONCORD_COMMIT_RUNS	8192	/* per subscription: 128 kB */
+
+/* The latest commit runs of one subscription's apply worker, oldest first */
+typedef struct ConcordCommitRuns
+{
+	int			nruns;
+	ConcordCommitRun runs[CONCORD_COMMIT_RUNS];
+} ConcordCommitRuns;
 #define CONCORD_TOMBSTONE_SLOTS	1024
 
 typedef struct ConcordShared
@@ -106,6 +128,7 @@ typedef struct ConcordShared
 	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
 	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
 	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
+	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
 	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
 	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
@@ -117,6 +140,7 @@ extern void concord_shmem_install_hooks(void);
 extern ConcordDbState *concord_db_state(Oid dboid, bool create);
 extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
 extern void concord_request_manager(Oid dboid);
+extern ConcordCommitRuns *concord_sub_commit_runs(ConcordSubState *st);
 extern void concord_wake_launcher(void);
 extern TimestampTz concord_backoff_until(int failures);
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
