@@ -113,6 +113,11 @@ checkpoint_timeout = 30min
 # interval (default 5s); at 5s an ENABLE shortly after a previous start
 # would count up to 5s of throttling as catch-up time.
 wal_retrieve_retry_interval = 100ms
+# The benchmark vacuums its tables itself before each update workload; an
+# autovacuum run landing in one system's timed catch-up (on a 2-core
+# machine, right after a checkpoint: a full-page image per page) would
+# slow that system alone.
+autovacuum = off
 EOF
 	as_pg "$BINDIR/pg_ctl" -D "$dir" -l "$WORK/$name.log" -w -t 60 start >/dev/null \
 		|| { tail -20 "$WORK/$name.log" >&2; exit 1; }
@@ -229,11 +234,13 @@ wait_expr() {
 # $5 right after the wait returned (to check that the wait did not return
 # before the data was visible).
 timed_catchup() {
-	local sys=$1 port=$2 sub=$3 lsn=$4 tbl=$5 perf_pid=
-	if [[ ${BENCH_PERF:-0} == 1 ]]; then
-		perf record -F 1999 -g -a -o "$WORK/perf-$sys-$tbl-$port.data" >/dev/null 2>&1 &
-		perf_pid=$!
-	fi
+	local sys=$1 port=$2 sub=$3 lsn=$4 tbl=$5 perf_pid= perf_data
+	perf_data="$WORK/perf-$sys-$tbl-$port-$(date +%H%M%S).data"
+	case ${BENCH_PERF:-0} in
+	1) perf record -F 1999 -g -a -o "$perf_data" >/dev/null 2>&1 & perf_pid=$! ;;
+	# Call chains through code built without frame pointers (the server).
+	dwarf) perf record -F 499 --call-graph dwarf,32768 -a -o "$perf_data" >/dev/null 2>&1 & perf_pid=$! ;;
+	esac
 	q "$port" <<EOF | sed -n 's/^RESULT //p'
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 $(enable_sql "$sys" "$sub")
@@ -243,12 +250,13 @@ SELECT 'RESULT ' || :'secs' || ' ' || :'ok' || ' ' || count(*) || ' ' || coalesc
 EOF
 	if [[ -n $perf_pid ]]; then
 		kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
-		perf_report "$sys" "$port" "$WORK/perf-$sys-$tbl-$port.data" >&2
+		perf_report "$sys" "$port" "$perf_data" >&2
 	fi
 }
 
-# BENCH_PERF=1: the hottest symbols of the apply worker during a catch-up
-# (perf record of every CPU, reported for the worker's process only).
+# BENCH_PERF=1 (or dwarf): the hottest symbols of the apply worker during a
+# catch-up (perf record of every CPU, reported for the worker's process
+# only; the data file stays in the bench directory with BENCH_KEEP=1).
 perf_report() {
 	local sys=$1 port=$2 data=$3 pid
 	pid=$(q "$port" -c "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('concord apply', 'logical replication worker') OR backend_type LIKE 'pglogical apply%' LIMIT 1")
@@ -256,6 +264,26 @@ perf_report() {
 	log "  perf: $sys apply worker (pid $pid), self time by symbol, top 40 ($data)"
 	perf report -i "$data" --pid="$pid" --no-children --percentage relative --sort dso,symbol \
 		--stdio 2>/dev/null | awk '/^ +[0-9]+\.[0-9]+%/ && n++ < 40' || true
+}
+
+# "KIND N.NN s": the CPU time (user + system) the apply worker (KIND apply,
+# on the subscriber at port $1) or the walsender (KIND walsender, on the
+# provider) has used since it started.  Both start at "enable", so after a
+# timed catch-up this is the CPU the catch-up cost each side.
+process_cpu() {
+	local port=$1 kind=$2 pid ticks
+	if [[ $kind == apply ]]; then
+		pid=$(q "$port" -c "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('concord apply', 'logical replication worker') OR backend_type LIKE 'pglogical apply%' LIMIT 1")
+	else
+		pid=$(q "$port" -c "SELECT pid FROM pg_stat_replication LIMIT 1")
+	fi
+	if [[ -z $pid || ! -r /proc/$pid/stat ]]; then
+		echo "$kind ?"
+		return 0
+	fi
+	# Fields 14 and 15 (utime, stime), after the parenthesised command name.
+	ticks=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
+	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v k="$kind" 'BEGIN { printf "%s %.2f s", k, t / hz }'
 }
 
 # Check the "ROWS SUM_N" seen right after a wait against the provider ($1).

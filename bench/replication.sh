@@ -19,6 +19,10 @@
 #                   (default: all four, in that order)
 #   BENCH_TIMEOUT   seconds any single catch-up may take (default 600)
 #   BENCH_KEEP      1 = keep the temporary directory (server logs) afterwards
+#   BENCH_REPEAT    rounds of the one-way systems (default 1); with more,
+#                   the table shows medians and the ratios each round's
+#   BENCH_PERF      1 = perf profile of each timed catch-up (needs perf),
+#                   dwarf = the same with call chains through the server
 #   BENCH_PORT      first port to try (default 56432)
 #   PG_CONFIG       pg_config of the PostgreSQL 15 installation to use
 #
@@ -66,6 +70,11 @@
 set -euo pipefail
 
 SYSTEMS=${BENCH_SYSTEMS:-builtin pglogical concord concord2}
+REPEAT=${BENCH_REPEAT:-1}
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEAT must be a positive integer" >&2; exit 2; }
+
+# put KEY VALUE: notes one round's VALUE of result KEY.
+put() { RES[$1]="${RES[$1]:+${RES[$1]} }$2"; }
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -133,7 +142,7 @@ measure_repl() {
 	tps=$(run_pgbench "$P" "$WORK/${wl}_t_repl.sql")
 	lsn=$(mark_lsn "$P")
 	r=$(drain "$sys" "$S" bench_sub "$lsn")
-	RES[$sys|$wl|repl]=$tps
+	put "$sys|$wl|repl" "$tps"
 	log "  $wl, replication running: provider $tps tps; subscriber caught up ${r% *}s after the load ended (ok=${r#* })"
 	[[ ${r#* } == t ]] || log "  *** TIMEOUT *** waiting for $sys to apply $wl"
 	verify "$sys $wl (repl)" "$P" "$S" t_repl
@@ -141,7 +150,7 @@ measure_repl() {
 
 # measure_catchup SYS P S WORKLOAD: disabled subscription, workload, timed catch-up.
 measure_catchup() {
-	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen sub_before
+	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen sub_before rate
 	q "$S" -c "$(disable_sql "$sys" bench_sub)" >/dev/null
 	wait_slots_inactive "$P"
 	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_catch" && q "$S" -c "VACUUM ANALYZE t_catch"
@@ -155,23 +164,25 @@ measure_catchup() {
 	# primary key index grew (an UPDATE that is not HOT adds an entry).
 	q "$S" -c "SELECT round((pg_current_wal_lsn() - '${sub_before% *}')::numeric / $NTOT) || ' WAL bytes/row, index +'
 		|| pg_size_pretty(pg_relation_size('t_catch_pkey') - ${sub_before#* }) || ' (WAL ${sub_before% *}..' || pg_current_wal_lsn() || ')'" | while read -r l; do log "  subscriber: $l"; done
+	log "  CPU used during the catch-up: $(process_cpu "$S" apply), $(process_cpu "$P" walsender)"
 	check_seen "$P" t_catch "$seen" "$sys $wl (catch-up)"
 	if [[ $ok == t ]]; then
-		RES[$sys|$wl|catchup]=$secs
-		RES[$sys|$wl|rate]=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+		rate=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
 	else
-		RES[$sys|$wl|catchup]="timeout"; RES[$sys|$wl|rate]="-"
+		secs=timeout; rate="-"
 		log "  *** TIMEOUT *** $sys did not apply $wl up to $lsn within ${TIMEOUT}s"
 	fi
-	log "  $wl, catch-up: provider $tps tps while disabled; $NTOT rows applied in ${secs}s = ${RES[$sys|$wl|rate]} rows/s"
+	put "$sys|$wl|catchup" "$secs"; put "$sys|$wl|rate" "$rate"
+	log "  $wl, catch-up: provider $tps tps while disabled; $NTOT rows applied in ${secs}s = $rate rows/s"
 	verify "$sys $wl (catch-up)" "$P" "$S" t_catch
 }
 
 bench_oneway() {
-	local sys=$1 P S t tps lsn r
+	local sys=$1 P S t tps tps_insert lsn r
 	log "== $sys one-way =="
-	start_cluster "${sys}_provider"; start_cluster "${sys}_subscriber"
-	P=${PORT[${sys}_provider]}; S=${PORT[${sys}_subscriber]}
+	local prov=${sys}_provider$ROUND_TAG sub=${sys}_subscriber$ROUND_TAG
+	start_cluster "$prov"; start_cluster "$sub"
+	P=${PORT[$prov]}; S=${PORT[$sub]}
 	for t in t_norepl t_repl t_catch; do create_table "$P" $t; write_scripts $t; done
 	for t in t_repl t_catch; do create_table "$S" $t; done
 	q "$P" -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
@@ -180,15 +191,15 @@ bench_oneway() {
 
 	# Without replication: no subscription exists yet.
 	checkpoint "$P"
-	tps=$(run_pgbench "$P" "$WORK/insert_t_norepl.sql"); RES[$sys|insert|norepl]=$tps
+	tps=$(run_pgbench "$P" "$WORK/insert_t_norepl.sql"); put "$sys|insert|norepl" "$tps"; tps_insert=$tps
 	q "$P" -c "VACUUM ANALYZE t_norepl"; checkpoint "$P"
-	tps=$(run_pgbench "$P" "$WORK/update_t_norepl.sql"); RES[$sys|update|norepl]=$tps
-	log "  no replication: insert ${RES[$sys|insert|norepl]} tps, update ${RES[$sys|update|norepl]} tps"
+	tps=$(run_pgbench "$P" "$WORK/update_t_norepl.sql"); put "$sys|update|norepl" "$tps"
+	log "  no replication: insert $tps_insert tps, update $tps tps"
 
 	setup_replication "$sys" "$P" "$S"
 	lsn=$(mark_lsn "$P")
 	r=$(drain "$sys" "$S" bench_sub "$lsn")
-	[[ ${r#* } == t ]] || { log "*** $sys subscription did not start within ${TIMEOUT}s; skipping"; stop_clusters "${sys}_subscriber" "${sys}_provider"; return 0; }
+	[[ ${r#* } == t ]] || { log "*** $sys subscription did not start within ${TIMEOUT}s; skipping"; stop_clusters "$sub" "$prov"; return 0; }
 	log "  subscription streaming (first marker applied after ${r% *}s)"
 
 	measure_repl "$sys" "$P" "$S" insert
@@ -196,7 +207,7 @@ bench_oneway() {
 	measure_catchup "$sys" "$P" "$S" insert
 	measure_catchup "$sys" "$P" "$S" update
 
-	stop_clusters "${sys}_subscriber" "${sys}_provider"
+	stop_clusters "$sub" "$prov"
 }
 
 # --- concord two-way ------------------------------------------------------
@@ -239,7 +250,7 @@ bench_twoway() {
 	# Both workloads at once, replication running.
 	checkpoint "$A" "$B"
 	tps=$(pgbench_both "$A" "$B")
-	RES[concord2 node1|insert|repl]=${tps% *}; RES[concord2 node2|insert|repl]=${tps#* }
+	put "concord2 node1|insert|repl" "${tps% *}"; put "concord2 node2|insert|repl" "${tps#* }"
 	la=$(q "$A" -c "SELECT pg_current_wal_lsn()"); lb=$(q "$B" -c "SELECT pg_current_wal_lsn()")
 	drain concord "$B" from_node1 "$la" >"$WORK/drain.2" & pb=$!
 	drain concord "$A" from_node2 "$lb" >"$WORK/drain.1" & pa=$!
@@ -255,28 +266,27 @@ bench_twoway() {
 	wait_slots_inactive "$A"; wait_slots_inactive "$B"
 	checkpoint "$A" "$B"
 	tps=$(pgbench_both "$A" "$B")
-	RES[concord2 node1|insert|norepl]=${tps% *}; RES[concord2 node2|insert|norepl]=${tps#* }
+	put "concord2 node1|insert|norepl" "${tps% *}"; put "concord2 node2|insert|norepl" "${tps#* }"
 	la=$(q "$A" -c "SELECT pg_current_wal_lsn()"); lb=$(q "$B" -c "SELECT pg_current_wal_lsn()")
 	timed_catchup concord "$A" from_node2 "$lb" t_2way >"$WORK/catch.1" & pa=$!
 	timed_catchup concord "$B" from_node1 "$la" t_2way >"$WORK/catch.2" & pb=$!
 	wait "$pa"; wait "$pb"
 	for n in 1 2; do
-		local r secs ok seen key="concord2 node$n|insert"
+		local r secs ok seen rate key="concord2 node$n|insert"
 		r=$(cat "$WORK/catch.$n"); read -r secs ok seen <<<"$r"
 		# Nothing is written any more: what a node saw right after its own
 		# wait must be what it holds now.
 		check_seen "${PORT[concord2_node$n]}" t_2way "$seen" "concord two-way node$n (catch-up)"
 		if [[ $ok == t ]]; then
-			RES[$key|catchup]=$secs
-			RES[$key|rate]=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+			rate=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
 		else
-			RES[$key|catchup]=timeout; RES[$key|rate]="-"
+			secs=timeout; rate="-"
 			log "  *** TIMEOUT *** node$n did not catch up within ${TIMEOUT}s"
 		fi
+		put "$key|catchup" "$secs"; put "$key|rate" "$rate"
+		log "  node$n caught up in ${secs}s ($rate rows/s)"
 	done
-	log "  insert on both, subscriptions disabled: node1 ${tps% *} tps, node2 ${tps#* } tps;" \
-		"catch-up node1 ${RES[concord2 node1|insert|catchup]}s (${RES[concord2 node1|insert|rate]} rows/s)," \
-		"node2 ${RES[concord2 node2|insert|catchup]}s (${RES[concord2 node2|insert|rate]} rows/s)"
+	log "  insert on both, subscriptions disabled: node1 ${tps% *} tps, node2 ${tps#* } tps"
 	verify "concord two-way (catch-up)" "$A" "$B" t_2way
 
 	stop_clusters concord2_node1 concord2_node2
@@ -287,14 +297,26 @@ bench_twoway() {
 log "replication benchmark: $NTOT transactions per run, $CLIENTS clients ($THREADS threads)," \
 	"payload $PAYLOAD bytes; $($BINDIR/postgres --version); $CORES cores; dir $WORK"
 START=$SECONDS
+# One-way systems round after round (interleaved, so that a slow moment of
+# the machine does not land on one system only); two-way once at the end.
+for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+	ROUND_TAG=; [[ $REPEAT -gt 1 ]] && { ROUND_TAG=_r$ROUND; log "=== round $ROUND of $REPEAT ==="; }
+	for s in $SYSTEMS; do
+		[[ $s == concord2 ]] || bench_oneway "$s"
+	done
+done
 for s in $SYSTEMS; do
-	case $s in
-	concord2) bench_twoway ;;
-	*) bench_oneway "$s" ;;
-	esac
+	[[ $s != concord2 ]] || bench_twoway
 done
 
-fmt() { echo "${RES[$1]:--}"; }
+# A result holds one value per round; the table shows their median.
+median() {
+	local v
+	for v in $1; do [[ $v =~ ^[0-9.]+$ ]] || { echo "$1"; return 0; }; done
+	tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
+		END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
+}
+fmt() { local v; v=$(median "${RES[$1]:-}"); echo "${v:--}"; }
 echo
 echo "Results: $NTOT single-row transactions per run, $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
 printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"
@@ -308,12 +330,23 @@ for s in builtin pglogical concord "concord2 node1" "concord2 node2"; do
 	done
 done
 echo
+# Ratio of the median apply rates of systems $1 and $2 for workload $3,
+# followed, with several rounds, by the ratio in each round.
 ratio() {
-	local a=${RES[$1|$3|rate]:-} b=${RES[$2|$3|rate]:-}
-	if [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]]; then
-		awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }'
-	else
+	local a b i rounds=
+	a=$(fmt "$1|$3|rate"); b=$(fmt "$2|$3|rate")
+	if [[ ! $a =~ ^[0-9.]+$ || ! $b =~ ^[0-9.]+$ ]]; then
 		echo "n/a"
+		return 0
+	fi
+	awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }'
+	if [[ $REPEAT -gt 1 ]]; then
+		read -r -a ra <<<"${RES[$1|$3|rate]}"; read -r -a rb <<<"${RES[$2|$3|rate]}"
+		for ((i = 0; i < ${#ra[@]} && i < ${#rb[@]}; i++)); do
+			[[ ${ra[i]} =~ ^[0-9]+$ && ${rb[i]} =~ ^[0-9]+$ ]] &&
+				rounds+=" $(awk -v a="${ra[i]}" -v b="${rb[i]}" 'BEGIN { printf "%.2f", a / b }')"
+		done
+		echo " (median of $REPEAT rounds; each round:$rounds)"
 	fi
 }
 for wl in insert update; do

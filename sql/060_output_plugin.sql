@@ -40,6 +40,18 @@ UPDATE filtered SET v = 'still even' WHERE id = 4;
 TRUNCATE items, other;
 SELECT * FROM stream();
 
+-- version 2: the messages of a transaction travel in one CopyData message
+-- (described a line per message), and they are the messages of version 1
+SELECT n AS copydata, concord.protocol_describe(data, 2)
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '2', 'subscriber_node', 'subnode')
+       WITH ORDINALITY AS c(lsn, xid, data, n);
+SELECT (SELECT string_agg(m, E'\n' ORDER BY n) FROM stream() WITH ORDINALITY AS s(m, n)) =
+       (SELECT string_agg(concord.protocol_describe(data, 2), E'\n' ORDER BY n)
+          FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+                 'proto_version', '2', 'subscriber_node', 'subnode')
+               WITH ORDINALITY AS c(lsn, xid, data, n)) AS same_messages;
+
 -- another set, and two sets at once
 SELECT * FROM stream('side');
 SELECT count(*) AS changes FROM stream('default,side');
@@ -76,6 +88,15 @@ SELECT concord.replication_set_remove_table('default', 'other');
 INSERT INTO other VALUES (4, 'removed');
 SELECT * FROM stream();
 
+-- version 2: a large transaction travels in pieces of about 64 kB
+SELECT count(*) >= 0 AS consumed FROM pg_logical_slot_get_binary_changes('regress_concord', NULL, NULL,
+           'proto_version', '1');
+INSERT INTO items SELECT i, repeat('x', 100), i, NULL FROM generate_series(100, 2099) i;
+SELECT count(*) > 1 AS pieces, max(length(data)) < 66 * 1024 AS bounded,
+       sum(array_length(string_to_array(concord.protocol_describe(data, 2), E'\n'), 1)) AS messages
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '2');
+
 -- bad options
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL);
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL, 'proto_version', '99');
@@ -85,6 +106,9 @@ SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
 SELECT concord.protocol_describe('\x49'::bytea);
 SELECT concord.protocol_describe('\x4900000000010002'::bytea);
 SELECT concord.protocol_describe('\x5a'::bytea);
+SELECT concord.protocol_describe('\x42'::bytea, 3);
+-- version 2: a SEEN whose length runs past the message
+SELECT concord.protocol_describe('\x5300000000ff0000'::bytea, 2);
 
 SELECT pg_drop_replication_slot('regress_concord');
 SELECT pg_replication_origin_drop('concord_1_faraway');

@@ -275,6 +275,10 @@ INSERT INTO ts_keyed VALUES ('2021-01-01 00:00:00+00', 'y');
 SELECT concord.protocol_describe(data)
   FROM pg_logical_slot_peek_binary_changes('regress_seen', NULL, NULL,
          'proto_version', '1', 'replication_sets', 'default');
+-- version 2: the same messages in one CopyData, SEEN with its length
+SELECT concord.protocol_describe(data, 2)
+  FROM pg_logical_slot_peek_binary_changes('regress_seen', NULL, NULL,
+         'proto_version', '2', 'replication_sets', 'default');
 SELECT pg_drop_replication_slot('regress_seen');
 DROP TABLE ts_keyed, not_replicated;
 DROP ROLE concord_deleter;

@@ -452,12 +452,12 @@ COMMENT ON FUNCTION concord.tombstone_trigger() IS
 -- Protocol
 -- ---------------------------------------------------------------------
 
-CREATE FUNCTION concord.protocol_describe(message bytea)
+CREATE FUNCTION concord.protocol_describe(message bytea, proto_version int DEFAULT 1)
 RETURNS text
 AS 'MODULE_PATHNAME', 'concord_protocol_describe'
 LANGUAGE C STRICT IMMUTABLE;
-COMMENT ON FUNCTION concord.protocol_describe(bytea) IS
-    'one message of the concord output plugin, as text (for debugging)';
+COMMENT ON FUNCTION concord.protocol_describe(bytea, int) IS
+    'what the concord output plugin wrote in one CopyData message, as text, a line per protocol message (for debugging)';
 
 -- ---------------------------------------------------------------------
 -- Housekeeping: a dropped table leaves no rows behind in the set catalog.

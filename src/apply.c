@@ -86,6 +86,7 @@ typedef struct ApplyWorker
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
+	int			proto_version;	/* of the stream */
 } ApplyWorker;
 
 static ApplyWorker W;
@@ -270,21 +271,20 @@ static void
 wait_for_clock(TimestampTz commit_time)
 {
 	bool		reported = false;
-	bool		waited = commit_time > GetCurrentTimestamp();
+	TimestampTz now = GetCurrentTimestamp();
 
+	if (commit_time <= now)
+		return;
 	/* Shown in pg_stat_activity.query while it lasts. */
-	if (waited)
-		pgstat_report_activity(STATE_RUNNING,
-							   "waiting for the local clock to pass a remote commit timestamp");
+	pgstat_report_activity(STATE_RUNNING,
+						   "waiting for the local clock to pass a remote commit timestamp");
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
 		long		ahead_ms;
 
 		if (commit_time <= now)
 		{
-			if (waited)
-				pgstat_report_activity(STATE_IDLE, NULL);
+			pgstat_report_activity(STATE_IDLE, NULL);
 			return;
 		}
 		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
@@ -309,6 +309,7 @@ wait_for_clock(TimestampTz commit_time)
 		CHECK_FOR_INTERRUPTS();
 		stop_if_disabled();
 		send_feedback(false, false);
+		now = GetCurrentTimestamp();
 	}
 }
 
@@ -336,12 +337,18 @@ use_origin(const char *origin_node)
 /*
  * True if another subscription of this database exists: its worker may
  * apply changes of the same rows at the same time (apply_row.c, lock_key).
+ * Looked at again only when a subscription entry was taken or freed.
  */
 static bool
 other_subscriptions(void)
 {
-	bool		others = false;
+	static bool others = false;
+	static uint64 known_generation = PG_UINT64_MAX;
+	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
 
+	if (generation == known_generation)
+		return others;
+	others = false;
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < ConcordShmem->max_entries && !others; i++)
 	{
@@ -350,6 +357,7 @@ other_subscriptions(void)
 		others = st->dboid == MyDatabaseId && st != W.shared;
 	}
 	LWLockRelease(ConcordShmem->lock);
+	known_generation = generation;
 	return others;
 }
 
@@ -426,6 +434,7 @@ handle_commit(StringInfo s)
 		MemoryContextSwitchTo(oldcxt);
 	}
 	W.in_remote_txn = false;
+	W.received = Max(W.received, msg.end_lsn);
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
 	if (concord_apply_conflicts > 0)
 		stay_careful();
@@ -572,9 +581,7 @@ handle_seen(StringInfo s)
 	MemoryContext oldcxt;
 
 	check_in_txn();
-	(void) pq_getmsgbyte(s);
-	len = s->len - s->cursor;
-	payload = pq_getmsgbytes(s, len);
+	payload = concord_read_seen_payload(s, W.proto_version >= 2, &len);
 	if (W.skip_txn)
 		return;
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
@@ -644,7 +651,15 @@ handle_stream_message(char *buf, int len)
 		(void) pq_getmsgint64(&s);	/* provider's WAL end */
 		(void) pq_getmsgint64(&s);	/* send time */
 		W.received = Max(W.received, start);
-		dispatch(&s);
+		/*
+		 * From version 2 on, several messages may come in one; each is
+		 * read in MessageContext_, which forgets it before the next.
+		 */
+		do
+		{
+			dispatch(&s);
+			MemoryContextReset(MessageContext_);
+		} while (s.cursor < s.len);
 	}
 	else if (kind == 'k')
 	{
@@ -696,6 +711,7 @@ start_streaming(XLogRecPtr start)
 	appendStringInfo(&cmd, "START_REPLICATION SLOT %s LOGICAL %X/%X (\"proto_version\" '%d'",
 					 quote_identifier(W.sub->slot_name), LSN_FORMAT_ARGS(start),
 					 CONCORD_PROTO_VERSION);
+	W.proto_version = CONCORD_PROTO_VERSION;
 	append_list(&list, W.sub->replication_sets);
 	appendStringInfo(&cmd, ", \"replication_sets\" %s", quote_literal_cstr(list.data));
 	resetStringInfo(&list);
@@ -744,7 +760,7 @@ stream_loop(void)
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("the provider ended the replication stream")));
 		send_feedback(false, false);
-		concord_remote_wait(W.conn, WL_SOCKET_READABLE, STREAM_WAIT_MS);
+		concord_remote_wait_readable(W.conn, STREAM_WAIT_MS);
 		if (!PQconsumeInput(W.conn))
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),

@@ -138,7 +138,7 @@ reconcile(List *subs)
 			if (st->sync_pid > 0)
 				kill(st->sync_pid, SIGTERM);
 			if (sub == NULL && st->apply_pid == 0 && st->sync_pid == 0)
-				st->dboid = InvalidOid;
+				concord_sub_state_free(st);
 		}
 	}
 	foreach(lc, subs)
@@ -290,7 +290,7 @@ manager_shutdown(void)
 			kill(st->apply_pid, SIGTERM);
 		if (st->sync_pid > 0)
 			kill(st->sync_pid, SIGTERM);
-		st->dboid = InvalidOid;
+		concord_sub_state_free(st);
 	}
 	LWLockRelease(ConcordShmem->lock);
 }

@@ -53,7 +53,16 @@ typedef struct OutputData
 	int32		local_priority;
 	List	   *peers;			/* cached PeerPriority of forwarded origins */
 	bool		peers_stale;
+	bool		batch_open;		/* ctx->out holds messages not yet written */
 } OutputData;
+
+/*
+ * From protocol version 2 on, the messages of a transaction travel
+ * together, in one CopyData message per BATCH_BYTES (and one at the
+ * commit): one send on the provider and one receive on the subscriber per
+ * small transaction, where version 1 makes one of each per message.
+ */
+#define BATCH_BYTES		(64 * 1024)
 
 typedef struct PeerPriority
 {
@@ -74,6 +83,33 @@ typedef struct OutputTxn
 } OutputTxn;
 
 static OutputData *CurrentOutput = NULL;
+
+/* Before a message is written into ctx->out. */
+static void
+message_start(LogicalDecodingContext *ctx, bool last_write)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	if (data->batch_open)
+		return;
+	OutputPluginPrepareWrite(ctx, last_write);
+	data->batch_open = data->proto_version >= 2;
+}
+
+/*
+ * After a message was written into ctx->out: sends it, unless it is
+ * batched and neither the transaction's end nor BATCH_BYTES was reached.
+ */
+static void
+message_end(LogicalDecodingContext *ctx, bool last_write, bool txn_end)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	if (data->batch_open && !txn_end && ctx->out->len < BATCH_BYTES)
+		return;
+	OutputPluginWrite(ctx, last_write);
+	data->batch_open = false;
+}
 static bool NodeCallbackRegistered = false;
 
 static List *
@@ -313,9 +349,9 @@ send_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, OutputTxn *otxn)
 	msg.xid = txn->xid;
 	msg.origin_name = otxn->origin_name;
 	msg.origin_priority = otxn->origin_priority;
-	OutputPluginPrepareWrite(ctx, false);
+	message_start(ctx, false);
 	concord_write_begin(ctx->out, &msg);
-	OutputPluginWrite(ctx, false);
+	message_end(ctx, false, false);
 	otxn->begin_sent = true;
 }
 
@@ -339,16 +375,17 @@ prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		send_begin(ctx, txn, otxn);
 		if (otxn->seen)
 		{
-			OutputPluginPrepareWrite(ctx, false);
-			concord_write_seen(ctx->out, otxn->seen, otxn->seen_len);
-			OutputPluginWrite(ctx, false);
+			message_start(ctx, false);
+			concord_write_seen(ctx->out, otxn->seen, otxn->seen_len,
+							   data->proto_version >= 2);
+			message_end(ctx, false, false);
 		}
 	}
 	if (!entry->meta_sent)
 	{
-		OutputPluginPrepareWrite(ctx, false);
+		message_start(ctx, false);
 		concord_write_relation(ctx->out, rel, entry->columns);
-		OutputPluginWrite(ctx, false);
+		message_end(ctx, false, false);
 		entry->meta_sent = true;
 	}
 	return true;
@@ -375,9 +412,9 @@ send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				!concord_output_rel_filter(entry, newtuple) ||
 				!prepare_change(ctx, txn, rel, entry))
 				return;
-			OutputPluginPrepareWrite(ctx, true);
+			message_start(ctx, true);
 			concord_write_insert(ctx->out, rel, newtuple, entry->columns);
-			OutputPluginWrite(ctx, true);
+			message_end(ctx, true, false);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			if (!entry->ship_update || newtuple == NULL)
@@ -389,10 +426,10 @@ send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				!concord_output_rel_filter(entry, oldtuple) ||
 				!prepare_change(ctx, txn, rel, entry))
 				return;
-			OutputPluginPrepareWrite(ctx, true);
+			message_start(ctx, true);
 			concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
 								 entry->columns);
-			OutputPluginWrite(ctx, true);
+			message_end(ctx, true, false);
 			break;
 		default:
 			break;
@@ -419,7 +456,7 @@ send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 
 	if ((!old_match && !new_match) || !prepare_change(ctx, txn, rel, entry))
 		return;
-	OutputPluginPrepareWrite(ctx, true);
+	message_start(ctx, true);
 	if (old_match && new_match)
 		concord_write_update(ctx->out, rel, oldtuple, old_is_key, newtuple,
 							 entry->columns);
@@ -428,7 +465,7 @@ send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	else
 		concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
 							 entry->columns);
-	OutputPluginWrite(ctx, true);
+	message_end(ctx, true, false);
 }
 
 static void
@@ -466,11 +503,11 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 	if (nrelids > 0)
 	{
-		OutputPluginPrepareWrite(ctx, true);
+		message_start(ctx, true);
 		concord_write_truncate(ctx->out, nrelids, relids,
 							   change->data.truncate.cascade,
 							   change->data.truncate.restart_seqs);
-		OutputPluginWrite(ctx, true);
+		message_end(ctx, true, false);
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(data->change_context);
@@ -506,9 +543,10 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		otxn->seen_len = message_size;
 		return;
 	}
-	OutputPluginPrepareWrite(ctx, true);
-	concord_write_seen(ctx->out, message, message_size);
-	OutputPluginWrite(ctx, true);
+	message_start(ctx, true);
+	concord_write_seen(ctx->out, message, message_size,
+						   data->proto_version >= 2);
+	message_end(ctx, true, false);
 }
 
 static void
@@ -534,9 +572,9 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	msg.commit_lsn = commit_lsn;
 	msg.end_lsn = txn->end_lsn;
 	msg.commit_time = txn->xact_time.commit_time;
-	OutputPluginPrepareWrite(ctx, true);
+	message_start(ctx, true);
 	concord_write_commit(ctx->out, &msg);
-	OutputPluginWrite(ctx, true);
+	message_end(ctx, true, true);
 }
 
 void

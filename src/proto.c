@@ -414,9 +414,27 @@ concord_decode_seen(StringInfo in)
 }
 
 void
-concord_write_seen(StringInfo out, const char *payload, int len)
+concord_write_seen(StringInfo out, const char *payload, int len, bool framed)
 {
 	pq_sendbyte(out, CONCORD_MSG_SEEN);
 	pq_sendbyte(out, FLAGS_NONE);
+	if (framed)
+		pq_sendint32(out, len);
 	pq_sendbytes(out, payload, len);
+}
+
+/*
+ * The payload of a SEEN message (concord_decode_seen() reads it): as long
+ * as its length says (framed, version 2), or the rest of the message.
+ */
+const char *
+concord_read_seen_payload(StringInfo in, bool framed, int *len)
+{
+	(void) pq_getmsgbyte(in);	/* flags */
+	*len = framed ? (int) pq_getmsgint(in, 4) : in->len - in->cursor;
+	if (*len < 0 || *len > in->len - in->cursor)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid length %d of a SEEN message", *len)));
+	return pq_getmsgbytes(in, *len);
 }

@@ -21,9 +21,14 @@
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 
-/* Versions this build speaks; a subscriber asks for one at START. */
+/*
+ * Versions this build speaks; a subscriber asks for one at START.
+ * Version 2: a CopyData message may hold several messages back to back
+ * (a transaction's, batched by the output plugin), and SEEN carries the
+ * length of its payload.  Version 1: one message per CopyData.
+ */
 #define CONCORD_PROTO_VERSION_MIN	1
-#define CONCORD_PROTO_VERSION		1
+#define CONCORD_PROTO_VERSION		2
 
 /* Message types */
 #define CONCORD_MSG_BEGIN		'B'
@@ -123,10 +128,13 @@ extern void concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
 
 extern void concord_encode_seen(StringInfo out, List *entries);
 extern List *concord_decode_seen(StringInfo in);
-extern void concord_write_seen(StringInfo out, const char *payload, int len);
+extern void concord_write_seen(StringInfo out, const char *payload, int len,
+							   bool framed);
 
 /* readers (apply); the type byte has already been consumed */
 extern void concord_read_begin(StringInfo in, ConcordBeginMsg *msg);
+extern const char *concord_read_seen_payload(StringInfo in, bool framed,
+											 int *len);
 extern void concord_read_commit(StringInfo in, ConcordCommitMsg *msg);
 extern ConcordRelationMsg *concord_read_relation(StringInfo in);
 extern Oid	concord_read_insert(StringInfo in, ConcordTuple *newtup);

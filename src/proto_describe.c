@@ -99,29 +99,20 @@ describe_change(StringInfo buf, StringInfo in, char type)
 	}
 }
 
-Datum
-concord_protocol_describe(PG_FUNCTION_ARGS)
+/* Appends the description of the message at in's cursor to buf. */
+static void
+describe_message(StringInfo buf, StringInfo in, int version)
 {
-	bytea	   *data = PG_GETARG_BYTEA_PP(0);
-	StringInfoData in;
-	StringInfoData buf;
-	char		type;
+	char		type = pq_getmsgbyte(in);
 
-	in.data = VARDATA_ANY(data);
-	in.len = VARSIZE_ANY_EXHDR(data);
-	in.maxlen = in.len;
-	in.cursor = 0;
-	initStringInfo(&buf);
-
-	type = pq_getmsgbyte(&in);
 	switch (type)
 	{
 		case CONCORD_MSG_BEGIN:
 			{
 				ConcordBeginMsg msg;
 
-				concord_read_begin(&in, &msg);
-				appendStringInfo(&buf, "BEGIN origin %s priority %d",
+				concord_read_begin(in, &msg);
+				appendStringInfo(buf, "BEGIN origin %s priority %d",
 								 msg.origin_name, msg.origin_priority);
 				break;
 			}
@@ -129,39 +120,44 @@ concord_protocol_describe(PG_FUNCTION_ARGS)
 			{
 				ConcordCommitMsg msg;
 
-				concord_read_commit(&in, &msg);
-				appendStringInfoString(&buf, "COMMIT");
+				concord_read_commit(in, &msg);
+				appendStringInfoString(buf, "COMMIT");
 				break;
 			}
 		case CONCORD_MSG_RELATION:
-			describe_relation(&buf, &in);
+			describe_relation(buf, in);
 			break;
 		case CONCORD_MSG_INSERT:
 		case CONCORD_MSG_UPDATE:
 		case CONCORD_MSG_DELETE:
-			describe_change(&buf, &in, type);
+			describe_change(buf, in, type);
 			break;
 		case CONCORD_MSG_TRUNCATE:
 			{
 				ConcordTruncateMsg msg;
 
-				concord_read_truncate(&in, &msg);
-				appendStringInfoString(&buf, "TRUNCATE");
+				concord_read_truncate(in, &msg);
+				appendStringInfoString(buf, "TRUNCATE");
 				for (int i = 0; i < msg.nrelids; i++)
-					appendStringInfo(&buf, " %s", relid_name(msg.relids[i]));
+					appendStringInfo(buf, " %s", relid_name(msg.relids[i]));
 				if (msg.cascade)
-					appendStringInfoString(&buf, " cascade");
+					appendStringInfoString(buf, " cascade");
 				if (msg.restart_seqs)
-					appendStringInfoString(&buf, " restart-identity");
+					appendStringInfoString(buf, " restart-identity");
 				break;
 			}
 		case CONCORD_MSG_SEEN:
 			{
 				List	   *entries;
+				StringInfoData payload;
+				int			len;
 
-				(void) pq_getmsgbyte(&in);
-				entries = concord_decode_seen(&in);
-				appendStringInfo(&buf, "SEEN %d origin(s)", list_length(entries));
+				payload.data = (char *) concord_read_seen_payload(in, version >= 2, &len);
+				payload.len = payload.maxlen = len;
+				payload.cursor = 0;
+				entries = concord_decode_seen(&payload);
+				pq_getmsgend(&payload);
+				appendStringInfo(buf, "SEEN %d origin(s)", list_length(entries));
 				break;
 			}
 		default:
@@ -169,6 +165,38 @@ concord_protocol_describe(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg("unknown concord message type %d", type)));
 	}
+}
+
+/*
+ * concord.protocol_describe(message bytea, proto_version int DEFAULT 1):
+ * what the output plugin wrote in one CopyData message, as text, one line
+ * per message (version 2 batches a transaction's messages).
+ */
+Datum
+concord_protocol_describe(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+	int32		version = PG_GETARG_INT32(1);
+	StringInfoData in;
+	StringInfoData buf;
+
+	if (version < CONCORD_PROTO_VERSION_MIN || version > CONCORD_PROTO_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("concord protocol version %d is not supported", version),
+				 errhint("Versions %d to %d are.", CONCORD_PROTO_VERSION_MIN,
+						 CONCORD_PROTO_VERSION)));
+	in.data = VARDATA_ANY(data);
+	in.len = VARSIZE_ANY_EXHDR(data);
+	in.maxlen = in.len;
+	in.cursor = 0;
+	initStringInfo(&buf);
+	do
+	{
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, '\n');
+		describe_message(&buf, &in, version);
+	} while (version >= 2 && in.cursor < in.len);
 	pq_getmsgend(&in);
 	PG_RETURN_TEXT_P(cstring_to_text(buf.data));
 }

@@ -38,6 +38,49 @@ concord_remote_wait(PGconn *conn, int events, long timeout_ms)
 	CHECK_FOR_INTERRUPTS();
 }
 
+/*
+ * Waits until the connection's socket is readable, or timeout, with a
+ * wait event set made once for the connection: a worker streaming from a
+ * peer waits between every batch of messages, and a set made per wait
+ * costs an epoll instance and its system calls each time.
+ */
+static WaitEventSet *ReadableSet = NULL;
+static PGconn *ReadableSetConn = NULL;
+static pgsocket ReadableSetSocket = PGINVALID_SOCKET;
+
+static void
+forget_readable_set(void)
+{
+	if (ReadableSet)
+		FreeWaitEventSet(ReadableSet);
+	ReadableSet = NULL;
+	ReadableSetConn = NULL;
+	ReadableSetSocket = PGINVALID_SOCKET;
+}
+
+void
+concord_remote_wait_readable(PGconn *conn, long timeout_ms)
+{
+	WaitEvent	event;
+
+	if (ReadableSet != NULL &&
+		(ReadableSetConn != conn || ReadableSetSocket != PQsocket(conn)))
+		forget_readable_set();
+	if (ReadableSet == NULL)
+	{
+		ReadableSet = CreateWaitEventSet(TopMemoryContext, 3);
+		AddWaitEventToSet(ReadableSet, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(ReadableSet, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(ReadableSet, WL_SOCKET_READABLE, PQsocket(conn), NULL, NULL);
+		ReadableSetConn = conn;
+		ReadableSetSocket = PQsocket(conn);
+	}
+	if (WaitEventSetWait(ReadableSet, timeout_ms, &event, 1, PG_WAIT_EXTENSION) == 1 &&
+		(event.events & WL_LATCH_SET))
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
 /* libpq's last error, trimmed, in the current memory context. */
 char *
 concord_remote_error(PGconn *conn)
@@ -239,6 +282,8 @@ concord_remote_get_copy(PGconn *conn, char **buf, bool wait)
 void
 concord_remote_finish(PGconn *conn)
 {
+	if (conn && conn == ReadableSetConn)
+		forget_readable_set();
 	if (conn)
 		PQfinish(conn);
 }

@@ -20,6 +20,7 @@ extern PGresult *concord_remote_query(PGconn *conn, const char *sql,
 									  ExecStatusType expected);
 extern int	concord_remote_get_copy(PGconn *conn, char **buf, bool wait);
 extern void concord_remote_wait(PGconn *conn, int events, long timeout_ms);
+extern void concord_remote_wait_readable(PGconn *conn, long timeout_ms);
 extern void concord_remote_flush(PGconn *conn);
 extern char *concord_remote_error(PGconn *conn);
 extern void concord_remote_finish(PGconn *conn);

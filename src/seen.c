@@ -60,38 +60,51 @@ static int	SeenLoggedLevel = 0;
 /* The vector's generation when this transaction last logged it. */
 static uint64 SeenLoggedGeneration = 0;
 
+static bool
+seen_entry_is(ConcordSeenState *e, const char *origin)
+{
+	return e->dboid == MyDatabaseId && strcmp(e->origin, origin) == 0;
+}
+
 /* Records that a transaction of origin committed at commit_ts was applied. */
 void
 concord_seen_applied(const char *origin, TimestampTz commit_ts)
 {
+	/* An apply worker applies one origin's transactions after another. */
+	static ConcordSeenState *last_entry = NULL;
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	ConcordSeenState *entry = NULL;
 	ConcordSeenState *free_entry = NULL;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
+	if (last_entry && seen_entry_is(last_entry, origin))
+		entry = last_entry;
+	for (int i = 0; i < n && entry == NULL; i++)
 	{
 		ConcordSeenState *e = &ConcordShmem->seen[i];
 
-		if (e->dboid == MyDatabaseId && strcmp(e->origin, origin) == 0)
-		{
-			if (commit_ts > e->commit_ts)
-			{
-				e->commit_ts = commit_ts;
-				pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
-			}
-			LWLockRelease(ConcordShmem->lock);
-			return;
-		}
-		if (!OidIsValid(e->dboid) && free_entry == NULL)
+		if (seen_entry_is(e, origin))
+			entry = e;
+		else if (!OidIsValid(e->dboid) && free_entry == NULL)
 			free_entry = e;
 	}
-	if (free_entry)
+	if (entry)
 	{
-		free_entry->dboid = MyDatabaseId;
-		strlcpy(free_entry->origin, origin, NAMEDATALEN);
-		free_entry->commit_ts = commit_ts;
+		if (commit_ts > entry->commit_ts)
+		{
+			entry->commit_ts = commit_ts;
+			pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
+		}
+	}
+	else if (free_entry)
+	{
+		entry = free_entry;
+		entry->dboid = MyDatabaseId;
+		strlcpy(entry->origin, origin, NAMEDATALEN);
+		entry->commit_ts = commit_ts;
 		pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
 	}
+	last_entry = entry;
 	LWLockRelease(ConcordShmem->lock);
 }
 

@@ -75,6 +75,7 @@ shmem_startup(void)
 		ConcordShmem->max_entries = max_worker_processes;
 		pg_atomic_init_u64(&ConcordShmem->seen_generation, 0);
 		pg_atomic_init_u64(&ConcordShmem->gap_generation, 0);
+		pg_atomic_init_u64(&ConcordShmem->subs_generation, 0);
 		for (int i = 0; i < CONCORD_TOMBSTONE_SLOTS; i++)
 			pg_atomic_init_u32(&ConcordShmem->tombstoned[i], 0);
 		found = false;
@@ -152,8 +153,17 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
 	concord_sub_commit_runs(free_entry)->nruns = 0;
+	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
 	ConditionVariableInit(&free_entry->progress_cv);
 	return free_entry;
+}
+
+/* Frees subscription entry st; the caller holds the lock exclusively. */
+void
+concord_sub_state_free(ConcordSubState *st)
+{
+	st->dboid = InvalidOid;
+	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
 }
 
 /* The commit runs (own_commits.c) of subscription entry st. */

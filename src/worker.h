@@ -129,6 +129,8 @@ typedef struct ConcordShared
 	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
 	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
 	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
+	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
+										 * or freed */
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
 	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
 	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
@@ -141,6 +143,7 @@ extern ConcordDbState *concord_db_state(Oid dboid, bool create);
 extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
 extern void concord_request_manager(Oid dboid);
 extern ConcordCommitRuns *concord_sub_commit_runs(ConcordSubState *st);
+extern void concord_sub_state_free(ConcordSubState *st);
 extern void concord_wake_launcher(void);
 extern TimestampTz concord_backoff_until(int failures);
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
