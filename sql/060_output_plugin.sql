@@ -51,6 +51,15 @@ SELECT (SELECT string_agg(m, E'\n' ORDER BY n) FROM stream() WITH ORDINALITY AS 
           FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
                  'proto_version', '2', 'subscriber_node', 'subnode')
                WITH ORDINALITY AS c(lsn, xid, data, n)) AS same_messages;
+-- a database whose concord was installed before protocol_describe had its
+-- second argument still declares it with one: the library reads version 1
+CREATE FUNCTION describe_one_arg(bytea) RETURNS text
+  AS '$libdir/concord', 'concord_protocol_describe' LANGUAGE C STRICT IMMUTABLE;
+SELECT describe_one_arg(data)
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '1', 'subscriber_node', 'subnode')
+ LIMIT 3;
+DROP FUNCTION describe_one_arg(bytea);
 
 -- another set, and two sets at once
 SELECT * FROM stream('side');

@@ -509,39 +509,45 @@ check_in_txn(void)
 				 errmsg("change outside a remote transaction")));
 }
 
+/*
+ * A change is read whole before anything else: from protocol version 2
+ * on, the next message follows it in the same CopyData, also when the
+ * transaction is skipped.
+ */
 static void
 handle_change(StringInfo s, char type)
 {
 	ConcordTuple oldtup;
 	ConcordTuple newtup;
-	char		oldkind;
+	char		oldkind = CONCORD_OLD_NONE;
 	Oid			relid;
 	ApplyRel   *arel;
 
 	check_in_txn();
-	if (W.skip_txn)
-		return;
-	PushActiveSnapshot(GetTransactionSnapshot());
 	switch (type)
 	{
 		case CONCORD_MSG_INSERT:
 			relid = concord_read_insert(s, &newtup);
-			arel = concord_apply_rel_get(relid);
-			if (change_wanted(arel))
-				concord_apply_insert(arel, &newtup);
 			break;
 		case CONCORD_MSG_UPDATE:
 			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
-			arel = concord_apply_rel_get(relid);
-			if (change_wanted(arel))
-				concord_apply_update(arel, oldkind, &oldtup, &newtup);
 			break;
-		case CONCORD_MSG_DELETE:
+		default:
 			relid = concord_read_delete(s, &oldkind, &oldtup);
-			arel = concord_apply_rel_get(relid);
-			if (change_wanted(arel))
-				concord_apply_delete(arel, oldkind, &oldtup);
 			break;
+	}
+	if (W.skip_txn)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	arel = concord_apply_rel_get(relid);
+	if (change_wanted(arel))
+	{
+		if (type == CONCORD_MSG_INSERT)
+			concord_apply_insert(arel, &newtup);
+		else if (type == CONCORD_MSG_UPDATE)
+			concord_apply_update(arel, oldkind, &oldtup, &newtup);
+		else
+			concord_apply_delete(arel, oldkind, &oldtup);
 	}
 	PopActiveSnapshot();
 }
@@ -653,11 +659,15 @@ handle_stream_message(char *buf, int len)
 		W.received = Max(W.received, start);
 		/*
 		 * From version 2 on, several messages may come in one; each is
-		 * read in MessageContext_, which forgets it before the next.
+		 * read in MessageContext_ (BEGIN leaves the transaction's context
+		 * current), which forgets it before the next.
 		 */
 		do
 		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(MessageContext_);
+
 			dispatch(&s);
+			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(MessageContext_);
 		} while (s.cursor < s.len);
 	}

@@ -20,27 +20,59 @@
  * a worker started again after an error or a disable finds those of the
  * workers before it; they are lost at a server restart, and only the
  * latest CONCORD_COMMIT_RUNS are kept.  Only the subscription's apply
- * worker reads and writes them, and there is at most one at a time, so
- * they take no lock.  A transaction id not found in them is looked up in
- * pg_commit_ts as before.  An id is trusted only while it is less than
- * 2^31 transactions old: beyond that the same 32-bit id may name a newer
- * transaction.
+ * worker uses them: the latest to attach owns them, under their lock, so
+ * that a worker still exiting when its entry was handed on can neither
+ * write into them nor read them.  A transaction id not found in them is
+ * looked up in pg_commit_ts as before.  An id is trusted only while it is
+ * less than 2^31 transactions old: beyond that the same 32-bit id may
+ * name a newer transaction.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
 
 #include "own_commits.h"
 
 static ConcordCommitRuns *Runs = NULL;
 
+static void note_locked(FullTransactionId fxid, RepOriginId origin);
+static bool origin_locked(TransactionId xid, RepOriginId *origin);
+
+/* Empties runs, owned by nobody: their subscription entry is new. */
+void
+concord_own_commits_reset(ConcordCommitRuns *runs)
+{
+	LWLockAcquire(runs->lock, LW_EXCLUSIVE);
+	runs->owner = 0;
+	runs->nruns = 0;
+	LWLockRelease(runs->lock);
+}
+
 /* The apply worker of the subscription whose runs these are starts. */
 void
 concord_own_commits_attach(ConcordCommitRuns *runs)
 {
+	LWLockAcquire(runs->lock, LW_EXCLUSIVE);
+	runs->owner = MyProcPid;
+	LWLockRelease(runs->lock);
 	Runs = runs;
+}
+
+/* Takes the runs' lock; false (and no lock) if they are not ours. */
+static bool
+lock_own_runs(LWLockMode mode)
+{
+	if (Runs == NULL)
+		return false;
+	LWLockAcquire(Runs->lock, mode);
+	if (Runs->owner == MyProcPid)
+		return true;
+	LWLockRelease(Runs->lock);
+	return false;
 }
 
 static uint64
@@ -53,11 +85,18 @@ run_end(const ConcordCommitRun *run)
 void
 concord_own_commit_note(FullTransactionId fxid, RepOriginId origin)
 {
+	if (!FullTransactionIdIsNormal(fxid) || origin == InvalidRepOriginId ||
+		!lock_own_runs(LW_EXCLUSIVE))
+		return;
+	note_locked(fxid, origin);
+	LWLockRelease(Runs->lock);
+}
+
+static void
+note_locked(FullTransactionId fxid, RepOriginId origin)
+{
 	ConcordCommitRun *last;
 
-	if (Runs == NULL || !FullTransactionIdIsNormal(fxid) ||
-		origin == InvalidRepOriginId)
-		return;
 	last = Runs->nruns > 0 ? &Runs->runs[Runs->nruns - 1] : NULL;
 	if (last && U64FromFullTransactionId(fxid) < run_end(last))
 	{
@@ -138,11 +177,23 @@ find_run(FullTransactionId fxid)
 bool
 concord_own_commit_origin(TransactionId xid, RepOriginId *origin)
 {
+	bool		found;
+
+	if (!TransactionIdIsNormal(xid) || !lock_own_runs(LW_SHARED))
+		return false;
+	found = origin_locked(xid, origin);
+	LWLockRelease(Runs->lock);
+	return found;
+}
+
+static bool
+origin_locked(TransactionId xid, RepOriginId *origin)
+{
 	ConcordCommitRun *run;
 	FullTransactionId newest;
 	FullTransactionId fxid;
 
-	if (Runs == NULL || Runs->nruns == 0 || !TransactionIdIsNormal(xid))
+	if (Runs->nruns == 0)
 		return false;
 	newest = FullTransactionIdFromU64(run_end(&Runs->runs[Runs->nruns - 1]) - 1);
 	if (!widen(xid, newest, &fxid))

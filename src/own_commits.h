@@ -11,6 +11,7 @@
 
 #include "worker.h"
 
+extern void concord_own_commits_reset(ConcordCommitRuns *runs);
 extern void concord_own_commits_attach(ConcordCommitRuns *runs);
 extern void concord_own_commit_note(FullTransactionId fxid, RepOriginId origin);
 extern bool concord_own_commit_origin(TransactionId xid, RepOriginId *origin);

@@ -176,7 +176,8 @@ Datum
 concord_protocol_describe(PG_FUNCTION_ARGS)
 {
 	bytea	   *data = PG_GETARG_BYTEA_PP(0);
-	int32		version = PG_GETARG_INT32(1);
+	/* A database still holding the one-argument declaration passes one. */
+	int32		version = PG_NARGS() > 1 ? PG_GETARG_INT32(1) : 1;
 	StringInfoData in;
 	StringInfoData buf;
 

@@ -23,6 +23,7 @@
 
 #include "concord.h"
 #include "seen.h"
+#include "own_commits.h"
 #include "worker.h"
 
 #define CONCORD_TRANCHE		"concord"
@@ -55,7 +56,8 @@ shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shmem_size());
-	RequestNamedLWLockTranche(CONCORD_TRANCHE, 1);
+	/* The main lock, then one per subscription entry's commit runs. */
+	RequestNamedLWLockTranche(CONCORD_TRANCHE, 1 + max_worker_processes);
 }
 
 static void
@@ -91,6 +93,13 @@ shmem_startup(void)
 		(ConcordShmem->seen + ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
 	ConcordShmem->commit_runs = (ConcordCommitRuns *)
 		(ConcordShmem->confirmed + ConcordShmem->max_entries * CONCORD_CONFIRM_PER_ENTRY);
+	if (!found)
+	{
+		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);
+
+		for (int i = 0; i < ConcordShmem->max_entries; i++)
+			ConcordShmem->commit_runs[i].lock = &locks[1 + i].lock;
+	}
 	if (!found && !IsUnderPostmaster)
 		concord_seen_load();
 	LWLockRelease(AddinShmemInitLock);
@@ -152,9 +161,9 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	memset(free_entry, 0, sizeof(ConcordSubState));
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
-	concord_sub_commit_runs(free_entry)->nruns = 0;
 	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
 	ConditionVariableInit(&free_entry->progress_cv);
+	concord_own_commits_reset(concord_sub_commit_runs(free_entry));
 	return free_entry;
 }
 

@@ -113,9 +113,12 @@ typedef struct ConcordCommitRun
 /* The latest commit runs of one subscription's apply worker, oldest first */
 typedef struct ConcordCommitRuns
 {
+	LWLock	   *lock;			/* protects the rest */
+	pid_t		owner;			/* the apply worker they are for; 0: none */
 	int			nruns;
 	ConcordCommitRun runs[CONCORD_COMMIT_RUNS];
 } ConcordCommitRuns;
+
 #define CONCORD_TOMBSTONE_SLOTS	1024
 
 typedef struct ConcordShared
