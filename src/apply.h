@@ -12,6 +12,7 @@
 #include "nodes/pg_list.h"
 
 #include "conflict.h"
+#include "fmgr.h"
 #include "proto.h"
 
 /* A provider relation and, once resolved, its local counterpart. */
@@ -25,6 +26,8 @@ typedef struct ApplyRel
 	AttrNumber *attmap;			/* remote column i -> local attnum */
 	Oid		   *typinput;		/* per remote column, local input function */
 	Oid		   *typioparam;
+	FmgrInfo   *typinfmgr;		/* per remote column, typinput looked up */
+	MemoryContext infmgr_cxt;	/* typinfmgr and what the functions cache */
 	bool		has_unsent_columns; /* local columns with defaults to fill */
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];

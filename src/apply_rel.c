@@ -131,6 +131,10 @@ map_columns(ApplyRel *arel, Relation rel)
 	arel->attmap = MemoryContextAllocZero(ApplyRelContext, sizeof(AttrNumber) * n);
 	arel->typinput = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
 	arel->typioparam = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
+	/* Input functions keep their own caches (fn_extra) in infmgr_cxt. */
+	arel->infmgr_cxt = AllocSetContextCreate(ApplyRelContext, "concord input functions",
+											 ALLOCSET_SMALL_SIZES);
+	arel->typinfmgr = MemoryContextAllocZero(arel->infmgr_cxt, sizeof(FmgrInfo) * n);
 	for (int i = 0; i < remote->natts; i++)
 	{
 		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), remote->atts[i].name);
@@ -145,6 +149,7 @@ map_columns(ApplyRel *arel, Relation rel)
 		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
 		arel->attmap[i] = attnum;
 		getTypeInputInfo(att->atttypid, &arel->typinput[i], &arel->typioparam[i]);
+		fmgr_info_cxt(arel->typinput[i], &arel->typinfmgr[i], arel->infmgr_cxt);
 	}
 	arel->has_unsent_columns = false;
 	for (int j = 0; j < RelationGetDescr(rel)->natts; j++)
@@ -265,6 +270,7 @@ resolve(ApplyRel *arel)
 		pfree(arel->attmap);
 		pfree(arel->typinput);
 		pfree(arel->typioparam);
+		MemoryContextDelete(arel->infmgr_cxt);
 	}
 	map_columns(arel, rel);
 	table_close(rel, NoLock);

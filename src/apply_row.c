@@ -211,9 +211,9 @@ fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 		else if (tup->kinds[i] == CONCORD_COL_TEXT)
 		{
 			slot->tts_values[idx] =
-				OidInputFunctionCall(arel->typinput[i], tup->values[i].data,
-									 arel->typioparam[i],
-									 TupleDescAttr(desc, idx)->atttypmod);
+				InputFunctionCall(&arel->typinfmgr[i], tup->values[i].data,
+								  arel->typioparam[i],
+								  TupleDescAttr(desc, idx)->atttypmod);
 			slot->tts_isnull[idx] = false;
 		}
 		else if (base == NULL)

@@ -240,8 +240,13 @@ read_tuple(StringInfo in, ConcordTuple *tuple)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg("invalid column length %d in tuple", len)));
-		initStringInfo(&tuple->values[i]);
-		appendBinaryStringInfo(&tuple->values[i], pq_getmsgbytes(in, len), len);
+		/* Exactly as long as the value: a tuple is read, never appended to. */
+		tuple->values[i].data = palloc(len + 1);
+		memcpy(tuple->values[i].data, pq_getmsgbytes(in, len), len);
+		tuple->values[i].data[len] = '\0';
+		tuple->values[i].len = len;
+		tuple->values[i].maxlen = len + 1;
+		tuple->values[i].cursor = 0;
 	}
 }
 
