@@ -86,7 +86,6 @@ typedef struct ApplyWorker
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
-	int			proto_version;	/* of the stream */
 } ApplyWorker;
 
 static ApplyWorker W;
@@ -587,7 +586,8 @@ handle_seen(StringInfo s)
 	MemoryContext oldcxt;
 
 	check_in_txn();
-	payload = concord_read_seen_payload(s, W.proto_version >= 2, &len);
+	/* The stream is in the version apply asks for (start_streaming). */
+	payload = concord_read_seen_payload(s, CONCORD_PROTO_VERSION >= 2, &len);
 	if (W.skip_txn)
 		return;
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
@@ -721,7 +721,6 @@ start_streaming(XLogRecPtr start)
 	appendStringInfo(&cmd, "START_REPLICATION SLOT %s LOGICAL %X/%X (\"proto_version\" '%d'",
 					 quote_identifier(W.sub->slot_name), LSN_FORMAT_ARGS(start),
 					 CONCORD_PROTO_VERSION);
-	W.proto_version = CONCORD_PROTO_VERSION;
 	append_list(&list, W.sub->replication_sets);
 	appendStringInfo(&cmd, ", \"replication_sets\" %s", quote_literal_cstr(list.data));
 	resetStringInfo(&list);
