@@ -1,7 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * concord.c
- *		Library entry point: load checks, GUCs, background worker setup.
+ *		Library entry point: load checks, then every subsystem's start-up
+ *		(settings, shared memory, hooks, the launcher worker).
+ *
+ *		The top of the source tree: it calls into the folders below it, and
+ *		nothing calls into it.
  *
  * concord must be loaded through shared_preload_libraries: its launcher is
  * a static background worker and, later, its workers share memory.  Any
@@ -13,87 +17,13 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
-#include "utils/guc.h"
 
 #include "concord.h"
-#include "conflict.h"
-#include "seen.h"
-#include "worker.h"
+#include "conflict/seen.h"
+#include "shmem/shmem.h"
+#include "workers/workers.h"
 
 PG_MODULE_MAGIC;
-
-int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
-int			concord_max_clock_skew = 1000;	/* ms */
-int			concord_history_retention = 0;	/* minutes; 0: forever */
-int			concord_handler_timeout = 1000;	/* ms; 0: none */
-int			concord_tombstone_gc_delay = 300;	/* s */
-int			concord_tombstone_retention = 0;	/* s; 0: forever */
-
-static void
-define_gucs(void)
-{
-	DefineCustomEnumVariable("concord.conflict_resolver",
-							 "Default conflict resolver for tables without their own.",
-							 "One of last_update_wins, first_update_wins, replica_priority, "
-							 "keep_local, apply_remote, skip, error.",
-							 &concord_conflict_resolver,
-							 CONCORD_RESOLVER_LAST_UPDATE_WINS,
-							 concord_resolver_guc_options,
-							 PGC_SIGHUP,
-							 0,
-							 NULL, NULL, NULL);
-
-	DefineCustomIntVariable("concord.max_clock_skew",
-							"How far ahead of the local clock a remote commit timestamp may be.",
-							"Apply waits until the local clock passes a remote commit timestamp, "
-							"so that later local writes carry later timestamps; beyond this much, "
-							"the subscription also reports the skew in last_error while it waits.",
-							&concord_max_clock_skew,
-							1000, 0, INT_MAX,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("concord.conflict_history_retention",
-							"How long rows are kept in concord.conflict_history (0: forever).",
-							NULL,
-							&concord_history_retention,
-							0, 0, INT_MAX,
-							PGC_SIGHUP,
-							GUC_UNIT_MIN,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("concord.handler_timeout",
-							"How long a conflict handler may run (0: no limit).",
-							"A handler that runs longer is cancelled and its change skipped, "
-							"recorded in concord.conflict_history.",
-							&concord_handler_timeout,
-							1000, 0, INT_MAX,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("concord.tombstone_gc_delay",
-							"How long a tombstone is kept at least, even once every peer confirmed it.",
-							"Covers a peer's transaction that was open since before it applied the deletion.",
-							&concord_tombstone_gc_delay,
-							300, 0, INT_MAX,
-							PGC_SIGHUP,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("concord.tombstone_retention",
-							"How long a tombstone waits for every peer to confirm it (0: forever).",
-							"Older tombstones are removed anyway; a peer that had not confirmed them "
-							"is then refused until its tables are resynchronized.",
-							&concord_tombstone_retention,
-							0, 0, INT_MAX,
-							PGC_SIGHUP,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	MarkGUCPrefixReserved("concord");
-}
 
 void
 _PG_init(void)
@@ -105,7 +35,7 @@ _PG_init(void)
 				 errhint("Add concord to shared_preload_libraries in postgresql.conf "
 						 "and restart the server.")));
 
-	define_gucs();
+	concord_define_gucs();
 	concord_shmem_install_hooks();
 	concord_seen_install_hooks();
 	concord_launcher_register();

@@ -1,7 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * concord.h
- *		Declarations shared by every part of concord.
+ *		Declarations shared by every part of concord: the library's name and
+ *		the settings (concord.* GUCs, defined in config.c).
+ *
+ *		This header and compat.h are the only ones at the top of src/: every
+ *		folder may include them, and they include no folder's header.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,7 +18,7 @@
 
 #define CONCORD_LIBRARY_NAME	"concord"
 
-/* GUCs (concord.c) */
+/* Settings (config.c) */
 extern int	concord_conflict_resolver;
 extern int	concord_max_clock_skew;
 extern int	concord_history_retention;
@@ -22,14 +26,6 @@ extern int	concord_handler_timeout;
 extern int	concord_tombstone_gc_delay;
 extern int	concord_tombstone_retention;
 
-/* launcher.c */
-extern void concord_launcher_register(void);
-extern PGDLLEXPORT void concord_launcher_main(Datum main_arg);
-
-/* node_api.c, set_api.c: argument helpers shared by the SQL API */
-extern Datum concord_required_arg(FunctionCallInfo fcinfo, int argno,
-								  const char *argname);
-#define concord_required_name(fcinfo, argno, argname) \
-	NameStr(*DatumGetName(concord_required_arg(fcinfo, argno, argname)))
+extern void concord_define_gucs(void);
 
 #endif							/* CONCORD_H */

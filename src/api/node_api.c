@@ -1,0 +1,208 @@
+/*-------------------------------------------------------------------------
+ *
+ * node_api.c
+ *		SQL API for nodes: create_node, alter_node, drop_node.
+ *
+ * A DSN may hold a password, so no error raised here repeats the DSN, and
+ * errors raised while a DSN is among the arguments hide the statement from
+ * the server log (errhidestmt).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "commands/dbcommands.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "api/api.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "remote/remote.h"
+
+#define DEFAULT_SET_NAME	"default"
+
+PG_FUNCTION_INFO_V1(concord_create_node);
+PG_FUNCTION_INFO_V1(concord_alter_node);
+PG_FUNCTION_INFO_V1(concord_drop_node);
+
+/* Returns argument argno, or raises an error naming it when it is NULL. */
+Datum
+concord_required_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", argname)));
+	return PG_GETARG_DATUM(argno);
+}
+
+/*
+ * A node's id is a hash of its name, so that every node of a mesh knows a
+ * peer by the same id.
+ */
+static Oid
+node_id_for_name(const char *node_name)
+{
+	uint32		h = hash_bytes((const unsigned char *) node_name,
+							   strlen(node_name));
+	ConcordNode *clash;
+
+	if (h < FirstNormalObjectId)
+		h += FirstNormalObjectId;
+	clash = concord_node_get_by_id((Oid) h);
+	if (clash != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("node name \"%s\" hashes to the id of node \"%s\"",
+						node_name, clash->name),
+				 errhint("Choose another node name.")));
+	return (Oid) h;
+}
+
+static void
+check_node_name(const char *node_name)
+{
+	if (node_name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("node name must not be empty")));
+}
+
+/* Creates the set "default", shipping every operation, as pglogical does. */
+static void
+create_default_set(void)
+{
+	ConcordSet	set;
+
+	if (concord_set_get_by_name(DEFAULT_SET_NAME) != NULL)
+		return;
+	set.id = concord_set_new_id();
+	set.name = DEFAULT_SET_NAME;
+	set.replicate_insert = true;
+	set.replicate_update = true;
+	set.replicate_delete = true;
+	set.replicate_truncate = true;
+	set.capture = "logical";
+	concord_set_insert(&set);
+}
+
+Datum
+concord_create_node(PG_FUNCTION_ARGS)
+{
+	char	   *node_name = concord_required_name(fcinfo, 0, "node_name");
+	char	   *dsn = TextDatumGetCString(concord_required_arg(fcinfo, 1, "dsn"));
+	int32		priority = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	ConcordNode *local;
+	ConcordNode node;
+
+	check_node_name(node_name);
+	concord_catalog_lock(CATALOG_NODE);
+	concord_catalog_lock(CATALOG_SET);
+
+	local = concord_node_get_local(true);
+	if (local != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("database \"%s\" is already concord node \"%s\"",
+						get_database_name(MyDatabaseId), local->name),
+				 errhint("Use concord.alter_node() to change it, or concord.drop_node() first."),
+				 errhidestmt(true)));
+	if (concord_node_get_by_name(node_name) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("node \"%s\" already exists as a peer of this node", node_name),
+				 errhint("Choose another name, or drop the peer with concord.drop_node() first."),
+				 errhidestmt(true)));
+	concord_check_dsn(dsn, psprintf("node \"%s\"", node_name));
+
+	node.id = node_id_for_name(node_name);
+	node.name = node_name;
+	node.dsn = dsn;
+	node.priority = priority;
+	node.is_local = true;
+	concord_node_insert(&node);
+	create_default_set();
+
+	PG_RETURN_OID(node.id);
+}
+
+static ConcordNode *
+node_get_existing(const char *node_name)
+{
+	ConcordNode *node = concord_node_get_by_name(node_name);
+
+	if (node == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("node \"%s\" does not exist", node_name),
+				 errhint("The nodes are listed in concord.node."),
+				 errhidestmt(true)));
+	return node;
+}
+
+Datum
+concord_alter_node(PG_FUNCTION_ARGS)
+{
+	char	   *node_name = concord_required_name(fcinfo, 0, "node_name");
+	ConcordNode *node;
+
+	concord_catalog_lock(CATALOG_NODE);
+	node = node_get_existing(node_name);
+	if (!PG_ARGISNULL(1))
+	{
+		node->dsn = TextDatumGetCString(PG_GETARG_DATUM(1));
+		concord_check_dsn(node->dsn, psprintf("node \"%s\"", node_name));
+	}
+	if (!PG_ARGISNULL(2))
+		node->priority = PG_GETARG_INT32(2);
+	concord_node_update(node);
+	PG_RETURN_VOID();
+}
+
+/* Removes the local node's replication sets and their memberships. */
+static void
+drop_local_sets(void)
+{
+	ListCell   *lc;
+
+	concord_catalog_lock(CATALOG_SET);
+	foreach(lc, concord_set_get_all())
+		concord_set_delete(((ConcordSet *) lfirst(lc))->id);
+}
+
+Datum
+concord_drop_node(PG_FUNCTION_ARGS)
+{
+	char	   *node_name = concord_required_name(fcinfo, 0, "node_name");
+	bool		ifexists = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+	ConcordNode *node;
+
+	concord_catalog_lock(CATALOG_NODE);
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	node = concord_node_get_by_name(node_name);
+	if (node == NULL && ifexists)
+	{
+		ereport(NOTICE,
+				(errmsg("node \"%s\" does not exist, skipping", node_name)));
+		PG_RETURN_BOOL(false);
+	}
+	if (node == NULL)
+		node = node_get_existing(node_name);
+
+	if (concord_subscription_exists(node->is_local ? InvalidOid : node->id))
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop node \"%s\" because subscriptions exist", node_name),
+				 errdetail(node->is_local ?
+						   "This node has subscriptions." :
+						   "This node subscribes to node \"%s\".", node_name),
+				 errhint("Drop the subscriptions with concord.drop_subscription() first.")));
+
+	if (node->is_local)
+		drop_local_sets();
+	concord_node_delete(node->id);
+	PG_RETURN_BOOL(true);
+}

@@ -1,0 +1,812 @@
+/*-------------------------------------------------------------------------
+ *
+ * sub_api.c
+ *		SQL API for subscriptions, the wait functions and the status view.
+ *
+ * create_subscription checks the provider (wal_level, output plugin
+ * allowed, concord node, sets), learns its node name and priority,
+ * creates the slot there and the replication origin here; the manager
+ * starts the apply worker once the transaction commits.  Functions that
+ * take a DSN hide its password from the log and pg_stat_activity
+ * (remote.c), and no message repeats a DSN.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/resowner.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+#include "api/api.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "remote/remote.h"
+#include "shmem/shmem.h"
+
+#define WAIT_POLL_MS	100
+
+PG_FUNCTION_INFO_V1(concord_create_subscription);
+PG_FUNCTION_INFO_V1(concord_drop_subscription);
+PG_FUNCTION_INFO_V1(concord_alter_subscription_disable);
+PG_FUNCTION_INFO_V1(concord_alter_subscription_enable);
+PG_FUNCTION_INFO_V1(concord_alter_subscription_resynchronize_table);
+PG_FUNCTION_INFO_V1(concord_wait_for_subscription_sync_complete);
+PG_FUNCTION_INFO_V1(concord_wait_for_apply);
+PG_FUNCTION_INFO_V1(concord_subscription_status);
+
+/* What create_subscription learns of the provider. */
+typedef struct ProviderInfo
+{
+	Oid			node_id;
+	char	   *node_name;
+	int32		priority;
+} ProviderInfo;
+
+static bool WakeManagerAtCommit = false;
+static bool XactCallbackRegistered = false;
+
+/* A slot created by this transaction, to drop if it aborts. */
+static char *NewSlotDsn = NULL;
+static char *NewSlotName = NULL;
+
+static void drop_slot_nothrow(const char *dsn, const char *slot_name);
+
+static void
+forget_new_slot(void)
+{
+	if (NewSlotDsn)
+		pfree(NewSlotDsn);
+	if (NewSlotName)
+		pfree(NewSlotName);
+	NewSlotDsn = NewSlotName = NULL;
+}
+
+static void
+sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_COMMIT && WakeManagerAtCommit)
+		concord_request_manager(MyDatabaseId);
+	if (event == XACT_EVENT_ABORT && NewSlotName)
+		drop_slot_nothrow(NewSlotDsn, NewSlotName);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	{
+		WakeManagerAtCommit = false;
+		forget_new_slot();
+	}
+}
+
+/* The manager reads the catalogs after this transaction commits. */
+static void
+wake_manager_at_commit(void)
+{
+	if (!XactCallbackRegistered)
+	{
+		RegisterXactCallback(sub_xact_callback, NULL);
+		XactCallbackRegistered = true;
+	}
+	WakeManagerAtCommit = true;
+}
+
+static ConcordSubscription *
+sub_get_existing(const char *name)
+{
+	ConcordSubscription *sub = concord_subscription_get_by_name(name);
+
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription \"%s\" does not exist", name),
+				 errhint("The subscriptions are listed in concord.subscription_status.")));
+	return sub;
+}
+
+static List *
+text_array_to_list(ArrayType *arr, const char *argname)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain NULL", argname)));
+		result = lappend(result, TextDatumGetCString(elems[i]));
+	}
+	return result;
+}
+
+static void
+check_forward_origins(List *origins)
+{
+	ListCell   *lc;
+
+	foreach(lc, origins)
+		if (strcmp(lfirst(lc), "all") == 0 && list_length(origins) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("forward_origins cannot combine \"all\" with node names"),
+					 errhint("Use '{}' for a mesh, '{all}' for rings and stars, or a list of node names.")));
+}
+
+static bool
+setting_lists(const char *value, const char *item)
+{
+	char	   *copy = pstrdup(value);
+	List	   *items;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(copy, ',', &items))
+		return false;
+	foreach(lc, items)
+		if (strcmp(lfirst(lc), item) == 0)
+			return true;
+	return false;
+}
+
+/* Checks the server settings of the provider that replication needs. */
+static void
+check_provider_settings(PGconn *conn)
+{
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT pg_catalog.current_setting('wal_level'), "
+										   "(SELECT setting FROM pg_catalog.pg_settings WHERE name = 'output_plugin_libraries'), "
+										   "(SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = 'concord')",
+										   0, NULL, PGRES_TUPLES_OK);
+
+	if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider has wal_level = %s, replication needs logical",
+						PQgetvalue(res, 0, 0)),
+				 errhint("Set wal_level = logical in the provider's postgresql.conf and restart it."),
+				 errhidestmt(true)));
+	if (!PQgetisnull(res, 0, 1) && !setting_lists(PQgetvalue(res, 0, 1), "concord"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider does not allow the concord output plugin"),
+				 errdetail("Its output_plugin_libraries is \"%s\".", PQgetvalue(res, 0, 1)),
+				 errhint("Add concord to output_plugin_libraries in the provider's postgresql.conf and reload it."),
+				 errhidestmt(true)));
+	if (strcmp(PQgetvalue(res, 0, 2), "0") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider database has no concord extension"),
+				 errhint("Run CREATE EXTENSION concord and concord.create_node() on the provider."),
+				 errhidestmt(true)));
+	PQclear(res);
+}
+
+/* Learns the provider's node, and checks the sets asked for exist there. */
+static void
+read_provider_node(PGconn *conn, List *sets, ProviderInfo *info)
+{
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT node_id, node_name, priority FROM concord.node WHERE is_local",
+										   0, NULL, PGRES_TUPLES_OK);
+	ListCell   *lc;
+
+	if (PQntuples(res) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider database is not a concord node"),
+				 errhint("Run concord.create_node() on the provider."),
+				 errhidestmt(true)));
+	info->node_id = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	info->node_name = pstrdup(PQgetvalue(res, 0, 1));
+	info->priority = atoi(PQgetvalue(res, 0, 2));
+	PQclear(res);
+
+	foreach(lc, sets)
+	{
+		const char *params[1] = {lfirst(lc)};
+
+		res = concord_remote_query(conn,
+								   "SELECT 1 FROM concord.replication_set WHERE set_name = $1",
+								   1, params, PGRES_TUPLES_OK);
+		if (PQntuples(res) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("replication set \"%s\" does not exist on provider node \"%s\"",
+							(char *) lfirst(lc), info->node_name),
+					 errhint("Create it there with concord.create_replication_set()."),
+					 errhidestmt(true)));
+		PQclear(res);
+	}
+}
+
+static void
+inspect_provider(const char *dsn, List *sets, ProviderInfo *info)
+{
+	PGconn	   *conn = concord_remote_connect(dsn, false, "concord create_subscription");
+
+	PG_TRY();
+	{
+		check_provider_settings(conn);
+		read_provider_node(conn, sets, info);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+}
+
+/* Creates the subscription's slot, replacing a stale one of the same name. */
+static void
+create_slot(const char *dsn, const char *slot_name)
+{
+	PGconn	   *conn = concord_remote_connect(dsn, true, "concord create_subscription");
+
+	PG_TRY();
+	{
+		PGresult   *res;
+		char	   *quoted = quote_literal_cstr(slot_name);
+
+		res = concord_remote_query(conn,
+								   psprintf("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
+											"FROM pg_catalog.pg_replication_slots WHERE slot_name = %s AND NOT active",
+											quoted),
+								   0, NULL, PGRES_TUPLES_OK);
+		PQclear(res);
+		res = concord_remote_query(conn,
+								   psprintf("CREATE_REPLICATION_SLOT %s LOGICAL concord (SNAPSHOT 'nothing')",
+											quote_identifier(slot_name)),
+								   0, NULL, PGRES_TUPLES_OK);
+		PQclear(res);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+}
+
+/* Drops the slot on the provider; false (and a WARNING) if that fails. */
+static bool
+drop_slot(const char *dsn, const char *slot_name)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		PGconn	   *conn = concord_remote_connect(dsn, true, "concord drop_subscription");
+		PGresult   *res = concord_remote_exec(conn,
+											  psprintf("DROP_REPLICATION_SLOT %s WAIT",
+													   quote_identifier(slot_name)),
+											  0, NULL);
+		char	   *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+		if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+							(sqlstate == NULL || strcmp(sqlstate, "42704") != 0)))
+			ereport(ERROR,
+					(errmsg("%s", res ? pchomp(PQresultErrorMessage(res)) :
+							concord_remote_error(conn))));
+		PQclear(res);
+		concord_remote_finish(conn);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("could not drop replication slot \"%s\" on the provider: %s",
+						slot_name, edata->message),
+				 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+						 slot_name)));
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/*
+ * Best-effort cleanup when a transaction that created a slot aborts: plain
+ * blocking libpq, no ereport, no catalog access.
+ */
+static void
+drop_slot_nothrow(const char *dsn, const char *slot_name)
+{
+	const char *keys[] = {"dbname", "replication", "connect_timeout", NULL};
+	const char *vals[] = {dsn, "database", "10", NULL};
+	PGconn	   *conn = PQconnectdbParams(keys, vals, true);
+
+	if (conn && PQstatus(conn) == CONNECTION_OK)
+	{
+		char		cmd[NAMEDATALEN + 64];
+
+		snprintf(cmd, sizeof(cmd), "DROP_REPLICATION_SLOT %s", slot_name);
+		PQclear(PQexec(conn, cmd));
+	}
+	if (conn)
+		PQfinish(conn);
+}
+
+/* Records the provider as a peer, or refreshes its DSN and priority. */
+static void
+remember_provider(const ProviderInfo *info, const char *dsn)
+{
+	ConcordNode *peer = concord_node_get_by_name(info->node_name);
+	ConcordNode node;
+
+	if (peer && peer->is_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot subscribe node \"%s\" to itself", info->node_name),
+				 errhidestmt(true)));
+	node.id = info->node_id;
+	node.name = info->node_name;
+	node.dsn = (char *) dsn;
+	node.priority = info->priority;
+	node.is_local = false;
+	if (peer)
+		concord_node_update(&node);
+	else
+		concord_node_insert(&node);
+}
+
+static Oid
+new_subscription_id(const char *name)
+{
+	uint32		h = hash_bytes((const unsigned char *) name, strlen(name));
+	Oid			id = (Oid) Max(h, FirstNormalObjectId);
+
+	while (concord_subscription_get_by_id(id) != NULL)
+		id = id + 1 < FirstNormalObjectId ? FirstNormalObjectId : id + 1;
+	return id;
+}
+
+Datum
+concord_create_subscription(PG_FUNCTION_ARGS)
+{
+	ConcordSubscription sub;
+	ConcordNode *local;
+	ProviderInfo info;
+
+	concord_redact_current_statement();
+	sub.name = concord_required_name(fcinfo, 0, "subscription_name");
+	sub.provider_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 1, "provider_dsn"));
+	sub.replication_sets = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 2, "replication_sets")),
+											  "replication_sets");
+	sub.synchronize_data = DatumGetBool(concord_required_arg(fcinfo, 3, "synchronize_data"));
+	sub.forward_origins = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 4, "forward_origins")),
+											 "forward_origins");
+	sub.apply_delay = *DatumGetIntervalP(concord_required_arg(fcinfo, 5, "apply_delay"));
+	sub.enabled = true;
+	sub.sync_done = !sub.synchronize_data;
+
+	if (sub.name[0] == '\0')
+		ereport(ERROR, (errcode(ERRCODE_INVALID_NAME),
+						errmsg("subscription name must not be empty")));
+	if (sub.replication_sets == NIL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("replication_sets must name at least one set"),
+						errhidestmt(true)));
+	if (sub.apply_delay.time < 0 || sub.apply_delay.day < 0 || sub.apply_delay.month < 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("apply_delay must not be negative"), errhidestmt(true)));
+	check_forward_origins(sub.forward_origins);
+	if (strlen(sub.provider_dsn) == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("provider_dsn must not be empty"), errhidestmt(true)));
+	concord_check_dsn(sub.provider_dsn, psprintf("subscription \"%s\"", sub.name));
+
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	concord_catalog_lock(CATALOG_NODE);
+	local = concord_node_get_local(false);
+	if (concord_subscription_get_by_name(sub.name) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("subscription \"%s\" already exists", sub.name),
+				 errhidestmt(true)));
+
+	inspect_provider(sub.provider_dsn, sub.replication_sets, &info);
+	if (strcmp(info.node_name, local->name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot subscribe node \"%s\" to itself", info.node_name),
+				 errhidestmt(true)));
+	sub.id = new_subscription_id(sub.name);
+	sub.provider_node_id = info.node_id;
+	sub.slot_name = psprintf("concord_%u_%u", local->id, sub.id);
+
+	/*
+	 * The slot first, before this transaction writes anything: creating a
+	 * logical slot waits for every transaction with an XID to end, ours
+	 * included when the provider is another database of this instance.
+	 */
+	wake_manager_at_commit();
+	create_slot(sub.provider_dsn, sub.slot_name);
+
+	/* If this transaction rolls back, the slot goes too. */
+	forget_new_slot();
+	NewSlotDsn = MemoryContextStrdup(TopMemoryContext, sub.provider_dsn);
+	NewSlotName = MemoryContextStrdup(TopMemoryContext, sub.slot_name);
+
+	remember_provider(&info, sub.provider_dsn);
+	(void) concord_origin_ensure(sub.id, info.node_name);
+	concord_subscription_insert(&sub);
+	PG_RETURN_OID(sub.id);
+}
+
+static void
+read_worker_pids(Oid subid, pid_t *apply_pid, pid_t *sync_pid)
+{
+	ConcordSubState *st;
+
+	*apply_pid = *sync_pid = 0;
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	st = concord_sub_state(MyDatabaseId, subid, false);
+	if (st)
+	{
+		*apply_pid = st->apply_pid;
+		*sync_pid = st->sync_pid;
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/*
+ * Stops the subscription's running workers and waits until they are gone.
+ * Workers started meanwhile block on the subscription's lock, which the
+ * caller holds, so only the ones running now need to end.
+ */
+static void
+stop_workers(Oid subid)
+{
+	pid_t		old_apply;
+	pid_t		old_sync;
+
+	read_worker_pids(subid, &old_apply, &old_sync);
+	for (;;)
+	{
+		pid_t		apply_pid;
+		pid_t		sync_pid;
+		bool		waiting = false;
+
+		read_worker_pids(subid, &apply_pid, &sync_pid);
+		if (old_apply > 0 && apply_pid == old_apply)
+		{
+			kill(old_apply, SIGTERM);
+			waiting = true;
+		}
+		if (old_sync > 0 && sync_pid == old_sync)
+		{
+			kill(old_sync, SIGTERM);
+			waiting = true;
+		}
+		if (!waiting)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 WAIT_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+Datum
+concord_drop_subscription(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	bool		ifexists = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
+	ConcordSubscription *sub;
+
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	sub = concord_subscription_get_by_name(name);
+	if (sub == NULL && ifexists)
+	{
+		ereport(NOTICE,
+				(errmsg("subscription \"%s\" does not exist, skipping", name)));
+		PG_RETURN_BOOL(false);
+	}
+	if (sub == NULL)
+		sub = sub_get_existing(name);
+
+	/* New workers block on this lock until we are done. */
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   sub->id, 0, AccessExclusiveLock);
+	stop_workers(sub->id);
+	(void) drop_slot(sub->provider_dsn, sub->slot_name);
+	concord_origin_drop_all(sub->id);
+	concord_subscription_delete(sub->id);
+	wake_manager_at_commit();
+	PG_RETURN_BOOL(true);
+}
+
+static Datum
+set_enabled(FunctionCallInfo fcinfo, bool enabled)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	ConcordSubscription *sub;
+
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	sub = sub_get_existing(name);
+	sub->enabled = enabled;
+	concord_subscription_update(sub);
+	if (enabled)
+	{
+		ConcordSubState *st;
+
+		/* An explicit enable retries at once. */
+		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+		st = concord_sub_state(MyDatabaseId, sub->id, false);
+		if (st)
+			st->restart_after = 0;
+		LWLockRelease(ConcordShmem->lock);
+	}
+	wake_manager_at_commit();
+	PG_RETURN_BOOL(true);
+}
+
+Datum
+concord_alter_subscription_disable(PG_FUNCTION_ARGS)
+{
+	return set_enabled(fcinfo, false);
+}
+
+Datum
+concord_alter_subscription_enable(PG_FUNCTION_ARGS)
+{
+	return set_enabled(fcinfo, true);
+}
+
+Datum
+concord_alter_subscription_resynchronize_table(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	Oid			relid = DatumGetObjectId(concord_required_arg(fcinfo, 1, "relation"));
+	ConcordSubscription *sub;
+	ConcordSubTable st;
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	sub = sub_get_existing(name);
+	st.sub_id = sub->id;
+	st.nspname = get_namespace_name(get_rel_namespace(relid));
+	st.relname = relname;
+	st.pending = true;
+	st.sync_lsn = InvalidXLogRecPtr;
+	concord_sub_table_set(&st);
+
+	/*
+	 * The apply worker restarts, after this commits, and hands the copy to
+	 * a sync worker.
+	 */
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   sub->id, 0, AccessExclusiveLock);
+	stop_workers(sub->id);
+	wake_manager_at_commit();
+	PG_RETURN_BOOL(true);
+}
+
+/* Sleeps one poll interval, or errors once the deadline passed. */
+static bool
+wait_tick(TimestampTz deadline)
+{
+	if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+		return false;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 WAIT_POLL_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+static TimestampTz
+deadline_from(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *iv;
+
+	if (PG_ARGISNULL(argno))
+		return 0;
+	iv = PG_GETARG_INTERVAL_P(argno);
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(GetCurrentTimestamp()),
+												   IntervalPGetDatum(iv)));
+}
+
+static bool
+sync_complete(const char *name)
+{
+	ConcordSubscription *sub = sub_get_existing(name);
+	ListCell   *lc;
+
+	if (!sub->sync_done)
+		return false;
+	foreach(lc, concord_sub_table_get(sub->id))
+		if (((ConcordSubTable *) lfirst(lc))->pending)
+			return false;
+	return true;
+}
+
+Datum
+concord_wait_for_subscription_sync_complete(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	TimestampTz deadline = deadline_from(fcinfo, 1);
+
+	while (!sync_complete(name))
+		if (!wait_tick(deadline))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("timed out waiting for the copy of subscription \"%s\"", name),
+					 errhint("Check last_error in concord.subscription_status.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * The subscription's applied position, if it is streaming; below target,
+ * asks apply to wake the waiters once it reaches target.
+ */
+static XLogRecPtr
+applied_position(ConcordSubState **st, Oid subid, XLogRecPtr target)
+{
+	XLogRecPtr	done = InvalidXLogRecPtr;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	*st = concord_sub_state(MyDatabaseId, subid, false);
+	if (*st && (*st)->phase == CONCORD_PHASE_REPLICATING)
+		done = (*st)->caught_up_lsn;
+	if (*st && done < target &&
+		((*st)->wake_lsn == InvalidXLogRecPtr || target < (*st)->wake_lsn))
+		(*st)->wake_lsn = target;
+	LWLockRelease(ConcordShmem->lock);
+	return done;
+}
+
+/*
+ * Waits on the subscription's condition variable, which apply broadcasts
+ * once its position reaches the lowest target a waiter registered; the
+ * timed sleep also covers a worker that is not there yet.
+ */
+Datum
+concord_wait_for_apply(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	XLogRecPtr	target = PG_GETARG_LSN(1);
+	TimestampTz deadline = deadline_from(fcinfo, 2);
+	ConcordSubscription *sub = sub_get_existing(name);
+	bool		reached = false;
+
+	for (;;)
+	{
+		ConcordSubState *st;
+
+		if (applied_position(&st, sub->id, target) >= target)
+		{
+			reached = true;
+			break;
+		}
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+			break;
+		if (st == NULL)
+		{
+			/* No worker state: it may have been dropped meanwhile. */
+			if (concord_subscription_get_by_name(name) == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("subscription \"%s\" was dropped while waiting for it", name)));
+			(void) wait_tick(deadline);
+			continue;
+		}
+		(void) ConditionVariableTimedSleep(&st->progress_cv, WAIT_POLL_MS,
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	PG_RETURN_BOOL(reached);
+}
+
+static const char *
+status_name(const ConcordSubscription *sub, const ConcordSubState *st)
+{
+	if (!sub->enabled)
+		return "disabled";
+	if (st == NULL)
+		return "initializing";
+	if (st->has_error)
+		return "down";
+	if (st->phase == CONCORD_PHASE_SYNCING || st->sync_pid > 0)
+		return "syncing";
+	if (st->phase == CONCORD_PHASE_REPLICATING && st->apply_pid > 0)
+		return "replicating";
+	return "initializing";
+}
+
+static void
+status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
+{
+	Datum		values[10];
+	bool		nulls[10];
+	ConcordSubState copy;
+	ConcordSubState *st;
+	ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+
+	memset(nulls, 0, sizeof(nulls));
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	st = concord_sub_state(MyDatabaseId, sub->id, false);
+	if (st)
+		copy = *st;
+	LWLockRelease(ConcordShmem->lock);
+	if (st)
+		st = &copy;
+
+	values[0] = CStringGetDatum(sub->name);
+	values[0] = DirectFunctionCall1(namein, values[0]);
+	if (provider)
+		values[1] = DirectFunctionCall1(namein, CStringGetDatum(provider->name));
+	else
+		nulls[1] = true;
+	values[2] = CStringGetTextDatum(status_name(sub, st));
+	values[3] = DirectFunctionCall1(namein, CStringGetDatum(sub->slot_name));
+	if (st && st->received_lsn != InvalidXLogRecPtr)
+	{
+		bool		behind = st->caught_up_lsn < st->received_lsn;
+
+		values[4] = LSNGetDatum(st->received_lsn);
+		values[5] = LSNGetDatum(st->caught_up_lsn);
+		values[6] = Int64GetDatum(behind ? (int64) (st->received_lsn - st->caught_up_lsn) : 0);
+		if (behind && st->applied_commit_ts != 0)
+			values[7] = DirectFunctionCall2(timestamp_mi,
+											TimestampTzGetDatum(GetCurrentTimestamp()),
+											TimestampTzGetDatum(st->applied_commit_ts));
+		else
+			values[7] = DirectFunctionCall2(timestamp_mi,
+											TimestampTzGetDatum(0), TimestampTzGetDatum(0));
+	}
+	else
+		nulls[4] = nulls[5] = nulls[6] = nulls[7] = true;
+	if (st && st->has_error)
+	{
+		values[8] = CStringGetTextDatum(st->last_error);
+		values[9] = TimestampTzGetDatum(st->last_error_at);
+	}
+	else
+		nulls[8] = nulls[9] = true;
+	tuplestore_putvalues(store, desc, values, nulls);
+}
+
+Datum
+concord_subscription_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, concord_subscription_get_all())
+		status_row(rsinfo->setResult, rsinfo->setDesc, lfirst(lc));
+	return (Datum) 0;
+}

@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.h
+ *		Shared between the apply worker's files.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_APPLY_H
+#define CONCORD_APPLY_H
+
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+
+#include "conflict/conflict.h"
+#include "fmgr.h"
+#include "proto/proto.h"
+
+/* A provider relation and, once resolved, its local counterpart. */
+typedef struct ApplyRel
+{
+	Oid			remoteid;		/* hash key: the provider's OID */
+	ConcordRelationMsg *remote;
+	bool		resolved;
+	Oid			localid;
+	char	   *qualname;		/* provider's schema.table, quoted */
+	AttrNumber *attmap;			/* remote column i -> local attnum */
+	Oid		   *typinput;		/* per remote column, local input function */
+	Oid		   *typioparam;
+	FmgrInfo   *typinfmgr;		/* per remote column, typinput looked up */
+	MemoryContext infmgr_cxt;	/* typinfmgr and what the functions cache */
+	bool		has_unsent_columns; /* local columns with defaults to fill */
+	bool		had_tombstones; /* the table had tombstones when resolved */
+	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
+	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */
+	List	   *key_columns;	/* remote key column names */
+	bool		synced;			/* copied by a sync at sync_lsn */
+	XLogRecPtr	sync_lsn;
+} ApplyRel;
+
+/* apply_rel.c */
+extern void concord_apply_rel_init(const char *sub_name, List *synced);
+extern void concord_apply_rel_store(StringInfo msg);
+extern ApplyRel *concord_apply_rel_get(Oid remoteid);
+extern void concord_apply_rel_forget_all(void);
+
+/* apply_row.c */
+extern bool concord_apply_careful;
+extern int	concord_apply_conflicts;
+extern bool concord_apply_lock_keys;
+extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);
+extern void concord_apply_update(ApplyRel *arel, char oldkind,
+								 ConcordTuple *oldtup, ConcordTuple *newtup);
+extern void concord_apply_delete(ApplyRel *arel, char oldkind,
+								 ConcordTuple *oldtup);
+extern void concord_apply_truncate(List *arels, bool cascade,
+								   bool restart_seqs);
+
+/* The apply and sync workers' entry points (apply.c, sync.c) */
+extern PGDLLEXPORT void concord_apply_main(Datum main_arg);
+extern PGDLLEXPORT void concord_sync_main(Datum main_arg);
+
+#endif							/* CONCORD_APPLY_H */

@@ -1,0 +1,297 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply_rel.c
+ *		Maps the provider's relations onto local tables, by name.
+ *
+ * RELATION messages are stored as they arrive (keyed by the provider's
+ * OID); the local table and the column map are looked up at the first
+ * change that needs them, inside the apply transaction, and again after
+ * the local table changed (relcache invalidation) or the provider sent
+ * new metadata.  A missing table or column is an error that names the
+ * subscription, the relation and the column: apply stops, the
+ * subscription is down and retries until the table is fixed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "libpq/pqformat.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "apply/apply.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "conflict/tombstone.h"
+
+static HTAB *ApplyRels = NULL;
+static MemoryContext ApplyRelContext = NULL;
+static List *SyncedTables = NIL;
+static char *SubName = NULL;
+
+static void
+apply_rel_invalidate(Datum arg pg_attribute_unused(), Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	ApplyRel   *arel;
+
+	if (ApplyRels == NULL)
+		return;
+	hash_seq_init(&status, ApplyRels);
+	while ((arel = hash_seq_search(&status)) != NULL)
+		if (!OidIsValid(relid) || arel->localid == relid)
+			arel->resolved = false;
+}
+
+void
+concord_apply_rel_init(const char *sub_name, List *synced)
+{
+	HASHCTL		ctl;
+	MemoryContext oldcxt;
+	ListCell   *lc;
+
+	ApplyRelContext = AllocSetContextCreate(TopMemoryContext,
+											"concord apply relations",
+											ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(ApplyRel);
+	ctl.hcxt = ApplyRelContext;
+	ApplyRels = hash_create("concord apply relations", 64, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	oldcxt = MemoryContextSwitchTo(ApplyRelContext);
+	SubName = pstrdup(sub_name);
+	SyncedTables = NIL;
+	foreach(lc, synced)
+	{
+		ConcordSubTable *st = palloc(sizeof(ConcordSubTable));
+
+		*st = *(ConcordSubTable *) lfirst(lc);
+		st->nspname = pstrdup(st->nspname);
+		st->relname = pstrdup(st->relname);
+		SyncedTables = lappend(SyncedTables, st);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	CacheRegisterRelcacheCallback(apply_rel_invalidate, (Datum) 0);
+}
+
+/* Reads a RELATION message and keeps it for the stream's lifetime. */
+void
+concord_apply_rel_store(StringInfo msg)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(ApplyRelContext);
+	ConcordRelationMsg *remote = concord_read_relation(msg);
+	bool		found;
+	ApplyRel   *arel = hash_search(ApplyRels, &remote->remoteid, HASH_ENTER, &found);
+
+	if (found && arel->attmap)
+		pfree(arel->attmap);
+	memset(((char *) arel) + sizeof(Oid), 0, sizeof(ApplyRel) - sizeof(Oid));
+	arel->remote = remote;
+	arel->qualname = quote_qualified_identifier(remote->nspname, remote->relname);
+	for (int i = 0; i < remote->natts; i++)
+		if (remote->atts[i].is_key)
+			arel->key_columns = lappend(arel->key_columns, remote->atts[i].name);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* The copy's LSN, when the sync worker copied this table. */
+static void
+find_sync_lsn(ApplyRel *arel)
+{
+	ListCell   *lc;
+
+	foreach(lc, SyncedTables)
+	{
+		ConcordSubTable *st = lfirst(lc);
+
+		if (!st->pending &&
+			strcmp(st->nspname, arel->remote->nspname) == 0 &&
+			strcmp(st->relname, arel->remote->relname) == 0)
+		{
+			arel->synced = true;
+			arel->sync_lsn = st->sync_lsn;
+		}
+	}
+}
+
+static void
+map_columns(ApplyRel *arel, Relation rel)
+{
+	ConcordRelationMsg *remote = arel->remote;
+	int			n = Max(remote->natts, 1);
+
+	arel->attmap = MemoryContextAllocZero(ApplyRelContext, sizeof(AttrNumber) * n);
+	arel->typinput = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
+	arel->typioparam = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
+	/* Input functions keep their own caches (fn_extra) in infmgr_cxt. */
+	arel->infmgr_cxt = AllocSetContextCreate(ApplyRelContext, "concord input functions",
+											 ALLOCSET_SMALL_SIZES);
+	arel->typinfmgr = MemoryContextAllocZero(arel->infmgr_cxt, sizeof(FmgrInfo) * n);
+	for (int i = 0; i < remote->natts; i++)
+	{
+		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), remote->atts[i].name);
+		Form_pg_attribute att;
+
+		if (attnum <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("subscription \"%s\": column \"%s\" of relation %s does not exist on this node",
+							SubName, remote->atts[i].name, arel->qualname),
+					 errhint("Add the column on the subscriber; the subscription retries the change.")));
+		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+		arel->attmap[i] = attnum;
+		getTypeInputInfo(att->atttypid, &arel->typinput[i], &arel->typioparam[i]);
+		fmgr_info_cxt(arel->typinput[i], &arel->typinfmgr[i], arel->infmgr_cxt);
+	}
+	arel->has_unsent_columns = false;
+	for (int j = 0; j < RelationGetDescr(rel)->natts; j++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), j);
+		bool		sent = false;
+
+		for (int i = 0; i < remote->natts && !sent; i++)
+			sent = arel->attmap[i] == att->attnum;
+		if (!sent && !att->attisdropped && !att->attgenerated)
+			arel->has_unsent_columns = true;
+	}
+}
+
+/*
+ * The resolver of each conflict type: the table's setting for the type,
+ * else the table's for every type, else the default of every table for
+ * the type, else for every type, else the GUC concord.conflict_resolver.
+ */
+static void
+choose_resolvers(ApplyRel *arel)
+{
+	List	   *settings = concord_resolver_settings(arel->localid);
+	ListCell   *lc0;
+
+	/* A partition without settings of its own follows its ancestors'. */
+	if (get_rel_relispartition(arel->localid))
+	{
+		bool		own = false;
+
+		foreach(lc0, settings)
+			own |= ((ConcordResolverSetting *) lfirst(lc0))->relid == arel->localid;
+		foreach(lc0, own ? NIL : get_partition_ancestors(arel->localid))
+		{
+			List	   *up = concord_resolver_settings(lfirst_oid(lc0));
+			ListCell   *lc1;
+			bool		found = false;
+
+			foreach(lc1, up)
+				found |= OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid);
+			if (!found)
+				continue;
+			/* Count the ancestor's settings as the partition's own. */
+			foreach(lc1, up)
+				if (OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid))
+					((ConcordResolverSetting *) lfirst(lc1))->relid = arel->localid;
+			settings = up;
+			break;
+		}
+	}
+
+	for (int t = 0; t < CONCORD_NUM_CONFLICT_TYPES; t++)
+	{
+		const char *type = concord_conflict_name(t);
+		int			best_rank = 0;
+		ListCell   *lc;
+
+		arel->resolver[t] = concord_conflict_resolver;
+		arel->handler[t] = InvalidOid;
+		foreach(lc, settings)
+		{
+			ConcordResolverSetting *rs = lfirst(lc);
+			bool		for_type = strcmp(rs->conflict_type, type) == 0;
+			int			rank;
+
+			if (!for_type && rs->conflict_type[0] != '\0')
+				continue;
+			rank = (OidIsValid(rs->relid) ? 2 : 0) + (for_type ? 1 : 0) + 1;
+			if (rank > best_rank && concord_resolver_from_name(rs->resolver) >= 0)
+			{
+				best_rank = rank;
+				arel->resolver[t] = concord_resolver_from_name(rs->resolver);
+				arel->handler[t] = rs->handler;
+			}
+		}
+	}
+}
+
+/* Marks every relation for a new lookup (the resolver GUC changed). */
+void
+concord_apply_rel_forget_all(void)
+{
+	apply_rel_invalidate((Datum) 0, InvalidOid);
+}
+
+/* Finds the local table and maps the columns; errors out if it cannot. */
+static void
+resolve(ApplyRel *arel)
+{
+	RangeVar   *rv = makeRangeVar(arel->remote->nspname, arel->remote->relname, -1);
+	Oid			relid = RangeVarGetRelid(rv, RowExclusiveLock, true);
+	Relation	rel;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("subscription \"%s\": relation %s does not exist on this node",
+						SubName, arel->qualname),
+				 errhint("Create the table on the subscriber; the subscription retries the change.")));
+	rel = table_open(relid, NoLock);
+	/*
+	 * Changes name the provider's leaf tables; apply writes into tables,
+	 * never routes rows into partitions (the initial copy does).
+	 */
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subscription \"%s\": %s is a partitioned table on this node, a plain table on the provider",
+						SubName, arel->qualname),
+				 errhint("Partition the table the same way on both nodes (changes are applied partition by partition), or make it a plain table here; the subscription retries the change.")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("subscription \"%s\": %s is not a table on this node",
+						SubName, arel->qualname)));
+	if (arel->attmap)
+	{
+		pfree(arel->attmap);
+		pfree(arel->typinput);
+		pfree(arel->typioparam);
+		MemoryContextDelete(arel->infmgr_cxt);
+	}
+	map_columns(arel, rel);
+	table_close(rel, NoLock);
+	arel->localid = relid;
+	find_sync_lsn(arel);
+	choose_resolvers(arel);
+	arel->had_tombstones = concord_tombstone_any(relid);
+	arel->resolved = true;
+}
+
+ApplyRel *
+concord_apply_rel_get(Oid remoteid)
+{
+	ApplyRel   *arel = hash_search(ApplyRels, &remoteid, HASH_FIND, NULL);
+
+	if (arel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("subscription \"%s\": change for relation %u without its metadata",
+						SubName, remoteid)));
+	if (!arel->resolved)
+		resolve(arel);
+	return arel;
+}

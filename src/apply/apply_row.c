@@ -1,0 +1,928 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply_row.c
+ *		Writes one remote change into a local table through the executor.
+ *
+ * Rows go through ExecSimpleRelationInsert/Update/Delete, as PostgreSQL's
+ * own apply does: constraints are checked, indexes maintained and user
+ * triggers fired as session_replication_role = replica says (the apply
+ * worker runs with it).  Rows are found by the replica identity index (or
+ * primary key), or by a full scan for REPLICA IDENTITY FULL without one.
+ * A row that is there when it should not be (insert_exists), or missing
+ * when it should be there (update_missing, delete_missing), is a conflict
+ * decided by conflict.c and recorded in the history in the same
+ * transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_am.h"
+#include "access/xact.h"
+#include "catalog/catalog.h"
+#include "catalog/pg_type.h"
+#include "commands/tablecmds.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/datum.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "apply/apply.h"
+#include "conflict/conflict.h"
+#include "conflict/handler.h"
+#include "conflict/tombstone.h"
+
+/*
+ * Whether an INSERT first looks for a row with its key.  Apply runs
+ * without that look-up until an INSERT meets an existing key (a unique
+ * violation): apply.c then replays the transaction with the look-ups on
+ * for a while (see there).
+ */
+bool		concord_apply_careful = false;
+
+/* Conflicts met in the current remote transaction. */
+int			concord_apply_conflicts = 0;
+
+/*
+ * Whether changes take a lock on their key (other apply workers of this
+ * database may change the same rows: see lock_key()).
+ */
+bool		concord_apply_lock_keys = false;
+
+/* Distinguishes concord's key locks from pg_advisory_lock()'s (1 and 2). */
+#define CONCORD_KEY_LOCK_FIELD4 0xC0
+
+/* One table's executor state for the duration of one change. */
+typedef struct ApplyExec
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epqstate;
+} ApplyExec;
+
+/* What a conversion error names. */
+typedef struct ColumnContext
+{
+	ApplyRel   *arel;
+	int			col;
+} ColumnContext;
+
+static void
+exec_begin(ApplyExec *ex, ApplyRel *arel)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	ex->rel = table_open(arel->localid, RowExclusiveLock);
+	ex->estate = CreateExecutorState();
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(ex->rel);
+	rte->relkind = ex->rel->rd_rel->relkind;
+	rte->rellockmode = AccessShareLock;
+	ExecInitRangeTable(ex->estate, list_make1(rte));
+	ex->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
+	ex->estate->es_output_cid = GetCurrentCommandId(true);
+	ExecOpenIndices(ex->rri, false);
+	AfterTriggerBeginQuery();
+	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
+}
+
+static void
+exec_end(ApplyExec *ex)
+{
+	EvalPlanQualEnd(&ex->epqstate);
+	AfterTriggerEndQuery(ex->estate);
+	ExecCloseIndices(ex->rri);
+	ExecResetTupleTable(ex->estate->es_tupleTable, false);
+	FreeExecutorState(ex->estate);
+	table_close(ex->rel, NoLock);
+	CommandCounterIncrement();
+}
+
+static void
+column_error_context(void *arg)
+{
+	ColumnContext *ctx = arg;
+
+	if (ctx->col >= 0)
+		errcontext("remote column \"%s\" of relation %s",
+				   ctx->arel->remote->atts[ctx->col].name, ctx->arel->qualname);
+}
+
+static void
+check_tuple_shape(ApplyRel *arel, ConcordTuple *tup)
+{
+	if (tup->ncols != arel->remote->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("tuple of relation %s has %d columns, its metadata %d",
+						arel->qualname, tup->ncols, arel->remote->natts)));
+}
+
+/* Local columns the provider does not send get their defaults. */
+static void
+fill_defaults(ApplyExec *ex, ApplyRel *arel, Datum *values, bool *isnull)
+{
+	TupleDesc	desc = RelationGetDescr(ex->rel);
+	ExprContext *econtext = GetPerTupleExprContext(ex->estate);
+
+	for (int attnum = 1; attnum <= desc->natts; attnum++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		bool		sent = false;
+		Expr	   *def;
+
+		for (int i = 0; i < arel->remote->natts && !sent; i++)
+			sent = arel->attmap[i] == attnum;
+		if (sent || att->attisdropped || att->attgenerated)
+			continue;
+		def = (Expr *) build_column_default(ex->rel, attnum);
+		if (def == NULL)
+			continue;
+		values[attnum - 1] = ExecEvalExpr(ExecInitExpr(expression_planner(def), NULL),
+										  econtext, &isnull[attnum - 1]);
+	}
+}
+
+/*
+ * Fills slot with the remote tuple.  base, when given, is the local row:
+ * columns the provider did not send, and unchanged TOAST values, keep
+ * their local value.  Without base, unsent columns of a row to write get
+ * their defaults; a slot to search by key gets only the key columns.
+ */
+typedef enum FillMode
+{
+	FILL_ROW,					/* a row to write */
+	FILL_KEY,					/* only the key, to search */
+	FILL_SEEN					/* what was sent, for the history */
+} FillMode;
+
+static void
+fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
+		  TupleTableSlot *slot, TupleTableSlot *base, FillMode mode)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+	ColumnContext ctx = {arel, -1};
+	ErrorContextCallback errcb = {error_context_stack, column_error_context, &ctx};
+
+	check_tuple_shape(arel, tup);
+	ExecClearTuple(slot);
+	if (base)
+	{
+		slot_getallattrs(base);
+		memcpy(slot->tts_values, base->tts_values, sizeof(Datum) * desc->natts);
+		memcpy(slot->tts_isnull, base->tts_isnull, sizeof(bool) * desc->natts);
+	}
+	else
+	{
+		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+		if (arel->has_unsent_columns && mode == FILL_ROW)
+			fill_defaults(ex, arel, slot->tts_values, slot->tts_isnull);
+	}
+
+	error_context_stack = &errcb;
+	for (int i = 0; i < tup->ncols; i++)
+	{
+		int			idx = arel->attmap[i] - 1;
+
+		ctx.col = i;
+		/* A search only needs the key; FULL identity marks every column. */
+		if (tup->kinds[i] == CONCORD_COL_NULL ||
+			(mode != FILL_ROW && tup->kinds[i] == CONCORD_COL_UNCHANGED) ||
+			(mode == FILL_KEY && !arel->remote->atts[i].is_key))
+			slot->tts_isnull[idx] = true;
+		else if (tup->kinds[i] == CONCORD_COL_TEXT)
+		{
+			slot->tts_values[idx] =
+				InputFunctionCall(&arel->typinfmgr[i], tup->values[i].data,
+								  arel->typioparam[i],
+								  TupleDescAttr(desc, idx)->atttypmod);
+			slot->tts_isnull[idx] = false;
+		}
+		else if (base == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unchanged TOAST value without a local row")));
+	}
+	error_context_stack = errcb.previous;
+	ExecStoreVirtualTuple(slot);
+	ExecMaterializeSlot(slot);
+}
+
+/* "col=value, ..." of the remote key columns, for messages. */
+static char *
+key_text(ApplyRel *arel, ConcordTuple *tup)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
+	{
+		if (!arel->remote->atts[i].is_key)
+			continue;
+		appendStringInfo(&buf, "%s%s=%s", buf.len ? ", " : "",
+						 quote_identifier(arel->remote->atts[i].name),
+						 tup->kinds[i] == CONCORD_COL_TEXT ?
+						 tup->values[i].data : "NULL");
+	}
+	return buf.data;
+}
+
+/*
+ * Serializes the apply workers of this database on one key, until the
+ * end of the transaction.  Two workers applying changes of the same row
+ * from two origins at once (a DELETE here, an UPDATE that brings the row
+ * back there) could each decide on what the other had not committed yet
+ * (a row or a tombstone) and leave both; one after the other, the second
+ * sees what the first did.  The lock is an advisory lock on (table, hash
+ * of the key's text), shown in pg_locks with objsubid 192.  Under REPLICA
+ * IDENTITY FULL every column counts as key, so two versions of one row
+ * would hash apart: those tables take one lock for the whole table.
+ */
+static void
+lock_key(ApplyRel *arel, ConcordTuple *tup)
+{
+	LOCKTAG		tag;
+	uint32		hash = 0;
+
+	if (!concord_apply_lock_keys)
+		return;
+	if (arel->remote->replident != REPLICA_IDENTITY_FULL)
+	{
+		char	   *text = key_text(arel, tup);
+
+		hash = DatumGetUInt32(hash_any((unsigned char *) text, strlen(text)));
+		pfree(text);
+	}
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, arel->localid, hash,
+						 CONCORD_KEY_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/* Finds and locks the local row matching searchslot's key. */
+static bool
+find_local(ApplyExec *ex, TupleTableSlot *searchslot, TupleTableSlot *localslot)
+{
+	Oid			idx = RelationGetReplicaIndex(ex->rel);
+
+	if (!OidIsValid(idx))
+		idx = RelationGetPrimaryKeyIndex(ex->rel);
+	if (OidIsValid(idx))
+		return RelationFindReplTupleByIndex(ex->rel, idx, LockTupleExclusive,
+											searchslot, localslot);
+	return RelationFindReplTupleSeq(ex->rel, LockTupleExclusive, searchslot,
+									localslot);
+}
+
+static bool
+has_key_index(Relation rel)
+{
+	return OidIsValid(RelationGetReplicaIndex(rel)) ||
+		OidIsValid(RelationGetPrimaryKeyIndex(rel));
+}
+
+static void
+conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
+			  ApplyExec *ex, TupleTableSlot *local, TupleTableSlot *remote,
+			  ConcordTuple *remote_tuple)
+{
+	memset(c, 0, sizeof(ConcordConflict));
+	c->key_text = remote_tuple ? key_text(arel, remote_tuple) : NULL;
+	c->type = type;
+	c->resolver = arel->resolver[type];
+	c->handler = arel->handler[type];
+	c->rel = ex->rel;
+	c->relname = arel->qualname;
+	c->key_columns = arel->key_columns;
+	c->local = local;
+	c->target = local;
+	c->remote = remote;
+}
+
+/*
+ * The handler's row must keep the key of the remote or the local row:
+ * a handler moves no row to another key.
+ */
+static void
+check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
+{
+	bool		same_as_remote = true;
+	bool		same_as_local = c->local != NULL;
+
+	slot_getallattrs(row);
+	if (c->local)
+		slot_getallattrs(c->local);
+	slot_getallattrs(c->remote);
+	for (int i = 0; i < arel->remote->natts; i++)
+	{
+		int			idx = arel->attmap[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(row->tts_tupleDescriptor, idx);
+
+		if (!arel->remote->atts[i].is_key)
+			continue;
+		if (row->tts_isnull[idx])
+			same_as_remote = same_as_local = false;
+		if (same_as_remote &&
+			(c->remote->tts_isnull[idx] ||
+			 !datum_image_eq(row->tts_values[idx], c->remote->tts_values[idx],
+							 att->attbyval, att->attlen)))
+			same_as_remote = false;
+		if (same_as_local &&
+			(c->local->tts_isnull[idx] ||
+			 !datum_image_eq(row->tts_values[idx], c->local->tts_values[idx],
+							 att->attbyval, att->attlen)))
+			same_as_local = false;
+	}
+	if (!same_as_remote && !same_as_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("conflict handler %s returned a row with another key",
+						format_procedure(c->handler)),
+				 errdetail("The conflict is about %s.", c->key_text ? c->key_text : "a key")));
+}
+
+/*
+ * Whether a failure of the handler (or of writing its row) is the
+ * handler's, to be recorded as a skipped change: not a deadlock or
+ * serialization failure, a shortage of resources, an operator's cancel
+ * or shutdown, a system or internal error, which the apply transaction
+ * must retry as a whole.  The handler's own timeout is a cancel too, and
+ * it does skip.
+ */
+static bool
+handler_error_skips(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		return concord_handler_timed_out;
+	return class != ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR);
+}
+
+/*
+ * Runs the custom resolver's handler and writes its row, over the local
+ * row or as a new row when there is none, in a subtransaction: whatever
+ * goes wrong there (the handler raises or times out, its row breaks a
+ * constraint or changes the key) skips the change, with the error in the
+ * history, and the subscription goes on.
+ */
+static ConcordResolution
+run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	TupleTableSlot *row = ExecInitExtraTupleSlot(ex->estate,
+												 RelationGetDescr(ex->rel),
+												 &TTSOpsVirtual);
+	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		if (concord_handler_call(c, row))
+		{
+			check_handler_key(arel, c, row);
+			if (c->target)
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
+										 c->target, row);
+			else
+				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+			c->handler_row = row;
+			res = CONCORD_RESOLUTION_HANDLER_ROW;
+		}
+		else
+			res = CONCORD_RESOLUTION_KEEP_LOCAL;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (!handler_error_skips(edata))
+			ReThrowError(edata);
+		c->handler_row = NULL;
+		c->error_message = edata->message;
+		res = CONCORD_RESOLUTION_SKIP;
+	}
+	PG_END_TRY();
+	return res;
+}
+
+/* Decides c: by its resolver, or by its handler (which also writes). */
+static ConcordResolution
+resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
+{
+	ConcordResolution res = concord_conflict_resolve(c);
+
+	if (c->resolver == CONCORD_RESOLVER_CUSTOM)
+		res = run_handler(ex, arel, c);
+	return res;
+}
+
+/*
+ * A remote INSERT found a row with its key: the resolver picks a version;
+ * the remote one replaces the local row.
+ */
+static void
+insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
+			  TupleTableSlot *remote, ConcordTuple *newtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
+				  newtup);
+	concord_apply_conflicts++;
+	res = resolve(ex, arel, &c);
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
+	concord_conflict_record(&c, res, remote);
+}
+
+/* Whether unique index i of ex can collide with a row other than the key's. */
+static bool
+other_unique_index(ApplyExec *ex, int i)
+{
+	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
+	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
+	Oid			keyidx = RelationGetReplicaIndex(ex->rel);
+
+	if (!OidIsValid(keyidx))
+		keyidx = RelationGetPrimaryKeyIndex(ex->rel);
+	if (!ii->ii_Unique || ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
+		RelationGetRelid(idx) == keyidx || idx->rd_rel->relam != BTREE_AM_OID)
+		return false;
+	for (int k = 0; k < ii->ii_NumIndexKeyAttrs; k++)
+		if (ii->ii_IndexAttrNumbers[k] == 0)
+			return false;
+	return true;
+}
+
+/*
+ * Finds and locks a row other than skip whose columns of unique index i
+ * equal those of row.  A NULL never collides.
+ */
+static bool
+find_by_index(ApplyExec *ex, int i, TupleTableSlot *row, ItemPointer skip,
+			  TupleTableSlot *out)
+{
+	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
+	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
+	int			nkeys = ii->ii_NumIndexKeyAttrs;
+	ScanKeyData skey[INDEX_MAX_KEYS];
+	SnapshotData snap;
+	IndexScanDesc scan;
+	bool		found;
+
+	slot_getallattrs(row);
+	for (int k = 0; k < nkeys; k++)
+	{
+		AttrNumber	attno = ii->ii_IndexAttrNumbers[k];
+		Oid			optype = idx->rd_opcintype[k];
+		Oid			op = get_opfamily_member(idx->rd_opfamily[k], optype, optype,
+											 BTEqualStrategyNumber);
+
+		if (row->tts_isnull[attno - 1])
+			return false;
+		if (!OidIsValid(op))
+			elog(ERROR, "missing equality operator for type %u in opfamily %u",
+				 optype, idx->rd_opfamily[k]);
+		ScanKeyInit(&skey[k], k + 1, BTEqualStrategyNumber, get_opcode(op),
+					row->tts_values[attno - 1]);
+		skey[k].sk_collation = idx->rd_indcollation[k];
+	}
+
+	InitDirtySnapshot(snap);
+	scan = index_beginscan(ex->rel, idx, &snap, nkeys, 0);
+retry:
+	found = false;
+	index_rescan(scan, skey, nkeys, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, out))
+	{
+		TransactionId xwait = TransactionIdIsValid(snap.xmin) ? snap.xmin : snap.xmax;
+		TM_FailureData tmfd;
+		TM_Result	res;
+
+		if (skip && ItemPointerEquals(skip, &out->tts_tid))
+			continue;
+		if (TransactionIdIsValid(xwait))
+		{
+			XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+			goto retry;
+		}
+		PushActiveSnapshot(GetLatestSnapshot());
+		res = table_tuple_lock(ex->rel, &out->tts_tid, GetLatestSnapshot(), out,
+							   GetCurrentCommandId(false), LockTupleExclusive,
+							   LockWaitBlock, 0, &tmfd);
+		PopActiveSnapshot();
+		if (res == TM_Updated || res == TM_Deleted)
+			goto retry;
+		if (res != TM_Ok)
+			elog(ERROR, "unexpected table_tuple_lock status: %u", res);
+		found = true;
+		break;
+	}
+	index_endscan(scan);
+	return found;
+}
+
+/*
+ * The rows other than skip that row collides with through the table's
+ * unique indexes other than the key (plain btree ones: an expression or
+ * partial unique index still raises its violation), each locked.
+ */
+static List *
+find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip)
+{
+	List	   *rows = NIL;
+
+	for (int i = 0; i < ex->rri->ri_NumIndices; i++)
+	{
+		TupleTableSlot *other;
+		bool		seen = false;
+		ListCell   *lc;
+
+		if (!other_unique_index(ex, i))
+			continue;
+		other = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+		if (!find_by_index(ex, i, row, skip ? &skip->tts_tid : NULL, other))
+			continue;
+		foreach(lc, rows)
+			seen |= ItemPointerEquals(&((TupleTableSlot *) lfirst(lc))->tts_tid,
+									  &other->tts_tid);
+		if (!seen)
+			rows = lappend(rows, other);
+	}
+	return rows;
+}
+
+/*
+ * A remote INSERT or UPDATE collides through unique indexes with rivals,
+ * rows of other keys (and for an INSERT, maybe the row of its own key,
+ * target).  One rival: insert_exists or update_exists; more:
+ * multiple_unique_conflicts.  The remote version must win against every
+ * rival: then the rivals of other keys are deleted (tombstones recorded)
+ * and the change applied.  Otherwise it is not applied, and under the
+ * convergent resolvers the row whose new version lost is deleted too
+ * (an UPDATE's target): every node then keeps the winner and drops the
+ * loser's row, whichever version it met first.  The history row shows
+ * the first rival as the local row.
+ */
+static void
+unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
+				TupleTableSlot *target, List *others, TupleTableSlot *remote,
+				ConcordTuple *newtup)
+{
+	List	   *rivals = (is_insert && target) ? lcons(target, others) : others;
+	ConcordConflictType type;
+	ConcordConflict c;
+	ConcordResolution res;
+	ListCell   *lc;
+
+	type = list_length(rivals) > 1 ? CONCORD_CONFLICT_MULTIPLE_UNIQUE_CONFLICTS :
+		is_insert ? CONCORD_CONFLICT_INSERT_EXISTS : CONCORD_CONFLICT_UPDATE_EXISTS;
+	conflict_init(&c, type, arel, ex, linitial(rivals), remote, newtup);
+	c.target = target;
+	concord_apply_conflicts++;
+	res = resolve(ex, arel, &c);
+	/* The timestamp and priority resolvers weigh every rival. */
+	for_each_from(lc, rivals, 1)
+	{
+		ConcordConflict other;
+
+		if (res != CONCORD_RESOLUTION_APPLY_REMOTE || c.resolver == CONCORD_RESOLVER_APPLY_REMOTE)
+			break;
+		conflict_init(&other, type, arel, ex, lfirst(lc), remote, NULL);
+		if (concord_conflict_resolve(&other) != CONCORD_RESOLUTION_APPLY_REMOTE)
+			res = CONCORD_RESOLUTION_KEEP_LOCAL;
+	}
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+	{
+		foreach(lc, others)
+		{
+			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
+			concord_tombstone_record(ex->rel, lfirst(lc));
+		}
+		if (target)
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, target, remote);
+		else
+			ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
+	}
+	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
+			 (c.resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
+			  c.resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
+			  c.resolver == CONCORD_RESOLVER_REPLICA_PRIORITY))
+	{
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, target);
+		concord_tombstone_record(ex->rel, target);
+	}
+	concord_conflict_record(&c, res, remote);
+}
+
+/*
+ * A remote INSERT was just written (no row had its key).  If a tombstone
+ * says the key was deleted here and the remote writer had not seen the
+ * delete, the two were concurrent: insert_deleted, and the resolver weighs
+ * them; if the delete wins, the row goes again.  Looking after the insert,
+ * with a fresh snapshot, also catches a delete that another apply worker
+ * committed while the insert waited for it (the unique check waits for a
+ * transaction that deleted the key).
+ */
+static void
+insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
+			   ConcordTuple *newtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+	TransactionId deleter;
+
+	if (!has_key_index(ex->rel) ||
+		!concord_tombstone_possible(arel->localid, &arel->had_tombstones) ||
+		!concord_tombstone_find(ex->rel, inserted, &deleter))
+		return;
+	conflict_init(&c, CONCORD_CONFLICT_INSERT_DELETED, arel, ex, NULL, inserted,
+				  newtup);
+	c.target = inserted;		/* a handler's row replaces it */
+	concord_conflict_set_deleted(&c, deleter);
+	if (!concord_conflict_concurrent(&c))
+		return;
+	concord_apply_conflicts++;
+	CommandCounterIncrement();	/* the inserted row, visible to what follows */
+	res = resolve(ex, arel, &c);
+	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, inserted);
+	concord_conflict_record(&c, res, inserted);
+}
+
+void
+concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *slot;
+	TupleTableSlot *local;
+
+	lock_key(arel, newtup);
+	exec_begin(&ex, arel);
+	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
+	if (concord_apply_careful)
+	{
+		bool		found = has_key_index(ex.rel) && find_local(&ex, slot, local);
+		List	   *others = find_collisions(&ex, slot, found ? local : NULL);
+
+		if (others != NIL)
+			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
+		else if (found)
+			insert_exists(&ex, arel, local, slot, newtup);
+		else
+		{
+			ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+			insert_deleted(&ex, arel, slot, newtup);
+		}
+	}
+	else
+	{
+		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+		insert_deleted(&ex, arel, slot, newtup);
+	}
+	exec_end(&ex);
+}
+
+/*
+ * A remote UPDATE or DELETE found its row.  If another origin wrote that
+ * version concurrently (the remote writer had not seen it), it is a
+ * conflict for the resolver; true if the remote change is to be applied.
+ * The common case, a version written by the same origin or already seen
+ * by the remote writer, costs one commit timestamp lookup.
+ */
+static bool
+origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
+			   TupleTableSlot *local, TupleTableSlot *remote,
+			   ConcordTuple *remote_tuple)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	conflict_init(&c, type, arel, ex, local, remote, NULL);
+	if (!concord_conflict_concurrent(&c))
+		return true;
+	c.key_text = key_text(arel, remote_tuple);
+	concord_apply_conflicts++;
+	res = resolve(ex, arel, &c);
+	concord_conflict_record(&c, res,
+							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ? remote : NULL);
+	return res == CONCORD_RESOLUTION_APPLY_REMOTE;
+}
+
+/*
+ * Looks the row up, and a second time before calling it missing: a row
+ * being updated concurrently can escape one dirty-snapshot index lookup.
+ */
+static bool
+find_local_twice(ApplyExec *ex, TupleTableSlot *search, TupleTableSlot *local)
+{
+	return find_local(ex, search, local) || find_local(ex, search, local);
+}
+
+/* True if the tuple carries every column's value (no unchanged TOAST). */
+static bool
+tuple_complete(ConcordTuple *tup)
+{
+	for (int i = 0; i < tup->ncols; i++)
+		if (tup->kinds[i] == CONCORD_COL_UNCHANGED)
+			return false;
+	return true;
+}
+
+/*
+ * A remote UPDATE found no row.  If a tombstone says the row was deleted
+ * here, it is update_deleted, and the resolver weighs the delete against
+ * the update (the row comes back if the update wins).  Otherwise it is
+ * update_missing: apply_remote inserts the new version when it is
+ * complete; every other resolver leaves the row absent.
+ */
+static void
+update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
+			   TupleTableSlot *newslot)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+
+	TransactionId deleter;
+
+	fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
+	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
+				  newtup);
+	/* Deleted here: the delete's version competes with the update. */
+	if (concord_tombstone_find(ex->rel, newslot, &deleter))
+	{
+		c.type = CONCORD_CONFLICT_UPDATE_DELETED;
+		c.resolver = arel->resolver[CONCORD_CONFLICT_UPDATE_DELETED];
+		c.handler = arel->handler[CONCORD_CONFLICT_UPDATE_DELETED];
+		concord_conflict_set_deleted(&c, deleter);
+	}
+	concord_apply_conflicts++;
+	res = resolve(ex, arel, &c);
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
+		res = CONCORD_RESOLUTION_SKIP;
+	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
+	{
+		fill_slot(ex, arel, newtup, newslot, NULL, FILL_ROW);
+		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
+	}
+	concord_conflict_record(&c, res, newslot);
+}
+
+void
+concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
+					 ConcordTuple *newtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *search;
+	TupleTableSlot *local;
+	TupleTableSlot *newslot;
+	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
+
+	lock_key(arel, keytup);
+	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
+		lock_key(arel, newtup);
+	exec_begin(&ex, arel);
+	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+
+	/* The old key tuple has NULLs outside the key; fill only to search. */
+	fill_slot(&ex, arel, keytup, search, NULL, FILL_KEY);
+	if (find_local_twice(&ex, search, local))
+	{
+		fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
+		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
+						   local, newslot, newtup))
+		{
+			List	   *others = concord_apply_careful ?
+				find_collisions(&ex, newslot, local) : NIL;
+
+			if (others != NIL)
+				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
+			else
+				ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+		}
+	}
+	else
+		update_missing(&ex, arel, newtup, newslot);
+	exec_end(&ex);
+}
+
+/*
+ * A remote DELETE found no row: whatever the resolver, the row stays
+ * absent.  The remote delete is a version all the same: it becomes the
+ * key's tombstone when there is none, or when it wins over the one there
+ * (or follows it), so that a change concurrent with either delete meets
+ * the version the resolver prefers on every node.
+ */
+static void
+delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
+			   ConcordTuple *oldtup)
+{
+	ConcordConflict c;
+	ConcordResolution res;
+	TransactionId deleter;
+
+	conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, ex, NULL, search,
+				  oldtup);
+	if (has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
+		concord_conflict_set_deleted(&c, deleter);
+	res = resolve(ex, arel, &c);
+	if (res != CONCORD_RESOLUTION_HANDLER_ROW &&
+		(!c.local_deleted || res == CONCORD_RESOLUTION_APPLY_REMOTE ||
+		 !concord_conflict_concurrent(&c)))
+		concord_tombstone_record(ex->rel, search);
+	concord_conflict_record(&c, res, NULL);
+}
+
+void
+concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
+					 ConcordTuple *oldtup)
+{
+	ApplyExec	ex;
+	TupleTableSlot *search;
+	TupleTableSlot *local;
+
+	lock_key(arel, oldtup);
+	exec_begin(&ex, arel);
+	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
+	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+	fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
+	if (find_local_twice(&ex, search, local))
+	{
+		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
+						   local, search, oldtup))
+		{
+			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+			concord_tombstone_record(ex.rel, local);
+		}
+	}
+	else
+		delete_missing(&ex, arel, search, oldtup);
+	exec_end(&ex);
+}
+
+void
+concord_apply_truncate(List *arels, bool cascade, bool restart_seqs)
+{
+	List	   *rels = NIL;
+	List	   *relids = NIL;
+	List	   *relids_logged = NIL;
+	ListCell   *lc;
+
+	foreach(lc, arels)
+	{
+		ApplyRel   *arel = lfirst(lc);
+		Relation	rel;
+
+		if (list_member_oid(relids, arel->localid))
+			continue;
+		rel = table_open(arel->localid, AccessExclusiveLock);
+		rels = lappend(rels, rel);
+		relids = lappend_oid(relids, arel->localid);
+		/* Logged, so that rings and stars forward it. */
+		if (RelationIsLogicallyLogged(rel))
+			relids_logged = lappend_oid(relids_logged, arel->localid);
+	}
+	ExecuteTruncateGuts(rels, relids, relids_logged,
+						cascade ? DROP_CASCADE : DROP_RESTRICT, restart_seqs);
+	foreach(lc, rels)
+		table_close(lfirst(lc), NoLock);
+	CommandCounterIncrement();
+}

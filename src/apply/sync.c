@@ -1,0 +1,473 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.c
+ *		The sync worker: copies a subscription's tables from the provider.
+ *
+ * Started by the apply worker, which waits for it.  It creates a
+ * temporary slot on the provider that exports a snapshot, copies every
+ * table to copy in that snapshot (COPY out there, COPY in here), and
+ * records, in the same local transaction as the rows, the slot's
+ * consistent point as each table's sync_lsn.  Apply then skips changes to
+ * those tables that committed before sync_lsn (the copy has them) and
+ * applies the rest: no gap and no overlap, under any concurrent writes.
+ * Everything is one local transaction, so a failure leaves nothing
+ * behind and the next attempt starts over.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
+#include "commands/copy.h"
+#include "commands/tablecmds.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "apply/apply.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "conflict/seen.h"
+#include "remote/remote.h"
+#include "shmem/shmem.h"
+
+/* One provider table to copy, with its sets' columns and filters merged. */
+typedef struct SyncTable
+{
+	char	   *nspname;
+	char	   *relname;
+	bool		partitioned;
+	bool		all_columns;
+	char	   *columns;		/* text[] literal of listed columns */
+	bool		unfiltered;
+	StringInfoData filter;		/* (f1) OR (f2) ... */
+} SyncTable;
+
+static ConcordSubState *SyncShared = NULL;
+static char *CopyingTable = NULL;
+static PGconn *CopyConn = NULL;
+static StringInfoData CopyBuf;
+static char *SubName = NULL;
+
+static void
+sync_error_context(void *arg pg_attribute_unused())
+{
+	if (SubName && CopyingTable)
+		errcontext("subscription \"%s\", copy of %s", SubName, CopyingTable);
+	else if (SubName)
+		errcontext("subscription \"%s\", initial copy", SubName);
+}
+
+static void
+sync_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	if (SyncShared && SyncShared->sync_pid == MyProcPid)
+		SyncShared->sync_pid = 0;
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/* COPY FROM's data source: rows of the provider's COPY TO STDOUT. */
+static int
+copy_read(void *outbuf, int minread, int maxread)
+{
+	int			bytes = 0;
+
+	while (bytes < minread)
+	{
+		int			avail = CopyBuf.len - CopyBuf.cursor;
+
+		if (avail > 0)
+		{
+			int			n = Min(avail, maxread - bytes);
+
+			memcpy((char *) outbuf + bytes, CopyBuf.data + CopyBuf.cursor, n);
+			CopyBuf.cursor += n;
+			bytes += n;
+		}
+		else
+		{
+			char	   *buf;
+			int			len = concord_remote_get_copy(CopyConn, &buf, true);
+
+			if (len == -1)
+				break;
+			resetStringInfo(&CopyBuf);
+			appendBinaryStringInfo(&CopyBuf, buf, len);
+			PQfreemem(buf);
+		}
+	}
+	return bytes;
+}
+
+static SyncTable *
+find_or_add(List **tables, const char *nsp, const char *rel)
+{
+	ListCell   *lc;
+	SyncTable  *t;
+
+	foreach(lc, *tables)
+	{
+		t = lfirst(lc);
+		if (strcmp(t->nspname, nsp) == 0 && strcmp(t->relname, rel) == 0)
+			return t;
+	}
+	t = palloc0(sizeof(SyncTable));
+	t->nspname = pstrdup(nsp);
+	t->relname = pstrdup(rel);
+	initStringInfo(&t->filter);
+	*tables = lappend(*tables, t);
+	return t;
+}
+
+/* The provider's tables of the subscribed sets, in the exported snapshot. */
+static List *
+provider_tables(PGconn *conn, List *sets)
+{
+	List	   *tables = NIL;
+	ListCell   *lc;
+
+	foreach(lc, sets)
+	{
+		const char *params[1] = {lfirst(lc)};
+		PGresult   *res = concord_remote_query(conn,
+											   "SELECT n.nspname, c.relname, c.relkind, rst.column_list, rst.row_filter "
+											   "FROM concord.replication_set_table rst "
+											   "JOIN concord.replication_set s ON s.set_id = rst.set_id "
+											   "JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid "
+											   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+											   "WHERE s.set_name = $1 ORDER BY 1, 2",
+											   1, params, PGRES_TUPLES_OK);
+
+		for (int i = 0; i < PQntuples(res); i++)
+		{
+			SyncTable  *t = find_or_add(&tables, PQgetvalue(res, i, 0),
+										PQgetvalue(res, i, 1));
+
+			t->partitioned = PQgetvalue(res, i, 2)[0] == 'p';
+			if (PQgetisnull(res, i, 3))
+				t->all_columns = true;
+			else if (t->columns == NULL)
+				t->columns = pstrdup(PQgetvalue(res, i, 3));
+			else				/* "{a,b}" and "{c}" make "{a,b,c}" */
+				t->columns = psprintf("%.*s,%s", (int) strlen(t->columns) - 1,
+									  t->columns, PQgetvalue(res, i, 3) + 1);
+			if (PQgetisnull(res, i, 4))
+				t->unfiltered = true;
+			else
+				appendStringInfo(&t->filter, "%s(%s)", t->filter.len ? " OR " : "",
+								 PQgetvalue(res, i, 4));
+		}
+		PQclear(res);
+	}
+	return tables;
+}
+
+/* The provider's shipped column names of a table, in order. */
+static List *
+provider_columns(PGconn *conn, SyncTable *t)
+{
+	const char *params[2];
+	PGresult   *res;
+	List	   *names = NIL;
+
+	params[0] = quote_qualified_identifier(t->nspname, t->relname);
+	params[1] = t->all_columns ? NULL : t->columns;
+	res = concord_remote_query(conn,
+							   "SELECT a.attname FROM pg_catalog.pg_attribute a "
+							   "WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 "
+							   "AND NOT a.attisdropped AND a.attgenerated = '' "
+							   "AND ($2::pg_catalog.text[] IS NULL OR a.attname = ANY ($2::pg_catalog.text[])) "
+							   "ORDER BY a.attnum",
+							   2, params, PGRES_TUPLES_OK);
+	for (int i = 0; i < PQntuples(res); i++)
+		names = lappend(names, makeString(pstrdup(PQgetvalue(res, i, 0))));
+	PQclear(res);
+	return names;
+}
+
+static Relation
+open_local_table(SyncTable *t)
+{
+	RangeVar   *rv = makeRangeVar(t->nspname, t->relname, -1);
+	Oid			relid = RangeVarGetRelid(rv, RowExclusiveLock, true);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("subscription \"%s\": relation %s does not exist on this node",
+						SubName, quote_qualified_identifier(t->nspname, t->relname)),
+				 errhint("Create the table on the subscriber; the subscription retries the copy.")));
+	return table_open(relid, NoLock);
+}
+
+static void
+check_local_columns(Relation rel, SyncTable *t, List *names)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (get_attnum(RelationGetRelid(rel), strVal(lfirst(lc))) <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("subscription \"%s\": column \"%s\" of relation %s does not exist on this node",
+							SubName, strVal(lfirst(lc)),
+							quote_qualified_identifier(t->nspname, t->relname)),
+					 errhint("Add the column on the subscriber; the subscription retries the copy.")));
+}
+
+/* Copies one table into the local transaction; empties it first if asked. */
+static void
+copy_table(PGconn *conn, SyncTable *t, bool truncate)
+{
+	Relation	rel = open_local_table(t);
+	List	   *names = provider_columns(conn, t);
+	StringInfoData sql;
+	ListCell   *lc;
+	PGresult   *res;
+	ParseState *pstate;
+	CopyFromState cstate;
+
+	check_local_columns(rel, t, names);
+	if (truncate)
+		ExecuteTruncateGuts(list_make1(rel), list_make1_oid(RelationGetRelid(rel)),
+							RelationIsLogicallyLogged(rel) ?
+							list_make1_oid(RelationGetRelid(rel)) : NIL,
+							DROP_RESTRICT, false);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "COPY (SELECT ");
+	foreach(lc, names)
+		appendStringInfo(&sql, "%s%s", foreach_current_index(lc) ? ", " : "",
+						 quote_identifier(strVal(lfirst(lc))));
+	appendStringInfo(&sql, " FROM %s%s", t->partitioned ? "" : "ONLY ",
+					 quote_qualified_identifier(t->nspname, t->relname));
+	if (!t->unfiltered && t->filter.len > 0)
+		appendStringInfo(&sql, " WHERE %s", t->filter.data);
+	appendStringInfoString(&sql, ") TO STDOUT");
+
+	res = concord_remote_query(conn, sql.data, 0, NULL, PGRES_COPY_OUT);
+	PQclear(res);
+
+	CopyConn = conn;
+	initStringInfo(&CopyBuf);
+	pstate = make_parsestate(NULL);
+	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock,
+										 NULL, false, false);
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read, names, NIL);
+	(void) CopyFrom(cstate);
+	EndCopyFrom(cstate);
+
+	/* The end of the COPY, then the command's own result. */
+	while ((res = PQgetResult(conn)) != NULL)
+	{
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("copy of %s from the provider failed: %s",
+							quote_qualified_identifier(t->nspname, t->relname),
+							pchomp(PQresultErrorMessage(res)))));
+		PQclear(res);
+	}
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+}
+
+static bool
+table_pending(List *pending, SyncTable *t)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		ConcordSubTable *st = lfirst(lc);
+
+		if (st->pending && strcmp(st->nspname, t->nspname) == 0 &&
+			strcmp(st->relname, t->relname) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Creates the temporary slot; returns its consistent point and snapshot. */
+static XLogRecPtr
+create_sync_slot(PGconn *repl, Oid local_id, Oid subid, char **snapshot)
+{
+	char	   *cmd = psprintf("CREATE_REPLICATION_SLOT concord_sync_%u_%u TEMPORARY "
+							   "LOGICAL concord (SNAPSHOT 'export')", local_id, subid);
+	PGresult   *res = concord_remote_query(repl, cmd, 0, NULL, PGRES_TUPLES_OK);
+	XLogRecPtr	lsn;
+
+	lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+										  CStringGetDatum(PQgetvalue(res, 0, 1))));
+	*snapshot = pstrdup(PQgetvalue(res, 0, 2));
+	PQclear(res);
+	return lsn;
+}
+
+/*
+ * The copy is written under the replication origin of the provider, like
+ * the changes apply writes: the rows came from there, so this node's own
+ * subscribers must not receive them as changes written here.  The
+ * origin's progress is left alone (no origin LSN is set).
+ */
+static void
+use_provider_origin(ConcordSubscription *sub)
+{
+	ConcordNode *provider;
+	RepOriginId origin;
+
+	StartTransactionCommand();
+	provider = concord_node_get_by_id(sub->provider_node_id);
+	if (provider == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the provider node of subscription \"%s\" is unknown", sub->name)));
+	origin = concord_origin_ensure(sub->id, provider->name);
+	CommitTransactionCommand();
+	replorigin_session_setup(origin);
+	replorigin_session_origin = origin;
+}
+
+static void
+copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
+{
+	List	   *tables = provider_tables(conn, sub->replication_sets);
+	ListCell   *lc;
+
+	use_provider_origin(sub);
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, tables)
+	{
+		SyncTable  *t = lfirst(lc);
+		ConcordSubTable st;
+
+		if (sub->sync_done && !table_pending(pending, t))
+			continue;
+		CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
+		pgstat_report_activity(STATE_RUNNING, psprintf("copying %s", CopyingTable));
+		copy_table(conn, t, sub->sync_done);
+		CopyingTable = NULL;
+		st.sub_id = sub->id;
+		st.nspname = t->nspname;
+		st.relname = t->relname;
+		st.pending = false;
+		st.sync_lsn = lsn;
+		concord_sub_table_set(&st);
+	}
+	/* Pending tables the provider no longer ships: nothing to copy. */
+	foreach(lc, pending)
+	{
+		ConcordSubTable *st = lfirst(lc);
+
+		if (st->pending)
+		{
+			st->pending = false;
+			st->sync_lsn = lsn;
+			concord_sub_table_set(st);
+		}
+	}
+	sub->sync_done = true;
+	concord_subscription_update(sub);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+static void
+sync_run(Oid subid)
+{
+	ConcordSubscription *sub;
+	ConcordNode *local;
+	List	   *pending;
+	PGconn	   *repl;
+	PGconn	   *conn;
+	char	   *snapshot;
+	XLogRecPtr	lsn;
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "concord sync",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	StartTransactionCommand();
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   subid, 0, AccessShareLock);
+	MemoryContextSwitchTo(cxt);
+	sub = concord_subscription_get_by_id(subid);
+	local = concord_node_get_local(true);
+	if (sub == NULL || local == NULL)
+		proc_exit(0);
+	pending = concord_sub_table_get(subid);
+	SubName = sub->name;
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	repl = concord_remote_connect(sub->provider_dsn, true,
+								  psprintf("%s sync", sub->name));
+	lsn = create_sync_slot(repl, local->id, subid, &snapshot);
+	conn = concord_remote_connect(sub->provider_dsn, false,
+								  psprintf("%s sync", sub->name));
+	PQclear(concord_remote_query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+								 0, NULL, PGRES_COMMAND_OK));
+	PQclear(concord_remote_query(conn,
+								 psprintf("SET TRANSACTION SNAPSHOT %s",
+										  quote_literal_cstr(snapshot)),
+								 0, NULL, PGRES_COMMAND_OK));
+	copy_all(sub, pending, conn, lsn);
+	concord_remote_finish(conn);
+	concord_remote_finish(repl);
+	ereport(LOG,
+			(errmsg("concord subscription \"%s\": copy done at provider LSN %X/%X",
+					sub->name, LSN_FORMAT_ARGS(lsn))));
+}
+
+void
+concord_sync_main(Datum main_arg)
+{
+	Oid			subid = DatumGetObjectId(main_arg);
+	Oid			dboid;
+	ErrorContextCallback errcb;
+
+	dboid = concord_worker_connect();
+
+	concord_is_worker = true;
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	SyncShared = concord_sub_state(dboid, subid, true);
+	SyncShared->sync_pid = MyProcPid;
+	LWLockRelease(ConcordShmem->lock);
+	before_shmem_exit(sync_detach, (Datum) 0);
+
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	errcb.callback = sync_error_context;
+	errcb.arg = NULL;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	PG_TRY();
+	{
+		sync_run(subid);
+	}
+	PG_CATCH();
+	{
+		concord_record_current_error(SyncShared);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,591 @@
+/*-------------------------------------------------------------------------
+ *
+ * output.c
+ *		The "concord" logical decoding output plugin: what to send.
+ *
+ * Options, given by the subscriber at START_REPLICATION:
+ *	proto_version		required; a version this build speaks
+ *	replication_sets	comma-separated set names (default: default)
+ *	forward_origins		'' (only changes written on this node), 'all',
+ *						or comma-separated origin node names
+ *	subscriber_node		the subscriber's node name: its own changes are
+ *						never sent back to it
+ *
+ * A transaction's BEGIN is sent with its first shipped change, so that
+ * transactions with nothing for this subscriber cost one progress update
+ * and no traffic.  Each relation's metadata goes once per stream and again
+ * after the relation or its membership changed.  Encoding is proto.c's job;
+ * set membership and row filters are output_rel.c's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "replication/logical.h"
+#include "replication/origin.h"
+#include "replication/output_plugin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/varlena.h"
+
+#include "capture/output_rel.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "conflict/seen.h"
+#include "proto/proto.h"
+
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+typedef struct OutputData
+{
+	MemoryContext change_context;	/* reset after each callback */
+	uint32		proto_version;
+	List	   *set_names;
+	bool		forward_all;
+	List	   *forward_nodes;		/* names, when not all and not none */
+	char	   *subscriber_node;
+	char	   *local_node;		/* cached; reset by node invalidation */
+	int32		local_priority;
+	List	   *peers;			/* cached PeerPriority of forwarded origins */
+	bool		peers_stale;
+	bool		batch_open;		/* ctx->out holds messages not yet written */
+} OutputData;
+
+/*
+ * From protocol version 2 on, the messages of a transaction travel
+ * together, in one CopyData message per BATCH_BYTES (and one at the
+ * commit): one send on the provider and one receive on the subscriber per
+ * small transaction, where version 1 makes one of each per message.
+ */
+#define BATCH_BYTES		(64 * 1024)
+
+typedef struct PeerPriority
+{
+	char		name[NAMEDATALEN];
+	int32		priority;
+} PeerPriority;
+
+/* Per transaction, in txn->output_plugin_private. */
+typedef struct OutputTxn
+{
+	bool		decided;		/* origin looked at */
+	bool		skip;			/* origin not wanted by the subscriber */
+	bool		begin_sent;
+	char		origin_name[NAMEDATALEN];
+	int32		origin_priority;
+	char	   *seen;			/* SEEN payload waiting for the first change */
+	Size		seen_len;
+} OutputTxn;
+
+static OutputData *CurrentOutput = NULL;
+
+/* Before a message is written into ctx->out. */
+static void
+message_start(LogicalDecodingContext *ctx, bool last_write)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	if (data->batch_open)
+		return;
+	OutputPluginPrepareWrite(ctx, last_write);
+	data->batch_open = data->proto_version >= 2;
+}
+
+/*
+ * After a message was written into ctx->out: sends it, unless it is
+ * batched and neither the transaction's end nor BATCH_BYTES was reached.
+ */
+static void
+message_end(LogicalDecodingContext *ctx, bool last_write, bool txn_end)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	if (data->batch_open && !txn_end && ctx->out->len < BATCH_BYTES)
+		return;
+	OutputPluginWrite(ctx, last_write);
+	data->batch_open = false;
+}
+static bool NodeCallbackRegistered = false;
+
+static List *
+split_names(const char *value, const char *option)
+{
+	char	   *copy = pstrdup(value);
+	List	   *names = NIL;
+
+	if (copy[0] != '\0' && !SplitIdentifierString(copy, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in concord option \"%s\"", option)));
+	return names;
+}
+
+static void
+parse_proto_version(OutputData *data, DefElem *elem)
+{
+	char	   *end;
+	long		v;
+
+	errno = 0;
+	v = strtol(strVal(elem->arg), &end, 10);
+	if (errno != 0 || *end != '\0' || end == strVal(elem->arg) ||
+		v < CONCORD_PROTO_VERSION_MIN || v > CONCORD_PROTO_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("concord protocol version %s is not supported by this provider",
+						strVal(elem->arg)),
+				 errdetail("This provider speaks versions %d to %d.",
+						   CONCORD_PROTO_VERSION_MIN, CONCORD_PROTO_VERSION),
+				 errhint("Upgrade concord on the older node.")));
+	data->proto_version = (uint32) v;
+}
+
+static void
+parse_options(OutputData *data, List *options)
+{
+	ListCell   *lc;
+
+	data->set_names = list_make1(pstrdup("default"));
+	foreach(lc, options)
+	{
+		DefElem    *elem = lfirst(lc);
+		const char *value = elem->arg ? strVal(elem->arg) : "";
+
+		if (strcmp(elem->defname, "proto_version") == 0 && elem->arg)
+			parse_proto_version(data, elem);
+		else if (strcmp(elem->defname, "replication_sets") == 0)
+			data->set_names = split_names(value, elem->defname);
+		else if (strcmp(elem->defname, "forward_origins") == 0)
+		{
+			data->forward_nodes = split_names(value, elem->defname);
+			data->forward_all = list_length(data->forward_nodes) == 1 &&
+				strcmp(linitial(data->forward_nodes), "all") == 0;
+		}
+		else if (strcmp(elem->defname, "subscriber_node") == 0)
+			data->subscriber_node = pstrdup(value);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown concord output plugin option \"%s\"",
+							elem->defname)));
+	}
+	if (data->proto_version == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"proto_version\" is required by the concord output plugin")));
+}
+
+/*
+ * Node API functions invalidate the relcache of concord.node.  Catalog
+ * lookups are not safe inside an invalidation callback, so any relcache
+ * invalidation drops the cached local node; it is read again at the next
+ * transaction, which is cheap and rare.
+ */
+static void
+node_cache_invalidate(Datum arg pg_attribute_unused(), Oid relid pg_attribute_unused())
+{
+	if (CurrentOutput != NULL)
+	{
+		CurrentOutput->local_node = NULL;
+		CurrentOutput->peers_stale = true;
+	}
+}
+
+static void
+output_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
+			   bool is_init)
+{
+	OutputData *data = MemoryContextAllocZero(ctx->context, sizeof(OutputData));
+	MemoryContext oldcxt;
+
+	data->change_context = AllocSetContextCreate(ctx->context,
+												 "concord output change",
+												 ALLOCSET_DEFAULT_SIZES);
+	ctx->output_plugin_private = data;
+	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+	opt->receive_rewrites = false;
+
+	/* Slot creation passes no options; the stream must. */
+	if (is_init)
+		return;
+	oldcxt = MemoryContextSwitchTo(ctx->context);
+	parse_options(data, ctx->output_plugin_options);
+	MemoryContextSwitchTo(oldcxt);
+	concord_output_rel_init(data->set_names);
+	if (!NodeCallbackRegistered)
+	{
+		CacheRegisterRelcacheCallback(node_cache_invalidate, (Datum) 0);
+		NodeCallbackRegistered = true;
+	}
+	CurrentOutput = data;
+}
+
+static void
+output_shutdown(LogicalDecodingContext *ctx pg_attribute_unused())
+{
+	CurrentOutput = NULL;
+}
+
+/*
+ * Origins are looked at per transaction, where catalogs can be read: only
+ * the cheap case (forward nothing) is decided here.
+ */
+static bool
+output_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	return origin_id != InvalidRepOriginId &&
+		!data->forward_all && data->forward_nodes == NIL;
+}
+
+static void
+load_local_node(OutputData *data)
+{
+	ConcordNode *node;
+	MemoryContext oldcxt;
+
+	if (data->local_node != NULL)
+		return;
+	node = concord_node_get_local(true);
+	if (node == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider database is not a concord node"),
+				 errhint("Run concord.create_node() on the provider.")));
+	oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
+	data->local_node = pstrdup(node->name);
+	MemoryContextSwitchTo(oldcxt);
+	data->local_priority = node->priority;
+}
+
+/*
+ * The priority of a forwarded transaction's origin node, as this node
+ * knows it; looked up once per node, not per transaction.
+ */
+static int32
+peer_priority(OutputData *data, const char *name)
+{
+	ListCell   *lc;
+	ConcordNode *node;
+	PeerPriority *peer;
+	MemoryContext oldcxt;
+
+	if (data->peers_stale)
+	{
+		list_free_deep(data->peers);
+		data->peers = NIL;
+		data->peers_stale = false;
+	}
+	foreach(lc, data->peers)
+	{
+		peer = lfirst(lc);
+		if (strcmp(peer->name, name) == 0)
+			return peer->priority;
+	}
+	node = concord_node_get_by_name(name);
+	oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
+	peer = palloc(sizeof(PeerPriority));
+	strlcpy(peer->name, name, NAMEDATALEN);
+	peer->priority = node ? node->priority : 0;
+	data->peers = lappend(data->peers, peer);
+	MemoryContextSwitchTo(oldcxt);
+	return peer->priority;
+}
+
+/* Decides, once per transaction, where it came from and whether to ship it. */
+static void
+decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
+{
+	char	   *origin = NULL;
+
+	otxn->decided = true;
+	load_local_node(data);
+	if (txn->origin_id == InvalidRepOriginId)
+	{
+		strlcpy(otxn->origin_name, data->local_node, NAMEDATALEN);
+		otxn->origin_priority = data->local_priority;
+		return;
+	}
+	origin = concord_origin_node_by_id(txn->origin_id);
+	if (origin == NULL)
+		origin = psprintf("origin_%u", txn->origin_id);
+	strlcpy(otxn->origin_name, origin, NAMEDATALEN);
+	otxn->origin_priority = peer_priority(data, otxn->origin_name);
+
+	if (data->subscriber_node && strcmp(origin, data->subscriber_node) == 0)
+		otxn->skip = true;
+	else if (!data->forward_all)
+	{
+		ListCell   *lc;
+
+		otxn->skip = true;
+		foreach(lc, data->forward_nodes)
+			if (strcmp(lfirst(lc), origin) == 0)
+				otxn->skip = false;
+	}
+}
+
+static void
+output_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	txn->output_plugin_private = MemoryContextAllocZero(ctx->context,
+														sizeof(OutputTxn));
+}
+
+static void
+send_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, OutputTxn *otxn)
+{
+	ConcordBeginMsg msg;
+
+	msg.commit_lsn = txn->final_lsn;
+	msg.end_lsn = txn->end_lsn;
+	msg.commit_time = txn->xact_time.commit_time;
+	msg.xid = txn->xid;
+	msg.origin_name = otxn->origin_name;
+	msg.origin_priority = otxn->origin_priority;
+	message_start(ctx, false);
+	concord_write_begin(ctx->out, &msg);
+	message_end(ctx, false, false);
+	otxn->begin_sent = true;
+}
+
+/*
+ * Makes sure BEGIN and the relation's metadata went out before a change;
+ * false if the transaction is not for this subscriber.
+ */
+static bool
+prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			   Relation rel, ConcordOutputRel *entry)
+{
+	OutputData *data = ctx->output_plugin_private;
+	OutputTxn  *otxn = txn->output_plugin_private;
+
+	if (!otxn->decided)
+		decide_origin(data, txn, otxn);
+	if (otxn->skip)
+		return false;
+	if (!otxn->begin_sent)
+	{
+		send_begin(ctx, txn, otxn);
+		if (otxn->seen)
+		{
+			message_start(ctx, false);
+			concord_write_seen(ctx->out, otxn->seen, otxn->seen_len,
+							   data->proto_version >= 2);
+			message_end(ctx, false, false);
+		}
+	}
+	if (!entry->meta_sent)
+	{
+		message_start(ctx, false);
+		concord_write_relation(ctx->out, rel, entry->columns);
+		message_end(ctx, false, false);
+		entry->meta_sent = true;
+	}
+	return true;
+}
+
+static void send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						Relation rel, ConcordOutputRel *entry,
+						ReorderBufferChange *change);
+
+static void
+send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			ConcordOutputRel *entry, ReorderBufferChange *change)
+{
+	HeapTuple	oldtuple = change->data.tp.oldtuple ?
+		&change->data.tp.oldtuple->tuple : NULL;
+	HeapTuple	newtuple = change->data.tp.newtuple ?
+		&change->data.tp.newtuple->tuple : NULL;
+	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			if (!entry->ship_insert || newtuple == NULL ||
+				!concord_output_rel_filter(entry, newtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_insert(ctx->out, rel, newtuple, entry->columns);
+			message_end(ctx, true, false);
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			if (!entry->ship_update || newtuple == NULL)
+				return;
+			send_update(ctx, txn, rel, entry, change);
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			if (!entry->ship_delete || oldtuple == NULL ||
+				!concord_output_rel_filter(entry, oldtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
+								 entry->columns);
+			message_end(ctx, true, false);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * An UPDATE moving a row into or out of the row filter becomes an INSERT
+ * or a DELETE for the subscriber, so that it holds exactly the rows that
+ * pass the filter.  The filter may only read key columns (or the table has
+ * REPLICA IDENTITY FULL), so the old tuple or the new one's key decides.
+ */
+static void
+send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			ConcordOutputRel *entry, ReorderBufferChange *change)
+{
+	HeapTuple	oldtuple = change->data.tp.oldtuple ?
+		&change->data.tp.oldtuple->tuple : NULL;
+	HeapTuple	newtuple = &change->data.tp.newtuple->tuple;
+	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+	bool		new_match = concord_output_rel_filter(entry, newtuple);
+	bool		old_match = oldtuple ?
+		concord_output_rel_filter(entry, oldtuple) : new_match;
+
+	if ((!old_match && !new_match) || !prepare_change(ctx, txn, rel, entry))
+		return;
+	message_start(ctx, true);
+	if (old_match && new_match)
+		concord_write_update(ctx->out, rel, oldtuple, old_is_key, newtuple,
+							 entry->columns);
+	else if (new_match)
+		concord_write_insert(ctx->out, rel, newtuple, entry->columns);
+	else
+		concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
+							 entry->columns);
+	message_end(ctx, true, false);
+}
+
+static void
+output_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			  Relation rel, ReorderBufferChange *change)
+{
+	OutputData *data = ctx->output_plugin_private;
+	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
+	ConcordOutputRel *entry = concord_output_rel_get(rel);
+
+	if (entry->replicated)
+		send_change(ctx, txn, rel, entry, change);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->change_context);
+}
+
+static void
+output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				int nrelations, Relation relations[],
+				ReorderBufferChange *change)
+{
+	OutputData *data = ctx->output_plugin_private;
+	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
+	Oid		   *relids = palloc(sizeof(Oid) * nrelations);
+	int			nrelids = 0;
+
+	for (int i = 0; i < nrelations; i++)
+	{
+		ConcordOutputRel *entry = concord_output_rel_get(relations[i]);
+
+		if (!entry->replicated || !entry->ship_truncate ||
+			!prepare_change(ctx, txn, relations[i], entry))
+			continue;
+		relids[nrelids++] = RelationGetRelid(relations[i]);
+	}
+	if (nrelids > 0)
+	{
+		message_start(ctx, true);
+		concord_write_truncate(ctx->out, nrelids, relids,
+							   change->data.truncate.cascade,
+							   change->data.truncate.restart_seqs);
+		message_end(ctx, true, false);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->change_context);
+}
+
+/*
+ * The writer's vector (seen.c) travels as a SEEN message.  Before the
+ * transaction's first shipped change it waits (the last one logged
+ * wins), so that a transaction with nothing for this subscriber costs
+ * nothing; after it, it goes at once, before the changes that follow it.
+ */
+static void
+output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			   XLogRecPtr message_lsn pg_attribute_unused(), bool transactional,
+			   const char *prefix, Size message_size, const char *message)
+{
+	OutputData *data = ctx->output_plugin_private;
+	OutputTxn  *otxn;
+
+	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
+		return;
+	otxn = txn->output_plugin_private;
+	if (!otxn->decided)
+		decide_origin(data, txn, otxn);
+	if (otxn->skip)
+		return;
+	if (!otxn->begin_sent)
+	{
+		if (otxn->seen)
+			pfree(otxn->seen);
+		otxn->seen = MemoryContextAlloc(ctx->context, message_size);
+		memcpy(otxn->seen, message, message_size);
+		otxn->seen_len = message_size;
+		return;
+	}
+	message_start(ctx, true);
+	concord_write_seen(ctx->out, message, message_size,
+						   data->proto_version >= 2);
+	message_end(ctx, true, false);
+}
+
+static void
+output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+			  XLogRecPtr commit_lsn)
+{
+	OutputTxn  *otxn = txn->output_plugin_private;
+	bool		sent = otxn != NULL && otxn->begin_sent;
+	ConcordCommitMsg msg;
+
+	if (otxn)
+	{
+		if (otxn->seen)
+			pfree(otxn->seen);
+		pfree(otxn);
+	}
+	txn->output_plugin_private = NULL;
+
+	/* Nothing was sent: let the walsender advance the slot anyway. */
+	OutputPluginUpdateProgress(ctx, !sent);
+	if (!sent)
+		return;
+	msg.commit_lsn = commit_lsn;
+	msg.end_lsn = txn->end_lsn;
+	msg.commit_time = txn->xact_time.commit_time;
+	message_start(ctx, true);
+	concord_write_commit(ctx->out, &msg);
+	message_end(ctx, true, true);
+}
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	cb->startup_cb = output_startup;
+	cb->begin_cb = output_begin;
+	cb->change_cb = output_change;
+	cb->truncate_cb = output_truncate;
+	cb->commit_cb = output_commit;
+	cb->message_cb = output_message;
+	cb->filter_by_origin_cb = output_filter_by_origin;
+	cb->shutdown_cb = output_shutdown;
+}

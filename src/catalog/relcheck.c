@@ -1,0 +1,373 @@
+/*-------------------------------------------------------------------------
+ *
+ * relcheck.c
+ *		Validates a table, its column list and its row filter for a set.
+ *
+ * Everything a provider will need to ship a table's changes is checked
+ * here, when the table joins a set and again when the set's operations
+ * change, so that the output plugin never meets a table it cannot handle:
+ *
+ * - the table is an ordinary or partitioned, permanent user table;
+ * - UPDATE and DELETE need a key to find the row on the subscriber (the
+ *   primary key, a replica identity index, or REPLICA IDENTITY FULL);
+ * - a column list names existing columns and keeps every key column;
+ * - a row filter is one immutable boolean expression over the table's own
+ *   columns; for UPDATE and DELETE, over its key columns only, since the
+ *   old row of those changes carries nothing else in WAL (the rule of the
+ *   built-in publications, for the same reason).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/sysattr.h"
+#include "catalog/catalog.h"
+#include "catalog/pg_type.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "rewrite/rewriteManip.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "catalog/relcheck.h"
+
+/* What a row filter's error context names. */
+typedef struct RowFilterContext
+{
+	const char *relname;
+	const char *filter;
+} RowFilterContext;
+
+char *
+concord_relation_qualified_name(Relation rel)
+{
+	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+}
+
+static bool
+set_needs_key(const ConcordSet *set)
+{
+	return set->replicate_update || set->replicate_delete;
+}
+
+/* Refuses views, temporary and unlogged tables, catalogs and our own. */
+void
+concord_check_table_kind(Relation rel)
+{
+	char		relkind = rel->rd_rel->relkind;
+	char	   *relname = concord_relation_qualified_name(rel);
+
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", relname),
+				 errdetail("Only ordinary and partitioned tables can be replicated.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("temporary table \"%s\" cannot be replicated",
+						RelationGetRelationName(rel))));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("unlogged table \"%s\" cannot be replicated", relname),
+				 errdetail("Changes to unlogged tables are not written to WAL."),
+				 errhint("Use ALTER TABLE %s SET LOGGED first.", relname)));
+	if (IsCatalogRelation(rel) ||
+		strcmp(get_namespace_name(RelationGetNamespace(rel)), CONCORD_SCHEMA) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("system table \"%s\" cannot be replicated", relname)));
+}
+
+/* True if the table has a key by which a subscriber can find its rows. */
+static bool
+table_has_key(Relation rel)
+{
+	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
+		return true;
+	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_NOTHING)
+		return false;
+	return OidIsValid(RelationGetReplicaIndex(rel));
+}
+
+static void
+check_key(Relation rel, const ConcordSet *set)
+{
+	if (!set_needs_key(set) || table_has_key(rel))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("table \"%s\" has no primary key or replica identity",
+					concord_relation_qualified_name(rel)),
+			 errdetail("Replication set \"%s\" ships UPDATE or DELETE, which need a key to find the row on the subscriber.",
+					   set->name),
+			 errhint("Add a primary key, or use ALTER TABLE ... REPLICA IDENTITY USING INDEX or REPLICA IDENTITY FULL.")));
+}
+
+/*
+ * The key columns, as a set of attnums offset by
+ * FirstLowInvalidHeapAttributeNumber; with REPLICA IDENTITY FULL, every
+ * user column.
+ */
+static Bitmapset *
+key_columns(Relation rel)
+{
+	Bitmapset  *keys = NULL;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL)
+		return RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		if (TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		keys = bms_add_member(keys, (i + 1) - FirstLowInvalidHeapAttributeNumber);
+	}
+	return keys;
+}
+
+/* Returns the attnum of one column-list entry, refusing bad names. */
+static AttrNumber
+column_list_attnum(Relation rel, Datum elem, bool isnull)
+{
+	char	   *colname;
+	AttrNumber	attnum;
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("column list of table \"%s\" contains a null",
+						concord_relation_qualified_name(rel))));
+	colname = TextDatumGetCString(elem);
+	attnum = get_attnum(RelationGetRelid(rel), colname);
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						colname, concord_relation_qualified_name(rel)),
+				 errhint("Column names are case sensitive in the column list.")));
+	if (attnum < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("system column \"%s\" cannot be in the column list of \"%s\"",
+						colname, concord_relation_qualified_name(rel))));
+	return attnum;
+}
+
+static void
+check_columns(Relation rel, const ConcordSet *set, ArrayType *columns)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	Bitmapset  *listed = NULL;
+	Bitmapset  *missing;
+
+	if (columns == NULL)
+		return;
+	if (ARR_NDIM(columns) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("column list must be a one-dimensional array")));
+	deconstruct_array(columns, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &nelems);
+	if (nelems == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column list of table \"%s\" is empty",
+						concord_relation_qualified_name(rel)),
+				 errhint("Pass NULL to replicate every column.")));
+
+	for (int i = 0; i < nelems; i++)
+	{
+		AttrNumber	attnum = column_list_attnum(rel, elems[i], nulls[i]);
+		int			member = attnum - FirstLowInvalidHeapAttributeNumber;
+
+		if (bms_is_member(member, listed))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" appears twice in the column list of \"%s\"",
+							TextDatumGetCString(elems[i]),
+							concord_relation_qualified_name(rel))));
+		listed = bms_add_member(listed, member);
+	}
+
+	if (!set_needs_key(set) && !table_has_key(rel))
+		return;
+	missing = bms_difference(key_columns(rel), listed);
+	if (!bms_is_empty(missing))
+	{
+		AttrNumber	attnum = bms_next_member(missing, -1) +
+			FirstLowInvalidHeapAttributeNumber;
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("column list of table \"%s\" omits key column \"%s\"",
+						concord_relation_qualified_name(rel),
+						get_attname(RelationGetRelid(rel), attnum, false)),
+				 errhint("Every column of the primary key or replica identity must be replicated.")));
+	}
+}
+
+static void
+row_filter_error_context(void *arg)
+{
+	RowFilterContext *ctx = arg;
+	int			pos = geterrposition();
+
+	/* Point a cursor into the filter text, not into the calling query. */
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(ctx->filter);
+	}
+	errcontext("row_filter \"%s\" of table \"%s\"", ctx->filter, ctx->relname);
+}
+
+/* Parses the filter text into one raw expression, refusing anything else. */
+static Node *
+row_filter_parse(const char *filter)
+{
+	List	   *raw = raw_parser(filter, RAW_PARSE_PLPGSQL_EXPR);
+	SelectStmt *stmt;
+	ResTarget  *target;
+
+	if (list_length(raw) == 1 && IsA(linitial(raw), RawStmt))
+	{
+		stmt = (SelectStmt *) ((RawStmt *) linitial(raw))->stmt;
+		if (IsA(stmt, SelectStmt) &&
+			list_length(stmt->targetList) == 1 &&
+			stmt->distinctClause == NIL && stmt->fromClause == NIL &&
+			stmt->whereClause == NULL && stmt->groupClause == NIL &&
+			stmt->havingClause == NULL && stmt->windowClause == NIL &&
+			stmt->sortClause == NIL && stmt->limitCount == NULL &&
+			stmt->limitOffset == NULL && stmt->lockingClause == NIL &&
+			stmt->withClause == NULL && stmt->op == SETOP_NONE)
+		{
+			target = linitial_node(ResTarget, stmt->targetList);
+			if (target->name == NULL)
+				return target->val;
+		}
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("row_filter must be a single boolean expression")));
+	return NULL;				/* keep compiler quiet */
+}
+
+static void
+check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr,
+						 const char *filter)
+{
+	Bitmapset  *used = NULL;
+	Bitmapset  *outside;
+	int			member = -1;
+
+	pull_varattnos(expr, 1, &used);
+	while ((member = bms_next_member(used, member)) >= 0)
+	{
+		if (member + FirstLowInvalidHeapAttributeNumber <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("row_filter may only use the table's own columns"),
+					 errdetail("System columns and whole-row references are not allowed."),
+					 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+								concord_relation_qualified_name(rel))));
+	}
+	if (!set_needs_key(set) || rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
+		return;
+	outside = bms_difference(used, key_columns(rel));
+	if (!bms_is_empty(outside))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("row_filter uses column \"%s\", which is not part of the key",
+						get_attname(RelationGetRelid(rel),
+									bms_next_member(outside, -1) + FirstLowInvalidHeapAttributeNumber,
+									false)),
+				 errdetail("Replication set \"%s\" ships UPDATE or DELETE, whose old row carries only the key columns.",
+						   set->name),
+				 errhint("Filter on key columns only, or use ALTER TABLE ... REPLICA IDENTITY FULL."),
+				 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+							concord_relation_qualified_name(rel))));
+}
+
+/*
+ * Parses a row filter against a table into a boolean expression, with the
+ * rules of a WHERE clause (no aggregates, window or set-returning
+ * functions).  Used when the filter is validated and by the output plugin.
+ */
+Node *
+concord_row_filter_expr(Relation rel, const char *filter)
+{
+	RowFilterContext ctx;
+	ErrorContextCallback errcb;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Node	   *expr;
+
+	ctx.relname = concord_relation_qualified_name(rel);
+	ctx.filter = filter;
+	errcb.callback = row_filter_error_context;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = filter;
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
+										   NULL, false, false);
+	addNSItemToQuery(pstate, nsitem, false, true, true);
+	expr = transformExpr(pstate, row_filter_parse(filter), EXPR_KIND_WHERE);
+	expr = coerce_to_boolean(pstate, expr, "row_filter");
+	assign_expr_collations(pstate, expr);
+
+	if (pstate->p_hasSubLinks || checkExprHasSubLink(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("row_filter cannot use subqueries")));
+	free_parsestate(pstate);
+	error_context_stack = errcb.previous;
+	return expr;
+}
+
+static void
+check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
+{
+	Node	   *expr;
+
+	if (filter == NULL)
+		return;
+	expr = concord_row_filter_expr(rel, filter);
+	if (contain_mutable_functions(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("row_filter cannot use functions that are not immutable"),
+				 errdetail("The filter is evaluated on the provider while changes are decoded, where only immutable functions give a stable answer."),
+				 errcontext("row_filter \"%s\" of table \"%s\"", filter,
+							concord_relation_qualified_name(rel))));
+	check_row_filter_columns(rel, set, expr, filter);
+}
+
+/*
+ * Runs every check for one table in one set; errors out on the first
+ * failure.
+ */
+void
+concord_check_table_for_set(Relation rel, const ConcordSet *set,
+							ArrayType *columns, const char *row_filter)
+{
+	concord_check_table_kind(rel);
+	check_key(rel, set);
+	check_columns(rel, set, columns);
+	check_row_filter(rel, set, row_filter);
+}

@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * relcheck.h
+ *		Checks that a table may be replicated by a replication set.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_RELCHECK_H
+#define CONCORD_RELCHECK_H
+
+#include "nodes/nodes.h"
+#include "utils/array.h"
+#include "utils/relcache.h"
+
+#include "catalog/tables.h"
+
+extern char *concord_relation_qualified_name(Relation rel);
+extern void concord_check_table_kind(Relation rel);
+extern Node *concord_row_filter_expr(Relation rel, const char *filter);
+extern void concord_check_table_for_set(Relation rel, const ConcordSet *set,
+										ArrayType *columns,
+										const char *row_filter);
+
+#endif							/* CONCORD_RELCHECK_H */

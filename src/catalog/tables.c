@@ -1,0 +1,914 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.c
+ *		Reads and writes concord's catalog tables.
+ *
+ * The catalogs are ordinary tables in schema "concord", created by the
+ * extension script.  They are written here with heap and index routines,
+ * not SQL, so that the API functions need no privileges on them and the
+ * workers need no SPI.
+ *
+ * Locking: writers of a catalog first take concord_catalog_lock() on it, a
+ * self-conflicting lock held to the end of the transaction, so that checks
+ * and the writes that depend on them are serialized.  Readers scan with the
+ * latest MVCC snapshot: they see what others committed before the lock was
+ * granted, and this transaction's own earlier commands.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "storage/lmgr.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "catalog/tables.h"
+
+/* A heap scan of one catalog under a registered up-to-date snapshot. */
+typedef struct CatalogScan
+{
+	SysScanDesc sscan;
+	Snapshot	snapshot;
+} CatalogScan;
+
+/*
+ * Returns the OID of a concord catalog table.  The extension can be dropped
+ * and created again, so the OID is looked up each time (a syscache hit).
+ */
+Oid
+concord_catalog_relid(const char *relname, bool missing_ok)
+{
+	Oid			nspid = get_namespace_oid(CONCORD_SCHEMA, true);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nspid))
+		relid = get_relname_relid(relname, nspid);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("concord catalog table \"%s.%s\" does not exist",
+						CONCORD_SCHEMA, relname),
+				 errhint("Run CREATE EXTENSION concord in this database.")));
+	return relid;
+}
+
+/* Serializes writers of one catalog until the end of the transaction. */
+void
+concord_catalog_lock(const char *relname)
+{
+	LockRelationOid(concord_catalog_relid(relname, false),
+					ShareRowExclusiveLock);
+}
+
+static Relation
+catalog_open(const char *relname, LOCKMODE lockmode)
+{
+	return table_open(concord_catalog_relid(relname, false), lockmode);
+}
+
+/*
+ * Inside logical decoding the catalogs are read with the historic snapshot
+ * (they are user_catalog_tables for that reason); elsewhere with the latest
+ * snapshot.
+ */
+static void
+catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
+{
+	if (HistoricSnapshotActive())
+		cs->snapshot = RegisterSnapshot(GetCatalogSnapshot(RelationGetRelid(rel)));
+	else
+		cs->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	cs->sscan = systable_beginscan(rel, InvalidOid, false, cs->snapshot,
+								   nkeys, keys);
+}
+
+static void
+catalog_endscan(CatalogScan *cs)
+{
+	systable_endscan(cs->sscan);
+	UnregisterSnapshot(cs->snapshot);
+}
+
+/*
+ * Tells walsenders decoding past this point that what they ship of a
+ * relation may have changed (see output_rel.c).  A relation already
+ * dropped needs nothing: its drop invalidated it.
+ */
+static void
+invalidate_relation(Oid relid)
+{
+	if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		CacheInvalidateRelcacheByRelid(relid);
+}
+
+static void
+invalidate_set_members(Oid set_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, concord_set_table_get_by_set(set_id))
+		invalidate_relation(((ConcordSetTable *) lfirst(lc))->relid);
+}
+
+/* Builds a struct from one catalog row. */
+typedef void *(*FromTuple) (HeapTuple tup, TupleDesc desc);
+
+/* Reads the rows of a catalog matching the keys, each built by from_tuple. */
+static List *
+catalog_collect(const char *relname, int nkeys, ScanKey keys,
+				FromTuple from_tuple)
+{
+	Relation	rel = catalog_open(relname, AccessShareLock);
+	CatalogScan cs;
+	HeapTuple	tup;
+	List	   *result = NIL;
+
+	catalog_beginscan(&cs, rel, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		result = lappend(result, from_tuple(tup, RelationGetDescr(rel)));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+static void
+scankey_oid(ScanKey key, AttrNumber attno, Oid value)
+{
+	ScanKeyInit(key, attno, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(value));
+}
+
+/* A name key: the datum must point at a full NameData, not a C string. */
+static void
+scankey_name(ScanKey key, AttrNumber attno, const char *value)
+{
+	Name		n = palloc0(sizeof(NameData));
+
+	namestrcpy(n, value);
+	ScanKeyInit(key, attno, BTEqualStrategyNumber, F_NAMEEQ,
+				NameGetDatum(n));
+}
+
+/* ---------------------------------------------------------------------
+ * concord.node
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+node_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_node];
+	bool		nulls[Natts_node];
+	ConcordNode *node = palloc0(sizeof(ConcordNode));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	node->id = DatumGetObjectId(values[Anum_node_id - 1]);
+	node->name = pstrdup(NameStr(*DatumGetName(values[Anum_node_name - 1])));
+	node->dsn = TextDatumGetCString(values[Anum_node_dsn - 1]);
+	node->priority = DatumGetInt32(values[Anum_node_priority - 1]);
+	node->is_local = DatumGetBool(values[Anum_node_is_local - 1]);
+	return node;
+}
+
+/* Returns the first node matching the key, or NULL. */
+static ConcordNode *
+node_lookup(ScanKey key)
+{
+	List	   *nodes = catalog_collect(CATALOG_NODE, 1, key, node_from_tuple);
+
+	return nodes ? linitial(nodes) : NULL;
+}
+
+ConcordNode *
+concord_node_get_local(bool missing_ok)
+{
+	ScanKeyData key;
+	ConcordNode *node;
+
+	ScanKeyInit(&key, Anum_node_is_local, BTEqualStrategyNumber, F_BOOLEQ,
+				BoolGetDatum(true));
+	node = node_lookup(&key);
+	if (node == NULL && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("database \"%s\" is not a concord node",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run concord.create_node() first.")));
+	return node;
+}
+
+ConcordNode *
+concord_node_get_by_name(const char *name)
+{
+	ScanKeyData key;
+
+	scankey_name(&key, Anum_node_name, name);
+	return node_lookup(&key);
+}
+
+ConcordNode *
+concord_node_get_by_id(Oid node_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_node_id, node_id);
+	return node_lookup(&key);
+}
+
+static void
+node_to_values(const ConcordNode *node, Datum *values, bool *nulls)
+{
+	Name		name = palloc0(sizeof(NameData));
+
+	namestrcpy(name, node->name);
+	memset(nulls, 0, sizeof(bool) * Natts_node);
+	values[Anum_node_id - 1] = ObjectIdGetDatum(node->id);
+	values[Anum_node_name - 1] = NameGetDatum(name);
+	values[Anum_node_dsn - 1] = CStringGetTextDatum(node->dsn);
+	values[Anum_node_priority - 1] = Int32GetDatum(node->priority);
+	values[Anum_node_is_local - 1] = BoolGetDatum(node->is_local);
+	values[Anum_node_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+}
+
+void
+concord_node_insert(const ConcordNode *node)
+{
+	Relation	rel = catalog_open(CATALOG_NODE, RowExclusiveLock);
+	Datum		values[Natts_node];
+	bool		nulls[Natts_node];
+	HeapTuple	tup;
+
+	node_to_values(node, values, nulls);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	CatalogTupleInsert(rel, tup);
+	heap_freetuple(tup);
+	invalidate_relation(RelationGetRelid(rel));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites the dsn and priority of the node with node->id. */
+void
+concord_node_update(const ConcordNode *node)
+{
+	Relation	rel = catalog_open(CATALOG_NODE, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+
+	scankey_oid(&key, Anum_node_id, node->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord node %u vanished", node->id);
+	else
+	{
+		Datum		values[Natts_node];
+		bool		nulls[Natts_node];
+		bool		replace[Natts_node];
+		HeapTuple	newtup;
+
+		memset(values, 0, sizeof(values));
+		memset(nulls, 0, sizeof(nulls));
+		memset(replace, 0, sizeof(replace));
+		values[Anum_node_dsn - 1] = CStringGetTextDatum(node->dsn);
+		replace[Anum_node_dsn - 1] = true;
+		values[Anum_node_priority - 1] = Int32GetDatum(node->priority);
+		replace[Anum_node_priority - 1] = true;
+		newtup = heap_modify_tuple(oldtup, RelationGetDescr(rel),
+								   values, nulls, replace);
+		CatalogTupleUpdate(rel, &oldtup->t_self, newtup);
+	}
+	catalog_endscan(&cs);
+	invalidate_relation(RelationGetRelid(rel));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Deletes every row whose oid column attno equals value; returns the count. */
+static int
+catalog_delete_where_oid(const char *relname, AttrNumber attno, Oid value)
+{
+	Relation	rel = catalog_open(relname, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	tup;
+	int			ndeleted = 0;
+
+	scankey_oid(&key, attno, value);
+	catalog_beginscan(&cs, rel, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		CatalogTupleDelete(rel, &tup->t_self);
+		ndeleted++;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	return ndeleted;
+}
+
+void
+concord_node_delete(Oid node_id)
+{
+	catalog_delete_where_oid(CATALOG_NODE, Anum_node_id, node_id);
+	invalidate_relation(concord_catalog_relid(CATALOG_NODE, false));
+}
+
+/* ---------------------------------------------------------------------
+ * concord.subscription
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * True if a subscription to the given provider exists, or any subscription
+ * at all when provider_node_id is InvalidOid.
+ */
+bool
+concord_subscription_exists(Oid provider_node_id)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, AccessShareLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	bool		found;
+
+	if (OidIsValid(provider_node_id))
+		scankey_oid(&key, Anum_sub_provider_node_id, provider_node_id);
+	catalog_beginscan(&cs, rel, OidIsValid(provider_node_id) ? 1 : 0, &key);
+	found = HeapTupleIsValid(systable_getnext(cs.sscan));
+	catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+static ArrayType *
+text_array_from_list(List *list)
+{
+	int			n = list_length(list);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, list)
+		elems[i++] = CStringGetTextDatum(lfirst(lc));
+	return construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static List *
+list_from_text_array(Datum array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
+}
+
+static void *
+sub_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	ConcordSubscription *sub = palloc0(sizeof(ConcordSubscription));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	sub->id = DatumGetObjectId(values[Anum_sub_id - 1]);
+	sub->name = pstrdup(NameStr(*DatumGetName(values[Anum_sub_name - 1])));
+	sub->provider_node_id = DatumGetObjectId(values[Anum_sub_provider_node_id - 1]);
+	sub->provider_dsn = TextDatumGetCString(values[Anum_sub_provider_dsn - 1]);
+	sub->slot_name = pstrdup(NameStr(*DatumGetName(values[Anum_sub_slot_name - 1])));
+	sub->replication_sets = list_from_text_array(values[Anum_sub_replication_sets - 1]);
+	sub->forward_origins = list_from_text_array(values[Anum_sub_forward_origins - 1]);
+	sub->synchronize_data = DatumGetBool(values[Anum_sub_synchronize_data - 1]);
+	sub->apply_delay = *DatumGetIntervalP(values[Anum_sub_apply_delay - 1]);
+	sub->enabled = DatumGetBool(values[Anum_sub_enabled - 1]);
+	sub->sync_done = DatumGetBool(values[Anum_sub_sync_done - 1]);
+	return sub;
+}
+
+static List *
+sub_lookup(int nkeys, ScanKey keys)
+{
+	return catalog_collect(CATALOG_SUBSCRIPTION, nkeys, keys, sub_from_tuple);
+}
+
+ConcordSubscription *
+concord_subscription_get_by_name(const char *name)
+{
+	ScanKeyData key;
+	List	   *subs;
+
+	scankey_name(&key, Anum_sub_name, name);
+	subs = sub_lookup(1, &key);
+	return subs ? linitial(subs) : NULL;
+}
+
+ConcordSubscription *
+concord_subscription_get_by_id(Oid subid)
+{
+	ScanKeyData key;
+	List	   *subs;
+
+	scankey_oid(&key, Anum_sub_id, subid);
+	subs = sub_lookup(1, &key);
+	return subs ? linitial(subs) : NULL;
+}
+
+List *
+concord_subscription_get_all(void)
+{
+	return sub_lookup(0, NULL);
+}
+
+static HeapTuple
+sub_form_tuple(Relation rel, const ConcordSubscription *sub)
+{
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	Name		name = palloc0(sizeof(NameData));
+	Name		slot = palloc0(sizeof(NameData));
+	Interval   *delay = palloc(sizeof(Interval));
+
+	namestrcpy(name, sub->name);
+	namestrcpy(slot, sub->slot_name);
+	*delay = sub->apply_delay;
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_sub_id - 1] = ObjectIdGetDatum(sub->id);
+	values[Anum_sub_name - 1] = NameGetDatum(name);
+	values[Anum_sub_provider_node_id - 1] = ObjectIdGetDatum(sub->provider_node_id);
+	values[Anum_sub_provider_dsn - 1] = CStringGetTextDatum(sub->provider_dsn);
+	values[Anum_sub_slot_name - 1] = NameGetDatum(slot);
+	values[Anum_sub_replication_sets - 1] = PointerGetDatum(text_array_from_list(sub->replication_sets));
+	values[Anum_sub_forward_origins - 1] = PointerGetDatum(text_array_from_list(sub->forward_origins));
+	values[Anum_sub_synchronize_data - 1] = BoolGetDatum(sub->synchronize_data);
+	values[Anum_sub_apply_delay - 1] = IntervalPGetDatum(delay);
+	values[Anum_sub_enabled - 1] = BoolGetDatum(sub->enabled);
+	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
+	values[Anum_sub_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
+}
+
+void
+concord_subscription_insert(const ConcordSubscription *sub)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, RowExclusiveLock);
+
+	CatalogTupleInsert(rel, sub_form_tuple(rel, sub));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites enabled and sync_done of the subscription with sub->id. */
+void
+concord_subscription_update(const ConcordSubscription *sub)
+{
+	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+	Datum		values[Natts_sub];
+	bool		nulls[Natts_sub];
+	bool		replace[Natts_sub];
+
+	scankey_oid(&key, Anum_sub_id, sub->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord subscription %u vanished", sub->id);
+	memset(nulls, 0, sizeof(nulls));
+	memset(replace, 0, sizeof(replace));
+	values[Anum_sub_enabled - 1] = BoolGetDatum(sub->enabled);
+	replace[Anum_sub_enabled - 1] = true;
+	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
+	replace[Anum_sub_sync_done - 1] = true;
+	CatalogTupleUpdate(rel, &oldtup->t_self,
+					   heap_modify_tuple(oldtup, RelationGetDescr(rel),
+										 values, nulls, replace));
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+void
+concord_subscription_delete(Oid subid)
+{
+	catalog_delete_where_oid(CATALOG_SUB_TABLE, Anum_sub_table_sub_id, subid);
+	catalog_delete_where_oid(CATALOG_SUBSCRIPTION, Anum_sub_id, subid);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.conflict_resolver
+ * ---------------------------------------------------------------------
+ */
+
+/* One row of concord.conflict_resolver. */
+static void *
+resolver_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_resolver];
+	bool		nulls[Natts_resolver];
+	ConcordResolverSetting *rs = palloc0(sizeof(ConcordResolverSetting));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	rs->relid = DatumGetObjectId(values[Anum_resolver_reloid - 1]);
+	rs->conflict_type = TextDatumGetCString(values[Anum_resolver_type - 1]);
+	rs->resolver = TextDatumGetCString(values[Anum_resolver_name - 1]);
+	if (!nulls[Anum_resolver_handler - 1])
+		rs->handler = DatumGetObjectId(values[Anum_resolver_handler - 1]);
+	return rs;
+}
+
+/* The settings for relid and those for every table (relid 0). */
+List *
+concord_resolver_settings(Oid relid)
+{
+	ScanKeyData key;
+	List	   *result;
+
+	scankey_oid(&key, Anum_resolver_reloid, InvalidOid);
+	result = catalog_collect(CATALOG_RESOLVER, 1, &key, resolver_from_tuple);
+	if (OidIsValid(relid))
+	{
+		scankey_oid(&key, Anum_resolver_reloid, relid);
+		result = list_concat(result, catalog_collect(CATALOG_RESOLVER, 1, &key,
+													 resolver_from_tuple));
+	}
+	return result;
+}
+
+/* Removes the setting of (relid, type); true if there was one. */
+bool
+concord_resolver_unset(Oid relid, const char *conflict_type)
+{
+	Relation	rel = catalog_open(CATALOG_RESOLVER, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	tup;
+	bool		found = false;
+
+	scankey_oid(&key, Anum_resolver_reloid, relid);
+	catalog_beginscan(&cs, rel, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		bool		isnull;
+		Datum		type = heap_getattr(tup, Anum_resolver_type,
+										RelationGetDescr(rel), &isnull);
+
+		if (strcmp(TextDatumGetCString(type), conflict_type) != 0)
+			continue;
+		CatalogTupleDelete(rel, &tup->t_self);
+		found = true;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	return found;
+}
+
+void
+concord_resolver_set(const ConcordResolverSetting *setting)
+{
+	Relation	rel;
+	Datum		values[Natts_resolver];
+	bool		nulls[Natts_resolver];
+
+	(void) concord_resolver_unset(setting->relid, setting->conflict_type);
+	rel = catalog_open(CATALOG_RESOLVER, RowExclusiveLock);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_resolver_reloid - 1] = ObjectIdGetDatum(setting->relid);
+	values[Anum_resolver_type - 1] = CStringGetTextDatum(setting->conflict_type);
+	values[Anum_resolver_name - 1] = CStringGetTextDatum(setting->resolver);
+	values[Anum_resolver_handler - 1] = ObjectIdGetDatum(setting->handler);
+	nulls[Anum_resolver_handler - 1] = !OidIsValid(setting->handler);
+	CatalogTupleInsert(rel, heap_form_tuple(RelationGetDescr(rel), values, nulls));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* ---------------------------------------------------------------------
+ * concord.subscription_table
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+sub_table_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_sub_table];
+	bool		nulls[Natts_sub_table];
+	ConcordSubTable *st = palloc0(sizeof(ConcordSubTable));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	st->sub_id = DatumGetObjectId(values[Anum_sub_table_sub_id - 1]);
+	st->nspname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_nspname - 1])));
+	st->relname = pstrdup(NameStr(*DatumGetName(values[Anum_sub_table_relname - 1])));
+	st->pending = nulls[Anum_sub_table_sync_lsn - 1];
+	if (!st->pending)
+		st->sync_lsn = DatumGetLSN(values[Anum_sub_table_sync_lsn - 1]);
+	return st;
+}
+
+List *
+concord_sub_table_get(Oid subid)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_sub_table_sub_id, subid);
+	return catalog_collect(CATALOG_SUB_TABLE, 1, &key, sub_table_from_tuple);
+}
+
+/* Inserts or rewrites the row of (sub, table). */
+void
+concord_sub_table_set(const ConcordSubTable *st)
+{
+	Relation	rel = catalog_open(CATALOG_SUB_TABLE, RowExclusiveLock);
+	ScanKeyData keys[3];
+	CatalogScan cs;
+	HeapTuple	tup;
+	Datum		values[Natts_sub_table];
+	bool		nulls[Natts_sub_table];
+	Name		nsp = palloc0(sizeof(NameData));
+	Name		relname = palloc0(sizeof(NameData));
+
+	scankey_oid(&keys[0], Anum_sub_table_sub_id, st->sub_id);
+	scankey_name(&keys[1], Anum_sub_table_nspname, st->nspname);
+	scankey_name(&keys[2], Anum_sub_table_relname, st->relname);
+	catalog_beginscan(&cs, rel, 3, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+		CatalogTupleDelete(rel, &tup->t_self);
+	catalog_endscan(&cs);
+
+	namestrcpy(nsp, st->nspname);
+	namestrcpy(relname, st->relname);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_sub_table_sub_id - 1] = ObjectIdGetDatum(st->sub_id);
+	values[Anum_sub_table_nspname - 1] = NameGetDatum(nsp);
+	values[Anum_sub_table_relname - 1] = NameGetDatum(relname);
+	values[Anum_sub_table_sync_lsn - 1] = LSNGetDatum(st->sync_lsn);
+	nulls[Anum_sub_table_sync_lsn - 1] = st->pending;
+	CatalogTupleInsert(rel, heap_form_tuple(RelationGetDescr(rel), values, nulls));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* ---------------------------------------------------------------------
+ * concord.replication_set
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+set_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_set];
+	bool		nulls[Natts_set];
+	ConcordSet *set = palloc0(sizeof(ConcordSet));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	set->id = DatumGetObjectId(values[Anum_set_id - 1]);
+	set->name = pstrdup(NameStr(*DatumGetName(values[Anum_set_name - 1])));
+	set->replicate_insert = DatumGetBool(values[Anum_set_insert - 1]);
+	set->replicate_update = DatumGetBool(values[Anum_set_update - 1]);
+	set->replicate_delete = DatumGetBool(values[Anum_set_delete - 1]);
+	set->replicate_truncate = DatumGetBool(values[Anum_set_truncate - 1]);
+	set->capture = TextDatumGetCString(values[Anum_set_capture - 1]);
+	return set;
+}
+
+/* Returns the sets matching the keys (all sets with nkeys = 0). */
+static List *
+set_lookup(int nkeys, ScanKey keys)
+{
+	return catalog_collect(CATALOG_SET, nkeys, keys, set_from_tuple);
+}
+
+ConcordSet *
+concord_set_get_by_name(const char *name)
+{
+	ScanKeyData key;
+	List	   *sets;
+
+	scankey_name(&key, Anum_set_name, name);
+	sets = set_lookup(1, &key);
+	return sets == NIL ? NULL : linitial(sets);
+}
+
+static bool
+set_id_used(Oid set_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_id, set_id);
+	return set_lookup(1, &key) != NIL;
+}
+
+/* A set id not in use; set ids are local, the first free one will do. */
+Oid
+concord_set_new_id(void)
+{
+	Oid			id = FirstNormalObjectId;
+
+	while (set_id_used(id))
+		id++;
+	return id;
+}
+
+List *
+concord_set_get_all(void)
+{
+	return set_lookup(0, NULL);
+}
+
+static HeapTuple
+set_form_tuple(Relation rel, const ConcordSet *set)
+{
+	Datum		values[Natts_set];
+	bool		nulls[Natts_set];
+	Name		name = palloc0(sizeof(NameData));
+
+	namestrcpy(name, set->name);
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_set_id - 1] = ObjectIdGetDatum(set->id);
+	values[Anum_set_name - 1] = NameGetDatum(name);
+	values[Anum_set_insert - 1] = BoolGetDatum(set->replicate_insert);
+	values[Anum_set_update - 1] = BoolGetDatum(set->replicate_update);
+	values[Anum_set_delete - 1] = BoolGetDatum(set->replicate_delete);
+	values[Anum_set_truncate - 1] = BoolGetDatum(set->replicate_truncate);
+	values[Anum_set_capture - 1] = CStringGetTextDatum(set->capture);
+	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
+}
+
+void
+concord_set_insert(const ConcordSet *set)
+{
+	Relation	rel = catalog_open(CATALOG_SET, RowExclusiveLock);
+
+	CatalogTupleInsert(rel, set_form_tuple(rel, set));
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/* Rewrites every column of the set with set->id. */
+void
+concord_set_update(const ConcordSet *set)
+{
+	Relation	rel = catalog_open(CATALOG_SET, RowExclusiveLock);
+	ScanKeyData key;
+	CatalogScan cs;
+	HeapTuple	oldtup;
+
+	scankey_oid(&key, Anum_set_id, set->id);
+	catalog_beginscan(&cs, rel, 1, &key);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord replication set %u vanished", set->id);
+	CatalogTupleUpdate(rel, &oldtup->t_self, set_form_tuple(rel, set));
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	invalidate_set_members(set->id);
+}
+
+/* Deletes a set together with its table memberships. */
+void
+concord_set_delete(Oid set_id)
+{
+	invalidate_set_members(set_id);
+	catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_set_id, set_id);
+	catalog_delete_where_oid(CATALOG_SET, Anum_set_id, set_id);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.replication_set_table
+ * ---------------------------------------------------------------------
+ */
+
+static void *
+set_table_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_set_table];
+	bool		nulls[Natts_set_table];
+	ConcordSetTable *member = palloc0(sizeof(ConcordSetTable));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	member->set_id = DatumGetObjectId(values[Anum_set_table_set_id - 1]);
+	member->relid = DatumGetObjectId(values[Anum_set_table_reloid - 1]);
+	if (!nulls[Anum_set_table_columns - 1])
+		member->columns = DatumGetArrayTypePCopy(values[Anum_set_table_columns - 1]);
+	if (!nulls[Anum_set_table_row_filter - 1])
+		member->row_filter = TextDatumGetCString(values[Anum_set_table_row_filter - 1]);
+	return member;
+}
+
+static List *
+set_table_lookup(int nkeys, ScanKey keys)
+{
+	return catalog_collect(CATALOG_SET_TABLE, nkeys, keys, set_table_from_tuple);
+}
+
+List *
+concord_set_table_get_by_set(Oid set_id)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_table_set_id, set_id);
+	return set_table_lookup(1, &key);
+}
+
+List *
+concord_set_table_get_by_relid(Oid relid)
+{
+	ScanKeyData key;
+
+	scankey_oid(&key, Anum_set_table_reloid, relid);
+	return set_table_lookup(1, &key);
+}
+
+bool
+concord_set_table_exists(Oid set_id, Oid relid)
+{
+	ScanKeyData keys[2];
+
+	scankey_oid(&keys[0], Anum_set_table_set_id, set_id);
+	scankey_oid(&keys[1], Anum_set_table_reloid, relid);
+	return set_table_lookup(2, keys) != NIL;
+}
+
+void
+concord_set_table_insert(const ConcordSetTable *member)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, RowExclusiveLock);
+	Datum		values[Natts_set_table];
+	bool		nulls[Natts_set_table];
+	HeapTuple	tup;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[Anum_set_table_set_id - 1] = ObjectIdGetDatum(member->set_id);
+	values[Anum_set_table_reloid - 1] = ObjectIdGetDatum(member->relid);
+	if (member->columns)
+		values[Anum_set_table_columns - 1] = PointerGetDatum(member->columns);
+	else
+		nulls[Anum_set_table_columns - 1] = true;
+	if (member->row_filter)
+		values[Anum_set_table_row_filter - 1] = CStringGetTextDatum(member->row_filter);
+	else
+		nulls[Anum_set_table_row_filter - 1] = true;
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	CatalogTupleInsert(rel, tup);
+	heap_freetuple(tup);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	invalidate_relation(member->relid);
+}
+
+bool
+concord_set_table_delete(Oid set_id, Oid relid)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, RowExclusiveLock);
+	ScanKeyData keys[2];
+	CatalogScan cs;
+	HeapTuple	tup;
+	bool		found = false;
+
+	scankey_oid(&keys[0], Anum_set_table_set_id, set_id);
+	scankey_oid(&keys[1], Anum_set_table_reloid, relid);
+	catalog_beginscan(&cs, rel, 2, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		CatalogTupleDelete(rel, &tup->t_self);
+		found = true;
+	}
+	catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	invalidate_relation(relid);
+	return found;
+}
+
+/* Forgets a dropped relation: its set memberships and resolver settings. */
+int
+concord_catalog_forget_relation(Oid relid)
+{
+	catalog_delete_where_oid(CATALOG_RESOLVER, Anum_resolver_reloid, relid);
+	return catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_reloid,
+									relid);
+}

@@ -1,0 +1,181 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.h
+ *		Access to concord's own catalog tables (schema "concord").
+ *
+ * The Anum_ constants mirror the column order of sql/concord.sql; keep the
+ * two in step.  All reads and writes of the catalogs go through tables.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_CATALOG_H
+#define CONCORD_CATALOG_H
+
+#include "nodes/pg_list.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "utils/array.h"
+
+#define CONCORD_SCHEMA		"concord"
+
+/* concord.node */
+#define CATALOG_NODE				"node"
+#define Natts_node					6
+#define Anum_node_id				1
+#define Anum_node_name				2
+#define Anum_node_dsn				3
+#define Anum_node_priority			4
+#define Anum_node_is_local			5
+#define Anum_node_created_at		6
+
+/* concord.replication_set */
+#define CATALOG_SET					"replication_set"
+#define Natts_set					7
+#define Anum_set_id					1
+#define Anum_set_name				2
+#define Anum_set_insert				3
+#define Anum_set_update				4
+#define Anum_set_delete				5
+#define Anum_set_truncate			6
+#define Anum_set_capture			7
+
+/* concord.replication_set_table */
+#define CATALOG_SET_TABLE			"replication_set_table"
+#define Natts_set_table				4
+#define Anum_set_table_set_id		1
+#define Anum_set_table_reloid		2
+#define Anum_set_table_columns		3
+#define Anum_set_table_row_filter	4
+
+/* concord.subscription */
+#define CATALOG_SUBSCRIPTION		"subscription"
+#define Natts_sub					12
+#define Anum_sub_id					1
+#define Anum_sub_name				2
+#define Anum_sub_provider_node_id	3
+#define Anum_sub_provider_dsn		4
+#define Anum_sub_slot_name			5
+#define Anum_sub_replication_sets	6
+#define Anum_sub_forward_origins	7
+#define Anum_sub_synchronize_data	8
+#define Anum_sub_apply_delay		9
+#define Anum_sub_enabled			10
+#define Anum_sub_sync_done			11
+#define Anum_sub_created_at			12
+
+/* concord.subscription_table */
+#define CATALOG_SUB_TABLE			"subscription_table"
+#define Natts_sub_table				4
+#define Anum_sub_table_sub_id		1
+#define Anum_sub_table_nspname		2
+#define Anum_sub_table_relname		3
+#define Anum_sub_table_sync_lsn		4
+
+typedef struct ConcordNode
+{
+	Oid			id;
+	char	   *name;
+	char	   *dsn;
+	int32		priority;
+	bool		is_local;
+} ConcordNode;
+
+typedef struct ConcordSet
+{
+	Oid			id;
+	char	   *name;
+	bool		replicate_insert;
+	bool		replicate_update;
+	bool		replicate_delete;
+	bool		replicate_truncate;
+	char	   *capture;
+} ConcordSet;
+
+/* One membership row of concord.replication_set_table. */
+typedef struct ConcordSetTable
+{
+	Oid			set_id;
+	Oid			relid;
+	ArrayType  *columns;		/* NULL: every column */
+	char	   *row_filter;		/* NULL: every row */
+} ConcordSetTable;
+
+/* concord.conflict_resolver */
+#define CATALOG_RESOLVER			"conflict_resolver"
+#define Natts_resolver				4
+#define Anum_resolver_reloid		1
+#define Anum_resolver_type			2
+#define Anum_resolver_name			3
+#define Anum_resolver_handler		4
+
+typedef struct ConcordResolverSetting
+{
+	Oid			relid;			/* InvalidOid: every table */
+	char	   *conflict_type;	/* "": every type */
+	char	   *resolver;
+	Oid			handler;
+} ConcordResolverSetting;
+
+typedef struct ConcordSubscription
+{
+	Oid			id;
+	char	   *name;
+	Oid			provider_node_id;
+	char	   *provider_dsn;
+	char	   *slot_name;
+	List	   *replication_sets;	/* of char * */
+	List	   *forward_origins;	/* of char * */
+	bool		synchronize_data;
+	Interval	apply_delay;
+	bool		enabled;
+	bool		sync_done;
+} ConcordSubscription;
+
+/* One provider table a subscription copied, or is to copy. */
+typedef struct ConcordSubTable
+{
+	Oid			sub_id;
+	char	   *nspname;
+	char	   *relname;
+	bool		pending;		/* a copy is to be made */
+	XLogRecPtr	sync_lsn;		/* provider LSN of the copy */
+} ConcordSubTable;
+
+extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
+extern void concord_catalog_lock(const char *relname);
+
+extern ConcordNode *concord_node_get_local(bool missing_ok);
+extern ConcordNode *concord_node_get_by_name(const char *name);
+extern ConcordNode *concord_node_get_by_id(Oid node_id);
+extern void concord_node_insert(const ConcordNode *node);
+extern void concord_node_update(const ConcordNode *node);
+extern void concord_node_delete(Oid node_id);
+
+extern bool concord_subscription_exists(Oid provider_node_id);
+extern ConcordSubscription *concord_subscription_get_by_name(const char *name);
+extern ConcordSubscription *concord_subscription_get_by_id(Oid subid);
+extern List *concord_subscription_get_all(void);
+extern void concord_subscription_insert(const ConcordSubscription *sub);
+extern void concord_subscription_update(const ConcordSubscription *sub);
+extern void concord_subscription_delete(Oid subid);
+extern List *concord_resolver_settings(Oid relid);
+extern void concord_resolver_set(const ConcordResolverSetting *setting);
+extern bool concord_resolver_unset(Oid relid, const char *conflict_type);
+extern List *concord_sub_table_get(Oid subid);
+extern void concord_sub_table_set(const ConcordSubTable *st);
+
+extern ConcordSet *concord_set_get_by_name(const char *name);
+extern Oid	concord_set_new_id(void);
+extern List *concord_set_get_all(void);
+extern void concord_set_insert(const ConcordSet *set);
+extern void concord_set_update(const ConcordSet *set);
+extern void concord_set_delete(Oid set_id);
+
+extern List *concord_set_table_get_by_set(Oid set_id);
+extern List *concord_set_table_get_by_relid(Oid relid);
+extern bool concord_set_table_exists(Oid set_id, Oid relid);
+extern void concord_set_table_insert(const ConcordSetTable *member);
+extern bool concord_set_table_delete(Oid set_id, Oid relid);
+extern int	concord_catalog_forget_relation(Oid relid);
+
+#endif							/* CONCORD_CATALOG_H */

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ *
+ * seen.c
+ *		Causality: what a transaction's writer had already applied.
+ *
+ * A remote UPDATE or DELETE of a row last written by another node is a
+ * conflict only if the two writes were concurrent, that is, if the remote
+ * writer had not yet applied the local version when it wrote.  To know,
+ * every node keeps in shared memory, per origin node, the commit timestamp
+ * of the latest transaction of that origin it has applied (apply commits
+ * in each origin's commit order, so that is all it has seen of it).  A
+ * local transaction that writes logs that vector as a transactional
+ * logical decoding message ("concord.seen") before its first change; the
+ * output plugin ships it as a SEEN message right after BEGIN, and apply
+ * logs the same bytes again in the transaction it applies, so that a
+ * forwarded transaction keeps its writer's vector.  On the receiving
+ * node, the local row version (origin O, commit timestamp T, read from
+ * the commit timestamp of its xmin) was seen by the remote writer iff its
+ * vector holds O with a timestamp >= T.
+ *
+ * The hooks catch the writing statements of a transaction: the executor
+ * (INSERT, UPDATE, DELETE, MERGE, data-modifying WITH) and COPY FROM /
+ * TRUNCATE; the vector is logged before the first one, and again before a
+ * later one when the node applied more in between.
+ * A transaction without the message (no vector yet after a restart, or
+ * the subtransaction that logged it rolled back) counts as having seen
+ * nothing: its changes may show conflicts that were not, never the
+ * reverse.  The vector lives in shared memory; the launcher saves it to
+ * a file in the data directory every few seconds and at shutdown, and the
+ * postmaster loads it at startup, so a restart keeps what was applied (a
+ * crash may lose the last seconds: older values only make more changes
+ * look concurrent).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "replication/message.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "tcop/utility.h"
+
+#include "conflict/seen.h"
+#include "proto/proto.h"
+#include "shmem/shmem.h"
+
+/* Apply and sync workers log the vectors they receive, not their own. */
+bool		concord_is_worker = false;
+
+static shmem_startup_hook_type prev_shmem_startup = NULL;
+static ExecutorStart_hook_type prev_executor_start = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+static void seen_load(void);
+
+/* Nesting level of the (sub)transaction that logged the vector; 0: none. */
+static int	SeenLoggedLevel = 0;
+
+/* The vector's generation when this transaction last logged it. */
+static uint64 SeenLoggedGeneration = 0;
+
+static bool
+seen_entry_is(ConcordSeenState *e, const char *origin)
+{
+	return e->dboid == MyDatabaseId && strcmp(e->origin, origin) == 0;
+}
+
+/* Records that a transaction of origin committed at commit_ts was applied. */
+void
+concord_seen_applied(const char *origin, TimestampTz commit_ts)
+{
+	/* An apply worker applies one origin's transactions after another. */
+	static ConcordSeenState *last_entry = NULL;
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	ConcordSeenState *entry = NULL;
+	ConcordSeenState *free_entry = NULL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	if (last_entry && seen_entry_is(last_entry, origin))
+		entry = last_entry;
+	for (int i = 0; i < n && entry == NULL; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+
+		if (seen_entry_is(e, origin))
+			entry = e;
+		else if (!OidIsValid(e->dboid) && free_entry == NULL)
+			free_entry = e;
+	}
+	if (entry)
+	{
+		if (commit_ts > entry->commit_ts)
+		{
+			entry->commit_ts = commit_ts;
+			pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
+		}
+	}
+	else if (free_entry)
+	{
+		entry = free_entry;
+		entry->dboid = MyDatabaseId;
+		strlcpy(entry->origin, origin, NAMEDATALEN);
+		entry->commit_ts = commit_ts;
+		pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
+	}
+	last_entry = entry;
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/* This database's vector; NIL if nothing was applied here yet. */
+static List *
+current_vector(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	List	   *entries = NIL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+		ConcordSeenEntry *copy;
+
+		if (e->dboid != MyDatabaseId)
+			continue;
+		copy = palloc(sizeof(ConcordSeenEntry));
+		copy->origin = pstrdup(e->origin);
+		copy->commit_ts = e->commit_ts;
+		entries = lappend(entries, copy);
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return entries;
+}
+
+/* The vector's timestamp for origin, or 0 if it has none. */
+TimestampTz
+concord_seen_lookup(List *seen, const char *origin)
+{
+	ListCell   *lc;
+
+	foreach(lc, seen)
+	{
+		ConcordSeenEntry *e = lfirst(lc);
+
+		if (strcmp(e->origin, origin) == 0)
+			return e->commit_ts;
+	}
+	return 0;
+}
+
+/*
+ * Logs the vector before a writing statement: before the transaction's
+ * first change, and again before a later statement if this node applied
+ * more in between (the later statement may have read it).  A later
+ * message of a transaction supersedes the earlier ones on the receiver.
+ */
+static void
+log_seen(void)
+{
+	List	   *vector;
+	StringInfoData payload;
+	uint64		generation;
+
+	if (concord_is_worker || ConcordShmem == NULL ||
+		!XLogLogicalInfoActive() || !IsTransactionState() ||
+		RecoveryInProgress())
+		return;
+	generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
+	if (SeenLoggedLevel > 0 && generation == SeenLoggedGeneration)
+		return;
+	vector = current_vector();
+	if (vector == NIL)
+		return;
+	initStringInfo(&payload);
+	concord_encode_seen(&payload, vector);
+	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload.data, payload.len, true);
+	if (SeenLoggedLevel == 0 || GetCurrentTransactionNestLevel() < SeenLoggedLevel)
+		SeenLoggedLevel = GetCurrentTransactionNestLevel();
+	SeenLoggedGeneration = generation;
+	pfree(payload.data);
+}
+
+static void
+seen_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if (queryDesc->operation != CMD_SELECT ||
+		queryDesc->plannedstmt->hasModifyingCTE)
+		log_seen();
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+seen_process_utility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if ((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) ||
+		IsA(stmt, TruncateStmt))
+		log_seen();
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+static void
+seen_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		SeenLoggedLevel = 0;
+}
+
+
+/*
+ * Once the postmaster has made concord's shared memory (shmem.c, whose hook
+ * runs first), the vectors are loaded from the state file.  Backends of an
+ * EXEC_BACKEND build attach to the segment: they load nothing.
+ */
+static void
+seen_shmem_startup(void)
+{
+	if (prev_shmem_startup)
+		prev_shmem_startup();
+	if (!IsUnderPostmaster)
+		seen_load();
+}
+/* A rolled back subtransaction takes the message with it: log it again. */
+static void
+seen_subxact_callback(SubXactEvent event,
+					  SubTransactionId mySubid pg_attribute_unused(),
+					  SubTransactionId parentSubid pg_attribute_unused(),
+					  void *arg pg_attribute_unused())
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB &&
+		SeenLoggedLevel >= GetCurrentTransactionNestLevel())
+		SeenLoggedLevel = 0;
+}
+
+void
+concord_seen_install_hooks(void)
+{
+	prev_shmem_startup = shmem_startup_hook;
+	shmem_startup_hook = seen_shmem_startup;
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = seen_executor_start;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = seen_process_utility;
+	RegisterXactCallback(seen_xact_callback, NULL);
+	RegisterSubXactCallback(seen_subxact_callback, NULL);
+}
+
+#define SEEN_FILE		"concord_seen.state"
+#define SEEN_FILE_TMP	"concord_seen.state.tmp"
+#define SEEN_MAGIC		0x434F4E53	/* "CONS" */
+
+static uint64 SavedGeneration = 0;
+
+/* Writes the vectors of every database to the state file, if they moved. */
+void
+concord_seen_save(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	uint64		generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
+	uint32		magic = SEEN_MAGIC;
+	FILE	   *f;
+
+	if (generation == SavedGeneration)
+		return;
+	f = AllocateFile(SEEN_FILE_TMP, PG_BINARY_W);
+	if (f == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
+		return;
+	}
+	fwrite(&magic, sizeof(magic), 1, f);
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+		if (OidIsValid(ConcordShmem->seen[i].dboid))
+			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
+	LWLockRelease(ConcordShmem->lock);
+	if (ferror(f) || FreeFile(f) != 0)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
+		return;
+	}
+	(void) durable_rename(SEEN_FILE_TMP, SEEN_FILE, LOG);
+	SavedGeneration = generation;
+}
+
+/* At startup (postmaster): the vectors saved last. */
+static void
+seen_load(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	FILE	   *f = AllocateFile(SEEN_FILE, PG_BINARY_R);
+	uint32		magic = 0;
+	ConcordSeenState entry;
+	int			i = 0;
+
+	if (f == NULL)
+		return;
+	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == SEEN_MAGIC)
+	{
+		while (i < n && fread(&entry, sizeof(entry), 1, f) == 1)
+		{
+			entry.origin[NAMEDATALEN - 1] = '\0';
+			ConcordShmem->seen[i++] = entry;
+		}
+	}
+	FreeFile(f);
+}

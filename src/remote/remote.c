@@ -1,0 +1,375 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.c
+ *		libpq connections from a backend or worker to a peer.
+ *
+ * Every wait goes through WaitLatchOrSocket, so a worker or a user's
+ * session stays responsive to SIGTERM, query cancel and postmaster death
+ * while a peer is slow.  Nothing here logs a DSN: libpq's messages do not
+ * contain the password, and concord_redact_dsn() hides it from statement
+ * texts that do.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "mb/pg_wchar.h"
+#include "utils/memutils.h"
+
+#include "remote/remote.h"
+
+/* Waits until the connection's socket is ready for events, or timeout. */
+void
+concord_remote_wait(PGconn *conn, int events, long timeout_ms)
+{
+	int			rc;
+
+	rc = WaitLatchOrSocket(MyLatch,
+						   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | events |
+						   (timeout_ms >= 0 ? WL_TIMEOUT : 0),
+						   PQsocket(conn), timeout_ms, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Waits until the connection's socket is readable, or timeout, with a
+ * wait event set made once for the connection: a worker streaming from a
+ * peer waits between every batch of messages, and a set made per wait
+ * costs an epoll instance and its system calls each time.
+ */
+static WaitEventSet *ReadableSet = NULL;
+static PGconn *ReadableSetConn = NULL;
+static pgsocket ReadableSetSocket = PGINVALID_SOCKET;
+
+static void
+forget_readable_set(void)
+{
+	if (ReadableSet)
+		FreeWaitEventSet(ReadableSet);
+	ReadableSet = NULL;
+	ReadableSetConn = NULL;
+	ReadableSetSocket = PGINVALID_SOCKET;
+}
+
+void
+concord_remote_wait_readable(PGconn *conn, long timeout_ms)
+{
+	WaitEvent	event;
+
+	if (ReadableSet != NULL &&
+		(ReadableSetConn != conn || ReadableSetSocket != PQsocket(conn)))
+		forget_readable_set();
+	if (ReadableSet == NULL)
+	{
+		ReadableSet = CreateWaitEventSet(TopMemoryContext, 3);
+		AddWaitEventToSet(ReadableSet, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(ReadableSet, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(ReadableSet, WL_SOCKET_READABLE, PQsocket(conn), NULL, NULL);
+		ReadableSetConn = conn;
+		ReadableSetSocket = PQsocket(conn);
+	}
+	if (WaitEventSetWait(ReadableSet, timeout_ms, &event, 1, PG_WAIT_EXTENSION) == 1 &&
+		(event.events & WL_LATCH_SET))
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* libpq's last error, trimmed, in the current memory context. */
+char *
+concord_remote_error(PGconn *conn)
+{
+	char	   *msg = pstrdup(PQerrorMessage(conn));
+	int			len = strlen(msg);
+
+	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+		msg[--len] = '\0';
+	return msg;
+}
+
+/*
+ * Checks that dsn is a libpq connection string, without ever echoing it:
+ * libpq's parse errors quote the text around the mistake, which may be a
+ * password.  what names the object the dsn is for, in the message.
+ */
+void
+concord_check_dsn(const char *dsn, const char *what)
+{
+	char	   *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+
+	if (err)
+		PQfreemem(err);
+	if (opts)
+		PQconninfoFree(opts);
+	if (opts == NULL || dsn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid dsn for %s", what),
+				 errdetail("The dsn is not a valid libpq connection string; it is not shown because it may contain a password."),
+				 errhint("Use a connection string such as 'host=db1 port=5432 dbname=app' or a postgresql:// URI."),
+				 errhidestmt(true)));
+}
+
+PGconn *
+concord_remote_connect(const char *dsn, bool replication, const char *appname)
+{
+	/*
+	 * Values travel as text: the provider's output settings are fixed, so
+	 * that dates, intervals and floats read back the same here whatever
+	 * the provider's configuration.
+	 */
+	const char *keys[] = {"dbname", "fallback_application_name",
+		"client_encoding", "options", "replication", NULL};
+	const char *vals[] = {dsn, appname, GetDatabaseEncodingName(),
+		"-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3",
+	"database", NULL};
+	PGconn	   *conn;
+	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	if (!replication)
+		keys[4] = NULL;
+	concord_check_dsn(dsn, "the provider");
+	conn = PQconnectStartParams(keys, vals, true);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while connecting to a peer")));
+	while (PQstatus(conn) != CONNECTION_BAD &&
+		   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
+	{
+		concord_remote_wait(conn,
+							status == PGRES_POLLING_READING ?
+							WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE,
+							-1);
+		status = PQconnectPoll(conn);
+	}
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = concord_remote_error(conn);
+
+		PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the provider: %s", msg),
+				 errhidestmt(true)));
+	}
+	return conn;
+}
+
+static void
+wait_until_not_busy(PGconn *conn)
+{
+	while (PQisBusy(conn))
+	{
+		concord_remote_wait(conn, WL_SOCKET_READABLE, -1);
+		if (!PQconsumeInput(conn))
+			break;
+	}
+}
+
+/* Flushes what libpq has buffered for the peer. */
+void
+concord_remote_flush(PGconn *conn)
+{
+	int			r;
+
+	while ((r = PQflush(conn)) == 1)
+		concord_remote_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, -1);
+	if (r < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not send data to the provider: %s",
+						concord_remote_error(conn))));
+}
+
+/*
+ * Runs one statement and returns its last result (NULL on a lost
+ * connection).  Stops at COPY results, which the caller then reads.
+ */
+PGresult *
+concord_remote_exec(PGconn *conn, const char *sql, int nparams,
+					const char *const *params)
+{
+	PGresult   *last = NULL;
+	PGresult   *res;
+
+	/* Replication connections speak only the simple query protocol. */
+	if (params == NULL ? !PQsendQuery(conn, sql) :
+		!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
+		return NULL;
+	concord_remote_flush(conn);
+	for (;;)
+	{
+		wait_until_not_busy(conn);
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		if (last)
+			PQclear(last);
+		last = res;
+		if (PQresultStatus(res) == PGRES_COPY_OUT ||
+			PQresultStatus(res) == PGRES_COPY_IN ||
+			PQresultStatus(res) == PGRES_COPY_BOTH ||
+			PQstatus(conn) == CONNECTION_BAD)
+			break;
+	}
+	return last;
+}
+
+/* Runs a statement that must return the expected status, or errors. */
+PGresult *
+concord_remote_query(PGconn *conn, const char *sql, int nparams,
+					 const char *const *params, ExecStatusType expected)
+{
+	PGresult   *res = concord_remote_exec(conn, sql, nparams, params);
+
+	if (res == NULL || PQresultStatus(res) != expected)
+	{
+		char	   *msg = res && PQresultErrorMessage(res)[0] ?
+			pstrdup(PQresultErrorMessage(res)) : concord_remote_error(conn);
+		char	   *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		int			code = sqlstate && strlen(sqlstate) == 5 ?
+			MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]) :
+			ERRCODE_CONNECTION_FAILURE;
+
+		if (res)
+			PQclear(res);
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("the provider refused a request: %s", pchomp(msg)),
+				 errhidestmt(true)));
+	}
+	return res;
+}
+
+/*
+ * Reads the next row of a COPY from the peer into *buf (to be freed with
+ * PQfreemem).  Returns its length; 0 when !wait and nothing is there yet;
+ * -1 at the end of the COPY.
+ */
+int
+concord_remote_get_copy(PGconn *conn, char **buf, bool wait)
+{
+	for (;;)
+	{
+		int			len = PQgetCopyData(conn, buf, true);
+
+		if (len > 0 || len == -1)
+			return len;
+		if (len == -2)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("lost the provider while receiving data: %s",
+							concord_remote_error(conn))));
+		if (!wait)
+			return 0;
+		concord_remote_wait(conn, WL_SOCKET_READABLE, -1);
+		if (!PQconsumeInput(conn))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("lost the provider while receiving data: %s",
+							concord_remote_error(conn))));
+	}
+}
+
+void
+concord_remote_finish(PGconn *conn)
+{
+	if (conn && conn == ReadableSetConn)
+		forget_readable_set();
+	if (conn)
+		PQfinish(conn);
+}
+
+/*
+ * Returns text with the value of every password= keyword and the password
+ * of every URI (scheme://user:password@host) replaced by ***.
+ */
+char *
+concord_redact_dsn(const char *text)
+{
+	StringInfoData buf;
+	const char *p = text;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		if (pg_strncasecmp(p, "password", 8) == 0)
+		{
+			const char *q = p + 8;
+
+			while (*q == ' ')
+				q++;
+			if (*q == '=')
+			{
+				q++;
+				while (*q == ' ')
+					q++;
+				appendStringInfoString(&buf, "password=***");
+				if (*q == '\'' || (*q == '\\' && q[1] == '\''))
+				{
+					/* quoted value, possibly with doubled or escaped quotes */
+					q += (*q == '\\') ? 2 : 1;
+					while (*q && *q != '\'')
+						q += (*q == '\\' && q[1]) ? 2 : 1;
+					if (*q)
+						q++;
+				}
+				else
+					while (*q && *q != ' ' && *q != '\'' && *q != '&')
+						q++;
+				p = q;
+				continue;
+			}
+		}
+		if (p[0] == ':' && p[1] == '/' && p[2] == '/')
+		{
+			const char *at = p + 3;
+			const char *colon = NULL;
+
+			while (*at && *at != '@' && *at != '/' && *at != ' ' && *at != '\'')
+			{
+				if (*at == ':' && colon == NULL)
+					colon = at;
+				at++;
+			}
+			if (*at == '@' && colon != NULL)
+			{
+				appendBinaryStringInfo(&buf, p, colon - p + 1);
+				appendStringInfoString(&buf, "***");
+				p = at;
+				continue;
+			}
+		}
+		appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
+}
+
+/*
+ * A function that takes a DSN hides any password in it from the server
+ * log (error STATEMENT lines) and pg_stat_activity for the rest of the
+ * statement.
+ */
+void
+concord_redact_current_statement(void)
+{
+	char	   *redacted;
+
+	if (debug_query_string == NULL)
+		return;
+	/* The query text itself lives in MessageContext, until the next query. */
+	redacted = MemoryContextStrdup(MessageContext ? MessageContext : TopMemoryContext,
+								   concord_redact_dsn(debug_query_string));
+	if (strcmp(redacted, debug_query_string) == 0)
+		return;
+	debug_query_string = redacted;
+	pgstat_report_activity(STATE_RUNNING, redacted);
+}

@@ -1,0 +1,163 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *		Shared state of concord's background workers.
+ *
+ * One ConcordShared lives in shared memory.  It holds an entry per
+ * database (its manager) and per subscription (its apply and sync
+ * workers, progress and last error).  The subscription entry outlives its
+ * workers: the status view reads it, and the manager uses it to restart a
+ * failed apply worker with backoff.  Every field is protected by the
+ * concord LWLock, except where a comment says otherwise.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_SHMEM_H
+#define CONCORD_SHMEM_H
+
+#include "access/transam.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "postmaster/bgworker.h"
+#include "replication/origin.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define CONCORD_ERROR_LEN		1024
+
+typedef enum ConcordPhase
+{
+	CONCORD_PHASE_INITIALIZING,
+	CONCORD_PHASE_SYNCING,
+	CONCORD_PHASE_REPLICATING
+} ConcordPhase;
+
+typedef struct ConcordDbState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	pid_t		manager_pid;
+	Latch	   *manager_latch;
+	bool		dormant;		/* no concord or no subscription here */
+	uint64		requests;		/* counts concord_request_manager() calls */
+	int			failures;
+	TimestampTz restart_after;
+} ConcordDbState;
+
+typedef struct ConcordSubState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	Oid			subid;
+	pid_t		apply_pid;
+	Latch	   *apply_latch;
+	pid_t		sync_pid;
+	ConcordPhase phase;
+	XLogRecPtr	received_lsn;	/* provider WAL seen */
+	XLogRecPtr	caught_up_lsn;	/* every provider commit before it applied */
+	TimestampTz applied_commit_ts;	/* its commit time at the provider */
+	bool		has_error;
+	XLogRecPtr	error_lsn;		/* commit LSN of the failed transaction */
+	char		last_error[CONCORD_ERROR_LEN];
+	TimestampTz last_error_at;
+	int			failures;
+	TimestampTz restart_after;
+	TimestampTz careful_until;	/* apply looks for conflicts until then */
+	bool		stop_requested; /* the subscription was disabled */
+	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn reaches
+									 * wake_lsn */
+	XLogRecPtr	wake_lsn;		/* the lowest LSN a wait_for_apply() waits
+								 * for; 0: nobody waits */
+} ConcordSubState;
+
+/*
+ * What this node has applied from one origin node: the commit timestamp
+ * of the latest of its transactions committed here (seen.c).
+ */
+typedef struct ConcordSeenState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		origin[NAMEDATALEN];
+	TimestampTz commit_ts;
+} ConcordSeenState;
+
+#define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
+
+/*
+ * What writer node had applied of origin node when it wrote its latest
+ * transaction committed here (its SEEN vector): tombstone_gc.c.
+ */
+typedef struct ConcordConfirmState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		writer[NAMEDATALEN];
+	char		origin[NAMEDATALEN];
+	TimestampTz commit_ts;
+} ConcordConfirmState;
+
+#define CONCORD_CONFIRM_PER_ENTRY	16	/* confirm entries per worker slot */
+
+/*
+ * Transactions first .. first + count - 1, all committed by one apply
+ * worker under origin (own_commits.c).
+ */
+typedef struct ConcordCommitRun
+{
+	FullTransactionId first;
+	uint32		count;
+	RepOriginId origin;
+} ConcordCommitRun;
+
+#define CONCORD_COMMIT_RUNS	8192	/* per subscription: 128 kB */
+
+/* The latest commit runs of one subscription's apply worker, oldest first */
+typedef struct ConcordCommitRuns
+{
+	LWLock	   *lock;			/* protects the rest */
+	pid_t		owner;			/* the apply worker they are for; 0: none */
+	int			nruns;
+	ConcordCommitRun runs[CONCORD_COMMIT_RUNS];
+} ConcordCommitRuns;
+
+#define CONCORD_TOMBSTONE_SLOTS	1024
+
+typedef struct ConcordShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	int			max_entries;
+	ConcordDbState *dbs;		/* max_entries of each, after the struct */
+	ConcordSubState *subs;
+	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
+	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
+	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
+	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
+	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
+										 * or freed */
+	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
+	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
+	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
+} ConcordShared;
+
+extern ConcordShared *ConcordShmem;
+
+extern void concord_shmem_install_hooks(void);
+extern ConcordDbState *concord_db_state(Oid dboid, bool create);
+extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
+extern void concord_request_manager(Oid dboid);
+extern ConcordCommitRuns *concord_sub_commit_runs(ConcordSubState *st);
+extern void concord_sub_state_free(ConcordSubState *st);
+extern void concord_wake_launcher(void);
+extern TimestampTz concord_backoff_until(int failures);
+extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
+extern void concord_record_current_error(ConcordSubState *sub);
+
+/* The start-up every concord background worker shares (shmem.c) */
+extern Oid	concord_worker_connect(void);
+extern void concord_fill_worker(BackgroundWorker *worker, const char *type,
+								const char *function);
+extern bool concord_start_worker(const char *type, const char *function,
+								 Oid dboid, Oid subid,
+								 BackgroundWorkerHandle **handle);
+
+#endif							/* CONCORD_SHMEM_H */

@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *		The concord launcher: a static background worker, one per server.
+ *
+ * The launcher is registered from _PG_init and started by the postmaster
+ * once recovery has finished.  It connects to no database (shared catalogs
+ * only) and keeps one manager running per database that has concord: at
+ * start it tries every database that accepts connections; a manager that
+ * finds no extension says so in shared memory and is not tried again
+ * until a concord function asks for it (concord_request_manager).  A
+ * manager that fails is restarted with backoff.  SIGHUP reloads the
+ * configuration and SIGTERM ends it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "concord.h"
+#include "conflict/seen.h"
+#include "shmem/shmem.h"
+#include "workers/workers.h"
+
+#define LAUNCHER_NAME			"concord launcher"
+#define LAUNCHER_NAPTIME_MS		1000L
+#define LAUNCHER_RESTART_SECS	5
+#define SEEN_SAVE_MS			5000
+
+void
+concord_launcher_register(void)
+{
+	BackgroundWorker worker;
+
+	concord_fill_worker(&worker, LAUNCHER_NAME, "concord_launcher_main");
+	worker.bgw_restart_time = LAUNCHER_RESTART_SECS;
+	RegisterBackgroundWorker(&worker);
+}
+
+/* The OIDs of the databases that accept connections. */
+static List *
+connectable_databases(void)
+{
+	List	   *result = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+			result = lappend_oid(result, db->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return result;
+}
+
+/* Starts the managers that should run and do not; forgets dropped databases. */
+static void
+launcher_start_managers(List *dboids)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, dboids)
+	{
+		Oid			dboid = lfirst_oid(lc);
+		ConcordDbState *db;
+		bool		start = false;
+
+		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+		db = concord_db_state(dboid, true);
+		if (db && db->manager_pid == 0 && !db->dormant &&
+			db->restart_after <= now)
+		{
+			/* Counted as a failure until the manager reports it is up. */
+			db->failures++;
+			db->restart_after = concord_backoff_until(db->failures);
+			start = true;
+		}
+		LWLockRelease(ConcordShmem->lock);
+		if (start &&
+			!concord_start_worker("concord manager", "concord_manager_main",
+								  dboid, InvalidOid, NULL))
+			ereport(WARNING,
+					(errmsg("concord launcher could not start a manager"),
+					 errhint("Increase max_worker_processes.")));
+	}
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+	{
+		ConcordDbState *db = &ConcordShmem->dbs[i];
+
+		if (OidIsValid(db->dboid) && db->manager_pid == 0 &&
+			!list_member_oid(dboids, db->dboid))
+			db->dboid = InvalidOid;
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+static void
+launcher_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	concord_seen_save();
+}
+
+static void
+launcher_reload_config(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+}
+
+void
+concord_launcher_main(Datum main_arg pg_attribute_unused())
+{
+	TimestampTz last_save = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* No database: shared catalogs only, enough to list databases later. */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	ereport(LOG, (errmsg("concord launcher started")));
+	ConcordShmem->launcher_latch = MyLatch;
+	before_shmem_exit(launcher_exit, (Datum) 0);
+
+	for (;;)
+	{
+		launcher_start_managers(connectable_databases());
+		if (TimestampDifferenceExceeds(last_save, GetCurrentTimestamp(), SEEN_SAVE_MS))
+		{
+			concord_seen_save();
+			last_save = GetCurrentTimestamp();
+		}
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 LAUNCHER_NAPTIME_MS,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+			launcher_reload_config();
+	}
+}

@@ -1,0 +1,390 @@
+/*-------------------------------------------------------------------------
+ *
+ * manager.c
+ *		The manager: one per database with concord, started by the launcher.
+ *
+ * Every second, or when woken (a subscription was created, enabled,
+ * disabled, resynchronised or dropped), it reads concord.subscription and
+ * makes the apply workers match: one per enabled subscription, started
+ * once the subscription's backoff has passed, stopped (SIGTERM) when the
+ * subscription is disabled or gone.  It forgets the shared state of
+ * subscriptions that no longer exist.  It exits when the database has no
+ * subscription left (so that it does not stand in the way of DROP
+ * DATABASE), or when the extension is dropped, stopping the workers of
+ * the database first; the subscription functions ask the launcher for a
+ * manager again when they need one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog/tables.h"
+#include "concord.h"
+#include "conflict/tombstone.h"
+#include "conflict/tombstone_gc.h"
+#include "shmem/shmem.h"
+#include "workers/workers.h"
+
+#define MANAGER_NAPTIME_MS	1000L
+
+static Oid	ManagerDb = InvalidOid;
+static MemoryContext CycleContext = NULL;
+
+/* Apply workers started and not yet seen attached. */
+typedef struct Starting
+{
+	Oid			subid;
+	BackgroundWorkerHandle *handle;
+} Starting;
+static List *StartingWorkers = NIL;
+
+static void
+manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	ConcordDbState *db;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	db = concord_db_state(ManagerDb, false);
+	if (db && db->manager_pid == MyProcPid)
+	{
+		db->manager_pid = 0;
+		db->manager_latch = NULL;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	concord_wake_launcher();
+}
+
+/* The subscriptions of this database, or NIL with *gone if concord is. */
+static List *
+read_subscriptions(bool *gone)
+{
+	List	   *subs = NIL;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	*gone = !OidIsValid(get_extension_oid("concord", true)) ||
+		!OidIsValid(concord_catalog_relid(CATALOG_SUBSCRIPTION, true));
+	if (!*gone)
+	{
+		MemoryContext oldcxt;
+
+		MemoryContextReset(CycleContext);
+		oldcxt = MemoryContextSwitchTo(CycleContext);
+		subs = concord_subscription_get_all();
+		MemoryContextSwitchTo(oldcxt);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return subs;
+}
+
+static ConcordSubscription *
+find_sub(List *subs, Oid subid)
+{
+	ListCell   *lc;
+
+	foreach(lc, subs)
+		if (((ConcordSubscription *) lfirst(lc))->id == subid)
+			return lfirst(lc);
+	return NULL;
+}
+
+/*
+ * Stops workers of subscriptions that are disabled or gone, forgets the
+ * state of those gone; returns the subscriptions to start workers for.
+ */
+static List *
+reconcile(List *subs)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *to_start = NIL;
+	ListCell   *lc;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+		ConcordSubscription *sub;
+
+		if (st->dboid != ManagerDb)
+			continue;
+		sub = find_sub(subs, st->subid);
+		if (sub != NULL && !sub->enabled && st->apply_pid > 0 &&
+			st->phase == CONCORD_PHASE_REPLICATING && st->apply_latch)
+		{
+			/* Streaming: it stops by itself between two transactions. */
+			st->stop_requested = true;
+			SetLatch(st->apply_latch);
+		}
+		else if (sub == NULL || !sub->enabled)
+		{
+			if (st->apply_pid > 0)
+				kill(st->apply_pid, SIGTERM);
+			if (st->sync_pid > 0)
+				kill(st->sync_pid, SIGTERM);
+			if (sub == NULL && st->apply_pid == 0 && st->sync_pid == 0)
+				concord_sub_state_free(st);
+		}
+	}
+	foreach(lc, subs)
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		ConcordSubState *st;
+
+		if (!sub->enabled)
+			continue;
+		st = concord_sub_state(ManagerDb, sub->id, true);
+		if (st->apply_pid == 0 && st->sync_pid == 0 && st->restart_after <= now)
+		{
+			/* Reserved until the worker attaches or fails to start. */
+			st->apply_pid = InvalidPid;
+			to_start = lappend_oid(to_start, sub->id);
+		}
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return to_start;
+}
+
+/* A reserved slot goes back to "not running", with backoff if asked. */
+static void
+release_reservation(Oid subid, bool failed)
+{
+	ConcordSubState *st;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	st = concord_sub_state(ManagerDb, subid, false);
+	if (st && st->apply_pid == InvalidPid)
+	{
+		st->apply_pid = 0;
+		if (failed)
+		{
+			st->failures++;
+			st->restart_after = concord_backoff_until(st->failures);
+		}
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+static void
+start_apply(Oid subid)
+{
+	BackgroundWorkerHandle *handle;
+	MemoryContext oldcxt;
+	Starting   *s;
+
+	if (!concord_start_worker("concord apply", "concord_apply_main",
+							  ManagerDb, subid, &handle))
+	{
+		release_reservation(subid, true);
+		return;
+	}
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	s = palloc(sizeof(Starting));
+	s->subid = subid;
+	s->handle = handle;
+	StartingWorkers = lappend(StartingWorkers, s);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Forgets started workers that attached; releases those that died first. */
+static void
+check_starting(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, StartingWorkers)
+	{
+		Starting   *s = lfirst(lc);
+		pid_t		pid;
+		ConcordSubState *st;
+		bool		attached;
+
+		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+		st = concord_sub_state(ManagerDb, s->subid, false);
+		attached = st == NULL || st->apply_pid != InvalidPid;
+		LWLockRelease(ConcordShmem->lock);
+
+		if (!attached && GetBackgroundWorkerPid(s->handle, &pid) != BGWH_STOPPED)
+			continue;
+		if (!attached)
+			release_reservation(s->subid, true);
+		pfree(s->handle);
+		pfree(s);
+		StartingWorkers = foreach_delete_current(StartingWorkers, lc);
+	}
+}
+
+/*
+ * Keeps concord.conflict_history within concord.conflict_history_retention,
+ * once a minute at most.
+ */
+static void
+trim_history(void)
+{
+	static TimestampTz last_trim = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (concord_history_retention <= 0 ||
+		!TimestampDifferenceExceeds(last_trim, now, 60 * 1000))
+		return;
+	last_trim = now;
+	SetCurrentStatementStartTimestamp();	/* now() of this transaction */
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(psprintf("DELETE FROM concord.conflict_history "
+							 "WHERE detected_at < pg_catalog.now() - '%d min'::pg_catalog.interval",
+							 concord_history_retention), false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not trim concord.conflict_history");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* True while a worker of this database still runs. */
+static bool
+workers_running(void)
+{
+	bool		running = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+
+		if (st->dboid == ManagerDb && (st->apply_pid != 0 || st->sync_pid != 0))
+			running = true;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return running;
+}
+
+/* The extension was dropped: stop this database's workers and leave. */
+static void
+manager_shutdown(void)
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+
+		if (st->dboid != ManagerDb)
+			continue;
+		if (st->apply_pid > 0)
+			kill(st->apply_pid, SIGTERM);
+		if (st->sync_pid > 0)
+			kill(st->sync_pid, SIGTERM);
+		concord_sub_state_free(st);
+	}
+	LWLockRelease(ConcordShmem->lock);
+}
+
+static void
+manager_attach(void)
+{
+	ConcordDbState *db;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	db = concord_db_state(ManagerDb, true);
+	db->manager_pid = MyProcPid;
+	db->manager_latch = MyLatch;
+	LWLockRelease(ConcordShmem->lock);
+	before_shmem_exit(manager_detach, (Datum) 0);
+}
+
+static uint64
+current_requests(void)
+{
+	ConcordDbState *db;
+	uint64		requests = 0;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	db = concord_db_state(ManagerDb, false);
+	if (db)
+		requests = db->requests;
+	LWLockRelease(ConcordShmem->lock);
+	return requests;
+}
+
+/*
+ * Marks the database dormant, unless someone asked for a manager since
+ * the subscriptions were read (seen_requests): then keep going.
+ */
+static bool
+go_dormant(uint64 seen_requests)
+{
+	ConcordDbState *db;
+	bool		dormant = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	db = concord_db_state(ManagerDb, true);
+	db->failures = 0;
+	if (db->requests == seen_requests)
+		db->dormant = dormant = true;
+	LWLockRelease(ConcordShmem->lock);
+	return dormant;
+}
+
+void
+concord_manager_main(Datum main_arg pg_attribute_unused())
+{
+	bool		gone;
+	List	   *subs;
+
+	ManagerDb = concord_worker_connect();
+	/* Its SQL (history, tombstones) resolves names in pg_catalog only. */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+	CycleContext = AllocSetContextCreate(TopMemoryContext, "concord manager cycle",
+										 ALLOCSET_DEFAULT_SIZES);
+	manager_attach();
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+	for (;;)
+	{
+		uint64		seen_requests = current_requests();
+		ListCell   *lc;
+
+		subs = read_subscriptions(&gone);
+		if (gone)
+			manager_shutdown();
+		else
+		{
+			check_starting();
+			foreach(lc, reconcile(subs))
+				start_apply(lfirst_oid(lc));
+			trim_history();
+			concord_tombstone_gc_periodic();
+		}
+		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running())) &&
+			go_dormant(seen_requests))
+			proc_exit(0);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 MANAGER_NAPTIME_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+}
