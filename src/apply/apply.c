@@ -571,7 +571,7 @@ handle_truncate(StringInfo s)
 			arels = lappend(arels, arel);
 	}
 	if (arels != NIL)
-		concord_apply_truncate(arels, msg.cascade, msg.restart_seqs);
+		concord_apply_truncate(arels, msg.restart_seqs);
 	PopActiveSnapshot();
 }
 

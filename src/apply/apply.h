@@ -52,8 +52,7 @@ extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);
 extern void concord_apply_delete(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup);
-extern void concord_apply_truncate(List *arels, bool cascade,
-								   bool restart_seqs);
+extern void concord_apply_truncate(List *arels, bool restart_seqs);
 
 /* The apply and sync workers' entry points (apply.c, sync.c) */
 extern PGDLLEXPORT void concord_apply_main(Datum main_arg);

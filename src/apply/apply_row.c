@@ -898,8 +898,17 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	exec_end(&ex);
 }
 
+/*
+ * A remote TRUNCATE empties exactly the tables the provider shipped.  Its
+ * CASCADE was expanded on the provider, whose message lists every table
+ * the cascade reached there; cascading again here would follow this
+ * node's own foreign keys into tables the provider never touched (local
+ * ones among them).  So it is replayed with RESTRICT, as PostgreSQL's own
+ * apply does: a local table that still references one of them stops the
+ * subscription with the foreign key's error, until the operator decides.
+ */
 void
-concord_apply_truncate(List *arels, bool cascade, bool restart_seqs)
+concord_apply_truncate(List *arels, bool restart_seqs)
 {
 	List	   *rels = NIL;
 	List	   *relids = NIL;
@@ -920,8 +929,8 @@ concord_apply_truncate(List *arels, bool cascade, bool restart_seqs)
 		if (RelationIsLogicallyLogged(rel))
 			relids_logged = lappend_oid(relids_logged, arel->localid);
 	}
-	ExecuteTruncateGuts(rels, relids, relids_logged,
-						cascade ? DROP_CASCADE : DROP_RESTRICT, restart_seqs);
+	ExecuteTruncateGuts(rels, relids, relids_logged, DROP_RESTRICT,
+						restart_seqs);
 	foreach(lc, rels)
 		table_close(lfirst(lc), NoLock);
 	CommandCounterIncrement();
