@@ -731,10 +731,13 @@ concord_wait_for_apply(PG_FUNCTION_ARGS)
 }
 
 static const char *
-status_name(const ConcordSubscription *sub, const ConcordSubState *st)
+status_name(const ConcordSubscription *sub, const ConcordSubState *st,
+			bool no_room)
 {
 	if (!sub->enabled)
 		return "disabled";
+	if (no_room)
+		return "down";
 	if (st == NULL)
 		return "initializing";
 	if (st->has_error)
@@ -754,12 +757,15 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 	ConcordSubState copy;
 	ConcordSubState *st;
 	ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+	bool		no_room;
 
 	memset(nulls, 0, sizeof(nulls));
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	st = concord_sub_state(MyDatabaseId, sub->id, false);
 	if (st)
 		copy = *st;
+	/* Without an entry, and none free: its workers cannot start. */
+	no_room = st == NULL && sub->enabled && concord_sub_state_full();
 	LWLockRelease(ConcordShmem->lock);
 	if (st)
 		st = &copy;
@@ -770,7 +776,7 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 		values[1] = DirectFunctionCall1(namein, CStringGetDatum(provider->name));
 	else
 		nulls[1] = true;
-	values[2] = CStringGetTextDatum(status_name(sub, st));
+	values[2] = CStringGetTextDatum(status_name(sub, st, no_room));
 	values[3] = DirectFunctionCall1(namein, CStringGetDatum(sub->slot_name));
 	if (st && st->received_lsn != InvalidXLogRecPtr)
 	{
@@ -793,6 +799,12 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 	{
 		values[8] = CStringGetTextDatum(st->last_error);
 		values[9] = TimestampTzGetDatum(st->last_error_at);
+	}
+	else if (no_room)
+	{
+		/* The manager meets it at every attempt, once a second. */
+		values[8] = CStringGetTextDatum(concord_no_room_message());
+		values[9] = TimestampTzGetDatum(GetCurrentTimestamp());
 	}
 	else
 		nulls[8] = nulls[9] = true;

@@ -100,6 +100,8 @@ static MemoryContext MessageContext_ = NULL;
 static void
 apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
+	/* An error may have left concord's lock held: we are leaving anyway. */
+	LWLockReleaseAll();
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	if (W.shared && W.shared->apply_pid == MyProcPid)
 	{
@@ -894,6 +896,11 @@ attach_shared(Oid dboid, Oid subid)
 {
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared = concord_sub_state(dboid, subid, true);
+	if (W.shared == NULL)
+	{
+		LWLockRelease(ConcordShmem->lock);
+		concord_no_room_error(ERROR, NULL);
+	}
 	W.shared->apply_pid = MyProcPid;
 	W.shared->apply_latch = MyLatch;
 	W.shared->phase = CONCORD_PHASE_INITIALIZING;

@@ -79,6 +79,8 @@ sync_error_context(void *arg pg_attribute_unused())
 static void
 sync_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
+	/* An error may have left concord's lock held: we are leaving anyway. */
+	LWLockReleaseAll();
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	if (SyncShared && SyncShared->sync_pid == MyProcPid)
 		SyncShared->sync_pid = 0;
@@ -449,6 +451,11 @@ concord_sync_main(Datum main_arg)
 	concord_is_worker = true;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	SyncShared = concord_sub_state(dboid, subid, true);
+	if (SyncShared == NULL)
+	{
+		LWLockRelease(ConcordShmem->lock);
+		concord_no_room_error(ERROR, NULL);
+	}
 	SyncShared->sync_pid = MyProcPid;
 	LWLockRelease(ConcordShmem->lock);
 	before_shmem_exit(sync_detach, (Datum) 0);

@@ -145,7 +145,12 @@ commit_runs_reset(ConcordCommitRuns *runs)
 	LWLockRelease(runs->lock);
 }
 
-/* Caller holds the lock (exclusively when create). */
+/*
+ * The entry of a subscription; with create, a new one when there is none.
+ * NULL when there is none, or no room for one (every entry is taken): the
+ * caller reports that with concord_no_room_error() once it has released
+ * the lock, which it holds (exclusively when create).
+ */
 ConcordSubState *
 concord_sub_state(Oid dboid, Oid subid, bool create)
 {
@@ -160,13 +165,8 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 		if (!OidIsValid(sub->dboid) && free_entry == NULL)
 			free_entry = sub;
 	}
-	if (!create)
+	if (!create || free_entry == NULL)
 		return NULL;
-	if (free_entry == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many concord subscriptions"),
-				 errhint("Increase max_worker_processes.")));
 	memset(free_entry, 0, sizeof(ConcordSubState));
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
@@ -182,6 +182,40 @@ concord_sub_state_free(ConcordSubState *st)
 {
 	st->dboid = InvalidOid;
 	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
+}
+
+/* Whether every subscription entry is taken; caller holds the lock. */
+bool
+concord_sub_state_full(void)
+{
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
+		if (!OidIsValid(ConcordShmem->subs[i].dboid))
+			return false;
+	return true;
+}
+
+#define NO_ROOM_MSG		"too many concord subscriptions"
+#define NO_ROOM_DETAIL	"This server has room for %d concord subscriptions, all databases together."
+#define NO_ROOM_HINT	"Increase max_worker_processes (and restart), or drop subscriptions."
+
+/* The error of a subscription that found no room in shared memory. */
+void
+concord_no_room_error(int elevel, const char *sub_name)
+{
+	ereport(elevel,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg(NO_ROOM_MSG),
+			 errdetail(NO_ROOM_DETAIL, ConcordShmem->max_entries),
+			 errhint(NO_ROOM_HINT),
+			 sub_name ? errcontext("subscription \"%s\"", sub_name) : 0));
+}
+
+/* The same, as the status view's last_error shows an error. */
+char *
+concord_no_room_message(void)
+{
+	return psprintf(NO_ROOM_MSG ": " NO_ROOM_DETAIL " Hint: " NO_ROOM_HINT,
+					ConcordShmem->max_entries);
 }
 
 /* The commit runs (own_commits.c) of subscription entry st. */

@@ -30,6 +30,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -80,7 +81,59 @@ connectable_databases(void)
 	return result;
 }
 
-/* Starts the managers that should run and do not; forgets dropped databases. */
+/*
+ * Databases whose manager found no concord or no subscription there.  Kept
+ * here, not in shared memory, so that they hold no entry: there are only
+ * max_worker_processes entries, and a server may have more databases.  A
+ * backend that needs a manager again (concord_request_manager) makes an
+ * entry that is not dormant, which takes the database off this list.
+ */
+static List *Dormant = NIL;
+
+/* Starts the manager of one database if it should run and does not. */
+static void
+launcher_start_manager(Oid dboid, TimestampTz now)
+{
+	ConcordDbState *db;
+	bool		start = false;
+	MemoryContext oldcxt;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	db = concord_db_state(dboid, false);
+	if (db != NULL && db->dormant && db->manager_pid == 0)
+	{
+		/* Its manager went dormant: remember it here, free the entry. */
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		Dormant = list_append_unique_oid(Dormant, dboid);
+		MemoryContextSwitchTo(oldcxt);
+		db->dboid = InvalidOid;
+		db = NULL;
+	}
+	else if (db != NULL)
+		Dormant = list_delete_oid(Dormant, dboid);
+	else if (!list_member_oid(Dormant, dboid))
+		db = concord_db_state(dboid, true); /* NULL when full: next round */
+	if (db && db->manager_pid == 0 && !db->dormant && db->restart_after <= now)
+	{
+		/* Counted as a failure until the manager reports it is up. */
+		db->failures++;
+		db->restart_after = concord_backoff_until(db->failures);
+		start = true;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	if (start &&
+		!concord_start_worker("concord manager", "concord_manager_main",
+							  dboid, InvalidOid, NULL))
+		ereport(WARNING,
+				(errmsg("concord launcher could not start a manager"),
+				 errhint("Increase max_worker_processes.")));
+}
+
+/*
+ * Starts the managers that should run and do not; forgets the entries of
+ * databases that are gone, subscriptions' included (DROP DATABASE ... WITH
+ * (FORCE) ends their workers without anyone freeing them).
+ */
 static void
 launcher_start_managers(List *dboids)
 {
@@ -88,38 +141,24 @@ launcher_start_managers(List *dboids)
 	ListCell   *lc;
 
 	foreach(lc, dboids)
-	{
-		Oid			dboid = lfirst_oid(lc);
-		ConcordDbState *db;
-		bool		start = false;
+		launcher_start_manager(lfirst_oid(lc), now);
 
-		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-		db = concord_db_state(dboid, true);
-		if (db && db->manager_pid == 0 && !db->dormant &&
-			db->restart_after <= now)
-		{
-			/* Counted as a failure until the manager reports it is up. */
-			db->failures++;
-			db->restart_after = concord_backoff_until(db->failures);
-			start = true;
-		}
-		LWLockRelease(ConcordShmem->lock);
-		if (start &&
-			!concord_start_worker("concord manager", "concord_manager_main",
-								  dboid, InvalidOid, NULL))
-			ereport(WARNING,
-					(errmsg("concord launcher could not start a manager"),
-					 errhint("Increase max_worker_processes.")));
-	}
+	foreach(lc, Dormant)
+		if (!list_member_oid(dboids, lfirst_oid(lc)))
+			Dormant = foreach_delete_current(Dormant, lc);
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ConcordShmem->max_entries; i++)
 	{
 		ConcordDbState *db = &ConcordShmem->dbs[i];
+		ConcordSubState *sub = &ConcordShmem->subs[i];
 
 		if (OidIsValid(db->dboid) && db->manager_pid == 0 &&
 			!list_member_oid(dboids, db->dboid))
 			db->dboid = InvalidOid;
+		if (OidIsValid(sub->dboid) && sub->apply_pid == 0 && sub->sync_pid == 0 &&
+			!list_member_oid(dboids, sub->dboid))
+			concord_sub_state_free(sub);
 	}
 	LWLockRelease(ConcordShmem->lock);
 }
@@ -127,6 +166,7 @@ launcher_start_managers(List *dboids)
 static void
 launcher_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
+	LWLockReleaseAll();
 	concord_seen_save();
 }
 

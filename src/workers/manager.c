@@ -60,6 +60,8 @@ manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	ConcordDbState *db;
 
+	/* An error may have left concord's lock held: we are leaving anyway. */
+	LWLockReleaseAll();
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	db = concord_db_state(ManagerDb, false);
 	if (db && db->manager_pid == MyProcPid)
@@ -107,6 +109,31 @@ find_sub(List *subs, Oid subid)
 }
 
 /*
+ * Subscriptions that found no room in shared memory: each is logged once,
+ * until it has an entry again (the status view shows them as down).
+ */
+static List *NoRoomWarned = NIL;
+
+static void
+warn_no_room(List *subs)
+{
+	ListCell   *lc;
+
+	foreach(lc, subs)
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		MemoryContext oldcxt;
+
+		if (list_member_oid(NoRoomWarned, sub->id))
+			continue;
+		concord_no_room_error(WARNING, sub->name);
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		NoRoomWarned = lappend_oid(NoRoomWarned, sub->id);
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/*
  * Stops workers of subscriptions that are disabled or gone, forgets the
  * state of those gone; returns the subscriptions to start workers for.
  */
@@ -115,6 +142,7 @@ reconcile(List *subs)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	List	   *to_start = NIL;
+	List	   *no_room = NIL;
 	ListCell   *lc;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
@@ -151,6 +179,13 @@ reconcile(List *subs)
 		if (!sub->enabled)
 			continue;
 		st = concord_sub_state(ManagerDb, sub->id, true);
+		if (st == NULL)
+		{
+			/* Reported once the lock is released; the view shows it. */
+			no_room = lappend(no_room, sub);
+			continue;
+		}
+		NoRoomWarned = list_delete_oid(NoRoomWarned, sub->id);
 		if (st->apply_pid == 0 && st->sync_pid == 0 && st->restart_after <= now)
 		{
 			/* Reserved until the worker attaches or fails to start. */
@@ -159,12 +194,16 @@ reconcile(List *subs)
 		}
 	}
 	LWLockRelease(ConcordShmem->lock);
+	warn_no_room(no_room);
 	return to_start;
 }
 
-/* A reserved slot goes back to "not running", with backoff if asked. */
+/*
+ * A reserved slot goes back to "not running", with backoff; with error, the
+ * subscription also shows it as its last error.
+ */
 static void
-release_reservation(Oid subid, bool failed)
+release_reservation(Oid subid, const char *error)
 {
 	ConcordSubState *st;
 
@@ -173,10 +212,13 @@ release_reservation(Oid subid, bool failed)
 	if (st && st->apply_pid == InvalidPid)
 	{
 		st->apply_pid = 0;
-		if (failed)
+		st->failures++;
+		st->restart_after = concord_backoff_until(st->failures);
+		if (error)
 		{
-			st->failures++;
-			st->restart_after = concord_backoff_until(st->failures);
+			st->has_error = true;
+			strlcpy(st->last_error, error, CONCORD_ERROR_LEN);
+			st->last_error_at = GetCurrentTimestamp();
 		}
 	}
 	LWLockRelease(ConcordShmem->lock);
@@ -192,7 +234,9 @@ start_apply(Oid subid)
 	if (!concord_start_worker("concord apply", "concord_apply_main",
 							  ManagerDb, subid, &handle))
 	{
-		release_reservation(subid, true);
+		/* No free background worker slot: say so, retry with backoff. */
+		release_reservation(subid,
+							"could not start the apply worker: every background worker slot is taken Hint: Increase max_worker_processes (and restart).");
 		return;
 	}
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
@@ -224,7 +268,7 @@ check_starting(void)
 		if (!attached && GetBackgroundWorkerPid(s->handle, &pid) != BGWH_STOPPED)
 			continue;
 		if (!attached)
-			release_reservation(s->subid, true);
+			release_reservation(s->subid, NULL);
 		pfree(s->handle);
 		pfree(s);
 		StartingWorkers = foreach_delete_current(StartingWorkers, lc);
