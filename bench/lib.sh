@@ -9,7 +9,7 @@
 #   ...check the script's own settings...
 #   bench_init                                  # temporary directory, exit trap
 #
-# Environment (see bench/README.md): BENCH_ROWS, BENCH_CLIENTS, BENCH_PAYLOAD,
+# Environment (see docs/benchmarks.md): BENCH_ROWS, BENCH_CLIENTS, BENCH_PAYLOAD,
 # BENCH_TIMEOUT, BENCH_KEEP, BENCH_PORT, PG_CONFIG.
 
 ROWS=${BENCH_ROWS:-50000}

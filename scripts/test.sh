@@ -12,6 +12,9 @@
 #
 # CONCORD_KEEP_TMP=1 keeps the temporary directory (logs, data) afterwards.
 # CONCORD_TAP_TESTS="test/t/120_x.pl ..." runs only those TAP files.
+# CONCORD_LAYERS="tap" runs only those layers (of: regress pgtap tap).
+# CONCORD_DOCS="docs/replication.md ..." has test/t/300_docs.pl run only the
+# examples of those files.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,12 +30,15 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # --- 1. dependencies and build --------------------------------------------
-if ! bash "$REPO/scripts/install-deps.sh"; then
+# CONCORD_SKIP_BUILD=1 tests what is installed already (for running one
+# layer or file again while nothing in src/ or sql/ changed).
+if [[ "${CONCORD_SKIP_BUILD:-}" == 1 ]]; then
+	echo "CONCORD_SKIP_BUILD=1: testing the installed build"
+elif ! bash "$REPO/scripts/install-deps.sh"; then
 	echo "FAILED: installing dependencies" >&2
 	summary 0 1
 	exit 1
-fi
-if ! bash "$REPO/scripts/build.sh"; then
+elif ! bash "$REPO/scripts/build.sh"; then
 	echo "FAILED: build" >&2
 	summary 0 1
 	exit 1
@@ -168,7 +174,8 @@ layer_tap() {
 
 # Run each layer with errexit on, in a subshell, so that one layer's crash
 # neither hides the others nor skips the summary.
-for layer in regress pgtap tap; do
+LAYERS=${CONCORD_LAYERS:-regress pgtap tap}
+for layer in $LAYERS; do
 	set +e
 	(set -e; "layer_$layer")
 	set -e
@@ -176,7 +183,7 @@ done
 
 # Stop and remove everything before the summary so that it stays last.
 passed=0 failed=0
-for layer in regress pgtap tap; do
+for layer in $LAYERS; do
 	if [[ -s "$RESULTS/$layer" ]]; then
 		read -r p f <"$RESULTS/$layer"
 	else
