@@ -17,6 +17,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_replication_origin.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
@@ -29,6 +30,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -376,15 +378,34 @@ remember_provider(const ProviderInfo *info, const char *dsn)
 		concord_node_insert(&node);
 }
 
+/*
+ * A subscription's id names its replication origins (concord_<id>_<node>),
+ * which every database of the server shares: it must be unique server-wide,
+ * not only in this database, or two databases' same-named subscriptions
+ * would share origins and progress, and skip each other's transactions.
+ * The first candidate is a hash of the name (stable, so that a subscription
+ * made again the same way gets the same slot name); the next ones follow.
+ * The candidate is locked (a lock on a shared object, held to the end of
+ * the transaction) before it is checked, so that two databases creating
+ * subscriptions at once cannot take the same one.
+ */
 static Oid
 new_subscription_id(const char *name)
 {
 	uint32		h = hash_bytes((const unsigned char *) name, strlen(name));
 	Oid			id = (Oid) Max(h, FirstNormalObjectId);
 
-	while (concord_subscription_get_by_id(id) != NULL)
+	for (;;)
+	{
+		LockSharedObject(ReplicationOriginRelationId, id, 0, ExclusiveLock);
+		/* Origins committed while we waited must be seen. */
+		InvalidateCatalogSnapshot();
+		if (concord_subscription_get_by_id(id) == NULL &&
+			!concord_origin_sub_id_in_use(id))
+			return id;
+		UnlockSharedObject(ReplicationOriginRelationId, id, 0, ExclusiveLock);
 		id = id + 1 < FirstNormalObjectId ? FirstNormalObjectId : id + 1;
-	return id;
+	}
 }
 
 Datum

@@ -129,6 +129,17 @@ sub_origins(Oid subid)
 	return found;
 }
 
+/*
+ * Whether any replication origin of the server, in any database, belongs to
+ * subscription id subid: origins are shared by every database, so a
+ * subscription id must be unique server-wide.
+ */
+bool
+concord_origin_sub_id_in_use(Oid subid)
+{
+	return sub_origins(subid) != NIL;
+}
+
 /* The end of the last provider transaction applied by the subscription. */
 XLogRecPtr
 concord_origin_sub_progress(Oid subid)
