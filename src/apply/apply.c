@@ -387,6 +387,8 @@ handle_begin(StringInfo s)
 		/* now() in the transaction, e.g. conflict_history.detected_at */
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
+		/* Deferred triggers fire as the table's owner too (owner.c). */
+		concord_constraints_immediate();
 	}
 	W.in_remote_txn = true;
 	W.seen = NIL;
@@ -541,7 +543,7 @@ handle_change(StringInfo s, char type)
 	if (W.skip_txn)
 		return;
 	PushActiveSnapshot(GetTransactionSnapshot());
-	arel = concord_apply_rel_get(relid);
+	arel = concord_apply_rel_get(relid, RowExclusiveLock);
 	if (change_wanted(arel))
 	{
 		if (type == CONCORD_MSG_INSERT)
@@ -567,7 +569,7 @@ handle_truncate(StringInfo s)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int i = 0; i < msg.nrelids; i++)
 	{
-		ApplyRel   *arel = concord_apply_rel_get(msg.relids[i]);
+		ApplyRel   *arel = concord_apply_rel_get(msg.relids[i], AccessExclusiveLock);
 
 		if (change_wanted(arel))
 			arels = lappend(arels, arel);

@@ -10,6 +10,9 @@
 
 #include "access/xlogdefs.h"
 #include "nodes/pg_list.h"
+#include "storage/lockdefs.h"
+#include "utils/acl.h"
+#include "utils/relcache.h"
 
 #include "conflict/conflict.h"
 #include "fmgr.h"
@@ -19,15 +22,16 @@
 typedef struct ApplyRel
 {
 	Oid			remoteid;		/* hash key: the provider's OID */
+	MemoryContext cxt;			/* everything below; replaced at a re-send */
 	ConcordRelationMsg *remote;
 	bool		resolved;
 	Oid			localid;
 	char	   *qualname;		/* provider's schema.table, quoted */
+	MemoryContext map_cxt;		/* the map below, made again at each resolve */
 	AttrNumber *attmap;			/* remote column i -> local attnum */
 	Oid		   *typinput;		/* per remote column, local input function */
 	Oid		   *typioparam;
 	FmgrInfo   *typinfmgr;		/* per remote column, typinput looked up */
-	MemoryContext infmgr_cxt;	/* typinfmgr and what the functions cache */
 	bool		has_unsent_columns; /* local columns with defaults to fill */
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
@@ -40,7 +44,7 @@ typedef struct ApplyRel
 /* apply_rel.c */
 extern void concord_apply_rel_init(const char *sub_name, List *synced);
 extern void concord_apply_rel_store(StringInfo msg);
-extern ApplyRel *concord_apply_rel_get(Oid remoteid);
+extern ApplyRel *concord_apply_rel_get(Oid remoteid, LOCKMODE lockmode);
 extern void concord_apply_rel_forget_all(void);
 
 /* apply_row.c */
@@ -53,6 +57,20 @@ extern void concord_apply_update(ApplyRel *arel, char oldkind,
 extern void concord_apply_delete(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup);
 extern void concord_apply_truncate(List *arels, bool restart_seqs);
+
+/* owner.c: writes run as the table's owner */
+typedef struct ConcordAsOwner
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} ConcordAsOwner;
+
+extern void concord_become_table_owner(Relation rel, AclMode mode,
+									   const char *sub_name,
+									   ConcordAsOwner *saved);
+extern void concord_restore_user(ConcordAsOwner *saved);
+extern void concord_constraints_immediate(void);
 
 /* The apply and sync workers' entry points (apply.c, sync.c) */
 extern PGDLLEXPORT void concord_apply_main(Datum main_arg);

@@ -20,6 +20,7 @@
 #include "catalog/partition.h"
 #include "libpq/pqformat.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -28,6 +29,7 @@
 #include "utils/rel.h"
 
 #include "apply/apply.h"
+#include "catalog/relcheck.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/tombstone.h"
@@ -82,18 +84,26 @@ concord_apply_rel_init(const char *sub_name, List *synced)
 	CacheRegisterRelcacheCallback(apply_rel_invalidate, (Datum) 0);
 }
 
-/* Reads a RELATION message and keeps it for the stream's lifetime. */
+/*
+ * Reads a RELATION message and keeps it for the stream's lifetime.  A
+ * re-send (the provider sends one again whenever its cache of the table
+ * was invalidated, which ANALYZE alone does) replaces the entry whole: its
+ * memory, map and input functions' caches included.
+ */
 void
 concord_apply_rel_store(StringInfo msg)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(ApplyRelContext);
+	MemoryContext cxt = AllocSetContextCreate(ApplyRelContext, "concord apply relation",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	ConcordRelationMsg *remote = concord_read_relation(msg);
 	bool		found;
 	ApplyRel   *arel = hash_search(ApplyRels, &remote->remoteid, HASH_ENTER, &found);
 
-	if (found && arel->attmap)
-		pfree(arel->attmap);
+	if (found)
+		MemoryContextDelete(arel->cxt);
 	memset(((char *) arel) + sizeof(Oid), 0, sizeof(ApplyRel) - sizeof(Oid));
+	arel->cxt = cxt;
 	arel->remote = remote;
 	arel->qualname = quote_qualified_identifier(remote->nspname, remote->relname);
 	for (int i = 0; i < remote->natts; i++)
@@ -128,13 +138,13 @@ map_columns(ApplyRel *arel, Relation rel)
 	ConcordRelationMsg *remote = arel->remote;
 	int			n = Max(remote->natts, 1);
 
-	arel->attmap = MemoryContextAllocZero(ApplyRelContext, sizeof(AttrNumber) * n);
-	arel->typinput = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
-	arel->typioparam = MemoryContextAllocZero(ApplyRelContext, sizeof(Oid) * n);
-	/* Input functions keep their own caches (fn_extra) in infmgr_cxt. */
-	arel->infmgr_cxt = AllocSetContextCreate(ApplyRelContext, "concord input functions",
-											 ALLOCSET_SMALL_SIZES);
-	arel->typinfmgr = MemoryContextAllocZero(arel->infmgr_cxt, sizeof(FmgrInfo) * n);
+	/* The input functions keep their own caches (fn_extra) there too. */
+	arel->map_cxt = AllocSetContextCreate(arel->cxt, "concord apply column map",
+										  ALLOCSET_SMALL_SIZES);
+	arel->attmap = MemoryContextAllocZero(arel->map_cxt, sizeof(AttrNumber) * n);
+	arel->typinput = MemoryContextAllocZero(arel->map_cxt, sizeof(Oid) * n);
+	arel->typioparam = MemoryContextAllocZero(arel->map_cxt, sizeof(Oid) * n);
+	arel->typinfmgr = MemoryContextAllocZero(arel->map_cxt, sizeof(FmgrInfo) * n);
 	for (int i = 0; i < remote->natts; i++)
 	{
 		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), remote->atts[i].name);
@@ -149,7 +159,7 @@ map_columns(ApplyRel *arel, Relation rel)
 		att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
 		arel->attmap[i] = attnum;
 		getTypeInputInfo(att->atttypid, &arel->typinput[i], &arel->typioparam[i]);
-		fmgr_info_cxt(arel->typinput[i], &arel->typinfmgr[i], arel->infmgr_cxt);
+		fmgr_info_cxt(arel->typinput[i], &arel->typinfmgr[i], arel->map_cxt);
 	}
 	arel->has_unsent_columns = false;
 	for (int j = 0; j < RelationGetDescr(rel)->natts; j++)
@@ -235,12 +245,15 @@ concord_apply_rel_forget_all(void)
 	apply_rel_invalidate((Datum) 0, InvalidOid);
 }
 
-/* Finds the local table and maps the columns; errors out if it cannot. */
+/*
+ * Finds the local table and maps the columns, under a lock of the given
+ * mode; errors out if it cannot.
+ */
 static void
-resolve(ApplyRel *arel)
+resolve(ApplyRel *arel, LOCKMODE lockmode)
 {
 	RangeVar   *rv = makeRangeVar(arel->remote->nspname, arel->remote->relname, -1);
-	Oid			relid = RangeVarGetRelid(rv, RowExclusiveLock, true);
+	Oid			relid = RangeVarGetRelid(rv, lockmode, true);
 	Relation	rel;
 
 	if (!OidIsValid(relid))
@@ -250,6 +263,7 @@ resolve(ApplyRel *arel)
 						SubName, arel->qualname),
 				 errhint("Create the table on the subscriber; the subscription retries the change.")));
 	rel = table_open(relid, NoLock);
+	concord_check_replication_target(rel, SubName, arel->qualname);
 	/*
 	 * Changes name the provider's leaf tables; apply writes into tables,
 	 * never routes rows into partitions (the initial copy does).
@@ -265,13 +279,10 @@ resolve(ApplyRel *arel)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("subscription \"%s\": %s is not a table on this node",
 						SubName, arel->qualname)));
-	if (arel->attmap)
-	{
-		pfree(arel->attmap);
-		pfree(arel->typinput);
-		pfree(arel->typioparam);
-		MemoryContextDelete(arel->infmgr_cxt);
-	}
+	if (arel->map_cxt)
+		MemoryContextDelete(arel->map_cxt);
+	arel->map_cxt = NULL;
+	arel->attmap = NULL;
 	map_columns(arel, rel);
 	table_close(rel, NoLock);
 	arel->localid = relid;
@@ -281,8 +292,16 @@ resolve(ApplyRel *arel)
 	arel->resolved = true;
 }
 
+/*
+ * The mapped relation of a change, its local table locked in lockmode
+ * (until the apply transaction ends).  The lock comes first: taking it
+ * reads the invalidations of DDL committed since the map was made, which
+ * mark the map stale, so a map used here always matches the table as it
+ * is while locked (review #6: an ALTER COLUMN TYPE committed between two
+ * changes had the old map write an integer into a text column).
+ */
 ApplyRel *
-concord_apply_rel_get(Oid remoteid)
+concord_apply_rel_get(Oid remoteid, LOCKMODE lockmode)
 {
 	ApplyRel   *arel = hash_search(ApplyRels, &remoteid, HASH_FIND, NULL);
 
@@ -291,7 +310,9 @@ concord_apply_rel_get(Oid remoteid)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("subscription \"%s\": change for relation %u without its metadata",
 						SubName, remoteid)));
+	if (arel->resolved)
+		LockRelationOid(arel->localid, lockmode);
 	if (!arel->resolved)
-		resolve(arel);
+		resolve(arel, lockmode);
 	return arel;
 }

@@ -75,6 +75,7 @@ typedef struct ApplyExec
 	EState	   *estate;
 	ResultRelInfo *rri;
 	EPQState	epqstate;
+	ConcordAsOwner owner;		/* the user to return to at exec_end() */
 } ApplyExec;
 
 /* What a conversion error names. */
@@ -84,12 +85,19 @@ typedef struct ColumnContext
 	int			col;
 } ColumnContext;
 
+/*
+ * Opens the table for one remote change of the given kind, and from here
+ * to exec_end() runs as the table's owner (owner.c): reading the change's
+ * values (domain checks), the write, its defaults, constraints, indexes and
+ * triggers.
+ */
 static void
-exec_begin(ApplyExec *ex, ApplyRel *arel)
+exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode)
 {
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 
 	ex->rel = table_open(arel->localid, RowExclusiveLock);
+	concord_become_table_owner(ex->rel, mode, concord_remote_txn->sub_name, &ex->owner);
 	ex->estate = CreateExecutorState();
 	rte->rtekind = RTE_RELATION;
 	rte->relid = RelationGetRelid(ex->rel);
@@ -112,6 +120,7 @@ exec_end(ApplyExec *ex)
 	ExecCloseIndices(ex->rri);
 	ExecResetTupleTable(ex->estate->es_tupleTable, false);
 	FreeExecutorState(ex->estate);
+	concord_restore_user(&ex->owner);
 	table_close(ex->rel, NoLock);
 	CommandCounterIncrement();
 }
@@ -692,7 +701,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	TupleTableSlot *local;
 
 	lock_key(arel, newtup);
-	exec_begin(&ex, arel);
+	exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
@@ -817,7 +826,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		lock_key(arel, newtup);
-	exec_begin(&ex, arel);
+	exec_begin(&ex, arel, ACL_UPDATE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -880,7 +889,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	TupleTableSlot *local;
 
 	lock_key(arel, oldtup);
-	exec_begin(&ex, arel);
+	exec_begin(&ex, arel, ACL_DELETE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 	fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
@@ -911,27 +920,65 @@ void
 concord_apply_truncate(List *arels, bool restart_seqs)
 {
 	List	   *rels = NIL;
-	List	   *relids = NIL;
-	List	   *relids_logged = NIL;
+	List	   *done = NIL;
 	ListCell   *lc;
 
 	foreach(lc, arels)
 	{
 		ApplyRel   *arel = lfirst(lc);
-		Relation	rel;
 
-		if (list_member_oid(relids, arel->localid))
-			continue;
-		rel = table_open(arel->localid, AccessExclusiveLock);
-		rels = lappend(rels, rel);
-		relids = lappend_oid(relids, arel->localid);
-		/* Logged, so that rings and stars forward it. */
-		if (RelationIsLogicallyLogged(rel))
-			relids_logged = lappend_oid(relids_logged, arel->localid);
+		if (!list_member_oid(done, arel->localid))
+		{
+			rels = lappend(rels, table_open(arel->localid, AccessExclusiveLock));
+			done = lappend_oid(done, arel->localid);
+		}
 	}
-	ExecuteTruncateGuts(rels, relids, relids_logged, DROP_RESTRICT,
-						restart_seqs);
-	foreach(lc, rels)
-		table_close(lfirst(lc), NoLock);
+
+	/*
+	 * TRUNCATE triggers run as the table's owner.  PostgreSQL 15 cannot
+	 * switch users between the tables of one TRUNCATE, so the tables are
+	 * truncated per owner, together where they have one owner; tables of
+	 * different owners that reference one another by a foreign key then
+	 * stop the subscription with the foreign key's error.
+	 */
+	while (rels != NIL)
+	{
+		Oid			owner = ((Relation) linitial(rels))->rd_rel->relowner;
+		List	   *group = NIL;
+		List	   *relids = NIL;
+		List	   *relids_logged = NIL;
+		List	   *rest = NIL;
+		ConcordAsOwner saved;
+
+		foreach(lc, rels)
+		{
+			Relation	rel = lfirst(lc);
+
+			if (rel->rd_rel->relowner != owner)
+			{
+				rest = lappend(rest, rel);
+				continue;
+			}
+			group = lappend(group, rel);
+			relids = lappend_oid(relids, RelationGetRelid(rel));
+			/* Logged, so that rings and stars forward it. */
+			if (RelationIsLogicallyLogged(rel))
+				relids_logged = lappend_oid(relids_logged, RelationGetRelid(rel));
+		}
+		foreach(lc, group)
+		{
+			/* Checks each table's privilege; the last switch stays. */
+			if (foreach_current_index(lc) > 0)
+				concord_restore_user(&saved);
+			concord_become_table_owner(lfirst(lc), ACL_TRUNCATE,
+									   concord_remote_txn->sub_name, &saved);
+		}
+		ExecuteTruncateGuts(group, relids, relids_logged, DROP_RESTRICT,
+							restart_seqs);
+		concord_restore_user(&saved);
+		foreach(lc, group)
+			table_close(lfirst(lc), NoLock);
+		rels = rest;
+	}
 	CommandCounterIncrement();
 }

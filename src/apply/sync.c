@@ -43,6 +43,7 @@
 
 #include "apply/apply.h"
 #include "catalog/origin.h"
+#include "catalog/relcheck.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/seen.h"
@@ -211,6 +212,7 @@ open_local_table(SyncTable *t)
 {
 	RangeVar   *rv = makeRangeVar(t->nspname, t->relname, -1);
 	Oid			relid = RangeVarGetRelid(rv, RowExclusiveLock, true);
+	Relation	rel;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -218,7 +220,10 @@ open_local_table(SyncTable *t)
 				 errmsg("subscription \"%s\": relation %s does not exist on this node",
 						SubName, quote_qualified_identifier(t->nspname, t->relname)),
 				 errhint("Create the table on the subscriber; the subscription retries the copy.")));
-	return table_open(relid, NoLock);
+	rel = table_open(relid, NoLock);
+	concord_check_replication_target(rel, SubName,
+									 quote_qualified_identifier(t->nspname, t->relname));
+	return rel;
 }
 
 static void
@@ -247,8 +252,12 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	PGresult   *res;
 	ParseState *pstate;
 	CopyFromState cstate;
+	ConcordAsOwner owner;
 
 	check_local_columns(rel, t, names);
+	/* The copy writes as the table's owner, as apply does (owner.c). */
+	concord_become_table_owner(rel, ACL_INSERT | (truncate ? ACL_TRUNCATE : 0),
+							   SubName, &owner);
 	if (truncate)
 		ExecuteTruncateGuts(list_make1(rel), list_make1_oid(RelationGetRelid(rel)),
 							RelationIsLogicallyLogged(rel) ?
@@ -277,6 +286,7 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_read, names, NIL);
 	(void) CopyFrom(cstate);
 	EndCopyFrom(cstate);
+	concord_restore_user(&owner);
 
 	/* The end of the COPY, then the command's own result. */
 	while ((res = PQgetResult(conn)) != NULL)
@@ -357,6 +367,7 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
 
 	use_provider_origin(sub);
 	StartTransactionCommand();
+	concord_constraints_immediate();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, tables)
 	{

@@ -22,6 +22,7 @@
 
 #include "access/sysattr.h"
 #include "catalog/catalog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -57,6 +58,46 @@ set_needs_key(const ConcordSet *set)
 	return set->replicate_update || set->replicate_delete;
 }
 
+/*
+ * Tables that no replication writes, whatever a set or a provider says:
+ * system catalogs and anything in pg_catalog, TOAST tables, temporary
+ * tables (of any session), and the tables of information_schema and of
+ * concord's own schema.
+ */
+bool
+concord_relation_is_system(Relation rel)
+{
+	Oid			nsp = RelationGetNamespace(rel);
+	char	   *nspname;
+
+	if (IsCatalogRelation(rel) || IsCatalogNamespace(nsp) ||
+		IsToastNamespace(nsp) || isAnyTempNamespace(nsp))
+		return true;
+	nspname = get_namespace_name(nsp);
+	return nspname == NULL ||
+		strcmp(nspname, "information_schema") == 0 ||
+		strcmp(nspname, CONCORD_SCHEMA) == 0;
+}
+
+/*
+ * A provider's change (or copy) names a table by schema and name: refuses
+ * to write one that no replication writes.  The check is made on the table
+ * found here, so no spelling of the name gets around it.
+ */
+void
+concord_check_replication_target(Relation rel, const char *sub_name,
+								 const char *qualname)
+{
+	if (concord_relation_is_system(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("subscription \"%s\": the provider sent a change of %s, which replication never writes",
+						sub_name, qualname),
+				 errdetail("System catalogs, TOAST tables, temporary tables and the tables of schemas pg_catalog, information_schema and %s are never replicated.",
+						   CONCORD_SCHEMA),
+				 errhint("Check the provider: no concord node sends such changes.")));
+}
+
 /* Refuses views, temporary and unlogged tables, catalogs and our own. */
 void
 concord_check_table_kind(Relation rel)
@@ -80,8 +121,7 @@ concord_check_table_kind(Relation rel)
 				 errmsg("unlogged table \"%s\" cannot be replicated", relname),
 				 errdetail("Changes to unlogged tables are not written to WAL."),
 				 errhint("Use ALTER TABLE %s SET LOGGED first.", relname)));
-	if (IsCatalogRelation(rel) ||
-		strcmp(get_namespace_name(RelationGetNamespace(rel)), CONCORD_SCHEMA) == 0)
+	if (concord_relation_is_system(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("system table \"%s\" cannot be replicated", relname)));

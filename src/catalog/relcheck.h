@@ -15,6 +15,9 @@
 #include "catalog/tables.h"
 
 extern char *concord_relation_qualified_name(Relation rel);
+extern bool concord_relation_is_system(Relation rel);
+extern void concord_check_replication_target(Relation rel, const char *sub_name,
+											 const char *qualname);
 extern void concord_check_table_kind(Relation rel);
 extern Node *concord_row_filter_expr(Relation rel, const char *filter);
 extern void concord_check_table_for_set(Relation rel, const ConcordSet *set,

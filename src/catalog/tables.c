@@ -27,6 +27,7 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "storage/lmgr.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
@@ -911,4 +912,28 @@ concord_catalog_forget_relation(Oid relid)
 	catalog_delete_where_oid(CATALOG_RESOLVER, Anum_resolver_reloid, relid);
 	return catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_reloid,
 									relid);
+}
+
+/*
+ * Switches to the owner of concord's catalog table relname (the superuser
+ * who created the extension), in a restricted security context: concord's
+ * own writes and reads, made while a worker runs as a table's owner or a
+ * session as any role, need no privilege of that role.  Undo with
+ * SetUserIdAndSecContext(*saved_user, *saved_context).
+ */
+void
+concord_catalog_become_owner(const char *relname, Oid *saved_user,
+							 int *saved_context)
+{
+	Oid			relid = concord_catalog_relid(relname, false);
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	GetUserIdAndSecContext(saved_user, saved_context);
+	SetUserIdAndSecContext(owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 }

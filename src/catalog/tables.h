@@ -142,6 +142,8 @@ typedef struct ConcordSubTable
 } ConcordSubTable;
 
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
+extern void concord_catalog_become_owner(const char *relname, Oid *saved_user,
+										 int *saved_context);
 extern void concord_catalog_lock(const char *relname);
 
 extern ConcordNode *concord_node_get_local(bool missing_ok);

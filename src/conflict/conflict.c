@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -469,6 +470,8 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 	char		nulls[HISTORY_NARGS];
 	bool		isnull;
 	int			ret;
+	Oid			saved_user;
+	int			saved_context;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = DirectFunctionCall1(namein, CStringGetDatum(concord_remote_txn->sub_name));
@@ -492,10 +495,13 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 	values[14] = c->error_message ? CStringGetTextDatum(c->error_message) : (Datum) 0;
 	nulls[14] = c->error_message ? ' ' : 'n';
 
+	/* As concord's owner: apply may be running as the table's owner. */
+	concord_catalog_become_owner("conflict_history", &saved_user, &saved_context);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ret = SPI_execute_plan(history_plan(rowtype, types), values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
 }

@@ -97,20 +97,14 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 
 /*
  * Tombstones are written by whoever deletes, who needs no privilege on
- * concord's schema: the writes run as the owner of concord.tombstone, in
- * a restricted security context.
+ * concord's schema, and read by apply while it runs as a table's owner:
+ * both run as the owner of concord.tombstone, in a restricted security
+ * context.
  */
 static void
 become_owner(Oid *saved_user, int *saved_context)
 {
-	Oid			relid = concord_catalog_relid("tombstone", false);
-	Relation	rel = table_open(relid, AccessShareLock);
-	Oid			owner = rel->rd_rel->relowner;
-
-	table_close(rel, AccessShareLock);
-	GetUserIdAndSecContext(saved_user, saved_context);
-	SetUserIdAndSecContext(owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	concord_catalog_become_owner("tombstone", saved_user, saved_context);
 }
 
 static SPIPlanPtr
@@ -187,11 +181,14 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 	Datum		values[2];
 	bool		found;
 	int			ret;
+	Oid			saved_user;
+	int			saved_context;
 
 	values[1] = key_of(rel, slot, &found);
 	if (!found)
 		return false;
 	values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
+	become_owner(&saved_user, &saved_context);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (FindPlan == NULL)
@@ -210,6 +207,7 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 													&isnull));
 	}
 	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
 	return found;
 }
 
