@@ -31,6 +31,41 @@ SELECT concord.drop_replication_set('granted');
 REVOKE ALL ON SCHEMA concord FROM concord_nobody;
 REVOKE ALL ON FUNCTION concord.create_replication_set(name, boolean, boolean, boolean, boolean, text) FROM concord_nobody;
 
+-- a role granted the set functions may add and remove only the tables it
+-- owns, as for ALTER PUBLICATION (it could add any table before)
+CREATE SCHEMA adm;
+CREATE TABLE adm.not_theirs (id int PRIMARY KEY);
+CREATE TABLE adm.theirs (id int PRIMARY KEY);
+ALTER TABLE adm.theirs OWNER TO concord_nobody;
+SELECT concord.create_replication_set('adm', replicate_update := false,
+                                      replicate_delete := false) > 0 AS created;
+GRANT USAGE ON SCHEMA concord, adm TO concord_nobody;
+GRANT EXECUTE ON FUNCTION
+    concord.replication_set_add_table(name, regclass, boolean, text[], text),
+    concord.replication_set_add_all_tables(name, text[], boolean),
+    concord.replication_set_remove_table(name, regclass)
+  TO concord_nobody;
+SET ROLE concord_nobody;
+SELECT concord.replication_set_add_table('adm', 'adm.not_theirs');
+\echo :LAST_ERROR_SQLSTATE
+SELECT concord.replication_set_add_all_tables('adm', '{adm}');
+SELECT concord.replication_set_add_table('adm', 'adm.theirs');
+RESET ROLE;
+SELECT concord.replication_set_add_table('adm', 'adm.not_theirs');
+SET ROLE concord_nobody;
+SELECT concord.replication_set_remove_table('adm', 'adm.not_theirs');
+SELECT concord.replication_set_remove_table('adm', 'adm.theirs');
+RESET ROLE;
+SELECT t.set_reloid FROM concord.replication_set_table t
+  JOIN concord.replication_set s USING (set_id) WHERE s.set_name = 'adm';
+SELECT concord.drop_replication_set('adm');
+DROP SCHEMA adm CASCADE;
+REVOKE ALL ON SCHEMA concord FROM concord_nobody;
+REVOKE ALL ON FUNCTION
+    concord.replication_set_add_table(name, regclass, boolean, text[], text),
+    concord.replication_set_add_all_tables(name, text[], boolean),
+    concord.replication_set_remove_table(name, regclass)
+  FROM concord_nobody;
 -- no function of the extension is executable by PUBLIC
 SELECT p.oid::regprocedure AS public_executable
   FROM pg_proc p

@@ -75,7 +75,7 @@ BEGIN;
 SELECT concord.create_subscription('rolled_back', :'peer_dsn', synchronize_data := false) > 0 AS created;
 ROLLBACK;
 \c concord_peer
-SELECT count(*) AS slots_of_from_peer_only FROM pg_replication_slots;
+SELECT count(*) AS slots_of_from_peer_only FROM pg_replication_slots WHERE slot_type = 'logical';
 \c contrib_regression
 
 -- drop removes the slot on the provider and the origins here
@@ -84,7 +84,7 @@ SELECT concord.drop_subscription('from_peer');
 SELECT concord.drop_subscription('from_peer', ifexists := true);
 SELECT count(*) AS origins FROM pg_replication_origin WHERE roname LIKE 'concord%';
 \c concord_peer
-SELECT count(*) AS slots FROM pg_replication_slots;
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_type = 'logical';
 \c contrib_regression
 DROP DATABASE concord_peer WITH (FORCE);
 DROP TABLE fruit;

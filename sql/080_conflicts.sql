@@ -280,6 +280,14 @@ SELECT concord.protocol_describe(data, 2)
   FROM pg_logical_slot_peek_binary_changes('regress_seen', NULL, NULL,
          'proto_version', '2', 'replication_sets', 'default');
 SELECT pg_drop_replication_slot('regress_seen');
+-- EXPLAIN of a writing statement writes nothing: no vector is logged, so no
+-- transaction id is taken (one was, before)
+BEGIN;
+EXPLAIN (COSTS OFF) INSERT INTO not_replicated VALUES (2);
+SELECT pg_current_xact_id_if_assigned() IS NULL AS nothing_written;
+ROLLBACK;
+-- a message whose string runs to the end of the bytea is refused cleanly
+SELECT concord.protocol_describe('\x520000000000414141'::bytea);
 DROP TABLE ts_keyed, not_replicated;
 DROP ROLE concord_deleter;
 DROP DATABASE concord_peer2 WITH (FORCE);

@@ -50,6 +50,7 @@ CREATE TABLE concord.replication_set_table (
     set_reloid  regclass NOT NULL,
     column_list text[],
     row_filter  text,
+    row_filter_expr text,
     PRIMARY KEY (set_id, set_reloid)
 ) WITH (user_catalog_table = true);
 CREATE INDEX replication_set_table_reloid
@@ -157,6 +158,18 @@ COMMENT ON TABLE concord.tombstone_gap IS
 COMMENT ON TABLE concord.tombstone IS
     'deleted keys of replicated tables, so that DELETE racing UPDATE converges';
 
+-- Which database of which server the local node is (src/catalog/identity.c):
+-- a copy of it (pg_basebackup, a restore) differs in one of these, or lacks
+-- the marker slot.  Not dumped: a database restored from a dump is a copy.
+CREATE TABLE concord.node_identity (
+    system_identifier   text        NOT NULL,
+    database_oid        oid         NOT NULL PRIMARY KEY,
+    marker_slot         name        NOT NULL,
+    recorded_at         timestamptz NOT NULL DEFAULT now()
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE concord.node_identity IS
+    'the server (system identifier), database and marker slot of the local node; a copy of the node differs';
+
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
@@ -169,7 +182,7 @@ REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
 REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
               concord.conflict_history, concord.tombstone,
-              concord.tombstone_gap FROM PUBLIC;
+              concord.tombstone_gap, concord.node_identity FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -197,6 +210,27 @@ AS 'MODULE_PATHNAME', 'concord_drop_node'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.drop_node(name, boolean) IS
     'remove a node (refused while subscriptions exist)';
+
+CREATE FUNCTION concord.reclaim_node_identity()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_reclaim_node_identity'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.reclaim_node_identity() IS
+    'records this database of this server as the local node again (after pg_upgrade or a failover); false if it already was';
+
+CREATE FUNCTION concord.node_status_internal(
+        OUT node_name name, OUT identity text, OUT detail text, OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_node_status'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.node_status_internal() IS
+    'the rows of the view concord.node_status';
+
+CREATE VIEW concord.node_status AS
+    SELECT * FROM concord.node_status_internal();
+COMMENT ON VIEW concord.node_status IS
+    'the local node, and whether this database is that node or a copy of it';
+REVOKE ALL ON concord.node_status FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Replication sets
@@ -244,6 +278,13 @@ AS 'MODULE_PATHNAME', 'concord_replication_set_add_table'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.replication_set_add_table(name, regclass, boolean, text[], text) IS
     'add a table to a replication set, optionally limited to some columns and rows';
+
+CREATE FUNCTION concord.row_filter_sql(set_id oid, relation regclass)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_row_filter_sql'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION concord.row_filter_sql(oid, regclass) IS
+    'the row filter of a table in a set, as SQL read back in this session (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
 
 CREATE FUNCTION concord.replication_set_add_all_tables(set_name name,
         schema_names text[],
@@ -329,7 +370,8 @@ CREATE FUNCTION concord.subscription_status_internal(
         OUT subscription_name name, OUT provider_node name, OUT status text,
         OUT slot_name name, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
         OUT lag_bytes bigint, OUT lag interval,
-        OUT last_error text, OUT last_error_at timestamptz)
+        OUT last_error text, OUT last_error_at timestamptz,
+        OUT last_msg_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'concord_subscription_status'
 LANGUAGE C STABLE;
@@ -479,6 +521,17 @@ COMMENT ON FUNCTION concord.on_sql_drop() IS
 CREATE EVENT TRIGGER concord_on_sql_drop ON sql_drop
     EXECUTE FUNCTION concord.on_sql_drop();
 
+CREATE FUNCTION concord.on_alter_table()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_alter_table'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_alter_table() IS
+    'event trigger: refuses an ALTER TABLE that breaks a row filter (a column it uses dropped or retyped)';
+
+CREATE EVENT TRIGGER concord_on_alter_table ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION concord.on_alter_table();
+
 CREATE FUNCTION concord.on_drop_extension()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'concord_on_drop_extension'
@@ -508,7 +561,8 @@ COMMENT ON COLUMN concord.replication_set.replicate_truncate IS 'ship TRUNCATE';
 
 COMMENT ON COLUMN concord.replication_set_table.set_reloid IS 'the table';
 COMMENT ON COLUMN concord.replication_set_table.column_list IS 'shipped columns; NULL: all';
-COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row; NULL: every row';
+COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, as deparsed when it was set; NULL: every row';
+COMMENT ON COLUMN concord.replication_set_table.row_filter_expr IS 'the row filter analysed (nodeToString), as the provider runs it; internal';
 
 COMMENT ON COLUMN concord.subscription.sub_id IS 'derived from a hash of sub_name';
 COMMENT ON COLUMN concord.subscription.provider_node_id IS 'the provider (concord.node.node_id)';
@@ -548,6 +602,10 @@ COMMENT ON COLUMN concord.tombstone.key IS 'text form of the key columns, made w
 COMMENT ON COLUMN concord.tombstone_gap.peer IS 'the node whose older transactions are refused';
 COMMENT ON COLUMN concord.tombstone_gap.origin IS 'the node whose deletions they had not applied';
 COMMENT ON COLUMN concord.tombstone_gap.removed_upto IS 'commit timestamp of the newest such tombstone removed';
+
+COMMENT ON COLUMN concord.node_identity.system_identifier IS 'the system identifier of the server the node was created on';
+COMMENT ON COLUMN concord.node_identity.database_oid IS 'the OID of its database there';
+COMMENT ON COLUMN concord.node_identity.marker_slot IS 'a physical slot of that server, reserving no WAL, that copies of the server lack';
 
 COMMENT ON FUNCTION concord.subscription_status_internal() IS
     'the rows of the view concord.subscription_status';

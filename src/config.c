@@ -24,6 +24,7 @@ int			concord_history_retention = 0;	/* minutes; 0: forever */
 int			concord_handler_timeout = 1000;	/* ms; 0: none */
 int			concord_tombstone_gc_delay = 300;	/* s */
 int			concord_tombstone_retention = 0;	/* s; 0: forever */
+int			concord_receive_timeout = 60000;	/* ms; 0: none */
 
 void
 concord_define_gucs(void)
@@ -86,6 +87,17 @@ concord_define_gucs(void)
 							0, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.receive_timeout",
+							"How long a stream from a provider may stay silent before it is taken as dead.",
+							"After half of it, apply asks the provider for a sign of life; after all of it, "
+							"apply drops the connection, shows the subscription as down, and reconnects "
+							"with backoff.  Keep it above the providers' wal_sender_timeout.  0: no limit.",
+							&concord_receive_timeout,
+							60000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");

@@ -11,22 +11,31 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
+
 #include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "libpq-fe.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "api/api.h"
+#include "catalog/identity.h"
+#include "catalog/row_filter.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "remote/remote.h"
+#include "shmem/shmem.h"
 
 #define DEFAULT_SET_NAME	"default"
 
 PG_FUNCTION_INFO_V1(concord_create_node);
 PG_FUNCTION_INFO_V1(concord_alter_node);
 PG_FUNCTION_INFO_V1(concord_drop_node);
+PG_FUNCTION_INFO_V1(concord_reclaim_node_identity);
+PG_FUNCTION_INFO_V1(concord_node_status);
 
 /* Returns argument argno, or raises an error naming it when it is NULL. */
 Datum
@@ -69,6 +78,38 @@ check_node_name(const char *node_name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("node name must not be empty")));
+}
+
+/*
+ * A transaction that made a marker slot and rolls back leaves it (slots are
+ * not transactional): the manager drops it (concord_identity_sweep), woken
+ * here since a node without subscriptions has no manager running.
+ */
+static bool MarkerMadeInXact = false;
+static bool NodeXactCallbackRegistered = false;
+
+static void
+node_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_ABORT && MarkerMadeInXact)
+		concord_request_manager(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		MarkerMadeInXact = false;
+}
+
+static void
+record_identity(bool reclaim)
+{
+	if (!NodeXactCallbackRegistered)
+	{
+		RegisterXactCallback(node_xact_callback, NULL);
+		NodeXactCallbackRegistered = true;
+	}
+	MarkerMadeInXact = true;
+	if (reclaim)
+		concord_identity_reclaim();
+	else
+		concord_identity_record();
 }
 
 /* Creates the set "default", shipping every operation, as pglogical does. */
@@ -125,6 +166,8 @@ concord_create_node(PG_FUNCTION_ARGS)
 	node.is_local = true;
 	concord_node_insert(&node);
 	create_default_set();
+	/* This database of this server, from now on (catalog/identity.c). */
+	record_identity(false);
 
 	PG_RETURN_OID(node.id);
 }
@@ -202,7 +245,79 @@ concord_drop_node(PG_FUNCTION_ARGS)
 				 errhint("Drop the subscriptions with concord.drop_subscription() first.")));
 
 	if (node->is_local)
+	{
 		drop_local_sets();
+		concord_identity_forget();
+	}
 	concord_node_delete(node->id);
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * concord.reclaim_node_identity(): records this database of this server as
+ * the local node again, for the operator who knows it is (pg_upgrade keeps
+ * no slots, a promoted standby has not its primary's).  false when it
+ * already was.
+ */
+Datum
+concord_reclaim_node_identity(PG_FUNCTION_ARGS pg_attribute_unused())
+{
+	ConcordNode *local;
+	char	   *why;
+
+	concord_catalog_lock(CATALOG_NODE);
+	local = concord_node_get_local(false);
+	if (concord_identity_check(&why))
+	{
+		ereport(NOTICE,
+				(errmsg("this database is node \"%s\" already", local->name)));
+		PG_RETURN_BOOL(false);
+	}
+	record_identity(true);
+	/* A restored dump numbers the tables' columns anew. */
+	concord_row_filter_reanalyse_all();
+	ereport(NOTICE,
+			(errmsg("this database is node \"%s\" from now on", local->name),
+			 errdetail("Before: %s.", why)));
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * concord.node_status: the local node, and whether this database is that
+ * node or a copy of it (catalog/identity.c).
+ */
+Datum
+concord_node_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ConcordNode *local;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	char	   *why;
+
+	InitMaterializedSRF(fcinfo, 0);
+	local = concord_node_get_local(true);
+	if (local == NULL)
+		return (Datum) 0;
+	values[0] = DirectFunctionCall1(namein, CStringGetDatum(local->name));
+	if (RecoveryInProgress())
+	{
+		/* A standby has not its primary's slots: it is no copy for that. */
+		values[1] = CStringGetTextDatum("standby");
+		values[2] = CStringGetTextDatum("This server is a standby in recovery: concord's workers do not run here");
+		values[3] = CStringGetTextDatum("If it is promoted to take the node's place, run SELECT concord.reclaim_node_identity() there.");
+	}
+	else if (concord_identity_check(&why))
+	{
+		values[1] = CStringGetTextDatum("this node");
+		nulls[2] = nulls[3] = true;
+	}
+	else
+	{
+		values[1] = CStringGetTextDatum("copy");
+		values[2] = CStringGetTextDatum(why);
+		values[3] = CStringGetTextDatum(COPY_HINT);
+	}
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
 }

@@ -16,22 +16,31 @@
 #include "access/relation.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaddress.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "api/api.h"
+#include "catalog/identity.h"
 #include "catalog/relcheck.h"
+#include "catalog/row_filter.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/tombstone.h"
 
 PG_FUNCTION_INFO_V1(concord_create_replication_set);
+PG_FUNCTION_INFO_V1(concord_row_filter_sql);
+PG_FUNCTION_INFO_V1(concord_on_alter_table);
+PG_FUNCTION_INFO_V1(concord_row_filter_upgrade);
 PG_FUNCTION_INFO_V1(concord_alter_replication_set);
 PG_FUNCTION_INFO_V1(concord_drop_replication_set);
 PG_FUNCTION_INFO_V1(concord_replication_set_add_table);
@@ -89,8 +98,14 @@ static Relation
 open_table_arg(FunctionCallInfo fcinfo, int argno)
 {
 	Oid			relid = DatumGetObjectId(concord_required_arg(fcinfo, argno, "relation"));
-	Relation	rel = try_relation_open(relid, ShareUpdateExclusiveLock);
+	char		relkind = get_rel_relkind(relid);
+	Relation	rel;
 
+	/* Whoever does not own it may not even lock it (checked again after). */
+	if (relkind != '\0' && !pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(relkind),
+					   get_rel_name(relid));
+	rel = try_relation_open(relid, ShareUpdateExclusiveLock);
 	if (rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -128,6 +143,21 @@ concord_create_replication_set(PG_FUNCTION_ARGS)
 	PG_RETURN_OID(set.id);
 }
 
+/* The analysed row filter of a membership, if it has one. */
+static Node *
+stored_filter(Relation rel, const ConcordSetTable *member)
+{
+	if (member->row_filter == NULL)
+		return NULL;
+	if (member->row_filter_expr == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the row filter of table \"%s\" was not analysed",
+						concord_relation_qualified_name(rel)),
+				 errhint("Run ALTER EXTENSION concord UPDATE: version 0.3.0 stores row filters analysed.")));
+	return concord_row_filter_load(rel, member->relid, member->row_filter_expr);
+}
+
 /* Re-checks every member table of a set against the set's new flags. */
 static void
 check_set_members(const ConcordSet *set)
@@ -140,6 +170,7 @@ check_set_members(const ConcordSet *set)
 		Relation	rel = table_open(member->relid, AccessShareLock);
 
 		concord_check_table_for_set(rel, set, member->columns,
+									stored_filter(rel, member),
 									member->row_filter);
 		if (set->replicate_delete)
 			concord_tombstone_trigger_create(rel);
@@ -202,14 +233,35 @@ concord_drop_replication_set(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
+/*
+ * Only the table's owner (or a superuser) decides whether its rows leave
+ * this node, as for ALTER PUBLICATION ... ADD TABLE (review #19).
+ */
+static void
+check_owner(Relation rel)
+{
+	if (!pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER,
+					   get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
+}
+
 /* Adds one open table to a set after every check; refuses duplicates. */
 static void
 add_table(const ConcordSet *set, Relation rel, ArrayType *columns,
 		  const char *row_filter)
 {
 	ConcordSetTable member;
+	Node	   *filter_expr = NULL;
 
-	concord_check_table_for_set(rel, set, columns, row_filter);
+	check_owner(rel);
+	/*
+	 * With SQL objects older than 0.3.0 only the text is stored (as
+	 * deparsed); the update analyses it again.
+	 */
+	if (row_filter != NULL)
+		filter_expr = concord_row_filter_analyse(rel, row_filter);
+	concord_check_table_for_set(rel, set, columns, filter_expr, row_filter);
 	if (concord_set_table_exists(set->id, RelationGetRelid(rel)))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -219,16 +271,16 @@ add_table(const ConcordSet *set, Relation rel, ArrayType *columns,
 	member.set_id = set->id;
 	member.relid = RelationGetRelid(rel);
 	member.columns = columns;
-	member.row_filter = (char *) row_filter;
+	member.row_filter = filter_expr ? concord_row_filter_deparse(rel, filter_expr) : NULL;
+	member.row_filter_expr = filter_expr ? nodeToString(filter_expr) : NULL;
 	concord_set_table_insert(&member);
 	if (set->replicate_delete)
 		concord_tombstone_trigger_create(rel);
 }
 
 /*
- * synchronize_data (argument 2) asks subscribers to copy the table's
- * existing rows when they learn of it; it is accepted here and acted on by
- * the subscription machinery.
+ * synchronize_data (argument 2) is accepted and has no effect yet: a table
+ * added to a set later is not copied by subscribers (resynchronize it).
  */
 Datum
 concord_replication_set_add_table(PG_FUNCTION_ARGS)
@@ -343,6 +395,10 @@ concord_replication_set_remove_table(PG_FUNCTION_ARGS)
 	concord_catalog_lock(CATALOG_SET_TABLE);
 	(void) concord_node_get_local(false);
 	set = set_get_existing(set_name);
+	if (OidIsValid(get_rel_namespace(relid)) &&
+		!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
 	if (!concord_set_table_delete(set->id, relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -422,6 +478,138 @@ concord_on_drop_extension(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 					 errmsg("cannot drop extension concord because subscriptions exist"),
 					 errhint("Drop them first with concord.drop_subscription(), which also removes their slots on the providers.")));
+		if (strcmp(strVal(lfirst(lc)), "concord") == 0)
+			concord_identity_sweep_at_commit();	/* the marker goes too */
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * concord.row_filter_sql(set_id, relid): the row filter of one table in one
+ * set, deparsed from its analysed form in the caller's session.  A
+ * subscriber's initial copy calls it on the provider, in the session that
+ * then runs the COPY: column names as they are now, constants in that
+ * session's formats, nothing parsed under other lexer settings than the
+ * ones that read it back (review #2).  The caller needs SELECT on
+ * concord.replication_set_table, as for reading the filter's text.
+ */
+Datum
+concord_row_filter_sql(PG_FUNCTION_ARGS)
+{
+	Oid			set_id = PG_GETARG_OID(0);
+	Oid			relid = PG_GETARG_OID(1);
+	Oid			catalog = concord_catalog_relid(CATALOG_SET_TABLE, false);
+	ListCell   *lc;
+	char	   *sql = NULL;
+
+	if (pg_class_aclcheck(catalog, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(catalog));
+	foreach(lc, concord_set_table_get_by_relid(relid))
+	{
+		ConcordSetTable *member = lfirst(lc);
+		Relation	rel;
+
+		if (member->set_id != set_id || member->row_filter == NULL)
+			continue;
+		rel = table_open(relid, AccessShareLock);
+		sql = concord_row_filter_deparse(rel, stored_filter(rel, member));
+		table_close(rel, AccessShareLock);
+	}
+	if (sql == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(sql));
+}
+
+/*
+ * The update to 0.3.0 analyses the row filters stored as text before:
+ * each is checked again by the rules of today (built-in parts only) and
+ * stored analysed, its text as deparsed.  A filter that fails stops the
+ * update, saying which.
+ */
+Datum
+concord_row_filter_upgrade(PG_FUNCTION_ARGS pg_attribute_unused())
+{
+	concord_row_filter_reanalyse_all();
+	PG_RETURN_VOID();
+}
+
+/*
+ * The ddl_command_end event trigger of ALTER TABLE: a row filter is stored
+ * analysed, its columns by number and type, so an ALTER that drops or
+ * retypes a column it uses is refused here, before it commits.  Left to the
+ * WAL sender, the changes between the ALTER and the table's new filter
+ * would stop the stream for good (they are decoded with the old one).  A
+ * rename is followed: the filter's text is deparsed again, so that the
+ * text pg_dump keeps names the columns as they are.
+ */
+Datum
+concord_on_alter_table(PG_FUNCTION_ARGS)
+{
+	List	   *relids = NIL;
+	ListCell   *lc;
+	char	   *why;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("concord.on_alter_table() must be called as an event trigger")));
+	/*
+	 * A copy's filters are another database's, its columns perhaps numbered
+	 * otherwise (a restored dump): they are analysed again when it becomes
+	 * a node, and not looked at before.
+	 */
+	if (!OidIsValid(concord_catalog_relid(CATALOG_SET_TABLE, true)) ||
+		concord_node_get_local(true) == NULL || !concord_identity_check(&why))
+		PG_RETURN_VOID();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT DISTINCT objid FROM pg_catalog.pg_event_trigger_ddl_commands() "
+					"WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the commands of the event trigger");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!isnull)
+			relids = lappend_oid(relids, relid);
+	}
+	SPI_finish();
+	foreach(lc, relids)
+	{
+		List	   *tree;
+		List	   *members = NIL;
+		ListCell   *lc2;
+
+		if (get_rel_relkind(lfirst_oid(lc)) == '\0')
+			continue;
+		/* An ALTER of a partitioned table alters its partitions too. */
+		tree = find_all_inheritors(lfirst_oid(lc), NoLock, NULL);
+		foreach(lc2, tree)
+			members = list_concat(members, concord_set_table_get_by_relid(lfirst_oid(lc2)));
+		foreach(lc2, members)
+		{
+			ConcordSetTable *member = lfirst(lc2);
+			Relation	rel;
+
+			Node	   *expr;
+			char	   *text;
+
+			if (member->row_filter_expr == NULL)
+				continue;
+			rel = table_open(member->relid, AccessShareLock);
+			expr = concord_row_filter_load(rel, member->relid, member->row_filter_expr);
+			/* The text follows renames: a dump restores the text. */
+			text = concord_row_filter_deparse(rel, expr);
+			if (strcmp(text, member->row_filter) != 0)
+			{
+				member->row_filter = text;
+				concord_set_table_update_filter(member);
+			}
+			table_close(rel, NoLock);
+		}
 	}
 	PG_RETURN_VOID();
 }

@@ -14,6 +14,8 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
+
 #include <signal.h>
 
 #include "access/xact.h"
@@ -35,6 +37,7 @@
 #include "utils/varlena.h"
 
 #include "api/api.h"
+#include "catalog/identity.h"
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
@@ -265,11 +268,24 @@ create_slot(const char *dsn, const char *slot_name)
 		PGresult   *res;
 		char	   *quoted = quote_literal_cstr(slot_name);
 
+		/*
+		 * A slot of this name may be another node's (a copy of this one,
+		 * or a node restored from this one's dump): never drop or reuse a
+		 * slot on the strength of its name.
+		 */
 		res = concord_remote_query(conn,
-								   psprintf("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
-											"FROM pg_catalog.pg_replication_slots WHERE slot_name = %s AND NOT active",
-											quoted),
+								   psprintf("SELECT active FROM pg_catalog.pg_replication_slots "
+											"WHERE slot_name = %s", quoted),
 								   0, NULL, PGRES_TUPLES_OK);
+		if (PQntuples(res) > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("replication slot \"%s\" already exists on the provider", slot_name),
+					 errdetail("It is %s; it may belong to a subscription of a copy of this node, or be left by an earlier subscription of this name.",
+							   strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? "in use" : "not in use"),
+					 errhint("If no subscription uses it, drop it on the provider with SELECT pg_drop_replication_slot('%s'), then try again.",
+							 slot_name),
+					 errhidestmt(true)));
 		PQclear(res);
 		res = concord_remote_query(conn,
 								   psprintf("CREATE_REPLICATION_SLOT %s LOGICAL concord (SNAPSHOT 'nothing')",
@@ -284,6 +300,17 @@ create_slot(const char *dsn, const char *slot_name)
 	PG_END_TRY();
 }
 
+/*
+ * Whether this database is a copy of the local node (catalog/identity.c):
+ * then it must not touch the original's slots.  False without a node.
+ */
+static bool
+local_is_copy(char **why)
+{
+	return !RecoveryInProgress() && concord_node_get_local(true) != NULL &&
+		!concord_identity_check(why);
+}
+
 /* Drops the slot on the provider; false (and a WARNING) if that fails. */
 static bool
 drop_slot(const char *dsn, const char *slot_name)
@@ -296,7 +323,7 @@ drop_slot(const char *dsn, const char *slot_name)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		PGconn	   *conn = concord_remote_connect(dsn, true, "concord drop_subscription");
+		PGconn	   *conn = concord_remote_connect_stored(dsn, true, "concord drop_subscription");
 		PGresult   *res = concord_remote_exec(conn,
 											  psprintf("DROP_REPLICATION_SLOT %s WAIT",
 													   quote_identifier(slot_name)),
@@ -318,6 +345,10 @@ drop_slot(const char *dsn, const char *slot_name)
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
+		/* A cancel or a shutdown stops the whole drop (review #23). */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			PG_RE_THROW();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		ereport(WARNING,
@@ -414,6 +445,7 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	ConcordSubscription sub;
 	ConcordNode *local;
 	ProviderInfo info;
+	char	   *why;
 
 	concord_redact_current_statement();
 	sub.name = concord_required_name(fcinfo, 0, "subscription_name");
@@ -442,10 +474,18 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("provider_dsn must not be empty"), errhidestmt(true)));
 	concord_check_dsn(sub.provider_dsn, psprintf("subscription \"%s\"", sub.name));
+	concord_check_dsn_for_user(sub.provider_dsn);
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_catalog_lock(CATALOG_NODE);
 	local = concord_node_get_local(false);
+	if (local_is_copy(&why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is a copy of node \"%s\", not that node", local->name),
+				 errdetail("%s.", why),
+				 errhint(COPY_HINT),
+				 errhidestmt(true)));
 	if (concord_subscription_get_by_name(sub.name) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -541,7 +581,14 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
 	bool		ifexists = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
 	ConcordSubscription *sub;
+	char	   *why;
 
+	/*
+	 * The provider's slot is dropped at once and cannot come back: a
+	 * rollback would keep the subscription without it (as DROP
+	 * SUBSCRIPTION, it runs in a transaction of its own).
+	 */
+	PreventInTransactionBlock(true, "concord.drop_subscription()");
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	sub = concord_subscription_get_by_name(name);
 	if (sub == NULL && ifexists)
@@ -557,7 +604,13 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
 					   sub->id, 0, AccessExclusiveLock);
 	stop_workers(sub->id);
-	(void) drop_slot(sub->provider_dsn, sub->slot_name);
+	if (local_is_copy(&why))
+		ereport(NOTICE,
+				(errmsg("replication slot \"%s\" on the provider is left alone: this database is a copy of node \"%s\"",
+						sub->slot_name, concord_node_get_local(false)->name),
+				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
+	else
+		(void) drop_slot(sub->provider_dsn, sub->slot_name);
 	concord_origin_drop_all(sub->id);
 	concord_subscription_delete(sub->id);
 	wake_manager_at_commit();
@@ -753,11 +806,11 @@ concord_wait_for_apply(PG_FUNCTION_ARGS)
 
 static const char *
 status_name(const ConcordSubscription *sub, const ConcordSubState *st,
-			bool no_room)
+			bool no_room, const char *copy_error)
 {
 	if (!sub->enabled)
 		return "disabled";
-	if (no_room)
+	if (no_room || copy_error)
 		return "down";
 	if (st == NULL)
 		return "initializing";
@@ -771,10 +824,11 @@ status_name(const ConcordSubscription *sub, const ConcordSubState *st,
 }
 
 static void
-status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
+status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub,
+		   const char *copy_error)
 {
-	Datum		values[10];
-	bool		nulls[10];
+	Datum		values[11];
+	bool		nulls[11];
 	ConcordSubState copy;
 	ConcordSubState *st;
 	ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
@@ -797,15 +851,17 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 		values[1] = DirectFunctionCall1(namein, CStringGetDatum(provider->name));
 	else
 		nulls[1] = true;
-	values[2] = CStringGetTextDatum(status_name(sub, st, no_room));
+	values[2] = CStringGetTextDatum(status_name(sub, st, no_room, copy_error));
 	values[3] = DirectFunctionCall1(namein, CStringGetDatum(sub->slot_name));
 	if (st && st->received_lsn != InvalidXLogRecPtr)
 	{
-		bool		behind = st->caught_up_lsn < st->received_lsn;
+		/* Behind the provider's own position, not only what arrived. */
+		XLogRecPtr	provider = Max(st->provider_lsn, st->received_lsn);
+		bool		behind = st->caught_up_lsn < provider;
 
 		values[4] = LSNGetDatum(st->received_lsn);
 		values[5] = LSNGetDatum(st->caught_up_lsn);
-		values[6] = Int64GetDatum(behind ? (int64) (st->received_lsn - st->caught_up_lsn) : 0);
+		values[6] = Int64GetDatum(behind ? (int64) (provider - st->caught_up_lsn) : 0);
 		if (behind && st->applied_commit_ts != 0)
 			values[7] = DirectFunctionCall2(timestamp_mi,
 											TimestampTzGetDatum(GetCurrentTimestamp()),
@@ -816,7 +872,13 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 	}
 	else
 		nulls[4] = nulls[5] = nulls[6] = nulls[7] = true;
-	if (st && st->has_error)
+	if (copy_error && sub->enabled)
+	{
+		/* Its workers do not start: the manager checks it every second. */
+		values[8] = CStringGetTextDatum(copy_error);
+		values[9] = TimestampTzGetDatum(GetCurrentTimestamp());
+	}
+	else if (st && st->has_error)
 	{
 		values[8] = CStringGetTextDatum(st->last_error);
 		values[9] = TimestampTzGetDatum(st->last_error_at);
@@ -829,6 +891,10 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub)
 	}
 	else
 		nulls[8] = nulls[9] = true;
+	if (st && pg_atomic_read_u64(&st->last_msg_at) != 0)
+		values[10] = TimestampTzGetDatum((TimestampTz) pg_atomic_read_u64(&st->last_msg_at));
+	else
+		nulls[10] = true;
 	tuplestore_putvalues(store, desc, values, nulls);
 }
 
@@ -838,8 +904,14 @@ concord_subscription_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ListCell   *lc;
 
+	char	   *why;
+	char	   *copy_error = NULL;
+
 	InitMaterializedSRF(fcinfo, 0);
+	if (local_is_copy(&why))
+		copy_error = psprintf("this database is a copy of node \"%s\", not that node. %s. Hint: %s",
+							  concord_node_get_local(false)->name, why, COPY_HINT);
 	foreach(lc, concord_subscription_get_all())
-		status_row(rsinfo->setResult, rsinfo->setDesc, lfirst(lc));
+		status_row(rsinfo->setResult, rsinfo->setDesc, lfirst(lc), copy_error);
 	return (Datum) 0;
 }

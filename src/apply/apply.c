@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * apply.c
- *		The apply worker: one per enabled subscription.
+ *		The apply worker: one per enabled subscription.  This file holds its
+ *		life (start-up, the stream, progress and feedback, errors);
+ *		apply_xact.c its remote transactions.
  *
  * It streams the provider's changes from the subscription's slot and
  * applies each remote transaction as one local transaction, committed
@@ -47,6 +49,8 @@
 #include "utils/timestamp.h"
 
 #include "apply/apply.h"
+#include "apply/worker.h"
+#include "catalog/identity.h"
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
@@ -57,45 +61,11 @@
 #include "remote/remote.h"
 #include "shmem/shmem.h"
 
-#define FEEDBACK_INTERVAL_MS	1000
-#define CAREFUL_MS				60000
 #define STREAM_WAIT_MS			1000
 
-/* A remote commit applied here, waiting for its local commit to flush. */
-typedef struct LsnMapping
-{
-	XLogRecPtr	remote_end;
-	XLogRecPtr	local_end;
-} LsnMapping;
-
-typedef struct ApplyWorker
-{
-	ConcordSubscription *sub;
-	char	   *local_node;
-	PGconn	   *conn;
-	ConcordSubState *shared;
-	XLogRecPtr	received;		/* provider WAL seen in the stream */
-	XLogRecPtr	caught_up;		/* every provider commit before it applied */
-	XLogRecPtr	flushed;		/* last flush position sent */
-	bool		in_remote_txn;
-	bool		skip_txn;
-	ConcordBeginMsg begin;
-	List	   *lsn_map;		/* of LsnMapping, oldest first */
-	TimestampTz last_feedback;
-	List	   *seen;			/* the remote writer's vector (seen.c) */
-	bool		gaps_checked;	/* concord_gap_check() ran for this one */
-	RepOriginId session_origin;
-	char		session_origin_node[NAMEDATALEN];
-	TimestampTz careful_until;	/* conflict pre-checks on until then */
-} ApplyWorker;
-
-static ApplyWorker W;
-static ConcordRemoteTxn RemoteTxn;
-
-static void stay_careful(void);
-static void stop_if_disabled(void);
-static MemoryContext ApplyContext = NULL;
-static MemoryContext MessageContext_ = NULL;
+ApplyWorker concord_apply_worker;
+MemoryContext concord_apply_cxt = NULL;
+MemoryContext concord_apply_message_cxt = NULL;
 
 static void
 apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -137,20 +107,40 @@ apply_error_context(void *arg pg_attribute_unused())
  * wait_for_apply() callers are woken only once the lowest position one of
  * them waits for is reached (a wake-up per commit costs a signal each).
  */
-static void
-publish_progress(bool applied_commit, bool healthy)
+/*
+ * Whether the backoff may start over.  After a failure in a transaction,
+ * once apply is past it.  After one between transactions (a lost or
+ * silent stream), once this stream has stayed up for
+ * concord.receive_timeout (10 s without one): a keepalive right after
+ * reconnecting proves little, and a provider that failed at the same place
+ * every time was asked again every second (review).  The subscription
+ * shows replicating again at once all the same.
+ */
+static bool
+error_outlived(void)
+{
+	int			grace = concord_receive_timeout > 0 ? concord_receive_timeout : 10000;
+
+	return W.shared->error_lsn != InvalidXLogRecPtr ||
+		TimestampDifferenceExceeds(W.stream_since, GetCurrentTimestamp(), grace);
+}
+
+void
+concord_apply_publish_progress(bool applied_commit, bool healthy)
 {
 	bool		wake;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->received_lsn = W.received;
+	W.shared->provider_lsn = Max(W.provider_lsn, W.received);
 	W.shared->caught_up_lsn = W.caught_up;
 	if (applied_commit)
 		W.shared->applied_commit_ts = W.begin.commit_time;
 	if (healthy && W.caught_up > W.shared->error_lsn)
 	{
 		W.shared->has_error = false;
-		W.shared->failures = 0;
+		if (error_outlived())
+			W.shared->failures = 0;
 	}
 	wake = W.shared->wake_lsn != InvalidXLogRecPtr && W.caught_up >= W.shared->wake_lsn;
 	if (wake)
@@ -160,9 +150,12 @@ publish_progress(bool applied_commit, bool healthy)
 		ConditionVariableBroadcast(&W.shared->progress_cv);
 }
 
-/* The manager asks a worker of a disabled subscription to stop. */
-static void
-stop_if_disabled(void)
+/*
+ * The manager asks a worker to stop when its subscription is disabled, or
+ * when the database turns out to be a copy of its node.
+ */
+void
+concord_apply_stop_if_disabled(void)
 {
 	bool		stop;
 
@@ -172,7 +165,7 @@ stop_if_disabled(void)
 	if (!stop)
 		return;
 	ereport(LOG,
-			(errmsg("concord apply worker for subscription \"%s\" stops because the subscription was disabled",
+			(errmsg("concord apply worker for subscription \"%s\" stops at the manager's request (the subscription is disabled, or this database is a copy of its node)",
 					W.sub->name)));
 	proc_exit(0);
 }
@@ -204,8 +197,8 @@ flushed_position(void)
 	return result;
 }
 
-static void
-send_feedback(bool force, bool want_reply)
+void
+concord_apply_send_feedback(bool force, bool want_reply)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	StringInfoData buf;
@@ -231,416 +224,52 @@ send_feedback(bool force, bool want_reply)
 	pfree(buf.data);
 	W.flushed = flush;
 	W.last_feedback = now;
-	publish_progress(false, false);
+	concord_apply_publish_progress(false, false);
 }
 
-/* ---------------------------------------------------------------------
- * Transactions
- * ---------------------------------------------------------------------
- */
-
-/* Waits until commit_time + apply_delay, answering the provider meanwhile. */
+/* The stream delivered a message: it is alive. */
 static void
-wait_apply_delay(TimestampTz commit_time)
+note_message(void)
 {
-	int64		delay_us = W.sub->apply_delay.time +
-		(int64) W.sub->apply_delay.day * USECS_PER_DAY +
-		(int64) W.sub->apply_delay.month * DAYS_PER_MONTH * USECS_PER_DAY;
-	TimestampTz until = commit_time + delay_us;
-
-	while (delay_us > 0 && GetCurrentTimestamp() < until)
-	{
-		long		ms = Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until),
-							 FEEDBACK_INTERVAL_MS);
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(ms, 1), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		/* Nothing of the transaction is applied yet: stopping is safe. */
-		stop_if_disabled();
-		send_feedback(false, false);
-	}
+	W.silent_ms = 0;
+	W.pinged = false;
+	pg_atomic_write_u64(&W.shared->last_msg_at, (uint64) GetCurrentTimestamp());
 }
 
 /*
- * Timestamps of one origin must not run backwards here: a remote commit
- * stamped ahead of the local clock is applied only once the local clock
- * has passed it, so every later local write is stamped later.  Beyond
- * concord.max_clock_skew the wait is also reported in last_error.
+ * The stream stayed silent while apply waited on it for waited_ms more.
+ * After half of concord.receive_timeout, the provider is asked for a reply
+ * (a live one answers with a keepalive at once); after all of it, the
+ * stream is dead, whatever TCP thinks: a firewall or NAT that forgot the
+ * connection drops its packets without closing it.  The error ends the
+ * worker; the subscription shows down and reconnects with backoff.
  */
 static void
-wait_for_clock(TimestampTz commit_time)
+check_silence(long waited_ms)
 {
-	bool		reported = false;
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (commit_time <= now)
+	W.silent_ms += waited_ms;
+	if (concord_receive_timeout <= 0)
 		return;
-	/* Shown in pg_stat_activity.query while it lasts. */
-	pgstat_report_activity(STATE_RUNNING,
-						   "waiting for the local clock to pass a remote commit timestamp");
-	for (;;)
-	{
-		long		ahead_ms;
-
-		if (commit_time <= now)
-		{
-			pgstat_report_activity(STATE_IDLE, NULL);
-			return;
-		}
-		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
-		if (ahead_ms > concord_max_clock_skew && !reported)
-		{
-			char	   *msg = psprintf("the commit timestamp of a transaction from node \"%s\" is %ld ms ahead of the local clock, more than concord.max_clock_skew (%d ms); waiting for the clock (subscription \"%s\")",
-									   W.begin.origin_name, ahead_ms,
-									   concord_max_clock_skew, W.sub->name);
-
-			ereport(WARNING, (errmsg("%s", msg)));
-			LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-			W.shared->has_error = true;
-			strlcpy(W.shared->last_error, msg, CONCORD_ERROR_LEN);
-			W.shared->last_error_at = now;
-			W.shared->error_lsn = W.begin.commit_lsn;
-			LWLockRelease(ConcordShmem->lock);
-			reported = true;
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(Max(ahead_ms, 1), FEEDBACK_INTERVAL_MS), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		stop_if_disabled();
-		send_feedback(false, false);
-		now = GetCurrentTimestamp();
-	}
-}
-
-/* Binds the session to the origin of the transaction's origin node. */
-static void
-use_origin(const char *origin_node)
-{
-	RepOriginId origin;
-
-	if (W.session_origin != InvalidRepOriginId &&
-		strcmp(W.session_origin_node, origin_node) == 0)
-		return;
-	StartTransactionCommand();
-	origin = concord_origin_ensure(W.sub->id, origin_node);
-	CommitTransactionCommand();
-	if (W.session_origin != InvalidRepOriginId)
-		replorigin_session_reset();
-	replorigin_session_setup(origin);
-	/* Tags this session's WAL, so decoding knows where it came from. */
-	replorigin_session_origin = origin;
-	W.session_origin = origin;
-	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
-}
-
-/*
- * True if another subscription of this database exists: its worker may
- * apply changes of the same rows at the same time (apply_row.c, lock_key).
- * Looked at again only when a subscription entry was taken or freed.
- */
-static bool
-other_subscriptions(void)
-{
-	static bool others = false;
-	static uint64 known_generation = PG_UINT64_MAX;
-	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
-
-	if (generation == known_generation)
-		return others;
-	others = false;
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < ConcordShmem->max_entries && !others; i++)
-	{
-		ConcordSubState *st = &ConcordShmem->subs[i];
-
-		others = st->dboid == MyDatabaseId && st != W.shared;
-	}
-	LWLockRelease(ConcordShmem->lock);
-	known_generation = generation;
-	return others;
-}
-
-static void
-handle_begin(StringInfo s)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(ApplyContext);
-
-	if (W.in_remote_txn)
+	if (W.silent_ms >= concord_receive_timeout)
 		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("BEGIN inside a remote transaction")));
-	if (W.begin.origin_name)
-		pfree(W.begin.origin_name);
-	concord_read_begin(s, &W.begin);
-	MemoryContextSwitchTo(oldcxt);
-
-	/* Never apply a change back onto the node it came from. */
-	W.skip_txn = strcmp(W.begin.origin_name, W.local_node) == 0;
-	if (!W.skip_txn)
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("no message from the provider for %ld ms: the replication stream is taken as dead",
+						W.silent_ms),
+				 errhint("The subscription reconnects with backoff; see concord.receive_timeout.")));
+	if (!W.pinged && W.silent_ms >= concord_receive_timeout / 2)
 	{
-		wait_apply_delay(W.begin.commit_time);
-		wait_for_clock(W.begin.commit_time);
-		use_origin(W.begin.origin_name);
-		/* now() in the transaction, e.g. conflict_history.detected_at */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		/* Deferred triggers fire as the table's owner too (owner.c). */
-		concord_constraints_immediate();
+		concord_apply_send_feedback(true, true);
+		W.pinged = true;
 	}
-	W.in_remote_txn = true;
-	W.seen = NIL;
-	W.gaps_checked = false;
-	concord_apply_lock_keys = other_subscriptions();
-	if (concord_apply_careful && W.last_feedback > W.careful_until)
-		concord_apply_careful = false;
-	RemoteTxn.sub_name = W.sub->name;
-	RemoteTxn.local_node = W.local_node;
-	RemoteTxn.origin_name = W.begin.origin_name;
-	RemoteTxn.origin_priority = W.begin.origin_priority;
-	RemoteTxn.commit_time = W.begin.commit_time;
-	RemoteTxn.commit_lsn = W.begin.commit_lsn;
-	RemoteTxn.seen = NIL;
-	concord_remote_txn = &RemoteTxn;
 }
 
-static void
-handle_commit(StringInfo s)
+/* How long the next wait on the stream may be, so that checks are on time. */
+static long
+silence_step(void)
 {
-	ConcordCommitMsg msg;
-
-	concord_read_commit(s, &msg);
-	if (!W.in_remote_txn || msg.commit_lsn != W.begin.commit_lsn)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("COMMIT does not match the open remote transaction")));
-	if (!W.skip_txn)
-	{
-		MemoryContext oldcxt;
-		LsnMapping *m;
-		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
-
-		replorigin_session_origin_lsn = msg.end_lsn;
-		replorigin_session_origin_timestamp = msg.commit_time;
-		/* W.seen lives in the transaction: note it first (still true). */
-		concord_confirm_record(W.begin.origin_name, W.seen);
-		W.seen = NIL;
-		CommitTransactionCommand();
-		concord_own_commit_note(fxid, replorigin_session_origin);
-		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
-		oldcxt = MemoryContextSwitchTo(ApplyContext);
-		m = palloc(sizeof(LsnMapping));
-		m->remote_end = msg.end_lsn;
-		m->local_end = XactLastCommitEnd;
-		W.lsn_map = lappend(W.lsn_map, m);
-		MemoryContextSwitchTo(oldcxt);
-	}
-	W.in_remote_txn = false;
-	W.received = Max(W.received, msg.end_lsn);
-	W.caught_up = Max(W.caught_up, msg.end_lsn);
-	if (concord_apply_conflicts > 0)
-		stay_careful();
-	publish_progress(!W.skip_txn, true);
-}
-
-/*
- * Conflict look-ups stay on for a while after the last conflict: where
- * one conflict happened, more tend to follow.
- */
-static void
-stay_careful(void)
-{
-	W.careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CAREFUL_MS);
-	concord_apply_careful = true;
-	concord_apply_conflicts = 0;
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	W.shared->careful_until = W.careful_until;
-	LWLockRelease(ConcordShmem->lock);
-}
-
-/*
- * From PG_CATCH: an INSERT met an existing key while apply was not
- * looking (a unique violation).  The transaction rolled back; the next
- * worker replays it with conflict look-ups on, which turns the violation
- * into an insert_exists conflict for the resolver.  Returns false for
- * any other error.
- */
-static bool
-retry_carefully(void)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	ErrorData  *edata = CopyErrorData();
-	bool		retry = edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
-		W.in_remote_txn && !concord_apply_careful;
-
-	MemoryContextSwitchTo(oldcxt);
-	FreeErrorData(edata);
-	if (!retry)
-		return false;
-	stay_careful();
-	ereport(LOG,
-			(errmsg("concord subscription \"%s\": a remote change collides with a row here (unique violation), replaying its transaction with conflict detection",
-					W.sub->name)));
-	return true;
-}
-
-/*
- * False if the change is for a table whose copy already has it.  A change
- * to apply is first checked against the tombstones removed without its
- * writer's confirmation (tombstone_gc.c), once per transaction.
- */
-static bool
-change_wanted(ApplyRel *arel)
-{
-	if (W.skip_txn || (arel->synced && W.begin.commit_lsn < arel->sync_lsn))
-		return false;
-	if (!W.gaps_checked)
-	{
-		concord_gap_check(W.sub->name, W.begin.origin_name, W.seen);
-		W.gaps_checked = true;
-	}
-	return true;
-}
-
-static void
-check_in_txn(void)
-{
-	if (!W.in_remote_txn)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("change outside a remote transaction")));
-}
-
-/*
- * A change is read whole before anything else: from protocol version 2
- * on, the next message follows it in the same CopyData, also when the
- * transaction is skipped.
- */
-static void
-handle_change(StringInfo s, char type)
-{
-	ConcordTuple oldtup;
-	ConcordTuple newtup;
-	char		oldkind = CONCORD_OLD_NONE;
-	Oid			relid;
-	ApplyRel   *arel;
-
-	check_in_txn();
-	switch (type)
-	{
-		case CONCORD_MSG_INSERT:
-			relid = concord_read_insert(s, &newtup);
-			break;
-		case CONCORD_MSG_UPDATE:
-			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
-			break;
-		default:
-			relid = concord_read_delete(s, &oldkind, &oldtup);
-			break;
-	}
-	if (W.skip_txn)
-		return;
-	PushActiveSnapshot(GetTransactionSnapshot());
-	arel = concord_apply_rel_get(relid, RowExclusiveLock);
-	if (change_wanted(arel))
-	{
-		if (type == CONCORD_MSG_INSERT)
-			concord_apply_insert(arel, &newtup);
-		else if (type == CONCORD_MSG_UPDATE)
-			concord_apply_update(arel, oldkind, &oldtup, &newtup);
-		else
-			concord_apply_delete(arel, oldkind, &oldtup);
-	}
-	PopActiveSnapshot();
-}
-
-static void
-handle_truncate(StringInfo s)
-{
-	ConcordTruncateMsg msg;
-	List	   *arels = NIL;
-
-	check_in_txn();
-	concord_read_truncate(s, &msg);
-	if (W.skip_txn)
-		return;
-	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int i = 0; i < msg.nrelids; i++)
-	{
-		ApplyRel   *arel = concord_apply_rel_get(msg.relids[i], AccessExclusiveLock);
-
-		if (change_wanted(arel))
-			arels = lappend(arels, arel);
-	}
-	if (arels != NIL)
-		concord_apply_truncate(arels, msg.restart_seqs);
-	PopActiveSnapshot();
-}
-
-/*
- * The remote writer's vector: kept for conflict decisions, and logged
- * again here so that a node that forwards this transaction ships it too.
- */
-static void
-handle_seen(StringInfo s)
-{
-	const char *payload;
-	int			len;
-	MemoryContext oldcxt;
-
-	check_in_txn();
-	/* The stream is in the version apply asks for (start_streaming). */
-	payload = concord_read_seen_payload(s, CONCORD_PROTO_VERSION >= 2, &len);
-	if (W.skip_txn)
-		return;
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	{
-		StringInfoData copy;
-
-		copy.data = (char *) payload;
-		copy.len = copy.maxlen = len;
-		copy.cursor = 0;
-		W.seen = concord_decode_seen(&copy);
-	}
-	MemoryContextSwitchTo(oldcxt);
-	RemoteTxn.seen = W.seen;
-	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
-}
-
-static void
-dispatch(StringInfo s)
-{
-	char		type = pq_getmsgbyte(s);
-
-	switch (type)
-	{
-		case CONCORD_MSG_BEGIN:
-			handle_begin(s);
-			break;
-		case CONCORD_MSG_COMMIT:
-			handle_commit(s);
-			break;
-		case CONCORD_MSG_RELATION:
-			concord_apply_rel_store(s);
-			break;
-		case CONCORD_MSG_INSERT:
-		case CONCORD_MSG_UPDATE:
-		case CONCORD_MSG_DELETE:
-			handle_change(s, type);
-			break;
-		case CONCORD_MSG_TRUNCATE:
-			handle_truncate(s);
-			break;
-		case CONCORD_MSG_SEEN:
-			handle_seen(s);
-			break;
-		default:
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("unknown concord message type %d", type)));
-	}
+	if (concord_receive_timeout <= 0)
+		return STREAM_WAIT_MS;
+	return Max(concord_receive_timeout / 4, 10);
 }
 
 /* One CopyData message of the replication stream. */
@@ -655,25 +284,27 @@ handle_stream_message(char *buf, int len)
 	s.maxlen = len;
 	s.cursor = 0;
 	kind = pq_getmsgbyte(&s);
+	note_message();
 	if (kind == 'w')
 	{
 		XLogRecPtr	start = pq_getmsgint64(&s);
+		XLogRecPtr	end = pq_getmsgint64(&s);
 
-		(void) pq_getmsgint64(&s);	/* provider's WAL end */
 		(void) pq_getmsgint64(&s);	/* send time */
 		W.received = Max(W.received, start);
+		W.provider_lsn = Max(W.provider_lsn, end);
 		/*
 		 * From version 2 on, several messages may come in one; each is
-		 * read in MessageContext_ (BEGIN leaves the transaction's context
+		 * read in concord_apply_message_cxt (BEGIN leaves the transaction's context
 		 * current), which forgets it before the next.
 		 */
 		do
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(MessageContext_);
+			MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_message_cxt);
 
-			dispatch(&s);
+			concord_apply_dispatch(&s);
 			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(MessageContext_);
+			MemoryContextReset(concord_apply_message_cxt);
 		} while (s.cursor < s.len);
 	}
 	else if (kind == 'k')
@@ -684,13 +315,15 @@ handle_stream_message(char *buf, int len)
 		(void) pq_getmsgint64(&s);
 		reply = pq_getmsgbyte(&s);
 		W.received = Max(W.received, end);
+		/* Sent while it waits for WAL, end is where its WAL ends. */
+		W.provider_lsn = Max(W.provider_lsn, end);
 		/* Everything before a keepalive was sent and handled. */
 		if (!W.in_remote_txn)
 		{
 			W.caught_up = Max(W.caught_up, end);
-			publish_progress(false, true);
+			concord_apply_publish_progress(false, true);
 		}
-		send_feedback(reply, false);
+		concord_apply_send_feedback(reply, false);
 	}
 	else
 		ereport(ERROR,
@@ -753,7 +386,7 @@ stream_loop(void)
 
 		CHECK_FOR_INTERRUPTS();
 		if (!W.in_remote_txn)
-			stop_if_disabled();
+			concord_apply_stop_if_disabled();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -762,19 +395,30 @@ stream_loop(void)
 		}
 		while ((len = concord_remote_get_copy(W.conn, &buf, false)) > 0)
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(MessageContext_);
+			MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_message_cxt);
 
 			handle_stream_message(buf, len);
 			PQfreemem(buf);
 			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(MessageContext_);
+			MemoryContextReset(concord_apply_message_cxt);
 		}
 		if (len == -1)
+		{
+			char	   *why = concord_remote_copy_error(W.conn);
+
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("the provider ended the replication stream")));
-		send_feedback(false, false);
-		concord_remote_wait_readable(W.conn, STREAM_WAIT_MS);
+					 why ? errmsg("the provider ended the replication stream: %s", why)
+					 : errmsg("the provider ended the replication stream")));
+		}
+		concord_apply_send_feedback(false, false);
+		{
+			TimestampTz before = GetCurrentTimestamp();
+
+			/* Only time spent waiting on the stream counts as silence. */
+			concord_remote_wait_readable(W.conn, Min(STREAM_WAIT_MS, silence_step()));
+			check_silence(TimestampDifferenceMilliseconds(before, GetCurrentTimestamp()));
+		}
 		if (!PQconsumeInput(W.conn))
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -826,12 +470,23 @@ load_subscription(Oid subid, bool *needs_sync)
 		CommitTransactionCommand();
 		proc_exit(0);
 	}
+	{
+		char	   *why;
+
+		/* A copy of the node never streams from the original's slots. */
+		if (!concord_identity_check(&why))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this database is a copy of node \"%s\", not that node", local->name),
+					 errdetail("%s.", why),
+					 errhint(COPY_HINT)));
+	}
 	tables = concord_sub_table_get(subid);
 	*needs_sync = !sub->sync_done;
 	foreach(lc, tables)
 		if (((ConcordSubTable *) lfirst(lc))->pending)
 			*needs_sync = true;
-	oldcxt = MemoryContextSwitchTo(ApplyContext);
+	oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
 	W.sub = palloc(sizeof(ConcordSubscription));
 	*W.sub = *sub;
 	W.sub->name = pstrdup(sub->name);
@@ -871,14 +526,16 @@ apply_run(Oid subid)
 
 	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name);
 	start_streaming(start);
-	W.received = W.caught_up = W.flushed = start;
+	W.stream_since = GetCurrentTimestamp();
+	W.received = W.caught_up = W.flushed = W.provider_lsn = start;
+	note_message();
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->phase = CONCORD_PHASE_REPLICATING;
 	LWLockRelease(ConcordShmem->lock);
-	publish_progress(false, false);
+	concord_apply_publish_progress(false, false);
 	/* The provider's answer, a keepalive, tells that the stream is healthy. */
-	send_feedback(true, true);
+	concord_apply_send_feedback(true, true);
 	stream_loop();
 }
 
@@ -921,11 +578,12 @@ concord_apply_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
+	concord_remote_trusted = true;
 	dboid = concord_worker_connect();
 
-	ApplyContext = AllocSetContextCreate(TopMemoryContext, "concord apply",
+	concord_apply_cxt = AllocSetContextCreate(TopMemoryContext, "concord apply",
 										 ALLOCSET_DEFAULT_SIZES);
-	MessageContext_ = AllocSetContextCreate(ApplyContext, "concord apply message",
+	concord_apply_message_cxt = AllocSetContextCreate(concord_apply_cxt, "concord apply message",
 											ALLOCSET_DEFAULT_SIZES);
 	concord_is_worker = true;
 	attach_shared(dboid, subid);
@@ -942,7 +600,7 @@ concord_apply_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
-		if (retry_carefully())
+		if (concord_apply_retry_carefully())
 			proc_exit(0);
 		/* A failed transaction counts as retried once it is applied. */
 		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);

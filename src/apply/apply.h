@@ -37,6 +37,8 @@ typedef struct ApplyRel
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */
 	List	   *key_columns;	/* remote key column names */
+	char	   *key_problem;	/* why this table's rows cannot be found by
+								 * the provider's key; NULL: they can */
 	bool		synced;			/* copied by a sync at sync_lsn */
 	XLogRecPtr	sync_lsn;
 } ApplyRel;
@@ -50,7 +52,11 @@ extern void concord_apply_rel_forget_all(void);
 /* apply_row.c */
 extern bool concord_apply_careful;
 extern int	concord_apply_conflicts;
+/* key_lock.c */
 extern bool concord_apply_lock_keys;
+extern void concord_apply_key_locks_reset(void);
+extern void concord_apply_lock_key(ApplyRel *arel, ConcordTuple *tup);
+extern char *concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup);
 extern void concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup);
 extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
@@ -246,6 +247,43 @@ concord_apply_rel_forget_all(void)
 }
 
 /*
+ * The columns of the index apply finds rows by here (replica identity,
+ * else primary key) must each be sent as part of the provider's key: an
+ * UPDATE or DELETE carries only those, and a local key column the provider
+ * does not send as key would be searched as NULL, and every such change
+ * would silently find no row (review #25).  Returns why not, or NULL.
+ */
+static char *
+key_problem(ApplyRel *arel, Relation rel)
+{
+	Oid			idx = RelationGetReplicaIndex(rel);
+	Relation	irel;
+	char	   *problem = NULL;
+
+	if (!OidIsValid(idx))
+		idx = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(idx) || arel->remote->replident == REPLICA_IDENTITY_FULL)
+		return NULL;
+	irel = index_open(idx, AccessShareLock);
+	for (int k = 0; k < irel->rd_index->indnkeyatts && problem == NULL; k++)
+	{
+		AttrNumber	attnum = irel->rd_index->indkey.values[k];
+		bool		keyed = false;
+
+		for (int i = 0; i < arel->remote->natts; i++)
+			if (arel->attmap[i] == attnum)
+				keyed = arel->remote->atts[i].is_key;
+		if (!keyed)
+			problem = MemoryContextStrdup(arel->map_cxt,
+										  psprintf("column \"%s\" of the key of %s here is not part of the provider's key",
+												   get_attname(RelationGetRelid(rel), attnum, false),
+												   arel->qualname));
+	}
+	index_close(irel, AccessShareLock);
+	return problem;
+}
+
+/*
  * Finds the local table and maps the columns, under a lock of the given
  * mode; errors out if it cannot.
  */
@@ -284,6 +322,7 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 	arel->map_cxt = NULL;
 	arel->attmap = NULL;
 	map_columns(arel, rel);
+	arel->key_problem = key_problem(arel, rel);
 	table_close(rel, NoLock);
 	arel->localid = relid;
 	find_sync_lsn(arel);

@@ -31,10 +31,8 @@
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
-#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
-#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/datum.h"
@@ -59,14 +57,6 @@ bool		concord_apply_careful = false;
 /* Conflicts met in the current remote transaction. */
 int			concord_apply_conflicts = 0;
 
-/*
- * Whether changes take a lock on their key (other apply workers of this
- * database may change the same rows: see lock_key()).
- */
-bool		concord_apply_lock_keys = false;
-
-/* Distinguishes concord's key locks from pg_advisory_lock()'s (1 and 2). */
-#define CONCORD_KEY_LOCK_FIELD4 0xC0
 
 /* One table's executor state for the duration of one change. */
 typedef struct ApplyExec
@@ -235,56 +225,6 @@ fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 	ExecMaterializeSlot(slot);
 }
 
-/* "col=value, ..." of the remote key columns, for messages. */
-static char *
-key_text(ApplyRel *arel, ConcordTuple *tup)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
-	{
-		if (!arel->remote->atts[i].is_key)
-			continue;
-		appendStringInfo(&buf, "%s%s=%s", buf.len ? ", " : "",
-						 quote_identifier(arel->remote->atts[i].name),
-						 tup->kinds[i] == CONCORD_COL_TEXT ?
-						 tup->values[i].data : "NULL");
-	}
-	return buf.data;
-}
-
-/*
- * Serializes the apply workers of this database on one key, until the
- * end of the transaction.  Two workers applying changes of the same row
- * from two origins at once (a DELETE here, an UPDATE that brings the row
- * back there) could each decide on what the other had not committed yet
- * (a row or a tombstone) and leave both; one after the other, the second
- * sees what the first did.  The lock is an advisory lock on (table, hash
- * of the key's text), shown in pg_locks with objsubid 192.  Under REPLICA
- * IDENTITY FULL every column counts as key, so two versions of one row
- * would hash apart: those tables take one lock for the whole table.
- */
-static void
-lock_key(ApplyRel *arel, ConcordTuple *tup)
-{
-	LOCKTAG		tag;
-	uint32		hash = 0;
-
-	if (!concord_apply_lock_keys)
-		return;
-	if (arel->remote->replident != REPLICA_IDENTITY_FULL)
-	{
-		char	   *text = key_text(arel, tup);
-
-		hash = DatumGetUInt32(hash_any((unsigned char *) text, strlen(text)));
-		pfree(text);
-	}
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, arel->localid, hash,
-						 CONCORD_KEY_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
 /* Finds and locks the local row matching searchslot's key. */
 static bool
 find_local(ApplyExec *ex, TupleTableSlot *searchslot, TupleTableSlot *localslot)
@@ -313,7 +253,7 @@ conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
 			  ConcordTuple *remote_tuple)
 {
 	memset(c, 0, sizeof(ConcordConflict));
-	c->key_text = remote_tuple ? key_text(arel, remote_tuple) : NULL;
+	c->key_text = remote_tuple ? concord_apply_key_text(arel, remote_tuple) : NULL;
 	c->type = type;
 	c->resolver = arel->resolver[type];
 	c->handler = arel->handler[type];
@@ -478,9 +418,13 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	concord_conflict_record(&c, res, remote);
 }
 
-/* Whether unique index i of ex can collide with a row other than the key's. */
+/*
+ * Whether unique index i of ex can collide with a row other than the key's:
+ * a plain btree unique index, the key's own index only when with_key (an
+ * UPDATE, which may move its row onto another row's key).
+ */
 static bool
-other_unique_index(ApplyExec *ex, int i)
+other_unique_index(ApplyExec *ex, int i, bool with_key)
 {
 	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
 	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
@@ -489,7 +433,8 @@ other_unique_index(ApplyExec *ex, int i)
 	if (!OidIsValid(keyidx))
 		keyidx = RelationGetPrimaryKeyIndex(ex->rel);
 	if (!ii->ii_Unique || ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
-		RelationGetRelid(idx) == keyidx || idx->rd_rel->relam != BTREE_AM_OID)
+		(RelationGetRelid(idx) == keyidx && !with_key) ||
+		idx->rd_rel->relam != BTREE_AM_OID)
 		return false;
 	for (int k = 0; k < ii->ii_NumIndexKeyAttrs; k++)
 		if (ii->ii_IndexAttrNumbers[k] == 0)
@@ -567,11 +512,16 @@ retry:
 
 /*
  * The rows other than skip that row collides with through the table's
- * unique indexes other than the key (plain btree ones: an expression or
- * partial unique index still raises its violation), each locked.
+ * unique indexes (plain btree ones: an expression or partial unique index
+ * still raises its violation), each locked.  The key's index counts only
+ * with_key: an INSERT's row of its own key is its target, not a rival,
+ * while an UPDATE that changes its key collides with the row that has the
+ * new key (review #12: update_exists, as PostgreSQL 18 calls it; it was a
+ * unique violation that stopped the subscription for good).
  */
 static List *
-find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip)
+find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip,
+				bool with_key)
 {
 	List	   *rows = NIL;
 
@@ -581,7 +531,7 @@ find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip)
 		bool		seen = false;
 		ListCell   *lc;
 
-		if (!other_unique_index(ex, i))
+		if (!other_unique_index(ex, i, with_key))
 			continue;
 		other = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 		if (!find_by_index(ex, i, row, skip ? &skip->tts_tid : NULL, other))
@@ -700,7 +650,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	TupleTableSlot *slot;
 	TupleTableSlot *local;
 
-	lock_key(arel, newtup);
+	concord_apply_lock_key(arel, newtup);
 	exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -708,7 +658,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	if (concord_apply_careful)
 	{
 		bool		found = has_key_index(ex.rel) && find_local(&ex, slot, local);
-		List	   *others = find_collisions(&ex, slot, found ? local : NULL);
+		List	   *others = find_collisions(&ex, slot, found ? local : NULL, false);
 
 		if (others != NIL)
 			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
@@ -746,7 +696,7 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 	conflict_init(&c, type, arel, ex, local, remote, NULL);
 	if (!concord_conflict_concurrent(&c))
 		return true;
-	c.key_text = key_text(arel, remote_tuple);
+	c.key_text = concord_apply_key_text(arel, remote_tuple);
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c);
 	concord_conflict_record(&c, res,
@@ -813,6 +763,19 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 	concord_conflict_record(&c, res, newslot);
 }
 
+/* An UPDATE or DELETE must find its row by a key the provider sends. */
+static void
+check_key(ApplyRel *arel)
+{
+	if (arel->key_problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("subscription \"%s\": %s", concord_remote_txn->sub_name,
+						arel->key_problem),
+				 errdetail("UPDATE and DELETE find their row by the provider's key; this table could not find it."),
+				 errhint("Give the table the same primary key or replica identity on both nodes; the subscription retries the change.")));
+}
+
 void
 concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 					 ConcordTuple *newtup)
@@ -823,9 +786,10 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	TupleTableSlot *newslot;
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
 
-	lock_key(arel, keytup);
+	check_key(arel);
+	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
-		lock_key(arel, newtup);
+		concord_apply_lock_key(arel, newtup);
 	exec_begin(&ex, arel, ACL_UPDATE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
@@ -840,7 +804,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 						   local, newslot, newtup))
 		{
 			List	   *others = concord_apply_careful ?
-				find_collisions(&ex, newslot, local) : NIL;
+				find_collisions(&ex, newslot, local, true) : NIL;
 
 			if (others != NIL)
 				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
@@ -888,7 +852,8 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	TupleTableSlot *search;
 	TupleTableSlot *local;
 
-	lock_key(arel, oldtup);
+	check_key(arel);
+	concord_apply_lock_key(arel, oldtup);
 	exec_begin(&ex, arel, ACL_DELETE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);

@@ -68,6 +68,9 @@ static PGconn *CopyConn = NULL;
 static StringInfoData CopyBuf;
 static char *SubName = NULL;
 
+/* No parameters, sent as such: the extended protocol runs one statement. */
+static const char *const NoParams[1] = {NULL};
+
 static void
 sync_error_context(void *arg pg_attribute_unused())
 {
@@ -141,24 +144,47 @@ find_or_add(List **tables, const char *nsp, const char *rel)
 	return t;
 }
 
+/*
+ * The SQL of a table's row filter: deparsed by the provider from the
+ * analysed filter, in this session, which then reads it back
+ * (catalog/row_filter.c).  A provider whose SQL objects predate 0.3.0 has
+ * only the text; the COPY it is pasted into runs alone (extended protocol)
+ * all the same.
+ */
+static const char *
+filter_column(PGconn *conn)
+{
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT pg_catalog.to_regprocedure("
+										   "'concord.row_filter_sql(oid, pg_catalog.regclass)') IS NOT NULL",
+										   0, NoParams, PGRES_TUPLES_OK);
+	bool		analysed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+	PQclear(res);
+	return analysed ?
+		"CASE WHEN rst.row_filter IS NOT NULL "
+		"THEN concord.row_filter_sql(rst.set_id, rst.set_reloid) END" :
+		"rst.row_filter";
+}
+
 /* The provider's tables of the subscribed sets, in the exported snapshot. */
 static List *
 provider_tables(PGconn *conn, List *sets)
 {
 	List	   *tables = NIL;
 	ListCell   *lc;
+	char	   *sql = psprintf("SELECT n.nspname, c.relname, c.relkind, rst.column_list, %s "
+							   "FROM concord.replication_set_table rst "
+							   "JOIN concord.replication_set s ON s.set_id = rst.set_id "
+							   "JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid "
+							   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+							   "WHERE s.set_name = $1 ORDER BY 1, 2",
+							   filter_column(conn));
 
 	foreach(lc, sets)
 	{
 		const char *params[1] = {lfirst(lc)};
-		PGresult   *res = concord_remote_query(conn,
-											   "SELECT n.nspname, c.relname, c.relkind, rst.column_list, rst.row_filter "
-											   "FROM concord.replication_set_table rst "
-											   "JOIN concord.replication_set s ON s.set_id = rst.set_id "
-											   "JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid "
-											   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-											   "WHERE s.set_name = $1 ORDER BY 1, 2",
-											   1, params, PGRES_TUPLES_OK);
+		PGresult   *res = concord_remote_query(conn, sql, 1, params, PGRES_TUPLES_OK);
 
 		for (int i = 0; i < PQntuples(res); i++)
 		{
@@ -275,7 +301,8 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 		appendStringInfo(&sql, " WHERE %s", t->filter.data);
 	appendStringInfoString(&sql, ") TO STDOUT");
 
-	res = concord_remote_query(conn, sql.data, 0, NULL, PGRES_COPY_OUT);
+	/* One statement, in the extended protocol: nothing can follow it. */
+	res = concord_remote_query(conn, sql.data, 0, NoParams, PGRES_COPY_OUT);
 	PQclear(res);
 
 	CopyConn = conn;
@@ -457,6 +484,7 @@ concord_sync_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
+	concord_remote_trusted = true;
 	dboid = concord_worker_connect();
 
 	concord_is_worker = true;

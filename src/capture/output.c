@@ -33,6 +33,7 @@
 #include "utils/varlena.h"
 
 #include "capture/output_rel.h"
+#include "catalog/identity.h"
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
@@ -54,7 +55,18 @@ typedef struct OutputData
 	List	   *peers;			/* cached PeerPriority of forwarded origins */
 	bool		peers_stale;
 	bool		batch_open;		/* ctx->out holds messages not yet written */
+	int			unreported;		/* changes decoded since the last progress */
 } OutputData;
+
+/*
+ * A long stretch of changes that sends nothing (tables in no subscribed
+ * set, rows the filter drops, another origin's transaction) must still let
+ * the WAL sender answer the subscriber and send keepalives: PostgreSQL 15
+ * does so only in OutputPluginUpdateProgress() and in writes.  Without it a
+ * subscriber waiting concord.receive_timeout took the stream for dead, and
+ * decoded the same stretch again after each reconnection, for ever.
+ */
+#define PROGRESS_EVERY	100
 
 /*
  * From protocol version 2 on, the messages of a transaction travel
@@ -249,6 +261,7 @@ load_local_node(OutputData *data)
 {
 	ConcordNode *node;
 	MemoryContext oldcxt;
+	char	   *why;
 
 	if (data->local_node != NULL)
 		return;
@@ -258,6 +271,13 @@ load_local_node(OutputData *data)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the provider database is not a concord node"),
 				 errhint("Run concord.create_node() on the provider.")));
+	/* A copy of a node never ships its writes as that node's. */
+	if (!concord_identity_check_marker(&why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the provider database is a copy of node \"%s\", not that node", node->name),
+				 errdetail("%s.", why),
+				 errhint(COPY_HINT)));
 	oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(data));
 	data->local_node = pstrdup(node->name);
 	MemoryContextSwitchTo(oldcxt);
@@ -328,6 +348,19 @@ decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
 		foreach(lc, data->forward_nodes)
 			if (strcmp(lfirst(lc), origin) == 0)
 				otxn->skip = false;
+	}
+}
+
+/* Counts a decoded change; reports progress every PROGRESS_EVERY. */
+static void
+note_change(LogicalDecodingContext *ctx)
+{
+	OutputData *data = ctx->output_plugin_private;
+
+	if (++data->unreported >= PROGRESS_EVERY)
+	{
+		data->unreported = 0;
+		OutputPluginUpdateProgress(ctx, false);
 	}
 }
 
@@ -473,9 +506,12 @@ output_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  Relation rel, ReorderBufferChange *change)
 {
 	OutputData *data = ctx->output_plugin_private;
-	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
-	ConcordOutputRel *entry = concord_output_rel_get(rel);
+	MemoryContext oldcxt;
+	ConcordOutputRel *entry;
 
+	note_change(ctx);
+	oldcxt = MemoryContextSwitchTo(data->change_context);
+	entry = concord_output_rel_get(rel);
 	if (entry->replicated)
 		send_change(ctx, txn, rel, entry, change);
 	MemoryContextSwitchTo(oldcxt);
@@ -488,9 +524,13 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 				ReorderBufferChange *change)
 {
 	OutputData *data = ctx->output_plugin_private;
-	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
-	Oid		   *relids = palloc(sizeof(Oid) * nrelations);
+	MemoryContext oldcxt;
+	Oid		   *relids;
 	int			nrelids = 0;
+
+	note_change(ctx);
+	oldcxt = MemoryContextSwitchTo(data->change_context);
+	relids = palloc(sizeof(Oid) * nrelations);
 
 	for (int i = 0; i < nrelations; i++)
 	{
@@ -527,6 +567,7 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputData *data = ctx->output_plugin_private;
 	OutputTxn  *otxn;
 
+	note_change(ctx);
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
 		return;
 	otxn = txn->output_plugin_private;

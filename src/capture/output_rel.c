@@ -34,6 +34,7 @@
 
 #include "capture/output_rel.h"
 #include "catalog/relcheck.h"
+#include "catalog/row_filter.h"
 #include "catalog/tables.h"
 
 static HTAB *OutputRels = NULL;
@@ -145,9 +146,20 @@ merge_membership(ConcordOutputRel *entry, Relation rel, const ConcordSet *set,
 		add_columns(&entry->columns, rel, member->columns);
 	if (member->row_filter == NULL)
 		*unfiltered = true;
+	else if (member->row_filter_expr == NULL)
+	{
+		/*
+		 * Changes committed before the update to 0.3.0 (or before it ran)
+		 * see the filter as it was stored then, as text: it is analysed
+		 * here, by today's rules, as the update analysed it.
+		 */
+		*filters = lappend(*filters,
+						   concord_row_filter_analyse(rel, member->row_filter));
+	}
 	else
 		*filters = lappend(*filters,
-						   concord_row_filter_expr(rel, member->row_filter));
+						   concord_row_filter_load(rel, member->relid,
+												   member->row_filter_expr));
 }
 
 /* Compiles the filters into the entry; everything kept lives in the cache. */

@@ -11,8 +11,8 @@
  * - UPDATE and DELETE need a key to find the row on the subscriber (the
  *   primary key, a replica identity index, or REPLICA IDENTITY FULL);
  * - a column list names existing columns and keeps every key column;
- * - a row filter is one immutable boolean expression over the table's own
- *   columns; for UPDATE and DELETE, over its key columns only, since the
+ * - a row filter (analysed in row_filter.c) uses the table's own
+ *   columns; for UPDATE and DELETE, its key columns only, since the
  *   old row of those changes carries nothing else in WAL (the rule of the
  *   built-in publications, for the same reason).
  *
@@ -26,12 +26,6 @@
 #include "catalog/pg_type.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
-#include "parser/parse_coerce.h"
-#include "parser/parse_collate.h"
-#include "parser/parse_expr.h"
-#include "parser/parse_relation.h"
-#include "parser/parser.h"
-#include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -259,53 +253,6 @@ check_columns(Relation rel, const ConcordSet *set, ArrayType *columns)
 }
 
 static void
-row_filter_error_context(void *arg)
-{
-	RowFilterContext *ctx = arg;
-	int			pos = geterrposition();
-
-	/* Point a cursor into the filter text, not into the calling query. */
-	if (pos > 0)
-	{
-		errposition(0);
-		internalerrposition(pos);
-		internalerrquery(ctx->filter);
-	}
-	errcontext("row_filter \"%s\" of table \"%s\"", ctx->filter, ctx->relname);
-}
-
-/* Parses the filter text into one raw expression, refusing anything else. */
-static Node *
-row_filter_parse(const char *filter)
-{
-	List	   *raw = raw_parser(filter, RAW_PARSE_PLPGSQL_EXPR);
-	SelectStmt *stmt;
-	ResTarget  *target;
-
-	if (list_length(raw) == 1 && IsA(linitial(raw), RawStmt))
-	{
-		stmt = (SelectStmt *) ((RawStmt *) linitial(raw))->stmt;
-		if (IsA(stmt, SelectStmt) &&
-			list_length(stmt->targetList) == 1 &&
-			stmt->distinctClause == NIL && stmt->fromClause == NIL &&
-			stmt->whereClause == NULL && stmt->groupClause == NIL &&
-			stmt->havingClause == NULL && stmt->windowClause == NIL &&
-			stmt->sortClause == NIL && stmt->limitCount == NULL &&
-			stmt->limitOffset == NULL && stmt->lockingClause == NIL &&
-			stmt->withClause == NULL && stmt->op == SETOP_NONE)
-		{
-			target = linitial_node(ResTarget, stmt->targetList);
-			if (target->name == NULL)
-				return target->val;
-		}
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_SYNTAX_ERROR),
-			 errmsg("row_filter must be a single boolean expression")));
-	return NULL;				/* keep compiler quiet */
-}
-
-static void
 check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr,
 						 const char *filter)
 {
@@ -342,72 +289,18 @@ check_row_filter_columns(Relation rel, const ConcordSet *set, Node *expr,
 }
 
 /*
- * Parses a row filter against a table into a boolean expression, with the
- * rules of a WHERE clause (no aggregates, window or set-returning
- * functions).  Used when the filter is validated and by the output plugin.
- */
-Node *
-concord_row_filter_expr(Relation rel, const char *filter)
-{
-	RowFilterContext ctx;
-	ErrorContextCallback errcb;
-	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
-	Node	   *expr;
-
-	ctx.relname = concord_relation_qualified_name(rel);
-	ctx.filter = filter;
-	errcb.callback = row_filter_error_context;
-	errcb.arg = &ctx;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-
-	pstate = make_parsestate(NULL);
-	pstate->p_sourcetext = filter;
-	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
-										   NULL, false, false);
-	addNSItemToQuery(pstate, nsitem, false, true, true);
-	expr = transformExpr(pstate, row_filter_parse(filter), EXPR_KIND_WHERE);
-	expr = coerce_to_boolean(pstate, expr, "row_filter");
-	assign_expr_collations(pstate, expr);
-
-	if (pstate->p_hasSubLinks || checkExprHasSubLink(expr))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("row_filter cannot use subqueries")));
-	free_parsestate(pstate);
-	error_context_stack = errcb.previous;
-	return expr;
-}
-
-static void
-check_row_filter(Relation rel, const ConcordSet *set, const char *filter)
-{
-	Node	   *expr;
-
-	if (filter == NULL)
-		return;
-	expr = concord_row_filter_expr(rel, filter);
-	if (contain_mutable_functions(expr))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("row_filter cannot use functions that are not immutable"),
-				 errdetail("The filter is evaluated on the provider while changes are decoded, where only immutable functions give a stable answer."),
-				 errcontext("row_filter \"%s\" of table \"%s\"", filter,
-							concord_relation_qualified_name(rel))));
-	check_row_filter_columns(rel, set, expr, filter);
-}
-
-/*
  * Runs every check for one table in one set; errors out on the first
- * failure.
+ * failure.  filter_expr is the analysed row filter (row_filter.c), if any,
+ * filter_text its text for messages.
  */
 void
 concord_check_table_for_set(Relation rel, const ConcordSet *set,
-							ArrayType *columns, const char *row_filter)
+							ArrayType *columns, Node *filter_expr,
+							const char *filter_text)
 {
 	concord_check_table_kind(rel);
 	check_key(rel, set);
 	check_columns(rel, set, columns);
-	check_row_filter(rel, set, row_filter);
+	if (filter_expr != NULL)
+		check_row_filter_columns(rel, set, filter_expr, filter_text);
 }

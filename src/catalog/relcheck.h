@@ -19,9 +19,8 @@ extern bool concord_relation_is_system(Relation rel);
 extern void concord_check_replication_target(Relation rel, const char *sub_name,
 											 const char *qualname);
 extern void concord_check_table_kind(Relation rel);
-extern Node *concord_row_filter_expr(Relation rel, const char *filter);
 extern void concord_check_table_for_set(Relation rel, const ConcordSet *set,
-										ArrayType *columns,
-										const char *row_filter);
+										ArrayType *columns, Node *filter_expr,
+										const char *filter_text);
 
 #endif							/* CONCORD_RELCHECK_H */

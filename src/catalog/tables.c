@@ -41,11 +41,6 @@
 #include "catalog/tables.h"
 
 /* A heap scan of one catalog under a registered up-to-date snapshot. */
-typedef struct CatalogScan
-{
-	SysScanDesc sscan;
-	Snapshot	snapshot;
-} CatalogScan;
 
 /*
  * Returns the OID of a concord catalog table.  The extension can be dropped
@@ -87,8 +82,8 @@ catalog_open(const char *relname, LOCKMODE lockmode)
  * (they are user_catalog_tables for that reason); elsewhere with the latest
  * snapshot.
  */
-static void
-catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
+void
+concord_catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
 {
 	if (HistoricSnapshotActive())
 		cs->snapshot = RegisterSnapshot(GetCatalogSnapshot(RelationGetRelid(rel)));
@@ -98,8 +93,8 @@ catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys, ScanKey keys)
 								   nkeys, keys);
 }
 
-static void
-catalog_endscan(CatalogScan *cs)
+void
+concord_catalog_endscan(CatalogScan *cs)
 {
 	systable_endscan(cs->sscan);
 	UnregisterSnapshot(cs->snapshot);
@@ -139,10 +134,10 @@ catalog_collect(const char *relname, int nkeys, ScanKey keys,
 	HeapTuple	tup;
 	List	   *result = NIL;
 
-	catalog_beginscan(&cs, rel, nkeys, keys);
+	concord_catalog_beginscan(&cs, rel, nkeys, keys);
 	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
 		result = lappend(result, from_tuple(tup, RelationGetDescr(rel)));
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, AccessShareLock);
 	return result;
 }
@@ -273,7 +268,7 @@ concord_node_update(const ConcordNode *node)
 	HeapTuple	oldtup;
 
 	scankey_oid(&key, Anum_node_id, node->id);
-	catalog_beginscan(&cs, rel, 1, &key);
+	concord_catalog_beginscan(&cs, rel, 1, &key);
 	oldtup = systable_getnext(cs.sscan);
 	if (!HeapTupleIsValid(oldtup))
 		elog(ERROR, "concord node %u vanished", node->id);
@@ -295,7 +290,7 @@ concord_node_update(const ConcordNode *node)
 								   values, nulls, replace);
 		CatalogTupleUpdate(rel, &oldtup->t_self, newtup);
 	}
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	invalidate_relation(RelationGetRelid(rel));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
@@ -312,13 +307,13 @@ catalog_delete_where_oid(const char *relname, AttrNumber attno, Oid value)
 	int			ndeleted = 0;
 
 	scankey_oid(&key, attno, value);
-	catalog_beginscan(&cs, rel, 1, &key);
+	concord_catalog_beginscan(&cs, rel, 1, &key);
 	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
 	{
 		CatalogTupleDelete(rel, &tup->t_self);
 		ndeleted++;
 	}
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 	return ndeleted;
@@ -350,9 +345,9 @@ concord_subscription_exists(Oid provider_node_id)
 
 	if (OidIsValid(provider_node_id))
 		scankey_oid(&key, Anum_sub_provider_node_id, provider_node_id);
-	catalog_beginscan(&cs, rel, OidIsValid(provider_node_id) ? 1 : 0, &key);
+	concord_catalog_beginscan(&cs, rel, OidIsValid(provider_node_id) ? 1 : 0, &key);
 	found = HeapTupleIsValid(systable_getnext(cs.sscan));
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, AccessShareLock);
 	return found;
 }
@@ -493,7 +488,7 @@ concord_subscription_update(const ConcordSubscription *sub)
 	bool		replace[Natts_sub];
 
 	scankey_oid(&key, Anum_sub_id, sub->id);
-	catalog_beginscan(&cs, rel, 1, &key);
+	concord_catalog_beginscan(&cs, rel, 1, &key);
 	oldtup = systable_getnext(cs.sscan);
 	if (!HeapTupleIsValid(oldtup))
 		elog(ERROR, "concord subscription %u vanished", sub->id);
@@ -506,7 +501,7 @@ concord_subscription_update(const ConcordSubscription *sub)
 	CatalogTupleUpdate(rel, &oldtup->t_self,
 					   heap_modify_tuple(oldtup, RelationGetDescr(rel),
 										 values, nulls, replace));
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 }
@@ -569,7 +564,7 @@ concord_resolver_unset(Oid relid, const char *conflict_type)
 	bool		found = false;
 
 	scankey_oid(&key, Anum_resolver_reloid, relid);
-	catalog_beginscan(&cs, rel, 1, &key);
+	concord_catalog_beginscan(&cs, rel, 1, &key);
 	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
 	{
 		bool		isnull;
@@ -581,7 +576,7 @@ concord_resolver_unset(Oid relid, const char *conflict_type)
 		CatalogTupleDelete(rel, &tup->t_self);
 		found = true;
 	}
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 	return found;
@@ -654,10 +649,10 @@ concord_sub_table_set(const ConcordSubTable *st)
 	scankey_oid(&keys[0], Anum_sub_table_sub_id, st->sub_id);
 	scankey_name(&keys[1], Anum_sub_table_nspname, st->nspname);
 	scankey_name(&keys[2], Anum_sub_table_relname, st->relname);
-	catalog_beginscan(&cs, rel, 3, keys);
+	concord_catalog_beginscan(&cs, rel, 3, keys);
 	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
 		CatalogTupleDelete(rel, &tup->t_self);
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 
 	namestrcpy(nsp, st->nspname);
 	namestrcpy(relname, st->relname);
@@ -778,12 +773,12 @@ concord_set_update(const ConcordSet *set)
 	HeapTuple	oldtup;
 
 	scankey_oid(&key, Anum_set_id, set->id);
-	catalog_beginscan(&cs, rel, 1, &key);
+	concord_catalog_beginscan(&cs, rel, 1, &key);
 	oldtup = systable_getnext(cs.sscan);
 	if (!HeapTupleIsValid(oldtup))
 		elog(ERROR, "concord replication set %u vanished", set->id);
 	CatalogTupleUpdate(rel, &oldtup->t_self, set_form_tuple(rel, set));
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 	invalidate_set_members(set->id);
@@ -810,6 +805,8 @@ set_table_from_tuple(HeapTuple tup, TupleDesc desc)
 	bool		nulls[Natts_set_table];
 	ConcordSetTable *member = palloc0(sizeof(ConcordSetTable));
 
+	/* Before 0.3.0 the catalog has no row_filter_expr: it reads as NULL. */
+	memset(nulls, true, sizeof(nulls));
 	heap_deform_tuple(tup, desc, values, nulls);
 	member->set_id = DatumGetObjectId(values[Anum_set_table_set_id - 1]);
 	member->relid = DatumGetObjectId(values[Anum_set_table_reloid - 1]);
@@ -817,6 +814,8 @@ set_table_from_tuple(HeapTuple tup, TupleDesc desc)
 		member->columns = DatumGetArrayTypePCopy(values[Anum_set_table_columns - 1]);
 	if (!nulls[Anum_set_table_row_filter - 1])
 		member->row_filter = TextDatumGetCString(values[Anum_set_table_row_filter - 1]);
+	if (!nulls[Anum_set_table_row_filter_expr - 1])
+		member->row_filter_expr = TextDatumGetCString(values[Anum_set_table_row_filter_expr - 1]);
 	return member;
 }
 
@@ -854,6 +853,49 @@ concord_set_table_exists(Oid set_id, Oid relid)
 	return set_table_lookup(2, keys) != NIL;
 }
 
+static void
+set_filter_values(const ConcordSetTable *member, Datum *values, bool *nulls)
+{
+	nulls[Anum_set_table_row_filter - 1] = member->row_filter == NULL;
+	if (member->row_filter)
+		values[Anum_set_table_row_filter - 1] = CStringGetTextDatum(member->row_filter);
+	nulls[Anum_set_table_row_filter_expr - 1] = member->row_filter_expr == NULL;
+	if (member->row_filter_expr)
+		values[Anum_set_table_row_filter_expr - 1] =
+			CStringGetTextDatum(member->row_filter_expr);
+}
+
+/* Replaces the row filter of one membership (text and analysed form). */
+void
+concord_set_table_update_filter(const ConcordSetTable *member)
+{
+	Relation	rel = catalog_open(CATALOG_SET_TABLE, RowExclusiveLock);
+	ScanKeyData keys[2];
+	CatalogScan cs;
+	HeapTuple	oldtup;
+	Datum		values[Natts_set_table];
+	bool		nulls[Natts_set_table];
+	bool		replace[Natts_set_table];
+
+	scankey_oid(&keys[0], Anum_set_table_set_id, member->set_id);
+	scankey_oid(&keys[1], Anum_set_table_reloid, member->relid);
+	concord_catalog_beginscan(&cs, rel, 2, keys);
+	oldtup = systable_getnext(cs.sscan);
+	if (!HeapTupleIsValid(oldtup))
+		elog(ERROR, "concord set membership of relation %u vanished", member->relid);
+	memset(replace, 0, sizeof(replace));
+	set_filter_values(member, values, nulls);
+	replace[Anum_set_table_row_filter - 1] = true;
+	replace[Anum_set_table_row_filter_expr - 1] = true;
+	CatalogTupleUpdate(rel, &oldtup->t_self,
+					   heap_modify_tuple(oldtup, RelationGetDescr(rel),
+										 values, nulls, replace));
+	concord_catalog_endscan(&cs);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+	invalidate_relation(member->relid);
+}
+
 void
 concord_set_table_insert(const ConcordSetTable *member)
 {
@@ -869,10 +911,7 @@ concord_set_table_insert(const ConcordSetTable *member)
 		values[Anum_set_table_columns - 1] = PointerGetDatum(member->columns);
 	else
 		nulls[Anum_set_table_columns - 1] = true;
-	if (member->row_filter)
-		values[Anum_set_table_row_filter - 1] = CStringGetTextDatum(member->row_filter);
-	else
-		nulls[Anum_set_table_row_filter - 1] = true;
+	set_filter_values(member, values, nulls);
 	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 	CatalogTupleInsert(rel, tup);
 	heap_freetuple(tup);
@@ -892,13 +931,13 @@ concord_set_table_delete(Oid set_id, Oid relid)
 
 	scankey_oid(&keys[0], Anum_set_table_set_id, set_id);
 	scankey_oid(&keys[1], Anum_set_table_reloid, relid);
-	catalog_beginscan(&cs, rel, 2, keys);
+	concord_catalog_beginscan(&cs, rel, 2, keys);
 	while (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
 	{
 		CatalogTupleDelete(rel, &tup->t_self);
 		found = true;
 	}
-	catalog_endscan(&cs);
+	concord_catalog_endscan(&cs);
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 	invalidate_relation(relid);

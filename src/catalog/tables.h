@@ -14,7 +14,9 @@
 #include "nodes/pg_list.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "access/genam.h"
 #include "utils/array.h"
+#include "utils/snapshot.h"
 
 #define CONCORD_SCHEMA		"concord"
 
@@ -27,6 +29,12 @@
 #define Anum_node_priority			4
 #define Anum_node_is_local			5
 #define Anum_node_created_at		6
+
+/* concord.node_identity (one row, or none) */
+#define CATALOG_NODE_IDENTITY		"node_identity"
+#define Anum_identity_sysid			1
+#define Anum_identity_dboid			2
+#define Anum_identity_marker		3
 
 /* concord.replication_set */
 #define CATALOG_SET					"replication_set"
@@ -41,11 +49,12 @@
 
 /* concord.replication_set_table */
 #define CATALOG_SET_TABLE			"replication_set_table"
-#define Natts_set_table				4
+#define Natts_set_table				5
 #define Anum_set_table_set_id		1
 #define Anum_set_table_reloid		2
 #define Anum_set_table_columns		3
 #define Anum_set_table_row_filter	4
+#define Anum_set_table_row_filter_expr 5	/* 0.3.0 on */
 
 /* concord.subscription */
 #define CATALOG_SUBSCRIPTION		"subscription"
@@ -97,7 +106,8 @@ typedef struct ConcordSetTable
 	Oid			set_id;
 	Oid			relid;
 	ArrayType  *columns;		/* NULL: every column */
-	char	   *row_filter;		/* NULL: every row */
+	char	   *row_filter;		/* NULL: every row; as deparsed when set */
+	char	   *row_filter_expr;	/* the analysed filter (nodeToString) */
 } ConcordSetTable;
 
 /* concord.conflict_resolver */
@@ -141,6 +151,19 @@ typedef struct ConcordSubTable
 	XLogRecPtr	sync_lsn;		/* provider LSN of the copy */
 } ConcordSubTable;
 
+/*
+ * A scan of one of concord's catalogs: with the historic snapshot inside
+ * logical decoding, else with the latest one.
+ */
+typedef struct CatalogScan
+{
+	SysScanDesc sscan;
+	Snapshot	snapshot;
+} CatalogScan;
+
+extern void concord_catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys,
+									  ScanKey keys);
+extern void concord_catalog_endscan(CatalogScan *cs);
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
 extern void concord_catalog_become_owner(const char *relname, Oid *saved_user,
 										 int *saved_context);
@@ -178,6 +201,7 @@ extern List *concord_set_table_get_by_relid(Oid relid);
 extern bool concord_set_table_exists(Oid set_id, Oid relid);
 extern void concord_set_table_insert(const ConcordSetTable *member);
 extern bool concord_set_table_delete(Oid set_id, Oid relid);
+extern void concord_set_table_update_filter(const ConcordSetTable *member);
 extern int	concord_catalog_forget_relation(Oid relid);
 
 #endif							/* CONCORD_CATALOG_H */

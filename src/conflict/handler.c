@@ -210,6 +210,34 @@ store_result(Datum result, TupleDesc handdesc, TupleTableSlot *out)
 	}
 }
 
+/*
+ * The owner of the table whose row type the handler takes: rel's, or that
+ * of the partitioned ancestor the handler was set on.  The handler runs as
+ * that owner, who chose it, never as the owner of a partition someone else
+ * created (review #13: as a superuser's, when a superuser's job made it).
+ */
+static Oid
+handler_owner(Relation rel, Oid rowtype)
+{
+	ListCell   *lc;
+
+	if (RelationGetForm(rel)->relispartition &&
+		rowtype != RelationGetForm(rel)->reltype)
+		foreach(lc, get_partition_ancestors(RelationGetRelid(rel)))
+			if (get_rel_type_id(lfirst_oid(lc)) == rowtype)
+			{
+				HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+				Oid			owner;
+
+				if (!HeapTupleIsValid(tup))
+					elog(ERROR, "cache lookup failed for relation %u", lfirst_oid(lc));
+				owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+				ReleaseSysCache(tup);
+				return owner;
+			}
+	return RelationGetForm(rel)->relowner;
+}
+
 /* True if rowtype is the row type of rel or of a partitioned ancestor. */
 static bool
 row_type_of_table_or_ancestor(Relation rel, Oid rowtype)
@@ -275,7 +303,7 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	Oid			handtype;
 	TupleDesc	handdesc;
 	char	   *problem;
-	Oid			owner = RelationGetForm(c->rel)->relowner;
+	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -299,6 +327,7 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	handtype = get_func_rettype(c->handler);
 	if (!row_type_of_table_or_ancestor(c->rel, handtype))
 		handtype = rowtype;
+	owner = handler_owner(c->rel, handtype);
 	problem = signature_problem(c->handler, handtype);
 	if (problem)
 		ereport(ERROR,

@@ -187,8 +187,10 @@ log_seen(void)
 static void
 seen_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if (queryDesc->operation != CMD_SELECT ||
-		queryDesc->plannedstmt->hasModifyingCTE)
+	/* EXPLAIN without ANALYZE writes nothing (review #26). */
+	if ((queryDesc->operation != CMD_SELECT ||
+		 queryDesc->plannedstmt->hasModifyingCTE) &&
+		(eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0)
 		log_seen();
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);

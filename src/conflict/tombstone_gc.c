@@ -403,9 +403,20 @@ concord_gap_check(const char *sub_name, const char *writer, List *seen)
 	foreach(lc, Gaps)
 	{
 		Gap		   *g = lfirst(lc);
+		TimestampTz seen_upto;
 
-		if (strcmp(g->peer, writer) != 0 ||
-			concord_seen_lookup(seen, g->origin) >= g->removed_upto)
+		if (strcmp(g->peer, writer) != 0)
+			continue;
+		seen_upto = concord_seen_lookup(seen, g->origin);
+
+		/*
+		 * A writer that never applied anything of the origin (a write-only
+		 * peer) is not behind its deletions, it never follows them: nothing
+		 * it could do would heal the gap, and refusing it stopped its
+		 * subscription for good (review #21).  Its changes of rows the
+		 * origin deleted meet no tombstone, as before tombstones existed.
+		 */
+		if (seen_upto == 0 || seen_upto >= g->removed_upto)
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -187,10 +187,13 @@ concord_protocol_describe(PG_FUNCTION_ARGS)
 				 errmsg("concord protocol version %d is not supported", version),
 				 errhint("Versions %d to %d are.", CONCORD_PROTO_VERSION_MIN,
 						 CONCORD_PROTO_VERSION)));
-	in.data = VARDATA_ANY(data);
-	in.len = VARSIZE_ANY_EXHDR(data);
-	in.maxlen = in.len;
-	in.cursor = 0;
+	/*
+	 * A copy ending in a NUL, as libpq's buffers do: reading a string runs
+	 * strlen() before it checks the length left, and must not run past the
+	 * datum (review #20).
+	 */
+	initStringInfo(&in);
+	appendBinaryStringInfo(&in, VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data));
 	initStringInfo(&buf);
 	do
 	{

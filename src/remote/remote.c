@@ -20,10 +20,20 @@
 #include "utils/builtins.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "concord.h"
 #include "remote/remote.h"
 
-/* Waits until the connection's socket is ready for events, or timeout. */
+/*
+ * Waits until the connection's socket is ready for events, or timeout
+ * (-1: none).  Interrupts end the wait.  A query may wait as long as the
+ * provider works on it (CREATE_REPLICATION_SLOT waits for the provider's
+ * oldest transactions, a filtered COPY may scan long between rows), so
+ * only the replication stream has a silence limit (apply.c,
+ * concord.receive_timeout); a peer that vanished under a query is found by
+ * the TCP keepalives and tcp_user_timeout every connection sets.
+ */
 void
 concord_remote_wait(PGconn *conn, int events, long timeout_ms)
 {
@@ -117,37 +127,176 @@ concord_check_dsn(const char *dsn, const char *what)
 				 errhidestmt(true)));
 }
 
-PGconn *
-concord_remote_connect(const char *dsn, bool replication, const char *appname)
+/*
+ * Set by concord's own workers (apply, sync), which connect with the DSN
+ * of a subscription whose creator was checked, as the bootstrap superuser
+ * and often outside any transaction, where superuser() cannot look the
+ * role up.  Not IsBackgroundWorker: other extensions run users' SQL in
+ * background workers (review).
+ */
+bool		concord_remote_trusted = false;
+
+/* Whether the caller may have this server connect with its own credentials. */
+static bool
+trusted_caller(void)
+{
+	return concord_remote_trusted || superuser();
+}
+
+/*
+ * The libpq keywords a role that is not a superuser may give: where and
+ * whom to connect to, with its own password, and how.  Every other one
+ * names a file of this server (passfile, sslcert, sslkey, sslrootcert,
+ * sslcrl, service, ...), reads its secrets (sslpassword, krbsrvname,
+ * gsslib) or is newer than this list: refused.
+ */
+static const char *const UserKeywords[] = {
+	"host", "hostaddr", "port", "dbname", "user", "password",
+	"connect_timeout", "client_encoding", "options", "application_name",
+	"fallback_application_name", "keepalives", "keepalives_idle",
+	"keepalives_interval", "keepalives_count", "tcp_user_timeout",
+	"sslmode", "sslcompression", "sslsni", "ssl_min_protocol_version",
+	"ssl_max_protocol_version", "channel_binding", "target_session_attrs",
+	"requirepeer", NULL
+};
+
+static bool
+user_keyword(const char *keyword)
+{
+	for (int i = 0; UserKeywords[i]; i++)
+		if (strcmp(keyword, UserKeywords[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A role that is not a superuser may make this server connect to a peer
+ * (create_subscription) only with a password of its own: without one, the
+ * server's own credentials would serve it (a .pgpass entry of the server's
+ * OS user, its client certificates, peer authentication), and keywords
+ * naming files would make the server read its own (review #18).  As dblink
+ * and postgres_fdw require.  Checked before connecting; that the password
+ * was used is checked after (concord_remote_connect).
+ */
+void
+concord_check_dsn_for_user(const char *dsn)
+{
+	PQconninfoOption *opts;
+	bool		password = false;
+
+	if (trusted_caller())
+		return;
+	opts = PQconninfoParse(dsn, NULL);
+	if (opts == NULL)
+		return;					/* concord_check_dsn() reports it */
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+	{
+		if (o->val == NULL || o->val[0] == '\0')
+			continue;
+		if (strcmp(o->keyword, "password") == 0)
+			password = true;
+		if (!user_keyword(o->keyword))
+		{
+			char	   *keyword = pstrdup(o->keyword);
+
+			PQconninfoFree(opts);
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("only a superuser may give %s in a provider's connection string",
+							keyword),
+					 errdetail("It could make this server use its own files or credentials."),
+					 errhidestmt(true)));
+		}
+	}
+	PQconninfoFree(opts);
+	if (!password)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a password is required in the provider's connection string"),
+				 errdetail("Roles that are not superusers must connect with a password of their own, not with this server's credentials."),
+				 errhint("Give password=... in the connection string, or have a superuser create the subscription."),
+				 errhidestmt(true)));
+}
+
+#define OPTIONS_REPLICATION \
+	"-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 " \
+	"-c timezone=UTC -c bytea_output=hex"
+#define OPTIONS_ORDINARY \
+	OPTIONS_REPLICATION " -c search_path=pg_catalog -c standard_conforming_strings=on"
+
+static PGconn *
+remote_connect(const char *dsn, bool replication, const char *appname,
+			   bool check_password)
 {
 	/*
 	 * Values travel as text: the provider's output settings are fixed, so
-	 * that dates, intervals and floats read back the same here whatever
-	 * the provider's configuration.
+	 * that dates, intervals, floats, timestamps with time zone and bytea
+	 * read back the same here whatever the provider's configuration, and
+	 * every provider writes a key alike (apply/key_lock.c hashes its text).
+	 * An ordinary connection also resolves names in pg_catalog only (every
+	 * statement concord sends qualifies its own), so that no object a
+	 * provider's user made is called by mistake (review #2), and reads
+	 * string literals the standard way.
 	 */
-	const char *keys[] = {"dbname", "fallback_application_name",
+	/*
+	 * The keywords before dbname are defaults the DSN may override: TCP
+	 * keepalives, so that a peer that vanished is noticed by the kernel
+	 * too, and a bound on unacknowledged sends and on connecting.  Those
+	 * after it are concord's and override the DSN's.
+	 */
+	char		user_timeout[16];
+	char		connect_timeout[16];
+	const char *keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+		"keepalives_count", "tcp_user_timeout", "connect_timeout",
+		"dbname", "fallback_application_name",
 		"client_encoding", "options", "replication", NULL};
-	const char *vals[] = {dsn, appname, GetDatabaseEncodingName(),
-		"-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3",
+	const char *vals[] = {"1", "20", "5", "3", user_timeout, connect_timeout,
+		dsn, appname, GetDatabaseEncodingName(),
+		OPTIONS_REPLICATION,
 	"database", NULL};
 	PGconn	   *conn;
 	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+	TimestampTz deadline;
 
+	snprintf(user_timeout, sizeof(user_timeout), "%d", Max(concord_receive_timeout, 0));
+	snprintf(connect_timeout, sizeof(connect_timeout), "%d",
+			 concord_receive_timeout > 0 ? Max(concord_receive_timeout / 1000, 2) : 0);
 	if (!replication)
-		keys[4] = NULL;
+	{
+		keys[10] = NULL;
+		vals[9] = OPTIONS_ORDINARY;
+	}
 	concord_check_dsn(dsn, "the provider");
 	conn = PQconnectStartParams(keys, vals, true);
 	if (conn == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while connecting to a peer")));
+	/*
+	 * libpq applies connect_timeout only to blocking connections: this one
+	 * is bounded here, by concord.receive_timeout (60 s without one).
+	 */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   concord_receive_timeout > 0 ?
+										   concord_receive_timeout : 60000);
 	while (PQstatus(conn) != CONNECTION_BAD &&
 		   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
 	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (left <= 0)
+		{
+			PQfinish(conn);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not connect to the provider: no answer within %d ms",
+							concord_receive_timeout > 0 ? concord_receive_timeout : 60000),
+					 errhidestmt(true)));
+		}
 		concord_remote_wait(conn,
 							status == PGRES_POLLING_READING ?
 							WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE,
-							-1);
+							left);
 		status = PQconnectPoll(conn);
 	}
 	if (PQstatus(conn) != CONNECTION_OK)
@@ -160,7 +309,39 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname)
 				 errmsg("could not connect to the provider: %s", msg),
 				 errhidestmt(true)));
 	}
+	if (check_password && !trusted_caller() && !PQconnectionUsedPassword(conn))
+	{
+		PQfinish(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the provider did not ask for the password"),
+				 errdetail("Roles that are not superusers must connect with a password of their own, not with this server's credentials."),
+				 errhint("Have the provider authenticate this connection by password, or have a superuser create the subscription."),
+				 errhidestmt(true)));
+	}
 	return conn;
+}
+
+/*
+ * Connects to a peer.  A role that is not a superuser must have been let
+ * in by its own password (concord_check_dsn_for_user).
+ */
+PGconn *
+concord_remote_connect(const char *dsn, bool replication, const char *appname)
+{
+	return remote_connect(dsn, replication, appname, true);
+}
+
+/*
+ * Connects with the DSN of an existing subscription, to drop its slot: the
+ * DSN was checked when the subscription was made, by its creator's rights;
+ * whoever may drop the subscription may drop its slot (review).
+ */
+PGconn *
+concord_remote_connect_stored(const char *dsn, bool replication,
+							  const char *appname)
+{
+	return remote_connect(dsn, replication, appname, false);
 }
 
 static void
@@ -277,6 +458,33 @@ concord_remote_get_copy(PGconn *conn, char **buf, bool wait)
 					 errmsg("lost the provider while receiving data: %s",
 							concord_remote_error(conn))));
 	}
+}
+
+/*
+ * After a COPY from the peer ended, the peer's reason when it ended it
+ * with an error (a walsender's ERROR: the provider refused to stream),
+ * trimmed, in the current memory context; NULL when it ended cleanly.
+ */
+char *
+concord_remote_copy_error(PGconn *conn)
+{
+	PGresult   *res;
+	char	   *msg = NULL;
+
+	wait_until_not_busy(conn);
+	res = PQgetResult(conn);
+	if (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+	{
+		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+
+		if (primary != NULL)
+			msg = hint != NULL ? psprintf("%s (%s)", primary, hint) : pstrdup(primary);
+		else					/* an error of libpq's own */
+			msg = pchomp(PQresultErrorMessage(res));
+	}
+	PQclear(res);
+	return msg;
 }
 
 void

@@ -11,8 +11,12 @@
 #include "libpq-fe.h"
 
 extern void concord_check_dsn(const char *dsn, const char *what);
+extern void concord_check_dsn_for_user(const char *dsn);
 extern PGconn *concord_remote_connect(const char *dsn, bool replication,
 									  const char *appname);
+extern PGconn *concord_remote_connect_stored(const char *dsn, bool replication,
+											 const char *appname);
+extern bool concord_remote_trusted;
 extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 									 int nparams, const char *const *params);
 extern PGresult *concord_remote_query(PGconn *conn, const char *sql,
@@ -23,6 +27,7 @@ extern void concord_remote_wait(PGconn *conn, int events, long timeout_ms);
 extern void concord_remote_wait_readable(PGconn *conn, long timeout_ms);
 extern void concord_remote_flush(PGconn *conn);
 extern char *concord_remote_error(PGconn *conn);
+extern char *concord_remote_copy_error(PGconn *conn);
 extern void concord_remote_finish(PGconn *conn);
 extern char *concord_redact_dsn(const char *text);
 extern void concord_redact_current_statement(void);

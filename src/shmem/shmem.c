@@ -96,7 +96,11 @@ shmem_startup(void)
 		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);
 
 		for (int i = 0; i < ConcordShmem->max_entries; i++)
+		{
 			ConcordShmem->commit_runs[i].lock = &locks[1 + i].lock;
+			ConditionVariableInit(&ConcordShmem->subs[i].progress_cv);
+			pg_atomic_init_u64(&ConcordShmem->subs[i].last_msg_at, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -167,11 +171,11 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	}
 	if (!create || free_entry == NULL)
 		return NULL;
-	memset(free_entry, 0, sizeof(ConcordSubState));
+	memset(free_entry, 0, offsetof(ConcordSubState, progress_cv));
+	pg_atomic_init_u64(&free_entry->last_msg_at, 0);
 	free_entry->dboid = dboid;
 	free_entry->subid = subid;
 	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
-	ConditionVariableInit(&free_entry->progress_cv);
 	commit_runs_reset(concord_sub_commit_runs(free_entry));
 	return free_entry;
 }

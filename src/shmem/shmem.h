@@ -54,6 +54,10 @@ typedef struct ConcordSubState
 	pid_t		sync_pid;
 	ConcordPhase phase;
 	XLogRecPtr	received_lsn;	/* provider WAL seen */
+	XLogRecPtr	provider_lsn;	/* the provider's latest WAL position known */
+	pg_atomic_uint64 last_msg_at;	/* when the stream last delivered a
+									 * message (a TimestampTz; written
+									 * without the lock) */
 	XLogRecPtr	caught_up_lsn;	/* every provider commit before it applied */
 	TimestampTz applied_commit_ts;	/* its commit time at the provider */
 	bool		has_error;
@@ -64,10 +68,17 @@ typedef struct ConcordSubState
 	TimestampTz restart_after;
 	TimestampTz careful_until;	/* apply looks for conflicts until then */
 	bool		stop_requested; /* the subscription was disabled */
-	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn reaches
-									 * wake_lsn */
 	XLogRecPtr	wake_lsn;		/* the lowest LSN a wait_for_apply() waits
 								 * for; 0: nobody waits */
+
+	/*
+	 * Last, and never cleared when the entry is handed to another
+	 * subscription: a wait_for_apply() of the dropped one may still be
+	 * asleep on it (it wakes, finds its subscription gone, and errors).
+	 * Initialized once, with the segment.
+	 */
+	ConditionVariable progress_cv;	/* broadcast when caught_up_lsn reaches
+									 * wake_lsn */
 } ConcordSubState;
 
 /*

@@ -34,6 +34,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "catalog/identity.h"
 #include "concord.h"
 #include "conflict/seen.h"
 #include "shmem/shmem.h"
@@ -196,6 +197,7 @@ concord_launcher_main(Datum main_arg pg_attribute_unused())
 	for (;;)
 	{
 		launcher_start_managers(connectable_databases());
+		concord_identity_sweep_dropped();
 		if (TimestampDifferenceExceeds(last_save, GetCurrentTimestamp(), SEEN_SAVE_MS))
 		{
 			concord_seen_save();

@@ -21,6 +21,7 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -35,6 +36,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "catalog/identity.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/tombstone.h"
@@ -73,11 +75,18 @@ manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 	concord_wake_launcher();
 }
 
-/* The subscriptions of this database, or NIL with *gone if concord is. */
+/*
+ * The subscriptions of this database, or NIL with *gone if concord is.
+ * In a copy of the local node (catalog/identity.c) every subscription
+ * counts as disabled: no worker of a copy touches the original's slots.
+ */
 static List *
 read_subscriptions(bool *gone)
 {
+	static bool warned_copy = false;
 	List	   *subs = NIL;
+	char	   *why = NULL;
+	bool		copy = false;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -86,12 +95,26 @@ read_subscriptions(bool *gone)
 	if (!*gone)
 	{
 		MemoryContext oldcxt;
+		ListCell   *lc;
 
 		MemoryContextReset(CycleContext);
 		oldcxt = MemoryContextSwitchTo(CycleContext);
+		concord_identity_sweep();
 		subs = concord_subscription_get_all();
+		copy = subs != NIL && concord_node_get_local(true) != NULL &&
+			!concord_identity_check(&why);
+		foreach(lc, subs)
+			if (copy)
+				((ConcordSubscription *) lfirst(lc))->enabled = false;
 		MemoryContextSwitchTo(oldcxt);
 	}
+	if (copy && !warned_copy)
+		ereport(WARNING,
+				(errmsg("concord starts no worker in database \"%s\": it is a copy of its node",
+						get_database_name(MyDatabaseId)),
+				 errdetail("%s.", why),
+				 errhint(COPY_HINT)));
+	warned_copy = copy;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return subs;

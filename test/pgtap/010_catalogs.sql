@@ -2,12 +2,12 @@
 BEGIN;
 SELECT plan(41);
 
--- The extension: schema concord, not relocatable, version 0.2.0.
+-- The extension: schema concord, not relocatable, version 0.3.0.
 SELECT has_schema('concord', 'schema concord exists');
 SELECT has_extension('concord', 'concord', 'extension concord lives in schema concord');
 SELECT is(extrelocatable, false, 'concord is not relocatable')
   FROM pg_extension WHERE extname = 'concord';
-SELECT is(extversion, '0.2.0', 'concord is at version 0.2.0')
+SELECT is(extversion, '0.3.0', 'concord is at version 0.3.0')
   FROM pg_extension WHERE extname = 'concord';
 SELECT is(extnamespace::regnamespace::text, 'concord', 'the extension schema is concord')
   FROM pg_extension WHERE extname = 'concord';

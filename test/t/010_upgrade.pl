@@ -131,6 +131,29 @@ foreach my $v (@old)
 	is($after, $fresh, "$v updated to $current has the objects of a fresh $current install")
 	  or diag(diff_lines($fresh, $after));
 }
+
+# Privileges granted on the extension's objects survive an update that
+# makes them again (a monitoring role's, as the manual suggests).
+$node->safe_psql('postgres', 'CREATE DATABASE grants; CREATE ROLE watcher');
+$node->safe_psql('grants', "CREATE EXTENSION concord VERSION '$old[0]'");
+$node->safe_psql('grants', q{
+	GRANT USAGE ON SCHEMA concord TO watcher;
+	GRANT SELECT ON concord.subscription_status TO watcher;
+	GRANT EXECUTE ON FUNCTION concord.subscription_status_internal() TO watcher;
+	GRANT SELECT ON concord.replication_set_table TO watcher;
+	ALTER EXTENSION concord UPDATE;
+});
+is($node->safe_psql('grants', q{
+		SELECT has_function_privilege('watcher', 'concord.row_filter_sql(oid, regclass)', 'EXECUTE')
+		    || ' ' || has_function_privilege('public', 'concord.row_filter_sql(oid, regclass)', 'EXECUTE')}),
+	'true false', 'a role that could read the sets\' tables may call row_filter_sql after the update (0.3.0)');
+is($node->safe_psql('grants', q{
+		SELECT has_table_privilege('watcher', 'concord.subscription_status', 'SELECT')
+		    || ' ' || has_function_privilege('watcher', 'concord.subscription_status_internal()', 'EXECUTE')
+		    || ' ' || has_table_privilege('public', 'concord.subscription_status', 'SELECT')}),
+	'true true false', "grants on the status view and its function are kept by the update from $old[0]");
+is($node->safe_psql('grants', q{SET ROLE watcher; SELECT count(*) FROM concord.subscription_status}),
+	'0', 'and the role can read the view after it');
 $node->stop;
 
 # Lines only in one of two descriptions.
@@ -157,7 +180,9 @@ foreach my $n (@nodes)
 		 CREATE EXTENSION pg_walinspect;
 		 SELECT concord.create_node('" . $n->name . "', $dsn);
 		 CREATE TABLE item (id int PRIMARY KEY, v text);
-		 SELECT concord.replication_set_add_table('default', 'item');");
+		 SELECT concord.replication_set_add_table('default', 'item');
+		 CREATE TABLE fitem (id int PRIMARY KEY, v text);
+		 SELECT concord.replication_set_add_table('default', 'fitem', row_filter := 'id % 2 = 0');");
 }
 my ($a, $b) = @nodes;
 subscribe($a, $b);
@@ -185,12 +210,26 @@ foreach my $k (0 .. $#nodes)
 	{
 		my $first = 1000 + 100 * $k + 10 * $j;
 		$nodes[$j]->safe_psql('postgres',
-			"INSERT INTO item SELECT g, 'after' FROM generate_series($first + 1, $first + 10) g");
+			"INSERT INTO item SELECT g, 'after' FROM generate_series($first + 1, $first + 10) g;
+			 INSERT INTO fitem SELECT g, '$j' FROM generate_series($first + 1, $first + 10) g");
 	}
 }
 wait_for_apply_all(\@nodes);
 is($a->safe_psql('postgres', 'SELECT count(*) FROM item'), '140',
 	'every row written before, between and after the updates is on up_a');
+# Row filters stored as text before 0.3.0 are analysed by the update; the
+# changes written before it are decoded with the text, those after with
+# the tree.
+is($a->safe_psql('postgres', q{SELECT row_filter || ' ' || (row_filter_expr IS NOT NULL)
+		|| ' ' || concord.row_filter_sql(set_id, set_reloid)
+		FROM concord.replication_set_table WHERE set_reloid = 'fitem'::regclass}),
+	'((id % 2) = 0) true ((id % 2) = 0)', 'the row filter is stored analysed after the update');
+foreach my $j (0 .. $#nodes)
+{
+	is($nodes[$j]->safe_psql('postgres',
+			"SELECT count(*) FILTER (WHERE v <> '$j') || ' ' || count(*) FILTER (WHERE v <> '$j' AND id % 2 = 1) FROM fitem"),
+		'10 0', $nodes[$j]->name . ' received the filtered rows of its peer (10 of 20), even ones only');
+}
 checksums_match(\@nodes, ['item'], 'after the upgrade');
 is($a->safe_psql('postgres', "SELECT status FROM concord.subscription_status"),
 	'replicating', 'the subscription of up_a replicates after the upgrade');

@@ -197,11 +197,11 @@ foreach my $case (sort keys %bad)
 	}
 	is($n2->safe_psql('postgres', $catalog_state), $state_before,
 		"$case: no subscription and no origin left on the subscriber");
-	is($provider->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_slots'), '0',
+	is($provider->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'}), '0',
 		"$case: no slot left on the provider")
 	  if $provider;
 }
-is($n1->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_slots'), '1',
+is($n1->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'}), '1',
 	'n1 holds only the slot of the working subscription');
 wait_replicating([$n2], 'the working subscription survived the refusals');
 

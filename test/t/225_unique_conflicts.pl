@@ -1,6 +1,9 @@
 # Collisions through unique indexes other than the key, in a 3-node mesh
 # under last_update_wins: insert_exists through another unique index,
-# update_exists, and multiple_unique_conflicts.
+# update_exists, and multiple_unique_conflicts; and (review #12) an UPDATE
+# that moves its row onto a key another node inserted meanwhile: it was a
+# unique violation that stopped the subscription for good, it is
+# update_exists.
 #
 # Table uq (id PRIMARY KEY, u UNIQUE), table uq2 (id PRIMARY KEY, a UNIQUE,
 # b UNIQUE).  Each case: partition every node, write concurrently, heal
@@ -134,5 +137,22 @@ is($n2->safe_psql('postgres',
 	'n2 kept its latest row against both');
 checksums_match(\@nodes, ['uq2'], 'case 4');
 all_replicating('case 4');
+
+# --- an UPDATE that changes the key onto a concurrently inserted key ---------
+$n1->safe_psql('postgres', "INSERT INTO uq VALUES (7, 'g', 'seven')");
+wait_for_apply_all(\@nodes, label => 'case 5 rows');
+$_->safe_psql('postgres', 'DELETE FROM concord.conflict_history') foreach @nodes;
+partition_nodes(\@nodes, 'case 5');
+$n1->safe_psql('postgres', "UPDATE uq SET id = 8, v = 'n1, earlier' WHERE id = 7");
+$n2->safe_psql('postgres', "INSERT INTO uq VALUES (8, 'h', 'n2, later')");
+heal_nodes(\@nodes, 'case 5 healed');
+rows_everywhere(q{SELECT string_agg(id || ':' || u || ':' || v, ',' ORDER BY id) FROM uq WHERE id IN (7, 8)},
+	'8:h:n2, later', 'key-changing update_exists: the later insert wins, the moved row is gone');
+like(history($n2, 'uq'), qr/^update_exists keep_local /,
+	'n2 met update_exists on the key and kept its later row');
+is(history($n1, 'uq'), 'insert_exists apply_remote {"id": 8}',
+	'n1 met the insert on its moved row and applied it');
+all_replicating('case 5');
+checksums_match(\@nodes, ['uq'], 'case 5');
 
 done_testing();

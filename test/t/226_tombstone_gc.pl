@@ -13,6 +13,10 @@
 # to resynchronize) instead of dropping it as update_missing; n2 and n3
 # keep row 4 (the later update wins); resynchronizing the table on n1 from
 # n2 brings row 4 back and the subscription replicates again: all equal.
+# Phase 3 (review #21): a write-only peer n4 (it subscribes to nothing, n1
+# subscribes to it) never confirms n1's deletes, so a forced removal
+# records a gap for it too; its transactions carry no vector of n1 and
+# were refused for good, although it never follows n1's deletes at all.
 use strict;
 use warnings;
 use FindBin;
@@ -126,5 +130,28 @@ wait_for_apply_all(\@nodes, label => 'phase 2 healed');
 is($n1->safe_psql('postgres', 'SELECT v FROM t WHERE id = 4'), 'n2, after the delete',
 	'phase 2: row 4 is back on n1');
 checksums_match(\@nodes, ['t'], 'phase 2');
+
+# --- phase 3: a write-only peer is not refused ----------------------------
+my $n4 = concord_node('n4', extra_conf => "concord.tombstone_gc_delay = 0\n");
+$n4->safe_psql('postgres', "CREATE TABLE t (id int PRIMARY KEY, v text);
+	SELECT concord.replication_set_add_table('default', 't');");
+subscribe($n1, $n4, name => 'sub_n1_n4', synchronize_data => 0);
+wait_replicating([$n1], 'phase 3');
+$n4->safe_psql('postgres', "INSERT INTO t VALUES (100, 'n4, before')");
+ok(wait_for_apply_one($n1, 'sub_n1_n4', $n4), 'phase 3: n1 applies n4');
+$n1->safe_psql('postgres', 'DELETE FROM t WHERE id = 5');
+$del_ts = $n1->safe_psql('postgres',
+	"SELECT max(pg_xact_commit_timestamp(xmin)) FROM concord.tombstone");
+ok(clock_past($n1, $del_ts, 3), 'phase 3: the tombstone is older than the retention');
+gc($n1);
+like($n1->safe_psql('postgres', q{SELECT string_agg(peer, ',' ORDER BY peer) FROM concord.tombstone_gap}),
+	qr/n4/, 'phase 3: a gap is recorded for n4, which never confirms');
+$n4->safe_psql('postgres', "INSERT INTO t VALUES (101, 'n4, after the gap')");
+ok(wait_for_apply_one($n1, 'sub_n1_n4', $n4), 'phase 3: n1 applies n4 after the gap');
+is($n1->safe_psql('postgres', 'SELECT v FROM t WHERE id = 101'), 'n4, after the gap',
+	"phase 3: n4's write is applied");
+is($n1->safe_psql('postgres',
+		q{SELECT status FROM concord.subscription_status WHERE subscription_name = 'sub_n1_n4'}),
+	'replicating', 'phase 3: the subscription from n4 replicates');
 
 done_testing();

@@ -123,6 +123,85 @@ resume('deferred constraint trigger');
 
 is($s->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM alice.t}),
 	'1,2,3,4,5', 'every row the provider wrote arrived once the code was removed');
+
+# 6. A conflict handler alice set on her partitioned table, meeting a
+#    conflict in a partition the superuser created (a maintenance job, say):
+#    it runs as alice, the owner of the table she set it on, not as the
+#    partition's owner (review #13).
+foreach my $n ($p, $s)
+{
+	$n->safe_psql('postgres', q{
+		CREATE TABLE alice.pt (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+		ALTER TABLE alice.pt OWNER TO alice;
+		CREATE TABLE alice.pt_low PARTITION OF alice.pt FOR VALUES FROM (0) TO (100);
+		SELECT concord.replication_set_add_table('default', 'alice.pt');
+	});
+}
+$s->safe_psql('postgres', q{
+	GRANT USAGE ON SCHEMA concord TO alice;
+	GRANT EXECUTE ON FUNCTION concord.set_conflict_resolver(regclass, text, regprocedure, text) TO alice;
+	SET ROLE alice;
+	CREATE FUNCTION alice.h(l alice.pt, r alice.pt, i concord.conflict_info) RETURNS alice.pt
+	LANGUAGE plpgsql AS $$BEGIN PERFORM alice.escalate(); RETURN r; END$$;
+	SELECT concord.set_conflict_resolver('alice.pt', 'custom',
+	       'alice.h(alice.pt, alice.pt, concord.conflict_info)');
+});
+is($s->safe_psql('postgres', q{SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'alice.pt_low'::regclass}),
+	'postgres', 'the partition belongs to the superuser');
+$s->safe_psql('postgres', q{SELECT concord.alter_subscription_disable('sub_own2_own1')});
+$s->poll_query_until('postgres',
+	q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'concord apply'});
+$s->safe_psql('postgres', "INSERT INTO alice.pt VALUES (7, 'here')");
+$p->safe_psql('postgres', "INSERT INTO alice.pt VALUES (7, 'there')");
+$s->safe_psql('postgres', q{SELECT concord.alter_subscription_enable('sub_own2_own1')});
+wait_for_apply_all([$s]);
+is($s->safe_psql('postgres', q{
+		SELECT conflict_type || ' ' || resolution || ' ' || (error_message LIKE '%must be superuser%')
+		  FROM concord.conflict_history WHERE relation = 'alice.pt_low'}),
+	'insert_exists skip true', "the handler ran with alice's rights: its ALTER ROLE failed, the change was skipped");
 is(alice_is_superuser(), 'f', 'alice never became a superuser');
+
+# 7. alice granted create_subscription cannot make this server connect with
+#    its own credentials (review #18): the test's servers trust local
+#    connections, as a .pgpass of the server's OS user would let them in.
+$s->safe_psql('postgres', q{
+	GRANT EXECUTE ON FUNCTION concord.create_subscription(name, text, text[], boolean, text[], interval) TO alice;
+});
+my $pdsn = $p->connstr('postgres');
+foreach my $case (
+	[ 'no password', $pdsn, qr/a password is required in the provider's connection string/ ],
+	[ 'a server file', "$pdsn passfile=/etc/passwd password=x", qr/only a superuser may give passfile/ ],
+	[ 'a service of the server\'s pg_service.conf', "$pdsn service=prod password=x",
+	  qr/only a superuser may give service/ ],
+	[ 'a Kerberos service name', "$pdsn krbsrvname=postgres password=x",
+	  qr/only a superuser may give krbsrvname/ ],
+	[ 'a password the provider does not ask for', "$pdsn password=x",
+	  qr/the provider did not ask for the password/ ])
+{
+	my ($label, $dsn, $re) = @$case;
+	my ($ret, $out, $err) = $s->psql('postgres',
+		"SET ROLE alice; SELECT concord.create_subscription('by_alice', " . quote_literal($dsn) . ')');
+	like($err, $re, "alice's create_subscription with $label is refused");
+}
+is($s->safe_psql('postgres', q{SELECT count(*) FROM concord.subscription WHERE sub_name = 'by_alice'}),
+	'0', 'and no subscription was made');
+
+# 8. A subscription a superuser made (the provider trusts this server) is
+#    dropped by alice, granted drop_subscription: its slot on the provider
+#    goes too.  Before, her drop met "the provider did not ask for the
+#    password", warned, and left the slot there, retaining WAL.
+$p->safe_psql('postgres', q{SELECT concord.create_replication_set('nothing')});
+subscribe($s, $p, name => 'by_postgres', sets => ['nothing'], synchronize_data => 0);
+my $slot = $s->safe_psql('postgres', q{SELECT slot_name FROM concord.subscription WHERE sub_name = 'by_postgres'});
+is($p->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"), '1',
+	'the subscription has its slot on the provider');
+$s->safe_psql('postgres', q{
+	GRANT EXECUTE ON FUNCTION concord.drop_subscription(name, boolean) TO alice;
+});
+my ($ret, $out, $err) = $s->psql('postgres', "SET ROLE alice; SELECT concord.drop_subscription('by_postgres')");
+is($ret, 0, 'alice drops the subscription a superuser made');
+unlike($err, qr/WARNING/, 'without a warning');
+is($p->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"), '0',
+	'its slot on the provider is gone');
 
 done_testing();

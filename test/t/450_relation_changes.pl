@@ -11,6 +11,12 @@
 #     cache of the table is invalidated (ANALYZE does it).  Each re-send
 #     left the previous map, with a memory context of its input functions,
 #     behind in the apply worker: counted in its memory contexts.
+#  3. Review #25: the subscriber's key has a column the provider's key
+#     does not.  An UPDATE searched with the provider's key columns and
+#     the new values of the rest, found nothing and became a silent
+#     update_missing (the old row stayed, a second row was inserted); a
+#     DELETE was a silent delete_missing.  Now the subscription stops with
+#     an error naming the column, and retries once the keys agree.
 use strict;
 use warnings;
 use FindBin;
@@ -74,6 +80,34 @@ $s->wait_for_log(qr/Grand total/, $offset);
 my $log = substr(slurp_file($s->logfile), $offset);
 my $maps = () = $log =~ /(concord input functions|concord apply column map)/g;
 cmp_ok($maps, '<=', 2, "one column map per table (a and b), not one per re-send ($maps)");
+
+# 3. Keys that disagree: provider PRIMARY KEY (id), subscriber (id, k).
+$p->safe_psql('postgres', 'CREATE TABLE c (id int PRIMARY KEY, k int NOT NULL, v text)');
+$s->safe_psql('postgres', 'CREATE TABLE c (id int NOT NULL, k int NOT NULL, v text, PRIMARY KEY (id, k))');
+add_tables([ $p, $s ], ['c']);
+$p->safe_psql('postgres', q{INSERT INTO c VALUES (1, 1, 'one'), (2, 2, 'two')});
+wait_for_apply_all([$s]);
+is($s->safe_psql('postgres', 'SELECT count(*) FROM c'), '2', 'inserts need no key');
+
+$p->safe_psql('postgres', q{UPDATE c SET k = 10, v = 'ten' WHERE id = 1});
+my $sub = $s->safe_psql('postgres', 'SELECT subscription_name FROM concord.subscription_status');
+ok($s->poll_query_until('postgres', qq{
+		SELECT status = 'down' AND last_error LIKE '%column "k" of the key of public.c here is not part of the provider''s key%'
+		  FROM concord.subscription_status WHERE subscription_name = '$sub'}),
+	'an UPDATE by a key the subscriber does not share stops the subscription, naming the column');
+is($s->safe_psql('postgres', q{SELECT string_agg(id || ':' || k || ':' || v, ',' ORDER BY id, k) FROM c}),
+	'1:1:one,2:2:two', 'no row was inserted beside the one the UPDATE was for');
+is($s->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
+	'and no update_missing conflict was recorded');
+
+# The keys agree again: the subscription retries the UPDATE, then a DELETE.
+$s->safe_psql('postgres', 'ALTER TABLE c DROP CONSTRAINT c_pkey, ADD PRIMARY KEY (id)');
+$p->safe_psql('postgres', 'DELETE FROM c WHERE id = 2');
+wait_for_apply_all([$s]);
+is($s->safe_psql('postgres', q{SELECT string_agg(id || ':' || k || ':' || v, ',' ORDER BY id, k) FROM c}),
+	'1:10:ten', 'with the keys agreeing, the UPDATE and the DELETE are applied');
+is($s->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
+	'without a conflict');
 
 done_testing();
 

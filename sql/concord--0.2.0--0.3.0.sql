@@ -1,0 +1,161 @@
+/*
+ * concord 0.2.0 -> 0.3.0
+ *
+ * concord.subscription_status gains last_msg_at: when the subscription's
+ * stream last delivered a message.  Its function's result changes, so the
+ * view and the function are made again; the privileges granted on them
+ * (a monitoring role's, say) are granted again as they were.
+ *
+ * Node identity: concord.node_identity, concord.node_status and
+ * concord.reclaim_node_identity(); the local node, if there is one, is
+ * recorded as this database of this server.
+ */
+
+\echo Use "ALTER EXTENSION concord UPDATE TO '0.3.0'" to load this file. \quit
+
+CREATE TEMPORARY TABLE concord_saved_grants ON COMMIT DROP AS
+    SELECT 'TABLE concord.subscription_status' AS object, a.privilege_type,
+           a.grantee, a.is_grantable
+      FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+     WHERE c.oid = 'concord.subscription_status'::pg_catalog.regclass
+       AND a.grantee <> c.relowner
+    UNION ALL
+    SELECT 'FUNCTION concord.subscription_status_internal()', a.privilege_type,
+           a.grantee, a.is_grantable
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+     WHERE p.oid = 'concord.subscription_status_internal()'::pg_catalog.regprocedure
+       AND a.grantee <> p.proowner;
+
+DROP VIEW concord.subscription_status;
+DROP FUNCTION concord.subscription_status_internal();
+
+CREATE FUNCTION concord.subscription_status_internal(
+        OUT subscription_name name, OUT provider_node name, OUT status text,
+        OUT slot_name name, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
+        OUT lag_bytes bigint, OUT lag interval,
+        OUT last_error text, OUT last_error_at timestamptz,
+        OUT last_msg_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_subscription_status'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.subscription_status_internal() IS
+    'the rows of the view concord.subscription_status';
+REVOKE ALL ON FUNCTION concord.subscription_status_internal() FROM PUBLIC;
+
+CREATE VIEW concord.subscription_status AS
+    SELECT * FROM concord.subscription_status_internal();
+COMMENT ON VIEW concord.subscription_status IS
+    'state, progress, lag and last error of every subscription of this node';
+REVOKE ALL ON concord.subscription_status FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM concord_saved_grants LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON %s TO %s%s', g.privilege_type, g.object,
+                                  CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+DROP TABLE concord_saved_grants;
+
+-- ---------------------------------------------------------------------
+-- Node identity
+-- ---------------------------------------------------------------------
+
+CREATE TABLE concord.node_identity (
+    system_identifier   text        NOT NULL,
+    database_oid        oid         NOT NULL PRIMARY KEY,
+    marker_slot         name        NOT NULL,
+    recorded_at         timestamptz NOT NULL DEFAULT now()
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE concord.node_identity IS
+    'the server (system identifier), database and marker slot of the local node; a copy of the node differs';
+COMMENT ON COLUMN concord.node_identity.system_identifier IS 'the system identifier of the server the node was created on';
+COMMENT ON COLUMN concord.node_identity.database_oid IS 'the OID of its database there';
+COMMENT ON COLUMN concord.node_identity.marker_slot IS 'a physical slot of that server, reserving no WAL, that copies of the server lack';
+REVOKE ALL ON concord.node_identity FROM PUBLIC;
+
+CREATE FUNCTION concord.reclaim_node_identity()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_reclaim_node_identity'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.reclaim_node_identity() IS
+    'records this database of this server as the local node again (after pg_upgrade or a failover); false if it already was';
+REVOKE ALL ON FUNCTION concord.reclaim_node_identity() FROM PUBLIC;
+
+CREATE FUNCTION concord.node_status_internal(
+        OUT node_name name, OUT identity text, OUT detail text, OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_node_status'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.node_status_internal() IS
+    'the rows of the view concord.node_status';
+REVOKE ALL ON FUNCTION concord.node_status_internal() FROM PUBLIC;
+
+CREATE VIEW concord.node_status AS
+    SELECT * FROM concord.node_status_internal();
+COMMENT ON VIEW concord.node_status IS
+    'the local node, and whether this database is that node or a copy of it';
+REVOKE ALL ON concord.node_status FROM PUBLIC;
+
+-- The database being updated is taken to be its node (a copy of it updated
+-- alone would be taken for the node too: update the node itself).
+SELECT concord.reclaim_node_identity() FROM concord.node WHERE is_local;
+
+-- Row filters are stored analysed (review #2): the ones stored as text are
+-- analysed again by today's rules (built-in types, operators, functions
+-- and collations only); one that fails stops the update, naming it.
+ALTER TABLE concord.replication_set_table ADD COLUMN row_filter_expr text;
+COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, as deparsed when it was set; NULL: every row';
+COMMENT ON COLUMN concord.replication_set_table.row_filter_expr IS 'the row filter analysed (nodeToString), as the provider runs it; internal';
+CREATE FUNCTION concord.row_filter_upgrade_030()
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_row_filter_upgrade'
+LANGUAGE C VOLATILE;
+SELECT concord.row_filter_upgrade_030();
+DROP FUNCTION concord.row_filter_upgrade_030();
+
+
+CREATE FUNCTION concord.row_filter_sql(set_id oid, relation regclass)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_row_filter_sql'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION concord.row_filter_sql(oid, regclass) IS
+    'the row filter of a table in a set, as SQL read back in this session (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
+REVOKE ALL ON FUNCTION concord.row_filter_sql(oid, regclass) FROM PUBLIC;
+-- The roles that may read the sets' tables (providers' roles, for the
+-- initial copy) may call it.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+              WHERE c.oid = 'concord.replication_set_table'::pg_catalog.regclass
+                AND a.privilege_type = 'SELECT' AND a.grantee <> 0
+                AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION concord.row_filter_sql(oid, regclass) TO %s',
+                                  r.grantee);
+    END LOOP;
+END
+$$;
+
+-- An ALTER TABLE that drops or retypes a column a row filter uses is
+-- refused: the stored filter could no longer run.
+CREATE FUNCTION concord.on_alter_table()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_alter_table'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_alter_table() IS
+    'event trigger: refuses an ALTER TABLE that breaks a row filter (a column it uses dropped or retyped)';
+
+REVOKE ALL ON FUNCTION concord.on_alter_table() FROM PUBLIC;
+
+CREATE EVENT TRIGGER concord_on_alter_table ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION concord.on_alter_table();

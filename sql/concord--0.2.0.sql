@@ -1,0 +1,559 @@
+/*
+ * concord install script (source of sql/concord--<version>.sql).
+ *
+ * The catalogs below are mirrored in src/catalog/tables.h (Anum_
+ * constants); keep the column order of both in step.  The C code writes
+ * them directly, so they carry only plain btree unique indexes (no partial
+ * or expression indexes, no foreign keys): integrity is kept by
+ * src/catalog/tables.c.
+ *
+ * A change here is a new version: bump default_version in concord.control
+ * and add sql/concord--OLD--NEW.sql that turns the previous version into
+ * this one (test/t/010_upgrade.pl checks that the two give the same
+ * objects).
+ *
+ * The tables the output plugin reads while decoding are user catalog
+ * tables: logical decoding may read them with its historic snapshot.
+ */
+
+\echo Use "CREATE EXTENSION concord" to load this file. \quit
+
+-- ---------------------------------------------------------------------
+-- Catalogs
+-- ---------------------------------------------------------------------
+
+CREATE TABLE concord.node (
+    node_id     oid         NOT NULL PRIMARY KEY,
+    node_name   name        NOT NULL UNIQUE,
+    dsn         text        NOT NULL,
+    priority    integer     NOT NULL DEFAULT 0,
+    is_local    boolean     NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now()
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE concord.node IS
+    'concord nodes: the local node (is_local) and the peers it has learnt of';
+
+CREATE TABLE concord.replication_set (
+    set_id              oid     NOT NULL PRIMARY KEY,
+    set_name            name    NOT NULL UNIQUE,
+    replicate_insert    boolean NOT NULL DEFAULT true,
+    replicate_update    boolean NOT NULL DEFAULT true,
+    replicate_delete    boolean NOT NULL DEFAULT true,
+    replicate_truncate  boolean NOT NULL DEFAULT true,
+    capture             text    NOT NULL DEFAULT 'logical'
+) WITH (user_catalog_table = true);
+COMMENT ON TABLE concord.replication_set IS
+    'replication sets of the local node: named groups of tables and the operations shipped for them';
+
+CREATE TABLE concord.replication_set_table (
+    set_id      oid      NOT NULL,
+    set_reloid  regclass NOT NULL,
+    column_list text[],
+    row_filter  text,
+    PRIMARY KEY (set_id, set_reloid)
+) WITH (user_catalog_table = true);
+CREATE INDEX replication_set_table_reloid
+    ON concord.replication_set_table (set_reloid);
+COMMENT ON TABLE concord.replication_set_table IS
+    'tables of each replication set, with the shipped columns (NULL: all) and row filter (NULL: all rows)';
+
+CREATE TABLE concord.subscription (
+    sub_id              oid      NOT NULL PRIMARY KEY,
+    sub_name            name     NOT NULL UNIQUE,
+    provider_node_id    oid      NOT NULL,
+    provider_dsn        text     NOT NULL,
+    slot_name           name     NOT NULL,
+    replication_sets    text[]   NOT NULL,
+    forward_origins     text[]   NOT NULL,
+    synchronize_data    boolean  NOT NULL,
+    apply_delay         interval NOT NULL,
+    enabled             boolean  NOT NULL DEFAULT true,
+    sync_done           boolean  NOT NULL DEFAULT false,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX subscription_provider
+    ON concord.subscription (provider_node_id);
+COMMENT ON TABLE concord.subscription IS
+    'subscriptions of the local node: what it pulls from which provider';
+
+CREATE TABLE concord.subscription_table (
+    sub_id      oid     NOT NULL,
+    nspname     name    NOT NULL,
+    relname     name    NOT NULL,
+    sync_lsn    pg_lsn,
+    PRIMARY KEY (sub_id, nspname, relname)
+);
+COMMENT ON TABLE concord.subscription_table IS
+    'per subscription, the provider tables copied and the provider LSN of the copy (NULL: a copy is pending)';
+
+CREATE TABLE concord.conflict_resolver (
+    set_reloid      oid     NOT NULL,   -- 0: every table
+    conflict_type   text    NOT NULL,   -- '': every type
+    resolver        text    NOT NULL,
+    handler         regprocedure,
+    PRIMARY KEY (set_reloid, conflict_type)
+);
+COMMENT ON TABLE concord.conflict_resolver IS
+    'resolver per table (0: all tables) and conflict type ('''': all types), set by concord.set_conflict_resolver()';
+
+CREATE TABLE concord.conflict_history (
+    conflict_id         bigserial   PRIMARY KEY,
+    detected_at         timestamptz NOT NULL DEFAULT now(),
+    subscription_name   name        NOT NULL,
+    relation            text        NOT NULL,
+    conflict_type       text        NOT NULL,
+    resolver            text        NOT NULL,
+    resolution          text        NOT NULL,
+    key                 jsonb,
+    local_row           jsonb,
+    local_origin        name,
+    local_commit_ts     timestamptz,
+    remote_row          jsonb,
+    remote_origin       name        NOT NULL,
+    remote_commit_ts    timestamptz NOT NULL,
+    remote_lsn          pg_lsn      NOT NULL,
+    resolved_row        jsonb,
+    error_message       text,
+    reapplied_at        timestamptz     -- set by concord.conflict_reapply()
+);
+CREATE INDEX conflict_history_detected_at ON concord.conflict_history (detected_at);
+COMMENT ON TABLE concord.conflict_history IS
+    'every conflict this node detected and how it was resolved, written in the same transaction as the resolution';
+
+-- What a conflict handler learns about the conflict besides the two rows.
+CREATE TYPE concord.conflict_info AS (
+    conflict_type       text,
+    relation            regclass,
+    subscription_name   name,
+    local_origin        name,
+    local_commit_ts     timestamptz,
+    remote_origin       name,
+    remote_commit_ts    timestamptz,
+    remote_lsn          pg_lsn
+);
+COMMENT ON TYPE concord.conflict_info IS
+    'the third argument of a conflict handler: handler(local tbl, remote tbl, info concord.conflict_info) RETURNS tbl';
+
+-- A row per deleted key of a replicated table.  Its version (commit
+-- timestamp and origin) is that of its own xmin, like any row's, so a
+-- remote UPDATE of a deleted row is decided by the same rules.
+CREATE TABLE concord.tombstone (
+    relid       oid     NOT NULL,
+    key         text[]  NOT NULL,
+    PRIMARY KEY (relid, key)
+);
+-- Per peer and origin node: the newest tombstone of that origin removed
+-- before the peer had confirmed it (concord.tombstone_retention).  Apply
+-- refuses the peer's transactions written before it applied those deletes.
+CREATE TABLE concord.tombstone_gap (
+    peer            name        NOT NULL,
+    origin          name        NOT NULL,
+    removed_upto    timestamptz NOT NULL,
+    PRIMARY KEY (peer, origin)
+);
+COMMENT ON TABLE concord.tombstone_gap IS
+    'tombstones removed before a peer confirmed them: that peer''s older changes are refused until resynchronized';
+
+COMMENT ON TABLE concord.tombstone IS
+    'deleted keys of replicated tables, so that DELETE racing UPDATE converges';
+
+SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.subscription', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.subscription_table', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.conflict_resolver', '');
+
+-- Catalogs holding DSNs (and so possibly passwords) are not for PUBLIC.
+REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
+REVOKE ALL ON concord.replication_set, concord.replication_set_table,
+              concord.subscription_table, concord.conflict_resolver,
+              concord.conflict_history, concord.tombstone,
+              concord.tombstone_gap FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Nodes
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_node(node_name name, dsn text,
+                                    priority integer DEFAULT 0)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_node(name, text, integer) IS
+    'declare this database as a concord node; creates the replication set "default"';
+
+CREATE FUNCTION concord.alter_node(node_name name, dsn text DEFAULT NULL,
+                                   priority integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_alter_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_node(name, text, integer) IS
+    'change the dsn or priority of a node';
+
+CREATE FUNCTION concord.drop_node(node_name name, ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_node'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_node(name, boolean) IS
+    'remove a node (refused while subscriptions exist)';
+
+-- ---------------------------------------------------------------------
+-- Replication sets
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_replication_set(set_name name,
+        replicate_insert boolean DEFAULT true,
+        replicate_update boolean DEFAULT true,
+        replicate_delete boolean DEFAULT true,
+        replicate_truncate boolean DEFAULT true,
+        capture text DEFAULT 'logical')
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_replication_set(name, boolean, boolean, boolean, boolean, text) IS
+    'create a replication set';
+
+CREATE FUNCTION concord.alter_replication_set(set_name name,
+        replicate_insert boolean DEFAULT NULL,
+        replicate_update boolean DEFAULT NULL,
+        replicate_delete boolean DEFAULT NULL,
+        replicate_truncate boolean DEFAULT NULL,
+        capture text DEFAULT NULL)
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_alter_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_replication_set(name, boolean, boolean, boolean, boolean, text) IS
+    'change the operations a replication set ships';
+
+CREATE FUNCTION concord.drop_replication_set(set_name name,
+        ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_replication_set'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_replication_set(name, boolean) IS
+    'drop a replication set and its table memberships';
+
+CREATE FUNCTION concord.replication_set_add_table(set_name name,
+        relation regclass,
+        synchronize_data boolean DEFAULT false,
+        columns text[] DEFAULT NULL,
+        row_filter text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_replication_set_add_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_add_table(name, regclass, boolean, text[], text) IS
+    'add a table to a replication set, optionally limited to some columns and rows';
+
+CREATE FUNCTION concord.replication_set_add_all_tables(set_name name,
+        schema_names text[],
+        synchronize_data boolean DEFAULT false)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_replication_set_add_all_tables'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_add_all_tables(name, text[], boolean) IS
+    'add every eligible table of the given schemas to a replication set; returns how many were added';
+
+CREATE FUNCTION concord.replication_set_remove_table(set_name name,
+        relation regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_replication_set_remove_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.replication_set_remove_table(name, regclass) IS
+    'remove a table from a replication set';
+
+-- ---------------------------------------------------------------------
+-- Subscriptions
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.create_subscription(subscription_name name,
+        provider_dsn text,
+        replication_sets text[] DEFAULT '{default}',
+        synchronize_data boolean DEFAULT true,
+        forward_origins text[] DEFAULT '{}',
+        apply_delay interval DEFAULT '0')
+RETURNS oid
+AS 'MODULE_PATHNAME', 'concord_create_subscription'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.create_subscription(name, text, text[], boolean, text[], interval) IS
+    'subscribe this node to a provider node';
+
+CREATE FUNCTION concord.drop_subscription(subscription_name name,
+        ifexists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_subscription'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_subscription(name, boolean) IS
+    'stop and remove a subscription, its replication origins and (when the provider is reachable) its slot';
+
+CREATE FUNCTION concord.alter_subscription_disable(subscription_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_disable'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_disable(name) IS
+    'stop applying a subscription (its slot keeps the provider''s changes)';
+
+CREATE FUNCTION concord.alter_subscription_enable(subscription_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_enable'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_enable(name) IS
+    'resume applying a subscription';
+
+CREATE FUNCTION concord.alter_subscription_resynchronize_table(subscription_name name,
+        relation regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_alter_subscription_resynchronize_table'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.alter_subscription_resynchronize_table(name, regclass) IS
+    'empty a table here and copy it again from the provider';
+
+CREATE FUNCTION concord.wait_for_subscription_sync_complete(subscription_name name,
+        timeout interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_wait_for_subscription_sync_complete'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_subscription_sync_complete(name, interval) IS
+    'wait until the subscription''s initial copy and pending table copies are done';
+
+CREATE FUNCTION concord.wait_for_apply(subscription_name name,
+        target_lsn pg_lsn,
+        timeout interval DEFAULT '60s')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_wait_for_apply'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_apply(name, pg_lsn, interval) IS
+    'read-your-writes: true once everything the provider wrote up to target_lsn is applied here';
+
+CREATE FUNCTION concord.subscription_status_internal(
+        OUT subscription_name name, OUT provider_node name, OUT status text,
+        OUT slot_name name, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,
+        OUT lag_bytes bigint, OUT lag interval,
+        OUT last_error text, OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_subscription_status'
+LANGUAGE C STABLE;
+
+CREATE VIEW concord.subscription_status AS
+    SELECT * FROM concord.subscription_status_internal();
+COMMENT ON VIEW concord.subscription_status IS
+    'state, progress, lag and last error of every subscription of this node';
+REVOKE ALL ON concord.subscription_status FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Conflicts
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.set_conflict_resolver(relation regclass,
+        resolver text,
+        handler regprocedure DEFAULT NULL,
+        conflict_type text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'concord_set_conflict_resolver'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.set_conflict_resolver(regclass, text, regprocedure, text) IS
+    'choose the conflict resolver of a table (NULL: of every table), optionally for one conflict type; resolver NULL removes the setting';
+
+CREATE VIEW concord.conflict_stats AS
+    SELECT relation, conflict_type, resolution, count(*) AS conflicts,
+           max(detected_at) AS last_detected_at
+      FROM concord.conflict_history
+     GROUP BY relation, conflict_type, resolution;
+COMMENT ON VIEW concord.conflict_stats IS
+    'how many conflicts of each type were resolved how, per table';
+REVOKE ALL ON concord.conflict_stats FROM PUBLIC;
+
+CREATE FUNCTION concord.tombstone_gc()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'concord_tombstone_gc_sql'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION concord.tombstone_gc() IS
+    'removes now the tombstones every peer has confirmed (and those past concord.tombstone_retention); returns how many';
+
+-- Re-applies a remote change that a conflict left unapplied (resolution
+-- skip or keep_local), as a new local write of this node: it replicates
+-- to the other nodes like any write, with the current commit timestamp.
+CREATE FUNCTION concord.conflict_reapply(conflict_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h       concord.conflict_history;
+    rel     regclass;
+    keys    text;
+    sets    text;
+    cols    text;
+    n       bigint;
+BEGIN
+    SELECT * INTO h FROM concord.conflict_history c
+     WHERE c.conflict_id = conflict_reapply.conflict_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conflict % does not exist', conflict_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See concord.conflict_history for the conflicts of this node.';
+    END IF;
+    IF h.resolution NOT IN ('skip', 'keep_local') THEN
+        RAISE EXCEPTION 'the change of conflict % was applied (resolution %)',
+                        conflict_id, h.resolution
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Only a change resolved as skip or keep_local can be re-applied.';
+    END IF;
+    IF h.reapplied_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the change of conflict % was already re-applied', conflict_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was re-applied at %s.', h.reapplied_at);
+    END IF;
+    rel := pg_catalog.to_regclass(h.relation);
+    IF rel IS NULL OR h.key IS NULL OR h.remote_row IS NULL THEN
+        RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN rel IS NULL
+                                THEN format('Relation %s does not exist.', h.relation)
+                                ELSE 'The history row has no key or no remote row.' END;
+    END IF;
+    SELECT string_agg(format('t.%1$I IS NOT DISTINCT FROM r.%1$I', k), ' AND ')
+      INTO keys FROM pg_catalog.jsonb_object_keys(h.key) k;
+
+    IF h.conflict_type IN ('delete_origin_differs', 'delete_missing') THEN
+        EXECUTE format('DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                       rel, rel, keys) USING h.remote_row;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+         WHERE c.conflict_id = conflict_reapply.conflict_id;
+        RETURN CASE WHEN n > 0 THEN 'deleted' ELSE 'nothing to delete' END;
+    END IF;
+
+    -- the columns the remote row carries, the key included
+    SELECT string_agg(format('%1$I = r.%1$I', a.attname), ', '),
+           string_agg(format('%I', a.attname), ', ')
+      INTO sets, cols
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attgenerated = '' AND h.remote_row ? a.attname;
+    EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                   rel, sets, rel, keys) USING h.remote_row;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r',
+                       rel, cols, cols, rel) USING h.remote_row;
+    END IF;
+    UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+     WHERE c.conflict_id = conflict_reapply.conflict_id;
+    RETURN CASE WHEN n > 0 THEN 'updated' ELSE 'inserted' END;
+END
+$$;
+COMMENT ON FUNCTION concord.conflict_reapply(bigint) IS
+    'applies now, as a local write that replicates, the remote change a conflict left unapplied (skip or keep_local)';
+
+CREATE FUNCTION concord.tombstone_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'concord_tombstone_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.tombstone_trigger() IS
+    'records a tombstone for each row deleted locally from a replicated table';
+
+-- ---------------------------------------------------------------------
+-- Protocol
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.protocol_describe(message bytea, proto_version int DEFAULT 1)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_protocol_describe'
+LANGUAGE C STRICT IMMUTABLE;
+COMMENT ON FUNCTION concord.protocol_describe(bytea, int) IS
+    'what the concord output plugin wrote in one CopyData message, as text, a line per protocol message (for debugging)';
+
+-- ---------------------------------------------------------------------
+-- Housekeeping: a dropped table leaves no rows behind in the set catalog.
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.on_sql_drop()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_sql_drop'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_sql_drop() IS
+    'event trigger: removes dropped tables from replication sets';
+
+CREATE EVENT TRIGGER concord_on_sql_drop ON sql_drop
+    EXECUTE FUNCTION concord.on_sql_drop();
+
+CREATE FUNCTION concord.on_drop_extension()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'concord_on_drop_extension'
+LANGUAGE C;
+COMMENT ON FUNCTION concord.on_drop_extension() IS
+    'event trigger: refuses DROP EXTENSION concord while subscriptions exist';
+
+CREATE EVENT TRIGGER concord_on_drop_extension ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION concord.on_drop_extension();
+
+-- ---------------------------------------------------------------------
+-- What each column means (\d+ shows it), and the status function
+-- ---------------------------------------------------------------------
+
+COMMENT ON COLUMN concord.node.node_id IS 'derived from a hash of node_name: the same on every node';
+COMMENT ON COLUMN concord.node.node_name IS 'unique among the nodes connected together';
+COMMENT ON COLUMN concord.node.dsn IS 'libpq connection string that reaches the node (may hold a password)';
+COMMENT ON COLUMN concord.node.priority IS 'for the replica_priority resolver: higher wins';
+COMMENT ON COLUMN concord.node.is_local IS 'true for the node this database is';
+
+COMMENT ON COLUMN concord.replication_set.capture IS 'how changes are captured: logical (logical decoding)';
+COMMENT ON COLUMN concord.replication_set.replicate_insert IS 'ship INSERT';
+COMMENT ON COLUMN concord.replication_set.replicate_update IS 'ship UPDATE';
+COMMENT ON COLUMN concord.replication_set.replicate_delete IS 'ship DELETE';
+COMMENT ON COLUMN concord.replication_set.replicate_truncate IS 'ship TRUNCATE';
+
+COMMENT ON COLUMN concord.replication_set_table.set_reloid IS 'the table';
+COMMENT ON COLUMN concord.replication_set_table.column_list IS 'shipped columns; NULL: all';
+COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row; NULL: every row';
+
+COMMENT ON COLUMN concord.subscription.sub_id IS 'derived from a hash of sub_name';
+COMMENT ON COLUMN concord.subscription.provider_node_id IS 'the provider (concord.node.node_id)';
+COMMENT ON COLUMN concord.subscription.provider_dsn IS 'connection string to the provider (may hold a password)';
+COMMENT ON COLUMN concord.subscription.slot_name IS 'the logical replication slot on the provider';
+COMMENT ON COLUMN concord.subscription.replication_sets IS 'the provider''s sets received';
+COMMENT ON COLUMN concord.subscription.forward_origins IS '{}: the provider''s own changes; {all}: also those it received; or origin node names';
+COMMENT ON COLUMN concord.subscription.synchronize_data IS 'copy the existing rows first';
+COMMENT ON COLUMN concord.subscription.apply_delay IS 'apply each transaction this long after its provider commit time';
+COMMENT ON COLUMN concord.subscription.enabled IS 'false after alter_subscription_disable';
+COMMENT ON COLUMN concord.subscription.sync_done IS 'the initial copy is done';
+
+COMMENT ON COLUMN concord.subscription_table.sync_lsn IS 'provider position of the copy''s snapshot; NULL: a copy is pending';
+
+COMMENT ON COLUMN concord.conflict_resolver.set_reloid IS 'the table; 0: every table';
+COMMENT ON COLUMN concord.conflict_resolver.conflict_type IS 'the conflict type; empty: every type';
+COMMENT ON COLUMN concord.conflict_resolver.handler IS 'the handler of the custom resolver';
+
+COMMENT ON COLUMN concord.conflict_history.relation IS 'the table, schema-qualified, as the provider named it';
+COMMENT ON COLUMN concord.conflict_history.resolver IS 'the resolver that decided';
+COMMENT ON COLUMN concord.conflict_history.resolution IS 'apply_remote, keep_local, handler_row or skip';
+COMMENT ON COLUMN concord.conflict_history.key IS 'the key columns, as a JSON object';
+COMMENT ON COLUMN concord.conflict_history.local_row IS 'the local row before the resolution; NULL when missing';
+COMMENT ON COLUMN concord.conflict_history.local_origin IS 'the node where the local version was written';
+COMMENT ON COLUMN concord.conflict_history.local_commit_ts IS 'its commit timestamp; NULL when missing or unknown';
+COMMENT ON COLUMN concord.conflict_history.remote_row IS 'the remote change''s row (for a DELETE, its old row as sent)';
+COMMENT ON COLUMN concord.conflict_history.remote_origin IS 'the node where the remote change was written';
+COMMENT ON COLUMN concord.conflict_history.remote_commit_ts IS 'its commit timestamp there';
+COMMENT ON COLUMN concord.conflict_history.remote_lsn IS 'the provider''s commit LSN of the remote transaction';
+COMMENT ON COLUMN concord.conflict_history.resolved_row IS 'the row after the resolution; NULL when none remains';
+COMMENT ON COLUMN concord.conflict_history.error_message IS 'why a handler failed (resolution skip)';
+COMMENT ON COLUMN concord.conflict_history.reapplied_at IS 'when concord.conflict_reapply() applied the change';
+
+COMMENT ON COLUMN concord.tombstone.relid IS 'the table (for a partitioned table, the partition)';
+COMMENT ON COLUMN concord.tombstone.key IS 'text form of the key columns, made with fixed output settings';
+
+COMMENT ON COLUMN concord.tombstone_gap.peer IS 'the node whose older transactions are refused';
+COMMENT ON COLUMN concord.tombstone_gap.origin IS 'the node whose deletions they had not applied';
+COMMENT ON COLUMN concord.tombstone_gap.removed_upto IS 'commit timestamp of the newest such tombstone removed';
+
+COMMENT ON FUNCTION concord.subscription_status_internal() IS
+    'the rows of the view concord.subscription_status';
+
+-- ---------------------------------------------------------------------
+-- Privileges: configuration is for superusers and those they grant it to.
+-- ---------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA concord FROM PUBLIC;

@@ -1,0 +1,457 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply_xact.c
+ *		The apply worker's remote transactions: BEGIN, the changes, COMMIT.
+ *
+ * Each remote transaction is applied as one local transaction, committed
+ * under the replication origin of the node where it was first written,
+ * with the origin's commit timestamp and the provider's end LSN as the
+ * origin's progress (apply.c reports it as flushed once the local commit
+ * is).  A transaction is applied only once its commit time plus the
+ * subscription's apply_delay has passed, and once the local clock has
+ * passed its commit timestamp; transactions of this node itself are
+ * skipped.  A unique violation of a change applied without look-ups
+ * replays the transaction with them (careful mode).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "replication/message.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "apply/apply.h"
+#include "apply/worker.h"
+#include "catalog/origin.h"
+#include "concord.h"
+#include "conflict/own_commits.h"
+#include "conflict/seen.h"
+#include "conflict/tombstone.h"
+#include "conflict/tombstone_gc.h"
+#include "shmem/shmem.h"
+
+#define CAREFUL_MS				60000
+
+static ConcordRemoteTxn RemoteTxn;
+
+static void stay_careful(void);
+
+/* ---------------------------------------------------------------------
+ * Transactions
+ * ---------------------------------------------------------------------
+ */
+
+/* Waits until commit_time + apply_delay, answering the provider meanwhile. */
+static void
+wait_apply_delay(TimestampTz commit_time)
+{
+	int64		delay_us = W.sub->apply_delay.time +
+		(int64) W.sub->apply_delay.day * USECS_PER_DAY +
+		(int64) W.sub->apply_delay.month * DAYS_PER_MONTH * USECS_PER_DAY;
+	TimestampTz until = commit_time + delay_us;
+
+	while (delay_us > 0 && GetCurrentTimestamp() < until)
+	{
+		long		ms = Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until),
+							 FEEDBACK_INTERVAL_MS);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		/* Nothing of the transaction is applied yet: stopping is safe. */
+		concord_apply_stop_if_disabled();
+		concord_apply_send_feedback(false, false);
+	}
+}
+
+/*
+ * Timestamps of one origin must not run backwards here: a remote commit
+ * stamped ahead of the local clock is applied only once the local clock
+ * has passed it, so every later local write is stamped later.  Beyond
+ * concord.max_clock_skew the wait is also reported in last_error.
+ */
+static void
+wait_for_clock(TimestampTz commit_time)
+{
+	bool		reported = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (commit_time <= now)
+		return;
+	/* Shown in pg_stat_activity.query while it lasts. */
+	pgstat_report_activity(STATE_RUNNING,
+						   "waiting for the local clock to pass a remote commit timestamp");
+	for (;;)
+	{
+		long		ahead_ms;
+
+		if (commit_time <= now)
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return;
+		}
+		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
+		if (ahead_ms > concord_max_clock_skew && !reported)
+		{
+			char	   *msg = psprintf("the commit timestamp of a transaction from node \"%s\" is %ld ms ahead of the local clock, more than concord.max_clock_skew (%d ms); waiting for the clock (subscription \"%s\")",
+									   W.begin.origin_name, ahead_ms,
+									   concord_max_clock_skew, W.sub->name);
+
+			ereport(WARNING, (errmsg("%s", msg)));
+			LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+			W.shared->has_error = true;
+			strlcpy(W.shared->last_error, msg, CONCORD_ERROR_LEN);
+			W.shared->last_error_at = now;
+			W.shared->error_lsn = W.begin.commit_lsn;
+			LWLockRelease(ConcordShmem->lock);
+			reported = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(Max(ahead_ms, 1), FEEDBACK_INTERVAL_MS), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		concord_apply_stop_if_disabled();
+		concord_apply_send_feedback(false, false);
+		now = GetCurrentTimestamp();
+	}
+}
+
+/* Binds the session to the origin of the transaction's origin node. */
+static void
+use_origin(const char *origin_node)
+{
+	RepOriginId origin;
+
+	if (W.session_origin != InvalidRepOriginId &&
+		strcmp(W.session_origin_node, origin_node) == 0)
+		return;
+	StartTransactionCommand();
+	origin = concord_origin_ensure(W.sub->id, origin_node);
+	CommitTransactionCommand();
+	if (W.session_origin != InvalidRepOriginId)
+		replorigin_session_reset();
+	replorigin_session_setup(origin);
+	/* Tags this session's WAL, so decoding knows where it came from. */
+	replorigin_session_origin = origin;
+	W.session_origin = origin;
+	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
+}
+
+/*
+ * True if another subscription of this database exists: its worker may
+ * apply changes of the same rows at the same time (apply_row.c, lock_key).
+ * Looked at again only when a subscription entry was taken or freed.
+ */
+static bool
+other_subscriptions(void)
+{
+	static bool others = false;
+	static uint64 known_generation = PG_UINT64_MAX;
+	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
+
+	if (generation == known_generation)
+		return others;
+	others = false;
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < ConcordShmem->max_entries && !others; i++)
+	{
+		ConcordSubState *st = &ConcordShmem->subs[i];
+
+		others = st->dboid == MyDatabaseId && st != W.shared;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	known_generation = generation;
+	return others;
+}
+
+static void
+handle_begin(StringInfo s)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+
+	if (W.in_remote_txn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("BEGIN inside a remote transaction")));
+	if (W.begin.origin_name)
+		pfree(W.begin.origin_name);
+	concord_read_begin(s, &W.begin);
+	MemoryContextSwitchTo(oldcxt);
+
+	/* Never apply a change back onto the node it came from. */
+	W.skip_txn = strcmp(W.begin.origin_name, W.local_node) == 0;
+	if (!W.skip_txn)
+	{
+		wait_apply_delay(W.begin.commit_time);
+		wait_for_clock(W.begin.commit_time);
+		use_origin(W.begin.origin_name);
+		/* now() in the transaction, e.g. conflict_history.detected_at */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		/* Deferred triggers fire as the table's owner too (owner.c). */
+		concord_constraints_immediate();
+	}
+	W.in_remote_txn = true;
+	W.seen = NIL;
+	W.gaps_checked = false;
+	concord_apply_lock_keys = other_subscriptions();
+	concord_apply_key_locks_reset();
+	if (concord_apply_careful && W.last_feedback > W.careful_until)
+		concord_apply_careful = false;
+	RemoteTxn.sub_name = W.sub->name;
+	RemoteTxn.local_node = W.local_node;
+	RemoteTxn.origin_name = W.begin.origin_name;
+	RemoteTxn.origin_priority = W.begin.origin_priority;
+	RemoteTxn.commit_time = W.begin.commit_time;
+	RemoteTxn.commit_lsn = W.begin.commit_lsn;
+	RemoteTxn.seen = NIL;
+	concord_remote_txn = &RemoteTxn;
+}
+
+static void
+handle_commit(StringInfo s)
+{
+	ConcordCommitMsg msg;
+
+	concord_read_commit(s, &msg);
+	if (!W.in_remote_txn || msg.commit_lsn != W.begin.commit_lsn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("COMMIT does not match the open remote transaction")));
+	if (!W.skip_txn)
+	{
+		MemoryContext oldcxt;
+		LsnMapping *m;
+		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
+
+		replorigin_session_origin_lsn = msg.end_lsn;
+		replorigin_session_origin_timestamp = msg.commit_time;
+		/* W.seen lives in the transaction: note it first (still true). */
+		concord_confirm_record(W.begin.origin_name, W.seen);
+		W.seen = NIL;
+		CommitTransactionCommand();
+		concord_own_commit_note(fxid, replorigin_session_origin);
+		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
+		oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+		m = palloc(sizeof(LsnMapping));
+		m->remote_end = msg.end_lsn;
+		m->local_end = XactLastCommitEnd;
+		W.lsn_map = lappend(W.lsn_map, m);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	W.in_remote_txn = false;
+	W.received = Max(W.received, msg.end_lsn);
+	W.caught_up = Max(W.caught_up, msg.end_lsn);
+	if (concord_apply_conflicts > 0)
+		stay_careful();
+	concord_apply_publish_progress(!W.skip_txn, true);
+}
+
+/*
+ * Conflict look-ups stay on for a while after the last conflict: where
+ * one conflict happened, more tend to follow.
+ */
+static void
+stay_careful(void)
+{
+	W.careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CAREFUL_MS);
+	concord_apply_careful = true;
+	concord_apply_conflicts = 0;
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->careful_until = W.careful_until;
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/*
+ * From PG_CATCH: an INSERT met an existing key while apply was not
+ * looking (a unique violation).  The transaction rolled back; the next
+ * worker replays it with conflict look-ups on, which turns the violation
+ * into an insert_exists conflict for the resolver.  Returns false for
+ * any other error.
+ */
+bool
+concord_apply_retry_carefully(void)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	ErrorData  *edata = CopyErrorData();
+	bool		retry = edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+		W.in_remote_txn && !concord_apply_careful;
+
+	MemoryContextSwitchTo(oldcxt);
+	FreeErrorData(edata);
+	if (!retry)
+		return false;
+	stay_careful();
+	ereport(LOG,
+			(errmsg("concord subscription \"%s\": a remote change collides with a row here (unique violation), replaying its transaction with conflict detection",
+					W.sub->name)));
+	return true;
+}
+
+/*
+ * False if the change is for a table whose copy already has it.  A change
+ * to apply is first checked against the tombstones removed without its
+ * writer's confirmation (tombstone_gc.c), once per transaction.
+ */
+static bool
+change_wanted(ApplyRel *arel)
+{
+	if (W.skip_txn || (arel->synced && W.begin.commit_lsn < arel->sync_lsn))
+		return false;
+	if (!W.gaps_checked)
+	{
+		concord_gap_check(W.sub->name, W.begin.origin_name, W.seen);
+		W.gaps_checked = true;
+	}
+	return true;
+}
+
+static void
+check_in_txn(void)
+{
+	if (!W.in_remote_txn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("change outside a remote transaction")));
+}
+
+/*
+ * A change is read whole before anything else: from protocol version 2
+ * on, the next message follows it in the same CopyData, also when the
+ * transaction is skipped.
+ */
+static void
+handle_change(StringInfo s, char type)
+{
+	ConcordTuple oldtup;
+	ConcordTuple newtup;
+	char		oldkind = CONCORD_OLD_NONE;
+	Oid			relid;
+	ApplyRel   *arel;
+
+	check_in_txn();
+	switch (type)
+	{
+		case CONCORD_MSG_INSERT:
+			relid = concord_read_insert(s, &newtup);
+			break;
+		case CONCORD_MSG_UPDATE:
+			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
+			break;
+		default:
+			relid = concord_read_delete(s, &oldkind, &oldtup);
+			break;
+	}
+	if (W.skip_txn)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	arel = concord_apply_rel_get(relid, RowExclusiveLock);
+	if (change_wanted(arel))
+	{
+		if (type == CONCORD_MSG_INSERT)
+			concord_apply_insert(arel, &newtup);
+		else if (type == CONCORD_MSG_UPDATE)
+			concord_apply_update(arel, oldkind, &oldtup, &newtup);
+		else
+			concord_apply_delete(arel, oldkind, &oldtup);
+	}
+	PopActiveSnapshot();
+}
+
+static void
+handle_truncate(StringInfo s)
+{
+	ConcordTruncateMsg msg;
+	List	   *arels = NIL;
+
+	check_in_txn();
+	concord_read_truncate(s, &msg);
+	if (W.skip_txn)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < msg.nrelids; i++)
+	{
+		ApplyRel   *arel = concord_apply_rel_get(msg.relids[i], AccessExclusiveLock);
+
+		if (change_wanted(arel))
+			arels = lappend(arels, arel);
+	}
+	if (arels != NIL)
+		concord_apply_truncate(arels, msg.restart_seqs);
+	PopActiveSnapshot();
+}
+
+/*
+ * The remote writer's vector: kept for conflict decisions, and logged
+ * again here so that a node that forwards this transaction ships it too.
+ */
+static void
+handle_seen(StringInfo s)
+{
+	const char *payload;
+	int			len;
+	MemoryContext oldcxt;
+
+	check_in_txn();
+	/* The stream is in the version apply asks for (start_streaming). */
+	payload = concord_read_seen_payload(s, CONCORD_PROTO_VERSION >= 2, &len);
+	if (W.skip_txn)
+		return;
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	{
+		StringInfoData copy;
+
+		copy.data = (char *) payload;
+		copy.len = copy.maxlen = len;
+		copy.cursor = 0;
+		W.seen = concord_decode_seen(&copy);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	RemoteTxn.seen = W.seen;
+	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
+}
+
+void
+concord_apply_dispatch(StringInfo s)
+{
+	char		type = pq_getmsgbyte(s);
+
+	switch (type)
+	{
+		case CONCORD_MSG_BEGIN:
+			handle_begin(s);
+			break;
+		case CONCORD_MSG_COMMIT:
+			handle_commit(s);
+			break;
+		case CONCORD_MSG_RELATION:
+			concord_apply_rel_store(s);
+			break;
+		case CONCORD_MSG_INSERT:
+		case CONCORD_MSG_UPDATE:
+		case CONCORD_MSG_DELETE:
+			handle_change(s, type);
+			break;
+		case CONCORD_MSG_TRUNCATE:
+			handle_truncate(s);
+			break;
+		case CONCORD_MSG_SEEN:
+			handle_seen(s);
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unknown concord message type %d", type)));
+	}
+}
+

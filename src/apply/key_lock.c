@@ -1,0 +1,176 @@
+/*-------------------------------------------------------------------------
+ *
+ * key_lock.c
+ *		Apply workers of one database take turns on each key.
+ *
+ * Two workers applying changes of the same row from two origins at once (a
+ * DELETE here, an UPDATE that brings the row back there) could each decide
+ * on what the other had not committed yet (a row or a tombstone) and leave
+ * both; one after the other, the second sees what the first did.  So when
+ * a database has several subscriptions, each remote change locks its key
+ * until its transaction ends: an advisory lock on (table, hash of the key),
+ * shown in pg_locks with objsubid 192.
+ *
+ * The locks are hierarchical, so that a transaction of any size applies
+ * whatever max_locks_per_transaction is: a key lock is taken under a share
+ * lock on the table's own tag (key hash 0); once a remote transaction holds
+ * max_locks_per_transaction key locks, it tries to take the table's tag
+ * exclusively instead, which covers every key of the table, and no more
+ * key locks.  It only tries: two workers that both hold the share lock and
+ * both wait for the exclusive one deadlock (the detector makes one retry
+ * its transaction), so a worker that cannot have it at once goes on with
+ * key locks, and waits for it only past four times
+ * max_locks_per_transaction (the lock table is shared: a few workers may
+ * hold that many).  Under REPLICA IDENTITY FULL every column counts
+ * as key, so two versions of one row would hash apart: such tables take
+ * the table's tag exclusively at once.  Waits go through the lock manager,
+ * so a deadlock between two workers is detected and one of them retries.
+ *
+ * The key's hash is made from the key columns' text sorted by column name,
+ * which every provider writes alike (concord fixes their output settings,
+ * time zone included: remote/remote.c), whatever the order of their
+ * columns.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "storage/lock.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "apply/apply.h"
+
+/* Distinguishes concord's key locks from pg_advisory_lock()'s (1 and 2). */
+#define CONCORD_KEY_LOCK_FIELD4 0xC0
+
+/*
+ * Whether changes take a lock on their key (other apply workers of this
+ * database may change the same rows); set at each remote BEGIN.
+ */
+bool		concord_apply_lock_keys = false;
+
+/*
+ * This remote transaction's key locks, and the tables locked in share mode
+ * and whole: in TopTransactionContext, forgotten at each remote BEGIN.
+ */
+static int	KeyLocks = 0;
+static List *TablesShared = NIL;
+static List *TablesWhole = NIL;
+
+/* A remote transaction begins: the locks of the last one are gone. */
+void
+concord_apply_key_locks_reset(void)
+{
+	KeyLocks = 0;
+	TablesShared = NIL;
+	TablesWhole = NIL;
+}
+
+/* "col=value, ..." of the remote key columns, for messages. */
+char *
+concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
+	{
+		if (!arel->remote->atts[i].is_key)
+			continue;
+		appendStringInfo(&buf, "%s%s=%s", buf.len ? ", " : "",
+						 quote_identifier(arel->remote->atts[i].name),
+						 tup->kinds[i] == CONCORD_COL_TEXT ?
+						 tup->values[i].data : "NULL");
+	}
+	return buf.data;
+}
+
+static int
+compare_text(const ListCell *a, const ListCell *b)
+{
+	return strcmp(lfirst(a), lfirst(b));
+}
+
+/* The hash of the key: its "col=value" parts, sorted by column name. */
+static uint32
+key_hash(ApplyRel *arel, ConcordTuple *tup)
+{
+	List	   *parts = NIL;
+	StringInfoData buf;
+	ListCell   *lc;
+	uint32		hash;
+
+	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
+		if (arel->remote->atts[i].is_key)
+			parts = lappend(parts,
+							psprintf("%s=%s", arel->remote->atts[i].name,
+									 tup->kinds[i] == CONCORD_COL_TEXT ?
+									 tup->values[i].data : ""));
+	list_sort(parts, compare_text);
+	initStringInfo(&buf);
+	foreach(lc, parts)
+		appendBinaryStringInfo(&buf, lfirst(lc), strlen(lfirst(lc)) + 1);
+	hash = DatumGetUInt32(hash_any((unsigned char *) buf.data, buf.len));
+	/* 0 is the table's own tag */
+	return hash == 0 ? 1 : hash;
+}
+
+/* Takes a lock; false if !wait and it is not free, or if held already. */
+static bool
+lock_tag(Oid relid, uint32 hash, LOCKMODE mode, bool wait)
+{
+	LOCKTAG		tag;
+	LockAcquireResult res;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, relid, hash, CONCORD_KEY_LOCK_FIELD4);
+	res = LockAcquire(&tag, mode, false, !wait);
+	return res == LOCKACQUIRE_OK;
+}
+
+/* Locks relid's whole table tag; false if !wait and another holds it. */
+static bool
+lock_whole(Oid relid, bool wait)
+{
+	if (!lock_tag(relid, 0, ExclusiveLock, wait) && !wait)
+		return false;
+	TablesWhole = lappend_oid(TablesWhole, relid);
+	return true;
+}
+
+/*
+ * Locks the key of a remote change until the transaction ends, or its
+ * whole table (see the file's header).
+ */
+void
+concord_apply_lock_key(ApplyRel *arel, ConcordTuple *tup)
+{
+	Oid			relid = arel->localid;
+	MemoryContext oldcxt;
+
+	if (!concord_apply_lock_keys)
+		return;
+	if (list_member_oid(TablesWhole, relid))
+		return;
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	if (arel->remote->replident == REPLICA_IDENTITY_FULL ||
+		KeyLocks >= Max(max_locks_per_xact * 4, 64))
+		(void) lock_whole(relid, true);
+	else if (KeyLocks < Max(max_locks_per_xact, 16) || !lock_whole(relid, false))
+	{
+		if (!list_member_oid(TablesShared, relid))
+		{
+			(void) lock_tag(relid, 0, ShareLock, true);
+			TablesShared = lappend_oid(TablesShared, relid);
+		}
+		/* A key locked again (several changes of one row) counts once. */
+		if (lock_tag(relid, key_hash(arel, tup), ExclusiveLock, true))
+			KeyLocks++;
+	}
+	MemoryContextSwitchTo(oldcxt);
+}

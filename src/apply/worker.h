@@ -1,0 +1,75 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *		The state the apply worker's files share (apply.c, apply_xact.c).
+ *
+ * Private to src/apply/: one apply worker per process, so its state is one
+ * global, named W in these files.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_APPLY_WORKER_H
+#define CONCORD_APPLY_WORKER_H
+
+#include "access/xlogdefs.h"
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+#include "replication/origin.h"
+
+#include "apply/apply.h"
+#include "catalog/tables.h"
+#include "proto/proto.h"
+#include "shmem/shmem.h"
+
+#define FEEDBACK_INTERVAL_MS	1000
+
+/* A remote commit applied here, waiting for its local commit to flush. */
+typedef struct LsnMapping
+{
+	XLogRecPtr	remote_end;
+	XLogRecPtr	local_end;
+} LsnMapping;
+
+typedef struct ApplyWorker
+{
+	ConcordSubscription *sub;
+	char	   *local_node;
+	PGconn	   *conn;
+	ConcordSubState *shared;
+	XLogRecPtr	received;		/* provider WAL seen in the stream */
+	XLogRecPtr	provider_lsn;	/* the provider's latest WAL position known */
+	long		silent_ms;		/* waited on the stream since its last
+								 * message */
+	bool		pinged;			/* asked the provider for a reply since */
+	XLogRecPtr	caught_up;		/* every provider commit before it applied */
+	XLogRecPtr	flushed;		/* last flush position sent */
+	bool		in_remote_txn;
+	bool		skip_txn;
+	ConcordBeginMsg begin;
+	List	   *lsn_map;		/* of LsnMapping, oldest first */
+	TimestampTz last_feedback;
+	List	   *seen;			/* the remote writer's vector (seen.c) */
+	bool		gaps_checked;	/* concord_gap_check() ran for this one */
+	RepOriginId session_origin;
+	char		session_origin_node[NAMEDATALEN];
+	TimestampTz careful_until;	/* conflict pre-checks on until then */
+	TimestampTz stream_since;	/* when this connection began streaming */
+} ApplyWorker;
+
+extern ApplyWorker concord_apply_worker;
+#define W concord_apply_worker
+
+/* MemoryContexts: the worker's, and the one reset after each message */
+extern MemoryContext concord_apply_cxt;
+extern MemoryContext concord_apply_message_cxt;
+
+/* apply.c */
+extern void concord_apply_publish_progress(bool applied_commit, bool healthy);
+extern void concord_apply_send_feedback(bool force, bool want_reply);
+extern void concord_apply_stop_if_disabled(void);
+
+/* apply_xact.c */
+extern void concord_apply_dispatch(StringInfo s);
+extern bool concord_apply_retry_carefully(void);
+
+#endif							/* CONCORD_APPLY_WORKER_H */

@@ -1,0 +1,408 @@
+/*-------------------------------------------------------------------------
+ *
+ * identity.c
+ *		Which database of which server is this node, and which are copies.
+ *
+ * A node is one database of one server.  A copy of it (pg_basebackup, a
+ * restored backup, a pg_dump restore, a promoted standby) holds the same
+ * catalogs, so the same node name, subscriptions and slot names: left
+ * alone, it would stream from the original's slots on its peers and
+ * confirm changes the original never received.  So create_node records,
+ * in concord.node_identity (not dumped):
+ *
+ *	- the server's system identifier (a pg_dump restore into another server
+ *	  has another one) and the database's OID (another database has
+ *	  another one);
+ *	- the name of a marker: a physical replication slot of this server,
+ *	  created with no WAL reserved, so that it retains nothing, and named
+ *	  concord_node_<database OID>_<random>.  pg_basebackup does not copy
+ *	  slots, nor does a standby have its primary's, so a physical copy of
+ *	  the server lacks it.
+ *
+ * A database where the three do not match is a copy: its workers do not
+ * start, its subscriptions show down saying so, create_subscription is
+ * refused, and drop_subscription leaves the providers' slots (the
+ * original's) alone.  Where the operator knows it is the node (after
+ * pg_upgrade, which does not keep slots, or a failover to a standby),
+ * concord.reclaim_node_identity() records it again.
+ *
+ * Slots are not transactional, the identity row is.  So a marker is made
+ * before the row that names it, and never dropped while a transaction that
+ * could roll back may still need it: markers of this database that the row
+ * no longer names are dropped just before a commit that changed the row
+ * (create_node, drop_node, reclaim, DROP EXTENSION), and the manager drops
+ * the ones left by transactions that rolled back (concord_identity_sweep,
+ * which waits for such a transaction first); the launcher drops those of
+ * dropped databases.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "replication/slot.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "catalog/identity.h"
+#include "catalog/tables.h"
+
+#define MARKER_PREFIX	"concord_node_"
+
+static bool SweepAtCommit = false;
+static bool SweepCallbackRegistered = false;
+
+/* The name every marker of a database starts with. */
+static char *
+marker_prefix(Oid dboid)
+{
+	return psprintf(MARKER_PREFIX "%u_", dboid);
+}
+
+/* A new marker slot's name: this database's prefix and 64 random bits. */
+static char *
+new_marker_name(void)
+{
+	uint64		token;
+
+	if (!pg_strong_random(&token, sizeof(token)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random node identity")));
+	return psprintf("%s%016llx", marker_prefix(MyDatabaseId),
+					(unsigned long long) token);
+}
+
+/* Creates a physical slot that reserves no WAL: it retains nothing. */
+static void
+create_marker(const char *name)
+{
+	CheckSlotRequirements();
+	ReplicationSlotCreate(name, false, RS_PERSISTENT, false);
+	ReplicationSlotRelease();
+}
+
+static bool
+marker_exists(const char *name)
+{
+	return SearchNamedReplicationSlot(name, true) != NULL;
+}
+
+/*
+ * The names of this server's marker slots whose name starts with prefix,
+ * in use by no process.
+ */
+static List *
+markers_with_prefix(const char *prefix)
+{
+	List	   *names = NIL;
+	size_t		len = strlen(prefix);
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+	{
+		ReplicationSlot *slot = &ReplicationSlotCtl->replication_slots[i];
+
+		if (slot->in_use && SlotIsPhysical(slot) && slot->active_pid == 0 &&
+			strncmp(NameStr(slot->data.name), prefix, len) == 0)
+			names = lappend(names, pstrdup(NameStr(slot->data.name)));
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return names;
+}
+
+/* Whether the SQL objects of node identities exist (0.3.0 on). */
+static bool
+identities_known(void)
+{
+	return OidIsValid(concord_catalog_relid(CATALOG_NODE_IDENTITY, true));
+}
+
+/*
+ * The row of concord.node_identity; false when there is none.  Read like
+ * every catalog here (tables.c), so also inside logical decoding.
+ */
+static bool
+read_identity(char **sysid, Oid *dboid, char **marker)
+{
+	Relation	rel;
+	CatalogScan cs;
+	HeapTuple	tup;
+	bool		found = false;
+
+	if (!identities_known())
+		return false;
+	rel = table_open(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
+					 AccessShareLock);
+	concord_catalog_beginscan(&cs, rel, 0, NULL);
+	if (HeapTupleIsValid(tup = systable_getnext(cs.sscan)))
+	{
+		bool		isnull;
+
+		*sysid = TextDatumGetCString(heap_getattr(tup, Anum_identity_sysid,
+												  RelationGetDescr(rel), &isnull));
+		*dboid = DatumGetObjectId(heap_getattr(tup, Anum_identity_dboid,
+											   RelationGetDescr(rel), &isnull));
+		*marker = pstrdup(NameStr(*DatumGetName(heap_getattr(tup, Anum_identity_marker,
+															 RelationGetDescr(rel), &isnull))));
+		found = true;
+	}
+	concord_catalog_endscan(&cs);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+static bool
+matches_this_server(const char *sysid, Oid dboid)
+{
+	return strcmp(sysid, psprintf(UINT64_FORMAT, GetSystemIdentifier())) == 0 &&
+		dboid == MyDatabaseId;
+}
+
+/*
+ * Drops this database's markers that the identity row, as this
+ * transaction sees it, does not name.
+ */
+static void
+drop_unnamed_markers(void)
+{
+	char	   *sysid;
+	Oid			dboid;
+	char	   *keep = NULL;
+	ListCell   *lc;
+
+	if (read_identity(&sysid, &dboid, &keep) && !matches_this_server(sysid, dboid))
+		keep = NULL;
+	foreach(lc, markers_with_prefix(marker_prefix(MyDatabaseId)))
+		if (keep == NULL || strcmp(lfirst(lc), keep) != 0)
+			ReplicationSlotDrop(lfirst(lc), true);
+}
+
+static void
+identity_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_PRE_COMMIT && SweepAtCommit)
+		drop_unnamed_markers();
+	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+		SweepAtCommit = false;
+}
+
+/*
+ * Just before this transaction commits, drops the markers of this database
+ * that its identity row then does not name.
+ */
+void
+concord_identity_sweep_at_commit(void)
+{
+	if (!SweepCallbackRegistered)
+	{
+		RegisterXactCallback(identity_xact_callback, NULL);
+		SweepCallbackRegistered = true;
+	}
+	SweepAtCommit = true;
+}
+
+/*
+ * Drops the markers that transactions which rolled back left: the manager
+ * calls it in a transaction.  It waits for no one: while a transaction
+ * that changes the identity is under way (it holds the table, and may have
+ * made the marker it will name), it does nothing.
+ */
+void
+concord_identity_sweep(void)
+{
+	if (!identities_known() ||
+		!ConditionalLockRelationOid(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
+									ShareLock))
+		return;
+	drop_unnamed_markers();
+}
+
+/*
+ * Drops the markers of databases that no longer exist (DROP DATABASE keeps
+ * physical slots).  The launcher calls it, outside a transaction.  The
+ * slots are listed before the databases are read: a marker is made after
+ * its database, which a later read cannot miss.
+ */
+void
+concord_identity_sweep_dropped(void)
+{
+	List	   *names = markers_with_prefix(MARKER_PREFIX);
+	List	   *doomed = NIL;
+	MemoryContext cxt = CurrentMemoryContext;
+	ListCell   *lc;
+
+	if (names == NIL)
+		return;
+	StartTransactionCommand();
+	foreach(lc, names)
+	{
+		char	   *end;
+		unsigned long dboid = strtoul((char *) lfirst(lc) + strlen(MARKER_PREFIX),
+									  &end, 10);
+
+		if (*end == '_' && dboid != 0 &&
+			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum((Oid) dboid)))
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+			doomed = lappend(doomed, lfirst(lc));
+			MemoryContextSwitchTo(oldcxt);
+		}
+	}
+	CommitTransactionCommand();
+	foreach(lc, doomed)
+	{
+		ReplicationSlotDrop(lfirst(lc), true);
+		ereport(LOG,
+				(errmsg("concord dropped marker slot \"%s\" of a dropped database",
+						(char *) lfirst(lc))));
+	}
+	list_free(doomed);
+	list_free_deep(names);
+}
+
+/* Replaces the identity row (as the catalog's owner). */
+static void
+write_identity(const char *marker)
+{
+	Oid			saved_user;
+	int			saved_context;
+	Datum		values[3];
+	Oid			types[3] = {TEXTOID, OIDOID, NAMEOID};
+
+	values[0] = CStringGetTextDatum(psprintf(UINT64_FORMAT, GetSystemIdentifier()));
+	values[1] = ObjectIdGetDatum(MyDatabaseId);
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(marker));
+	concord_catalog_become_owner(CATALOG_NODE_IDENTITY, &saved_user, &saved_context);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("DELETE FROM concord.node_identity", false, 0) != SPI_OK_DELETE ||
+		SPI_execute_with_args("INSERT INTO concord.node_identity "
+							  "(system_identifier, database_oid, marker_slot) "
+							  "VALUES ($1, $2, $3)",
+							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the node's identity");
+	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
+}
+
+/*
+ * Records this database of this server as the local node: a new marker
+ * slot, then the identity row that names it.  The table is locked first,
+ * so that the manager's sweep cannot take the new marker for one a
+ * rolled-back transaction left.  The marker the row named before goes at
+ * commit.
+ */
+void
+concord_identity_record(void)
+{
+	char	   *marker = new_marker_name();
+
+	if (!identities_known())
+		return;
+	LockRelationOid(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
+					RowExclusiveLock);
+	create_marker(marker);
+	write_identity(marker);
+	concord_identity_sweep_at_commit();
+}
+
+/*
+ * Records this database of this server as the local node again
+ * (reclaim_node_identity), with a marker of its own: a copy that reclaims
+ * never shares the original's.
+ */
+void
+concord_identity_reclaim(void)
+{
+	concord_identity_record();
+}
+
+/* Forgets the recorded identity; its marker goes at commit. */
+void
+concord_identity_forget(void)
+{
+	Oid			saved_user;
+	int			saved_context;
+
+	if (!identities_known())
+		return;
+	concord_catalog_become_owner(CATALOG_NODE_IDENTITY, &saved_user, &saved_context);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("DELETE FROM concord.node_identity", false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not remove the node's identity");
+	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
+	concord_identity_sweep_at_commit();
+}
+
+/*
+ * Whether this database of this server is the node recorded; if not, *why
+ * says what differs.  Needs a transaction.  With SQL objects older than
+ * node identities, every database is its node.
+ */
+bool
+concord_identity_check(char **why)
+{
+	char	   *sysid;
+	Oid			dboid;
+	char	   *marker;
+
+	if (!identities_known())
+		return true;
+	if (!read_identity(&sysid, &dboid, &marker))
+		*why = pstrdup("No identity is recorded for this database (it was restored from a dump)");
+	else if (strcmp(sysid, psprintf(UINT64_FORMAT, GetSystemIdentifier())) != 0)
+		*why = psprintf("The node was created on the server of system identifier %s, this is server " UINT64_FORMAT,
+						sysid, GetSystemIdentifier());
+	else if (dboid != MyDatabaseId)
+		*why = psprintf("The node was created in the database of OID %u, this is database %u",
+						dboid, MyDatabaseId);
+	else if (!marker_exists(marker))
+		*why = psprintf("This server lacks the node's marker slot %s: it is a physical copy of the node's server (pg_basebackup, a restored backup, a promoted standby) or was upgraded with pg_upgrade",
+						marker);
+	else
+		return true;
+	return false;
+}
+
+/*
+ * The check a WAL sender can make.  It reads the identity row with the
+ * historic snapshot of the position it decodes, which may predate the
+ * table (SQL objects older than 0.3.0: nothing to check), the row (inside
+ * the transaction of create_node or of the update, which make the marker
+ * first) or a later create_node or reclaim (whose new
+ * marker replaced the one the old row names), so it asks only that this
+ * server have a marker of this database: a physical copy of the server has
+ * none, a copy of the database into another database (CREATE DATABASE ...
+ * TEMPLATE, a restore) has none of its own.
+ */
+bool
+concord_identity_check_marker(char **why)
+{
+	char	   *sysid;
+	Oid			dboid;
+	char	   *marker;
+
+	if (!identities_known() ||
+		markers_with_prefix(marker_prefix(MyDatabaseId)) != NIL)
+		return true;
+	if (!read_identity(&sysid, &dboid, &marker))
+		*why = pstrdup("No identity is recorded for this database (it was restored from a dump)");
+	else
+		*why = psprintf("This server has no marker slot of this database (the node's was %s): it is a copy of the node",
+						marker);
+	return false;
+}
