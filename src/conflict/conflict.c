@@ -20,6 +20,7 @@
 #include "access/commit_ts.h"
 #include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/transam.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -190,9 +191,30 @@ origin_node(RepOriginId origin)
 }
 
 /*
+ * The transaction whose commit gives a row version its timestamp and
+ * origin: the tuple's raw xmin, which VACUUM FREEZE keeps.  But the xid
+ * counter wraps around: once it has (its epoch is not 0), a frozen tuple's
+ * raw xmin may be the number of another, later transaction, whose commit
+ * timestamp and origin the commit-timestamp module now keeps (review #10).
+ * Before the first wraparound every xid was given out once, so the raw
+ * xmin is exact; after it, a frozen tuple's version is unknown
+ * (InvalidTransactionId), which the conflict rules treat as old: seen by
+ * every peer.  Autovacuum freezes only tuples older than
+ * vacuum_freeze_min_age transactions; a VACUUM FREEZE of rows that other
+ * nodes still change concurrently loses their versions (docs: limits).
+ */
+TransactionId
+concord_xmin_version_xid(HeapTupleHeader tuple)
+{
+	if (HeapTupleHeaderXminFrozen(tuple) &&
+		EpochFromFullTransactionId(ReadNextFullTransactionId()) > 0)
+		return InvalidTransactionId;
+	return HeapTupleHeaderGetRawXmin(tuple);
+}
+
+/*
  * The version written by transaction xid: its commit timestamp (0 if not
- * known) and origin node.  The raw xmin survives VACUUM FREEZE, so does
- * the version, as long as the commit timestamps are kept.
+ * known) and origin node.
  */
 static void
 version_of_xid(ConcordConflict *c, TransactionId xid)
@@ -230,7 +252,7 @@ local_version(ConcordConflict *c)
 		return;
 	}
 	tuple = ExecFetchSlotHeapTuple(c->local, false, &should_free);
-	version_of_xid(c, HeapTupleHeaderGetRawXmin(tuple->t_data));
+	version_of_xid(c, concord_xmin_version_xid(tuple->t_data));
 	if (should_free)
 		heap_freetuple(tuple);
 }
@@ -252,10 +274,11 @@ written_here_by_this_origin(ConcordConflict *c)
 		replorigin_session_origin == InvalidRepOriginId)
 		return false;
 	tuple = ExecFetchSlotHeapTuple(c->local, false, &should_free);
-	xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
+	xmin = concord_xmin_version_xid(tuple->t_data);
 	if (should_free)
 		heap_freetuple(tuple);
-	return concord_own_commit_origin(xmin, &origin) &&
+	return TransactionIdIsValid(xmin) &&
+		concord_own_commit_origin(xmin, &origin) &&
 		origin == replorigin_session_origin;
 }
 

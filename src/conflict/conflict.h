@@ -8,6 +8,7 @@
 #ifndef CONCORD_CONFLICT_H
 #define CONCORD_CONFLICT_H
 
+#include "access/htup.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "executor/tuptable.h"
@@ -99,6 +100,7 @@ extern int	concord_resolver_from_name(const char *name);
 extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);
+extern TransactionId concord_xmin_version_xid(HeapTupleHeader tuple);
 extern void concord_conflict_set_deleted(ConcordConflict *c,
 										 TransactionId deleter);
 extern void concord_conflict_record(ConcordConflict *c,

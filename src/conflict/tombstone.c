@@ -22,6 +22,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/heapam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -31,10 +32,13 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "storage/bufmgr.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "catalog/relcheck.h"
 #include "catalog/tables.h"
+#include "conflict/conflict.h"
 #include "conflict/tombstone.h"
 #include "shmem/shmem.h"
 
@@ -171,9 +175,39 @@ concord_tombstone_record(Relation rel, TupleTableSlot *slot)
 }
 
 /*
+ * True if the tombstone found (columns 2 and 3 of row: its ctid and
+ * tableoid) is frozen: its raw xmin may name another transaction by now
+ * (conflict.c, concord_xmin_version_xid).  SQL shows only the raw xmin,
+ * so the tuple's header is read.
+ */
+static bool
+tombstone_frozen(HeapTuple row, TupleDesc desc)
+{
+	bool		isnull;
+	ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(row, desc, 2, &isnull));
+	Oid			relid = DatumGetObjectId(SPI_getbinval(row, desc, 3, &isnull));
+	HeapTupleData tuple;
+	Buffer		buffer;
+	Relation	rel;
+	bool		frozen = false;
+
+	rel = table_open(relid, AccessShareLock);
+	tuple.t_self = *tid;
+	if (heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+	{
+		frozen = TransactionIdIsValid(HeapTupleHeaderGetRawXmin(tuple.t_data)) &&
+			!TransactionIdIsValid(concord_xmin_version_xid(tuple.t_data));
+		ReleaseBuffer(buffer);
+	}
+	table_close(rel, AccessShareLock);
+	return frozen;
+}
+
+/*
  * Looks for the tombstone of the key in slot; on success *xmin is the
  * transaction that wrote it, whose commit timestamp and origin are the
- * delete's.
+ * delete's, or InvalidTransactionId when that is no longer known (the
+ * tombstone was frozen: an old delete).
  */
 bool
 concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
@@ -192,7 +226,7 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (FindPlan == NULL)
-		FindPlan = prepare_kept("SELECT xmin FROM concord.tombstone WHERE relid = $1 AND key = $2");
+		FindPlan = prepare_kept("SELECT xmin, ctid, tableoid FROM concord.tombstone WHERE relid = $1 AND key = $2");
 	/* Not read-only: a fresh snapshot sees a delete committed meanwhile. */
 	ret = SPI_execute_plan(FindPlan, values, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
@@ -205,6 +239,8 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 		*xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 1,
 													&isnull));
+		if (tombstone_frozen(SPI_tuptable->vals[0], SPI_tuptable->tupdesc))
+			*xmin = InvalidTransactionId;
 	}
 	SPI_finish();
 	SetUserIdAndSecContext(saved_user, saved_context);

@@ -32,6 +32,9 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -44,6 +47,8 @@
 #include "utils/timestamp.h"
 
 #include "concord.h"
+#include "catalog/tables.h"
+#include "conflict/conflict.h"
 #include "conflict/seen.h"
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
@@ -188,9 +193,44 @@ seen_origins(void)
 }
 
 /*
+ * The tombstones that are frozen, as a tid[]: their raw xmin may name
+ * another transaction by now (conflict.c, concord_xmin_version_xid), so
+ * their version is unknown.  SQL shows only the raw xmin.
+ */
+static Datum
+frozen_tombstones(void)
+{
+	Relation	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
+	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	HeapTuple	tuple;
+	List	   *tids = NIL;
+	Datum	   *elems;
+	ListCell   *lc;
+
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		if (!TransactionIdIsValid(concord_xmin_version_xid(tuple->t_data)))
+		{
+			ItemPointer tid = palloc(sizeof(ItemPointerData));
+
+			*tid = tuple->t_self;
+			tids = lappend(tids, tid);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	elems = palloc(sizeof(Datum) * Max(list_length(tids), 1));
+	foreach(lc, tids)
+		elems[foreach_current_index(lc)] = PointerGetDatum(lfirst(lc));
+	return PointerGetDatum(construct_array(elems, list_length(tids), TIDOID,
+										   sizeof(ItemPointerData), false, TYPALIGN_SHORT));
+}
+
+/*
  * The removal, in one statement.  $1-$3: the confirmations; $4: the GC
  * delay (ms); $5: the retention (ms, 0: none); $6: the origins applied
- * here.  The peers are the nodes concord.node lists and those origins.
+ * here; $7: the frozen tombstones, whose version is unknown.  The peers
+ * are the nodes concord.node lists and those origins.
  * A tombstone's version is that of its xmin: commit timestamp and
  * replication origin (ours: "concord_<subscription>_<origin node>", none:
  * written here).  Unknown versions (commit timestamps no longer kept) are
@@ -210,7 +250,8 @@ seen_origins(void)
 "                THEN (SELECT node_name::text FROM concord.node WHERE is_local) " \
 "                ELSE pg_catalog.substring(o.roname, '^concord_[0-9]+_(.*)$') END AS origin " \
 "      FROM concord.tombstone t " \
-"      CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) c " \
+"      CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(" \
+"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) c " \
 "      LEFT JOIN pg_catalog.pg_replication_origin o ON o.roident = c.roident), " \
 "judged AS (" \
 "    SELECT v.*, " \
@@ -279,9 +320,9 @@ gaps_changed(void)
 int64
 concord_tombstone_gc(void)
 {
-	Oid			types[6] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID,
-	TEXTARRAYOID};
-	Datum		values[6];
+	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID,
+	TEXTARRAYOID, TIDARRAYOID};
+	Datum		values[7];
 	bool		isnull;
 	int64		removed;
 	int64		gaps;
@@ -291,9 +332,10 @@ concord_tombstone_gc(void)
 	values[3] = Int64GetDatum((int64) concord_tombstone_gc_delay * 1000);
 	values[4] = Int64GetDatum((int64) concord_tombstone_retention * 1000);
 	values[5] = seen_origins();
+	values[6] = frozen_tombstones();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(GC_SQL, 6, types, values, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(GC_SQL, 7, types, values, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not remove tombstones");
 	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
