@@ -102,15 +102,18 @@ COMMENT ON VIEW concord.node_status IS
     'the local node, and whether this database is that node or a copy of it';
 REVOKE ALL ON concord.node_status FROM PUBLIC;
 
--- The database being updated is taken to be its node (a copy of it updated
--- alone would be taken for the node too: update the node itself).
-SELECT concord.reclaim_node_identity() FROM concord.node WHERE is_local;
+-- A subscription created by a role that is not a superuser connects only
+-- with its DSN's password, every time (review #18); the existing ones were
+-- created under 0.2.0, by superusers (or under their grants) and keep
+-- connecting as before.
+ALTER TABLE concord.subscription ADD COLUMN password_required boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN concord.subscription.password_required IS 'every connection with provider_dsn must use its password (created by a role that is not a superuser)';
 
 -- Row filters are stored analysed (review #2): the ones stored as text are
 -- analysed again by today's rules (built-in types, operators, functions
 -- and collations only); one that fails stops the update, naming it.
 ALTER TABLE concord.replication_set_table ADD COLUMN row_filter_expr text;
-COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, as deparsed when it was set; NULL: every row';
+COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, deparsed from row_filter_expr (renamed columns followed); NULL: every row';
 COMMENT ON COLUMN concord.replication_set_table.row_filter_expr IS 'the row filter analysed (nodeToString), as the provider runs it; internal';
 CREATE FUNCTION concord.row_filter_upgrade_030()
 RETURNS void
@@ -119,13 +122,17 @@ LANGUAGE C VOLATILE;
 SELECT concord.row_filter_upgrade_030();
 DROP FUNCTION concord.row_filter_upgrade_030();
 
+-- The database being updated is taken to be its node (a copy of it updated
+-- alone would be taken for the node too: update the node itself).
+SELECT concord.reclaim_node_identity() FROM concord.node WHERE is_local;
+
 
 CREATE FUNCTION concord.row_filter_sql(set_id oid, relation regclass)
 RETURNS text
 AS 'MODULE_PATHNAME', 'concord_row_filter_sql'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION concord.row_filter_sql(oid, regclass) IS
-    'the row filter of a table in a set, as SQL read back in this session (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
+    'the row filter of a table in a set, as SQL written under fixed settings (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
 REVOKE ALL ON FUNCTION concord.row_filter_sql(oid, regclass) FROM PUBLIC;
 -- The roles that may read the sets' tables (providers' roles, for the
 -- initial copy) may call it.

@@ -70,7 +70,8 @@ CREATE TABLE concord.subscription (
     apply_delay         interval NOT NULL,
     enabled             boolean  NOT NULL DEFAULT true,
     sync_done           boolean  NOT NULL DEFAULT false,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    password_required   boolean  NOT NULL DEFAULT false
 );
 CREATE INDEX subscription_provider
     ON concord.subscription (provider_node_id);
@@ -284,7 +285,7 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'concord_row_filter_sql'
 LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION concord.row_filter_sql(oid, regclass) IS
-    'the row filter of a table in a set, as SQL read back in this session (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
+    'the row filter of a table in a set, as SQL written under fixed settings (for the initial copy); the provider role needs EXECUTE on it and SELECT on concord.replication_set_table';
 
 CREATE FUNCTION concord.replication_set_add_all_tables(set_name name,
         schema_names text[],
@@ -561,7 +562,7 @@ COMMENT ON COLUMN concord.replication_set.replicate_truncate IS 'ship TRUNCATE';
 
 COMMENT ON COLUMN concord.replication_set_table.set_reloid IS 'the table';
 COMMENT ON COLUMN concord.replication_set_table.column_list IS 'shipped columns; NULL: all';
-COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, as deparsed when it was set; NULL: every row';
+COMMENT ON COLUMN concord.replication_set_table.row_filter IS 'boolean expression on the row, deparsed from row_filter_expr (renamed columns followed); NULL: every row';
 COMMENT ON COLUMN concord.replication_set_table.row_filter_expr IS 'the row filter analysed (nodeToString), as the provider runs it; internal';
 
 COMMENT ON COLUMN concord.subscription.sub_id IS 'derived from a hash of sub_name';
@@ -574,6 +575,7 @@ COMMENT ON COLUMN concord.subscription.synchronize_data IS 'copy the existing ro
 COMMENT ON COLUMN concord.subscription.apply_delay IS 'apply each transaction this long after its provider commit time';
 COMMENT ON COLUMN concord.subscription.enabled IS 'false after alter_subscription_disable';
 COMMENT ON COLUMN concord.subscription.sync_done IS 'the initial copy is done';
+COMMENT ON COLUMN concord.subscription.password_required IS 'every connection with provider_dsn must use its password (created by a role that is not a superuser)';
 
 COMMENT ON COLUMN concord.subscription_table.sync_lsn IS 'provider position of the copy''s snapshot; NULL: a copy is pending';
 

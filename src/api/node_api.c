@@ -81,31 +81,48 @@ check_node_name(const char *node_name)
 }
 
 /*
- * A transaction that made a marker slot and rolls back leaves it (slots are
- * not transactional): the manager drops it (concord_identity_sweep), woken
- * here since a node without subscriptions has no manager running.
+ * Marker slots are not transactional, the identity row is.  A transaction
+ * that changes the identity leaves a marker no row names: the old one
+ * once it commits, the new one if it rolls back.  The manager drops it
+ * (concord_identity_sweep), woken here (a node without subscriptions has
+ * no manager running) once the outcome is durable: dropping the old
+ * marker before, a failure between that and the commit record would leave
+ * the node without its marker (review).  Such a transaction cannot be
+ * prepared: the sweep of another session would take the new marker for a
+ * leftover.
  */
-static bool MarkerMadeInXact = false;
+static bool IdentityChangedInXact = false;
 static bool NodeXactCallbackRegistered = false;
 
 static void
 node_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (event == XACT_EVENT_ABORT && MarkerMadeInXact)
+	if (event == XACT_EVENT_PRE_PREPARE && IdentityChangedInXact)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot prepare a transaction that changed concord's node identity")));
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) &&
+		IdentityChangedInXact)
 		concord_request_manager(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
-		MarkerMadeInXact = false;
+		IdentityChangedInXact = false;
 }
 
 static void
-record_identity(bool reclaim)
+identity_changes(void)
 {
 	if (!NodeXactCallbackRegistered)
 	{
 		RegisterXactCallback(node_xact_callback, NULL);
 		NodeXactCallbackRegistered = true;
 	}
-	MarkerMadeInXact = true;
+	IdentityChangedInXact = true;
+}
+
+static void
+record_identity(bool reclaim)
+{
+	identity_changes();
 	if (reclaim)
 		concord_identity_reclaim();
 	else
@@ -247,6 +264,7 @@ concord_drop_node(PG_FUNCTION_ARGS)
 	if (node->is_local)
 	{
 		drop_local_sets();
+		identity_changes();
 		concord_identity_forget();
 	}
 	concord_node_delete(node->id);
@@ -275,7 +293,7 @@ concord_reclaim_node_identity(PG_FUNCTION_ARGS pg_attribute_unused())
 	}
 	record_identity(true);
 	/* A restored dump numbers the tables' columns anew. */
-	concord_row_filter_reanalyse_all();
+	concord_row_filter_reanalyse_all(false);
 	ereport(NOTICE,
 			(errmsg("this database is node \"%s\" from now on", local->name),
 			 errdetail("Before: %s.", why)));

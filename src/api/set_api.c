@@ -486,11 +486,11 @@ concord_on_drop_extension(PG_FUNCTION_ARGS)
 
 /*
  * concord.row_filter_sql(set_id, relid): the row filter of one table in one
- * set, deparsed from its analysed form in the caller's session.  A
- * subscriber's initial copy calls it on the provider, in the session that
- * then runs the COPY: column names as they are now, constants in that
- * session's formats, nothing parsed under other lexer settings than the
- * ones that read it back (review #2).  The caller needs SELECT on
+ * set, deparsed from its analysed form: column names as they are now,
+ * constants written under fixed settings that read back the same anywhere
+ * (catalog/row_filter.c).  A subscriber's initial copy calls it on the
+ * provider, in the session that then runs the COPY: nothing it parsed
+ * itself is sent (review #2).  The caller needs SELECT on
  * concord.replication_set_table, as for reading the filter's text.
  */
 Datum
@@ -502,8 +502,18 @@ concord_row_filter_sql(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	char	   *sql = NULL;
 
+	char	   *why;
+
 	if (pg_class_aclcheck(catalog, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(catalog));
+	/* A copy's stored filters may number another database's columns. */
+	if (concord_node_get_local(true) != NULL && !concord_identity_check(&why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is a copy of node \"%s\", not that node",
+						concord_node_get_local(false)->name),
+				 errdetail("%s.", why),
+				 errhint("Its row filters are analysed again when it becomes a node: concord.reclaim_node_identity().")));
 	foreach(lc, concord_set_table_get_by_relid(relid))
 	{
 		ConcordSetTable *member = lfirst(lc);
@@ -529,7 +539,7 @@ concord_row_filter_sql(PG_FUNCTION_ARGS)
 Datum
 concord_row_filter_upgrade(PG_FUNCTION_ARGS pg_attribute_unused())
 {
-	concord_row_filter_reanalyse_all();
+	concord_row_filter_reanalyse_all(true);
 	PG_RETURN_VOID();
 }
 

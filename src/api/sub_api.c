@@ -69,8 +69,10 @@ static bool XactCallbackRegistered = false;
 /* A slot created by this transaction, to drop if it aborts. */
 static char *NewSlotDsn = NULL;
 static char *NewSlotName = NULL;
+static bool NewSlotPasswordRequired = false;
 
-static void drop_slot_nothrow(const char *dsn, const char *slot_name);
+static void drop_slot_nothrow(const char *dsn, bool password_required,
+							  const char *slot_name);
 
 static void
 forget_new_slot(void)
@@ -88,7 +90,7 @@ sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 	if (event == XACT_EVENT_COMMIT && WakeManagerAtCommit)
 		concord_request_manager(MyDatabaseId);
 	if (event == XACT_EVENT_ABORT && NewSlotName)
-		drop_slot_nothrow(NewSlotDsn, NewSlotName);
+		drop_slot_nothrow(NewSlotDsn, NewSlotPasswordRequired, NewSlotName);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 	{
 		WakeManagerAtCommit = false;
@@ -241,9 +243,11 @@ read_provider_node(PGconn *conn, List *sets, ProviderInfo *info)
 }
 
 static void
-inspect_provider(const char *dsn, List *sets, ProviderInfo *info)
+inspect_provider(const char *dsn, bool password_required, List *sets,
+				 ProviderInfo *info)
 {
-	PGconn	   *conn = concord_remote_connect(dsn, false, "concord create_subscription");
+	PGconn	   *conn = concord_remote_connect(dsn, false, "concord create_subscription",
+											  password_required);
 
 	PG_TRY();
 	{
@@ -259,9 +263,10 @@ inspect_provider(const char *dsn, List *sets, ProviderInfo *info)
 
 /* Creates the subscription's slot, replacing a stale one of the same name. */
 static void
-create_slot(const char *dsn, const char *slot_name)
+create_slot(const char *dsn, bool password_required, const char *slot_name)
 {
-	PGconn	   *conn = concord_remote_connect(dsn, true, "concord create_subscription");
+	PGconn	   *conn = concord_remote_connect(dsn, true, "concord create_subscription",
+											  password_required);
 
 	PG_TRY();
 	{
@@ -313,7 +318,7 @@ local_is_copy(char **why)
 
 /* Drops the slot on the provider; false (and a WARNING) if that fails. */
 static bool
-drop_slot(const char *dsn, const char *slot_name)
+drop_slot(const char *dsn, bool password_required, const char *slot_name)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -323,7 +328,8 @@ drop_slot(const char *dsn, const char *slot_name)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		PGconn	   *conn = concord_remote_connect_stored(dsn, true, "concord drop_subscription");
+		PGconn	   *conn = concord_remote_connect(dsn, true, "concord drop_subscription",
+												  password_required);
 		PGresult   *res = concord_remote_exec(conn,
 											  psprintf("DROP_REPLICATION_SLOT %s WAIT",
 													   quote_identifier(slot_name)),
@@ -369,13 +375,14 @@ drop_slot(const char *dsn, const char *slot_name)
  * blocking libpq, no ereport, no catalog access.
  */
 static void
-drop_slot_nothrow(const char *dsn, const char *slot_name)
+drop_slot_nothrow(const char *dsn, bool password_required, const char *slot_name)
 {
 	const char *keys[] = {"dbname", "replication", "connect_timeout", NULL};
 	const char *vals[] = {dsn, "database", "10", NULL};
 	PGconn	   *conn = PQconnectdbParams(keys, vals, true);
 
-	if (conn && PQstatus(conn) == CONNECTION_OK)
+	if (conn && PQstatus(conn) == CONNECTION_OK &&
+		(!password_required || PQconnectionUsedPassword(conn)))
 	{
 		char		cmd[NAMEDATALEN + 64];
 
@@ -474,7 +481,7 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("provider_dsn must not be empty"), errhidestmt(true)));
 	concord_check_dsn(sub.provider_dsn, psprintf("subscription \"%s\"", sub.name));
-	concord_check_dsn_for_user(sub.provider_dsn);
+	sub.password_required = concord_check_dsn_for_user(sub.provider_dsn);
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_catalog_lock(CATALOG_NODE);
@@ -492,7 +499,7 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 				 errmsg("subscription \"%s\" already exists", sub.name),
 				 errhidestmt(true)));
 
-	inspect_provider(sub.provider_dsn, sub.replication_sets, &info);
+	inspect_provider(sub.provider_dsn, sub.password_required, sub.replication_sets, &info);
 	if (strcmp(info.node_name, local->name) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -508,12 +515,13 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	 * included when the provider is another database of this instance.
 	 */
 	wake_manager_at_commit();
-	create_slot(sub.provider_dsn, sub.slot_name);
+	create_slot(sub.provider_dsn, sub.password_required, sub.slot_name);
 
 	/* If this transaction rolls back, the slot goes too. */
 	forget_new_slot();
 	NewSlotDsn = MemoryContextStrdup(TopMemoryContext, sub.provider_dsn);
 	NewSlotName = MemoryContextStrdup(TopMemoryContext, sub.slot_name);
+	NewSlotPasswordRequired = sub.password_required;
 
 	remember_provider(&info, sub.provider_dsn);
 	(void) concord_origin_ensure(sub.id, info.node_name);
@@ -610,7 +618,7 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 						sub->slot_name, concord_node_get_local(false)->name),
 				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
 	else
-		(void) drop_slot(sub->provider_dsn, sub->slot_name);
+		(void) drop_slot(sub->provider_dsn, sub->password_required, sub->slot_name);
 	concord_origin_drop_all(sub->id);
 	concord_subscription_delete(sub->id);
 	wake_manager_at_commit();

@@ -524,7 +524,8 @@ apply_run(Oid subid)
 	start = concord_origin_sub_progress(subid);
 	CommitTransactionCommand();
 
-	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name);
+	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name,
+									W.sub->password_required);
 	start_streaming(start);
 	W.stream_since = GetCurrentTimestamp();
 	W.received = W.caught_up = W.flushed = W.provider_lsn = start;
@@ -578,7 +579,6 @@ concord_apply_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
-	concord_remote_trusted = true;
 	dboid = concord_worker_connect();
 
 	concord_apply_cxt = AllocSetContextCreate(TopMemoryContext, "concord apply",

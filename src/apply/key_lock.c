@@ -152,11 +152,17 @@ concord_apply_lock_key(ApplyRel *arel, ConcordTuple *tup)
 {
 	Oid			relid = arel->localid;
 	MemoryContext oldcxt;
+	uint32		hash;
 
 	if (!concord_apply_lock_keys)
 		return;
 	if (list_member_oid(TablesWhole, relid))
 		return;
+	/*
+	 * Only the lists live as long as the transaction; the hash is made in
+	 * the caller's context, reset per change (a transaction may change a
+	 * few rows millions of times).
+	 */
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	if (arel->remote->replident == REPLICA_IDENTITY_FULL ||
 		KeyLocks >= Max(max_locks_per_xact * 4, 64))
@@ -168,8 +174,10 @@ concord_apply_lock_key(ApplyRel *arel, ConcordTuple *tup)
 			(void) lock_tag(relid, 0, ShareLock, true);
 			TablesShared = lappend_oid(TablesShared, relid);
 		}
+		MemoryContextSwitchTo(oldcxt);
+		hash = key_hash(arel, tup);
 		/* A key locked again (several changes of one row) counts once. */
-		if (lock_tag(relid, key_hash(arel, tup), ExclusiveLock, true))
+		if (lock_tag(relid, hash, ExclusiveLock, true))
 			KeyLocks++;
 	}
 	MemoryContextSwitchTo(oldcxt);

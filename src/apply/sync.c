@@ -148,8 +148,8 @@ find_or_add(List **tables, const char *nsp, const char *rel)
  * The SQL of a table's row filter: deparsed by the provider from the
  * analysed filter, in this session, which then reads it back
  * (catalog/row_filter.c).  A provider whose SQL objects predate 0.3.0 has
- * only the text; the COPY it is pasted into runs alone (extended protocol)
- * all the same.
+ * only the text, which is never pasted into SQL (review #2): such a
+ * provider's filtered tables are not copied (provider_tables).
  */
 static const char *
 filter_column(PGconn *conn)
@@ -164,7 +164,7 @@ filter_column(PGconn *conn)
 	return analysed ?
 		"CASE WHEN rst.row_filter IS NOT NULL "
 		"THEN concord.row_filter_sql(rst.set_id, rst.set_reloid) END" :
-		"rst.row_filter";
+		"NULL::pg_catalog.text";
 }
 
 /* The provider's tables of the subscribed sets, in the exported snapshot. */
@@ -173,13 +173,15 @@ provider_tables(PGconn *conn, List *sets)
 {
 	List	   *tables = NIL;
 	ListCell   *lc;
-	char	   *sql = psprintf("SELECT n.nspname, c.relname, c.relkind, rst.column_list, %s "
+	const char *filter = filter_column(conn);
+	char	   *sql = psprintf("SELECT n.nspname, c.relname, c.relkind, rst.column_list, %s, "
+							   "rst.row_filter IS NOT NULL "
 							   "FROM concord.replication_set_table rst "
 							   "JOIN concord.replication_set s ON s.set_id = rst.set_id "
 							   "JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid "
 							   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
 							   "WHERE s.set_name = $1 ORDER BY 1, 2",
-							   filter_column(conn));
+							   filter);
 
 	foreach(lc, sets)
 	{
@@ -199,6 +201,20 @@ provider_tables(PGconn *conn, List *sets)
 			else				/* "{a,b}" and "{c}" make "{a,b,c}" */
 				t->columns = psprintf("%.*s,%s", (int) strlen(t->columns) - 1,
 									  t->columns, PQgetvalue(res, i, 3) + 1);
+			/*
+			 * A filter the provider does not give analysed: its concord is
+			 * older than 0.3.0, or the table left the set since the
+			 * snapshot (row_filter_sql reads the catalog as it is now).
+			 * Copying every row instead would ship what the filter keeps
+			 * back.
+			 */
+			if (PQgetisnull(res, i, 4) && strcmp(PQgetvalue(res, i, 5), "t") == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("cannot copy table %s.%s: the provider does not give its row filter analysed",
+								PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)),
+						 errdetail("Its concord is older than 0.3.0, or the table's membership changed during the copy."),
+						 errhint("Run ALTER EXTENSION concord UPDATE on the provider; the copy is tried again.")));
 			if (PQgetisnull(res, i, 4))
 				t->unfiltered = true;
 			else
@@ -459,10 +475,12 @@ sync_run(Oid subid)
 	MemoryContextSwitchTo(cxt);
 
 	repl = concord_remote_connect(sub->provider_dsn, true,
-								  psprintf("%s sync", sub->name));
+								  psprintf("%s sync", sub->name),
+								  sub->password_required);
 	lsn = create_sync_slot(repl, local->id, subid, &snapshot);
 	conn = concord_remote_connect(sub->provider_dsn, false,
-								  psprintf("%s sync", sub->name));
+								  psprintf("%s sync", sub->name),
+								  sub->password_required);
 	PQclear(concord_remote_query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 								 0, NULL, PGRES_COMMAND_OK));
 	PQclear(concord_remote_query(conn,
@@ -484,7 +502,6 @@ concord_sync_main(Datum main_arg)
 	Oid			dboid;
 	ErrorContextCallback errcb;
 
-	concord_remote_trusted = true;
 	dboid = concord_worker_connect();
 
 	concord_is_worker = true;

@@ -154,7 +154,7 @@ merge_membership(ConcordOutputRel *entry, Relation rel, const ConcordSet *set,
 		 * here, by today's rules, as the update analysed it.
 		 */
 		*filters = lappend(*filters,
-						   concord_row_filter_analyse(rel, member->row_filter));
+						   concord_row_filter_analyse_stored(rel, member->row_filter, true));
 	}
 	else
 		*filters = lappend(*filters,
@@ -170,10 +170,15 @@ compile_filter(ConcordOutputRel *entry, Relation rel, List *filters)
 		make_orclause(filters);
 	MemoryContext oldcxt = MemoryContextSwitchTo(OutputRelContext);
 
+	TupleDesc	desc;
+
 	entry->estate = CreateExecutorState();
 	entry->filter = ExecPrepareExpr(expr, entry->estate);
-	entry->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
-										   &TTSOpsHeapTuple);
+	/* The slot's descriptor goes with the executor state (not refcounted). */
+	MemoryContextSwitchTo(entry->estate->es_query_cxt);
+	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	MemoryContextSwitchTo(OutputRelContext);
+	entry->slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	MemoryContextSwitchTo(oldcxt);
 }
 
@@ -190,10 +195,10 @@ output_rel_build(ConcordOutputRel *entry, Relation rel)
 	List	   *filters = NIL;
 	ListCell   *lc;
 
-	if (entry->estate)
-		FreeExecutorState(entry->estate);
 	if (entry->slot)
 		ExecDropSingleTupleTableSlot(entry->slot);
+	if (entry->estate)
+		FreeExecutorState(entry->estate);
 	bms_free(entry->columns);
 	memset(((char *) entry) + sizeof(Oid), 0, sizeof(ConcordOutputRel) - sizeof(Oid));
 

@@ -28,12 +28,14 @@
  *
  * Slots are not transactional, the identity row is.  So a marker is made
  * before the row that names it, and never dropped while a transaction that
- * could roll back may still need it: markers of this database that the row
- * no longer names are dropped just before a commit that changed the row
- * (create_node, drop_node, reclaim, DROP EXTENSION), and the manager drops
- * the ones left by transactions that rolled back (concord_identity_sweep,
- * which waits for such a transaction first); the launcher drops those of
- * dropped databases.
+ * could roll back may still need it: the markers of this database that the
+ * row does not name are dropped by the manager (concord_identity_sweep,
+ * which does nothing while a transaction changing the row is under way),
+ * woken once such a transaction has committed or rolled back (create_node,
+ * drop_node, reclaim: api/node_api.c); DROP EXTENSION, after which no
+ * manager runs, drops them just before its commit; the launcher drops
+ * those of dropped databases.  A transaction that changes the identity
+ * cannot be prepared.
  *
  *-------------------------------------------------------------------------
  */
@@ -190,6 +192,10 @@ drop_unnamed_markers(void)
 static void
 identity_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
+	if (event == XACT_EVENT_PRE_PREPARE && SweepAtCommit)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot prepare a transaction that drops extension concord")));
 	if (event == XACT_EVENT_PRE_COMMIT && SweepAtCommit)
 		drop_unnamed_markers();
 	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_ABORT ||
@@ -199,7 +205,10 @@ identity_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 
 /*
  * Just before this transaction commits, drops the markers of this database
- * that its identity row then does not name.
+ * that its identity row then does not name: for DROP EXTENSION, after
+ * which no manager is left to do it.  (Should the commit still fail after
+ * that, the node is left without its marker, and counts as a copy until
+ * reclaim_node_identity().)
  */
 void
 concord_identity_sweep_at_commit(void)
@@ -301,8 +310,8 @@ write_identity(const char *marker)
  * Records this database of this server as the local node: a new marker
  * slot, then the identity row that names it.  The table is locked first,
  * so that the manager's sweep cannot take the new marker for one a
- * rolled-back transaction left.  The marker the row named before goes at
- * commit.
+ * rolled-back transaction left.  The marker the row named before is
+ * dropped by the manager after the commit.
  */
 void
 concord_identity_record(void)
@@ -315,7 +324,6 @@ concord_identity_record(void)
 					RowExclusiveLock);
 	create_marker(marker);
 	write_identity(marker);
-	concord_identity_sweep_at_commit();
 }
 
 /*
@@ -329,7 +337,7 @@ concord_identity_reclaim(void)
 	concord_identity_record();
 }
 
-/* Forgets the recorded identity; its marker goes at commit. */
+/* Forgets the recorded identity; the manager drops its marker after commit. */
 void
 concord_identity_forget(void)
 {
@@ -345,7 +353,6 @@ concord_identity_forget(void)
 		elog(ERROR, "could not remove the node's identity");
 	SPI_finish();
 	SetUserIdAndSecContext(saved_user, saved_context);
-	concord_identity_sweep_at_commit();
 }
 
 /*

@@ -46,6 +46,7 @@
 #include "parser/parse_relation.h"
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -238,16 +239,66 @@ concord_row_filter_analyse(Relation rel, const char *filter)
 }
 
 /*
- * The filter's SQL as this session reads it back: column names as they are
- * now, constants in this session's formats.
+ * The settings a filter's text is written and read back under, whatever
+ * the session's: PostgreSQL's own names only, and constants in formats
+ * that read back the same (a date written under DateStyle DMY and read
+ * under MDY would change which rows the filter ships).  Returns the GUC
+ * nest level to pass to AtEOXact_GUC(true, ...).
+ */
+static int
+pin_settings(bool search_path_only)
+{
+	static const char *const settings[][2] = {
+		{"search_path", "pg_catalog"},
+		{"datestyle", "ISO, YMD"},
+		{"intervalstyle", "postgres"},
+		{"extra_float_digits", "3"},
+		{"standard_conforming_strings", "on"},
+		{"timezone", "UTC"},
+	};
+	int			nest = NewGUCNestLevel();
+
+	for (size_t i = 0; i < (search_path_only ? 1 : lengthof(settings)); i++)
+		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/*
+ * The filter's SQL: column names as they are now, constants written under
+ * the pinned settings (pin_settings), which read back the same in any
+ * session.
  */
 char *
 concord_row_filter_deparse(Relation rel, Node *expr)
 {
 	List	   *dpcontext = deparse_context_for(RelationGetRelationName(rel),
 												RelationGetRelid(rel));
+	int			nest = pin_settings(false);
+	char	   *sql = deparse_expression(expr, dpcontext, false, false);
 
-	return deparse_expression(expr, dpcontext, false, false);
+	AtEOXact_GUC(true, nest);
+	return sql;
+}
+
+/*
+ * Analyses a filter's stored text, with the table locked as parse analysis
+ * expects.  Text concord_row_filter_deparse wrote is read under the same
+ * pinned settings; text stored before 0.3.0 (legacy) was deparsed under
+ * the settings of the session that set it, which are not known: it is read
+ * under the session's, with search_path pg_catalog only.
+ */
+Node *
+concord_row_filter_analyse_stored(Relation rel, const char *filter, bool legacy)
+{
+	int			nest;
+	Node	   *expr;
+
+	LockRelationOid(RelationGetRelid(rel), AccessShareLock);
+	nest = pin_settings(legacy);
+	expr = concord_row_filter_analyse(rel, filter);
+	AtEOXact_GUC(true, nest);
+	return expr;
 }
 
 /* Refuses a stored filter whose columns the table no longer has as they were. */
@@ -307,21 +358,18 @@ concord_row_filter_load(Relation rel, Oid filter_relid, const char *stored)
 
 /*
  * Analyses again every row filter of this database from its text (as
- * deparsed when it was set: PostgreSQL's own names only), with search_path
- * pg_catalog, and stores the result.  For the update to 0.3.0 (filters
+ * deparsed when it was set: PostgreSQL's own names only), and stores the
+ * result; legacy: text stored before 0.3.0 (concord_row_filter_analyse_stored).  For the update to 0.3.0 (filters
  * stored as text before), and for reclaim_node_identity(): a database
  * restored from a dump has the stored trees of another database, whose
  * tables may number their columns otherwise.
  */
 void
-concord_row_filter_reanalyse_all(void)
+concord_row_filter_reanalyse_all(bool legacy)
 {
-	int			nest = NewGUCNestLevel();
 	ListCell   *lc;
 	List	   *members = NIL;
 
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	foreach(lc, concord_set_get_all())
 		members = list_concat(members,
 							  concord_set_table_get_by_set(((ConcordSet *) lfirst(lc))->id));
@@ -334,11 +382,10 @@ concord_row_filter_reanalyse_all(void)
 		if (member->row_filter == NULL)
 			continue;
 		rel = table_open(member->relid, AccessShareLock);
-		expr = concord_row_filter_analyse(rel, member->row_filter);
+		expr = concord_row_filter_analyse_stored(rel, member->row_filter, legacy);
 		member->row_filter = concord_row_filter_deparse(rel, expr);
 		member->row_filter_expr = nodeToString(expr);
 		concord_set_table_update_filter(member);
 		table_close(rel, AccessShareLock);
 	}
-	AtEOXact_GUC(true, nest);
 }

@@ -388,6 +388,8 @@ sub_from_tuple(HeapTuple tup, TupleDesc desc)
 	bool		nulls[Natts_sub];
 	ConcordSubscription *sub = palloc0(sizeof(ConcordSubscription));
 
+	/* Before 0.3.0 the catalog has no password_required: it reads as NULL. */
+	memset(nulls, true, sizeof(nulls));
 	heap_deform_tuple(tup, desc, values, nulls);
 	sub->id = DatumGetObjectId(values[Anum_sub_id - 1]);
 	sub->name = pstrdup(NameStr(*DatumGetName(values[Anum_sub_name - 1])));
@@ -400,6 +402,8 @@ sub_from_tuple(HeapTuple tup, TupleDesc desc)
 	sub->apply_delay = *DatumGetIntervalP(values[Anum_sub_apply_delay - 1]);
 	sub->enabled = DatumGetBool(values[Anum_sub_enabled - 1]);
 	sub->sync_done = DatumGetBool(values[Anum_sub_sync_done - 1]);
+	sub->password_required = !nulls[Anum_sub_password_required - 1] &&
+		DatumGetBool(values[Anum_sub_password_required - 1]);
 	return sub;
 }
 
@@ -462,6 +466,7 @@ sub_form_tuple(Relation rel, const ConcordSubscription *sub)
 	values[Anum_sub_enabled - 1] = BoolGetDatum(sub->enabled);
 	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
 	values[Anum_sub_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[Anum_sub_password_required - 1] = BoolGetDatum(sub->password_required);
 	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
 }
 
@@ -470,6 +475,12 @@ concord_subscription_insert(const ConcordSubscription *sub)
 {
 	Relation	rel = catalog_open(CATALOG_SUBSCRIPTION, RowExclusiveLock);
 
+	if (sub->password_required &&
+		RelationGetDescr(rel)->natts < Anum_sub_password_required)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("only a superuser may create a subscription before concord's catalogs are updated"),
+				 errhint("Run ALTER EXTENSION concord UPDATE.")));
 	CatalogTupleInsert(rel, sub_form_tuple(rel, sub));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();

@@ -58,7 +58,7 @@
 
 /* concord.subscription */
 #define CATALOG_SUBSCRIPTION		"subscription"
-#define Natts_sub					12
+#define Natts_sub					13
 #define Anum_sub_id					1
 #define Anum_sub_name				2
 #define Anum_sub_provider_node_id	3
@@ -71,6 +71,7 @@
 #define Anum_sub_enabled			10
 #define Anum_sub_sync_done			11
 #define Anum_sub_created_at			12
+#define Anum_sub_password_required	13	/* 0.3.0 on */
 
 /* concord.subscription_table */
 #define CATALOG_SUB_TABLE			"subscription_table"
@@ -139,6 +140,7 @@ typedef struct ConcordSubscription
 	Interval	apply_delay;
 	bool		enabled;
 	bool		sync_done;
+	bool		password_required;	/* connections must use the DSN's password */
 } ConcordSubscription;
 
 /* One provider table a subscription copied, or is to copy. */

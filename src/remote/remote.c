@@ -128,22 +128,6 @@ concord_check_dsn(const char *dsn, const char *what)
 }
 
 /*
- * Set by concord's own workers (apply, sync), which connect with the DSN
- * of a subscription whose creator was checked, as the bootstrap superuser
- * and often outside any transaction, where superuser() cannot look the
- * role up.  Not IsBackgroundWorker: other extensions run users' SQL in
- * background workers (review).
- */
-bool		concord_remote_trusted = false;
-
-/* Whether the caller may have this server connect with its own credentials. */
-static bool
-trusted_caller(void)
-{
-	return concord_remote_trusted || superuser();
-}
-
-/*
  * The libpq keywords a role that is not a superuser may give: where and
  * whom to connect to, with its own password, and how.  Every other one
  * names a file of this server (passfile, sslcert, sslkey, sslrootcert,
@@ -176,19 +160,23 @@ user_keyword(const char *keyword)
  * OS user, its client certificates, peer authentication), and keywords
  * naming files would make the server read its own (review #18).  As dblink
  * and postgres_fdw require.  Checked before connecting; that the password
- * was used is checked after (concord_remote_connect).
+ * was used is checked after each connection with the DSN, by whoever makes
+ * it (concord_remote_connect), for as long as the subscription exists: a
+ * host list or a DNS name could lead a later connection elsewhere.
+ * Returns whether connections with this DSN must use its password (the
+ * caller is not a superuser).
  */
-void
+bool
 concord_check_dsn_for_user(const char *dsn)
 {
 	PQconninfoOption *opts;
 	bool		password = false;
 
-	if (trusted_caller())
-		return;
+	if (superuser())
+		return false;
 	opts = PQconninfoParse(dsn, NULL);
 	if (opts == NULL)
-		return;					/* concord_check_dsn() reports it */
+		return true;			/* concord_check_dsn() reports it */
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 	{
 		if (o->val == NULL || o->val[0] == '\0')
@@ -216,6 +204,7 @@ concord_check_dsn_for_user(const char *dsn)
 				 errdetail("Roles that are not superusers must connect with a password of their own, not with this server's credentials."),
 				 errhint("Give password=... in the connection string, or have a superuser create the subscription."),
 				 errhidestmt(true)));
+	return true;
 }
 
 #define OPTIONS_REPLICATION \
@@ -224,9 +213,15 @@ concord_check_dsn_for_user(const char *dsn)
 #define OPTIONS_ORDINARY \
 	OPTIONS_REPLICATION " -c search_path=pg_catalog -c standard_conforming_strings=on"
 
-static PGconn *
-remote_connect(const char *dsn, bool replication, const char *appname,
-			   bool check_password)
+/*
+ * Connects to a peer.  With password_required (a DSN given by a role that
+ * is not a superuser: concord_check_dsn_for_user), the peer must have
+ * asked for the DSN's password, or the connection is refused: otherwise
+ * this server's own credentials would have let it in.
+ */
+PGconn *
+concord_remote_connect(const char *dsn, bool replication, const char *appname,
+					   bool password_required)
 {
 	/*
 	 * Values travel as text: the provider's output settings are fixed, so
@@ -309,7 +304,7 @@ remote_connect(const char *dsn, bool replication, const char *appname,
 				 errmsg("could not connect to the provider: %s", msg),
 				 errhidestmt(true)));
 	}
-	if (check_password && !trusted_caller() && !PQconnectionUsedPassword(conn))
+	if (password_required && !PQconnectionUsedPassword(conn))
 	{
 		PQfinish(conn);
 		ereport(ERROR,
@@ -320,28 +315,6 @@ remote_connect(const char *dsn, bool replication, const char *appname,
 				 errhidestmt(true)));
 	}
 	return conn;
-}
-
-/*
- * Connects to a peer.  A role that is not a superuser must have been let
- * in by its own password (concord_check_dsn_for_user).
- */
-PGconn *
-concord_remote_connect(const char *dsn, bool replication, const char *appname)
-{
-	return remote_connect(dsn, replication, appname, true);
-}
-
-/*
- * Connects with the DSN of an existing subscription, to drop its slot: the
- * DSN was checked when the subscription was made, by its creator's rights;
- * whoever may drop the subscription may drop its slot (review).
- */
-PGconn *
-concord_remote_connect_stored(const char *dsn, bool replication,
-							  const char *appname)
-{
-	return remote_connect(dsn, replication, appname, false);
 }
 
 static void

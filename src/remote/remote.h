@@ -11,12 +11,10 @@
 #include "libpq-fe.h"
 
 extern void concord_check_dsn(const char *dsn, const char *what);
-extern void concord_check_dsn_for_user(const char *dsn);
+extern bool concord_check_dsn_for_user(const char *dsn);
 extern PGconn *concord_remote_connect(const char *dsn, bool replication,
-									  const char *appname);
-extern PGconn *concord_remote_connect_stored(const char *dsn, bool replication,
-											 const char *appname);
-extern bool concord_remote_trusted;
+									  const char *appname,
+									  bool password_required);
 extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 									 int nparams, const char *const *params);
 extern PGresult *concord_remote_query(PGconn *conn, const char *sql,

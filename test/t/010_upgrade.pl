@@ -185,8 +185,17 @@ foreach my $n (@nodes)
 		 SELECT concord.replication_set_add_table('default', 'fitem', row_filter := 'id % 2 = 0');");
 }
 my ($a, $b) = @nodes;
-subscribe($a, $b);
-subscribe($b, $a);
+# A provider whose SQL objects predate 0.3.0 keeps its row filters as text
+# only, which the initial copy never pastes into SQL (review #2): the copy
+# of a filtered table from it is refused, saying so, until it is updated.
+subscribe($a, $b, name => 'copy_from_old');
+ok($a->poll_query_until('postgres', q{
+		SELECT status = 'down' AND last_error LIKE '%cannot copy table public.fitem: the provider does not give its row filter analysed%'
+		  FROM concord.subscription_status WHERE subscription_name = 'copy_from_old'}),
+	"the copy of a filtered table from a $oldest provider is refused");
+unsubscribe($a, 'copy_from_old');
+subscribe($a, $b, synchronize_data => 0);
+subscribe($b, $a, synchronize_data => 0);
 wait_replicating(\@nodes);
 $a->safe_psql('postgres', "INSERT INTO item SELECT g, 'a' FROM generate_series(1, 50) g");
 $b->safe_psql('postgres', "INSERT INTO item SELECT g, 'b' FROM generate_series(51, 100) g");

@@ -204,4 +204,38 @@ unlike($err, qr/WARNING/, 'without a warning');
 is($p->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"), '0',
 	'its slot on the provider is gone');
 
+# 9. A password alice's DSN carried when she made the subscription must be
+#    used by every later connection with it (review #18, second part).  Her
+#    DSN lists two hosts: TCP on 127.0.0.1, where the provider asks for the
+#    password, then the provider's unix socket, which trusts this server.
+#    Once the TCP path is gone, libpq falls through to the socket.  Before,
+#    the apply worker (trusted wholesale) connected that way, with this
+#    server's credentials: it must refuse instead, and say why.
+$p->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'");
+{
+	open(my $hba, '>', $p->data_dir . '/pg_hba.conf') or die "pg_hba.conf: $!";
+	print $hba "local all all trust\nlocal replication all trust\n"
+	  . "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n";
+	close($hba);
+}
+$p->restart;
+$p->safe_psql('postgres', q{CREATE ROLE carol LOGIN SUPERUSER REPLICATION PASSWORD 'carol secret'});
+my $two_hosts = 'host=127.0.0.1,' . $p->host . ' port=' . $p->port
+  . " dbname=postgres user=carol password='carol secret'";
+($ret, $out, $err) = $s->psql('postgres',
+	"SET ROLE alice; SELECT concord.create_subscription('by_alice_tcp', " . quote_literal($two_hosts)
+	  . ", '{nothing}', false)");
+is($ret, 0, 'alice subscribes with a password the provider asks for') or diag($err);
+is($s->safe_psql('postgres', q{SELECT password_required FROM concord.subscription WHERE sub_name = 'by_alice_tcp'}),
+	't', 'her subscription requires the password');
+ok($s->poll_query_until('postgres', q{
+		SELECT status = 'replicating' FROM concord.subscription_status WHERE subscription_name = 'by_alice_tcp'}),
+	'it replicates over TCP');
+$p->append_conf('postgresql.conf', "listen_addresses = ''");
+$p->restart;
+ok($s->poll_query_until('postgres', q{
+		SELECT status = 'down' AND last_error LIKE '%the provider did not ask for the password%'
+		  FROM concord.subscription_status WHERE subscription_name = 'by_alice_tcp'}),
+	"through the socket, where this server's credentials would do, the worker refuses to connect")
+  or diag($s->safe_psql('postgres', 'SELECT * FROM concord.subscription_status'));
 done_testing();

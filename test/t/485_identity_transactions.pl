@@ -23,7 +23,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my ($a, $b) = concord_nodes(2, prefix => 'idt');
+my ($a, $b) = concord_nodes(2, prefix => 'idt', extra_conf => 'max_prepared_transactions = 2');
 setup_mesh([ $a, $b ], 'CREATE TABLE t (id int PRIMARY KEY, v text);', ['t']);
 
 sub markers
@@ -92,14 +92,20 @@ $a->safe_psql('solo', q{
 	SELECT concord.create_node('solo', 'dbname=solo');
 	COMMIT;
 });
-is(markers($a, 'solo'), '1', 'a node made again has one marker');
+ok($a->poll_query_until('solo', q{
+		SELECT count(*) = 1 FROM pg_replication_slots
+		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo') || '\_%'}),
+	'a node made again has one marker (the manager dropped the old one after the commit)');
 isnt($a->safe_psql('solo', 'SELECT marker_slot FROM concord.node_identity'), $before, 'a new one');
 
-# A committed reclaim replaces the marker at once.
+# A committed reclaim replaces the marker.
 my $old = $a->safe_psql('postgres', 'SELECT marker_slot FROM concord.node_identity');
 $a->safe_psql('postgres', "SELECT pg_drop_replication_slot('$old')");
 $a->safe_psql('postgres', 'SELECT concord.reclaim_node_identity()');
-is(markers($a), '1', 'a reclaim leaves one marker');
+ok($a->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_replication_slots
+		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'postgres') || '\_%'}),
+	'a reclaim leaves one marker');
 isnt($a->safe_psql('postgres', 'SELECT marker_slot FROM concord.node_identity'), $old,
 	'a new one');
 $a->safe_psql('postgres', "INSERT INTO t VALUES (1, 'after the reclaim')");
@@ -124,9 +130,29 @@ is($a->safe_psql('solo', 'SELECT identity FROM concord.node_status'), 'this node
 	'its drop_node leaves the original whole');
 is(markers($a, 'solo'), '1', 'and the original\'s marker');
 
+# A transaction that changes the identity cannot be prepared: another
+# session's sweep would take its new marker for a leftover.
+($rc, $out, $err) = $a->psql('solo', q{
+	BEGIN;
+	SELECT concord.drop_node('solo');
+	SELECT concord.create_node('solo', 'dbname=solo');
+	PREPARE TRANSACTION 'new identity';
+});
+like($err, qr/cannot prepare a transaction that changed concord's node identity/,
+	'PREPARE TRANSACTION of a node made again is refused');
+is($a->safe_psql('solo', 'SELECT count(*) FROM pg_prepared_xacts'), '0', 'nothing is left prepared');
+ok($a->poll_query_until('solo', q{
+		SELECT count(*) = 1 FROM pg_replication_slots
+		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo') || '\_%'}),
+	'and solo keeps one marker');
+is($a->safe_psql('solo', 'SELECT identity FROM concord.node_status'), 'this node', 'solo is still its node');
+
 # DROP DATABASE and DROP EXTENSION leave no marker.
 $a->safe_psql('solo_copy', q{SELECT concord.create_node('solo_copy', 'dbname=solo_copy')});
-is(markers($a, 'solo_copy'), '1', 'the copy is a node again');
+ok($a->poll_query_until('solo_copy', q{
+		SELECT count(*) = 1 FROM pg_replication_slots
+		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo_copy') || '\_%'}),
+	'the copy is a node again, with one marker');
 $a->safe_psql('postgres', 'DROP DATABASE solo_copy');
 ok($a->poll_query_until('postgres', q{
 		SELECT count(*) = 2 FROM pg_replication_slots WHERE slot_name LIKE 'concord\_node\_%'}),
