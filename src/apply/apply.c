@@ -456,6 +456,7 @@ load_subscription(Oid subid, bool *needs_sync)
 {
 	ConcordSubscription *sub;
 	ConcordNode *local;
+	ConcordNode *provider;
 	List	   *tables;
 	ListCell   *lc;
 	MemoryContext oldcxt;
@@ -499,6 +500,8 @@ load_subscription(Oid subid, bool *needs_sync)
 	foreach(lc, sub->forward_origins)
 		W.sub->forward_origins = lappend(W.sub->forward_origins, pstrdup(lfirst(lc)));
 	W.local_node = pstrdup(local->name);
+	provider = concord_node_get_by_id(sub->provider_node_id);
+	W.provider_node = provider ? pstrdup(provider->name) : NULL;
 	MemoryContextSwitchTo(oldcxt);
 	concord_apply_rel_init(sub->name, tables);
 	CommitTransactionCommand();

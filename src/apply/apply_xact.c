@@ -126,6 +126,40 @@ wait_for_clock(TimestampTz commit_time)
 	}
 }
 
+/*
+ * Whether the subscription receives transactions of origin_node: the
+ * provider's own, and those its forward_origins name ({all}: any, up to
+ * CONCORD_MAX_FORWARDED_ORIGINS).  A provider filters them itself; this
+ * is against one that does not (a compromised peer): each origin received
+ * becomes a replication origin here, and those are few (they share
+ * max_replication_slots' states with every database of the server).
+ */
+static void
+check_origin_received(const char *origin_node)
+{
+	bool		listed = false;
+	ListCell   *lc;
+
+	if (W.provider_node && strcmp(origin_node, W.provider_node) == 0)
+		return;
+	foreach(lc, W.sub->forward_origins)
+		if (strcmp(lfirst(lc), "all") == 0 || strcmp(lfirst(lc), origin_node) == 0)
+			listed = true;
+	if (!listed)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("the provider sent a transaction of origin \"%s\", which subscription \"%s\" does not receive",
+						origin_node, W.sub->name),
+				 errdetail("The subscription receives the provider's own changes and those of the origins its forward_origins name.")));
+	if (!concord_origin_exists(W.sub->id, origin_node) &&
+		concord_origin_count(W.sub->id) >= CONCORD_MAX_FORWARDED_ORIGINS)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("the provider sent transactions of more than %d origins to subscription \"%s\"",
+						CONCORD_MAX_FORWARDED_ORIGINS, W.sub->name),
+				 errdetail("The origin \"%s\" would be one more.", origin_node)));
+}
+
 /* Binds the session to the origin of the transaction's origin node. */
 static void
 use_origin(const char *origin_node)
@@ -136,6 +170,7 @@ use_origin(const char *origin_node)
 		strcmp(W.session_origin_node, origin_node) == 0)
 		return;
 	StartTransactionCommand();
+	check_origin_received(origin_node);
 	origin = concord_origin_ensure(W.sub->id, origin_node);
 	CommitTransactionCommand();
 	if (W.session_origin != InvalidRepOriginId)

@@ -34,6 +34,7 @@ typedef struct ApplyWorker
 {
 	ConcordSubscription *sub;
 	char	   *local_node;
+	char	   *provider_node;	/* its node name, NULL if not known */
 	PGconn	   *conn;
 	ConcordSubState *shared;
 	XLogRecPtr	received;		/* provider WAL seen in the stream */

@@ -129,6 +129,21 @@ sub_origins(Oid subid)
 	return found;
 }
 
+/* How many origins the subscription has (one per node it received from). */
+int
+concord_origin_count(Oid subid)
+{
+	return list_length(sub_origins(subid));
+}
+
+/* Whether the subscription has the origin of node_name. */
+bool
+concord_origin_exists(Oid subid, const char *node_name)
+{
+	return replorigin_by_name(concord_origin_name(subid, node_name), true) !=
+		InvalidRepOriginId;
+}
+
 /*
  * Whether any replication origin of the server, in any database, belongs to
  * subscription id subid: origins are shared by every database, so a

@@ -17,6 +17,11 @@ extern const char *concord_origin_node_name(const char *origin_name);
 extern char *concord_origin_node_by_id(RepOriginId origin);
 
 extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
+extern int	concord_origin_count(Oid subid);
+extern bool concord_origin_exists(Oid subid, const char *node_name);
+
+/* Origins one subscription may receive transactions of ({all}). */
+#define CONCORD_MAX_FORWARDED_ORIGINS 64
 extern bool concord_origin_sub_id_in_use(Oid subid);
 extern XLogRecPtr concord_origin_sub_progress(Oid subid);
 extern void concord_origin_drop_all(Oid subid);

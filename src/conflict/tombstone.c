@@ -48,6 +48,51 @@ static SPIPlanPtr UpsertPlan = NULL;
 static SPIPlanPtr FindPlan = NULL;
 
 /*
+ * Whether a key type's text is the same under any session settings
+ * (DateStyle, TimeZone, extra_float_digits, bytea_output, ...): then the
+ * settings need not be fixed while it is made, which costs more than the
+ * rest for a row of a big DELETE.
+ */
+static bool
+key_type_text_fixed(Oid typid)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+		case CHAROID:
+		case NAMEOID:
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case NUMERICOID:
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case UUIDOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static void
+fix_output_settings(void)
+{
+	static const char *const settings[][2] = {
+		{"datestyle", "ISO"},
+		{"intervalstyle", "postgres"},
+		{"timezone", "UTC"},
+		{"extra_float_digits", "3"},
+		{"bytea_output", "hex"},
+	};
+
+	for (size_t i = 0; i < lengthof(settings); i++)
+		(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
  * The text of the slot's key columns; NULL if the table has no key index.
  * The text does not depend on the session: the settings that change a
  * type's output are fixed while it is made.
@@ -59,7 +104,7 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 	Relation	idx;
 	Datum	   *elems;
 	int			nkeys;
-	int			nestlevel;
+	int			nestlevel = -1;
 	Datum		result;
 
 	if (!OidIsValid(idxoid))
@@ -67,17 +112,18 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 	*found = OidIsValid(idxoid);
 	if (!*found)
 		return (Datum) 0;
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("timezone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 	idx = index_open(idxoid, AccessShareLock);
 	nkeys = idx->rd_index->indnkeyatts;
+	for (int i = 0; i < nkeys && nestlevel < 0; i++)
+	{
+		AttrNumber	attnum = idx->rd_index->indkey.values[i];
+
+		if (!key_type_text_fixed(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid))
+		{
+			nestlevel = NewGUCNestLevel();
+			fix_output_settings();
+		}
+	}
 	elems = palloc(sizeof(Datum) * nkeys);
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -95,7 +141,8 @@ key_of(Relation rel, TupleTableSlot *slot, bool *found)
 	index_close(idx, AccessShareLock);
 	result = PointerGetDatum(construct_array(elems, nkeys, TEXTOID, -1, false,
 											  TYPALIGN_INT));
-	AtEOXact_GUC(true, nestlevel);
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
 	return result;
 }
 

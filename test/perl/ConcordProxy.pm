@@ -8,6 +8,9 @@
 #   $proxy->cut;      # open connections are closed
 #   $proxy->stop;
 #
+# port: listen on this port (default: any free one), e.g. to put another
+# proxy where a stopped one was.
+#
 # rewrite: pairs of byte strings of equal length, replaced in what the node
 # sends (a peer that lies, without having to speak the protocol: lengths
 # stay right).  A match split across two reads is still replaced: the last
@@ -31,7 +34,7 @@ sub new
 	my ($class, $node, %opts) = @_;
 	my $listen = IO::Socket::INET->new(
 		LocalAddr => '127.0.0.1',
-		LocalPort => 0,
+		LocalPort => $opts{port} // 0,
 		Listen    => 16,
 		ReuseAddr => 1,
 		Proto     => 'tcp') or croak "proxy: cannot listen: $!";

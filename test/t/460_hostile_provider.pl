@@ -8,7 +8,9 @@
 # The lying provider is a real node behind a proxy of the test's own that
 # rewrites the schema names in what it sends ('xx_catalog' becomes
 # 'pg_catalog', 'concorx' becomes 'concord': the same lengths, so the
-# protocol's lengths stay right).
+# protocol's lengths stay right).  Last, the proxy renames the provider
+# in what it sends: transactions of an origin the subscription does not
+# receive are refused.
 use strict;
 use warnings;
 use FindBin;
@@ -81,5 +83,39 @@ ok($s->poll_query_until('postgres',
 is($s->safe_psql('postgres', q{SELECT count(*) FROM pg_roles WHERE rolname LIKE 'intruder%'}),
 	'0', 'no role was added by the stream');
 
+unsubscribe($s, 'auth_sub');
 $proxy->stop;
+
+# 4. Transactions of an origin the subscription does not receive: the
+#    proxy renames the provider ('hostile' becomes 'intrude') in what it
+#    sends.  Each origin received becomes a replication origin here, and
+#    those are few (every database of the server shares them): a provider
+#    sending made-up origins could use them all up.  The subscription
+#    (forward_origins '{}') refuses, and no origin is made.
+run_on_all([ $p, $s ], 'CREATE TABLE plain (id int PRIMARY KEY, v text);');
+$p->safe_psql('postgres', q{
+	SELECT concord.create_replication_set('plainset');
+	SELECT concord.replication_set_add_table('plainset', 'plain');
+});
+# The subscription is made through an honest proxy, which then gives way
+# to the renaming one on the same port.
+my $honest = ConcordProxy->new($p);
+subscribe($s, $p, name => 'origin_sub', dsn => $honest->connstr('postgres'),
+	sets => ['plainset'], synchronize_data => 0);
+wait_replicating([$s], 'the fourth subscription starts');
+my $port = $honest->port;
+$honest->stop;
+my $renamer = ConcordProxy->new($p, port => $port, rewrite => [ [ 'hostile', 'intrude' ] ]);
+$p->safe_psql('postgres', q{INSERT INTO plain VALUES (1, 'one')});
+ok($s->poll_query_until('postgres',
+		q{SELECT status = 'down'
+		     AND last_error LIKE '%the provider sent a transaction of origin "intrude", which subscription "origin_sub" does not receive%'
+		    FROM concord.subscription_status WHERE subscription_name = 'origin_sub'}),
+	'a transaction of an origin the subscription does not receive is refused')
+  or diag($s->safe_psql('postgres', 'SELECT subscription_name, status, last_error FROM concord.subscription_status'));
+is($s->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_origin WHERE roname LIKE '%intrude'}),
+	'0', 'no replication origin was made for it');
+is($s->safe_psql('postgres', 'SELECT count(*) FROM plain'), '0', 'and nothing was applied');
+$renamer->stop;
+
 done_testing();
