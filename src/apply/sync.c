@@ -46,6 +46,7 @@
 #include "catalog/relcheck.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "conflict/conflict.h"
 #include "conflict/seen.h"
 #include "remote/remote.h"
 #include "shmem/shmem.h"
@@ -400,6 +401,12 @@ use_provider_origin(ConcordSubscription *sub)
 	CommitTransactionCommand();
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
+	/*
+	 * Copied rows are the common baseline (SPEC §4): their commit
+	 * timestamp says so (conflict.c), and a later change of them from any
+	 * node is not a conflict.
+	 */
+	replorigin_session_origin_timestamp = CONCORD_BASELINE_TS;
 }
 
 static void

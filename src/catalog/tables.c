@@ -402,6 +402,7 @@ sub_from_tuple(HeapTuple tup, TupleDesc desc)
 	sub->apply_delay = *DatumGetIntervalP(values[Anum_sub_apply_delay - 1]);
 	sub->enabled = DatumGetBool(values[Anum_sub_enabled - 1]);
 	sub->sync_done = DatumGetBool(values[Anum_sub_sync_done - 1]);
+	sub->created_at = DatumGetTimestampTz(values[Anum_sub_created_at - 1]);
 	sub->password_required = !nulls[Anum_sub_password_required - 1] &&
 		DatumGetBool(values[Anum_sub_password_required - 1]);
 	return sub;

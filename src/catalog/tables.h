@@ -141,6 +141,7 @@ typedef struct ConcordSubscription
 	bool		enabled;
 	bool		sync_done;
 	bool		password_required;	/* connections must use the DSN's password */
+	TimestampTz created_at;
 } ConcordSubscription;
 
 /* One provider table a subscription copied, or is to copy. */

@@ -36,6 +36,7 @@
 
 #include "catalog/origin.h"
 #include "catalog/tables.h"
+#include "shmem/shmem.h"
 #include "conflict/conflict.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
@@ -213,8 +214,40 @@ concord_xmin_version_xid(HeapTupleHeader tuple)
 }
 
 /*
+ * When this node first subscribed: the rows it wrote itself before are the
+ * common baseline (SPEC §4), the data each node held before they were
+ * connected.  0 without subscriptions.  Read again when a subscription
+ * comes or goes.
+ */
+static TimestampTz
+baseline_horizon(void)
+{
+	static TimestampTz horizon = 0;
+	static uint64 known_generation = PG_UINT64_MAX;
+	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
+	ListCell   *lc;
+
+	if (generation == known_generation)
+		return horizon;
+	horizon = 0;
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+
+		if (horizon == 0 || sub->created_at < horizon)
+			horizon = sub->created_at;
+	}
+	known_generation = generation;
+	return horizon;
+}
+
+/*
  * The version written by transaction xid: its commit timestamp (0 if not
- * known) and origin node.
+ * known, or of the common baseline) and origin node.  The common baseline
+ * is not a version any node wrote concurrently with a later change: the
+ * rows this node wrote before it first subscribed (loaded on every node
+ * alike before they were connected), and those an initial copy wrote
+ * (committed with CONCORD_BASELINE_TS, apply/sync.c).
  */
 static void
 version_of_xid(ConcordConflict *c, TransactionId xid)
@@ -228,6 +261,12 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
 		!TransactionIdGetCommitTsData(xid, &c->local_commit_ts, &origin))
 		return;
+	if (c->local_commit_ts == CONCORD_BASELINE_TS ||
+		(origin == InvalidRepOriginId && c->local_commit_ts < baseline_horizon()))
+	{
+		c->local_commit_ts = 0;
+		return;
+	}
 	if (origin != InvalidRepOriginId)
 	{
 		const char *node = origin_node(origin);

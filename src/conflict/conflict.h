@@ -101,6 +101,13 @@ extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);
 extern TransactionId concord_xmin_version_xid(HeapTupleHeader tuple);
+
+/*
+ * The commit timestamp of an initial copy's transaction (1 µs after
+ * 2000-01-01): copied rows are the common baseline, older than any
+ * version written by a node.
+ */
+#define CONCORD_BASELINE_TS ((TimestampTz) 1)
 extern void concord_conflict_set_deleted(ConcordConflict *c,
 										 TransactionId deleter);
 extern void concord_conflict_record(ConcordConflict *c,

@@ -1,0 +1,95 @@
+# The common baseline (SPEC §4; issue "Trust", point 4; review #5): rows
+# each node held before they were connected (the same rows loaded on every
+# node, subscriptions made with synchronize_data => false), and rows an
+# initial copy wrote, are not conflicts when another node changes them
+# later.  Before, every such change was recorded as update_origin_differs
+# on every other node (and apply paid for each), and a copied row's version
+# was the copy's local commit time.
+#
+# 1. Three nodes load the same 300 rows, then form a mesh without copies;
+#    n1 updates 100 of them, one transaction each: n2 and n3 apply them
+#    with no conflict recorded.
+# 2. A fourth node copies the table from n1 (synchronize_data => true) and
+#    subscribes to n2 without a copy; n2 updates 50 rows: n4 applies them
+#    with no conflict, and holds what the others hold.
+# 3. Control: a real conflict on a baseline row (n1 and n2 update the same
+#    row while apart) is still detected and resolved the same everywhere.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @mesh = concord_nodes(3, prefix => 'base');
+my ($n1, $n2, $n3) = @mesh;
+my $n4 = concord_node('base4');
+run_on_all([ @mesh, $n4 ], 'CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);');
+run_on_all(\@mesh, "INSERT INTO t SELECT g, 'loaded', 0 FROM generate_series(1, 300) g;");
+add_tables([ @mesh, $n4 ], ['t']);
+build_mesh(\@mesh, synchronize_data => 0);
+wait_replicating(\@mesh, 'mesh on existing data');
+
+# 1. Changes of the rows every node held before.
+$n1->safe_psql('postgres', q{
+	DO $$
+	BEGIN
+		FOR i IN 1..100 LOOP
+			UPDATE t SET v = 'updated on base1', n = n + 1 WHERE id = i;
+			COMMIT;
+		END LOOP;
+	END $$;});
+wait_for_apply_all(\@mesh, label => 'updates of the baseline');
+foreach my $n ($n2, $n3)
+{
+	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
+		$n->name . ' recorded no conflict for the rows every node held before')
+	  or diag(conflict_history_of($n));
+}
+checksums_match(\@mesh, ['t'], 'baseline updated');
+
+# 2. Rows an initial copy wrote.
+subscribe($n4, $n1, synchronize_data => 1);
+subscribe($n4, $n2, synchronize_data => 0);
+ok($n4->poll_query_until('postgres', q{
+		SELECT bool_and(status = 'replicating') AND count(*) = 2 FROM concord.subscription_status}),
+	'base4 copied from base1 and streams from base1 and base2');
+wait_for_apply_all([ @mesh, $n4 ], label => 'base4 caught up');
+is($n4->safe_psql('postgres', q{
+		SELECT pg_xact_commit_timestamp(xmin) = '2000-01-01 00:00:00.000001+00'
+		  FROM t WHERE id = 300}),
+	't', 'a copied row carries the commit timestamp of the baseline');
+$n2->safe_psql('postgres', q{
+	DO $$
+	BEGIN
+		FOR i IN 151..200 LOOP
+			UPDATE t SET v = 'updated on base2', n = n + 1 WHERE id = i;
+			COMMIT;
+		END LOOP;
+	END $$;});
+wait_for_apply_all([ @mesh, $n4 ], label => 'updates of copied rows');
+is($n4->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
+	'base4 recorded no conflict for the rows its copy wrote')
+  or diag(conflict_history_of($n4));
+checksums_match([ @mesh, $n4 ], ['t'], 'copied rows updated');
+
+# 3. A real conflict on a baseline row is still one.
+partition_nodes(\@mesh, 'apart');
+$n1->safe_psql('postgres', "UPDATE t SET v = 'first, on base1' WHERE id = 250");
+$n2->safe_psql('postgres', "UPDATE t SET v = 'later, on base2' WHERE id = 250");
+heal_nodes(\@mesh, 'healed');
+wait_for_apply_all([ @mesh, $n4 ], label => 'after the race');
+is($n1->safe_psql('postgres', q{
+		SELECT conflict_type || ' ' || resolution FROM concord.conflict_history WHERE key ->> 'id' = '250'}),
+	'update_origin_differs apply_remote', 'base1 records the concurrent update of row 250, and takes the later one');
+foreach my $n (@mesh, $n4)
+{
+	is($n->safe_psql('postgres', 'SELECT v FROM t WHERE id = 250'), 'later, on base2',
+		$n->name . ' holds the later update of row 250');
+}
+checksums_match([ @mesh, $n4 ], ['t'], 'after the race');
+
+$_->stop foreach ($n4, reverse @mesh);
+done_testing();
