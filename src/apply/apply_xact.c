@@ -33,6 +33,7 @@
 #include "apply/worker.h"
 #include "catalog/origin.h"
 #include "concord.h"
+#include "conflict/conflict.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
 #include "conflict/tombstone.h"
@@ -276,7 +277,9 @@ handle_commit(StringInfo s)
 		W.seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
-		concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
+		/* A forwarded initial copy is no write of its origin's. */
+		if (W.begin.commit_time != CONCORD_BASELINE_TS)
+			concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
 		oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
 		m = palloc(sizeof(LsnMapping));
 		m->remote_end = msg.end_lsn;

@@ -402,11 +402,14 @@ use_provider_origin(ConcordSubscription *sub)
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
 	/*
-	 * Copied rows are the common baseline (SPEC §4): their commit
-	 * timestamp says so (conflict.c), and a later change of them from any
-	 * node is not a conflict.
+	 * The rows of an initial copy are the common baseline (SPEC §4): their
+	 * commit timestamp says so (conflict.c), and a later change of them
+	 * from any node is not a conflict.  Not those of a resynchronization:
+	 * a change older than its copy may still be on its way from a third
+	 * node, and must not win over it (it meets the copy's own commit
+	 * time, as before).
 	 */
-	replorigin_session_origin_timestamp = CONCORD_BASELINE_TS;
+	replorigin_session_origin_timestamp = sub->sync_done ? 0 : CONCORD_BASELINE_TS;
 }
 
 static void

@@ -178,6 +178,7 @@ node_from_tuple(HeapTuple tup, TupleDesc desc)
 	node->dsn = TextDatumGetCString(values[Anum_node_dsn - 1]);
 	node->priority = DatumGetInt32(values[Anum_node_priority - 1]);
 	node->is_local = DatumGetBool(values[Anum_node_is_local - 1]);
+	node->created_at = DatumGetTimestampTz(values[Anum_node_created_at - 1]);
 	return node;
 }
 

@@ -88,6 +88,7 @@ typedef struct ConcordNode
 	char	   *dsn;
 	int32		priority;
 	bool		is_local;
+	TimestampTz created_at;
 } ConcordNode;
 
 typedef struct ConcordSet

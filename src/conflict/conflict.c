@@ -36,7 +36,6 @@
 
 #include "catalog/origin.h"
 #include "catalog/tables.h"
-#include "shmem/shmem.h"
 #include "conflict/conflict.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
@@ -214,30 +213,22 @@ concord_xmin_version_xid(HeapTupleHeader tuple)
 }
 
 /*
- * When this node first subscribed: the rows it wrote itself before are the
+ * When the local node was created: the rows written here before are the
  * common baseline (SPEC §4), the data each node held before they were
- * connected.  0 without subscriptions.  Read again when a subscription
- * comes or goes.
+ * connected.  It moves only with drop_node and create_node, which no apply
+ * worker outlives (a node with subscriptions cannot be dropped): read once.
  */
 static TimestampTz
 baseline_horizon(void)
 {
-	static TimestampTz horizon = 0;
-	static uint64 known_generation = PG_UINT64_MAX;
-	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
-	ListCell   *lc;
+	static TimestampTz horizon = -1;
 
-	if (generation == known_generation)
-		return horizon;
-	horizon = 0;
-	foreach(lc, concord_subscription_get_all())
+	if (horizon < 0)
 	{
-		ConcordSubscription *sub = lfirst(lc);
+		ConcordNode *local = concord_node_get_local(true);
 
-		if (horizon == 0 || sub->created_at < horizon)
-			horizon = sub->created_at;
+		horizon = local ? local->created_at : 0;
 	}
-	known_generation = generation;
 	return horizon;
 }
 
@@ -245,9 +236,9 @@ baseline_horizon(void)
  * The version written by transaction xid: its commit timestamp (0 if not
  * known, or of the common baseline) and origin node.  The common baseline
  * is not a version any node wrote concurrently with a later change: the
- * rows this node wrote before it first subscribed (loaded on every node
- * alike before they were connected), and those an initial copy wrote
- * (committed with CONCORD_BASELINE_TS, apply/sync.c).
+ * rows this node wrote before create_node (loaded on every node alike
+ * before they were connected), and those an initial copy wrote (committed
+ * with CONCORD_BASELINE_TS, apply/sync.c).
  */
 static void
 version_of_xid(ConcordConflict *c, TransactionId xid)
@@ -261,12 +252,6 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
 		!TransactionIdGetCommitTsData(xid, &c->local_commit_ts, &origin))
 		return;
-	if (c->local_commit_ts == CONCORD_BASELINE_TS ||
-		(origin == InvalidRepOriginId && c->local_commit_ts < baseline_horizon()))
-	{
-		c->local_commit_ts = 0;
-		return;
-	}
 	if (origin != InvalidRepOriginId)
 	{
 		const char *node = origin_node(origin);
@@ -274,6 +259,10 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 		if (node)
 			c->local_origin = (char *) node;
 	}
+	/* The baseline keeps its writer (replica_priority compares it). */
+	if (c->local_commit_ts == CONCORD_BASELINE_TS ||
+		(origin == InvalidRepOriginId && c->local_commit_ts < baseline_horizon()))
+		c->local_commit_ts = 0;
 }
 
 /* Who wrote the local row, and when (0 if the commit time is not known). */
@@ -381,6 +370,12 @@ decide_between_versions(ConcordConflict *c)
 	int32		remote_priority;
 	int32		local_priority;
 
+	/*
+	 * A forwarded initial copy (committed as the common baseline) never
+	 * replaces a row that is here: it is older than any version.
+	 */
+	if (concord_remote_txn->commit_time == CONCORD_BASELINE_TS)
+		return CONCORD_RESOLUTION_KEEP_LOCAL;
 	switch (c->resolver)
 	{
 		case CONCORD_RESOLVER_LAST_UPDATE_WINS:

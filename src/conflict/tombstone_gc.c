@@ -35,6 +35,7 @@
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -200,13 +201,18 @@ seen_origins(void)
 static Datum
 frozen_tombstones(void)
 {
-	Relation	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
-	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	Relation	rel;
+	TableScanDesc scan;
 	HeapTuple	tuple;
 	List	   *tids = NIL;
 	Datum	   *elems;
 	ListCell   *lc;
 
+	/* Before the first wraparound every version is known: no scan. */
+	if (EpochFromFullTransactionId(ReadNextFullTransactionId()) == 0)
+		return PointerGetDatum(construct_empty_array(TIDOID));
+	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		if (!TransactionIdIsValid(concord_xmin_version_xid(tuple->t_data)))

@@ -35,6 +35,17 @@ sub markers
 		   AND slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '\_%'});
 }
 
+# Polls until database $db has exactly one marker (the manager drops the
+# others after the commit or rollback that stopped naming them).
+sub one_marker
+{
+	my ($node, $db) = @_;
+	return $node->poll_query_until($db, q{
+		SELECT count(*) = 1 FROM pg_replication_slots
+		 WHERE slot_type = 'physical'
+		   AND slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '\_%'});
+}
+
 sub all_markers
 {
 	my ($node) = @_;
@@ -77,9 +88,7 @@ $a->safe_psql('solo', q{
 	SELECT concord.create_node('solo_again', 'dbname=solo');
 	ROLLBACK;
 });
-ok($a->poll_query_until('solo', q{
-		SELECT count(*) = 1 FROM pg_replication_slots
-		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo') || '\_%'}),
+ok(one_marker($a, 'solo'),
 	'the marker a rolled-back create_node left is dropped');
 is($a->safe_psql('solo', 'SELECT identity FROM concord.node_status'), 'this node',
 	'and the node is still its node');
@@ -92,9 +101,7 @@ $a->safe_psql('solo', q{
 	SELECT concord.create_node('solo', 'dbname=solo');
 	COMMIT;
 });
-ok($a->poll_query_until('solo', q{
-		SELECT count(*) = 1 FROM pg_replication_slots
-		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo') || '\_%'}),
+ok(one_marker($a, 'solo'),
 	'a node made again has one marker (the manager dropped the old one after the commit)');
 isnt($a->safe_psql('solo', 'SELECT marker_slot FROM concord.node_identity'), $before, 'a new one');
 
@@ -102,9 +109,7 @@ isnt($a->safe_psql('solo', 'SELECT marker_slot FROM concord.node_identity'), $be
 my $old = $a->safe_psql('postgres', 'SELECT marker_slot FROM concord.node_identity');
 $a->safe_psql('postgres', "SELECT pg_drop_replication_slot('$old')");
 $a->safe_psql('postgres', 'SELECT concord.reclaim_node_identity()');
-ok($a->poll_query_until('postgres', q{
-		SELECT count(*) = 1 FROM pg_replication_slots
-		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'postgres') || '\_%'}),
+ok(one_marker($a, 'postgres'),
 	'a reclaim leaves one marker');
 isnt($a->safe_psql('postgres', 'SELECT marker_slot FROM concord.node_identity'), $old,
 	'a new one');
@@ -141,17 +146,13 @@ is(markers($a, 'solo'), '1', 'and the original\'s marker');
 like($err, qr/cannot prepare a transaction that changed concord's node identity/,
 	'PREPARE TRANSACTION of a node made again is refused');
 is($a->safe_psql('solo', 'SELECT count(*) FROM pg_prepared_xacts'), '0', 'nothing is left prepared');
-ok($a->poll_query_until('solo', q{
-		SELECT count(*) = 1 FROM pg_replication_slots
-		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo') || '\_%'}),
+ok(one_marker($a, 'solo'),
 	'and solo keeps one marker');
 is($a->safe_psql('solo', 'SELECT identity FROM concord.node_status'), 'this node', 'solo is still its node');
 
 # DROP DATABASE and DROP EXTENSION leave no marker.
 $a->safe_psql('solo_copy', q{SELECT concord.create_node('solo_copy', 'dbname=solo_copy')});
-ok($a->poll_query_until('solo_copy', q{
-		SELECT count(*) = 1 FROM pg_replication_slots
-		 WHERE slot_name LIKE 'concord\_node\_' || (SELECT oid FROM pg_database WHERE datname = 'solo_copy') || '\_%'}),
+ok(one_marker($a, 'solo_copy'),
 	'the copy is a node again, with one marker');
 $a->safe_psql('postgres', 'DROP DATABASE solo_copy');
 ok($a->poll_query_until('postgres', q{

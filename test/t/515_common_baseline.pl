@@ -1,12 +1,13 @@
 # The common baseline (SPEC §4; issue "Trust", point 4; review #5): rows
 # each node held before they were connected (the same rows loaded on every
-# node, subscriptions made with synchronize_data => false), and rows an
-# initial copy wrote, are not conflicts when another node changes them
-# later.  Before, every such change was recorded as update_origin_differs
+# node before create_node, subscriptions made with synchronize_data =>
+# false), and rows an initial copy wrote, are not conflicts when another
+# node changes them later.  Before, every such change was recorded as update_origin_differs
 # on every other node (and apply paid for each), and a copied row's version
 # was the copy's local commit time.
 #
-# 1. Three nodes load the same 300 rows, then form a mesh without copies;
+# 1. Three servers load the same 300 rows, then become nodes and form a
+#    mesh without copies;
 #    n1 updates 100 of them, one transaction each: n2 and n3 apply them
 #    with no conflict recorded.
 # 2. A fourth node copies the table from n1 (synchronize_data => true) and
@@ -23,11 +24,18 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my @mesh = concord_nodes(3, prefix => 'base');
+# The rows are loaded before concord is set up (create_node).
+my @mesh = map { concord_node("base$_", extension => 0) } 1 .. 3;
 my ($n1, $n2, $n3) = @mesh;
+run_on_all(\@mesh, "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
+	INSERT INTO t SELECT g, 'loaded', 0 FROM generate_series(1, 300) g;");
+foreach my $n (@mesh)
+{
+	$n->safe_psql('postgres', 'CREATE EXTENSION concord; SELECT concord.create_node('
+		  . quote_literal($n->name) . ', ' . quote_literal($n->connstr('postgres')) . ')');
+}
 my $n4 = concord_node('base4');
-run_on_all([ @mesh, $n4 ], 'CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);');
-run_on_all(\@mesh, "INSERT INTO t SELECT g, 'loaded', 0 FROM generate_series(1, 300) g;");
+$n4->safe_psql('postgres', 'CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);');
 add_tables([ @mesh, $n4 ], ['t']);
 build_mesh(\@mesh, synchronize_data => 0);
 wait_replicating(\@mesh, 'mesh on existing data');
