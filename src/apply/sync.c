@@ -364,6 +364,24 @@ table_pending(List *pending, SyncTable *t)
 }
 
 /* Creates the temporary slot; returns its consistent point and snapshot. */
+/*
+ * The provider's clock, read before the copy's snapshot is taken: every
+ * transaction it committed with an earlier timestamp is in the snapshot.
+ */
+static TimestampTz
+provider_clock(PGconn *repl)
+{
+	PGresult   *res = concord_remote_query(repl, "SELECT pg_catalog.clock_timestamp()",
+										   0, NULL, PGRES_TUPLES_OK);
+	TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+															 CStringGetDatum(PQgetvalue(res, 0, 0)),
+															 ObjectIdGetDatum(InvalidOid),
+															 Int32GetDatum(-1)));
+
+	PQclear(res);
+	return ts;
+}
+
 static XLogRecPtr
 create_sync_slot(PGconn *repl, Oid local_id, Oid subid, char **snapshot)
 {
@@ -385,6 +403,8 @@ create_sync_slot(PGconn *repl, Oid local_id, Oid subid, char **snapshot)
  * subscribers must not receive them as changes written here.  The
  * origin's progress is left alone (no origin LSN is set).
  */
+static char *ProviderName = NULL;
+
 static void
 use_provider_origin(ConcordSubscription *sub)
 {
@@ -398,6 +418,7 @@ use_provider_origin(ConcordSubscription *sub)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the provider node of subscription \"%s\" is unknown", sub->name)));
 	origin = concord_origin_ensure(sub->id, provider->name);
+	ProviderName = MemoryContextStrdup(TopMemoryContext, provider->name);
 	CommitTransactionCommand();
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
@@ -468,6 +489,8 @@ sync_run(Oid subid)
 	PGconn	   *conn;
 	char	   *snapshot;
 	XLogRecPtr	lsn;
+	TimestampTz before_snapshot;
+	bool		was_synced;
 	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "concord sync",
 											  ALLOCSET_DEFAULT_SIZES);
 
@@ -481,12 +504,14 @@ sync_run(Oid subid)
 		proc_exit(0);
 	pending = concord_sub_table_get(subid);
 	SubName = sub->name;
+	was_synced = sub->sync_done;
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 
 	repl = concord_remote_connect(sub->provider_dsn, true,
 								  psprintf("%s sync", sub->name),
 								  sub->password_required);
+	before_snapshot = provider_clock(repl);
 	lsn = create_sync_slot(repl, local->id, subid, &snapshot);
 	conn = concord_remote_connect(sub->provider_dsn, false,
 								  psprintf("%s sync", sub->name),
@@ -498,6 +523,15 @@ sync_run(Oid subid)
 										  quote_literal_cstr(snapshot)),
 								 0, NULL, PGRES_COMMAND_OK));
 	copy_all(sub, pending, conn, lsn);
+	/*
+	 * After an initial copy this node has every row of the provider's own
+	 * transactions committed before the copy's snapshot: its SEEN vector
+	 * says so, so that its own later changes of those rows are not taken
+	 * for concurrent with them (review #5).  Not after a resynchronization
+	 * of some tables, which says nothing of the others.
+	 */
+	if (!was_synced && ProviderName)
+		concord_seen_applied(ProviderName, before_snapshot);
 	concord_remote_finish(conn);
 	concord_remote_finish(repl);
 	ereport(LOG,

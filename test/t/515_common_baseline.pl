@@ -12,7 +12,9 @@
 #    with no conflict recorded.
 # 2. A fourth node copies the table from n1 (synchronize_data => true) and
 #    subscribes to n2 without a copy; n2 updates 50 rows: n4 applies them
-#    with no conflict, and holds what the others hold.
+#    with no conflict, and holds what the others hold.  Then the others
+#    subscribe to n4, which updates 20 copied rows that n1 wrote in part 1:
+#    no conflict anywhere (the copy told n4's SEEN vector about them).
 # 3. Control: a real conflict on a baseline row (n1 and n2 update the same
 #    row while apart) is still detected and resolved the same everywhere.
 use strict;
@@ -82,6 +84,29 @@ is($n4->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), 
 	'base4 recorded no conflict for the rows its copy wrote')
   or diag(conflict_history_of($n4));
 checksums_match([ @mesh, $n4 ], ['t'], 'copied rows updated');
+
+# The copier's own changes of copied rows that base1 wrote after the
+# mesh was made (part 1): base4 had them from its copy, so its changes are
+# not concurrent with them (its SEEN vector says it had base1's commits up
+# to the copy).  Before, every one was an update_origin_differs elsewhere.
+subscribe($_, $n4, synchronize_data => 0) foreach @mesh;
+wait_replicating([ @mesh, $n4 ], 'the others subscribe to base4');
+$n4->safe_psql('postgres', q{
+	DO $$
+	BEGIN
+		FOR i IN 1..20 LOOP
+			UPDATE t SET v = 'updated on base4', n = n + 1 WHERE id = i;
+			COMMIT;
+		END LOOP;
+	END $$;});
+wait_for_apply_all([ @mesh, $n4 ], label => "base4's updates of copied rows");
+foreach my $n (@mesh)
+{
+	is($n->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
+		$n->name . " recorded no conflict for base4's changes of rows it copied")
+	  or diag(conflict_history_of($n));
+}
+checksums_match([ @mesh, $n4 ], ['t'], "base4's updates applied");
 
 # 3. A real conflict on a baseline row is still one.
 partition_nodes(\@mesh, 'apart');
