@@ -26,6 +26,21 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+# Rows $from..$to updated on $node, one transaction each.
+sub update_each
+{
+	my ($node, $from, $to, $v) = @_;
+	$node->safe_psql('postgres', qq{
+		DO \$\$
+		BEGIN
+			FOR i IN $from..$to LOOP
+				UPDATE t SET v = '$v', n = n + 1 WHERE id = i;
+				COMMIT;
+			END LOOP;
+		END \$\$;});
+	return;
+}
+
 # The rows are loaded before concord is set up (create_node).
 my @mesh = map { concord_node("base$_", extension => 0) } 1 .. 3;
 my ($n1, $n2, $n3) = @mesh;
@@ -43,14 +58,7 @@ build_mesh(\@mesh, synchronize_data => 0);
 wait_replicating(\@mesh, 'mesh on existing data');
 
 # 1. Changes of the rows every node held before.
-$n1->safe_psql('postgres', q{
-	DO $$
-	BEGIN
-		FOR i IN 1..100 LOOP
-			UPDATE t SET v = 'updated on base1', n = n + 1 WHERE id = i;
-			COMMIT;
-		END LOOP;
-	END $$;});
+update_each($n1, 1, 100, 'updated on base1');
 wait_for_apply_all(\@mesh, label => 'updates of the baseline');
 foreach my $n ($n2, $n3)
 {
@@ -71,14 +79,7 @@ is($n4->safe_psql('postgres', q{
 		SELECT pg_xact_commit_timestamp(xmin) = '2000-01-01 00:00:00.000001+00'
 		  FROM t WHERE id = 300}),
 	't', 'a copied row carries the commit timestamp of the baseline');
-$n2->safe_psql('postgres', q{
-	DO $$
-	BEGIN
-		FOR i IN 151..200 LOOP
-			UPDATE t SET v = 'updated on base2', n = n + 1 WHERE id = i;
-			COMMIT;
-		END LOOP;
-	END $$;});
+update_each($n2, 151, 200, 'updated on base2');
 wait_for_apply_all([ @mesh, $n4 ], label => 'updates of copied rows');
 is($n4->safe_psql('postgres', 'SELECT count(*) FROM concord.conflict_history'), '0',
 	'base4 recorded no conflict for the rows its copy wrote')
@@ -91,14 +92,7 @@ checksums_match([ @mesh, $n4 ], ['t'], 'copied rows updated');
 # to the copy).  Before, every one was an update_origin_differs elsewhere.
 subscribe($_, $n4, synchronize_data => 0) foreach @mesh;
 wait_replicating([ @mesh, $n4 ], 'the others subscribe to base4');
-$n4->safe_psql('postgres', q{
-	DO $$
-	BEGIN
-		FOR i IN 1..20 LOOP
-			UPDATE t SET v = 'updated on base4', n = n + 1 WHERE id = i;
-			COMMIT;
-		END LOOP;
-	END $$;});
+update_each($n4, 1, 20, 'updated on base4');
 wait_for_apply_all([ @mesh, $n4 ], label => "base4's updates of copied rows");
 foreach my $n (@mesh)
 {
