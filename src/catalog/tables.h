@@ -168,6 +168,16 @@ typedef struct CatalogScan
 extern void concord_catalog_beginscan(CatalogScan *cs, Relation rel, int nkeys,
 									  ScanKey keys);
 extern void concord_catalog_endscan(CatalogScan *cs);
+
+/* For the catalog folder's readers and writers (tables.c, subscriptions.c). */
+typedef void *(*ConcordFromTuple) (HeapTuple tup, TupleDesc desc);
+extern Relation concord_catalog_open(const char *relname, LOCKMODE lockmode);
+extern List *concord_catalog_collect(const char *relname, int nkeys, ScanKey keys,
+									 ConcordFromTuple from_tuple);
+extern void concord_scankey_oid(ScanKey key, AttrNumber attno, Oid value);
+extern void concord_scankey_name(ScanKey key, AttrNumber attno, const char *value);
+extern int	concord_catalog_delete_where_oid(const char *relname, AttrNumber attno,
+											 Oid value);
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
 extern void concord_catalog_become_owner(const char *relname, Oid *saved_user,
 										 int *saved_context);
