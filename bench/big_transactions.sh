@@ -109,12 +109,11 @@ setup() {
 wait_sql() {
 	local sys=$1 sub=$2 lsn=$3
 	case $sys in
-	builtin) echo "SELECT 'pg_' || oid AS origin FROM pg_subscription WHERE subname = '$sub' \\gset
-CALL bench_wait_origin(:'origin', '$lsn', $TIMEOUT) \\gset" ;;
-	pglogical) echo "SELECT sub_slot_name AS origin FROM pglogical.subscription WHERE sub_name = '$sub' \\gset
-CALL bench_wait_origin(:'origin', '$lsn', $TIMEOUT) \\gset" ;;
-	concord) echo "CALL bench_wait_concord('$sub', '$lsn', $TIMEOUT) \\gset" ;;
+	concord) echo "CALL bench_wait_concord('$sub', '$lsn', $TIMEOUT) \\gset"; return ;;
+	builtin) echo "SELECT 'pg_' || oid AS origin FROM pg_subscription WHERE subname = '$sub' \\gset" ;;
+	pglogical) echo "SELECT sub_slot_name AS origin FROM pglogical.subscription WHERE sub_name = '$sub' \\gset" ;;
 	esac
+	echo "CALL bench_wait_origin(:'origin', '$lsn', $TIMEOUT) \\gset"
 }
 
 # wait_both SYS PREFIX LSN: waits on node_b and node_c; prints "t t" or

@@ -206,10 +206,16 @@ origin_node(RepOriginId origin)
 TransactionId
 concord_xmin_version_xid(HeapTupleHeader tuple)
 {
-	if (HeapTupleHeaderXminFrozen(tuple) &&
-		EpochFromFullTransactionId(ReadNextFullTransactionId()) > 0)
+	if (HeapTupleHeaderXminFrozen(tuple) && concord_xids_wrapped())
 		return InvalidTransactionId;
 	return HeapTupleHeaderGetRawXmin(tuple);
+}
+
+/* Whether the server's xid counter has wrapped around since initdb. */
+bool
+concord_xids_wrapped(void)
+{
+	return EpochFromFullTransactionId(ReadNextFullTransactionId()) > 0;
 }
 
 /*

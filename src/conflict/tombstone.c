@@ -286,7 +286,9 @@ concord_tombstone_find(Relation rel, TupleTableSlot *slot, TransactionId *xmin)
 		*xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 1,
 													&isnull));
-		if (tombstone_frozen(SPI_tuptable->vals[0], SPI_tuptable->tupdesc))
+		/* Before the first wraparound a frozen xmin is still exact. */
+		if (concord_xids_wrapped() &&
+			tombstone_frozen(SPI_tuptable->vals[0], SPI_tuptable->tupdesc))
 			*xmin = InvalidTransactionId;
 	}
 	SPI_finish();

@@ -35,7 +35,6 @@
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -209,7 +208,7 @@ frozen_tombstones(void)
 	ListCell   *lc;
 
 	/* Before the first wraparound every version is known: no scan. */
-	if (EpochFromFullTransactionId(ReadNextFullTransactionId()) == 0)
+	if (!concord_xids_wrapped())
 		return PointerGetDatum(construct_empty_array(TIDOID));
 	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
 	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
