@@ -166,3 +166,89 @@ REVOKE ALL ON FUNCTION concord.on_alter_table() FROM PUBLIC;
 CREATE EVENT TRIGGER concord_on_alter_table ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION concord.on_alter_table();
+
+-- conflict_reapply(): a value a remote UPDATE left unchanged and did not
+-- send (out of line) is marked {"concord_unchanged": true} in remote_row;
+-- re-applying leaves it as it is, and refuses to insert a row without it.
+CREATE OR REPLACE FUNCTION concord.conflict_reapply(conflict_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h       concord.conflict_history;
+    rel     regclass;
+    keys    text;
+    sets    text;
+    cols    text;
+    unsent  text;
+    n       bigint;
+BEGIN
+    SELECT * INTO h FROM concord.conflict_history c
+     WHERE c.conflict_id = conflict_reapply.conflict_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conflict % does not exist', conflict_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See concord.conflict_history for the conflicts of this node.';
+    END IF;
+    IF h.resolution NOT IN ('skip', 'keep_local') THEN
+        RAISE EXCEPTION 'the change of conflict % was applied (resolution %)',
+                        conflict_id, h.resolution
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Only a change resolved as skip or keep_local can be re-applied.';
+    END IF;
+    IF h.reapplied_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the change of conflict % was already re-applied', conflict_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was re-applied at %s.', h.reapplied_at);
+    END IF;
+    rel := pg_catalog.to_regclass(h.relation);
+    IF rel IS NULL OR h.key IS NULL OR h.remote_row IS NULL THEN
+        RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN rel IS NULL
+                                THEN format('Relation %s does not exist.', h.relation)
+                                ELSE 'The history row has no key or no remote row.' END;
+    END IF;
+    SELECT string_agg(format('t.%1$I IS NOT DISTINCT FROM r.%1$I', k), ' AND ')
+      INTO keys FROM pg_catalog.jsonb_object_keys(h.key) k;
+
+    IF h.conflict_type IN ('delete_origin_differs', 'delete_missing') THEN
+        EXECUTE format('DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                       rel, rel, keys) USING h.remote_row;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+         WHERE c.conflict_id = conflict_reapply.conflict_id;
+        RETURN CASE WHEN n > 0 THEN 'deleted' ELSE 'nothing to delete' END;
+    END IF;
+
+    -- the columns the remote row carries, the key included; a value the
+    -- remote UPDATE left unchanged and did not send (the marker
+    -- {"concord_unchanged": true}) stays as it is here
+    SELECT string_agg(format('%1$I = r.%1$I', c.attname), ', ') FILTER (WHERE NOT c.unsent),
+           string_agg(format('%I', c.attname), ', '),
+           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent)
+      INTO sets, cols, unsent
+      FROM (SELECT a.attname,
+                   h.remote_row -> a.attname OPERATOR(pg_catalog.=) '{"concord_unchanged": true}'::jsonb AS unsent
+              FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = '' AND h.remote_row ? a.attname) c;
+    EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
+                   rel, sets, rel, keys) USING h.remote_row;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 AND unsent IS NOT NULL THEN
+        RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The row is not here, and the remote row lacks the value of %s: the remote UPDATE left it unchanged and the provider did not send it.', unsent),
+                  HINT = 'Insert the row by hand, with the value of that column from the node that wrote it.';
+    END IF;
+    IF n = 0 THEN
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r',
+                       rel, cols, cols, rel) USING h.remote_row;
+    END IF;
+    UPDATE concord.conflict_history c SET reapplied_at = pg_catalog.now()
+     WHERE c.conflict_id = conflict_reapply.conflict_id;
+    RETURN CASE WHEN n > 0 THEN 'updated' ELSE 'inserted' END;
+END
+$$;

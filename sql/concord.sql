@@ -428,6 +428,7 @@ DECLARE
     keys    text;
     sets    text;
     cols    text;
+    unsent  text;
     n       bigint;
 BEGIN
     SELECT * INTO h FROM concord.conflict_history c
@@ -468,16 +469,27 @@ BEGIN
         RETURN CASE WHEN n > 0 THEN 'deleted' ELSE 'nothing to delete' END;
     END IF;
 
-    -- the columns the remote row carries, the key included
-    SELECT string_agg(format('%1$I = r.%1$I', a.attname), ', '),
-           string_agg(format('%I', a.attname), ', ')
-      INTO sets, cols
-      FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
-       AND a.attgenerated = '' AND h.remote_row ? a.attname;
+    -- the columns the remote row carries, the key included; a value the
+    -- remote UPDATE left unchanged and did not send (the marker
+    -- {"concord_unchanged": true}) stays as it is here
+    SELECT string_agg(format('%1$I = r.%1$I', c.attname), ', ') FILTER (WHERE NOT c.unsent),
+           string_agg(format('%I', c.attname), ', '),
+           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent)
+      INTO sets, cols, unsent
+      FROM (SELECT a.attname,
+                   h.remote_row -> a.attname OPERATOR(pg_catalog.=) '{"concord_unchanged": true}'::jsonb AS unsent
+              FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = '' AND h.remote_row ? a.attname) c;
     EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
                    rel, sets, rel, keys) USING h.remote_row;
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 AND unsent IS NOT NULL THEN
+        RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The row is not here, and the remote row lacks the value of %s: the remote UPDATE left it unchanged and the provider did not send it.', unsent),
+                  HINT = 'Insert the row by hand, with the value of that column from the node that wrote it.';
+    END IF;
     IF n = 0 THEN
         EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r',
                        rel, cols, cols, rel) USING h.remote_row;

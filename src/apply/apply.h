@@ -36,7 +36,9 @@ typedef struct ApplyRel
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */
-	List	   *key_columns;	/* remote key column names */
+	bool	   *rowkey;			/* per remote column: part of the row's key
+								 * (see concord_apply_rowkey) */
+	List	   *key_columns;	/* names of the rowkey columns */
 	char	   *key_problem;	/* why this table's rows cannot be found by
 								 * the provider's key; NULL: they can */
 	bool		synced;			/* copied by a sync at sync_lsn */
@@ -52,6 +54,14 @@ extern void concord_apply_rel_forget_all(void);
 /* apply_row.c */
 extern bool concord_apply_careful;
 extern int	concord_apply_conflicts;
+/* unsent.c: out-of-line values an UPDATE left unchanged */
+extern bool concord_apply_tuple_complete(ConcordTuple *tup);
+extern void concord_apply_unsent_from_old(ConcordTuple *newtup,
+										  ConcordTuple *oldtup);
+extern List *concord_apply_unsent_names(ApplyRel *arel, ConcordTuple *tup);
+extern bool concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
+									   ConcordTuple *newtup, char **why);
+
 /* key_lock.c */
 extern bool concord_apply_lock_keys;
 extern void concord_apply_key_locks_reset(void);

@@ -16,7 +16,10 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_index.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "libpq/pqformat.h"
@@ -107,9 +110,6 @@ concord_apply_rel_store(StringInfo msg)
 	arel->cxt = cxt;
 	arel->remote = remote;
 	arel->qualname = quote_qualified_identifier(remote->nspname, remote->relname);
-	for (int i = 0; i < remote->natts; i++)
-		if (remote->atts[i].is_key)
-			arel->key_columns = lappend(arel->key_columns, remote->atts[i].name);
 	MemoryContextSwitchTo(oldcxt);
 }
 
@@ -284,6 +284,88 @@ key_problem(ApplyRel *arel, Relation rel)
 }
 
 /*
+ * Under REPLICA IDENTITY FULL, the index whose columns identify a row
+ * here: the replica identity index, the primary key, else the first
+ * unique index that could be a key (valid, immediate, btree, plain
+ * columns that are all NOT NULL, no predicate).  InvalidOid if none.
+ */
+static Oid
+full_identity_index(Relation rel)
+{
+	Oid			idx = RelationGetReplicaIndex(rel);
+	ListCell   *lc;
+
+	if (!OidIsValid(idx))
+		idx = RelationGetPrimaryKeyIndex(rel);
+	if (OidIsValid(idx))
+		return idx;
+	foreach(lc, RelationGetIndexList(rel))
+	{
+		Relation	irel = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index index = irel->rd_index;
+		bool		usable = index->indisunique && index->indimmediate &&
+			index->indisvalid && irel->rd_rel->relam == BTREE_AM_OID &&
+			heap_attisnull(irel->rd_indextuple, Anum_pg_index_indexprs, NULL) &&
+			heap_attisnull(irel->rd_indextuple, Anum_pg_index_indpred, NULL);
+
+		for (int k = 0; k < index->indnkeyatts && usable; k++)
+		{
+			AttrNumber	attnum = index->indkey.values[k];
+
+			usable = attnum > 0 &&
+				TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attnotnull;
+		}
+		index_close(irel, AccessShareLock);
+		if (usable)
+			return lfirst_oid(lc);
+	}
+	return InvalidOid;
+}
+
+/*
+ * The columns that identify a row, for the history's key, messages and the
+ * check of a handler's row: the provider's key; under REPLICA IDENTITY
+ * FULL, which sends every column as key, the columns of the local index
+ * full_identity_index() finds, when the provider sends them all (a 20 kB
+ * value is no key); else every column.
+ */
+static void
+choose_rowkey(ApplyRel *arel, Relation rel)
+{
+	ConcordRelationMsg *remote = arel->remote;
+	Oid			idx = remote->replident == REPLICA_IDENTITY_FULL ?
+		full_identity_index(rel) : InvalidOid;
+	MemoryContext oldcxt = MemoryContextSwitchTo(arel->map_cxt);
+
+	arel->rowkey = palloc0(sizeof(bool) * Max(remote->natts, 1));
+	if (OidIsValid(idx))
+	{
+		Relation	irel = index_open(idx, AccessShareLock);
+
+		for (int k = 0; k < irel->rd_index->indnkeyatts && OidIsValid(idx); k++)
+		{
+			bool		sent = false;
+
+			for (int i = 0; i < remote->natts; i++)
+				if (arel->attmap[i] == irel->rd_index->indkey.values[k])
+					sent = arel->rowkey[i] = true;
+			if (!sent)
+				idx = InvalidOid;
+		}
+		index_close(irel, AccessShareLock);
+	}
+	arel->key_columns = NIL;
+	for (int i = 0; i < remote->natts; i++)
+	{
+		if (!OidIsValid(idx))
+			arel->rowkey[i] = remote->atts[i].is_key;
+		if (arel->rowkey[i])
+			arel->key_columns = lappend(arel->key_columns, remote->atts[i].name);
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
  * Finds the local table and maps the columns, under a lock of the given
  * mode; errors out if it cannot.
  */
@@ -323,6 +405,7 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 	arel->attmap = NULL;
 	map_columns(arel, rel);
 	arel->key_problem = key_problem(arel, rel);
+	choose_rowkey(arel, rel);
 	table_close(rel, NoLock);
 	arel->localid = relid;
 	find_sync_lsn(arel);

@@ -284,7 +284,7 @@ check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
 		int			idx = arel->attmap[i] - 1;
 		Form_pg_attribute att = TupleDescAttr(row->tts_tupleDescriptor, idx);
 
-		if (!arel->remote->atts[i].is_key)
+		if (!arel->rowkey[i])
 			continue;
 		if (row->tts_isnull[idx])
 			same_as_remote = same_as_local = false;
@@ -387,14 +387,56 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 	return res;
 }
 
-/* Decides c: by its resolver, or by its handler (which also writes). */
+/*
+ * A remote UPDATE in a conflict: its row may lack out-of-line values it
+ * left unchanged (unsent.c).  base is the local row that c->remote was
+ * filled over, NULL if none.
+ */
+typedef struct RemoteUpdate
+{
+	ConcordTuple *keytup;
+	ConcordTuple *newtup;
+	TupleTableSlot *base;
+} RemoteUpdate;
+
+/*
+ * Makes c->remote the remote UPDATE's whole row to write: with the values
+ * it did not send, over the local row or, without one, with the defaults
+ * of the local columns the provider does not send.  False, with the
+ * reason in c->error_message, if those values cannot be had (unsent.c).
+ */
+static bool
+complete_remote(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c,
+				RemoteUpdate *upd)
+{
+	if (!concord_apply_tuple_complete(upd->newtup) &&
+		!concord_apply_fetch_unsent(arel, upd->keytup, upd->newtup,
+									&c->error_message))
+		return false;
+	fill_slot(ex, arel, upd->newtup, c->remote, upd->base, FILL_ROW);
+	return true;
+}
+
+/*
+ * Decides c: by its resolver, or by its handler (which also writes).  A
+ * remote UPDATE (upd) that is to be written, kept for replay (skip) or
+ * shown to a handler needs its whole row; without it, it is skipped, with
+ * the reason in the history.  One that loses keeps what it lacks out of
+ * the history: a marker stands there instead (conflict.c).
+ */
 static ConcordResolution
-resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
+resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 {
 	ConcordResolution res = concord_conflict_resolve(c);
+	bool		custom = c->resolver == CONCORD_RESOLVER_CUSTOM;
 
-	if (c->resolver == CONCORD_RESOLVER_CUSTOM)
+	if (upd && (custom || res != CONCORD_RESOLUTION_KEEP_LOCAL) &&
+		!complete_remote(ex, arel, c, upd))
+		res = CONCORD_RESOLUTION_SKIP;
+	else if (custom)
 		res = run_handler(ex, arel, c);
+	if (upd && !concord_apply_tuple_complete(upd->newtup))
+		c->unsent_columns = concord_apply_unsent_names(arel, upd->newtup);
 	return res;
 }
 
@@ -412,7 +454,7 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
 	concord_apply_conflicts++;
-	res = resolve(ex, arel, &c);
+	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
 	concord_conflict_record(&c, res, remote);
@@ -573,7 +615,7 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 	conflict_init(&c, type, arel, ex, linitial(rivals), remote, newtup);
 	c.target = target;
 	concord_apply_conflicts++;
-	res = resolve(ex, arel, &c);
+	res = resolve(ex, arel, &c, NULL);
 	/* The timestamp and priority resolvers weigh every rival. */
 	for_each_from(lc, rivals, 1)
 	{
@@ -637,7 +679,7 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 		return;
 	concord_apply_conflicts++;
 	CommandCounterIncrement();	/* the inserted row, visible to what follows */
-	res = resolve(ex, arel, &c);
+	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, inserted);
 	concord_conflict_record(&c, res, inserted);
@@ -688,7 +730,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 static bool
 origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 			   TupleTableSlot *local, TupleTableSlot *remote,
-			   ConcordTuple *remote_tuple)
+			   ConcordTuple *remote_tuple, RemoteUpdate *upd)
 {
 	ConcordConflict c;
 	ConcordResolution res;
@@ -698,7 +740,7 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 		return true;
 	c.key_text = concord_apply_key_text(arel, remote_tuple);
 	concord_apply_conflicts++;
-	res = resolve(ex, arel, &c);
+	res = resolve(ex, arel, &c, upd);
 	concord_conflict_record(&c, res,
 							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ? remote : NULL);
 	return res == CONCORD_RESOLUTION_APPLY_REMOTE;
@@ -714,30 +756,22 @@ find_local_twice(ApplyExec *ex, TupleTableSlot *search, TupleTableSlot *local)
 	return find_local(ex, search, local) || find_local(ex, search, local);
 }
 
-/* True if the tuple carries every column's value (no unchanged TOAST). */
-static bool
-tuple_complete(ConcordTuple *tup)
-{
-	for (int i = 0; i < tup->ncols; i++)
-		if (tup->kinds[i] == CONCORD_COL_UNCHANGED)
-			return false;
-	return true;
-}
-
 /*
  * A remote UPDATE found no row.  If a tombstone says the row was deleted
  * here, it is update_deleted, and the resolver weighs the delete against
  * the update (the row comes back if the update wins).  Otherwise it is
- * update_missing: apply_remote inserts the new version when it is
- * complete; every other resolver leaves the row absent.
+ * update_missing: apply_remote inserts the new version; every other
+ * resolver leaves the row absent.  The row inserted is the update's whole
+ * row: the values it left unchanged come from the old row or the provider
+ * (resolve()).
  */
 static void
-update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
+update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 			   TupleTableSlot *newslot)
 {
+	ConcordTuple *newtup = upd->newtup;
 	ConcordConflict c;
 	ConcordResolution res;
-
 	TransactionId deleter;
 
 	fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
@@ -752,14 +786,9 @@ update_missing(ApplyExec *ex, ApplyRel *arel, ConcordTuple *newtup,
 		concord_conflict_set_deleted(&c, deleter);
 	}
 	concord_apply_conflicts++;
-	res = resolve(ex, arel, &c);
-	if (res == CONCORD_RESOLUTION_APPLY_REMOTE && !tuple_complete(newtup))
-		res = CONCORD_RESOLUTION_SKIP;
+	res = resolve(ex, arel, &c, upd);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-	{
-		fill_slot(ex, arel, newtup, newslot, NULL, FILL_ROW);
 		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
-	}
 	concord_conflict_record(&c, res, newslot);
 }
 
@@ -785,8 +814,11 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	TupleTableSlot *local;
 	TupleTableSlot *newslot;
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
+	RemoteUpdate upd = {keytup, newtup, NULL};
 
 	check_key(arel);
+	if (oldkind == CONCORD_OLD_FULL)
+		concord_apply_unsent_from_old(newtup, oldtup);
 	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
@@ -800,8 +832,9 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	if (find_local_twice(&ex, search, local))
 	{
 		fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
+		upd.base = local;
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
-						   local, newslot, newtup))
+						   local, newslot, newtup, &upd))
 		{
 			List	   *others = concord_apply_careful ?
 				find_collisions(&ex, newslot, local, true) : NIL;
@@ -813,7 +846,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 		}
 	}
 	else
-		update_missing(&ex, arel, newtup, newslot);
+		update_missing(&ex, arel, &upd, newslot);
 	exec_end(&ex);
 }
 
@@ -836,7 +869,7 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 				  oldtup);
 	if (has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
 		concord_conflict_set_deleted(&c, deleter);
-	res = resolve(ex, arel, &c);
+	res = resolve(ex, arel, &c, NULL);
 	if (res != CONCORD_RESOLUTION_HANDLER_ROW &&
 		(!c.local_deleted || res == CONCORD_RESOLUTION_APPLY_REMOTE ||
 		 !concord_conflict_concurrent(&c)))
@@ -861,7 +894,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	if (find_local_twice(&ex, search, local))
 	{
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
-						   local, search, oldtup))
+						   local, search, oldtup, NULL))
 		{
 			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
 			concord_tombstone_record(ex.rel, local);

@@ -72,7 +72,7 @@ concord_apply_key_locks_reset(void)
 	TablesWhole = NIL;
 }
 
-/* "col=value, ..." of the remote key columns, for messages. */
+/* "col=value, ..." of the columns that identify the row, for messages. */
 char *
 concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup)
 {
@@ -81,7 +81,7 @@ concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup)
 	initStringInfo(&buf);
 	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
 	{
-		if (!arel->remote->atts[i].is_key)
+		if (!arel->rowkey[i])
 			continue;
 		appendStringInfo(&buf, "%s%s=%s", buf.len ? ", " : "",
 						 quote_identifier(arel->remote->atts[i].name),

@@ -458,7 +458,14 @@ text_array(List *names)
 										   -1, false, TYPALIGN_INT));
 }
 
-#define HISTORY_NARGS 15
+#define HISTORY_NARGS 16
+
+/*
+ * What remote_row shows for a value the remote change did not carry (an
+ * out-of-line value an UPDATE left unchanged, which this node did not
+ * need to read: docs/conflicts.md).
+ */
+#define UNSENT_MARKER "{\"concord_unchanged\": true}"
 
 #define HISTORY_SQL \
 	"INSERT INTO concord.conflict_history (subscription_name, relation, " \
@@ -469,8 +476,10 @@ text_array(List *names)
 	"(SELECT pg_catalog.jsonb_object_agg(k, r -> k) " \
 	"   FROM pg_catalog.unnest($6) k, " \
 	"        (SELECT COALESCE(pg_catalog.to_jsonb($8), pg_catalog.to_jsonb($7)) r) x), " \
-	"pg_catalog.to_jsonb($7), $9, $10, pg_catalog.to_jsonb($8), $11, $12, $13, " \
-	"pg_catalog.to_jsonb($14), $15"
+	"pg_catalog.to_jsonb($7), $9, $10, " \
+	"pg_catalog.to_jsonb($8) OPERATOR(pg_catalog.||) (SELECT COALESCE(pg_catalog.jsonb_object_agg(u, " \
+	"   '" UNSENT_MARKER "'::pg_catalog.jsonb), '{}') FROM pg_catalog.unnest($16) u), " \
+	"$11, $12, $13, pg_catalog.to_jsonb($14), $15"
 
 /* The history INSERT, planned once per row type (conflicts come in runs). */
 typedef struct HistoryPlan
@@ -528,7 +537,7 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 	Oid			rowtype = c->rel->rd_rel->reltype;
 	Oid			types[HISTORY_NARGS] = {NAMEOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTARRAYOID, rowtype, rowtype, NAMEOID, TIMESTAMPTZOID, NAMEOID,
-	TIMESTAMPTZOID, LSNOID, rowtype, TEXTOID};
+	TIMESTAMPTZOID, LSNOID, rowtype, TEXTOID, TEXTARRAYOID};
 	Datum		values[HISTORY_NARGS];
 	char		nulls[HISTORY_NARGS];
 	bool		isnull;
@@ -557,6 +566,8 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 	nulls[13] = isnull ? 'n' : ' ';
 	values[14] = c->error_message ? CStringGetTextDatum(c->error_message) : (Datum) 0;
 	nulls[14] = c->error_message ? ' ' : 'n';
+	values[15] = c->unsent_columns ? text_array(c->unsent_columns) : (Datum) 0;
+	nulls[15] = c->unsent_columns ? ' ' : 'n';
 
 	/* As concord's owner: apply may be running as the table's owner. */
 	concord_catalog_become_owner("conflict_history", &saved_user, &saved_context);

@@ -90,7 +90,10 @@ typedef struct ConcordConflict
 	bool		local_known;	/* local_origin, local_commit_ts read */
 	bool		local_deleted;	/* the local version is a delete */
 	TupleTableSlot *handler_row;	/* what the handler wrote */
-	char	   *error_message;	/* why the handler's decision failed */
+	char	   *error_message;	/* why the handler's decision failed, or
+								 * why the remote change was skipped */
+	List	   *unsent_columns; /* columns remote lacks (out-of-line values
+								 * a remote UPDATE left unchanged) */
 } ConcordConflict;
 
 extern ConcordRemoteTxn *concord_remote_txn;

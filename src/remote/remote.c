@@ -317,12 +317,36 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
 	return conn;
 }
 
+/*
+ * When the statement concord_remote_exec_within() runs must have been
+ * answered; 0: no bound.
+ */
+static TimestampTz ExecDeadline = 0;
+
+/* Milliseconds left until ExecDeadline (-1: no bound); ERROR if none. */
+static long
+exec_time_left(void)
+{
+	long		left;
+
+	if (ExecDeadline == 0)
+		return -1;
+	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), ExecDeadline);
+	if (left <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the provider did not answer within %d ms",
+						concord_receive_timeout > 0 ? concord_receive_timeout : 60000),
+				 errhidestmt(true)));
+	return left;
+}
+
 static void
 wait_until_not_busy(PGconn *conn)
 {
 	while (PQisBusy(conn))
 	{
-		concord_remote_wait(conn, WL_SOCKET_READABLE, -1);
+		concord_remote_wait(conn, WL_SOCKET_READABLE, exec_time_left());
 		if (!PQconsumeInput(conn))
 			break;
 	}
@@ -335,7 +359,8 @@ concord_remote_flush(PGconn *conn)
 	int			r;
 
 	while ((r = PQflush(conn)) == 1)
-		concord_remote_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, -1);
+		concord_remote_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE,
+							exec_time_left());
 	if (r < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -378,6 +403,32 @@ concord_remote_exec(PGconn *conn, const char *sql, int nparams,
 }
 
 /* Runs a statement that must return the expected status, or errors. */
+/*
+ * concord_remote_exec(), answered within concord.receive_timeout (60 s
+ * without one) or an ERROR: for a worker that must not wait for ever on a
+ * peer whose network froze (its stream's silence is not watched meanwhile).
+ */
+PGresult *
+concord_remote_exec_within(PGconn *conn, const char *sql, int nparams,
+						   const char *const *params)
+{
+	PGresult   *volatile res = NULL;
+
+	ExecDeadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   concord_receive_timeout > 0 ?
+											   concord_receive_timeout : 60000);
+	PG_TRY();
+	{
+		res = concord_remote_exec(conn, sql, nparams, params);
+	}
+	PG_FINALLY();
+	{
+		ExecDeadline = 0;
+	}
+	PG_END_TRY();
+	return res;
+}
+
 PGresult *
 concord_remote_query(PGconn *conn, const char *sql, int nparams,
 					 const char *const *params, ExecStatusType expected)

@@ -17,6 +17,9 @@ extern PGconn *concord_remote_connect(const char *dsn, bool replication,
 									  bool password_required);
 extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 									 int nparams, const char *const *params);
+extern PGresult *concord_remote_exec_within(PGconn *conn, const char *sql,
+											int nparams,
+											const char *const *params);
 extern PGresult *concord_remote_query(PGconn *conn, const char *sql,
 									  int nparams, const char *const *params,
 									  ExecStatusType expected);

@@ -4,7 +4,8 @@
 # Nodes n1 (priority 1), n2 (priority 3), n3 (priority 2), every node
 # subscribed to every other (forward_origins '{}'), track_commit_timestamp
 # on (test/regress.conf).  One table per resolver, each (id int PRIMARY
-# KEY, v text), keys 1..20, the resolver set on every node:
+# KEY, v text, big text: a large value, out of line, that only an INSERT
+# writes), keys 1..20, the resolver set on every node:
 #   t_lww  last_update_wins, t_fuw  first_update_wins,
 #   t_prio replica_priority.
 # Table t_mark holds one row per node, written only by that node: each
@@ -97,8 +98,16 @@ sub set_resolver_sql
 	return "SELECT concord.set_conflict_resolver('$t', '$r');\n";
 }
 
+# Every table has a large column too, stored out of line and written only
+# by an INSERT (big_text(id)): updates and upserts leave it unchanged, so
+# an UPDATE that wins over a concurrent DELETE must bring it back whole
+# (issue 16).  Checked after every round: no node holds a row whose large
+# value is not big_text(id).
 setup_mesh(\@nodes,
-	join('', map { "CREATE TABLE $_ (id int PRIMARY KEY, v text NOT NULL);\n" } @tables)
+	q{CREATE FUNCTION big_text(i int) RETURNS text LANGUAGE sql IMMUTABLE
+	      AS $$ SELECT string_agg(md5(i || ':' || g), '') FROM generate_series(1, 700) g $$;
+}
+	  . join('', map { "CREATE TABLE $_ (id int PRIMARY KEY, v text NOT NULL, big text);\n" } @tables)
 	  . "CREATE TABLE t_mark (node text PRIMARY KEY, n int NOT NULL);\n"
 	  . join('', map { set_resolver_sql($_, $resolver{$_}) } @tables),
 	[ @tables, 't_mark' ]);
@@ -183,12 +192,12 @@ sub run_op
 	my ($stmt, $ins);
 	if ($op->{kind} eq 'insert')
 	{
-		$stmt = "INSERT INTO $t VALUES ($k, '$v') ON CONFLICT DO NOTHING";
+		$stmt = "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT DO NOTHING";
 		$ins  = 'xmax = 0';
 	}
 	elsif ($op->{kind} eq 'upsert')
 	{
-		$stmt = "INSERT INTO $t VALUES ($k, '$v') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v";
+		$stmt = "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v";
 		$ins  = 'xmax = 0';
 	}
 	elsif ($op->{kind} eq 'update')
@@ -280,7 +289,7 @@ sub repair
 	foreach my $k (@$keys)
 	{
 		my $v = $expected->{$k} // 'repair';
-		$sql .= "INSERT INTO $t VALUES ($k, '$v') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;\n";
+		$sql .= "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;\n";
 		$sql .= "DELETE FROM $t WHERE id = $k;\n" unless defined $expected->{$k};
 	}
 	$node{n1}->safe_psql('postgres', "${sql}COMMIT;");
@@ -305,7 +314,7 @@ foreach my $t (@tables)
 		next unless rand() < 0.6;
 		my $nn = $names[ int(rand(3)) ];
 		$state{$t}{$k} = "$nn init $k";
-		$node{$nn}->safe_psql('postgres', "INSERT INTO $t VALUES ($k, '$state{$t}{$k}')");
+		$node{$nn}->safe_psql('postgres', "INSERT INTO $t VALUES ($k, '$state{$t}{$k}', big_text($k))");
 	}
 }
 wait_for_apply_all(\@nodes, rounds => 1, label => 'initial rows');
@@ -496,6 +505,12 @@ foreach my $round (1 .. $ROUNDS)
 	{
 		my %dump = map { $_->name => dump_of($_, $t) } @nodes;
 		my $want = dump_from($expected{$t});
+		foreach my $n (@nodes)
+		{
+			is( $n->safe_psql('postgres',
+					"SELECT string_agg(id::text, ',') FROM $t WHERE big IS DISTINCT FROM big_text(id)"),
+				'', "$label: $t: every row on " . $n->name . ' has its large value, whole');
+		}
 		is($dump{n2}, $dump{n1}, "$label: $t: n2 holds the same rows as n1");
 		is($dump{n3}, $dump{n1}, "$label: $t: n3 holds the same rows as n1");
 		my $good = 1;
