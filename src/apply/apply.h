@@ -16,6 +16,7 @@
 
 #include "conflict/conflict.h"
 #include "fmgr.h"
+#include "nodes/execnodes.h"
 #include "proto/proto.h"
 
 /* A provider relation and, once resolved, its local counterpart. */
@@ -72,6 +73,13 @@ extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);
 extern void concord_apply_delete(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup);
+
+/* collisions.c */
+extern List *concord_apply_find_collisions(ResultRelInfo *rri, EState *estate,
+										   TupleTableSlot *row,
+										   TupleTableSlot *skip, bool with_key);
+
+/* truncate.c */
 extern void concord_apply_truncate(List *arels, bool restart_seqs);
 
 /* owner.c: writes run as the table's owner */

@@ -18,23 +18,18 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/pg_am.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/pg_type.h"
-#include "commands/tablecmds.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
 #include "utils/builtins.h"
-#include "utils/snapmgr.h"
 #include "utils/datum.h"
 #include "utils/regproc.h"
 #include "utils/resowner.h"
@@ -461,133 +456,6 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 }
 
 /*
- * Whether unique index i of ex can collide with a row other than the key's:
- * a plain btree unique index, the key's own index only when with_key (an
- * UPDATE, which may move its row onto another row's key).
- */
-static bool
-other_unique_index(ApplyExec *ex, int i, bool with_key)
-{
-	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
-	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
-	Oid			keyidx = RelationGetReplicaIndex(ex->rel);
-
-	if (!OidIsValid(keyidx))
-		keyidx = RelationGetPrimaryKeyIndex(ex->rel);
-	if (!ii->ii_Unique || ii->ii_Expressions != NIL || ii->ii_Predicate != NIL ||
-		(RelationGetRelid(idx) == keyidx && !with_key) ||
-		idx->rd_rel->relam != BTREE_AM_OID)
-		return false;
-	for (int k = 0; k < ii->ii_NumIndexKeyAttrs; k++)
-		if (ii->ii_IndexAttrNumbers[k] == 0)
-			return false;
-	return true;
-}
-
-/*
- * Finds and locks a row other than skip whose columns of unique index i
- * equal those of row.  A NULL never collides.
- */
-static bool
-find_by_index(ApplyExec *ex, int i, TupleTableSlot *row, ItemPointer skip,
-			  TupleTableSlot *out)
-{
-	IndexInfo  *ii = ex->rri->ri_IndexRelationInfo[i];
-	Relation	idx = ex->rri->ri_IndexRelationDescs[i];
-	int			nkeys = ii->ii_NumIndexKeyAttrs;
-	ScanKeyData skey[INDEX_MAX_KEYS];
-	SnapshotData snap;
-	IndexScanDesc scan;
-	bool		found;
-
-	slot_getallattrs(row);
-	for (int k = 0; k < nkeys; k++)
-	{
-		AttrNumber	attno = ii->ii_IndexAttrNumbers[k];
-		Oid			optype = idx->rd_opcintype[k];
-		Oid			op = get_opfamily_member(idx->rd_opfamily[k], optype, optype,
-											 BTEqualStrategyNumber);
-
-		if (row->tts_isnull[attno - 1])
-			return false;
-		if (!OidIsValid(op))
-			elog(ERROR, "missing equality operator for type %u in opfamily %u",
-				 optype, idx->rd_opfamily[k]);
-		ScanKeyInit(&skey[k], k + 1, BTEqualStrategyNumber, get_opcode(op),
-					row->tts_values[attno - 1]);
-		skey[k].sk_collation = idx->rd_indcollation[k];
-	}
-
-	InitDirtySnapshot(snap);
-	scan = index_beginscan(ex->rel, idx, &snap, nkeys, 0);
-retry:
-	found = false;
-	index_rescan(scan, skey, nkeys, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, out))
-	{
-		TransactionId xwait = TransactionIdIsValid(snap.xmin) ? snap.xmin : snap.xmax;
-		TM_FailureData tmfd;
-		TM_Result	res;
-
-		if (skip && ItemPointerEquals(skip, &out->tts_tid))
-			continue;
-		if (TransactionIdIsValid(xwait))
-		{
-			XactLockTableWait(xwait, NULL, NULL, XLTW_None);
-			goto retry;
-		}
-		PushActiveSnapshot(GetLatestSnapshot());
-		res = table_tuple_lock(ex->rel, &out->tts_tid, GetLatestSnapshot(), out,
-							   GetCurrentCommandId(false), LockTupleExclusive,
-							   LockWaitBlock, 0, &tmfd);
-		PopActiveSnapshot();
-		if (res == TM_Updated || res == TM_Deleted)
-			goto retry;
-		if (res != TM_Ok)
-			elog(ERROR, "unexpected table_tuple_lock status: %u", res);
-		found = true;
-		break;
-	}
-	index_endscan(scan);
-	return found;
-}
-
-/*
- * The rows other than skip that row collides with through the table's
- * unique indexes (plain btree ones: an expression or partial unique index
- * still raises its violation), each locked.  The key's index counts only
- * with_key: an INSERT's row of its own key is its target, not a rival,
- * while an UPDATE that changes its key collides with the row that has the
- * new key (review #12: update_exists, as PostgreSQL 18 calls it; it was a
- * unique violation that stopped the subscription for good).
- */
-static List *
-find_collisions(ApplyExec *ex, TupleTableSlot *row, TupleTableSlot *skip,
-				bool with_key)
-{
-	List	   *rows = NIL;
-
-	for (int i = 0; i < ex->rri->ri_NumIndices; i++)
-	{
-		TupleTableSlot *other;
-		bool		seen = false;
-		ListCell   *lc;
-
-		if (!other_unique_index(ex, i, with_key))
-			continue;
-		other = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
-		if (!find_by_index(ex, i, row, skip ? &skip->tts_tid : NULL, other))
-			continue;
-		foreach(lc, rows)
-			seen |= ItemPointerEquals(&((TupleTableSlot *) lfirst(lc))->tts_tid,
-									  &other->tts_tid);
-		if (!seen)
-			rows = lappend(rows, other);
-	}
-	return rows;
-}
-
-/*
  * A remote INSERT or UPDATE collides through unique indexes with rivals,
  * rows of other keys (and for an INSERT, maybe the row of its own key,
  * target).  One rival: insert_exists or update_exists; more:
@@ -700,7 +568,8 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	if (concord_apply_careful)
 	{
 		bool		found = has_key_index(ex.rel) && find_local(&ex, slot, local);
-		List	   *others = find_collisions(&ex, slot, found ? local : NULL, false);
+		List	   *others = concord_apply_find_collisions(ex.rri, ex.estate, slot,
+													  found ? local : NULL, false);
 
 		if (others != NIL)
 			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
@@ -837,7 +706,8 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 						   local, newslot, newtup, &upd))
 		{
 			List	   *others = concord_apply_careful ?
-				find_collisions(&ex, newslot, local, true) : NIL;
+				concord_apply_find_collisions(ex.rri, ex.estate,
+											  newslot, local, true) : NIL;
 
 			if (others != NIL)
 				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
@@ -903,80 +773,4 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 	else
 		delete_missing(&ex, arel, search, oldtup);
 	exec_end(&ex);
-}
-
-/*
- * A remote TRUNCATE empties exactly the tables the provider shipped.  Its
- * CASCADE was expanded on the provider, whose message lists every table
- * the cascade reached there; cascading again here would follow this
- * node's own foreign keys into tables the provider never touched (local
- * ones among them).  So it is replayed with RESTRICT, as PostgreSQL's own
- * apply does: a local table that still references one of them stops the
- * subscription with the foreign key's error, until the operator decides.
- */
-void
-concord_apply_truncate(List *arels, bool restart_seqs)
-{
-	List	   *rels = NIL;
-	List	   *done = NIL;
-	ListCell   *lc;
-
-	foreach(lc, arels)
-	{
-		ApplyRel   *arel = lfirst(lc);
-
-		if (!list_member_oid(done, arel->localid))
-		{
-			rels = lappend(rels, table_open(arel->localid, AccessExclusiveLock));
-			done = lappend_oid(done, arel->localid);
-		}
-	}
-
-	/*
-	 * TRUNCATE triggers run as the table's owner.  PostgreSQL 15 cannot
-	 * switch users between the tables of one TRUNCATE, so the tables are
-	 * truncated per owner, together where they have one owner; tables of
-	 * different owners that reference one another by a foreign key then
-	 * stop the subscription with the foreign key's error.
-	 */
-	while (rels != NIL)
-	{
-		Oid			owner = ((Relation) linitial(rels))->rd_rel->relowner;
-		List	   *group = NIL;
-		List	   *relids = NIL;
-		List	   *relids_logged = NIL;
-		List	   *rest = NIL;
-		ConcordAsOwner saved;
-
-		foreach(lc, rels)
-		{
-			Relation	rel = lfirst(lc);
-
-			if (rel->rd_rel->relowner != owner)
-			{
-				rest = lappend(rest, rel);
-				continue;
-			}
-			group = lappend(group, rel);
-			relids = lappend_oid(relids, RelationGetRelid(rel));
-			/* Logged, so that rings and stars forward it. */
-			if (RelationIsLogicallyLogged(rel))
-				relids_logged = lappend_oid(relids_logged, RelationGetRelid(rel));
-		}
-		foreach(lc, group)
-		{
-			/* Checks each table's privilege; the last switch stays. */
-			if (foreach_current_index(lc) > 0)
-				concord_restore_user(&saved);
-			concord_become_table_owner(lfirst(lc), ACL_TRUNCATE,
-									   concord_remote_txn->sub_name, &saved);
-		}
-		ExecuteTruncateGuts(group, relids, relids_logged, DROP_RESTRICT,
-							restart_seqs);
-		concord_restore_user(&saved);
-		foreach(lc, group)
-			table_close(lfirst(lc), NoLock);
-		rels = rest;
-	}
-	CommandCounterIncrement();
 }
