@@ -182,6 +182,7 @@ DECLARE
     sets    text;
     cols    text;
     unsent  text;
+    unsent_keys text[];
     n       bigint;
 BEGIN
     SELECT * INTO h FROM concord.conflict_history c
@@ -227,15 +228,17 @@ BEGIN
     -- {"concord_unchanged": true}) stays as it is here
     SELECT string_agg(format('%1$I = r.%1$I', c.attname), ', ') FILTER (WHERE NOT c.unsent),
            string_agg(format('%I', c.attname), ', '),
-           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent)
-      INTO sets, cols, unsent
+           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent),
+           COALESCE(array_agg(c.attname::text) FILTER (WHERE c.unsent), '{}')
+      INTO sets, cols, unsent, unsent_keys
       FROM (SELECT a.attname,
                    h.remote_row -> a.attname OPERATOR(pg_catalog.=) '{"concord_unchanged": true}'::jsonb AS unsent
               FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
                AND a.attgenerated = '' AND h.remote_row ? a.attname) c;
+    -- (the marker is no value of the column's type)
     EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
-                   rel, sets, rel, keys) USING h.remote_row;
+                   rel, sets, rel, keys) USING h.remote_row OPERATOR(pg_catalog.-) unsent_keys;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 AND unsent IS NOT NULL THEN
         RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
@@ -252,3 +255,6 @@ BEGIN
     RETURN CASE WHEN n > 0 THEN 'updated' ELSE 'inserted' END;
 END
 $$;
+COMMENT ON COLUMN concord.conflict_history.key IS 'the columns that identify the row, as a JSON object (under REPLICA IDENTITY FULL, those of the primary key or a unique index)';
+COMMENT ON COLUMN concord.conflict_history.remote_row IS 'the remote change''s row (for a DELETE, its old row as sent); {"concord_unchanged": true} for a large value an UPDATE left unchanged and this node did not read';
+COMMENT ON COLUMN concord.conflict_history.error_message IS 'why a handler failed, or why the remote change was not applied as it came (resolution skip, or a change applied as the newer version)';

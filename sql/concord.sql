@@ -429,6 +429,7 @@ DECLARE
     sets    text;
     cols    text;
     unsent  text;
+    unsent_keys text[];
     n       bigint;
 BEGIN
     SELECT * INTO h FROM concord.conflict_history c
@@ -474,15 +475,17 @@ BEGIN
     -- {"concord_unchanged": true}) stays as it is here
     SELECT string_agg(format('%1$I = r.%1$I', c.attname), ', ') FILTER (WHERE NOT c.unsent),
            string_agg(format('%I', c.attname), ', '),
-           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent)
-      INTO sets, cols, unsent
+           string_agg(format('%I', c.attname), ', ') FILTER (WHERE c.unsent),
+           COALESCE(array_agg(c.attname::text) FILTER (WHERE c.unsent), '{}')
+      INTO sets, cols, unsent, unsent_keys
       FROM (SELECT a.attname,
                    h.remote_row -> a.attname OPERATOR(pg_catalog.=) '{"concord_unchanged": true}'::jsonb AS unsent
               FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
                AND a.attgenerated = '' AND h.remote_row ? a.attname) c;
+    -- (the marker is no value of the column's type)
     EXECUTE format('UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s',
-                   rel, sets, rel, keys) USING h.remote_row;
+                   rel, sets, rel, keys) USING h.remote_row OPERATOR(pg_catalog.-) unsent_keys;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 AND unsent IS NOT NULL THEN
         RAISE EXCEPTION 'the change of conflict % cannot be re-applied', conflict_id
@@ -598,16 +601,16 @@ COMMENT ON COLUMN concord.conflict_resolver.handler IS 'the handler of the custo
 COMMENT ON COLUMN concord.conflict_history.relation IS 'the table, schema-qualified, as the provider named it';
 COMMENT ON COLUMN concord.conflict_history.resolver IS 'the resolver that decided';
 COMMENT ON COLUMN concord.conflict_history.resolution IS 'apply_remote, keep_local, handler_row or skip';
-COMMENT ON COLUMN concord.conflict_history.key IS 'the key columns, as a JSON object';
+COMMENT ON COLUMN concord.conflict_history.key IS 'the columns that identify the row, as a JSON object (under REPLICA IDENTITY FULL, those of the primary key or a unique index)';
 COMMENT ON COLUMN concord.conflict_history.local_row IS 'the local row before the resolution; NULL when missing';
 COMMENT ON COLUMN concord.conflict_history.local_origin IS 'the node where the local version was written';
 COMMENT ON COLUMN concord.conflict_history.local_commit_ts IS 'its commit timestamp; NULL when missing or unknown';
-COMMENT ON COLUMN concord.conflict_history.remote_row IS 'the remote change''s row (for a DELETE, its old row as sent)';
+COMMENT ON COLUMN concord.conflict_history.remote_row IS 'the remote change''s row (for a DELETE, its old row as sent); {"concord_unchanged": true} for a large value an UPDATE left unchanged and this node did not read';
 COMMENT ON COLUMN concord.conflict_history.remote_origin IS 'the node where the remote change was written';
 COMMENT ON COLUMN concord.conflict_history.remote_commit_ts IS 'its commit timestamp there';
 COMMENT ON COLUMN concord.conflict_history.remote_lsn IS 'the provider''s commit LSN of the remote transaction';
 COMMENT ON COLUMN concord.conflict_history.resolved_row IS 'the row after the resolution; NULL when none remains';
-COMMENT ON COLUMN concord.conflict_history.error_message IS 'why a handler failed (resolution skip)';
+COMMENT ON COLUMN concord.conflict_history.error_message IS 'why a handler failed, or why the remote change was not applied as it came (resolution skip, or a change applied as the newer version)';
 COMMENT ON COLUMN concord.conflict_history.reapplied_at IS 'when concord.conflict_reapply() applied the change';
 
 COMMENT ON COLUMN concord.tombstone.relid IS 'the table (for a partitioned table, the partition)';

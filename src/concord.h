@@ -26,6 +26,7 @@ extern int	concord_handler_timeout;
 extern int	concord_tombstone_gc_delay;
 extern int	concord_tombstone_retention;
 extern int	concord_receive_timeout;
+extern int	concord_causal_wait;
 
 extern void concord_define_gucs(void);
 

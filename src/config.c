@@ -25,6 +25,7 @@ int			concord_handler_timeout = 1000;	/* ms; 0: none */
 int			concord_tombstone_gc_delay = 300;	/* s */
 int			concord_tombstone_retention = 0;	/* s; 0: forever */
 int			concord_receive_timeout = 60000;	/* ms; 0: none */
+int			concord_causal_wait = 60000;	/* ms; 0: never wait */
 
 void
 concord_define_gucs(void)
@@ -95,6 +96,19 @@ concord_define_gucs(void)
 							"apply drops the connection, shows the subscription as down, and reconnects "
 							"with backoff.  Keep it above the providers' wal_sender_timeout.  0: no limit.",
 							&concord_receive_timeout,
+							60000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.causal_wait",
+							"How long apply holds a remote UPDATE that overtook the change it follows.",
+							"A remote UPDATE that finds no row, whose writer had applied changes of "
+							"another node that this node has not received yet, waits for them: its "
+							"subscription retries it (and shows down, saying what it waits for) until "
+							"they are applied or this much time has passed; then it is applied as the "
+							"newer version.  0: never wait.",
+							&concord_causal_wait,
 							60000, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,

@@ -60,8 +60,16 @@ extern bool concord_apply_tuple_complete(ConcordTuple *tup);
 extern void concord_apply_unsent_from_old(ConcordTuple *newtup,
 										  ConcordTuple *oldtup);
 extern List *concord_apply_unsent_names(ApplyRel *arel, ConcordTuple *tup);
-extern bool concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
-									   ConcordTuple *newtup, char **why);
+typedef enum ConcordUnsent
+{
+	CONCORD_UNSENT_READ,		/* the values were read */
+	CONCORD_UNSENT_GONE,		/* the provider has no such row any more */
+	CONCORD_UNSENT_NO_KEY		/* no key to look the row up by */
+} ConcordUnsent;
+extern ConcordUnsent concord_apply_fetch_unsent(ApplyRel *arel,
+												ConcordTuple *keytup,
+												ConcordTuple *newtup,
+												char **why);
 
 /* key_lock.c */
 extern bool concord_apply_lock_keys;
@@ -73,6 +81,9 @@ extern void concord_apply_update(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup, ConcordTuple *newtup);
 extern void concord_apply_delete(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup);
+
+/* causal.c */
+extern char *concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text);
 
 /* collisions.c */
 extern List *concord_apply_find_collisions(ResultRelInfo *rri, EState *estate,

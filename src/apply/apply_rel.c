@@ -403,6 +403,8 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 		MemoryContextDelete(arel->map_cxt);
 	arel->map_cxt = NULL;
 	arel->attmap = NULL;
+	arel->rowkey = NULL;
+	arel->key_columns = NIL;
 	map_columns(arel, rel);
 	arel->key_problem = key_problem(arel, rel);
 	choose_rowkey(arel, rel);

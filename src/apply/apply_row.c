@@ -384,49 +384,102 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 
 /*
  * A remote UPDATE in a conflict: its row may lack out-of-line values it
- * left unchanged (unsent.c).  base is the local row that c->remote was
- * filled over, NULL if none.
+ * left unchanged (unsent.c).  fullold is its old row under REPLICA
+ * IDENTITY FULL, which has them.  base is the local row that c->remote
+ * was filled over, NULL if none.  deleted: resolve() deleted the local row
+ * (its remote version wins, and is gone at the provider).
  */
 typedef struct RemoteUpdate
 {
 	ConcordTuple *keytup;
 	ConcordTuple *newtup;
+	ConcordTuple *fullold;
 	TupleTableSlot *base;
+	bool		deleted;
 } RemoteUpdate;
+
+/* c->remote filled again from the UPDATE's row (as first filled). */
+static void
+refill_remote(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c,
+			  RemoteUpdate *upd, FillMode mode)
+{
+	fill_slot(ex, arel, upd->newtup, c->remote, upd->base, mode);
+}
 
 /*
  * Makes c->remote the remote UPDATE's whole row to write: with the values
  * it did not send, over the local row or, without one, with the defaults
- * of the local columns the provider does not send.  False, with the
- * reason in c->error_message, if those values cannot be had (unsent.c).
+ * of the local columns the provider does not send.  Otherwise returns
+ * why not (unsent.c), with the reason in c->error_message.
  */
-static bool
+static ConcordUnsent
 complete_remote(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c,
 				RemoteUpdate *upd)
 {
-	if (!concord_apply_tuple_complete(upd->newtup) &&
-		!concord_apply_fetch_unsent(arel, upd->keytup, upd->newtup,
-									&c->error_message))
-		return false;
-	fill_slot(ex, arel, upd->newtup, c->remote, upd->base, FILL_ROW);
-	return true;
+	ConcordUnsent got = CONCORD_UNSENT_READ;
+
+	if (!concord_apply_tuple_complete(upd->newtup))
+		got = concord_apply_fetch_unsent(arel, upd->keytup, upd->newtup,
+										 &c->error_message);
+	if (got == CONCORD_UNSENT_READ)
+		refill_remote(ex, arel, c, upd, FILL_ROW);
+	return got;
+}
+
+static bool
+converges(ConcordResolver resolver)
+{
+	return resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
+		resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
+		resolver == CONCORD_RESOLVER_REPLICA_PRIORITY;
+}
+
+/*
+ * A remote UPDATE that wins over a local row is gone at the provider (a
+ * later DELETE there, or a change of its key): its values cannot be had,
+ * and the local row lost to it.  The row goes here too, its tombstone
+ * carrying the UPDATE's version; the later change that removed it there
+ * reaches this node and settles the key (a key change finds the tombstone
+ * and brings the row back under its new key, read from the provider).
+ */
+static void
+delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
+{
+	ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, c->local);
+	concord_tombstone_record(ex->rel, c->local);
+	c->error_message = psprintf("%s; the local row, which lost to the UPDATE, is deleted here as it is there",
+								c->error_message);
+	upd->deleted = true;
 }
 
 /*
  * Decides c: by its resolver, or by its handler (which also writes).  A
  * remote UPDATE (upd) that is to be written, kept for replay (skip) or
  * shown to a handler needs its whole row; without it, it is skipped, with
- * the reason in the history.  One that loses keeps what it lacks out of
- * the history: a marker stands there instead (conflict.c).
+ * the reason in the history (or, gone at the provider while it wins over
+ * a local row, that row is deleted: delete_lost_row()).  One that loses
+ * keeps what it lacks out of the history: a marker stands there instead
+ * (conflict.c).
  */
 static ConcordResolution
 resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 {
 	ConcordResolution res = concord_conflict_resolve(c);
 	bool		custom = c->resolver == CONCORD_RESOLVER_CUSTOM;
+	ConcordUnsent got = CONCORD_UNSENT_READ;
 
-	if (upd && (custom || res != CONCORD_RESOLUTION_KEEP_LOCAL) &&
-		!complete_remote(ex, arel, c, upd))
+	/* The old row has what the UPDATE did not send: no reason to lack it. */
+	if (upd && upd->fullold && !concord_apply_tuple_complete(upd->newtup))
+	{
+		concord_apply_unsent_from_old(upd->newtup, upd->fullold);
+		refill_remote(ex, arel, c, upd, upd->base ? FILL_ROW : FILL_SEEN);
+	}
+	if (upd && (custom || res != CONCORD_RESOLUTION_KEEP_LOCAL))
+		got = complete_remote(ex, arel, c, upd);
+	if (got == CONCORD_UNSENT_GONE && c->local && res == CONCORD_RESOLUTION_APPLY_REMOTE &&
+		converges(c->resolver))
+		delete_lost_row(ex, c, upd);
+	else if (got != CONCORD_UNSENT_READ)
 		res = CONCORD_RESOLUTION_SKIP;
 	else if (custom)
 		res = run_handler(ex, arel, c);
@@ -611,8 +664,9 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, upd);
 	concord_conflict_record(&c, res,
-							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ? remote : NULL);
-	return res == CONCORD_RESOLUTION_APPLY_REMOTE;
+							type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS &&
+							!upd->deleted ? remote : NULL);
+	return res == CONCORD_RESOLUTION_APPLY_REMOTE && !(upd && upd->deleted);
 }
 
 /*
@@ -636,26 +690,42 @@ find_local_twice(ApplyExec *ex, TupleTableSlot *search, TupleTableSlot *local)
  */
 static void
 update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
-			   TupleTableSlot *newslot)
+			   TupleTableSlot *search, TupleTableSlot *newslot)
 {
 	ConcordTuple *newtup = upd->newtup;
 	ConcordConflict c;
 	ConcordResolution res;
 	TransactionId deleter;
+	char	   *overtook = NULL;
 
 	fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
 	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
 				  newtup);
-	/* Deleted here: the delete's version competes with the update. */
-	if (concord_tombstone_find(ex->rel, newslot, &deleter))
+	/*
+	 * Deleted here (under the key the UPDATE looked for, the old one if it
+	 * changed the key): the delete's version competes with the update.
+	 */
+	if (concord_tombstone_find(ex->rel, search, &deleter))
 	{
 		c.type = CONCORD_CONFLICT_UPDATE_DELETED;
 		c.resolver = arel->resolver[CONCORD_CONFLICT_UPDATE_DELETED];
 		c.handler = arel->handler[CONCORD_CONFLICT_UPDATE_DELETED];
 		concord_conflict_set_deleted(&c, deleter);
 	}
+	else
+		overtook = concord_apply_wait_for_cause(arel, c.key_text);
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, upd);
+	/* Its cause did not come: the UPDATE is the newer version (causal.c). */
+	if (overtook && res == CONCORD_RESOLUTION_KEEP_LOCAL && converges(c.resolver))
+	{
+		c.error_message = overtook;
+		c.unsent_columns = NIL;
+		res = complete_remote(ex, arel, &c, upd) == CONCORD_UNSENT_READ ?
+			CONCORD_RESOLUTION_APPLY_REMOTE : CONCORD_RESOLUTION_SKIP;
+		if (!concord_apply_tuple_complete(newtup))
+			c.unsent_columns = concord_apply_unsent_names(arel, newtup);
+	}
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
 		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
 	concord_conflict_record(&c, res, newslot);
@@ -683,11 +753,10 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	TupleTableSlot *local;
 	TupleTableSlot *newslot;
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
-	RemoteUpdate upd = {keytup, newtup, NULL};
+	RemoteUpdate upd = {keytup, newtup,
+		oldkind == CONCORD_OLD_FULL ? oldtup : NULL, NULL, false};
 
 	check_key(arel);
-	if (oldkind == CONCORD_OLD_FULL)
-		concord_apply_unsent_from_old(newtup, oldtup);
 	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
@@ -716,7 +785,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 		}
 	}
 	else
-		update_missing(&ex, arel, &upd, newslot);
+		update_missing(&ex, arel, &upd, search, newslot);
 	exec_end(&ex);
 }
 

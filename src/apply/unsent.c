@@ -16,13 +16,17 @@
  *  - under REPLICA IDENTITY FULL, from the old tuple, which carries every
  *    value (PostgreSQL inlines them into WAL), unchanged ones included;
  *  - otherwise from the provider: the current value of the row with the
- *    UPDATE's key, read over an ordinary connection kept for the purpose.
- *    It is the UPDATE's own value, or one a later change on the provider
- *    wrote; that change reaches this node too and writes it again, so
- *    every node ends with the winner's row.  If the provider no longer
- *    has the row, a later DELETE there (or a change of its key)
- *    supersedes the UPDATE everywhere; the UPDATE is then skipped, with a
- *    message in the history that says so.
+ *    UPDATE's key (its new key if it changed it) in the provider's own
+ *    table (tableoid), read over an ordinary connection kept for the
+ *    purpose, with row-level security off (a hidden row is an error, not
+ *    a row that is gone).  It is the UPDATE's own value, or one a later
+ *    change on the provider wrote; that change reaches this node too and
+ *    writes it again, so every node ends with the winner's row.  If the
+ *    provider no longer has the row (or the table, or the column), a later
+ *    change there deleted it or moved it to another key, and reaches this
+ *    node too: the UPDATE is skipped, with a message in the history that
+ *    says so, and a local row it wins over is deleted (apply_row.c), so
+ *    that the later change finds here what it found there.
  *
  * A provider that cannot be asked (no connection, no SELECT right) stops
  * the subscription with an ERROR that names the column and the fix, and
@@ -38,6 +42,7 @@
 
 #include "apply/apply.h"
 #include "apply/worker.h"
+#include "concord.h"
 #include "remote/remote.h"
 
 /* The connection to the provider for these reads, opened when needed. */
@@ -113,27 +118,34 @@ build_query(ApplyRel *arel, ConcordTuple *keytup, ConcordTuple *newtup,
 		if (newtup->kinds[i] == CONCORD_COL_UNCHANGED)
 			appendStringInfo(sql, "%s%s", ncols++ ? ", " : "",
 							 quote_identifier(arel->remote->atts[i].name));
-	appendStringInfo(sql, " FROM ONLY %s WHERE ", arel->qualname);
-	*nparams = 0;
+	/* The provider's table itself, not one renamed into its place. */
+	appendStringInfo(sql, " FROM ONLY %s WHERE tableoid = $1", arel->qualname);
+	params[0] = psprintf("%u", arel->remoteid);
+	*nparams = 1;
 	for (int i = 0; i < keytup->ncols && i < arel->remote->natts; i++)
 	{
+		ConcordTuple *tup = newtup;
+
 		if (!arel->remote->atts[i].is_key)
 			continue;
-		if (keytup->kinds[i] != CONCORD_COL_TEXT)
+		/* The row's key now: the new one, where the UPDATE sent it. */
+		if (i >= newtup->ncols || newtup->kinds[i] != CONCORD_COL_TEXT)
+			tup = keytup;
+		if (tup->kinds[i] != CONCORD_COL_TEXT)
 		{
 			*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider's key column \"%s\" has no value to look the row up by",
 							unsent_list(arel, newtup), arel->remote->atts[i].name);
 			return false;
 		}
-		appendStringInfo(sql, "%s%s = $%d", *nparams ? " AND " : "",
+		appendStringInfo(sql, " AND %s = $%d",
 						 quote_identifier(arel->remote->atts[i].name), *nparams + 1);
-		params[(*nparams)++] = keytup->values[i].data;
+		params[(*nparams)++] = tup->values[i].data;
 	}
-	if (*nparams == 0)
+	if (*nparams == 1)
 	{
 		*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider sends no key to look the row up by",
 						unsent_list(arel, newtup));
-		return false;
+		return CONCORD_UNSENT_GONE;
 	}
 	return true;
 }
@@ -168,6 +180,16 @@ unsent_conn(ApplyRel *arel, ConcordTuple *newtup)
 		UnsentConn = concord_remote_connect(W.sub->provider_dsn, false,
 											psprintf("%s values", W.sub->name),
 											W.sub->password_required);
+
+		/*
+		 * A row hidden by row-level security is an error, not a row that
+		 * is gone; a read that waits (a lock) ends on the provider too.
+		 */
+		PQclear(concord_remote_query(UnsentConn,
+									 psprintf("SET row_security = off; SET statement_timeout = %d",
+											  concord_receive_timeout > 0 ?
+											  concord_receive_timeout : 60000),
+									 0, NULL, PGRES_COMMAND_OK));
 	}
 	PG_CATCH();
 	{
@@ -184,36 +206,68 @@ unsent_conn(ApplyRel *arel, ConcordTuple *newtup)
 }
 
 /*
- * Fills the unsent columns of newtup from the provider's row with the key
- * of keytup.  False, with why, if the provider has no such row (or there
- * is no key to look it up by); an ERROR if the provider cannot be asked.
+ * Fills the unsent columns of newtup from the provider's row with newtup's
+ * key (keytup's columns where newtup did not send them).  Otherwise
+ * returns why not, with a message in why: the provider has no such row,
+ * table or column (GONE), or there is no key to look it up by (NO_KEY).
+ * An ERROR if the provider cannot be asked.
  */
-bool
+/*
+ * Runs the read; one more time on a new connection if the kept one was
+ * lost while idle (the provider's idle_session_timeout, a pooler).
+ */
+static PGresult *
+run_read(ApplyRel *arel, ConcordTuple *newtup, const char *sql, int nparams,
+		 const char **params)
+{
+	for (int attempt = 0;; attempt++)
+	{
+		PGconn	   *conn = unsent_conn(arel, newtup);
+		PGresult   *res = concord_remote_exec_within(conn, sql, nparams, params);
+		char	   *msg;
+
+		if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+			return res;
+		if (PQstatus(conn) == CONNECTION_BAD && attempt == 0)
+		{
+			if (res)
+				PQclear(res);
+			continue;
+		}
+		if (res && PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
+			(strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42P01") == 0 ||
+			 strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42703") == 0))
+			return res;			/* the table or a column is gone there */
+		msg = res && PQresultErrorMessage(res)[0] ?
+			pstrdup(PQresultErrorMessage(res)) : concord_remote_error(conn);
+		if (res)
+			PQclear(res);
+		unsent_error(arel, newtup, pchomp(msg));
+	}
+}
+
+ConcordUnsent
 concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 						   ConcordTuple *newtup, char **why)
 {
 	StringInfoData sql;
-	const char **params = palloc0(sizeof(char *) * Max(keytup->ncols, 1));
+	const char **params = palloc0(sizeof(char *) * (keytup->ncols + 1));
 	int			nparams;
 	int			nfields = 0;
-	PGconn	   *conn;
 	PGresult   *res;
 
 	initStringInfo(&sql);
 	if (!build_query(arel, keytup, newtup, &sql, params, &nparams, why))
-		return false;
+		return CONCORD_UNSENT_NO_KEY;
 	for (int i = 0; i < newtup->ncols; i++)
 		nfields += newtup->kinds[i] == CONCORD_COL_UNCHANGED;
-	conn = unsent_conn(arel, newtup);
-	res = concord_remote_exec_within(conn, sql.data, nparams, params);
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	res = run_read(arel, newtup, sql.data, nparams, params);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		char	   *msg = res && PQresultErrorMessage(res)[0] ?
-			pstrdup(PQresultErrorMessage(res)) : concord_remote_error(conn);
-
-		if (res)
-			PQclear(res);
-		unsent_error(arel, newtup, pchomp(msg));
+		*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider no longer has the table or the column: %s",
+						unsent_list(arel, newtup), pchomp(PQresultErrorMessage(res)));
+		PQclear(res);
+		return CONCORD_UNSENT_GONE;
 	}
 	if (PQnfields(res) != nfields || PQntuples(res) > 1)
 	{
@@ -230,7 +284,7 @@ concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 		PQclear(res);
 		*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider no longer has the row: a later change there deleted it or changed its key, and reaches this node too",
 						unsent_list(arel, newtup));
-		return false;
+		return CONCORD_UNSENT_GONE;
 	}
 	for (int i = 0, f = 0; i < newtup->ncols; i++)
 	{
@@ -255,5 +309,5 @@ concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 		f++;
 	}
 	PQclear(res);
-	return true;
+	return CONCORD_UNSENT_READ;
 }

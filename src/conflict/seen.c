@@ -136,6 +136,24 @@ current_vector(void)
 	return entries;
 }
 
+/*
+ * What this database has applied of origin: the commit timestamp of its
+ * latest transaction applied here, 0 if none.
+ */
+TimestampTz
+concord_seen_local(const char *origin)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	TimestampTz ts = 0;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+		if (seen_entry_is(&ConcordShmem->seen[i], origin))
+			ts = ConcordShmem->seen[i].commit_ts;
+	LWLockRelease(ConcordShmem->lock);
+	return ts;
+}
+
 /* The vector's timestamp for origin, or 0 if it has none. */
 TimestampTz
 concord_seen_lookup(List *seen, const char *origin)

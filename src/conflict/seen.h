@@ -18,6 +18,7 @@ extern bool concord_is_worker;
 extern void concord_seen_install_hooks(void);
 extern void concord_seen_applied(const char *origin, TimestampTz commit_ts);
 extern TimestampTz concord_seen_lookup(List *seen, const char *origin);
+extern TimestampTz concord_seen_local(const char *origin);
 extern void concord_seen_save(void);
 
 #endif							/* CONCORD_SEEN_H */

@@ -402,7 +402,6 @@ concord_remote_exec(PGconn *conn, const char *sql, int nparams,
 	return last;
 }
 
-/* Runs a statement that must return the expected status, or errors. */
 /*
  * concord_remote_exec(), answered within concord.receive_timeout (60 s
  * without one) or an ERROR: for a worker that must not wait for ever on a
@@ -429,6 +428,7 @@ concord_remote_exec_within(PGconn *conn, const char *sql, int nparams,
 	return res;
 }
 
+/* Runs a statement that must return the expected status, or errors. */
 PGresult *
 concord_remote_query(PGconn *conn, const char *sql, int nparams,
 					 const char *const *params, ExecStatusType expected)

@@ -70,6 +70,12 @@ typedef struct ConcordSubState
 	bool		stop_requested; /* the subscription was disabled */
 	XLogRecPtr	wake_lsn;		/* the lowest LSN a wait_for_apply() waits
 								 * for; 0: nobody waits */
+	XLogRecPtr	hold_lsn;		/* commit LSN of the remote transaction held
+								 * for a missing cause (apply/causal.c) */
+	TimestampTz hold_since;		/* when it was first held */
+	char		gave_up_origin[NAMEDATALEN];	/* the origin apply gave up
+												 * waiting for, */
+	TimestampTz gave_up_at;		/* when this node had applied it up to this */
 
 	/*
 	 * Last, and never cleared when the entry is handed to another

@@ -52,6 +52,11 @@
 #   lv_extra  with a column note NOT NULL DEFAULT that n1 does not ship
 #             (column list): n2 deletes row 1, n1 updates it later; n2
 #             brings the row back with its large value and note's default;
+#   lv_moved  n2 replaces big of row 1, n1 updates n later and then moves
+#             the row to key 101: n2 cannot read n1's value under key 1,
+#             deletes its own (losing) row with the UPDATE's version, and
+#             then applies the move from its tombstone, reading the value
+#             under the new key: both nodes hold 101 with n1's row;
 #   lv_noperm in its own set, which n2 subscribes to as a role that
 #             loses SELECT on the table on n1 after the copy: n2 deletes
 #             row 1, n1 updates it later; n2's subscription is down with
@@ -120,6 +125,7 @@ SELECT concord.set_conflict_resolver('lv_skip', 'skip', NULL, 'update_deleted');
 CREATE TABLE lv_gone (id int PRIMARY KEY, n int NOT NULL, big text);
 CREATE TABLE lv_noperm (id int PRIMARY KEY, n int NOT NULL, big text);
 CREATE TABLE lv_locked (id int PRIMARY KEY, n int NOT NULL, big text);
+CREATE TABLE lv_moved (id int PRIMARY KEY, n int NOT NULL, big text);
 SELECT concord.create_replication_set('noperm');
 SELECT concord.replication_set_add_table('noperm', 'lv_noperm');
 };
@@ -131,7 +137,7 @@ foreach my $n (@nodes)
 		 SELECT concord.replication_set_add_table('default', 'lv_extra'"
 		  . ($n == $n1 ? ", columns := '{id,n,big}'" : '') . ')');
 }
-setup_mesh(\@nodes, $ddl, [ @tables, qw(lv_merge lv_skip lv_gone lv_locked) ]);
+setup_mesh(\@nodes, $ddl, [ @tables, qw(lv_merge lv_skip lv_gone lv_locked lv_moved) ]);
 
 
 # The rows of a round: ids $base+1 .. $base+6, written on n1.
@@ -167,6 +173,7 @@ sub change
 	my $stmt =
 	    $kind eq 'delete' ? "DELETE FROM $t WHERE id = $id"
 	  : $kind eq 'update' ? "UPDATE $t SET n = n + 1 WHERE id = $id"
+	  : $kind eq 'move'   ? "UPDATE $t SET id = id + 100 WHERE id = $id"
 	  : "UPDATE $t SET big = " . big_sql($table{$t}{type} // 'text', $id + 1000) . " WHERE id = $id";
 	my $out = $node{$nn}->safe_psql('postgres', qq{
 BEGIN;
@@ -351,7 +358,7 @@ subscribe($n1, $n2, name => 'sub_n1_n2_np', sets => ['noperm']);
 wait_replicating(\@nodes, 'noperm subscriptions');
 wait_sync_complete(\@nodes);
 
-my @more = qw(lv_merge lv_skip lv_gone lv_noperm lv_locked lv_extra);
+my @more = qw(lv_merge lv_skip lv_gone lv_noperm lv_locked lv_extra lv_moved);
 write_rows(20, 'more', @more);
 partition_nodes(\@nodes, 'more');
 my $ts_big = change('n2', 'lv_merge', 'bigupdate', 21);
@@ -363,6 +370,9 @@ change('n1', 'lv_gone', 'update', 21);
 change('n1', 'lv_gone', 'delete', 21);
 change('n2', 'lv_noperm', 'delete', 21);
 change('n1', 'lv_noperm', 'update', 21);
+change('n2', 'lv_moved', 'bigupdate', 21);
+change('n1', 'lv_moved', 'update', 21);
+change('n1', 'lv_moved', 'move', 21);
 change('n2', 'lv_extra', 'delete', 21);
 change('n1', 'lv_extra', 'update', 21);
 change('n2', 'lv_locked', 'delete', 21);
@@ -412,6 +422,9 @@ foreach my $n (@nodes)
 		"row gone: lv_gone row 21 is absent on $nn");
 	is($n->safe_psql('postgres', 'SELECT id, n, md5(big) FROM lv_noperm WHERE id = 21'),
 		'21|1|' . big_md5('lv_noperm', 21), "no right: once granted, lv_noperm row 21 on $nn has the update and its large value");
+	is($n->safe_psql('postgres', 'SELECT id, n, md5(big) FROM lv_moved WHERE id IN (21, 121)'),
+		'121|1|' . big_md5('lv_moved', 21),
+		"moved away: lv_moved on $nn holds n1's row under its new key, with the large value n1 kept");
 	is($n->safe_psql('postgres', 'SELECT id, n, md5(big), note FROM lv_extra WHERE id = 21'),
 		'21|1|' . big_md5('lv_extra', 21) . '|local default',
 		"unsent column: lv_extra row 21 on $nn is back, its large value read, its column n1 does not ship at its default");
@@ -429,6 +442,12 @@ is( $n2->safe_psql('postgres', q{
 		  FROM concord.conflict_history WHERE relation = 'public.lv_gone' AND conflict_type = 'update_deleted'}),
 	'update_deleted|skip|t|t',
 	'row gone: n2 records skip, the marker and a message that names the column and why');
+
+like( $n2->safe_psql('postgres', q{
+		SELECT conflict_type || ' ' || resolution || ' ' || error_message FROM concord.conflict_history
+		 WHERE relation = 'public.lv_moved' AND key->>'id' = '21' AND conflict_type = 'update_origin_differs'}),
+	qr/^update_origin_differs apply_remote the value of "big" was not sent .*no longer has the row.*deleted here as it is there$/,
+	'moved away: n2 deletes its row, which lost to the UPDATE that n1 then moved away, and says so');
 
 my ($skip_id, $skip_md5) = split /\|/, $n2->safe_psql('postgres', q{
 	SELECT conflict_id, md5(remote_row ->> 'big') FROM concord.conflict_history

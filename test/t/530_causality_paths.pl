@@ -1,0 +1,179 @@
+# Causality across paths (issue 18, SPEC §5): a change that arrives before
+# the change it depends on, because they travel by different paths, is not
+# lost.  Four nodes n1..n4 in a mesh (last_update_wins), table ct (id int
+# PRIMARY KEY, v text).  A link is "down" while the subscription that is
+# that link is disabled.
+#
+#  1. The UPDATE overtakes its INSERT.  n3's link from n1 is down; n1
+#     inserts rows 1..50; n2 applies them and updates all 50; n3 receives
+#     n2's updates first.  Pass: n3's subscription to n2 holds them (down,
+#     its error saying it waits for node "n1"'s changes), n3 writes nothing
+#     meanwhile; once the link is up, every node holds n2's updates, and no
+#     node recorded a conflict.
+#  2. The DELETE variant: n2 deletes what n1 inserted (rows 51..60) while
+#     n3's link from n1 is down.  Pass: the rows are gone everywhere.
+#  3. Two hops: n4's links from n1 and n2 are down; n1 inserts rows
+#     61..70, n2 updates them, n3 (which has both) updates them again; n4
+#     receives n3's updates first.  Pass: n4 holds them until the links are
+#     up, then every node holds n3's updates, no conflict anywhere.
+#  4. The cause does not come in time: n3 waits 3 s at most
+#     (concord.causal_wait); its link from n1 is down while n1 inserts rows
+#     101..110 and n2 updates them.  Pass: after the wait n3 applies the
+#     updates as the newer version (update_missing, apply_remote, with a
+#     message saying so), before the link is up; when it is, n1's inserts
+#     lose to them (insert_exists, keep_local) and every node holds n2's
+#     updates.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @nodes = concord_nodes(4);
+my ($n1, $n2, $n3, $n4) = @nodes;
+setup_mesh(\@nodes, 'CREATE TABLE ct (id int PRIMARY KEY, v text NOT NULL);', ['ct']);
+
+sub link_down
+{
+	my ($sub_node, $prov) = @_;
+	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$name')");
+	ok( $sub_node->poll_query_until('postgres',
+			"SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = '$name'"),
+		"$name is down");
+	return;
+}
+
+sub link_up
+{
+	my ($sub_node, $prov) = @_;
+	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_enable('$name')");
+	return;
+}
+
+sub applied
+{
+	my ($sub_node, $prov, $label) = @_;
+	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
+	ok(wait_for_apply_one($sub_node, $name, $prov), "$label: $name applied everything");
+	return;
+}
+
+# Polls until $name on $n is down with an error that waits for $origin.
+sub holds
+{
+	my ($n, $name, $origin, $label) = @_;
+	ok( $n->poll_query_until('postgres', qq{
+			SELECT status = 'down'
+			   AND last_error LIKE 'subscription "$name": waiting for the changes of node "$origin" up to %'
+			  FROM concord.subscription_status WHERE subscription_name = '$name'}),
+		"$label: $name holds the change, waiting for node \"$origin\"")
+	  or diag(status_report(\@nodes));
+	return;
+}
+
+sub rows
+{
+	my ($n, $from, $to) = @_;
+	return $n->safe_psql('postgres',
+		"SELECT count(*) || ' ' || coalesce(string_agg(DISTINCT v, ','), '') FROM ct WHERE id BETWEEN $from AND $to");
+}
+
+# The highest conflict_id of every node, to look at what a step adds.
+sub history_marks
+{
+	return { map { $_->name => $_->safe_psql('postgres', 'SELECT coalesce(max(conflict_id), 0) FROM concord.conflict_history') } @nodes };
+}
+
+sub no_conflicts
+{
+	my ($label, $marks) = @_;
+	foreach my $n (@nodes)
+	{
+		is( $n->safe_psql('postgres',
+				"SELECT count(*) FROM concord.conflict_history WHERE conflict_id > $marks->{$n->name}"),
+			'0', "$label: no conflict recorded on " . $n->name)
+		  or diag(conflict_history_of($n));
+	}
+	return;
+}
+
+# --- 1. the UPDATE overtakes its INSERT ------------------------------------------
+my $marks = history_marks();
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(1, 50) g});
+applied($n2, $n1, 'overtaking update');
+$n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 1 AND 50});
+holds($n3, 'sub_n3_n2', 'n1', 'overtaking update');
+is(rows($n3, 1, 50), '0 ', 'overtaking update: n3 wrote nothing meanwhile');
+link_up($n3, $n1);
+wait_replicating(\@nodes, 'overtaking update: link up');
+wait_for_apply_all(\@nodes, label => 'overtaking update: link up');
+is(rows($_, 1, 50), '50 n2 upd', 'overtaking update: ' . $_->name . " holds n2's updates")
+  foreach @nodes;
+no_conflicts('overtaking update', $marks);
+
+# --- 2. the DELETE variant -----------------------------------------------------------
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(51, 60) g});
+applied($n2, $n1, 'overtaking delete');
+$n2->safe_psql('postgres', q{DELETE FROM ct WHERE id BETWEEN 51 AND 60});
+applied($n3, $n2, 'overtaking delete');
+link_up($n3, $n1);
+wait_replicating(\@nodes, 'overtaking delete: link up');
+wait_for_apply_all(\@nodes, label => 'overtaking delete: link up');
+is(rows($_, 51, 60), '0 ', 'overtaking delete: rows 51..60 are gone on ' . $_->name) foreach @nodes;
+
+# --- 3. two hops -----------------------------------------------------------------------
+$marks = history_marks();
+link_down($n4, $n1);
+link_down($n4, $n2);
+$n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(61, 70) g});
+applied($n2, $n1, 'two hops');
+applied($n3, $n1, 'two hops');
+$n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 61 AND 70});
+applied($n3, $n2, 'two hops');
+$n3->safe_psql('postgres', q{UPDATE ct SET v = 'n3 upd' WHERE id BETWEEN 61 AND 70});
+ok( $n4->poll_query_until('postgres', q{
+		SELECT status = 'down' AND last_error LIKE 'subscription "sub_n4_n3": waiting for the changes of node "n_"%'
+		  FROM concord.subscription_status WHERE subscription_name = 'sub_n4_n3'}),
+	'two hops: n4 holds n3\'s updates, waiting for node n1 or n2') or diag(status_report(\@nodes));
+is(rows($n4, 61, 70), '0 ', 'two hops: n4 wrote nothing meanwhile');
+link_up($n4, $n1);
+link_up($n4, $n2);
+wait_replicating(\@nodes, 'two hops: links up');
+wait_for_apply_all(\@nodes, label => 'two hops: links up');
+is(rows($_, 61, 70), '10 n3 upd', 'two hops: ' . $_->name . " holds n3's updates") foreach @nodes;
+no_conflicts('two hops', $marks);
+
+# --- 4. the cause does not come in time ---------------------------------------------------
+$n3->safe_psql('postgres', q{ALTER SYSTEM SET concord.causal_wait = '3s'; SELECT pg_reload_conf();});
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(101, 110) g});
+applied($n2, $n1, 'no cause in time');
+$n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 101 AND 110});
+holds($n3, 'sub_n3_n2', 'n1', 'no cause in time');
+applied($n3, $n2, 'no cause in time: after concord.causal_wait');
+is(rows($n3, 101, 110), '10 n2 upd', 'no cause in time: n3 applied the updates as the newer version');
+is( $n3->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || string_agg(DISTINCT conflict_type || ' ' || resolution, ',')
+		       || ' ' || bool_and(error_message LIKE 'node "n1"''s changes up to % had not arrived after concord.causal_wait%')
+		  FROM concord.conflict_history WHERE (key->>'id')::int BETWEEN 101 AND 110}),
+	'10 update_missing apply_remote true',
+	'no cause in time: n3 records update_missing, apply_remote, saying it did not wait any longer');
+link_up($n3, $n1);
+wait_replicating(\@nodes, 'no cause in time: link up');
+wait_for_apply_all(\@nodes, label => 'no cause in time: link up');
+is(rows($_, 101, 110), '10 n2 upd', 'no cause in time: ' . $_->name . " holds n2's updates") foreach @nodes;
+is( $n3->safe_psql('postgres', q{
+		SELECT count(*) || ' ' || string_agg(DISTINCT resolution, ',') FROM concord.conflict_history
+		 WHERE conflict_type = 'insert_exists' AND (key->>'id')::int BETWEEN 101 AND 110}),
+	'10 keep_local', "no cause in time: n1's late inserts lose to the newer updates on n3");
+checksums_match(\@nodes, ['ct'], 'the end');
+$n3->safe_psql('postgres', q{ALTER SYSTEM RESET concord.causal_wait; SELECT pg_reload_conf();});
+
+done_testing();
