@@ -64,7 +64,8 @@ typedef enum ConcordUnsent
 {
 	CONCORD_UNSENT_READ,		/* the values were read */
 	CONCORD_UNSENT_GONE,		/* the provider has no such row any more */
-	CONCORD_UNSENT_NO_KEY		/* no key to look the row up by */
+	CONCORD_UNSENT_UNREADABLE	/* no such table or column there, or no key
+								 * to look the row up by */
 } ConcordUnsent;
 extern ConcordUnsent concord_apply_fetch_unsent(ApplyRel *arel,
 												ConcordTuple *keytup,

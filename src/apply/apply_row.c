@@ -447,6 +447,10 @@ delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
 {
 	ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, c->local);
 	concord_tombstone_record(ex->rel, c->local);
+	/* The UPDATE's own key, if it changed it: the provider's next change
+	 * of the row looks for that one. */
+	if (upd->keytup != upd->newtup)
+		concord_tombstone_record(ex->rel, c->remote);
 	c->error_message = psprintf("%s; the local row, which lost to the UPDATE, is deleted here as it is there",
 								c->error_message);
 	upd->deleted = true;

@@ -8,9 +8,9 @@
  * the UPDATE before the INSERT, its link from node_a being slower or down.
  * The UPDATE finds no row.  Its transaction's SEEN vector (conflict/seen.c)
  * says what its writer had applied of every origin; when that is more of
- * some origin than this node has applied, and this node receives that
- * origin (a subscription to it, or one that forwards it, enabled or not),
- * the cause is on its way.  Apply then holds the UPDATE: it fails the
+ * some origin than this node has applied, and another subscription of
+ * this node brings that origin's changes of the table (one to that node,
+ * or one that forwards it; enabled or not), the cause is on its way.  Apply then holds the UPDATE: it fails the
  * remote transaction with an error that says what it waits for, and the
  * subscription retries it with backoff (showing down meanwhile) until the
  * cause has been applied; the UPDATE then finds its row and applies like
@@ -20,8 +20,11 @@
  * its link down for long) is not waited for any longer: the UPDATE is
  * applied as the newer version, its whole row inserted (apply_row.c), so
  * that the cause, if it comes later, meets a newer version and loses to
- * it under last_update_wins.  Having given up on an origin, apply does
- * not wait for it again until this node has applied more of it.
+ * it under last_update_wins.  Having given up on an origin's changes up
+ * to a point, apply does not wait for them again (a few origins are
+ * remembered per subscription, in shared memory).  Holding is rare, and
+ * costs what an apply error costs: the worker exits, and the manager
+ * starts it again with backoff.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,9 +40,34 @@
 #include "conflict/seen.h"
 #include "shmem/shmem.h"
 
-/* Whether a subscription of this node brings origin's changes. */
+/*
+ * Whether sub carries the table's changes: it lists the table among those
+ * it copied, or lists none (not known: it may).
+ */
 static bool
-receives_origin(const char *origin)
+carries_table(ConcordSubscription *sub, ApplyRel *arel)
+{
+	List	   *tables = concord_sub_table_get(sub->id);
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		ConcordSubTable *st = lfirst(lc);
+
+		if (strcmp(st->nspname, arel->remote->nspname) == 0 &&
+			strcmp(st->relname, arel->remote->relname) == 0)
+			return true;
+	}
+	return tables == NIL;
+}
+
+/*
+ * Whether another subscription of this node (this one is held: it brings
+ * nothing meanwhile) brings origin's changes of the table: one to origin,
+ * or one that forwards it.
+ */
+static bool
+brings_origin(ApplyRel *arel, const char *origin)
 {
 	ListCell   *lc;
 
@@ -47,16 +75,49 @@ receives_origin(const char *origin)
 	{
 		ConcordSubscription *sub = lfirst(lc);
 		ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+		bool		brings = provider && strcmp(provider->name, origin) == 0;
 		ListCell   *lc2;
 
-		if (provider && strcmp(provider->name, origin) == 0)
-			return true;
+		if (sub->id == W.sub->id)
+			continue;
 		foreach(lc2, sub->forward_origins)
-			if (strcmp(lfirst(lc2), "all") == 0 ||
-				strcmp(lfirst(lc2), origin) == 0)
-				return true;
+			brings |= strcmp(lfirst(lc2), "all") == 0 ||
+				strcmp(lfirst(lc2), origin) == 0;
+		if (brings && carries_table(sub, arel))
+			return true;
 	}
 	return false;
+}
+
+/* Whether apply gave up waiting for origin's changes up to upto. */
+static bool
+gave_up(const char *origin, TimestampTz upto)
+{
+	for (int i = 0; i < CONCORD_GAVE_UP_SLOTS; i++)
+		if (strcmp(W.shared->gave_up_origin[i], origin) == 0 &&
+			upto <= W.shared->gave_up_upto[i])
+			return true;
+	return false;
+}
+
+/* Remembers it, in place of the origin given up on longest ago. */
+static void
+give_up(const char *origin, TimestampTz upto)
+{
+	int			slot = 0;
+
+	for (int i = 0; i < CONCORD_GAVE_UP_SLOTS; i++)
+	{
+		if (strcmp(W.shared->gave_up_origin[i], origin) == 0)
+		{
+			slot = i;
+			break;
+		}
+		if (W.shared->gave_up_upto[i] < W.shared->gave_up_upto[slot])
+			slot = i;
+	}
+	strlcpy(W.shared->gave_up_origin[slot], origin, NAMEDATALEN);
+	W.shared->gave_up_upto[slot] = Max(W.shared->gave_up_upto[slot], upto);
 }
 
 static const char *
@@ -75,6 +136,7 @@ char *
 concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 {
 	const char *origin = NULL;
+	const char *given_up = NULL;
 	TimestampTz wanted = 0;
 	TimestampTz have = 0;
 	TimestampTz since;
@@ -85,28 +147,33 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 	foreach(lc, concord_remote_txn->seen)
 	{
 		ConcordSeenEntry *e = lfirst(lc);
+		TimestampTz local;
+		bool		skip;
 
 		if (strcmp(e->origin, concord_remote_txn->origin_name) == 0 ||
 			strcmp(e->origin, concord_remote_txn->local_node) == 0)
 			continue;
-		have = concord_seen_local(e->origin);
-		if (have < e->commit_ts && receives_origin(e->origin))
+		local = concord_seen_local(e->origin);
+		if (local >= e->commit_ts || !brings_origin(arel, e->origin))
+			continue;
+		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+		skip = gave_up(e->origin, e->commit_ts);
+		LWLockRelease(ConcordShmem->lock);
+		if (skip)
 		{
-			origin = e->origin;
-			wanted = e->commit_ts;
-			break;
+			given_up = psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
+								e->origin, ts_text(e->commit_ts), ts_text(local));
+			continue;
 		}
+		origin = e->origin;
+		wanted = e->commit_ts;
+		have = local;
+		break;
 	}
 	if (origin == NULL)
-		return NULL;
+		return (char *) given_up;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	if (strcmp(W.shared->gave_up_origin, origin) == 0 && W.shared->gave_up_at == have)
-	{
-		LWLockRelease(ConcordShmem->lock);
-		return psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
-						origin, ts_text(wanted), ts_text(have));
-	}
 	if (W.shared->hold_lsn != concord_remote_txn->commit_lsn)
 	{
 		W.shared->hold_lsn = concord_remote_txn->commit_lsn;
@@ -127,8 +194,7 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 				 errhint("The subscription retries the change until they are applied, for concord.causal_wait at most (held since %s); then it applies the UPDATE as the newer version. Check the subscription that brings node \"%s\"'s changes.",
 						 timestamptz_to_str(since), origin)));
 	}
-	strlcpy(W.shared->gave_up_origin, origin, NAMEDATALEN);
-	W.shared->gave_up_at = have;
+	give_up(origin, wanted);
 	LWLockRelease(ConcordShmem->lock);
 	return psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
 					origin, ts_text(wanted), ts_text(have));

@@ -145,7 +145,7 @@ build_query(ApplyRel *arel, ConcordTuple *keytup, ConcordTuple *newtup,
 	{
 		*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider sends no key to look the row up by",
 						unsent_list(arel, newtup));
-		return CONCORD_UNSENT_GONE;
+		return false;
 	}
 	return true;
 }
@@ -185,11 +185,20 @@ unsent_conn(ApplyRel *arel, ConcordTuple *newtup)
 		 * A row hidden by row-level security is an error, not a row that
 		 * is gone; a read that waits (a lock) ends on the provider too.
 		 */
-		PQclear(concord_remote_query(UnsentConn,
-									 psprintf("SET row_security = off; SET statement_timeout = %d",
-											  concord_receive_timeout > 0 ?
-											  concord_receive_timeout : 60000),
-									 0, NULL, PGRES_COMMAND_OK));
+		{
+			PGresult   *res = concord_remote_exec_within(UnsentConn,
+														 psprintf("SET row_security = off; SET statement_timeout = %d",
+																  concord_receive_timeout > 0 ?
+																  concord_receive_timeout : 60000),
+														 0, NULL);
+
+			if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("the provider refused a setting: %s",
+								res ? PQresultErrorMessage(res) : concord_remote_error(UnsentConn))));
+			PQclear(res);
+		}
 	}
 	PG_CATCH();
 	{
@@ -205,13 +214,6 @@ unsent_conn(ApplyRel *arel, ConcordTuple *newtup)
 	return UnsentConn;
 }
 
-/*
- * Fills the unsent columns of newtup from the provider's row with newtup's
- * key (keytup's columns where newtup did not send them).  Otherwise
- * returns why not, with a message in why: the provider has no such row,
- * table or column (GONE), or there is no key to look it up by (NO_KEY).
- * An ERROR if the provider cannot be asked.
- */
 /*
  * Runs the read; one more time on a new connection if the kept one was
  * lost while idle (the provider's idle_session_timeout, a pooler).
@@ -238,6 +240,18 @@ run_read(ApplyRel *arel, ConcordTuple *newtup, const char *sql, int nparams,
 			(strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42P01") == 0 ||
 			 strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42703") == 0))
 			return res;			/* the table or a column is gone there */
+		if (res && PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
+			strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "57014") == 0)
+		{
+			/* Its statement_timeout, the same bound as ours. */
+			PQclear(res);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the provider did not answer within %d ms",
+							concord_receive_timeout > 0 ? concord_receive_timeout : 60000),
+					 errdetail("It was asked for the value of %s of relation %s, which a remote UPDATE left unchanged and did not send.",
+							   unsent_list(arel, newtup), arel->qualname)));
+		}
 		msg = res && PQresultErrorMessage(res)[0] ?
 			pstrdup(PQresultErrorMessage(res)) : concord_remote_error(conn);
 		if (res)
@@ -246,6 +260,14 @@ run_read(ApplyRel *arel, ConcordTuple *newtup, const char *sql, int nparams,
 	}
 }
 
+/*
+ * Fills the unsent columns of newtup from the provider's row with newtup's
+ * key (keytup's columns where newtup did not send them).  Otherwise
+ * returns why not, with a message in why: the provider has no such row
+ * (GONE), or no such table or column, or there is no key to look the row
+ * up by (UNREADABLE).
+ * An ERROR if the provider cannot be asked.
+ */
 ConcordUnsent
 concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 						   ConcordTuple *newtup, char **why)
@@ -258,7 +280,7 @@ concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 
 	initStringInfo(&sql);
 	if (!build_query(arel, keytup, newtup, &sql, params, &nparams, why))
-		return CONCORD_UNSENT_NO_KEY;
+		return CONCORD_UNSENT_UNREADABLE;
 	for (int i = 0; i < newtup->ncols; i++)
 		nfields += newtup->kinds[i] == CONCORD_COL_UNCHANGED;
 	res = run_read(arel, newtup, sql.data, nparams, params);
@@ -267,7 +289,7 @@ concord_apply_fetch_unsent(ApplyRel *arel, ConcordTuple *keytup,
 		*why = psprintf("the value of %s was not sent (the UPDATE left it unchanged and it is stored out of line), and the provider no longer has the table or the column: %s",
 						unsent_list(arel, newtup), pchomp(PQresultErrorMessage(res)));
 		PQclear(res);
-		return CONCORD_UNSENT_GONE;
+		return CONCORD_UNSENT_UNREADABLE;
 	}
 	if (PQnfields(res) != nfields || PQntuples(res) > 1)
 	{

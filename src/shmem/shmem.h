@@ -45,6 +45,8 @@ typedef struct ConcordDbState
 	TimestampTz restart_after;
 } ConcordDbState;
 
+#define CONCORD_GAVE_UP_SLOTS	4
+
 typedef struct ConcordSubState
 {
 	Oid			dboid;			/* InvalidOid: free */
@@ -73,9 +75,9 @@ typedef struct ConcordSubState
 	XLogRecPtr	hold_lsn;		/* commit LSN of the remote transaction held
 								 * for a missing cause (apply/causal.c) */
 	TimestampTz hold_since;		/* when it was first held */
-	char		gave_up_origin[NAMEDATALEN];	/* the origin apply gave up
-												 * waiting for, */
-	TimestampTz gave_up_at;		/* when this node had applied it up to this */
+	/* origins apply gave up waiting for, each up to a commit timestamp */
+	char		gave_up_origin[CONCORD_GAVE_UP_SLOTS][NAMEDATALEN];
+	TimestampTz gave_up_upto[CONCORD_GAVE_UP_SLOTS];
 
 	/*
 	 * Last, and never cleared when the entry is handed to another
