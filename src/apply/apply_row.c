@@ -618,6 +618,26 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	TupleTableSlot *local;
 
 	concord_apply_lock_key(arel, newtup);
+
+	/*
+	 * An UPDATE that moved a row into the set's row filter arrives as an
+	 * INSERT, and lacks the out-of-line values it left unchanged: they are
+	 * read from the provider (unsent.c).  A row gone there meanwhile was
+	 * deleted or moved by a later change there, which comes here too.
+	 */
+	if (!concord_apply_tuple_complete(newtup))
+	{
+		char	   *why;
+
+		if (concord_apply_fetch_unsent(arel, newtup, newtup, &why) != CONCORD_UNSENT_READ)
+		{
+			ereport(WARNING,
+					(errmsg("subscription \"%s\": a remote INSERT into %s (%s) is not applied: %s",
+							concord_remote_txn->sub_name, arel->qualname,
+							concord_apply_key_text(arel, newtup), why)));
+			return;
+		}
+	}
 	exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);

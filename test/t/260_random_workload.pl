@@ -47,9 +47,11 @@
 # Mixed rounds (2, last_update_wins only, 8..23 transactions per node):
 # no subscription disabled in the first, a random subset in the second, so
 # that writes are partly causal, partly concurrent; UPDATE, DELETE and
-# upserts of keys present on the writer (an upsert that would insert is
-# rolled back: a change arriving at a third node before the INSERT it
-# depends on is a documented limit, README "Which resolvers converge").
+# upserts, which insert a key absent on the writer: an UPDATE of it from
+# another node may reach a third node before the INSERT, over a link that
+# is down, and is held there until the INSERT is applied (issue 18,
+# concord.causal_wait; docs/conflicts.md "An UPDATE that overtakes its
+# cause").
 # Expected: per key, the write with the latest commit timestamp over all
 # nodes (a causally later write has the later timestamp: README "Clocks").
 #
@@ -445,7 +447,7 @@ foreach my $round (1 .. $ROUNDS)
 		# first_update_wins converges when each node writes a key at most
 		# once while apart (README, "Which resolvers converge").
 		next if $op->{table} eq 't_fuw' && $fuw_written{ $op->{node} }{ $op->{key} };
-		my ($n, $ts) = run_op($op, $mixed);
+		my ($n, $ts) = run_op($op, 0);
 		next unless $n > 0;
 		$fuw_written{ $op->{node} }{ $op->{key} } = 1 if $op->{table} eq 't_fuw';
 		die "no commit timestamp for a write of $op->{node}" unless defined $ts;

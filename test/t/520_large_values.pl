@@ -63,6 +63,9 @@
 #             an error that names the column and the fix, nothing is
 #             written; once SELECT is granted again it applies and both
 #             nodes hold the updated row.
+# An UPDATE that moves a row into a row filter arrives as an INSERT
+# lacking the large value: read from the provider (or, the row gone
+# there, a WARNING and the later DELETE settles it).
 # conflict_reapply() of a keep_local change with the marker: an UPDATE
 # (the row is there) leaves the large value as it is; an INSERT (the row
 # is gone) is refused with a message that names the column.
@@ -482,5 +485,41 @@ like($err, qr/cannot be re-applied.*\n.*DETAIL:.*lacks the value of big/,
 	'reapply with the marker: the INSERT of a row that is gone is refused, naming the column');
 wait_for_apply_all(\@nodes, label => 'reapplied');
 checksums_match(\@nodes, [ @tables, @more ], 'the end');
+
+# --- a row moved into a row filter --------------------------------------------------
+# n2 receives lv_rf from n1 through set rf, filtered on id < 100.  An
+# UPDATE that moves a row into the filter (its key from 150 to 50) arrives
+# as an INSERT that lacks the large value it left unchanged: n2 reads it
+# from n1.  Moved in and deleted while n2's subscription is disabled, the
+# row is gone from n1 when n2 applies the INSERT: a WARNING, and the
+# DELETE that follows settles it.
+foreach my $n (@nodes)
+{
+	$n->safe_psql('postgres', 'CREATE TABLE lv_rf (id int PRIMARY KEY, n int NOT NULL, big text)');
+}
+$n1->safe_psql('postgres', q{
+	SELECT concord.create_replication_set('rf');
+	SELECT concord.replication_set_add_table('rf', 'lv_rf', row_filter := 'id < 100');});
+subscribe($n2, $n1, name => 'sub_n2_n1_rf', sets => ['rf']);
+wait_replicating([$n2], 'row filter subscription');
+wait_sync_complete([$n2]);
+$n1->safe_psql('postgres', q{INSERT INTO lv_rf SELECT g, 0, big_text(g) FROM generate_series(150, 151) g});
+$n1->safe_psql('postgres', q{UPDATE lv_rf SET id = 50 WHERE id = 150});
+ok(wait_for_apply_one($n2, 'sub_n2_n1_rf', $n1), 'row filter: n2 applied the row moved into the filter');
+is($n2->safe_psql('postgres', 'SELECT id, n, md5(big) FROM lv_rf'), '50|0|' . big_md5('lv_rf', 150),
+	'row filter: the row moved in arrives whole on n2, its large value read from n1');
+$n2->safe_psql('postgres', q{SELECT concord.alter_subscription_disable('sub_n2_n1_rf')});
+$n2->poll_query_until('postgres',
+	q{SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = 'sub_n2_n1_rf'});
+$n1->safe_psql('postgres', q{UPDATE lv_rf SET id = 51 WHERE id = 151});
+$n1->safe_psql('postgres', q{DELETE FROM lv_rf WHERE id = 51});
+my $log_offset = -s $n2->logfile;
+$n2->safe_psql('postgres', q{SELECT concord.alter_subscription_enable('sub_n2_n1_rf')});
+ok(wait_for_apply_one($n2, 'sub_n2_n1_rf', $n1), 'row filter: n2 applied the move in and the delete');
+is($n2->safe_psql('postgres', 'SELECT id FROM lv_rf ORDER BY id'), '50', 'row filter: row 51, gone on n1, is not on n2');
+ok( $n2->log_contains(
+		'WARNING:  subscription "sub_n2_n1_rf": a remote INSERT into public.lv_rf \(id=51\) is not applied: the value of "big" was not sent',
+		$log_offset),
+	'row filter: n2 logs a WARNING that names the row and why it is not applied');
 
 done_testing();
