@@ -62,12 +62,66 @@ carries_table(ConcordSubscription *sub, ApplyRel *arel)
 }
 
 /*
+ * The answers of brings_origin() for the remote transaction being applied
+ * ("<relid> <origin>" strings, in the worker's context): a transaction
+ * whose rows are all missing asks once per table and origin, not per row.
+ */
+static XLogRecPtr CachedLsn = InvalidXLogRecPtr;
+static List *CachedBrings = NIL;
+static List *CachedNot = NIL;
+
+static bool
+cached_answer(ApplyRel *arel, const char *origin, bool *brings)
+{
+	char	   *key = psprintf("%u %s", arel->localid, origin);
+	ListCell   *lc;
+
+	if (CachedLsn != concord_remote_txn->commit_lsn)
+	{
+		list_free_deep(CachedBrings);
+		list_free_deep(CachedNot);
+		CachedBrings = CachedNot = NIL;
+		CachedLsn = concord_remote_txn->commit_lsn;
+	}
+	foreach(lc, CachedBrings)
+	{
+		if (strcmp(lfirst(lc), key) == 0)
+		{
+			*brings = true;
+			return true;
+		}
+	}
+	foreach(lc, CachedNot)
+	{
+		if (strcmp(lfirst(lc), key) == 0)
+		{
+			*brings = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+cache_answer(ApplyRel *arel, const char *origin, bool brings)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+	char	   *key = psprintf("%u %s", arel->localid, origin);
+
+	if (brings)
+		CachedBrings = lappend(CachedBrings, key);
+	else
+		CachedNot = lappend(CachedNot, key);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
  * Whether another subscription of this node (this one is held: it brings
  * nothing meanwhile) brings origin's changes of the table: one to origin,
  * or one that forwards it.
  */
 static bool
-brings_origin(ApplyRel *arel, const char *origin)
+brings_origin_uncached(ApplyRel *arel, const char *origin)
 {
 	ListCell   *lc;
 
@@ -87,6 +141,19 @@ brings_origin(ApplyRel *arel, const char *origin)
 			return true;
 	}
 	return false;
+}
+
+static bool
+brings_origin(ApplyRel *arel, const char *origin)
+{
+	bool		brings;
+
+	if (!cached_answer(arel, origin, &brings))
+	{
+		brings = brings_origin_uncached(arel, origin);
+		cache_answer(arel, origin, brings);
+	}
+	return brings;
 }
 
 /* Whether apply gave up waiting for origin's changes up to upto. */
