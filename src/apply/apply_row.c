@@ -735,6 +735,13 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 		c.resolver = arel->resolver[CONCORD_CONFLICT_UPDATE_DELETED];
 		c.handler = arel->handler[CONCORD_CONFLICT_UPDATE_DELETED];
 		concord_conflict_set_deleted(&c, deleter);
+
+		/*
+		 * Its writer had seen the delete: the row was inserted again, and
+		 * that INSERT has not come yet (causal.c).
+		 */
+		if (!concord_conflict_concurrent(&c))
+			overtook = concord_apply_wait_for_cause(arel, c.key_text);
 	}
 	else
 		overtook = concord_apply_wait_for_cause(arel, c.key_text);

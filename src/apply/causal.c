@@ -6,7 +6,9 @@
  * With more than two nodes a change can travel faster than the change it
  * depends on: node_b updates a row node_a inserted, and node_c receives
  * the UPDATE before the INSERT, its link from node_a being slower or down.
- * The UPDATE finds no row.  Its transaction's SEEN vector (conflict/seen.c)
+ * The UPDATE finds no row (or the tombstone of a delete its writer had
+ * seen: the row was inserted again since).  Its transaction's SEEN vector
+ * (conflict/seen.c)
  * says what its writer had applied of every origin; when that is more of
  * some origin than this node has applied, and another subscription of
  * this node brings that origin's changes of the table (one to that node,
@@ -194,7 +196,8 @@ ts_text(TimestampTz ts)
 }
 
 /*
- * A remote UPDATE found no row (and no tombstone).  Raises the ERROR that
+ * A remote UPDATE found no row (and no tombstone, or one of a delete its
+ * writer had seen: the row was inserted again).  Raises the ERROR that
  * holds it while the change it follows may still come; returns NULL if
  * there is nothing to wait for, or, once apply gave up waiting, why (for
  * the history), and the UPDATE is to be applied as the newer version.

@@ -16,6 +16,12 @@
 #     61..70, n2 updates them, n3 (which has both) updates them again; n4
 #     receives n3's updates first.  Pass: n4 holds them until the links are
 #     up, then every node holds n3's updates, no conflict anywhere.
+#  5. (run before 4) The UPDATE overtakes an INSERT that followed a
+#     DELETE, under first_update_wins: n1 writes and deletes row 200
+#     (everywhere), then, n3's link from n1 down, inserts it again; n2
+#     updates it.  Pass: n3 holds the UPDATE, which meets the tombstone of
+#     a delete its writer had seen, until the INSERT has come; then every
+#     node holds n2's update, no conflict.
 #  4. The cause does not come in time: n3 waits 3 s at most
 #     (concord.causal_wait); its link from n1 is down while n1 inserts rows
 #     101..110 and n2 updates them.  Pass: after the wait n3 applies the
@@ -34,7 +40,11 @@ use Test::More;
 
 my @nodes = concord_nodes(4);
 my ($n1, $n2, $n3, $n4) = @nodes;
-setup_mesh(\@nodes, 'CREATE TABLE ct (id int PRIMARY KEY, v text NOT NULL);', ['ct']);
+setup_mesh(\@nodes,
+	q{CREATE TABLE ct (id int PRIMARY KEY, v text NOT NULL);
+	  CREATE TABLE ct_fuw (id int PRIMARY KEY, v text NOT NULL);
+	  SELECT concord.set_conflict_resolver('ct_fuw', 'first_update_wins');},
+	[ 'ct', 'ct_fuw' ]);
 
 sub link_down
 {
@@ -150,6 +160,30 @@ wait_for_apply_all(\@nodes, label => 'two hops: links up');
 is(rows($_, 61, 70), '10 n3 upd', 'two hops: ' . $_->name . " holds n3's updates") foreach @nodes;
 no_conflicts('two hops', $marks);
 
+# --- 5. the UPDATE overtakes the INSERT after a DELETE -----------------------------------
+# ct_fuw (first_update_wins): row 200 written and deleted by n1, replicated
+# everywhere (a tombstone on every node); n3's link from n1 down; n1
+# inserts row 200 again, n2 updates it; n3 receives the UPDATE, finds the
+# tombstone of a delete its writer had seen, and holds it until the
+# INSERT has come.  (Without the hold, first_update_wins let the earlier
+# DELETE win on n3, and the late INSERT then left n3 with n1's row.)
+$marks = history_marks();
+$n1->safe_psql('postgres', q{INSERT INTO ct_fuw VALUES (200, 'n1 ins')});
+wait_for_apply_all(\@nodes, label => 'insert after delete: row written');
+$n1->safe_psql('postgres', q{DELETE FROM ct_fuw WHERE id = 200});
+wait_for_apply_all(\@nodes, label => 'insert after delete: row deleted');
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{INSERT INTO ct_fuw VALUES (200, 'n1 again')});
+applied($n2, $n1, 'insert after delete');
+$n2->safe_psql('postgres', q{UPDATE ct_fuw SET v = 'n2 upd' WHERE id = 200});
+holds($n3, 'sub_n3_n2', 'n1', 'insert after delete');
+link_up($n3, $n1);
+wait_replicating(\@nodes, 'insert after delete: link up');
+wait_for_apply_all(\@nodes, label => 'insert after delete: link up');
+is($_->safe_psql('postgres', 'SELECT v FROM ct_fuw WHERE id = 200'), 'n2 upd',
+	'insert after delete: ' . $_->name . " holds n2's update") foreach @nodes;
+no_conflicts('insert after delete', $marks);
+
 # --- 4. the cause does not come in time ---------------------------------------------------
 $n3->safe_psql('postgres', q{ALTER SYSTEM SET concord.causal_wait = '3s'; SELECT pg_reload_conf();});
 link_down($n3, $n1);
@@ -173,7 +207,7 @@ is( $n3->safe_psql('postgres', q{
 		SELECT count(*) || ' ' || string_agg(DISTINCT resolution, ',') FROM concord.conflict_history
 		 WHERE conflict_type = 'insert_exists' AND (key->>'id')::int BETWEEN 101 AND 110}),
 	'10 keep_local', "no cause in time: n1's late inserts lose to the newer updates on n3");
-checksums_match(\@nodes, ['ct'], 'the end');
+checksums_match(\@nodes, [ 'ct', 'ct_fuw' ], 'the end');
 $n3->safe_psql('postgres', q{ALTER SYSTEM RESET concord.causal_wait; SELECT pg_reload_conf();});
 
 done_testing();
