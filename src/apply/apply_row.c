@@ -53,35 +53,6 @@ bool		concord_apply_careful = false;
 int			concord_apply_conflicts = 0;
 
 
-/*
- * Whether the current remote change wrote the table (its row, a handler's
- * row, a rival's deletion): if not, forward.c passes it on as it came.
- */
-static bool ChangeWritten = false;
-
-static void
-row_insert(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
-{
-	ExecSimpleRelationInsert(rri, estate, slot);
-	ChangeWritten = true;
-}
-
-static void
-row_update(ResultRelInfo *rri, EState *estate, EPQState *epq,
-		   TupleTableSlot *searchslot, TupleTableSlot *slot)
-{
-	ExecSimpleRelationUpdate(rri, estate, epq, searchslot, slot);
-	ChangeWritten = true;
-}
-
-static void
-row_delete(ResultRelInfo *rri, EState *estate, EPQState *epq,
-		   TupleTableSlot *searchslot)
-{
-	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
-	ChangeWritten = true;
-}
-
 /* One table's executor state for the duration of one change. */
 typedef struct ApplyExec
 {
@@ -378,10 +349,10 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		{
 			check_handler_key(arel, c, row);
 			if (c->target)
-				row_update(ex->rri, ex->estate, &ex->epqstate,
+				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
 										 c->target, row);
 			else
-				row_insert(ex->rri, ex->estate, row);
+				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
 			c->handler_row = row;
 			res = CONCORD_RESOLUTION_HANDLER_ROW;
 		}
@@ -474,7 +445,7 @@ converges(ConcordResolver resolver)
 static void
 delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
 {
-	row_delete(ex->rri, ex->estate, &ex->epqstate, c->local);
+	ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, c->local);
 	concord_tombstone_record(ex->rel, c->local);
 	/* The UPDATE's own key, if it changed it: the provider's next change
 	 * of the row looks for that one. */
@@ -537,7 +508,7 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
+		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
 	concord_conflict_record(&c, res, remote);
 }
 
@@ -585,20 +556,20 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 	{
 		foreach(lc, others)
 		{
-			row_delete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
+			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
 			concord_tombstone_record(ex->rel, lfirst(lc));
 		}
 		if (target)
-			row_update(ex->rri, ex->estate, &ex->epqstate, target, remote);
+			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, target, remote);
 		else
-			row_insert(ex->rri, ex->estate, remote);
+			ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
 	}
 	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
 			 (c.resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
 			  c.resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
 			  c.resolver == CONCORD_RESOLVER_REPLICA_PRIORITY))
 	{
-		row_delete(ex->rri, ex->estate, &ex->epqstate, target);
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, target);
 		concord_tombstone_record(ex->rel, target);
 	}
 	concord_conflict_record(&c, res, remote);
@@ -635,7 +606,7 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 	CommandCounterIncrement();	/* the inserted row, visible to what follows */
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
-		row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
+		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, inserted);
 	concord_conflict_record(&c, res, inserted);
 }
 
@@ -667,7 +638,6 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			return;
 		}
 	}
-	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -684,18 +654,15 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			insert_exists(&ex, arel, local, slot, newtup);
 		else
 		{
-			row_insert(ex.rri, ex.estate, slot);
+			ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 			insert_deleted(&ex, arel, slot, newtup);
 		}
 	}
 	else
 	{
-		row_insert(ex.rri, ex.estate, slot);
+		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
 		insert_deleted(&ex, arel, slot, newtup);
 	}
-	if (!ChangeWritten)
-		concord_apply_forward(arel, ex.rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
-							  NULL, slot, newtup);
 	exec_end(&ex);
 }
 
@@ -791,7 +758,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 			c.unsent_columns = concord_apply_unsent_names(arel, newtup);
 	}
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		row_insert(ex->rri, ex->estate, newslot);
+		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
 	concord_conflict_record(&c, res, newslot);
 }
 
@@ -824,7 +791,6 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
-	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_UPDATE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
@@ -846,15 +812,11 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 			if (others != NIL)
 				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
 			else
-				row_update(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+				ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
 		}
 	}
 	else
 		update_missing(&ex, arel, &upd, search, newslot);
-	if (!ChangeWritten)
-		concord_apply_forward(arel, ex.rel, CONCORD_MSG_UPDATE, oldkind,
-							  oldkind != CONCORD_OLD_NONE ? search : NULL,
-							  newslot, newtup);
 	exec_end(&ex);
 }
 
@@ -886,7 +848,8 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 }
 
 void
-concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
+concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
+					 ConcordTuple *oldtup)
 {
 	ApplyExec	ex;
 	TupleTableSlot *search;
@@ -894,7 +857,6 @@ concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 
 	check_key(arel);
 	concord_apply_lock_key(arel, oldtup);
-	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_DELETE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -904,14 +866,11 @@ concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 						   local, search, oldtup, NULL))
 		{
-			row_delete(ex.rri, ex.estate, &ex.epqstate, local);
+			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
 			concord_tombstone_record(ex.rel, local);
 		}
 	}
 	else
 		delete_missing(&ex, arel, search, oldtup);
-	if (!ChangeWritten)
-		concord_apply_forward(arel, ex.rel, CONCORD_MSG_DELETE, oldkind, search,
-							  NULL, NULL);
 	exec_end(&ex);
 }

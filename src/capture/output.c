@@ -23,7 +23,6 @@
 
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
-#include "libpq/pqformat.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
@@ -425,6 +424,51 @@ prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	return true;
 }
 
+static void send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+						Relation rel, ConcordOutputRel *entry,
+						ReorderBufferChange *change);
+
+static void
+send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			ConcordOutputRel *entry, ReorderBufferChange *change)
+{
+	HeapTuple	oldtuple = change->data.tp.oldtuple ?
+		&change->data.tp.oldtuple->tuple : NULL;
+	HeapTuple	newtuple = change->data.tp.newtuple ?
+		&change->data.tp.newtuple->tuple : NULL;
+	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			if (!entry->ship_insert || newtuple == NULL ||
+				!concord_output_rel_filter(entry, newtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_insert(ctx->out, rel, newtuple, entry->columns);
+			message_end(ctx, true, false);
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			if (!entry->ship_update || newtuple == NULL)
+				return;
+			send_update(ctx, txn, rel, entry, change);
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			if (!entry->ship_delete || oldtuple == NULL ||
+				!concord_output_rel_filter(entry, oldtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
+								 entry->columns);
+			message_end(ctx, true, false);
+			break;
+		default:
+			break;
+	}
+}
+
 /*
  * An UPDATE moving a row into or out of the row filter becomes an INSERT
  * or a DELETE for the subscriber, so that it holds exactly the rows that
@@ -433,8 +477,11 @@ prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
  */
 static void
 send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-			ConcordOutputRel *entry, HeapTuple oldtuple, HeapTuple newtuple)
+			ConcordOutputRel *entry, ReorderBufferChange *change)
 {
+	HeapTuple	oldtuple = change->data.tp.oldtuple ?
+		&change->data.tp.oldtuple->tuple : NULL;
+	HeapTuple	newtuple = &change->data.tp.newtuple->tuple;
 	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
 	bool		new_match = concord_output_rel_filter(entry, newtuple);
 	bool		old_match = oldtuple ?
@@ -452,70 +499,6 @@ send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 		concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
 							 entry->columns);
 	message_end(ctx, true, false);
-}
-
-/* Ships one change (action I, U or D) of rel, if the set ships it. */
-static void
-send_tuples(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-			ConcordOutputRel *entry, char action, HeapTuple oldtuple,
-			HeapTuple newtuple)
-{
-	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
-
-	switch (action)
-	{
-		case CONCORD_MSG_INSERT:
-			if (!entry->ship_insert || newtuple == NULL ||
-				!concord_output_rel_filter(entry, newtuple) ||
-				!prepare_change(ctx, txn, rel, entry))
-				return;
-			message_start(ctx, true);
-			concord_write_insert(ctx->out, rel, newtuple, entry->columns);
-			message_end(ctx, true, false);
-			break;
-		case CONCORD_MSG_UPDATE:
-			if (!entry->ship_update || newtuple == NULL)
-				return;
-			send_update(ctx, txn, rel, entry, oldtuple, newtuple);
-			break;
-		case CONCORD_MSG_DELETE:
-			if (!entry->ship_delete || oldtuple == NULL ||
-				!concord_output_rel_filter(entry, oldtuple) ||
-				!prepare_change(ctx, txn, rel, entry))
-				return;
-			message_start(ctx, true);
-			concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
-								 entry->columns);
-			message_end(ctx, true, false);
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-			ConcordOutputRel *entry, ReorderBufferChange *change)
-{
-	HeapTuple	oldtuple = change->data.tp.oldtuple ?
-		&change->data.tp.oldtuple->tuple : NULL;
-	HeapTuple	newtuple = change->data.tp.newtuple ?
-		&change->data.tp.newtuple->tuple : NULL;
-
-	switch (change->action)
-	{
-		case REORDER_BUFFER_CHANGE_INSERT:
-			send_tuples(ctx, txn, rel, entry, CONCORD_MSG_INSERT, oldtuple, newtuple);
-			break;
-		case REORDER_BUFFER_CHANGE_UPDATE:
-			send_tuples(ctx, txn, rel, entry, CONCORD_MSG_UPDATE, oldtuple, newtuple);
-			break;
-		case REORDER_BUFFER_CHANGE_DELETE:
-			send_tuples(ctx, txn, rel, entry, CONCORD_MSG_DELETE, oldtuple, newtuple);
-			break;
-		default:
-			break;
-	}
 }
 
 static void
@@ -570,77 +553,6 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	MemoryContextReset(data->change_context);
 }
 
-/* A heap tuple of the payload, copied to be aligned. */
-static void
-read_heap_tuple(StringInfo in, Oid relid, HeapTuple tuple)
-{
-	uint32		len = pq_getmsgint(in, 4);
-
-	tuple->t_len = len;
-	tuple->t_tableOid = relid;
-	ItemPointerSetInvalid(&tuple->t_self);
-	tuple->t_data = palloc(len);
-	memcpy(tuple->t_data, pq_getmsgbytes(in, len), len);
-}
-
-/*
- * A change that apply received here and did not apply (apply/forward.c):
- * shipped as a change of its transaction, whose origin is the change's
- * own, to the subscribers that take that origin, through the same row
- * filters and column lists as any change; the columns it did not carry go
- * as unchanged.
- */
-static void
-output_unapplied(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-				 const char *message, Size message_size)
-{
-	OutputData *data = ctx->output_plugin_private;
-	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
-	StringInfoData in;
-	Oid			relid;
-	char		action;
-	char		oldkind;
-	HeapTupleData oldtuple;
-	HeapTupleData newtuple;
-	Bitmapset  *unsent = NULL;
-	Relation	rel;
-
-	in.data = (char *) message;
-	in.len = in.maxlen = message_size;
-	in.cursor = 0;
-	relid = pq_getmsgint(&in, 4);
-	action = pq_getmsgbyte(&in);
-	oldkind = pq_getmsgbyte(&in);
-	if (oldkind != CONCORD_OLD_NONE)
-		read_heap_tuple(&in, relid, &oldtuple);
-	if (action != CONCORD_MSG_DELETE)
-	{
-		int			n;
-
-		read_heap_tuple(&in, relid, &newtuple);
-		n = pq_getmsgint(&in, 2);
-		for (int i = 0; i < n; i++)
-			unsent = bms_add_member(unsent, pq_getmsgint(&in, 2));
-	}
-	rel = RelationIdGetRelation(relid);
-	if (RelationIsValid(rel))
-	{
-		ConcordOutputRel *entry = concord_output_rel_get(rel);
-
-		if (entry->replicated)
-		{
-			concord_write_force_unchanged(unsent);
-			send_tuples(ctx, txn, rel, entry, action,
-						oldkind != CONCORD_OLD_NONE ? &oldtuple : NULL,
-						action != CONCORD_MSG_DELETE ? &newtuple : NULL);
-			concord_write_force_unchanged(NULL);
-		}
-		RelationClose(rel);
-	}
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(data->change_context);
-}
-
 /*
  * The writer's vector (seen.c) travels as a SEEN message.  Before the
  * transaction's first shipped change it waits (the last one logged
@@ -656,12 +568,6 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputTxn  *otxn;
 
 	note_change(ctx);
-	if (transactional && txn != NULL &&
-		strcmp(prefix, CONCORD_UNAPPLIED_PREFIX) == 0)
-	{
-		output_unapplied(ctx, txn, message, message_size);
-		return;
-	}
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
 		return;
 	otxn = txn->output_plugin_private;

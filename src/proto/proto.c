@@ -172,19 +172,6 @@ concord_read_relation(StringInfo in)
  * else).  An unchanged TOAST value, stored out of line and absent from
  * WAL, goes as "unchanged" so that apply keeps the local value.
  */
-/*
- * Columns (attnums) the tuples written from here on carry as unchanged,
- * whatever they hold: those of a change apply passes on unapplied
- * (capture/output.c), which it did not receive.  NULL: none.
- */
-static Bitmapset *ForcedUnchanged = NULL;
-
-void
-concord_write_force_unchanged(Bitmapset *columns)
-{
-	ForcedUnchanged = columns;
-}
-
 static void
 write_tuple(StringInfo out, Relation rel, HeapTuple tuple, Bitmapset *columns)
 {
@@ -203,11 +190,6 @@ write_tuple(StringInfo out, Relation rel, HeapTuple tuple, Bitmapset *columns)
 
 		if (!column_shipped(att, columns))
 			continue;
-		if (bms_is_member(att->attnum, ForcedUnchanged))
-		{
-			pq_sendbyte(out, CONCORD_COL_UNCHANGED);
-			continue;
-		}
 		if (nulls[i])
 		{
 			pq_sendbyte(out, CONCORD_COL_NULL);

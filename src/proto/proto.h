@@ -115,10 +115,6 @@ extern void concord_write_begin(StringInfo out, const ConcordBeginMsg *msg);
 extern void concord_write_commit(StringInfo out, const ConcordCommitMsg *msg);
 extern void concord_write_relation(StringInfo out, Relation rel,
 								   Bitmapset *columns);
-/* A change apply received and did not apply, logged for forwarding. */
-#define CONCORD_UNAPPLIED_PREFIX	"concord.unapplied"
-
-extern void concord_write_force_unchanged(Bitmapset *columns);
 extern void concord_write_insert(StringInfo out, Relation rel,
 								 HeapTuple newtuple, Bitmapset *columns);
 extern void concord_write_update(StringInfo out, Relation rel,
