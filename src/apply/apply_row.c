@@ -565,9 +565,7 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 			ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
 	}
 	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
-			 (c.resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
-			  c.resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
-			  c.resolver == CONCORD_RESOLVER_REPLICA_PRIORITY))
+			 converges(c.resolver))
 	{
 		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, target);
 		concord_tombstone_record(ex->rel, target);

@@ -195,6 +195,14 @@ ts_text(TimestampTz ts)
 	return ts == 0 ? "none of them" : pstrdup(timestamptz_to_str(ts));
 }
 
+/* The history's message for an UPDATE apply no longer holds. */
+static char *
+gave_up_message(const char *origin, TimestampTz wanted, TimestampTz have)
+{
+	return psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
+					origin, ts_text(wanted), ts_text(have));
+}
+
 /*
  * A remote UPDATE found no row (and no tombstone, or one of a delete its
  * writer had seen: the row was inserted again).  Raises the ERROR that
@@ -231,8 +239,7 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 		LWLockRelease(ConcordShmem->lock);
 		if (skip)
 		{
-			given_up = psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
-								e->origin, ts_text(e->commit_ts), ts_text(local));
+			given_up = gave_up_message(e->origin, e->commit_ts, local);
 			continue;
 		}
 		origin = e->origin;
@@ -266,6 +273,5 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 	}
 	give_up(origin, wanted);
 	LWLockRelease(ConcordShmem->lock);
-	return psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
-					origin, ts_text(wanted), ts_text(have));
+	return gave_up_message(origin, wanted, have);
 }
