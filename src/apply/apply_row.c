@@ -53,6 +53,35 @@ bool		concord_apply_careful = false;
 int			concord_apply_conflicts = 0;
 
 
+/*
+ * Whether the current remote change wrote the table (its row, a handler's
+ * row, a rival's deletion): if not, forward.c passes it on as it came.
+ */
+static bool ChangeWritten = false;
+
+static void
+row_insert(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
+{
+	ExecSimpleRelationInsert(rri, estate, slot);
+	ChangeWritten = true;
+}
+
+static void
+row_update(ResultRelInfo *rri, EState *estate, EPQState *epq,
+		   TupleTableSlot *searchslot, TupleTableSlot *slot)
+{
+	ExecSimpleRelationUpdate(rri, estate, epq, searchslot, slot);
+	ChangeWritten = true;
+}
+
+static void
+row_delete(ResultRelInfo *rri, EState *estate, EPQState *epq,
+		   TupleTableSlot *searchslot)
+{
+	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
+	ChangeWritten = true;
+}
+
 /* One table's executor state for the duration of one change. */
 typedef struct ApplyExec
 {
@@ -340,6 +369,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 												 RelationGetDescr(ex->rel),
 												 &TTSOpsVirtual);
 	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
+	bool		written = ChangeWritten;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -349,10 +379,9 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		{
 			check_handler_key(arel, c, row);
 			if (c->target)
-				ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate,
-										 c->target, row);
+				row_update(ex->rri, ex->estate, &ex->epqstate, c->target, row);
 			else
-				ExecSimpleRelationInsert(ex->rri, ex->estate, row);
+				row_insert(ex->rri, ex->estate, row);
 			c->handler_row = row;
 			res = CONCORD_RESOLUTION_HANDLER_ROW;
 		}
@@ -372,6 +401,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		ChangeWritten = written;	/* its row was rolled back */
 		if (!handler_error_skips(edata))
 			ReThrowError(edata);
 		c->handler_row = NULL;
@@ -445,7 +475,7 @@ converges(ConcordResolver resolver)
 static void
 delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
 {
-	ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, c->local);
+	row_delete(ex->rri, ex->estate, &ex->epqstate, c->local);
 	concord_tombstone_record(ex->rel, c->local);
 	/* The UPDATE's own key, if it changed it: the provider's next change
 	 * of the row looks for that one. */
@@ -508,7 +538,7 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, local, remote);
+		row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
 	concord_conflict_record(&c, res, remote);
 }
 
@@ -556,18 +586,18 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 	{
 		foreach(lc, others)
 		{
-			ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
+			row_delete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
 			concord_tombstone_record(ex->rel, lfirst(lc));
 		}
 		if (target)
-			ExecSimpleRelationUpdate(ex->rri, ex->estate, &ex->epqstate, target, remote);
+			row_update(ex->rri, ex->estate, &ex->epqstate, target, remote);
 		else
-			ExecSimpleRelationInsert(ex->rri, ex->estate, remote);
+			row_insert(ex->rri, ex->estate, remote);
 	}
 	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
 			 converges(c.resolver))
 	{
-		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, target);
+		row_delete(ex->rri, ex->estate, &ex->epqstate, target);
 		concord_tombstone_record(ex->rel, target);
 	}
 	concord_conflict_record(&c, res, remote);
@@ -604,7 +634,7 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 	CommandCounterIncrement();	/* the inserted row, visible to what follows */
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
-		ExecSimpleRelationDelete(ex->rri, ex->estate, &ex->epqstate, inserted);
+		row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
 	concord_conflict_record(&c, res, inserted);
 }
 
@@ -636,6 +666,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			return;
 		}
 	}
+	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -652,15 +683,18 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			insert_exists(&ex, arel, local, slot, newtup);
 		else
 		{
-			ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+			row_insert(ex.rri, ex.estate, slot);
 			insert_deleted(&ex, arel, slot, newtup);
 		}
 	}
 	else
 	{
-		ExecSimpleRelationInsert(ex.rri, ex.estate, slot);
+		row_insert(ex.rri, ex.estate, slot);
 		insert_deleted(&ex, arel, slot, newtup);
 	}
+	if (!ChangeWritten)
+		concord_apply_forward(arel, ex.rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
+							  NULL, slot, false);
 	exec_end(&ex);
 }
 
@@ -756,7 +790,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 			c.unsent_columns = concord_apply_unsent_names(arel, newtup);
 	}
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		ExecSimpleRelationInsert(ex->rri, ex->estate, newslot);
+		row_insert(ex->rri, ex->estate, newslot);
 	concord_conflict_record(&c, res, newslot);
 }
 
@@ -771,6 +805,42 @@ check_key(ApplyRel *arel)
 						arel->key_problem),
 				 errdetail("UPDATE and DELETE find their row by the provider's key; this table could not find it."),
 				 errhint("Give the table the same primary key or replica identity on both nodes; the subscription retries the change.")));
+}
+
+/*
+ * A remote UPDATE that wrote nothing here goes on to the nodes that take
+ * its origin from this one (forward.c), with its whole row: a node further
+ * down that needs a value it left unchanged would read it from this node,
+ * which does not hold its version, so the values are filled in here as in
+ * a conflict (from the old row under REPLICA IDENTITY FULL, or read from
+ * the provider, unsent.c).  If the provider no longer has the row, a later
+ * change there deleted it or moved it, and goes the same way: that one
+ * settles the key further down, and this one is not passed on.
+ */
+static void
+forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
+			   TupleTableSlot *search, TupleTableSlot *newslot)
+{
+	if (upd->fullold && !concord_apply_tuple_complete(upd->newtup))
+		concord_apply_unsent_from_old(upd->newtup, upd->fullold);
+	if (!concord_apply_tuple_complete(upd->newtup))
+	{
+		char	   *why;
+
+		if (concord_apply_fetch_unsent(arel, upd->keytup, upd->newtup,
+									   &why) != CONCORD_UNSENT_READ)
+		{
+			ereport(LOG,
+					(errmsg("subscription \"%s\": a remote UPDATE of %s (%s) that was not applied here is not passed on: %s",
+							concord_remote_txn->sub_name, arel->qualname,
+							concord_apply_key_text(arel, upd->keytup), why)));
+			return;
+		}
+	}
+	fill_slot(ex, arel, upd->newtup, newslot, upd->base, FILL_ROW);
+	concord_apply_forward(arel, ex->rel, CONCORD_MSG_UPDATE, oldkind,
+						  oldkind != CONCORD_OLD_NONE ? search : NULL,
+						  newslot, upd->base != NULL);
 }
 
 void
@@ -789,6 +859,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
+	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_UPDATE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
@@ -810,11 +881,13 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 			if (others != NIL)
 				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
 			else
-				ExecSimpleRelationUpdate(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+				row_update(ex.rri, ex.estate, &ex.epqstate, local, newslot);
 		}
 	}
 	else
 		update_missing(&ex, arel, &upd, search, newslot);
+	if (!ChangeWritten)
+		forward_update(&ex, arel, &upd, oldkind, search, newslot);
 	exec_end(&ex);
 }
 
@@ -846,8 +919,7 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 }
 
 void
-concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
-					 ConcordTuple *oldtup)
+concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 {
 	ApplyExec	ex;
 	TupleTableSlot *search;
@@ -855,6 +927,7 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 
 	check_key(arel);
 	concord_apply_lock_key(arel, oldtup);
+	ChangeWritten = false;
 	exec_begin(&ex, arel, ACL_DELETE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
@@ -864,11 +937,14 @@ concord_apply_delete(ApplyRel *arel, char oldkind pg_attribute_unused(),
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 						   local, search, oldtup, NULL))
 		{
-			ExecSimpleRelationDelete(ex.rri, ex.estate, &ex.epqstate, local);
+			row_delete(ex.rri, ex.estate, &ex.epqstate, local);
 			concord_tombstone_record(ex.rel, local);
 		}
 	}
 	else
 		delete_missing(&ex, arel, search, oldtup);
+	if (!ChangeWritten)
+		concord_apply_forward(arel, ex.rel, CONCORD_MSG_DELETE, oldkind, search,
+							  NULL, false);
 	exec_end(&ex);
 }

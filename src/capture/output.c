@@ -23,6 +23,7 @@
 
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
+#include "libpq/pqformat.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
@@ -424,50 +425,19 @@ prepare_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	return true;
 }
 
-static void send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
-						Relation rel, ConcordOutputRel *entry,
-						ReorderBufferChange *change);
-
-static void
-send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-			ConcordOutputRel *entry, ReorderBufferChange *change)
+/*
+ * One change to ship: from WAL (send_change) or passed on unapplied
+ * (output_unapplied).  unchanged: columns of the new tuple that go as
+ * unchanged whatever they hold (attnums), NULL for none.
+ */
+typedef struct ShippedChange
 {
-	HeapTuple	oldtuple = change->data.tp.oldtuple ?
-		&change->data.tp.oldtuple->tuple : NULL;
-	HeapTuple	newtuple = change->data.tp.newtuple ?
-		&change->data.tp.newtuple->tuple : NULL;
-	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
-
-	switch (change->action)
-	{
-		case REORDER_BUFFER_CHANGE_INSERT:
-			if (!entry->ship_insert || newtuple == NULL ||
-				!concord_output_rel_filter(entry, newtuple) ||
-				!prepare_change(ctx, txn, rel, entry))
-				return;
-			message_start(ctx, true);
-			concord_write_insert(ctx->out, rel, newtuple, entry->columns);
-			message_end(ctx, true, false);
-			break;
-		case REORDER_BUFFER_CHANGE_UPDATE:
-			if (!entry->ship_update || newtuple == NULL)
-				return;
-			send_update(ctx, txn, rel, entry, change);
-			break;
-		case REORDER_BUFFER_CHANGE_DELETE:
-			if (!entry->ship_delete || oldtuple == NULL ||
-				!concord_output_rel_filter(entry, oldtuple) ||
-				!prepare_change(ctx, txn, rel, entry))
-				return;
-			message_start(ctx, true);
-			concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
-								 entry->columns);
-			message_end(ctx, true, false);
-			break;
-		default:
-			break;
-	}
-}
+	char		action;			/* CONCORD_MSG_INSERT, _UPDATE or _DELETE */
+	HeapTuple	oldtuple;
+	bool		old_is_key;		/* oldtuple is the key, not the whole row */
+	HeapTuple	newtuple;
+	Bitmapset  *unchanged;
+} ShippedChange;
 
 /*
  * An UPDATE moving a row into or out of the row filter becomes an INSERT
@@ -477,28 +447,90 @@ send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
  */
 static void
 send_update(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-			ConcordOutputRel *entry, ReorderBufferChange *change)
+			ConcordOutputRel *entry, const ShippedChange *sc)
 {
-	HeapTuple	oldtuple = change->data.tp.oldtuple ?
-		&change->data.tp.oldtuple->tuple : NULL;
-	HeapTuple	newtuple = &change->data.tp.newtuple->tuple;
-	bool		old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
-	bool		new_match = concord_output_rel_filter(entry, newtuple);
-	bool		old_match = oldtuple ?
-		concord_output_rel_filter(entry, oldtuple) : new_match;
+	bool		new_match = concord_output_rel_filter(entry, sc->newtuple);
+	bool		old_match = sc->oldtuple ?
+		concord_output_rel_filter(entry, sc->oldtuple) : new_match;
 
 	if ((!old_match && !new_match) || !prepare_change(ctx, txn, rel, entry))
 		return;
 	message_start(ctx, true);
 	if (old_match && new_match)
-		concord_write_update(ctx->out, rel, oldtuple, old_is_key, newtuple,
-							 entry->columns);
+		concord_write_update(ctx->out, rel, sc->oldtuple, sc->old_is_key,
+							 sc->newtuple, entry->columns, sc->unchanged);
 	else if (new_match)
-		concord_write_insert(ctx->out, rel, newtuple, entry->columns);
+		concord_write_insert(ctx->out, rel, sc->newtuple, entry->columns,
+							 sc->unchanged);
 	else
-		concord_write_delete(ctx->out, rel, oldtuple, old_is_key,
+		concord_write_delete(ctx->out, rel, sc->oldtuple, sc->old_is_key,
 							 entry->columns);
 	message_end(ctx, true, false);
+}
+
+/* Ships one change of rel, if the set ships it. */
+static void
+send_tuples(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			ConcordOutputRel *entry, const ShippedChange *sc)
+{
+	switch (sc->action)
+	{
+		case CONCORD_MSG_INSERT:
+			if (!entry->ship_insert || sc->newtuple == NULL ||
+				!concord_output_rel_filter(entry, sc->newtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_insert(ctx->out, rel, sc->newtuple, entry->columns,
+								 sc->unchanged);
+			message_end(ctx, true, false);
+			break;
+		case CONCORD_MSG_UPDATE:
+			if (!entry->ship_update || sc->newtuple == NULL)
+				return;
+			send_update(ctx, txn, rel, entry, sc);
+			break;
+		case CONCORD_MSG_DELETE:
+			if (!entry->ship_delete || sc->oldtuple == NULL ||
+				!concord_output_rel_filter(entry, sc->oldtuple) ||
+				!prepare_change(ctx, txn, rel, entry))
+				return;
+			message_start(ctx, true);
+			concord_write_delete(ctx->out, rel, sc->oldtuple, sc->old_is_key,
+								 entry->columns);
+			message_end(ctx, true, false);
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+send_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			ConcordOutputRel *entry, ReorderBufferChange *change)
+{
+	ShippedChange sc = {0};
+
+	sc.oldtuple = change->data.tp.oldtuple ?
+		&change->data.tp.oldtuple->tuple : NULL;
+	sc.old_is_key = rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL;
+	sc.newtuple = change->data.tp.newtuple ?
+		&change->data.tp.newtuple->tuple : NULL;
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			sc.action = CONCORD_MSG_INSERT;
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			sc.action = CONCORD_MSG_UPDATE;
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			sc.action = CONCORD_MSG_DELETE;
+			break;
+		default:
+			return;
+	}
+	send_tuples(ctx, txn, rel, entry, &sc);
 }
 
 static void
@@ -553,6 +585,75 @@ output_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	MemoryContextReset(data->change_context);
 }
 
+/* A heap tuple of the payload, copied to be aligned. */
+static void
+read_heap_tuple(StringInfo in, Oid relid, HeapTuple tuple)
+{
+	uint32		len = pq_getmsgint(in, 4);
+
+	tuple->t_len = len;
+	tuple->t_tableOid = relid;
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_data = palloc(len);
+	memcpy(tuple->t_data, pq_getmsgbytes(in, len), len);
+}
+
+/*
+ * A change that apply received here and did not apply (apply/forward.c):
+ * shipped as a change of its transaction, whose origin is the change's
+ * own, to the subscribers that take that origin, through the same row
+ * filters and column lists as any change; the columns it did not carry go
+ * as unchanged.
+ */
+static void
+output_unapplied(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+				 const char *message, Size message_size)
+{
+	OutputData *data = ctx->output_plugin_private;
+	MemoryContext oldcxt = MemoryContextSwitchTo(data->change_context);
+	StringInfoData in;
+	Oid			relid;
+	char		oldkind;
+	HeapTupleData oldtuple;
+	HeapTupleData newtuple;
+	ShippedChange sc = {0};
+	Relation	rel;
+
+	in.data = (char *) message;
+	in.len = in.maxlen = message_size;
+	in.cursor = 0;
+	relid = pq_getmsgint(&in, 4);
+	sc.action = pq_getmsgbyte(&in);
+	oldkind = pq_getmsgbyte(&in);
+	if (oldkind != CONCORD_OLD_NONE)
+	{
+		read_heap_tuple(&in, relid, &oldtuple);
+		sc.oldtuple = &oldtuple;
+		sc.old_is_key = oldkind != CONCORD_OLD_FULL;
+	}
+	if (sc.action != CONCORD_MSG_DELETE)
+	{
+		int			n;
+
+		read_heap_tuple(&in, relid, &newtuple);
+		sc.newtuple = &newtuple;
+		n = pq_getmsgint(&in, 2);
+		for (int i = 0; i < n; i++)
+			sc.unchanged = bms_add_member(sc.unchanged, pq_getmsgint(&in, 2));
+	}
+	rel = RelationIdGetRelation(relid);
+	if (RelationIsValid(rel))
+	{
+		ConcordOutputRel *entry = concord_output_rel_get(rel);
+
+		if (entry->replicated)
+			send_tuples(ctx, txn, rel, entry, &sc);
+		RelationClose(rel);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(data->change_context);
+}
+
 /*
  * The writer's vector (seen.c) travels as a SEEN message.  Before the
  * transaction's first shipped change it waits (the last one logged
@@ -568,6 +669,12 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputTxn  *otxn;
 
 	note_change(ctx);
+	if (transactional && txn != NULL &&
+		strcmp(prefix, CONCORD_UNAPPLIED_PREFIX) == 0)
+	{
+		output_unapplied(ctx, txn, message, message_size);
+		return;
+	}
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
 		return;
 	otxn = txn->output_plugin_private;

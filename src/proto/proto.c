@@ -170,10 +170,13 @@ concord_read_relation(StringInfo in)
  * Writes the shipped columns of a tuple.  With key_only, columns outside
  * the replica identity go as NULL (the old key tuple of WAL has nothing
  * else).  An unchanged TOAST value, stored out of line and absent from
- * WAL, goes as "unchanged" so that apply keeps the local value.
+ * WAL, goes as "unchanged" so that apply keeps the local value; so do
+ * the columns in unchanged (attnums; those a forwarded change did not
+ * carry, capture/output.c).
  */
 static void
-write_tuple(StringInfo out, Relation rel, HeapTuple tuple, Bitmapset *columns)
+write_tuple(StringInfo out, Relation rel, HeapTuple tuple, Bitmapset *columns,
+			Bitmapset *unchanged)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
@@ -190,6 +193,11 @@ write_tuple(StringInfo out, Relation rel, HeapTuple tuple, Bitmapset *columns)
 
 		if (!column_shipped(att, columns))
 			continue;
+		if (bms_is_member(att->attnum, unchanged))
+		{
+			pq_sendbyte(out, CONCORD_COL_UNCHANGED);
+			continue;
+		}
 		if (nulls[i])
 		{
 			pq_sendbyte(out, CONCORD_COL_NULL);
@@ -260,10 +268,10 @@ write_change_header(StringInfo out, char type, Relation rel)
 
 void
 concord_write_insert(StringInfo out, Relation rel, HeapTuple newtuple,
-					 Bitmapset *columns)
+					 Bitmapset *columns, Bitmapset *unchanged)
 {
 	write_change_header(out, CONCORD_MSG_INSERT, rel);
-	write_tuple(out, rel, newtuple, columns);
+	write_tuple(out, rel, newtuple, columns, unchanged);
 }
 
 Oid
@@ -279,7 +287,8 @@ concord_read_insert(StringInfo in, ConcordTuple *newtup)
 
 void
 concord_write_update(StringInfo out, Relation rel, HeapTuple oldtuple,
-					 bool old_is_key, HeapTuple newtuple, Bitmapset *columns)
+					 bool old_is_key, HeapTuple newtuple, Bitmapset *columns,
+					 Bitmapset *unchanged)
 {
 	write_change_header(out, CONCORD_MSG_UPDATE, rel);
 	if (oldtuple == NULL)
@@ -287,9 +296,9 @@ concord_write_update(StringInfo out, Relation rel, HeapTuple oldtuple,
 	else
 	{
 		pq_sendbyte(out, old_is_key ? CONCORD_OLD_KEY : CONCORD_OLD_FULL);
-		write_tuple(out, rel, oldtuple, columns);
+		write_tuple(out, rel, oldtuple, columns, NULL);
 	}
-	write_tuple(out, rel, newtuple, columns);
+	write_tuple(out, rel, newtuple, columns, unchanged);
 }
 
 static char
@@ -326,7 +335,7 @@ concord_write_delete(StringInfo out, Relation rel, HeapTuple oldtuple,
 {
 	write_change_header(out, CONCORD_MSG_DELETE, rel);
 	pq_sendbyte(out, old_is_key ? CONCORD_OLD_KEY : CONCORD_OLD_FULL);
-	write_tuple(out, rel, oldtuple, columns);
+	write_tuple(out, rel, oldtuple, columns, NULL);
 }
 
 Oid

@@ -115,11 +115,17 @@ extern void concord_write_begin(StringInfo out, const ConcordBeginMsg *msg);
 extern void concord_write_commit(StringInfo out, const ConcordCommitMsg *msg);
 extern void concord_write_relation(StringInfo out, Relation rel,
 								   Bitmapset *columns);
+/* A change apply received and did not apply, logged for forwarding. */
+#define CONCORD_UNAPPLIED_PREFIX	"concord.unapplied"
+
+/* unchanged: attnums of the new tuple to send as unchanged (or NULL) */
 extern void concord_write_insert(StringInfo out, Relation rel,
-								 HeapTuple newtuple, Bitmapset *columns);
+								 HeapTuple newtuple, Bitmapset *columns,
+								 Bitmapset *unchanged);
 extern void concord_write_update(StringInfo out, Relation rel,
 								 HeapTuple oldtuple, bool old_is_key,
-								 HeapTuple newtuple, Bitmapset *columns);
+								 HeapTuple newtuple, Bitmapset *columns,
+								 Bitmapset *unchanged);
 extern void concord_write_delete(StringInfo out, Relation rel,
 								 HeapTuple oldtuple, bool old_is_key,
 								 Bitmapset *columns);

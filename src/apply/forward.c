@@ -1,0 +1,104 @@
+/*-------------------------------------------------------------------------
+ *
+ * forward.c
+ *		Passing on the remote changes apply did not apply (issue 17).
+ *
+ * A node in the middle of a ring or star forwards what its WAL shows.  A
+ * change it received but did not write (a DELETE that found no row, an
+ * UPDATE or INSERT that lost to a local version or a tombstone, one its
+ * resolver skipped) leaves nothing there, yet the nodes after it may hold
+ * a state where that change wins.  So apply logs such a change as a
+ * transactional logical message, in the transaction that applies its
+ * remote transaction (whose origin and commit timestamp are the change's
+ * own); the output plugin ships it as an ordinary change to the
+ * subscribers that take that origin (capture/output.c), and each of them
+ * decides by its own state and resolver.  Subscribers that do not forward
+ * the origin (a mesh) get nothing of it.
+ *
+ * The message holds the local table's OID, the change's kind, its old row
+ * (key, or whole row under REPLICA IDENTITY FULL) and new row as heap
+ * tuples of the local table, and the columns that go on as unchanged.
+ * The new row is whole: a node further down that needs a value the change
+ * did not carry reads it from this node (apply/unsent.c), which does not
+ * hold the change's version, so apply fills in an UPDATE's unchanged
+ * out-of-line values before logging it (apply_row.c, forward_update()).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "executor/tuptable.h"
+#include "libpq/pqformat.h"
+#include "replication/message.h"
+#include "utils/rel.h"
+
+#include "apply/apply.h"
+
+static void
+send_heap_tuple(StringInfo buf, TupleTableSlot *slot)
+{
+	HeapTuple	tuple = ExecCopySlotHeapTuple(slot);
+
+	pq_sendint32(buf, tuple->t_len);
+	pq_sendbytes(buf, (char *) tuple->t_data, tuple->t_len);
+	heap_freetuple(tuple);
+}
+
+/* The local columns the provider does not send. */
+static List *
+not_sent(ApplyRel *arel, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *attnums = NIL;
+
+	for (int a = 1; a <= desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a - 1);
+		bool		sent = false;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		for (int i = 0; i < arel->remote->natts; i++)
+			sent |= arel->attmap[i] == a;
+		if (!sent)
+			attnums = lappend_int(attnums, a);
+	}
+	return attnums;
+}
+
+/*
+ * Logs the change for the output plugin.  oldslot: its old row as sent
+ * (oldkind), NULL if none; newslot: its whole new row (an UPDATE's values
+ * filled in by the caller).  keep_unsent: the columns the provider does
+ * not send go on as unchanged (an UPDATE over a local row, which the next
+ * node keeps its own values of, as it would had this node applied it);
+ * otherwise they go with newslot's values, the defaults this node would
+ * have inserted.
+ */
+void
+concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
+					  TupleTableSlot *oldslot, TupleTableSlot *newslot,
+					  bool keep_unsent)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	pq_sendint32(&buf, RelationGetRelid(rel));
+	pq_sendbyte(&buf, action);
+	pq_sendbyte(&buf, oldslot ? oldkind : CONCORD_OLD_NONE);
+	if (oldslot)
+		send_heap_tuple(&buf, oldslot);
+	if (action != CONCORD_MSG_DELETE)
+	{
+		List	   *attnums = keep_unsent ? not_sent(arel, rel) : NIL;
+		ListCell   *lc;
+
+		send_heap_tuple(&buf, newslot);
+		pq_sendint16(&buf, list_length(attnums));
+		foreach(lc, attnums)
+			pq_sendint16(&buf, lfirst_int(lc));
+	}
+	(void) LogLogicalMessage(CONCORD_UNAPPLIED_PREFIX, buf.data, buf.len, true);
+	pfree(buf.data);
+}
