@@ -55,20 +55,17 @@ concord_required_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 static Oid
 node_id_for_name(const char *node_name)
 {
-	uint32		h = hash_bytes((const unsigned char *) node_name,
-							   strlen(node_name));
+	Oid			h = concord_node_id_for_name(node_name);
 	ConcordNode *clash;
 
-	if (h < FirstNormalObjectId)
-		h += FirstNormalObjectId;
-	clash = concord_node_get_by_id((Oid) h);
+	clash = concord_node_get_by_id(h);
 	if (clash != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("node name \"%s\" hashes to the id of node \"%s\"",
 						node_name, clash->name),
 				 errhint("Choose another node name.")));
-	return (Oid) h;
+	return h;
 }
 
 static void

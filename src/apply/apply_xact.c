@@ -210,6 +210,52 @@ other_subscriptions(void)
 	return others;
 }
 
+/*
+ * A forwarded transaction's origin node and its priority, recorded the
+ * first time (and when the priority changes) in concord.node
+ * (concord_node_learn()): the far nodes of a ring or star are weighed by
+ * replica_priority alike everywhere.
+ */
+typedef struct KnownOrigin
+{
+	char		name[NAMEDATALEN];
+	int32		priority;
+} KnownOrigin;
+
+static List *KnownOrigins = NIL;
+
+static void
+learn_origin(const char *origin, int32 priority)
+{
+	ListCell   *lc;
+	KnownOrigin *known = NULL;
+	MemoryContext oldcxt;
+
+	if (W.provider_node && strcmp(origin, W.provider_node) == 0)
+		return;
+	foreach(lc, KnownOrigins)
+	{
+		KnownOrigin *k = lfirst(lc);
+
+		if (strcmp(k->name, origin) == 0)
+		{
+			if (k->priority == priority)
+				return;
+			known = k;
+		}
+	}
+	concord_node_learn(origin, priority);
+	if (known == NULL)
+	{
+		oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+		known = palloc0(sizeof(KnownOrigin));
+		strlcpy(known->name, origin, NAMEDATALEN);
+		KnownOrigins = lappend(KnownOrigins, known);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	known->priority = priority;
+}
+
 static void
 handle_begin(StringInfo s)
 {
@@ -236,6 +282,7 @@ handle_begin(StringInfo s)
 		StartTransactionCommand();
 		/* Deferred triggers fire as the table's owner too (owner.c). */
 		concord_constraints_immediate();
+		learn_origin(W.begin.origin_name, W.begin.origin_priority);
 	}
 	W.in_remote_txn = true;
 	W.seen = NIL;

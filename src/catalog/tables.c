@@ -18,11 +18,14 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
@@ -254,6 +257,55 @@ concord_node_insert(const ConcordNode *node)
 	invalidate_relation(RelationGetRelid(rel));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
+}
+
+/*
+ * A node's id is a hash of its name, so that every node of a mesh knows a
+ * peer by the same id.
+ */
+Oid
+concord_node_id_for_name(const char *name)
+{
+	uint32		h = hash_bytes((const unsigned char *) name, strlen(name));
+
+	if (h < FirstNormalObjectId)
+		h += FirstNormalObjectId;
+	return (Oid) h;
+}
+
+/*
+ * Records the priority of a node this one knows only from the changes it
+ * receives from it through another node (the far nodes of a ring or a
+ * star), as the transaction states it: replica_priority then weighs that
+ * node's versions here, and passes them on, with the priority they have
+ * everywhere else.  Such a row has no DSN (''); its priority follows what
+ * the node's changes say.  A node this one subscribes to keeps the
+ * priority its subscription recorded.  Nothing is recorded for a name
+ * whose id another node already has.
+ */
+void
+concord_node_learn(const char *name, int32 priority)
+{
+	ConcordNode *node = concord_node_get_by_name(name);
+	ConcordNode learnt;
+
+	if (node != NULL)
+	{
+		if (node->dsn[0] == '\0' && !node->is_local && node->priority != priority)
+		{
+			node->priority = priority;
+			concord_node_update(node);
+		}
+		return;
+	}
+	learnt.id = concord_node_id_for_name(name);
+	if (concord_node_get_by_id(learnt.id) != NULL)
+		return;
+	learnt.name = (char *) name;
+	learnt.dsn = "";
+	learnt.priority = priority;
+	learnt.is_local = false;
+	concord_node_insert(&learnt);
 }
 
 /* Rewrites the dsn and priority of the node with node->id. */

@@ -189,6 +189,8 @@ extern ConcordNode *concord_node_get_by_id(Oid node_id);
 extern void concord_node_insert(const ConcordNode *node);
 extern void concord_node_update(const ConcordNode *node);
 extern void concord_node_delete(Oid node_id);
+extern Oid	concord_node_id_for_name(const char *name);
+extern void concord_node_learn(const char *name, int32 priority);
 
 extern bool concord_subscription_exists(Oid provider_node_id);
 extern ConcordSubscription *concord_subscription_get_by_name(const char *name);

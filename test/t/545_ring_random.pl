@@ -1,0 +1,19 @@
+# Randomized conflicting writes on four nodes in a ring, round after round,
+# checked against the resolvers' rules (issue 17): what the workload is,
+# what is expected and how a wrong key is reported is described at the top
+# of test/perl/ConcordRounds.pm.  The seed is printed; CONCORD_SEED=<n>
+# replays it.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordTest;
+use ConcordRounds;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+is(concord_random_rounds(topology => 'ring', rounds => 9, mixed => 3), 0,
+	'ring: no key ended other than the resolvers dictate');
+
+done_testing();
