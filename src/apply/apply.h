@@ -89,7 +89,8 @@ extern char *concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text);
 /* forward.c */
 extern void concord_apply_forward(ApplyRel *arel, Relation rel, char action,
 								  char oldkind, TupleTableSlot *oldslot,
-								  TupleTableSlot *newslot, bool keep_unsent);
+								  TupleTableSlot *newslot, ConcordTuple *newtup,
+								  bool keep_unsent);
 
 /* collisions.c */
 extern List *concord_apply_find_collisions(ResultRelInfo *rri, EState *estate,

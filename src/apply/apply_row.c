@@ -426,6 +426,7 @@ typedef struct RemoteUpdate
 	ConcordTuple *fullold;
 	TupleTableSlot *base;
 	bool		deleted;
+	bool		convergent;
 } RemoteUpdate;
 
 /* c->remote filled again from the UPDATE's row (as first filled). */
@@ -501,6 +502,9 @@ resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 	ConcordResolution res = concord_conflict_resolve(c);
 	bool		custom = c->resolver == CONCORD_RESOLVER_CUSTOM;
 	ConcordUnsent got = CONCORD_UNSENT_READ;
+
+	if (upd)
+		upd->convergent = converges(c->resolver);
 
 	/* The old row has what the UPDATE did not send: no reason to lack it. */
 	if (upd && upd->fullold && !concord_apply_tuple_complete(upd->newtup))
@@ -694,7 +698,7 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 	}
 	if (!ChangeWritten)
 		concord_apply_forward(arel, ex.rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
-							  NULL, slot, false);
+							  NULL, slot, NULL, false);
 	exec_end(&ex);
 }
 
@@ -809,25 +813,32 @@ check_key(ApplyRel *arel)
 
 /*
  * A remote UPDATE that wrote nothing here goes on to the nodes that take
- * its origin from this one (forward.c), with its whole row: a node further
- * down that needs a value it left unchanged would read it from this node,
- * which does not hold its version, so the values are filled in here as in
- * a conflict (from the old row under REPLICA IDENTITY FULL, or read from
- * the provider, unsent.c).  If the provider no longer has the row, a later
- * change there deleted it or moved it, and goes the same way: that one
- * settles the key further down, and this one is not passed on.
+ * its origin from this one (forward.c).  The out-of-line values it left
+ * unchanged go on as unchanged when it lost to a resolver that converges:
+ * the version it lost to reaches the next node before it, and wins there
+ * too, so no node further on needs them.  Otherwise (keep_local, a node
+ * further on may decide otherwise) they are filled in here as in a
+ * conflict, from the old row under REPLICA IDENTITY FULL or read from the
+ * provider (unsent.c), since a node further on that needs them would read
+ * them from this node, which does not hold the UPDATE's version.  If the
+ * provider no longer has the row, a later change there deleted it or
+ * moved it, and goes the same way: that one settles the key further on,
+ * and this one is not passed on.
  */
 static void
 forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
 			   TupleTableSlot *search, TupleTableSlot *newslot)
 {
-	if (upd->fullold && !concord_apply_tuple_complete(upd->newtup))
-		concord_apply_unsent_from_old(upd->newtup, upd->fullold);
-	if (!concord_apply_tuple_complete(upd->newtup))
+	ConcordTuple *newtup = upd->newtup;
+	bool		complete;
+
+	if (upd->fullold && !concord_apply_tuple_complete(newtup))
+		concord_apply_unsent_from_old(newtup, upd->fullold);
+	if (!concord_apply_tuple_complete(newtup) && !upd->convergent)
 	{
 		char	   *why;
 
-		if (concord_apply_fetch_unsent(arel, upd->keytup, upd->newtup,
+		if (concord_apply_fetch_unsent(arel, upd->keytup, newtup,
 									   &why) != CONCORD_UNSENT_READ)
 		{
 			ereport(LOG,
@@ -837,10 +848,12 @@ forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
 			return;
 		}
 	}
-	fill_slot(ex, arel, upd->newtup, newslot, upd->base, FILL_ROW);
+	complete = concord_apply_tuple_complete(newtup);
+	fill_slot(ex, arel, newtup, newslot, upd->base,
+			  upd->base || complete ? FILL_ROW : FILL_SEEN);
 	concord_apply_forward(arel, ex->rel, CONCORD_MSG_UPDATE, oldkind,
 						  oldkind != CONCORD_OLD_NONE ? search : NULL,
-						  newslot, upd->base != NULL);
+						  newslot, newtup, upd->base != NULL || !complete);
 }
 
 void
@@ -853,7 +866,7 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	TupleTableSlot *newslot;
 	ConcordTuple *keytup = oldkind == CONCORD_OLD_NONE ? newtup : oldtup;
 	RemoteUpdate upd = {keytup, newtup,
-		oldkind == CONCORD_OLD_FULL ? oldtup : NULL, NULL, false};
+		oldkind == CONCORD_OLD_FULL ? oldtup : NULL, NULL, false, false};
 
 	check_key(arel);
 	concord_apply_lock_key(arel, keytup);
@@ -945,6 +958,6 @@ concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 		delete_missing(&ex, arel, search, oldtup);
 	if (!ChangeWritten)
 		concord_apply_forward(arel, ex.rel, CONCORD_MSG_DELETE, oldkind, search,
-							  NULL, false);
+							  NULL, NULL, false);
 	exec_end(&ex);
 }

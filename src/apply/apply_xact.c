@@ -25,6 +25,7 @@
 #include "replication/message.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -213,8 +214,10 @@ other_subscriptions(void)
 /*
  * A forwarded transaction's origin node and its priority, recorded the
  * first time (and when the priority changes) in concord.node
- * (concord_node_learn()): the far nodes of a ring or star are weighed by
- * replica_priority alike everywhere.
+ * (concord_node_learn()), in a short transaction of its own: the far nodes
+ * of a ring or star are weighed by replica_priority alike everywhere.  The
+ * origins known to be recorded are cached until concord.node (or any
+ * relation) is invalidated, e.g. by drop_node.
  */
 typedef struct KnownOrigin
 {
@@ -223,37 +226,51 @@ typedef struct KnownOrigin
 } KnownOrigin;
 
 static List *KnownOrigins = NIL;
+static bool KnownOriginsStale = false;
+static bool KnownOriginsCallback = false;
+
+static void
+known_origins_invalidate(Datum arg pg_attribute_unused(),
+						 Oid relid pg_attribute_unused())
+{
+	KnownOriginsStale = true;
+}
 
 static void
 learn_origin(const char *origin, int32 priority)
 {
 	ListCell   *lc;
-	KnownOrigin *known = NULL;
+	KnownOrigin *known;
 	MemoryContext oldcxt;
 
 	if (W.provider_node && strcmp(origin, W.provider_node) == 0)
 		return;
+	if (!KnownOriginsCallback)
+	{
+		CacheRegisterRelcacheCallback(known_origins_invalidate, (Datum) 0);
+		KnownOriginsCallback = true;
+	}
+	if (KnownOriginsStale)
+	{
+		list_free_deep(KnownOrigins);
+		KnownOrigins = NIL;
+		KnownOriginsStale = false;
+	}
 	foreach(lc, KnownOrigins)
 	{
-		KnownOrigin *k = lfirst(lc);
-
-		if (strcmp(k->name, origin) == 0)
-		{
-			if (k->priority == priority)
-				return;
-			known = k;
-		}
+		known = lfirst(lc);
+		if (strcmp(known->name, origin) == 0 && known->priority == priority)
+			return;
 	}
+	StartTransactionCommand();
 	concord_node_learn(origin, priority);
-	if (known == NULL)
-	{
-		oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
-		known = palloc0(sizeof(KnownOrigin));
-		strlcpy(known->name, origin, NAMEDATALEN);
-		KnownOrigins = lappend(KnownOrigins, known);
-		MemoryContextSwitchTo(oldcxt);
-	}
+	CommitTransactionCommand();
+	oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+	known = palloc0(sizeof(KnownOrigin));
+	strlcpy(known->name, origin, NAMEDATALEN);
 	known->priority = priority;
+	KnownOrigins = lappend(KnownOrigins, known);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 static void
@@ -276,13 +293,13 @@ handle_begin(StringInfo s)
 	{
 		wait_apply_delay(W.begin.commit_time);
 		wait_for_clock(W.begin.commit_time);
+		learn_origin(W.begin.origin_name, W.begin.origin_priority);
 		use_origin(W.begin.origin_name);
 		/* now() in the transaction, e.g. conflict_history.detected_at */
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		/* Deferred triggers fire as the table's owner too (owner.c). */
 		concord_constraints_immediate();
-		learn_origin(W.begin.origin_name, W.begin.origin_priority);
 	}
 	W.in_remote_txn = true;
 	W.seen = NIL;

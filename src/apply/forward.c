@@ -18,10 +18,11 @@
  * The message holds the local table's OID, the change's kind, its old row
  * (key, or whole row under REPLICA IDENTITY FULL) and new row as heap
  * tuples of the local table, and the columns that go on as unchanged.
- * The new row is whole: a node further down that needs a value the change
- * did not carry reads it from this node (apply/unsent.c), which does not
- * hold the change's version, so apply fills in an UPDATE's unchanged
- * out-of-line values before logging it (apply_row.c, forward_update()).
+ * A node further on that needs a value the change did not carry reads it
+ * from this node (apply/unsent.c), which does not hold the change's
+ * version: apply fills in an UPDATE's unchanged out-of-line values before
+ * logging it where a node further on may need them (apply_row.c,
+ * forward_update()).
  *
  *-------------------------------------------------------------------------
  */
@@ -69,17 +70,17 @@ not_sent(ApplyRel *arel, Relation rel)
 
 /*
  * Logs the change for the output plugin.  oldslot: its old row as sent
- * (oldkind), NULL if none; newslot: its whole new row (an UPDATE's values
- * filled in by the caller).  keep_unsent: the columns the provider does
- * not send go on as unchanged (an UPDATE over a local row, which the next
- * node keeps its own values of, as it would had this node applied it);
- * otherwise they go with newslot's values, the defaults this node would
- * have inserted.
+ * (oldkind), NULL if none; newslot: its new row.  The columns that go on
+ * as unchanged: those newtup (an UPDATE's, or NULL) left unchanged, and
+ * with keep_unsent, the columns the provider does not send (an UPDATE over
+ * a local row, whose values the next node keeps, as it would had this
+ * node applied it).  Otherwise those go with newslot's values, the
+ * defaults this node would have inserted.
  */
 void
 concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
 					  TupleTableSlot *oldslot, TupleTableSlot *newslot,
-					  bool keep_unsent)
+					  ConcordTuple *newtup, bool keep_unsent)
 {
 	StringInfoData buf;
 
@@ -94,6 +95,9 @@ concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
 		List	   *attnums = keep_unsent ? not_sent(arel, rel) : NIL;
 		ListCell   *lc;
 
+		for (int i = 0; newtup && i < newtup->ncols && i < arel->remote->natts; i++)
+			if (newtup->kinds[i] == CONCORD_COL_UNCHANGED)
+				attnums = list_append_unique_int(attnums, arel->attmap[i]);
 		send_heap_tuple(&buf, newslot);
 		pq_sendint16(&buf, list_length(attnums));
 		foreach(lc, attnums)

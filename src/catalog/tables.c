@@ -18,8 +18,6 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
-
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -281,14 +279,18 @@ concord_node_id_for_name(const char *name)
  * everywhere else.  Such a row has no DSN (''); its priority follows what
  * the node's changes say.  A node this one subscribes to keeps the
  * priority its subscription recorded.  Nothing is recorded for a name
- * whose id another node already has.
+ * whose id another node already has (a LOG line says so).  Writers of
+ * concord.node are serialized (concord_catalog_lock()): the caller keeps
+ * its transaction short.
  */
 void
 concord_node_learn(const char *name, int32 priority)
 {
-	ConcordNode *node = concord_node_get_by_name(name);
+	ConcordNode *node;
 	ConcordNode learnt;
 
+	concord_catalog_lock(CATALOG_NODE);
+	node = concord_node_get_by_name(name);
 	if (node != NULL)
 	{
 		if (node->dsn[0] == '\0' && !node->is_local && node->priority != priority)
@@ -299,8 +301,15 @@ concord_node_learn(const char *name, int32 priority)
 		return;
 	}
 	learnt.id = concord_node_id_for_name(name);
-	if (concord_node_get_by_id(learnt.id) != NULL)
+	node = concord_node_get_by_id(learnt.id);
+	if (node != NULL)
+	{
+		ereport(LOG,
+				(errmsg("node \"%s\" is not recorded in concord.node: its name hashes to the id of node \"%s\"",
+						name, node->name),
+				 errdetail("replica_priority gives the versions of node \"%s\" priority 0 here.", name)));
 		return;
+	}
 	learnt.name = (char *) name;
 	learnt.dsn = "";
 	learnt.priority = priority;

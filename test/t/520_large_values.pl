@@ -522,4 +522,34 @@ ok( $n2->log_contains(
 		$log_offset),
 	'row filter: n2 logs a WARNING that names the row and why it is not applied');
 
+# An UPDATE that loses under a resolver that converges needs no value it
+# did not send, not even to be passed on (issue 17): the version it lost to
+# reaches the next node first and wins there too.  n1 updates n of
+# lv_noperm row 40 (its large value unchanged), n2 updates it later; n2
+# may not read lv_noperm on n1.  n2 keeps its row without asking n1, and
+# its subscription goes on.
+$n1->safe_psql('postgres', q{INSERT INTO lv_noperm VALUES (40, 0, big_text(40))});
+wait_for_apply_all(\@nodes, label => 'losing update: row 40 written');
+$n2->safe_psql('postgres', q{SELECT concord.alter_subscription_disable('sub_n2_n1_np')});
+$n2->poll_query_until('postgres',
+	q{SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = 'sub_n2_n1_np'});
+$n1->safe_psql('postgres', 'REVOKE SELECT ON lv_noperm FROM lv_reader');
+$n1->safe_psql('postgres', q{UPDATE lv_noperm SET n = 1 WHERE id = 40});
+$n2->safe_psql('postgres', q{UPDATE lv_noperm SET n = 2 WHERE id = 40});
+$n2->safe_psql('postgres', q{SELECT concord.alter_subscription_enable('sub_n2_n1_np')});
+ok(wait_for_apply_one($n2, 'sub_n2_n1_np', $n1),
+	"losing update: n2 applied n1's changes to lv_noperm without reading the table on n1")
+  or diag(status_report(\@nodes));
+is( $n2->safe_psql('postgres', q{
+		SELECT n || ' ' || (md5(big) = md5(big_text(40))) || ' '
+		       || (SELECT string_agg(conflict_type || '/' || resolution, ',') FROM concord.conflict_history
+		            WHERE relation = 'public.lv_noperm' AND key->>'id' = '40')
+		  FROM lv_noperm WHERE id = 40}),
+	'2 true update_origin_differs/keep_local',
+	"losing update: n2 keeps its later row whole; n1's UPDATE lost (keep_local)");
+is( $n2->safe_psql('postgres',
+		q{SELECT coalesce(last_error, '') FROM concord.subscription_status WHERE subscription_name = 'sub_n2_n1_np'}),
+	'', 'losing update: the subscription reports no error');
+$n1->safe_psql('postgres', 'GRANT SELECT ON lv_noperm TO lv_reader');
+
 done_testing();
