@@ -1,8 +1,8 @@
-# Randomized conflicting writes on four nodes in a star, round after round,
-# checked against the resolvers' rules (issue 17): what the workload is,
-# what is expected and how a wrong key is reported is described at the top
-# of test/perl/ConcordRounds.pm.  The seed is printed; CONCORD_SEED=<n>
-# replays it.
+# Randomized conflicting writes on four nodes in a star, round after
+# round, checked against the resolvers' rules (issue 17), with a random
+# seed (printed; CONCORD_SEED=<n> replays it).  What the workload is, what
+# is expected and how a wrong key is reported is described at the top of
+# test/perl/ConcordRounds.pm.
 use strict;
 use warnings;
 use FindBin;
