@@ -98,6 +98,15 @@ concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
 		for (int i = 0; newtup && i < newtup->ncols && i < arel->remote->natts; i++)
 			if (newtup->kinds[i] == CONCORD_COL_UNCHANGED)
 				attnums = list_append_unique_int(attnums, arel->attmap[i]);
+
+		/*
+		 * Those columns go as NULL in the payload: what the slot holds there
+		 * is the local row's, possibly a pointer into this node's TOAST
+		 * table, which nobody downstream is to read.
+		 */
+		slot_getallattrs(newslot);
+		foreach(lc, attnums)
+			newslot->tts_isnull[lfirst_int(lc) - 1] = true;
 		send_heap_tuple(&buf, newslot);
 		pq_sendint16(&buf, list_length(attnums));
 		foreach(lc, attnums)
