@@ -426,7 +426,7 @@ typedef struct RemoteUpdate
 	ConcordTuple *fullold;
 	TupleTableSlot *base;
 	bool		deleted;
-	bool		convergent;
+	bool		lost;
 } RemoteUpdate;
 
 /* c->remote filled again from the UPDATE's row (as first filled). */
@@ -463,6 +463,23 @@ converges(ConcordResolver resolver)
 	return resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
 		resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS ||
 		resolver == CONCORD_RESOLVER_REPLICA_PRIORITY;
+}
+
+/*
+ * The remote UPDATE lost to a version here (a row or a delete) under a
+ * resolver that decides by commit timestamps and node names, which are
+ * the same on every node: every node further on that the version reaches
+ * decides alike (forward_update()).  Not so under replica_priority (a
+ * node's record of a priority may differ from another's), nor when there
+ * was nothing to lose to (update_missing).
+ */
+static bool
+lost_by_time(ConcordConflict *c, ConcordResolution res)
+{
+	return res == CONCORD_RESOLUTION_KEEP_LOCAL &&
+		(c->resolver == CONCORD_RESOLVER_LAST_UPDATE_WINS ||
+		 c->resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS) &&
+		(c->local != NULL || c->local_deleted);
 }
 
 /*
@@ -503,8 +520,6 @@ resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 	bool		custom = c->resolver == CONCORD_RESOLVER_CUSTOM;
 	ConcordUnsent got = CONCORD_UNSENT_READ;
 
-	if (upd)
-		upd->convergent = converges(c->resolver);
 
 	/* The old row has what the UPDATE did not send: no reason to lack it. */
 	if (upd && upd->fullold && !concord_apply_tuple_complete(upd->newtup))
@@ -523,6 +538,8 @@ resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 		res = run_handler(ex, arel, c);
 	if (upd && !concord_apply_tuple_complete(upd->newtup))
 		c->unsent_columns = concord_apply_unsent_names(arel, upd->newtup);
+	if (upd)
+		upd->lost = lost_by_time(c, res);
 	return res;
 }
 
@@ -788,6 +805,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 	{
 		c.error_message = overtook;
 		c.unsent_columns = NIL;
+		upd->lost = false;
 		res = complete_remote(ex, arel, &c, upd) == CONCORD_UNSENT_READ ?
 			CONCORD_RESOLUTION_APPLY_REMOTE : CONCORD_RESOLUTION_SKIP;
 		if (!concord_apply_tuple_complete(newtup))
@@ -814,16 +832,17 @@ check_key(ApplyRel *arel)
 /*
  * A remote UPDATE that wrote nothing here goes on to the nodes that take
  * its origin from this one (forward.c).  The out-of-line values it left
- * unchanged go on as unchanged when it lost to a resolver that converges:
- * the version it lost to reaches the next node before it, and wins there
- * too, so no node further on needs them.  Otherwise (keep_local, a node
- * further on may decide otherwise) they are filled in here as in a
- * conflict, from the old row under REPLICA IDENTITY FULL or read from the
- * provider (unsent.c), since a node further on that needs them would read
- * them from this node, which does not hold the UPDATE's version.  If the
- * provider no longer has the row, a later change there deleted it or
- * moved it, and goes the same way: that one settles the key further on,
- * and this one is not passed on.
+ * unchanged go on as unchanged when it lost to a version here by commit
+ * time (lost_by_time()): that version reaches the next node before it and
+ * wins there too, so no node further on needs them.  Otherwise they are
+ * filled in here as in a conflict, from the old row under REPLICA
+ * IDENTITY FULL or read from the provider (unsent.c), since a node further
+ * on that needs them would read them from this node, which does not hold
+ * the UPDATE's version; so they are also when the table here has REPLICA
+ * IDENTITY FULL, whose row filters may read any column.  If the provider
+ * no longer has the row, a later change there deleted it or moved it, and
+ * goes the same way: that one settles the key further on, and this one
+ * is not passed on.
  */
 static void
 forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
@@ -834,7 +853,8 @@ forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
 
 	if (upd->fullold && !concord_apply_tuple_complete(newtup))
 		concord_apply_unsent_from_old(newtup, upd->fullold);
-	if (!concord_apply_tuple_complete(newtup) && !upd->convergent)
+	if (!concord_apply_tuple_complete(newtup) &&
+		(!upd->lost || ex->rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL))
 	{
 		char	   *why;
 

@@ -214,10 +214,11 @@ other_subscriptions(void)
 /*
  * A forwarded transaction's origin node and its priority, recorded the
  * first time (and when the priority changes) in concord.node
- * (concord_node_learn()), in a short transaction of its own: the far nodes
- * of a ring or star are weighed by replica_priority alike everywhere.  The
- * origins known to be recorded are cached until concord.node (or any
- * relation) is invalidated, e.g. by drop_node.
+ * (concord_node_learn()), in a short transaction of its own, once
+ * use_origin() has checked that the subscription takes that origin: the
+ * far nodes of a ring or star are weighed by replica_priority alike
+ * everywhere.  The origins known to be recorded are cached until
+ * concord.node is invalidated (drop_node, alter_node).
  */
 typedef struct KnownOrigin
 {
@@ -227,13 +228,13 @@ typedef struct KnownOrigin
 
 static List *KnownOrigins = NIL;
 static bool KnownOriginsStale = false;
-static bool KnownOriginsCallback = false;
+static Oid	NodeCatalogOid = InvalidOid;
 
 static void
-known_origins_invalidate(Datum arg pg_attribute_unused(),
-						 Oid relid pg_attribute_unused())
+known_origins_invalidate(Datum arg pg_attribute_unused(), Oid relid)
 {
-	KnownOriginsStale = true;
+	if (relid == InvalidOid || relid == NodeCatalogOid)
+		KnownOriginsStale = true;
 }
 
 static void
@@ -242,14 +243,10 @@ learn_origin(const char *origin, int32 priority)
 	ListCell   *lc;
 	KnownOrigin *known;
 	MemoryContext oldcxt;
+	RepOriginId session_origin = replorigin_session_origin;
 
 	if (W.provider_node && strcmp(origin, W.provider_node) == 0)
 		return;
-	if (!KnownOriginsCallback)
-	{
-		CacheRegisterRelcacheCallback(known_origins_invalidate, (Datum) 0);
-		KnownOriginsCallback = true;
-	}
 	if (KnownOriginsStale)
 	{
 		list_free_deep(KnownOrigins);
@@ -262,9 +259,17 @@ learn_origin(const char *origin, int32 priority)
 		if (strcmp(known->name, origin) == 0 && known->priority == priority)
 			return;
 	}
+	/* Not a change of that origin: its commit carries none. */
+	replorigin_session_origin = InvalidRepOriginId;
 	StartTransactionCommand();
+	if (!OidIsValid(NodeCatalogOid))
+	{
+		NodeCatalogOid = concord_catalog_relid(CATALOG_NODE, false);
+		CacheRegisterRelcacheCallback(known_origins_invalidate, (Datum) 0);
+	}
 	concord_node_learn(origin, priority);
 	CommitTransactionCommand();
+	replorigin_session_origin = session_origin;
 	oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
 	known = palloc0(sizeof(KnownOrigin));
 	strlcpy(known->name, origin, NAMEDATALEN);
@@ -293,8 +298,8 @@ handle_begin(StringInfo s)
 	{
 		wait_apply_delay(W.begin.commit_time);
 		wait_for_clock(W.begin.commit_time);
-		learn_origin(W.begin.origin_name, W.begin.origin_priority);
 		use_origin(W.begin.origin_name);
+		learn_origin(W.begin.origin_name, W.begin.origin_priority);
 		/* now() in the transaction, e.g. conflict_history.detected_at */
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();

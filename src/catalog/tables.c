@@ -289,6 +289,11 @@ concord_node_learn(const char *name, int32 priority)
 	ConcordNode *node;
 	ConcordNode learnt;
 
+	/* Read first; lock and read again only to write. */
+	node = concord_node_get_by_name(name);
+	if (node != NULL &&
+		(node->dsn[0] != '\0' || node->is_local || node->priority == priority))
+		return;
 	concord_catalog_lock(CATALOG_NODE);
 	node = concord_node_get_by_name(name);
 	if (node != NULL)

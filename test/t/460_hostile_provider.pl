@@ -91,7 +91,8 @@ $proxy->stop;
 #    sends.  Each origin received becomes a replication origin here, and
 #    those are few (every database of the server shares them): a provider
 #    sending made-up origins could use them all up.  The subscription
-#    (forward_origins '{}') refuses, and no origin is made.
+#    (forward_origins '{}') refuses, no origin is made, and no node is
+#    recorded in concord.node (as a node heard of through others would be).
 run_on_all([ $p, $s ], 'CREATE TABLE plain (id int PRIMARY KEY, v text);');
 $p->safe_psql('postgres', q{
 	SELECT concord.create_replication_set('plainset');
@@ -116,6 +117,8 @@ ok($s->poll_query_until('postgres',
 is($s->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_origin WHERE roname LIKE '%intrude'}),
 	'0', 'no replication origin was made for it');
 is($s->safe_psql('postgres', 'SELECT count(*) FROM plain'), '0', 'and nothing was applied');
+is($s->safe_psql('postgres', q{SELECT count(*) FROM concord.node WHERE node_name = 'intrude'}),
+	'0', 'and no node "intrude" was recorded in concord.node');
 $renamer->stop;
 
 done_testing();

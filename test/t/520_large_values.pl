@@ -522,9 +522,9 @@ ok( $n2->log_contains(
 		$log_offset),
 	'row filter: n2 logs a WARNING that names the row and why it is not applied');
 
-# An UPDATE that loses under a resolver that converges needs no value it
-# did not send, not even to be passed on (issue 17): the version it lost to
-# reaches the next node first and wins there too.  n1 updates n of
+# An UPDATE that loses to a version here under last_update_wins needs no
+# value it did not send, not even to be passed on (issue 17): the version
+# it lost to reaches the next node first and wins there too.  n1 updates n of
 # lv_noperm row 40 (its large value unchanged), n2 updates it later; n2
 # may not read lv_noperm on n1.  n2 keeps its row without asking n1, and
 # its subscription goes on.
