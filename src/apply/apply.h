@@ -33,7 +33,8 @@ typedef struct ApplyRel
 	Oid		   *typinput;		/* per remote column, local input function */
 	Oid		   *typioparam;
 	FmgrInfo   *typinfmgr;		/* per remote column, typinput looked up */
-	bool		has_unsent_columns; /* local columns with defaults to fill */
+	Bitmapset  *not_sent;		/* local columns the provider does not send
+								 * (attnums; not dropped or generated) */
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */

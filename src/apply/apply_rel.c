@@ -162,7 +162,7 @@ map_columns(ApplyRel *arel, Relation rel)
 		getTypeInputInfo(att->atttypid, &arel->typinput[i], &arel->typioparam[i]);
 		fmgr_info_cxt(arel->typinput[i], &arel->typinfmgr[i], arel->map_cxt);
 	}
-	arel->has_unsent_columns = false;
+	arel->not_sent = NULL;
 	for (int j = 0; j < RelationGetDescr(rel)->natts; j++)
 	{
 		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), j);
@@ -171,7 +171,12 @@ map_columns(ApplyRel *arel, Relation rel)
 		for (int i = 0; i < remote->natts && !sent; i++)
 			sent = arel->attmap[i] == att->attnum;
 		if (!sent && !att->attisdropped && !att->attgenerated)
-			arel->has_unsent_columns = true;
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(arel->map_cxt);
+
+			arel->not_sent = bms_add_member(arel->not_sent, att->attnum);
+			MemoryContextSwitchTo(oldcxt);
+		}
 	}
 }
 
@@ -403,6 +408,7 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 		MemoryContextDelete(arel->map_cxt);
 	arel->map_cxt = NULL;
 	arel->attmap = NULL;
+	arel->not_sent = NULL;
 	arel->rowkey = NULL;
 	arel->key_columns = NIL;
 	map_columns(arel, rel);

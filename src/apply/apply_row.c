@@ -163,20 +163,13 @@ check_tuple_shape(ApplyRel *arel, ConcordTuple *tup)
 static void
 fill_defaults(ApplyExec *ex, ApplyRel *arel, Datum *values, bool *isnull)
 {
-	TupleDesc	desc = RelationGetDescr(ex->rel);
 	ExprContext *econtext = GetPerTupleExprContext(ex->estate);
+	int			attnum = -1;
 
-	for (int attnum = 1; attnum <= desc->natts; attnum++)
+	while ((attnum = bms_next_member(arel->not_sent, attnum)) >= 0)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-		bool		sent = false;
-		Expr	   *def;
+		Expr	   *def = (Expr *) build_column_default(ex->rel, attnum);
 
-		for (int i = 0; i < arel->remote->natts && !sent; i++)
-			sent = arel->attmap[i] == attnum;
-		if (sent || att->attisdropped || att->attgenerated)
-			continue;
-		def = (Expr *) build_column_default(ex->rel, attnum);
 		if (def == NULL)
 			continue;
 		values[attnum - 1] = ExecEvalExpr(ExecInitExpr(expression_planner(def), NULL),
@@ -216,7 +209,7 @@ fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 	else
 	{
 		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
-		if (arel->has_unsent_columns && mode == FILL_ROW)
+		if (arel->not_sent != NULL && mode == FILL_ROW)
 			fill_defaults(ex, arel, slot->tts_values, slot->tts_isnull);
 	}
 

@@ -46,28 +46,6 @@ send_heap_tuple(StringInfo buf, TupleTableSlot *slot)
 	heap_freetuple(tuple);
 }
 
-/* The local columns the provider does not send. */
-static List *
-not_sent(ApplyRel *arel, Relation rel)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	List	   *attnums = NIL;
-
-	for (int a = 1; a <= desc->natts; a++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, a - 1);
-		bool		sent = false;
-
-		if (att->attisdropped || att->attgenerated)
-			continue;
-		for (int i = 0; i < arel->remote->natts; i++)
-			sent |= arel->attmap[i] == a;
-		if (!sent)
-			attnums = lappend_int(attnums, a);
-	}
-	return attnums;
-}
-
 /*
  * Logs the change for the output plugin.  oldslot: its old row as sent
  * (oldkind), NULL if none; newslot: its new row.  The columns that go on
@@ -92,12 +70,12 @@ concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
 		send_heap_tuple(&buf, oldslot);
 	if (action != CONCORD_MSG_DELETE)
 	{
-		List	   *attnums = keep_unsent ? not_sent(arel, rel) : NIL;
-		ListCell   *lc;
+		Bitmapset  *unchanged = keep_unsent ? bms_copy(arel->not_sent) : NULL;
+		int			attnum = -1;
 
 		for (int i = 0; newtup && i < newtup->ncols && i < arel->remote->natts; i++)
 			if (newtup->kinds[i] == CONCORD_COL_UNCHANGED)
-				attnums = list_append_unique_int(attnums, arel->attmap[i]);
+				unchanged = bms_add_member(unchanged, arel->attmap[i]);
 
 		/*
 		 * Those columns go as NULL in the payload: what the slot holds there
@@ -105,12 +83,13 @@ concord_apply_forward(ApplyRel *arel, Relation rel, char action, char oldkind,
 		 * table, which nobody downstream is to read.
 		 */
 		slot_getallattrs(newslot);
-		foreach(lc, attnums)
-			newslot->tts_isnull[lfirst_int(lc) - 1] = true;
+		while ((attnum = bms_next_member(unchanged, attnum)) >= 0)
+			newslot->tts_isnull[attnum - 1] = true;
 		send_heap_tuple(&buf, newslot);
-		pq_sendint16(&buf, list_length(attnums));
-		foreach(lc, attnums)
-			pq_sendint16(&buf, lfirst_int(lc));
+		pq_sendint16(&buf, bms_num_members(unchanged));
+		attnum = -1;
+		while ((attnum = bms_next_member(unchanged, attnum)) >= 0)
+			pq_sendint16(&buf, attnum);
 	}
 	(void) LogLogicalMessage(CONCORD_UNAPPLIED_PREFIX, buf.data, buf.len, true);
 	pfree(buf.data);

@@ -64,7 +64,8 @@ use Exporter 'import';
 use ConcordTest;
 use Test::More;
 
-our @EXPORT = qw(concord_random_rounds);
+our @EXPORT = qw(concord_random_rounds rounds_shuffle rounds_dump_of rounds_dump_from
+  rounds_parse_dump rounds_show rounds_beats rounds_key_history rounds_repair);
 
 my @NAMES = qw(n1 n2 n3 n4);
 my %PRIORITY = (n1 => 1, n2 => 4, n3 => 2, n4 => 3);
@@ -75,7 +76,7 @@ my %RESOLVER = (
 my @TABLES = qw(t_lww t_fuw t_prio);
 my $NKEYS = 20;
 
-sub _shuffle
+sub rounds_shuffle
 {
 	my @a = @_;
 	for (my $i = $#a; $i > 0; $i--)
@@ -92,20 +93,20 @@ sub _resolver_sql
 	return "SELECT concord.set_conflict_resolver('$t', '$r');\n";
 }
 
-sub _dump_of
+sub rounds_dump_of
 {
 	my ($n, $t) = @_;
 	return $n->safe_psql('postgres', "SELECT id, v FROM $t ORDER BY id");
 }
 
-sub _dump_from
+sub rounds_dump_from
 {
 	my ($rows) = @_;
 	return join("\n",
 		map { "$_|$rows->{$_}" } grep { defined $rows->{$_} } sort { $a <=> $b } keys %$rows);
 }
 
-sub _parse_dump
+sub rounds_parse_dump
 {
 	my ($text) = @_;
 	my %rows;
@@ -117,19 +118,20 @@ sub _parse_dump
 	return \%rows;
 }
 
-sub _show
+sub rounds_show
 {
 	my ($v) = @_;
 	return defined $v ? "'$v'" : 'absent';
 }
 
-# Does version $a beat version $b under $r?  Versions: { node, ts }.
-sub _beats
+# Does version $a beat version $b under resolver $r?  Versions: { node,
+# ts }; $priority: node name => priority.
+sub rounds_beats
 {
-	my ($r, $a, $b) = @_;
-	if ($r eq 'replica_priority' && $PRIORITY{ $a->{node} } != $PRIORITY{ $b->{node} })
+	my ($priority, $r, $a, $b) = @_;
+	if ($r eq 'replica_priority' && $priority->{ $a->{node} } != $priority->{ $b->{node} })
 	{
-		return $PRIORITY{ $a->{node} } > $PRIORITY{ $b->{node} };
+		return $priority->{ $a->{node} } > $priority->{ $b->{node} };
 	}
 	if ($a->{ts} != $b->{ts})
 	{
@@ -188,7 +190,7 @@ sub _build
 }
 
 # The round's history rows of one key, on every node.
-sub _key_history
+sub rounds_key_history
 {
 	my ($nodes, $t, $k, $since) = @_;
 	my $out = '';
@@ -209,9 +211,13 @@ sub _key_history
 	return $out;
 }
 
-sub _repair
+# Sets table $t (id, v, big = big_text(id)) to the expected rows on every
+# node: resolver apply_remote for the table on every node, $writer writes
+# the expected state of the wrong keys, everybody applies it, the
+# resolver is set back to $resolver.  One assertion.
+sub rounds_repair
 {
-	my ($nodes, $node, $t, $keys, $expected, $label) = @_;
+	my ($nodes, $writer, $t, $keys, $expected, $resolver, $label) = @_;
 	run_on_all($nodes, _resolver_sql($t, 'apply_remote'));
 	my $sql = "BEGIN;\n";
 	foreach my $k (@$keys)
@@ -220,13 +226,14 @@ sub _repair
 		$sql .= "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, big = EXCLUDED.big;\n";
 		$sql .= "DELETE FROM $t WHERE id = $k;\n" unless defined $expected->{$k};
 	}
-	$node->{n1}->safe_psql('postgres', "${sql}COMMIT;");
+	$writer->safe_psql('postgres', "${sql}COMMIT;");
 	wait_for_apply_all($nodes, label => "$label: repair");
-	run_on_all($nodes, _resolver_sql($t, $RESOLVER{$t}));
-	my $want = _dump_from($expected);
+	run_on_all($nodes, _resolver_sql($t, $resolver));
+	my $want = rounds_dump_from($expected);
 	my $ok = 1;
-	$ok &&= _dump_of($_, $t) eq $want foreach @$nodes;
-	ok($ok, "$label: $t repaired to the expected rows on every node (keys @$keys)");
+	$ok &&= rounds_dump_of($_, $t) eq $want foreach @$nodes;
+	ok($ok, "$label: $t repaired to the expected rows on every node (keys @$keys)")
+	  or diag(join('', map { "--- " . $_->name . ":\n" . rounds_dump_of($_, $t) . "\n" } @$nodes));
 	return;
 }
 
@@ -235,7 +242,7 @@ sub _plan_ops
 {
 	my ($round, $mixed, $tables) = @_;
 	my @groups;
-	my @hot = (_shuffle(1 .. $NKEYS))[ 0 .. 5 ];
+	my @hot = (rounds_shuffle(1 .. $NKEYS))[ 0 .. 5 ];
 	foreach my $nn (@NAMES)
 	{
 		foreach my $t (@$tables)
@@ -255,7 +262,7 @@ sub _plan_ops
 			}
 		}
 	}
-	my @ops = map { @$_ } _shuffle(@groups);
+	my @ops = map { @$_ } rounds_shuffle(@groups);
 	my $seq = 0;
 	foreach my $op (@ops)
 	{
@@ -278,7 +285,7 @@ sub _expected
 		{
 			foreach my $w (@$ws)
 			{
-				$winner = $w if !$winner || _beats('last_update_wins', $w, $winner);
+				$winner = $w if !$winner || rounds_beats(\%PRIORITY, 'last_update_wins', $w, $winner);
 			}
 		}
 		elsif ($ws)
@@ -287,7 +294,7 @@ sub _expected
 			$last{ $_->{node} } = $_ foreach @$ws;
 			foreach my $nn (sort keys %last)
 			{
-				$winner = $last{$nn} if !$winner || _beats($RESOLVER{$t}, $last{$nn}, $winner);
+				$winner = $last{$nn} if !$winner || rounds_beats(\%PRIORITY, $RESOLVER{$t}, $last{$nn}, $winner);
 			}
 		}
 		$expected{$k} = $winner ? $winner->{v} : $before->{$k};
@@ -346,7 +353,7 @@ sub concord_random_rounds
 	wait_for_apply_all(\@nodes, label => 'initial rows');
 	foreach my $t (@TABLES)
 	{
-		is(_dump_of($_, $t), _dump_from($state{$t}), "initial rows: $t on " . $_->name) foreach @nodes;
+		is(rounds_dump_of($_, $t), rounds_dump_from($state{$t}), "initial rows: $t on " . $_->name) foreach @nodes;
 	}
 
 	# Every node knows every node's priority, also those it hears of only
@@ -362,7 +369,7 @@ sub concord_random_rounds
 	}
 
 	my %mixed;
-	@mixed{ (_shuffle(2 .. $o{rounds}))[ 0 .. $o{mixed} - 1 ] } = ();
+	@mixed{ (rounds_shuffle(2 .. $o{rounds}))[ 0 .. $o{mixed} - 1 ] } = ();
 	note('plan: mixed rounds ' . join(',', sort { $a <=> $b } keys %mixed));
 	my @links = map { my $n = $_; map { [ $n, $_ ] } subscriptions_of($n) } @nodes;
 	my %problems;
@@ -434,8 +441,8 @@ sub concord_random_rounds
 		foreach my $t (@round_tables)
 		{
 			my $expected = _expected($t, $mixed, $writes{$t} // {}, $state{$t});
-			my $want = _dump_from($expected);
-			my %dump = map { $_->name => _dump_of($_, $t) } @nodes;
+			my $want = rounds_dump_from($expected);
+			my %dump = map { $_->name => rounds_dump_of($_, $t) } @nodes;
 			foreach my $n (@nodes)
 			{
 				is( $n->safe_psql('postgres',
@@ -452,7 +459,7 @@ sub concord_random_rounds
 			$state{$t} = $expected;
 			next if $good;
 
-			my %holds = map { $_ => _parse_dump($dump{$_}) } @NAMES;
+			my %holds = map { $_ => rounds_parse_dump($dump{$_}) } @NAMES;
 			my @bad;
 			my $report = "$label: $t ($RESOLVER{$t}), seed $seed, keys not as expected:\n";
 			foreach my $k (1 .. $NKEYS)
@@ -461,20 +468,20 @@ sub concord_random_rounds
 				next unless grep { ($holds{$_}{$k} // "\0") ne ($e // "\0") } @NAMES;
 				push @bad, $k;
 				my $ws = $writes{$t}{$k} // [];
-				$report .= "  key $k: expected " . _show($e) . "\n";
+				$report .= "  key $k: expected " . rounds_show($e) . "\n";
 				foreach my $nn (@NAMES)
 				{
 					my @mine = grep { $_->{node} eq $nn } @$ws;
 					$report .= "    $nn wrote: "
-					  . (join(', ', map { "$_->{kind} " . _show($_->{v}) . " \@$_->{ts}" } @mine) || 'nothing')
-					  . "; holds " . _show($holds{$nn}{$k}) . "\n";
+					  . (join(', ', map { "$_->{kind} " . rounds_show($_->{v}) . " \@$_->{ts}" } @mine) || 'nothing')
+					  . "; holds " . rounds_show($holds{$nn}{$k}) . "\n";
 				}
-				$report .= _key_history(\@nodes, $t, $k, \%since);
+				$report .= rounds_key_history(\@nodes, $t, $k, \%since);
 				$problems{ $RESOLVER{$t} . ($mixed ? ' (mixed)' : '') }++;
 			}
 			diag($report);
 			$wrong += @bad;
-			_repair(\@nodes, \%node, $t, \@bad, $expected, $label);
+			rounds_repair(\@nodes, $node{n1}, $t, \@bad, $expected, $RESOLVER{$t}, $label);
 		}
 	}
 

@@ -71,6 +71,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ConcordTest;
+use ConcordRounds;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -125,42 +126,6 @@ foreach my $n (@nodes)
 }
 
 # --- helpers -------------------------------------------------------------------
-
-sub shuffle
-{
-	my @a = @_;
-	for (my $i = $#a; $i > 0; $i--)
-	{
-		my $j = int(rand($i + 1));
-		@a[ $i, $j ] = @a[ $j, $i ];
-	}
-	return @a;
-}
-
-sub dump_of
-{
-	my ($n, $t) = @_;
-	return $n->safe_psql('postgres', "SELECT id, v FROM $t ORDER BY id");
-}
-
-sub parse_dump
-{
-	my ($text) = @_;
-	my %rows;
-	foreach my $line (split /\n/, $text)
-	{
-		my ($id, $v) = split /\|/, $line, 2;
-		$rows{$id} = $v;
-	}
-	return \%rows;
-}
-
-sub dump_from
-{
-	my ($rows) = @_;
-	return join("\n",
-		map { "$_|$rows->{$_}" } grep { defined $rows->{$_} } sort { $a <=> $b } keys %$rows);
-}
 
 sub max_conflict_id
 {
@@ -230,51 +195,13 @@ SELECT CASE WHEN :'fin' = 'COMMIT' THEN :n ELSE 0 END,
 # Does version $a beat version $b under $r?  Versions: { node, ts }.
 sub beats
 {
-	my ($r, $a, $b) = @_;
-	if ($r eq 'replica_priority' && $priority{ $a->{node} } != $priority{ $b->{node} })
-	{
-		return $priority{ $a->{node} } > $priority{ $b->{node} };
-	}
-	if ($a->{ts} != $b->{ts})
-	{
-		return $r eq 'first_update_wins' ? $a->{ts} < $b->{ts} : $a->{ts} > $b->{ts};
-	}
-	return $a->{node} gt $b->{node};
-}
-
-sub show_value
-{
-	my ($v) = @_;
-	return defined $v ? "'$v'" : 'absent';
+	return rounds_beats(\%priority, @_);
 }
 
 sub show_write
 {
 	my ($w) = @_;
 	return "$w->{kind}" . (defined $w->{v} ? " '$w->{v}'" : '') . " \@$w->{ts}";
-}
-
-# The round's history rows of one key, on every node.
-sub key_history
-{
-	my ($t, $k, $since) = @_;
-	my $out = '';
-	foreach my $n (@nodes)
-	{
-		my $rows = $n->safe_psql('postgres', qq{
-			SELECT conflict_id, subscription_name, conflict_type, resolver, resolution,
-			       'local ' || local_origin || ' ' || coalesce(local_row->>'v', '-') || ' \@'
-			         || coalesce(((extract(epoch FROM local_commit_ts) * 1000000)::bigint)::text, '?'),
-			       'remote ' || remote_origin || ' ' || coalesce(remote_row->>'v', '-') || ' \@'
-			         || ((extract(epoch FROM remote_commit_ts) * 1000000)::bigint)::text,
-			       'resolved ' || coalesce(resolved_row->>'v', '-')
-			  FROM concord.conflict_history
-			 WHERE relation = 'public.$t' AND key->>'id' = '$k' AND conflict_id > $since->{$n->name}
-			 ORDER BY conflict_id});
-		$out .= "      history on " . $n->name . ":\n"
-		  . join('', map { "        $_\n" } split /\n/, $rows);
-	}
-	return $out;
 }
 
 # Sets $t to the expected rows on every node: resolver apply_remote for
@@ -286,22 +213,7 @@ sub repair
 {
 	my ($t, $keys, $expected, $label) = @_;
 	$repairs++;
-	run_on_all(\@nodes, set_resolver_sql($t, 'apply_remote'));
-	my $sql = "BEGIN;\n";
-	foreach my $k (@$keys)
-	{
-		my $v = $expected->{$k} // 'repair';
-		$sql .= "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;\n";
-		$sql .= "DELETE FROM $t WHERE id = $k;\n" unless defined $expected->{$k};
-	}
-	$node{n1}->safe_psql('postgres', "${sql}COMMIT;");
-	wait_for_apply_all(\@nodes, rounds => 1, label => "$label: repair");
-	run_on_all(\@nodes, set_resolver_sql($t, $resolver{$t}));
-	my $want = dump_from($expected);
-	my $ok = 1;
-	$ok &&= dump_of($_, $t) eq $want foreach @nodes;
-	ok($ok, "$label: $t repaired to the expected rows on every node (keys @$keys)")
-	  or diag(join('', map { "--- " . $_->name . ":\n" . dump_of($_, $t) . "\n" } @nodes));
+	rounds_repair(\@nodes, $node{n1}, $t, $keys, $expected, $resolver{$t}, $label);
 	return;
 }
 
@@ -324,7 +236,7 @@ foreach my $t (@tables)
 {
 	foreach my $n (@nodes)
 	{
-		is(dump_of($n, $t), dump_from($state{$t}), "initial rows: $t on " . $n->name);
+		is(rounds_dump_of($n, $t), rounds_dump_from($state{$t}), "initial rows: $t on " . $n->name);
 	}
 }
 
@@ -332,7 +244,7 @@ foreach my $t (@tables)
 # Two mixed rounds (never the first); a crash in about a third of the
 # isolated rounds, at least one.
 my %mixed;    # round => 1 for the first mixed round, 2 for the second
-my @mixed_rounds = sort { $a <=> $b } (shuffle(2 .. $ROUNDS))[ 0, 1 ];
+my @mixed_rounds = sort { $a <=> $b } (rounds_shuffle(2 .. $ROUNDS))[ 0, 1 ];
 @mixed{@mixed_rounds} = (1, 2);
 my @isolated = grep { !$mixed{$_} } 1 .. $ROUNDS;
 my %crash = map { $_ => 1 } grep { rand() < 0.3 } @isolated;
@@ -382,7 +294,7 @@ foreach my $round (1 .. $ROUNDS)
 	# --- the writes ---
 	my @groups;
 	my $seq = 0;
-	my @hot = (shuffle(1 .. $NKEYS))[ 0 .. 7 ];
+	my @hot = (rounds_shuffle(1 .. $NKEYS))[ 0 .. 7 ];
 	foreach my $nn (@names)
 	{
 		foreach my $t (@round_tables)
@@ -404,7 +316,7 @@ foreach my $round (1 .. $ROUNDS)
 			}
 		}
 	}
-	my @ops = map { @$_ } shuffle(@groups);
+	my @ops = map { @$_ } rounds_shuffle(@groups);
 	foreach my $op (@ops)
 	{
 		$seq++;
@@ -505,8 +417,8 @@ foreach my $round (1 .. $ROUNDS)
 	# --- checks ---
 	foreach my $t (@round_tables)
 	{
-		my %dump = map { $_->name => dump_of($_, $t) } @nodes;
-		my $want = dump_from($expected{$t});
+		my %dump = map { $_->name => rounds_dump_of($_, $t) } @nodes;
+		my $want = rounds_dump_from($expected{$t});
 		foreach my $n (@nodes)
 		{
 			is( $n->safe_psql('postgres',
@@ -525,7 +437,7 @@ foreach my $round (1 .. $ROUNDS)
 		}
 		next if $good;
 
-		my %holds = map { $_ => parse_dump($dump{$_}) } @names;
+		my %holds = map { $_ => rounds_parse_dump($dump{$_}) } @names;
 		my @bad;
 		my $report = "$label: $t ($resolver{$t}"
 		  . ($mixed ? ', mixed round, disabled: ' . (join(', ', @disabled) || 'none') : '')
@@ -537,16 +449,16 @@ foreach my $round (1 .. $ROUNDS)
 			next unless grep { ($holds{$_}{$k} // "\0") ne ($e // "\0") } @names;
 			push @bad, $k;
 			my $ws = $writes{$t}{$k} // [];
-			$report .= "  key $k: before the round " . show_value($state{$t}{$k})
-			  . ", expected " . show_value($e) . "\n";
+			$report .= "  key $k: before the round " . rounds_show($state{$t}{$k})
+			  . ", expected " . rounds_show($e) . "\n";
 			foreach my $nn (@names)
 			{
 				my @mine = grep { $_->{node} eq $nn } @$ws;
 				$report .= "    $nn (priority $priority{$nn}) wrote: "
 				  . (join(', ', map { show_write($_) } @mine) || 'nothing')
-				  . "; holds " . show_value($holds{$nn}{$k}) . "\n";
+				  . "; holds " . rounds_show($holds{$nn}{$k}) . "\n";
 			}
-			$report .= key_history($t, $k, \%since);
+			$report .= rounds_key_history(\@nodes, $t, $k, \%since);
 			my $shape = join(' ',
 				map {
 					my $nn = $_;
