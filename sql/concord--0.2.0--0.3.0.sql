@@ -9,6 +9,10 @@
  * Node identity: concord.node_identity, concord.node_status and
  * concord.reclaim_node_identity(); the local node, if there is one, is
  * recorded as this database of this server.
+ *
+ * concord.origin_history (which node each replication origin id stood for)
+ * and concord.row_version(); the origins of this database's subscriptions
+ * are recorded as they are.
  */
 
 \echo Use "ALTER EXTENSION concord UPDATE TO '0.3.0'" to load this file. \quit
@@ -258,3 +262,32 @@ $$;
 COMMENT ON COLUMN concord.conflict_history.key IS 'the columns that identify the row, as a JSON object (under REPLICA IDENTITY FULL, those of the primary key or a unique index)';
 COMMENT ON COLUMN concord.conflict_history.remote_row IS 'the remote change''s row (for a DELETE, its old row as sent); {"concord_unchanged": true} for a large value an UPDATE left unchanged and this node did not read';
 COMMENT ON COLUMN concord.conflict_history.error_message IS 'why a handler failed, or why the remote change was not applied as it came (resolution skip, or a change applied as the newer version)';
+
+-- Which node each replication origin id stood for, from which transaction
+-- on (review #8).  The origins of this database's subscriptions are
+-- recorded as they are now, from the beginning: what an id stood for
+-- before 0.3.0 is not known.
+CREATE TABLE concord.origin_history (
+    roident     oid     NOT NULL,
+    since_xid   xid8    NOT NULL,
+    node_name   name    NOT NULL,
+    PRIMARY KEY (roident, since_xid)
+);
+COMMENT ON TABLE concord.origin_history IS
+    'the node each replication origin id stood for, from the transaction that created the origin on';
+REVOKE ALL ON concord.origin_history FROM PUBLIC;
+INSERT INTO concord.origin_history (roident, since_xid, node_name)
+SELECT o.roident, '0'::pg_catalog.xid8,
+       pg_catalog.substring(o.roname, '^concord_[0-9]+_(.*)$')
+  FROM pg_catalog.pg_replication_origin o
+ WHERE EXISTS (SELECT FROM concord.subscription s
+                WHERE pg_catalog.starts_with(o.roname, 'concord_' || s.sub_id || '_'));
+
+CREATE FUNCTION concord.row_version(xmin xid,
+        OUT commit_time timestamptz, OUT origin_node name)
+RETURNS record
+AS 'MODULE_PATHNAME', 'concord_row_version'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION concord.row_version(xid) IS
+    'the version of a row from its xmin: commit time and origin node, as conflict detection sees them';
+REVOKE ALL ON FUNCTION concord.row_version(xid) FROM PUBLIC;

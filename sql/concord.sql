@@ -159,6 +159,21 @@ COMMENT ON TABLE concord.tombstone_gap IS
 COMMENT ON TABLE concord.tombstone IS
     'deleted keys of replicated tables, so that DELETE racing UPDATE converges';
 
+-- Which node each replication origin this database used stood for, and
+-- from which transaction on (src/catalog/origin.c).  A row's commit
+-- timestamp record keeps only the origin's 16-bit id, and PostgreSQL gives
+-- the id of a dropped origin to the next one created (drop_subscription
+-- drops its origins): the versions written before keep their node through
+-- this history.  Not dumped: its transaction ids mean nothing elsewhere.
+CREATE TABLE concord.origin_history (
+    roident     oid     NOT NULL,
+    since_xid   xid8    NOT NULL,
+    node_name   name    NOT NULL,
+    PRIMARY KEY (roident, since_xid)
+);
+COMMENT ON TABLE concord.origin_history IS
+    'the node each replication origin id stood for, from the transaction that created the origin on';
+
 -- Which database of which server the local node is (src/catalog/identity.c):
 -- a copy of it (pg_basebackup, a restore) differs in one of these, or lacks
 -- the marker slot.  Not dumped: a database restored from a dump is a copy.
@@ -183,7 +198,8 @@ REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
 REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
               concord.conflict_history, concord.tombstone,
-              concord.tombstone_gap, concord.node_identity FROM PUBLIC;
+              concord.tombstone_gap, concord.node_identity,
+              concord.origin_history FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -413,6 +429,17 @@ LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION concord.tombstone_gc() IS
     'removes now the tombstones every peer has confirmed (and those past concord.tombstone_retention); returns how many';
+
+-- The version a row holds, as the conflict rules see it, from the row's
+-- xmin: when the transaction that wrote it committed, and on which node it
+-- was first written.  NULLs when the commit timestamp is no longer known.
+CREATE FUNCTION concord.row_version(xmin xid,
+        OUT commit_time timestamptz, OUT origin_node name)
+RETURNS record
+AS 'MODULE_PATHNAME', 'concord_row_version'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION concord.row_version(xid) IS
+    'the version of a row from its xmin: commit time and origin node, as conflict detection sees them';
 
 -- Re-applies a remote change that a conflict left unapplied (resolution
 -- skip or keep_local), as a new local write of this node: it replicates

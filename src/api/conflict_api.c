@@ -1,19 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * conflict_api.c
- *		SQL API for conflict handling: set_conflict_resolver(), tombstone_gc().
+ *		SQL API for conflict handling: set_conflict_resolver(), tombstone_gc(),
+ *		row_version().
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/commit_ts.h"
+#include "access/htup_details.h"
+#include "access/transam.h"
 #include "catalog/pg_class.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
+#include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/conflict.h"
@@ -22,6 +29,7 @@
 
 PG_FUNCTION_INFO_V1(concord_set_conflict_resolver);
 PG_FUNCTION_INFO_V1(concord_tombstone_gc_sql);
+PG_FUNCTION_INFO_V1(concord_row_version);
 
 static void
 check_resolver_name(const char *resolver, Oid relid, Oid handler)
@@ -125,4 +133,43 @@ Datum
 concord_tombstone_gc_sql(PG_FUNCTION_ARGS pg_attribute_unused())
 {
 	PG_RETURN_INT64(concord_tombstone_gc());
+}
+
+/*
+ * concord.row_version(xmin xid) -> (commit_time, origin_node): the commit
+ * timestamp of the transaction and the node it was first written on, as
+ * conflict detection reads them (conflict.c); NULLs when the commit
+ * timestamp is not known.  The tombstone GC judges versions with it.
+ */
+Datum
+concord_row_version(PG_FUNCTION_ARGS)
+{
+	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
+	TimestampTz ts;
+	RepOriginId origin = InvalidRepOriginId;
+	TupleDesc	desc;
+	Datum		values[2] = {0};
+	bool		nulls[2] = {true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (track_commit_timestamp && TransactionIdIsNormal(xid) &&
+		TransactionIdGetCommitTsData(xid, &ts, &origin))
+	{
+		const char *node = NULL;
+		ConcordNode *local;
+
+		values[0] = TimestampTzGetDatum(ts);
+		nulls[0] = false;
+		if (origin != InvalidRepOriginId)
+			node = concord_origin_node_of_xact(origin, xid);
+		if (node == NULL && (local = concord_node_get_local(true)) != NULL)
+			node = local->name;
+		if (node != NULL)
+		{
+			values[1] = DirectFunctionCall1(namein, CStringGetDatum(node));
+			nulls[1] = false;
+		}
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

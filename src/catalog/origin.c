@@ -14,18 +14,31 @@
  * transaction applied.  Progress is flushed with the local commit, so it
  * survives a crash exactly when the applied transaction does.
  *
+ * A row's commit timestamp record keeps only the 16-bit id of the origin
+ * its transaction committed under, and PostgreSQL gives the id of a
+ * dropped origin (drop_subscription drops them) to the next one created.
+ * concord.origin_history says which node each id stood for from which
+ * transaction on, so a version keeps its node after its origin is gone
+ * (review #8).  Decoding needs none of it: the walsender reads
+ * pg_replication_origin as it was when the transaction committed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/table.h"
 #include "catalog/pg_replication_origin.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/rel.h"
 
 #include "catalog/origin.h"
+#include "catalog/tables.h"
 
 #define ORIGIN_PREFIX	"concord_"
 
@@ -86,9 +99,128 @@ concord_origin_ensure(Oid subid, const char *node_name)
 	RepOriginId origin = replorigin_by_name(name, true);
 
 	if (origin == InvalidRepOriginId)
+	{
 		origin = replorigin_create(name);
+
+		/*
+		 * Every transaction that committed under the id's previous holder
+		 * had its xid before the holder was dropped, so before now; every
+		 * one that commits under the new origin gets its xid later.
+		 */
+		concord_origin_history_insert(origin,
+									  U64FromFullTransactionId(ReadNextFullTransactionId()),
+									  node_name);
+	}
 	pfree(name);
 	return origin;
+}
+
+/*
+ * concord.origin_history, cached per backend; an origin created or dropped
+ * anywhere drops the cache (its history row commits with the creation).
+ */
+static ConcordOriginHolder *Holders = NULL;
+static int	NHolders = 0;
+static bool HoldersValid = false;
+
+/* Node names of origins without history (not concord's), cached. */
+#define ORIGIN_CACHE_SIZE 16
+static ConcordOriginHolder OriginCache[ORIGIN_CACHE_SIZE];
+static int	OriginCacheUsed = 0;
+
+static void
+origin_caches_reset(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+					uint32 hashvalue pg_attribute_unused())
+{
+	HoldersValid = false;
+	OriginCacheUsed = 0;
+}
+
+static void
+load_holders(void)
+{
+	static bool callback_registered = false;
+	List	   *rows;
+	ListCell   *lc;
+
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(REPLORIGIDENT, origin_caches_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	/* Not valid while the catalog is missing (before ALTER EXTENSION). */
+	HoldersValid = OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true));
+	rows = concord_origin_history_all();
+	if (Holders)
+		pfree(Holders);
+	Holders = MemoryContextAlloc(TopMemoryContext,
+								 sizeof(ConcordOriginHolder) * Max(list_length(rows), 1));
+	NHolders = 0;
+	foreach(lc, rows)
+		Holders[NHolders++] = *(ConcordOriginHolder *) lfirst(lc);
+	list_free_deep(rows);
+}
+
+/* The full xid of a recent xid, or of one frozen before any wraparound. */
+static uint64
+full_xid_of(TransactionId xid)
+{
+	FullTransactionId next = ReadNextFullTransactionId();
+	uint32		epoch = EpochFromFullTransactionId(next);
+
+	if (xid > XidFromFullTransactionId(next) && epoch > 0)
+		epoch--;
+	return U64FromFullTransactionId(FullTransactionIdFromEpochAndXid(epoch, xid));
+}
+
+/* The current name of an origin without history, or NULL. */
+static const char *
+origin_node_now(RepOriginId origin)
+{
+	char	   *node;
+
+	for (int i = 0; i < OriginCacheUsed; i++)
+		if (OriginCache[i].roident == origin)
+			return NameStr(OriginCache[i].node);
+	node = concord_origin_node_by_id(origin);
+	if (node == NULL)
+		return NULL;
+	if (OriginCacheUsed < ORIGIN_CACHE_SIZE)
+	{
+		OriginCache[OriginCacheUsed].roident = origin;
+		namestrcpy(&OriginCache[OriginCacheUsed].node, node);
+		OriginCacheUsed++;
+	}
+	return node;
+}
+
+/*
+ * The node a transaction that committed under origin wrote for: the
+ * origin's holder at the time (concord.origin_history), else, for an
+ * origin concord never created, its current name.  NULL when unknown: the
+ * id was not concord's when xid committed (a write of this database by
+ * other means), or the origin is gone.  Needs a transaction.
+ */
+const char *
+concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
+{
+	uint64		fxid = full_xid_of(xid);
+	const ConcordOriginHolder *best = NULL;
+	bool		known = false;
+
+	if (!HoldersValid)
+		load_holders();
+	for (int i = 0; i < NHolders; i++)
+	{
+		if (Holders[i].roident != origin)
+			continue;
+		known = true;
+		if (Holders[i].since <= fxid && (best == NULL || Holders[i].since > best->since))
+			best = &Holders[i];
+	}
+	if (best)
+		return NameStr(best->node);
+	return known ? NULL : origin_node_now(origin);
 }
 
 typedef struct SubOrigin

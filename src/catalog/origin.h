@@ -15,6 +15,7 @@ extern char *concord_origin_name(Oid subid, const char *node_name);
 extern char *concord_origin_prefix(Oid subid);
 extern const char *concord_origin_node_name(const char *origin_name);
 extern char *concord_origin_node_by_id(RepOriginId origin);
+extern const char *concord_origin_node_of_xact(RepOriginId origin, TransactionId xid);
 
 extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
 extern int	concord_origin_count(Oid subid);

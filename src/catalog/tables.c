@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/xid8.h"
 
 #include "catalog/tables.h"
 
@@ -674,6 +675,66 @@ concord_catalog_forget_relation(Oid relid)
 	concord_catalog_delete_where_oid(CATALOG_RESOLVER, Anum_resolver_reloid, relid);
 	return concord_catalog_delete_where_oid(CATALOG_SET_TABLE, Anum_set_table_reloid,
 											relid);
+}
+
+/* ---------------------------------------------------------------------
+ * concord.origin_history
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Records that origin roident stands for node_name from xid since on.
+ * Nothing before ALTER EXTENSION concord UPDATE made the catalog: the
+ * update records the origins that exist then.
+ */
+void
+concord_origin_history_insert(Oid roident, uint64 since, const char *node_name)
+{
+	Oid			relid = concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true);
+	Relation	rel;
+	Datum		values[Natts_origin_history];
+	bool		nulls[Natts_origin_history] = {false};
+	NameData	node;
+	HeapTuple	tup;
+
+	if (!OidIsValid(relid))
+		return;
+	rel = table_open(relid, RowExclusiveLock);
+	namestrcpy(&node, node_name);
+	values[Anum_origin_history_roident - 1] = ObjectIdGetDatum(roident);
+	values[Anum_origin_history_since - 1] =
+		FullTransactionIdGetDatum(FullTransactionIdFromU64(since));
+	values[Anum_origin_history_node - 1] = NameGetDatum(&node);
+	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	CatalogTupleInsert(rel, tup);
+	heap_freetuple(tup);
+	table_close(rel, RowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+static void *
+origin_holder_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[Natts_origin_history];
+	bool		nulls[Natts_origin_history];
+	ConcordOriginHolder *h = palloc(sizeof(ConcordOriginHolder));
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	h->roident = DatumGetObjectId(values[Anum_origin_history_roident - 1]);
+	h->since = U64FromFullTransactionId(
+		DatumGetFullTransactionId(values[Anum_origin_history_since - 1]));
+	namestrcpy(&h->node, NameStr(*DatumGetName(values[Anum_origin_history_node - 1])));
+	return h;
+}
+
+/* Every row of concord.origin_history; none before the 0.3.0 catalogs. */
+List *
+concord_origin_history_all(void)
+{
+	if (!OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true)))
+		return NIL;
+	return concord_catalog_collect(CATALOG_ORIGIN_HISTORY, 0, NULL,
+								   origin_holder_from_tuple);
 }
 
 /*

@@ -112,6 +112,21 @@ typedef struct ConcordSetTable
 	char	   *row_filter_expr;	/* the analysed filter (nodeToString) */
 } ConcordSetTable;
 
+/* concord.origin_history */
+#define CATALOG_ORIGIN_HISTORY		"origin_history"
+#define Natts_origin_history		3
+#define Anum_origin_history_roident	1
+#define Anum_origin_history_since	2
+#define Anum_origin_history_node	3
+
+/* One row of concord.origin_history. */
+typedef struct ConcordOriginHolder
+{
+	Oid			roident;
+	uint64		since;			/* a FullTransactionId's value */
+	NameData	node;
+} ConcordOriginHolder;
+
 /* concord.conflict_resolver */
 #define CATALOG_RESOLVER			"conflict_resolver"
 #define Natts_resolver				4
@@ -219,5 +234,9 @@ extern void concord_set_table_insert(const ConcordSetTable *member);
 extern bool concord_set_table_delete(Oid set_id, Oid relid);
 extern void concord_set_table_update_filter(const ConcordSetTable *member);
 extern int	concord_catalog_forget_relation(Oid relid);
+
+extern void concord_origin_history_insert(Oid roident, uint64 since,
+										  const char *node_name);
+extern List *concord_origin_history_all(void);
 
 #endif							/* CONCORD_CATALOG_H */

@@ -29,9 +29,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
-#include "utils/inval.h"
 #include "utils/rel.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "catalog/origin.h"
@@ -147,49 +145,6 @@ resolution_name(ConcordResolution resolution)
 }
 
 /* Origin id -> node name, for the few origins a node has. */
-#define ORIGIN_CACHE_SIZE 16
-typedef struct OriginName
-{
-	RepOriginId id;
-	char		name[NAMEDATALEN];
-} OriginName;
-static OriginName OriginCache[ORIGIN_CACHE_SIZE];
-static int	OriginCacheUsed = 0;
-static bool OriginCallbackRegistered = false;
-
-static void
-origin_cache_reset(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
-				   uint32 hashvalue pg_attribute_unused())
-{
-	OriginCacheUsed = 0;
-}
-
-/* The node name of a local replication origin (cached: asked per change). */
-static const char *
-origin_node(RepOriginId origin)
-{
-	char	   *node;
-
-	for (int i = 0; i < OriginCacheUsed; i++)
-		if (OriginCache[i].id == origin)
-			return OriginCache[i].name;
-	node = concord_origin_node_by_id(origin);
-	if (node == NULL)
-		return NULL;
-	if (!OriginCallbackRegistered)
-	{
-		CacheRegisterSyscacheCallback(REPLORIGIDENT, origin_cache_reset, (Datum) 0);
-		OriginCallbackRegistered = true;
-	}
-	if (OriginCacheUsed < ORIGIN_CACHE_SIZE)
-	{
-		OriginCache[OriginCacheUsed].id = origin;
-		strlcpy(OriginCache[OriginCacheUsed].name, node, NAMEDATALEN);
-		OriginCacheUsed++;
-	}
-	return node;
-}
-
 /*
  * The transaction whose commit gives a row version its timestamp and
  * origin: the tuple's raw xmin, which VACUUM FREEZE keeps.  But the xid
@@ -260,7 +215,7 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 		return;
 	if (origin != InvalidRepOriginId)
 	{
-		const char *node = origin_node(origin);
+		const char *node = concord_origin_node_of_xact(origin, xid);
 
 		if (node)
 			c->local_origin = (char *) node;

@@ -236,10 +236,9 @@ frozen_tombstones(void)
  * delay (ms); $5: the retention (ms, 0: none); $6: the origins applied
  * here; $7: the frozen tombstones, whose version is unknown.  The peers
  * are the nodes concord.node lists and those origins.
- * A tombstone's version is that of its xmin: commit timestamp and
- * replication origin (ours: "concord_<subscription>_<origin node>", none:
- * written here).  Unknown versions (commit timestamps no longer kept) are
- * old enough to go.
+ * A tombstone's version is that of its xmin, as concord.row_version()
+ * gives it: commit timestamp and origin node.  Unknown versions (commit
+ * timestamps no longer kept) are old enough to go.
  */
 #define GC_SQL \
 "WITH conf AS (" \
@@ -250,14 +249,10 @@ frozen_tombstones(void)
 "    UNION SELECT pg_catalog.unnest($6::text[]) " \
 "    EXCEPT SELECT node_name::text FROM concord.node WHERE is_local), " \
 "versions AS (" \
-"    SELECT t.ctid AS tid, c.timestamp AS ts, " \
-"           CASE WHEN c.roident IS NULL OR c.roident = 0 " \
-"                THEN (SELECT node_name::text FROM concord.node WHERE is_local) " \
-"                ELSE pg_catalog.substring(o.roname, '^concord_[0-9]+_(.*)$') END AS origin " \
+"    SELECT t.ctid AS tid, v.commit_time AS ts, v.origin_node::text AS origin " \
 "      FROM concord.tombstone t " \
-"      CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(" \
-"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) c " \
-"      LEFT JOIN pg_catalog.pg_replication_origin o ON o.roident = c.roident), " \
+"      CROSS JOIN LATERAL concord.row_version(" \
+"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) v), " \
 "judged AS (" \
 "    SELECT v.*, " \
 "           v.ts IS NULL OR (v.origin IS NOT NULL AND v.ts < pg_catalog.now() - $4 * interval '1 ms' AND NOT EXISTS (" \

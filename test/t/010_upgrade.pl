@@ -239,6 +239,13 @@ foreach my $j (0 .. $#nodes)
 			"SELECT count(*) FILTER (WHERE v <> '$j') || ' ' || count(*) FILTER (WHERE v <> '$j' AND id % 2 = 1) FROM fitem"),
 		'10 0', $nodes[$j]->name . ' received the filtered rows of its peer (10 of 20), even ones only');
 }
+# The origins made before the update are in concord.origin_history, so the
+# versions written under them keep their node (review #8).
+is($a->safe_psql('postgres', q{SELECT string_agg(DISTINCT node_name, ',') FROM concord.origin_history}),
+	'up_b', "up_a's origin history holds the origin of up_b made before the update");
+is($a->safe_psql('postgres',
+		'SELECT string_agg(DISTINCT (concord.row_version(xmin)).origin_node, \',\') FROM item WHERE id BETWEEN 51 AND 100'),
+	'up_b', 'the rows up_b wrote before the update are versions of up_b');
 checksums_match(\@nodes, ['item'], 'after the upgrade');
 is($a->safe_psql('postgres', "SELECT status FROM concord.subscription_status"),
 	'replicating', 'the subscription of up_a replicates after the upgrade');
