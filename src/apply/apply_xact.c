@@ -25,6 +25,9 @@
 #include "replication/message.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -184,30 +187,64 @@ use_origin(const char *origin_node)
 	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
 }
 
+/* Waits for the transaction backend pid is in now, if any. */
+static void
+wait_for_current_xact(pid_t pid)
+{
+	PGPROC	   *proc = BackendPidGetProc(pid);
+	VirtualTransactionId vxid;
+
+	if (proc == NULL)
+		return;
+	GET_VXID_FROM_PGPROC(vxid, *proc);
+	if (VirtualTransactionIdIsValid(vxid))
+		(void) VirtualXactLock(vxid, true);
+}
+
 /*
- * True if another subscription of this database exists: its worker may
- * apply changes of the same rows at the same time (apply_row.c, lock_key).
- * Looked at again only when a subscription entry was taken or freed.
+ * Whether this remote transaction locks its keys: true if another
+ * subscription of this database exists, whose worker may apply changes of
+ * the same rows at the same time (key_lock.c).  The entries are looked at
+ * again only when one was taken or freed.  A worker's transaction that
+ * began before another subscription's entry was taken locks no key, so
+ * the worker that first sees the other waits for the transactions of the
+ * others that run without key locks, as each entry says (review #16).
+ * Each worker says so and reads the others' under the exclusive lock: of
+ * two that look at once, the second sees that the first locks its keys.
  */
 static bool
-other_subscriptions(void)
+key_locks_needed(void)
 {
 	static bool others = false;
 	static uint64 known_generation = PG_UINT64_MAX;
-	uint64		generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
+	uint64		generation;
+	pid_t	   *unkeyed;
+	int			nunkeyed = 0;
 
+	/* after StartTransactionCommand(): a waiter sees this transaction */
+	pg_memory_barrier();
+	generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
 	if (generation == known_generation)
 		return others;
+	unkeyed = palloc(sizeof(pid_t) * ConcordShmem->max_entries);
 	others = false;
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < ConcordShmem->max_entries && !others; i++)
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ConcordShmem->max_entries; i++)
 	{
 		ConcordSubState *st = &ConcordShmem->subs[i];
 
-		others = st->dboid == MyDatabaseId && st != W.shared;
+		if (st->dboid != MyDatabaseId || st == W.shared)
+			continue;
+		others = true;
+		if (st->apply_unkeyed && st->apply_pid > 0)
+			unkeyed[nunkeyed++] = st->apply_pid;
 	}
+	W.shared->apply_unkeyed = !others;
 	LWLockRelease(ConcordShmem->lock);
 	known_generation = generation;
+	for (int i = 0; others && i < nunkeyed; i++)
+		wait_for_current_xact(unkeyed[i]);
+	pfree(unkeyed);
 	return others;
 }
 
@@ -309,7 +346,7 @@ handle_begin(StringInfo s)
 	W.in_remote_txn = true;
 	W.seen = NIL;
 	W.gaps_checked = false;
-	concord_apply_lock_keys = other_subscriptions();
+	concord_apply_lock_keys = key_locks_needed();
 	concord_apply_key_locks_reset();
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;

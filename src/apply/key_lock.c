@@ -26,15 +26,18 @@
  * the table's tag exclusively at once.  Waits go through the lock manager,
  * so a deadlock between two workers is detected and one of them retries.
  *
- * The key's hash is made from the key columns' text sorted by column name,
- * which every provider writes alike (concord fixes their output settings,
- * time zone included: remote/remote.c), whatever the order of their
- * columns.
+ * The key's hash is made from the key's values as this node's columns
+ * hold them, each hashed by its type's hash function under the column's
+ * collation, in the local column order: keys equal here hash alike
+ * whatever text and column order their providers sent (numeric 1.0 and
+ * 1.00, a case-insensitive collation's 'A' and 'a').  A type without a
+ * hash function is hashed by its text (review #16).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -43,8 +46,10 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/typcache.h"
 
 #include "apply/apply.h"
+#include "conflict/conflict.h"
 
 /* Distinguishes concord's key locks from pg_advisory_lock()'s (1 and 2). */
 #define CONCORD_KEY_LOCK_FIELD4 0xC0
@@ -91,32 +96,50 @@ concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup)
 	return buf.data;
 }
 
-static int
-compare_text(const ListCell *a, const ListCell *b)
+/* The hash of one key column's value, as the local column holds it. */
+static uint32
+column_hash(ApplyRel *arel, ConcordTuple *tup, int i, Form_pg_attribute att)
 {
-	return strcmp(lfirst(a), lfirst(b));
+	TypeCacheEntry *type;
+	Datum		value;
+
+	if (tup->kinds[i] != CONCORD_COL_TEXT)
+		return 0;
+	type = lookup_type_cache(att->atttypid, TYPECACHE_HASH_PROC_FINFO);
+	if (!OidIsValid(type->hash_proc_finfo.fn_oid))
+		return DatumGetUInt32(hash_any((unsigned char *) tup->values[i].data,
+									   strlen(tup->values[i].data)));
+	value = InputFunctionCall(&arel->typinfmgr[i], tup->values[i].data,
+							  arel->typioparam[i], att->atttypmod);
+	return DatumGetUInt32(FunctionCall1Coll(&type->hash_proc_finfo,
+											att->attcollation, value));
 }
 
-/* The hash of the key: its "col=value" parts, sorted by column name. */
+/*
+ * The hash of the key: its local columns' hashes, in local column order.
+ * As the table's owner, like the writes (owner.c): a domain's input
+ * function runs the domain's CHECK constraints.
+ */
 static uint32
 key_hash(ApplyRel *arel, ConcordTuple *tup)
 {
-	List	   *parts = NIL;
-	StringInfoData buf;
-	ListCell   *lc;
-	uint32		hash;
+	Relation	rel = relation_open(arel->localid, NoLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	uint32	   *hashes = palloc0(sizeof(uint32) * desc->natts);
+	uint32		hash = 0;
+	ConcordAsOwner owner;
 
+	concord_become_table_owner(rel, 0, concord_remote_txn->sub_name, &owner);
 	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
-		if (arel->remote->atts[i].is_key)
-			parts = lappend(parts,
-							psprintf("%s=%s", arel->remote->atts[i].name,
-									 tup->kinds[i] == CONCORD_COL_TEXT ?
-									 tup->values[i].data : ""));
-	list_sort(parts, compare_text);
-	initStringInfo(&buf);
-	foreach(lc, parts)
-		appendBinaryStringInfo(&buf, lfirst(lc), strlen(lfirst(lc)) + 1);
-	hash = DatumGetUInt32(hash_any((unsigned char *) buf.data, buf.len));
+		if (arel->remote->atts[i].is_key && arel->attmap[i] > 0)
+			hashes[arel->attmap[i] - 1] =
+				column_hash(arel, tup, i, TupleDescAttr(desc, arel->attmap[i] - 1)) | 1;
+	concord_restore_user(&owner);
+	for (int a = 0; a < desc->natts; a++)
+		if (hashes[a] != 0)
+			hash = hash_combine(hash, hashes[a]);
+	relation_close(rel, NoLock);
+	pfree(hashes);
 	/* 0 is the table's own tag */
 	return hash == 0 ? 1 : hash;
 }

@@ -70,6 +70,9 @@ typedef struct ConcordSubState
 	TimestampTz restart_after;
 	TimestampTz careful_until;	/* apply looks for conflicts until then */
 	bool		stop_requested; /* the subscription was disabled */
+	bool		apply_unkeyed;	/* the apply worker's transactions lock no
+								 * key (it was alone in its database when
+								 * it began them: apply_xact.c) */
 	XLogRecPtr	wake_lsn;		/* the lowest LSN a wait_for_apply() waits
 								 * for; 0: nobody waits */
 	XLogRecPtr	hold_lsn;		/* commit LSN of the remote transaction held
