@@ -71,8 +71,21 @@ static char *NewSlotDsn = NULL;
 static char *NewSlotName = NULL;
 static bool NewSlotPasswordRequired = false;
 
-static void drop_slot_nothrow(const char *dsn, bool password_required,
-							  const char *slot_name);
+/*
+ * What drop_subscription leaves to the end of its transaction, in
+ * TopTransactionContext: the subscription's slot on the provider and its
+ * origins here go only once nothing else can make the transaction abort
+ * (a DO block that raises after the call keeps the subscription whole).
+ */
+typedef struct DroppedSub
+{
+	Oid			subid;
+	char	   *dsn;
+	bool		password_required;
+	char	   *slot_name;			/* NULL: leave the slot alone (a copy) */
+} DroppedSub;
+
+static List *DroppedSubs = NIL;
 
 static void
 forget_new_slot(void)
@@ -84,16 +97,55 @@ forget_new_slot(void)
 	NewSlotDsn = NewSlotName = NULL;
 }
 
+/* The transaction that created a slot aborts: the manager drops it. */
+static void
+defer_new_slot_drop(void)
+{
+	if (!concord_slot_drop_defer(NewSlotDsn, NewSlotPasswordRequired, NewSlotName))
+		ereport(WARNING,
+				(errmsg("replication slot \"%s\" on the provider outlives the transaction that made it",
+						NewSlotName),
+				 errdetail("Too many slots of aborted transactions wait to be dropped, or the DSN is too long."),
+				 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+						 NewSlotName)));
+}
+
+/* At the end of drop_subscription's transaction: its slot and origins. */
+static void
+drop_dropped_subs(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, DroppedSubs)
+	{
+		DroppedSub *d = lfirst(lc);
+
+		if (d->slot_name)
+			(void) concord_slot_drop(d->dsn, d->password_required, d->slot_name,
+									 "concord drop_subscription");
+		concord_origin_drop_all(d->subid);
+	}
+	DroppedSubs = NIL;
+}
+
 static void
 sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
+	if (event == XACT_EVENT_PRE_PREPARE && (NewSlotName || DroppedSubs))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot prepare a transaction that created or dropped a concord subscription"),
+				 errdetail("The subscription's slot on the provider is made or dropped outside the transaction.")));
+	if (event == XACT_EVENT_PRE_COMMIT && DroppedSubs)
+		drop_dropped_subs();
 	if (event == XACT_EVENT_COMMIT && WakeManagerAtCommit)
 		concord_request_manager(MyDatabaseId);
 	if (event == XACT_EVENT_ABORT && NewSlotName)
-		drop_slot_nothrow(NewSlotDsn, NewSlotPasswordRequired, NewSlotName);
+		defer_new_slot_drop();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 	{
 		WakeManagerAtCommit = false;
+		DroppedSubs = NIL;
 		forget_new_slot();
 	}
 }
@@ -261,50 +313,6 @@ inspect_provider(const char *dsn, bool password_required, List *sets,
 	PG_END_TRY();
 }
 
-/* Creates the subscription's slot, replacing a stale one of the same name. */
-static void
-create_slot(const char *dsn, bool password_required, const char *slot_name)
-{
-	PGconn	   *conn = concord_remote_connect(dsn, true, "concord create_subscription",
-											  password_required);
-
-	PG_TRY();
-	{
-		PGresult   *res;
-		char	   *quoted = quote_literal_cstr(slot_name);
-
-		/*
-		 * A slot of this name may be another node's (a copy of this one,
-		 * or a node restored from this one's dump): never drop or reuse a
-		 * slot on the strength of its name.
-		 */
-		res = concord_remote_query(conn,
-								   psprintf("SELECT active FROM pg_catalog.pg_replication_slots "
-											"WHERE slot_name = %s", quoted),
-								   0, NULL, PGRES_TUPLES_OK);
-		if (PQntuples(res) > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("replication slot \"%s\" already exists on the provider", slot_name),
-					 errdetail("It is %s; it may belong to a subscription of a copy of this node, or be left by an earlier subscription of this name.",
-							   strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? "in use" : "not in use"),
-					 errhint("If no subscription uses it, drop it on the provider with SELECT pg_drop_replication_slot('%s'), then try again.",
-							 slot_name),
-					 errhidestmt(true)));
-		PQclear(res);
-		res = concord_remote_query(conn,
-								   psprintf("CREATE_REPLICATION_SLOT %s LOGICAL concord (SNAPSHOT 'nothing')",
-											quote_identifier(slot_name)),
-								   0, NULL, PGRES_TUPLES_OK);
-		PQclear(res);
-	}
-	PG_FINALLY();
-	{
-		concord_remote_finish(conn);
-	}
-	PG_END_TRY();
-}
-
 /*
  * Whether this database is a copy of the local node (catalog/identity.c):
  * then it must not touch the original's slots.  False without a node.
@@ -316,81 +324,35 @@ local_is_copy(char **why)
 		!concord_identity_check(why);
 }
 
-/* Drops the slot on the provider; false (and a WARNING) if that fails. */
-static bool
-drop_slot(const char *dsn, bool password_required, const char *slot_name)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	bool		ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		PGconn	   *conn = concord_remote_connect(dsn, true, "concord drop_subscription",
-												  password_required);
-		PGresult   *res = concord_remote_exec(conn,
-											  psprintf("DROP_REPLICATION_SLOT %s WAIT",
-													   quote_identifier(slot_name)),
-											  0, NULL);
-		char	   *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
-		if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
-							(sqlstate == NULL || strcmp(sqlstate, "42704") != 0)))
-			ereport(ERROR,
-					(errmsg("%s", res ? pchomp(PQresultErrorMessage(res)) :
-							concord_remote_error(conn))));
-		PQclear(res);
-		concord_remote_finish(conn);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		/* A cancel or a shutdown stops the whole drop (review #23). */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errmsg("could not drop replication slot \"%s\" on the provider: %s",
-						slot_name, edata->message),
-				 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
-						 slot_name)));
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return ok;
-}
-
 /*
- * Best-effort cleanup when a transaction that created a slot aborts: plain
- * blocking libpq, no ereport, no catalog access.
+ * The slot name of a subscription is made again the same way: an aborted
+ * create_subscription of the same name may have left its slot for the
+ * manager to drop.  Drop it now, where it was made.
  */
 static void
-drop_slot_nothrow(const char *dsn, bool password_required, const char *slot_name)
+take_back_slot_drop(const char *slot_name)
 {
-	const char *keys[] = {"dbname", "replication", "connect_timeout", NULL};
-	const char *vals[] = {dsn, "database", "10", NULL};
-	PGconn	   *conn = PQconnectdbParams(keys, vals, true);
+	ConcordSlotDrop pending;
 
-	if (conn && PQstatus(conn) == CONNECTION_OK &&
-		(!password_required || PQconnectionUsedPassword(conn)))
+	switch (concord_slot_drop_cancel(MyDatabaseId, slot_name, &pending))
 	{
-		char		cmd[NAMEDATALEN + 64];
-
-		snprintf(cmd, sizeof(cmd), "DROP_REPLICATION_SLOT %s", slot_name);
-		PQclear(PQexec(conn, cmd));
+		case CONCORD_SLOT_DROP_NONE:
+			break;
+		case CONCORD_SLOT_DROP_TAKEN:
+			if (!concord_slot_drop(pending.dsn, pending.password_required, slot_name,
+								   "concord create_subscription") &&
+				!concord_slot_drop_defer(pending.dsn, pending.password_required, slot_name))
+				ereport(WARNING,
+						(errmsg("replication slot \"%s\" is no longer dropped by the manager", slot_name)));
+			break;
+		case CONCORD_SLOT_DROP_BUSY:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("replication slot \"%s\" of an aborted subscription of this name is being dropped",
+							slot_name),
+					 errhint("Try again in a moment."),
+					 errhidestmt(true)));
 	}
-	if (conn)
-		PQfinish(conn);
 }
 
 /* Records the provider as a peer, or refreshes its DSN and priority. */
@@ -515,7 +477,8 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	 * included when the provider is another database of this instance.
 	 */
 	wake_manager_at_commit();
-	create_slot(sub.provider_dsn, sub.password_required, sub.slot_name);
+	take_back_slot_drop(sub.slot_name);
+	concord_slot_create(sub.provider_dsn, sub.password_required, sub.slot_name);
 
 	/* If this transaction rolls back, the slot goes too. */
 	forget_new_slot();
@@ -583,6 +546,21 @@ stop_workers(Oid subid)
 	}
 }
 
+/* Leaves the slot (unless !drop_slot) and origins of sub to the commit. */
+static void
+drop_at_commit(ConcordSubscription *sub, bool drop_slot)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	DroppedSub *d = palloc0(sizeof(DroppedSub));
+
+	d->subid = sub->id;
+	d->dsn = pstrdup(sub->provider_dsn);
+	d->password_required = sub->password_required;
+	d->slot_name = drop_slot ? pstrdup(sub->slot_name) : NULL;
+	DroppedSubs = lappend(DroppedSubs, d);
+	MemoryContextSwitchTo(oldcxt);
+}
+
 Datum
 concord_drop_subscription(PG_FUNCTION_ARGS)
 {
@@ -592,9 +570,9 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 	char	   *why;
 
 	/*
-	 * The provider's slot is dropped at once and cannot come back: a
-	 * rollback would keep the subscription without it (as DROP
-	 * SUBSCRIPTION, it runs in a transaction of its own).
+	 * The provider's slot is dropped at the end of the transaction and
+	 * cannot come back: as DROP SUBSCRIPTION, it runs in a transaction of
+	 * its own.
 	 */
 	PreventInTransactionBlock(true, "concord.drop_subscription()");
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
@@ -617,10 +595,8 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 				(errmsg("replication slot \"%s\" on the provider is left alone: this database is a copy of node \"%s\"",
 						sub->slot_name, concord_node_get_local(false)->name),
 				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
-	else
-		(void) drop_slot(sub->provider_dsn, sub->password_required, sub->slot_name);
-	concord_origin_drop_all(sub->id);
 	concord_subscription_delete(sub->id);
+	drop_at_commit(sub, !local_is_copy(&why));
 	wake_manager_at_commit();
 	PG_RETURN_BOOL(true);
 }

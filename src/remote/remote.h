@@ -33,4 +33,10 @@ extern void concord_remote_finish(PGconn *conn);
 extern char *concord_redact_dsn(const char *text);
 extern void concord_redact_current_statement(void);
 
+/* slots.c */
+extern void concord_slot_create(const char *dsn, bool password_required,
+								const char *slot_name);
+extern bool concord_slot_drop(const char *dsn, bool password_required,
+							  const char *slot_name, const char *appname);
+
 #endif							/* CONCORD_REMOTE_H */

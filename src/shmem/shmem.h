@@ -143,6 +143,32 @@ typedef struct ConcordCommitRuns
 
 #define CONCORD_TOMBSTONE_SLOTS	1024
 
+/*
+ * A slot on a provider to drop, made by a transaction that then aborted
+ * (create_subscription): the manager of its database drops it, so that
+ * no backend waits on the network while it aborts (review #22).
+ */
+#define CONCORD_SLOT_DROPS			16
+#define CONCORD_SLOT_DROP_DSN_LEN	2048
+
+typedef struct ConcordSlotDrop
+{
+	Oid			dboid;			/* InvalidOid: free */
+	bool		busy;			/* the manager is dropping it now */
+	bool		password_required;
+	int			failures;
+	TimestampTz retry_after;
+	char		slot_name[NAMEDATALEN];
+	char		dsn[CONCORD_SLOT_DROP_DSN_LEN];
+} ConcordSlotDrop;
+
+typedef enum ConcordSlotDropCancel
+{
+	CONCORD_SLOT_DROP_NONE,		/* no such drop is waiting */
+	CONCORD_SLOT_DROP_TAKEN,	/* it was waiting: it is the caller's now */
+	CONCORD_SLOT_DROP_BUSY		/* the manager is dropping it */
+} ConcordSlotDropCancel;
+
 typedef struct ConcordShared
 {
 	LWLock	   *lock;
@@ -159,6 +185,7 @@ typedef struct ConcordShared
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
 	/* Tables that got a tombstone since startup, hashed by OID (tombstone.c) */
 	pg_atomic_uint32 tombstoned[CONCORD_TOMBSTONE_SLOTS];
+	ConcordSlotDrop slot_drops[CONCORD_SLOT_DROPS];	/* under lock */
 } ConcordShared;
 
 extern ConcordShared *ConcordShmem;
@@ -176,6 +203,14 @@ extern void concord_wake_launcher(void);
 extern TimestampTz concord_backoff_until(int failures);
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
 extern void concord_record_current_error(ConcordSubState *sub);
+extern bool concord_slot_drop_defer(const char *dsn, bool password_required,
+									const char *slot_name);
+extern ConcordSlotDropCancel concord_slot_drop_cancel(Oid dboid, const char *slot_name,
+													  ConcordSlotDrop *out);
+extern bool concord_slot_drop_claim(Oid dboid, ConcordSlotDrop *out);
+extern void concord_slot_drop_finish(Oid dboid, const char *slot_name, bool dropped);
+extern bool concord_slot_drops_waiting(Oid dboid);
+extern void concord_slot_drops_unclaim(Oid dboid);
 
 /* The start-up every concord background worker shares (shmem.c) */
 extern Oid	concord_worker_connect(void);

@@ -41,6 +41,7 @@
 #include "concord.h"
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
+#include "remote/remote.h"
 #include "shmem/shmem.h"
 #include "workers/workers.h"
 
@@ -374,7 +375,34 @@ manager_attach(void)
 	db->manager_pid = MyProcPid;
 	db->manager_latch = MyLatch;
 	LWLockRelease(ConcordShmem->lock);
+	concord_slot_drops_unclaim(ManagerDb);
 	before_shmem_exit(manager_detach, (Datum) 0);
+}
+
+/*
+ * Drops the slots that aborted create_subscription calls of this database
+ * made on providers (shmem/slot_drops.c), with their DSNs; one that cannot
+ * be dropped now is tried again later, with backoff.
+ */
+static void
+drop_deferred_slots(void)
+{
+	ConcordSlotDrop d;
+
+	while (concord_slot_drop_claim(ManagerDb, &d))
+	{
+		bool		dropped;
+
+		StartTransactionCommand();
+		dropped = concord_slot_drop(d.dsn, d.password_required, d.slot_name,
+									"concord manager");
+		CommitTransactionCommand();
+		concord_slot_drop_finish(ManagerDb, d.slot_name, dropped);
+		if (dropped)
+			ereport(LOG,
+					(errmsg("dropped replication slot \"%s\" on the provider: the transaction that made it aborted",
+							d.slot_name)));
+	}
 }
 
 static uint64
@@ -429,6 +457,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 		uint64		seen_requests = current_requests();
 		ListCell   *lc;
 
+		drop_deferred_slots();
 		subs = read_subscriptions(&gone);
 		if (gone)
 			manager_shutdown();
@@ -440,7 +469,8 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			trim_history();
 			concord_tombstone_gc_periodic();
 		}
-		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running())) &&
+		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&
+					  !concord_slot_drops_waiting(ManagerDb))) &&
 			go_dormant(seen_requests))
 			proc_exit(0);
 

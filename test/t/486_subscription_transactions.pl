@@ -1,0 +1,138 @@
+# The provider's slot across the transactions of create_subscription and
+# drop_subscription, which make and drop it outside them.
+#
+#  1. A DO block that calls drop_subscription and then raises: the
+#     subscription stays, so its slot and origins must stay too.  They were
+#     dropped at once, and the subscription kept without them was down for
+#     good.  They now go at the end of the transaction.
+#  2. A create_subscription whose transaction aborts while the provider
+#     cannot be reached: its slot must still go once the provider is back.
+#     The aborting backend connected there itself, while it could not be
+#     interrupted (review #22), failed, and the slot stayed for good.  The
+#     abort now hands the drop to the manager, which retries.
+#  3. create_subscription of the same name right after such an abort,
+#     while the manager still waits to drop the old slot: it takes the drop
+#     back, and succeeds.
+#  4. PREPARE TRANSACTION of a transaction that made or dropped a
+#     subscription is refused (the slot is outside the transaction), and
+#     the slot made goes with the transaction.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordProxy;
+use ConcordTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $p = concord_node('p');
+my $s = concord_node('s', extra_conf => 'max_prepared_transactions = 2');
+run_on_all([ $p, $s ], 'CREATE TABLE t (id int PRIMARY KEY, v text);');
+add_tables([ $p, $s ], ['t']);
+my $sub = subscribe($s, $p, synchronize_data => 0);
+wait_replicating([$s], 's subscribes to p');
+
+sub slots_on_p
+{
+	return $p->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_slots WHERE slot_type = \'logical\'');
+}
+
+# --- 1. DO block -------------------------------------------------------------------
+my ($ret, $out, $err) = $s->psql('postgres', qq{
+	DO \$\$ BEGIN
+		PERFORM concord.drop_subscription('$sub');
+		RAISE EXCEPTION 'changed my mind';
+	END \$\$;});
+like($err, qr/changed my mind/, 'the DO block raised after drop_subscription');
+is(slots_on_p(), '1', "the subscription's slot is still on p");
+is($s->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'concord\_%'}),
+	'1', "the subscription's origin is still on s");
+$p->safe_psql('postgres', "INSERT INTO t VALUES (1, 'after the DO block')");
+ok(wait_for_apply_one($s, $sub, $p), 'the subscription replicates after the DO block');
+is($s->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'after the DO block',
+	"p's row written after the DO block reached s");
+
+# A DO block that commits drops them, at its end.
+my $dsn_p = quote_literal($p->connstr('postgres'));
+$s->safe_psql('postgres',
+	"SELECT concord.create_subscription('other', $dsn_p, synchronize_data := false)");
+is(slots_on_p(), '2', 'a second subscription has its slot');
+$s->safe_psql('postgres', q{DO $$ BEGIN PERFORM concord.drop_subscription('other'); END $$;});
+is(slots_on_p(), '1', 'a DO block that commits drops the slot');
+
+# --- 2. abort while the provider cannot be reached ---------------------------------
+my $proxy = ConcordProxy->new($p);
+my $port = $proxy->port;
+my $pdsn = quote_literal($proxy->connstr('postgres'));
+my $bg = $s->background_psql('postgres');
+$bg->query_safe("BEGIN; SELECT concord.create_subscription('aborted', $pdsn, synchronize_data := false)");
+is(slots_on_p(), '2', 'the aborted subscription made its slot on p');
+$proxy->stop;
+my $log_offset = -s $s->logfile;
+$bg->query_safe('ROLLBACK');
+$bg->quit;
+ok($s->poll_query_until('postgres', 'SELECT true')
+	  && wait_for_log_line($s, qr/could not drop replication slot "concord_\d+_\d+" on the provider/, $log_offset),
+	'the manager tried to drop the slot while p could not be reached');
+is(slots_on_p(), '2', 'the slot is still there');
+$proxy = ConcordProxy->new($p, port => $port);
+ok($p->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_type = 'logical'}),
+	'the manager dropped the slot once p could be reached again');
+ok(wait_for_log_line($s, qr/dropped replication slot "concord_\d+_\d+" on the provider: the transaction that made it aborted/, $log_offset),
+	"s's log says so");
+
+# --- 3. the same name again, while the drop waits ----------------------------------
+$bg = $s->background_psql('postgres');
+$bg->query_safe("BEGIN; SELECT concord.create_subscription('again', $pdsn, synchronize_data := false)");
+$proxy->stop;
+$log_offset = -s $s->logfile;
+$bg->query_safe('ROLLBACK');
+$bg->quit;
+ok(wait_for_log_line($s, qr/could not drop replication slot/, $log_offset),
+	'the drop of the slot of the aborted "again" waits');
+$proxy = ConcordProxy->new($p, port => $port);
+my $made = 0;
+my $last_err = '';
+foreach my $try (1 .. 100)
+{
+	($ret, $out, $last_err) = $s->psql('postgres',
+		"SELECT concord.create_subscription('again', $pdsn, synchronize_data := false)");
+	if ($ret == 0) { $made = 1; last; }
+	last unless $last_err =~ /is being dropped/;
+	$s->poll_query_until('postgres', 'SELECT true');
+}
+ok($made, 'create_subscription of the same name succeeds') or diag($last_err);
+ok($s->poll_query_until('postgres',
+		q{SELECT status = 'replicating' FROM concord.subscription_status WHERE subscription_name = 'again'}),
+	'"again" replicates');
+is(slots_on_p(), '2', 'p has the slots of the two subscriptions, nothing more');
+
+# --- 4. PREPARE TRANSACTION --------------------------------------------------------
+($ret, $out, $err) = $s->psql('postgres', qq{
+	BEGIN;
+	SELECT concord.create_subscription('prepared', $pdsn, synchronize_data := false);
+	PREPARE TRANSACTION 'with_a_subscription';});
+like($err, qr/cannot prepare a transaction that created or dropped a concord subscription/,
+	'PREPARE TRANSACTION is refused');
+is($s->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '0', 'nothing was prepared');
+ok($p->poll_query_until('postgres',
+		q{SELECT count(*) = 2 FROM pg_replication_slots WHERE slot_type = 'logical'}),
+	'the slot it made is dropped');
+
+done_testing();
+
+# Polls the node's log from offset for a line matching re.
+sub wait_for_log_line
+{
+	my ($node, $re, $offset) = @_;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		return 1 if slurp_file($node->logfile, $offset) =~ $re;
+		$node->poll_query_until('postgres', 'SELECT true');
+	}
+	return 0;
+}
