@@ -24,6 +24,7 @@
 #include "pgstat.h"
 #include "replication/message.h"
 #include "replication/origin.h"
+#include "replication/slot.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
@@ -137,7 +138,8 @@ wait_for_clock(TimestampTz commit_time)
  * CONCORD_MAX_FORWARDED_ORIGINS).  A provider filters them itself; this
  * is against one that does not (a compromised peer): each origin received
  * becomes a replication origin here, and those are few (they share
- * max_replication_slots' states with every database of the server).
+ * max_replication_slots' states with every database of the server): a
+ * forwarded origin never takes the last CONCORD_ORIGIN_STATES_KEPT_FREE.
  */
 static void
 check_origin_received(const char *origin_node)
@@ -163,6 +165,19 @@ check_origin_received(const char *origin_node)
 				 errmsg("the provider sent transactions of more than %d origins to subscription \"%s\"",
 						CONCORD_MAX_FORWARDED_ORIGINS, W.sub->name),
 				 errdetail("The origin \"%s\" would be one more.", origin_node)));
+	if (!concord_origin_exists(W.sub->id, origin_node))
+	{
+		int			used = concord_origin_states_used();
+
+		if (max_replication_slots - used <= CONCORD_ORIGIN_STATES_KEPT_FREE)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("no room for the replication origin of node \"%s\", forwarded to subscription \"%s\"",
+							origin_node, W.sub->name),
+					 errdetail("%d of the server's %d replication origin states (max_replication_slots) are taken, and forwarded origins leave %d free for the providers' own.",
+							   used, max_replication_slots, CONCORD_ORIGIN_STATES_KEPT_FREE),
+					 errhint("Raise max_replication_slots (it needs a restart), or name in forward_origins only the nodes this subscription is to receive.")));
+	}
 }
 
 /* Binds the session to the origin of the transaction's origin node. */

@@ -31,9 +31,11 @@
 #include "access/transam.h"
 #include "access/table.h"
 #include "catalog/pg_replication_origin.h"
+#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/rel.h"
 
@@ -285,6 +287,29 @@ bool
 concord_origin_sub_id_in_use(Oid subid)
 {
 	return sub_origins(subid) != NIL;
+}
+
+/*
+ * How many of the server's replication origin states are taken: one per
+ * origin that ever applied or tracked progress, in every database, out of
+ * max_replication_slots.  Reads pg_replication_origin_status.
+ */
+int
+concord_origin_states_used(void)
+{
+	int			used = 0;
+	bool		isnull;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_origin_status",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		used = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PopActiveSnapshot();
+	return used;
 }
 
 /* The end of the last provider transaction applied by the subscription. */

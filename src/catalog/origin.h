@@ -23,6 +23,13 @@ extern bool concord_origin_exists(Oid subid, const char *node_name);
 
 /* Origins one subscription may receive transactions of ({all}). */
 #define CONCORD_MAX_FORWARDED_ORIGINS 64
+/*
+ * Replication origin states (max_replication_slots of them, shared by the
+ * server) that a forwarded origin never takes: they stay for providers'
+ * own origins.
+ */
+#define CONCORD_ORIGIN_STATES_KEPT_FREE 2
+extern int	concord_origin_states_used(void);
 extern bool concord_origin_sub_id_in_use(Oid subid);
 extern XLogRecPtr concord_origin_sub_progress(Oid subid);
 extern void concord_origin_drop_all(Oid subid);
