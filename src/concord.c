@@ -18,6 +18,7 @@
 
 #include "miscadmin.h"
 
+#include "api/api.h"
 #include "concord.h"
 #include "conflict/seen.h"
 #include "shmem/shmem.h"
@@ -36,6 +37,8 @@ _PG_init(void)
 						 "and restart the server.")));
 
 	concord_define_gucs();
+	/* first: its transaction callback runs after every other of concord */
+	concord_sub_api_install();
 	concord_shmem_install_hooks();
 	concord_seen_install_hooks();
 	concord_launcher_register();

@@ -19,4 +19,7 @@ extern Datum concord_required_arg(FunctionCallInfo fcinfo, int argno,
 #define concord_required_name(fcinfo, argno, argname) \
 	NameStr(*DatumGetName(concord_required_arg(fcinfo, argno, argname)))
 
+/* sub_api.c */
+extern void concord_sub_api_install(void);
+
 #endif							/* CONCORD_API_H */

@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "catalog/origin.h"
@@ -135,11 +136,28 @@ concord_tombstone_gc_sql(PG_FUNCTION_ARGS pg_attribute_unused())
 	PG_RETURN_INT64(concord_tombstone_gc());
 }
 
+/* The local node's name, once per query (fn_extra); NULL without one. */
+static const char *
+local_node_name(FunctionCallInfo fcinfo)
+{
+	if (fcinfo->flinfo->fn_extra == NULL)
+	{
+		ConcordNode *local = concord_node_get_local(true);
+
+		fcinfo->flinfo->fn_extra =
+			MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, local ? local->name : "");
+	}
+	return *(char *) fcinfo->flinfo->fn_extra ? fcinfo->flinfo->fn_extra : NULL;
+}
+
 /*
  * concord.row_version(xmin xid) -> (commit_time, origin_node): the commit
  * timestamp of the transaction and the node it was first written on, as
- * conflict detection reads them (conflict.c); NULLs when the commit
- * timestamp is not known.  The tombstone GC judges versions with it.
+ * conflict detection reads them (conflict.c): this node for a transaction
+ * under no replication origin; for one under an origin that is not
+ * concord's, that origin's name; NULL when the origin is not known any
+ * more.  NULLs when the commit timestamp is not known.  The tombstone
+ * removal judges versions with it.
  */
 Datum
 concord_row_version(PG_FUNCTION_ARGS)
@@ -156,15 +174,14 @@ concord_row_version(PG_FUNCTION_ARGS)
 	if (track_commit_timestamp && TransactionIdIsNormal(xid) &&
 		TransactionIdGetCommitTsData(xid, &ts, &origin))
 	{
-		const char *node = NULL;
-		ConcordNode *local;
+		const char *node;
 
 		values[0] = TimestampTzGetDatum(ts);
 		nulls[0] = false;
 		if (origin != InvalidRepOriginId)
 			node = concord_origin_node_of_xact(origin, xid);
-		if (node == NULL && (local = concord_node_get_local(true)) != NULL)
-			node = local->name;
+		else
+			node = local_node_name(fcinfo);
 		if (node != NULL)
 		{
 			values[1] = DirectFunctionCall1(namein, CStringGetDatum(node));

@@ -64,7 +64,6 @@ typedef struct ProviderInfo
 } ProviderInfo;
 
 static bool WakeManagerAtCommit = false;
-static bool XactCallbackRegistered = false;
 
 /* A slot created by this transaction, to drop if it aborts. */
 static char *NewSlotDsn = NULL;
@@ -110,20 +109,26 @@ defer_new_slot_drop(void)
 						 NewSlotName)));
 }
 
-/* At the end of drop_subscription's transaction: its slot and origins. */
+/*
+ * At the end of drop_subscription's transaction: its origins, then its
+ * slot, the one thing that cannot come back (origins dropped in a
+ * transaction that then aborts come back without their progress: the
+ * subscription applies again from what the slot had confirmed).
+ */
 static void
 drop_dropped_subs(void)
 {
 	ListCell   *lc;
 
 	foreach(lc, DroppedSubs)
+		concord_origin_drop_all(((DroppedSub *) lfirst(lc))->subid);
+	foreach(lc, DroppedSubs)
 	{
 		DroppedSub *d = lfirst(lc);
 
 		if (d->slot_name)
 			(void) concord_slot_drop(d->dsn, d->password_required, d->slot_name,
-									 "concord drop_subscription");
-		concord_origin_drop_all(d->subid);
+									 "concord drop_subscription", true);
 	}
 	DroppedSubs = NIL;
 }
@@ -150,15 +155,21 @@ sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 	}
 }
 
+/*
+ * At load (_PG_init), before every other transaction callback of concord:
+ * callbacks run newest first, so this one runs last at PRE_COMMIT, the
+ * closest to the commit (drop_dropped_subs()).
+ */
+void
+concord_sub_api_install(void)
+{
+	RegisterXactCallback(sub_xact_callback, NULL);
+}
+
 /* The manager reads the catalogs after this transaction commits. */
 static void
 wake_manager_at_commit(void)
 {
-	if (!XactCallbackRegistered)
-	{
-		RegisterXactCallback(sub_xact_callback, NULL);
-		XactCallbackRegistered = true;
-	}
 	WakeManagerAtCommit = true;
 }
 
@@ -333,17 +344,34 @@ static void
 take_back_slot_drop(const char *slot_name)
 {
 	ConcordSlotDrop pending;
+	volatile bool dropped = false;
 
 	switch (concord_slot_drop_cancel(MyDatabaseId, slot_name, &pending))
 	{
 		case CONCORD_SLOT_DROP_NONE:
 			break;
 		case CONCORD_SLOT_DROP_TAKEN:
-			if (!concord_slot_drop(pending.dsn, pending.password_required, slot_name,
-								   "concord create_subscription") &&
+			PG_TRY();
+			{
+				dropped = concord_slot_drop(pending.dsn, pending.password_required,
+											slot_name, "concord create_subscription",
+											false);
+			}
+			PG_CATCH();
+			{
+				/* A cancel: the manager drops it after all. */
+				(void) concord_slot_drop_defer(pending.dsn, pending.password_required,
+											   slot_name);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			if (!dropped &&
 				!concord_slot_drop_defer(pending.dsn, pending.password_required, slot_name))
 				ereport(WARNING,
-						(errmsg("replication slot \"%s\" is no longer dropped by the manager", slot_name)));
+						(errmsg("replication slot \"%s\" of an aborted subscription is left on the provider",
+								slot_name),
+						 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+								 slot_name)));
 			break;
 		case CONCORD_SLOT_DROP_BUSY:
 			ereport(ERROR,
@@ -701,6 +729,8 @@ static bool
 sync_complete(const char *name)
 {
 	ConcordSubscription *sub = sub_get_existing(name);
+	ConcordSubState *st;
+	bool		copying = false;
 	ListCell   *lc;
 
 	if (!sub->sync_done)
@@ -708,7 +738,14 @@ sync_complete(const char *name)
 	foreach(lc, concord_sub_table_get(sub->id))
 		if (((ConcordSubTable *) lfirst(lc))->pending)
 			return false;
-	return true;
+	/* The copy is committed; its worker may not have said so yet. */
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	st = concord_sub_state(MyDatabaseId, sub->id, false);
+	if (st)
+		copying = st->sync_pid > 0 ||
+			(st->phase == CONCORD_PHASE_SYNCING && st->apply_pid > 0);
+	LWLockRelease(ConcordShmem->lock);
+	return !copying;
 }
 
 Datum

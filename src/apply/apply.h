@@ -35,6 +35,8 @@ typedef struct ApplyRel
 	FmgrInfo   *typinfmgr;		/* per remote column, typinput looked up */
 	Bitmapset  *not_sent;		/* local columns the provider does not send
 								 * (attnums; not dropped or generated) */
+	struct KeyHash *keyhash;	/* key_lock.c's hash functions of the key
+								 * columns, in map_cxt; NULL: not made yet */
 	bool		had_tombstones; /* the table had tombstones when resolved */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */

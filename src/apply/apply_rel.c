@@ -146,6 +146,7 @@ map_columns(ApplyRel *arel, Relation rel)
 	arel->typinput = MemoryContextAllocZero(arel->map_cxt, sizeof(Oid) * n);
 	arel->typioparam = MemoryContextAllocZero(arel->map_cxt, sizeof(Oid) * n);
 	arel->typinfmgr = MemoryContextAllocZero(arel->map_cxt, sizeof(FmgrInfo) * n);
+	arel->keyhash = NULL;
 	for (int i = 0; i < remote->natts; i++)
 	{
 		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), remote->atts[i].name);

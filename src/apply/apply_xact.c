@@ -202,18 +202,16 @@ use_origin(const char *origin_node)
 	strlcpy(W.session_origin_node, origin_node, NAMEDATALEN);
 }
 
-/* Waits for the transaction backend pid is in now, if any. */
-static void
-wait_for_current_xact(pid_t pid)
+/* The transaction backend pid is in now; invalid if none (or no pid). */
+static VirtualTransactionId
+current_vxid(pid_t pid)
 {
 	PGPROC	   *proc = BackendPidGetProc(pid);
-	VirtualTransactionId vxid;
+	VirtualTransactionId vxid = {InvalidBackendId, InvalidLocalTransactionId};
 
-	if (proc == NULL)
-		return;
-	GET_VXID_FROM_PGPROC(vxid, *proc);
-	if (VirtualTransactionIdIsValid(vxid))
-		(void) VirtualXactLock(vxid, true);
+	if (proc != NULL)
+		GET_VXID_FROM_PGPROC(vxid, *proc);
+	return vxid;
 }
 
 /*
@@ -226,6 +224,7 @@ wait_for_current_xact(pid_t pid)
  * others that run without key locks, as each entry says (review #16).
  * Each worker says so and reads the others' under the exclusive lock: of
  * two that look at once, the second sees that the first locks its keys.
+ * Called in the transaction that applies the remote one.
  */
 static bool
 key_locks_needed(void)
@@ -233,7 +232,7 @@ key_locks_needed(void)
 	static bool others = false;
 	static uint64 known_generation = PG_UINT64_MAX;
 	uint64		generation;
-	pid_t	   *unkeyed;
+	VirtualTransactionId *unkeyed;
 	int			nunkeyed = 0;
 
 	/* after StartTransactionCommand(): a waiter sees this transaction */
@@ -241,7 +240,7 @@ key_locks_needed(void)
 	generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
 	if (generation == known_generation)
 		return others;
-	unkeyed = palloc(sizeof(pid_t) * ConcordShmem->max_entries);
+	unkeyed = palloc(sizeof(VirtualTransactionId) * ConcordShmem->max_entries);
 	others = false;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ConcordShmem->max_entries; i++)
@@ -252,14 +251,18 @@ key_locks_needed(void)
 			continue;
 		others = true;
 		if (st->apply_unkeyed && st->apply_pid > 0)
-			unkeyed[nunkeyed++] = st->apply_pid;
+		{
+			unkeyed[nunkeyed] = current_vxid(st->apply_pid);
+			if (VirtualTransactionIdIsValid(unkeyed[nunkeyed]))
+				nunkeyed++;
+		}
 	}
 	W.shared->apply_unkeyed = !others;
 	LWLockRelease(ConcordShmem->lock);
-	known_generation = generation;
 	for (int i = 0; others && i < nunkeyed; i++)
-		wait_for_current_xact(unkeyed[i]);
+		(void) VirtualXactLock(unkeyed[i], true);
 	pfree(unkeyed);
+	known_generation = generation;
 	return others;
 }
 
@@ -361,7 +364,7 @@ handle_begin(StringInfo s)
 	W.in_remote_txn = true;
 	W.seen = NIL;
 	W.gaps_checked = false;
-	concord_apply_lock_keys = key_locks_needed();
+	concord_apply_lock_keys = !W.skip_txn && key_locks_needed();
 	concord_apply_key_locks_reset();
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;

@@ -27,17 +27,20 @@
  * so a deadlock between two workers is detected and one of them retries.
  *
  * The key's hash is made from the key's values as this node's columns
- * hold them, each hashed by its type's hash function under the column's
- * collation, in the local column order: keys equal here hash alike
- * whatever text and column order their providers sent (numeric 1.0 and
- * 1.00, a case-insensitive collation's 'A' and 'a').  A type without a
+ * hold them, each hashed by the hash function of the equality its key
+ * index compares it with, under the index's collation, in the local
+ * column order: keys the index finds equal hash alike whatever text and
+ * column order their providers sent (numeric 1.0 and 1.00, 'A' and 'a'
+ * under a case-insensitive collation).  A column whose equality has no
  * hash function is hashed by its text (review #16).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -46,7 +49,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/typcache.h"
+#include "utils/lsyscache.h"
 
 #include "apply/apply.h"
 #include "conflict/conflict.h"
@@ -96,23 +99,79 @@ concord_apply_key_text(ApplyRel *arel, ConcordTuple *tup)
 	return buf.data;
 }
 
+/*
+ * How each remote column is hashed: the key columns by the hash function
+ * of the equality their key index compares them with, under the index's
+ * collation; 'A' and 'a' under a case-insensitive collation, numeric 1.0
+ * and 1.00 hash alike, as the index finds them alike.
+ */
+typedef struct KeyHash
+{
+	bool	   *hashed;			/* per remote column: part of the hash */
+	FmgrInfo   *hashfn;			/* per remote column; fn_oid InvalidOid:
+								 * hash the text */
+	Oid		   *collation;
+} KeyHash;
+
+/* The index apply finds rows by: replica identity, else primary key. */
+static Oid
+key_index(Relation rel)
+{
+	Oid			idx = RelationGetReplicaIndex(rel);
+
+	return OidIsValid(idx) ? idx : RelationGetPrimaryKeyIndex(rel);
+}
+
+static KeyHash *
+make_key_hash(ApplyRel *arel, Relation rel)
+{
+	int			n = Max(arel->remote->natts, 1);
+	KeyHash    *kh = MemoryContextAllocZero(arel->map_cxt, sizeof(KeyHash));
+	Oid			idxoid = key_index(rel);
+	Relation	idx = OidIsValid(idxoid) ? index_open(idxoid, AccessShareLock) : NULL;
+
+	kh->hashed = MemoryContextAllocZero(arel->map_cxt, sizeof(bool) * n);
+	kh->hashfn = MemoryContextAllocZero(arel->map_cxt, sizeof(FmgrInfo) * n);
+	kh->collation = MemoryContextAllocZero(arel->map_cxt, sizeof(Oid) * n);
+	for (int i = 0; i < arel->remote->natts; i++)
+	{
+		kh->hashed[i] = arel->remote->atts[i].is_key && arel->attmap[i] > 0;
+		kh->hashfn[i].fn_oid = InvalidOid;
+		for (int k = 0; idx && kh->hashed[i] && k < IndexRelationGetNumberOfKeyAttributes(idx); k++)
+		{
+			Oid			eqop;
+			RegProcedure hashproc = InvalidOid;
+
+			if (idx->rd_index->indkey.values[k] != arel->attmap[i])
+				continue;
+			eqop = get_opfamily_member(idx->rd_opfamily[k], idx->rd_opcintype[k],
+									   idx->rd_opcintype[k], BTEqualStrategyNumber);
+			if (OidIsValid(eqop) && get_op_hash_functions(eqop, &hashproc, NULL) &&
+				OidIsValid(hashproc))
+				fmgr_info_cxt(hashproc, &kh->hashfn[i], arel->map_cxt);
+			kh->collation[i] = idx->rd_indcollation[k];
+		}
+	}
+	if (idx)
+		index_close(idx, AccessShareLock);
+	return kh;
+}
+
 /* The hash of one key column's value, as the local column holds it. */
 static uint32
 column_hash(ApplyRel *arel, ConcordTuple *tup, int i, Form_pg_attribute att)
 {
-	TypeCacheEntry *type;
+	KeyHash    *kh = arel->keyhash;
 	Datum		value;
 
 	if (tup->kinds[i] != CONCORD_COL_TEXT)
 		return 0;
-	type = lookup_type_cache(att->atttypid, TYPECACHE_HASH_PROC_FINFO);
-	if (!OidIsValid(type->hash_proc_finfo.fn_oid))
+	if (!OidIsValid(kh->hashfn[i].fn_oid))
 		return DatumGetUInt32(hash_any((unsigned char *) tup->values[i].data,
 									   strlen(tup->values[i].data)));
 	value = InputFunctionCall(&arel->typinfmgr[i], tup->values[i].data,
 							  arel->typioparam[i], att->atttypmod);
-	return DatumGetUInt32(FunctionCall1Coll(&type->hash_proc_finfo,
-											att->attcollation, value));
+	return DatumGetUInt32(FunctionCall1Coll(&kh->hashfn[i], kh->collation[i], value));
 }
 
 /*
@@ -129,9 +188,11 @@ key_hash(ApplyRel *arel, ConcordTuple *tup)
 	uint32		hash = 0;
 	ConcordAsOwner owner;
 
+	if (arel->keyhash == NULL)
+		arel->keyhash = make_key_hash(arel, rel);
 	concord_become_table_owner(rel, 0, concord_remote_txn->sub_name, &owner);
 	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
-		if (arel->remote->atts[i].is_key && arel->attmap[i] > 0)
+		if (arel->keyhash->hashed[i])
 			hashes[arel->attmap[i] - 1] =
 				column_hash(arel, tup, i, TupleDescAttr(desc, arel->attmap[i] - 1)) | 1;
 	concord_restore_user(&owner);

@@ -124,6 +124,7 @@ concord_origin_ensure(Oid subid, const char *node_name)
 static ConcordOriginHolder *Holders = NULL;
 static int	NHolders = 0;
 static bool HoldersValid = false;
+static uint64 HoldersInvalidations = 0;
 
 /* Node names of origins without history (not concord's), cached. */
 #define ORIGIN_CACHE_SIZE 16
@@ -135,6 +136,7 @@ origin_caches_reset(Datum arg pg_attribute_unused(), int cacheid pg_attribute_un
 					uint32 hashvalue pg_attribute_unused())
 {
 	HoldersValid = false;
+	HoldersInvalidations++;
 	OriginCacheUsed = 0;
 }
 
@@ -142,6 +144,7 @@ static void
 load_holders(void)
 {
 	static bool callback_registered = false;
+	uint64		invalidations = HoldersInvalidations;
 	List	   *rows;
 	ListCell   *lc;
 
@@ -150,8 +153,6 @@ load_holders(void)
 		CacheRegisterSyscacheCallback(REPLORIGIDENT, origin_caches_reset, (Datum) 0);
 		callback_registered = true;
 	}
-	/* Not valid while the catalog is missing (before ALTER EXTENSION). */
-	HoldersValid = OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true));
 	rows = concord_origin_history_all();
 	if (Holders)
 		pfree(Holders);
@@ -161,6 +162,13 @@ load_holders(void)
 	foreach(lc, rows)
 		Holders[NHolders++] = *(ConcordOriginHolder *) lfirst(lc);
 	list_free_deep(rows);
+
+	/*
+	 * Valid once read whole with no invalidation meanwhile, and not while
+	 * the catalog is missing (before ALTER EXTENSION concord UPDATE).
+	 */
+	HoldersValid = invalidations == HoldersInvalidations &&
+		OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true));
 }
 
 /* The full xid of a recent xid, or of one frozen before any wraparound. */

@@ -236,9 +236,9 @@ frozen_tombstones(void)
  * delay (ms); $5: the retention (ms, 0: none); $6: the origins applied
  * here; $7: the frozen tombstones, whose version is unknown.  The peers
  * are the nodes concord.node lists and those origins.
- * A tombstone's version is that of its xmin, as concord.row_version()
- * gives it: commit timestamp and origin node.  Unknown versions (commit
- * timestamps no longer kept) are old enough to go.
+ * A tombstone's version is that of its xmin (VERSIONS_SQL): commit
+ * timestamp and origin node.  Unknown versions (commit timestamps no
+ * longer kept) are old enough to go.
  */
 #define GC_SQL \
 "WITH conf AS (" \
@@ -248,11 +248,7 @@ frozen_tombstones(void)
 "    SELECT node_name::text AS name FROM concord.node WHERE NOT is_local " \
 "    UNION SELECT pg_catalog.unnest($6::text[]) " \
 "    EXCEPT SELECT node_name::text FROM concord.node WHERE is_local), " \
-"versions AS (" \
-"    SELECT t.ctid AS tid, v.commit_time AS ts, v.origin_node::text AS origin " \
-"      FROM concord.tombstone t " \
-"      CROSS JOIN LATERAL concord.row_version(" \
-"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) v), " \
+"%s" \
 "judged AS (" \
 "    SELECT v.*, " \
 "           v.ts IS NULL OR (v.origin IS NOT NULL AND v.ts < pg_catalog.now() - $4 * interval '1 ms' AND NOT EXISTS (" \
@@ -282,6 +278,37 @@ frozen_tombstones(void)
 "    RETURNING 1) " \
 "SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM gaps), " \
 "       (SELECT pg_catalog.count(*) FROM healed)"
+
+/*
+ * The versions of the tombstones, for GC_SQL: through concord.row_version(),
+ * which knows which node a replication origin id stood for when the
+ * tombstone was written.  An origin that is not a node (one that is not
+ * concord's, or one dropped before 0.3.0) is unknown: NULL.
+ */
+#define VERSIONS_SQL \
+"versions AS (" \
+"    SELECT t.ctid AS tid, v.commit_time AS ts, " \
+"           CASE WHEN v.origin_node::text IN (SELECT name FROM peers " \
+"                    UNION SELECT node_name::text FROM concord.node WHERE is_local) " \
+"                THEN v.origin_node::text END AS origin " \
+"      FROM concord.tombstone t " \
+"      CROSS JOIN LATERAL concord.row_version(" \
+"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) v), "
+
+/*
+ * The same before ALTER EXTENSION concord UPDATE to 0.3.0 (no
+ * concord.row_version()): through the origin that holds the id now.
+ */
+#define VERSIONS_SQL_0_2 \
+"versions AS (" \
+"    SELECT t.ctid AS tid, c.timestamp AS ts, " \
+"           CASE WHEN c.roident IS NULL OR c.roident = 0 " \
+"                THEN (SELECT node_name::text FROM concord.node WHERE is_local) " \
+"                ELSE pg_catalog.substring(o.roname, '^concord_[0-9]+_(.*)$') END AS origin " \
+"      FROM concord.tombstone t " \
+"      CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(" \
+"          CASE WHEN t.ctid = ANY ($7::pg_catalog.tid[]) THEN NULL ELSE t.xmin END) c " \
+"      LEFT JOIN pg_catalog.pg_replication_origin o ON o.roident = c.roident), "
 
 /*
  * concord.tombstone_gap changes in the current transaction: apply workers
@@ -335,7 +362,10 @@ concord_tombstone_gc(void)
 	values[6] = frozen_tombstones();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(GC_SQL, 7, types, values, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(psprintf(GC_SQL,
+									   OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true)) ?
+									   VERSIONS_SQL : VERSIONS_SQL_0_2),
+							  7, types, values, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not remove tombstones");
 	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

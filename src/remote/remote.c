@@ -227,7 +227,8 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
 	 * Values travel as text: the provider's output settings are fixed, so
 	 * that dates, intervals, floats, timestamps with time zone and bytea
 	 * read back the same here whatever the provider's configuration, and
-	 * every provider writes a key alike (apply/key_lock.c hashes its text).
+	 * every provider writes a key alike (apply/key_lock.c hashes the text of
+	 * a key column whose equality has no hash function).
 	 * An ordinary connection also resolves names in pg_catalog only (every
 	 * statement concord sends qualifies its own), so that no object a
 	 * provider's user made is called by mistake (review #2), and reads

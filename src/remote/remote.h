@@ -37,6 +37,7 @@ extern void concord_redact_current_statement(void);
 extern void concord_slot_create(const char *dsn, bool password_required,
 								const char *slot_name);
 extern bool concord_slot_drop(const char *dsn, bool password_required,
-							  const char *slot_name, const char *appname);
+							  const char *slot_name, const char *appname,
+							  bool wait);
 
 #endif							/* CONCORD_REMOTE_H */

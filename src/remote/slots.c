@@ -67,38 +67,48 @@ concord_slot_create(const char *dsn, bool password_required, const char *slot_na
 	PG_END_TRY();
 }
 
+/* DROP_REPLICATION_SLOT on conn; an ERROR unless dropped or not there. */
+static void
+drop_on(PGconn *conn, const char *slot_name, bool wait)
+{
+	PGresult   *res = concord_remote_exec(conn,
+										  psprintf("DROP_REPLICATION_SLOT %s%s",
+												   quote_identifier(slot_name),
+												   wait ? " WAIT" : ""),
+										  0, NULL);
+	char	   *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+						(sqlstate == NULL || strcmp(sqlstate, "42704") != 0)))
+		ereport(ERROR,
+				(errmsg("%s", res ? pchomp(PQresultErrorMessage(res)) :
+						concord_remote_error(conn))));
+	PQclear(res);
+}
+
 /*
- * Drops the slot on the provider, connecting as appname; false (and a
- * WARNING) if that fails, but a cancel or a shutdown is an ERROR.  Runs a
+ * Drops the slot on the provider, connecting as appname; with wait, waits
+ * for a walsender that uses it to let it go.  False (and a WARNING) if
+ * that fails; a cancel or a shutdown is an ERROR (review #23).  Runs a
  * subtransaction: call it in a transaction.
  */
 bool
 concord_slot_drop(const char *dsn, bool password_required, const char *slot_name,
-				  const char *appname)
+				  const char *appname, bool wait)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	PGconn	   *volatile conn = NULL;
 	volatile bool ok = true;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		PGconn	   *conn = concord_remote_connect(dsn, true, appname,
-												  password_required);
-		PGresult   *res = concord_remote_exec(conn,
-											  psprintf("DROP_REPLICATION_SLOT %s WAIT",
-													   quote_identifier(slot_name)),
-											  0, NULL);
-		char	   *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
-		if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
-							(sqlstate == NULL || strcmp(sqlstate, "42704") != 0)))
-			ereport(ERROR,
-					(errmsg("%s", res ? pchomp(PQresultErrorMessage(res)) :
-							concord_remote_error(conn))));
-		PQclear(res);
+		conn = concord_remote_connect(dsn, true, appname, password_required);
+		drop_on(conn, slot_name, wait);
 		concord_remote_finish(conn);
+		conn = NULL;
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -107,12 +117,14 @@ concord_slot_drop(const char *dsn, bool password_required, const char *slot_name
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
-		/* A cancel or a shutdown stops the whole drop (review #23). */
+		FlushErrorState();
+		concord_remote_finish(conn);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
+			ReThrowError(edata);
 		ereport(WARNING,
 				(errmsg("could not drop replication slot \"%s\" on the provider: %s",
 						slot_name, edata->message),

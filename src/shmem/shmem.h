@@ -150,6 +150,7 @@ typedef struct ConcordCommitRuns
  */
 #define CONCORD_SLOT_DROPS			16
 #define CONCORD_SLOT_DROP_DSN_LEN	2048
+#define CONCORD_SLOT_DROP_TRIES		15	/* 1 s doubling to 60 s: ~10 min */
 
 typedef struct ConcordSlotDrop
 {
@@ -208,7 +209,8 @@ extern bool concord_slot_drop_defer(const char *dsn, bool password_required,
 extern ConcordSlotDropCancel concord_slot_drop_cancel(Oid dboid, const char *slot_name,
 													  ConcordSlotDrop *out);
 extern bool concord_slot_drop_claim(Oid dboid, ConcordSlotDrop *out);
-extern void concord_slot_drop_finish(Oid dboid, const char *slot_name, bool dropped);
+extern bool concord_slot_drop_finish(Oid dboid, const char *slot_name, bool dropped);
+extern bool concord_slot_drop_forget_one(Oid dboid, ConcordSlotDrop *out);
 extern bool concord_slot_drops_waiting(Oid dboid);
 extern void concord_slot_drops_unclaim(Oid dboid);
 

@@ -9,10 +9,11 @@
  * may take any time to resolve: review #22), so the aborting backend only
  * writes the slot here and wakes the manager of its database, which drops
  * it as the subscription's DSN allows, retrying with backoff while the
- * provider cannot be reached.  A create_subscription that needs the slot's
- * name again takes the drop back and does it itself.  Kept in shared
- * memory only: a restart forgets them (the slot stays, and
- * create_subscription of that name says so).
+ * provider cannot be reached, up to CONCORD_SLOT_DROP_TRIES times (about
+ * ten minutes), then gives up with a WARNING that names the slot.  A
+ * create_subscription that needs the slot's name again takes the drop
+ * back and does it itself.  Kept in shared memory only: a restart forgets
+ * them (the slot stays, and create_subscription of that name says so).
  *
  *-------------------------------------------------------------------------
  */
@@ -112,23 +113,57 @@ concord_slot_drop_claim(Oid dboid, ConcordSlotDrop *out)
 	return found;
 }
 
-/* The manager: done with a claimed drop; if it failed, it waits a while. */
-void
+/*
+ * The manager: done with a claimed drop.  One that failed waits a while,
+ * or, after CONCORD_SLOT_DROP_TRIES failures, is given up: true then.
+ */
+bool
 concord_slot_drop_finish(Oid dboid, const char *slot_name, bool dropped)
 {
 	ConcordSlotDrop *d;
+	bool		given_up = false;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	d = find_drop(dboid, slot_name);
 	if (d && dropped)
 		d->dboid = InvalidOid;
+	else if (d && ++d->failures >= CONCORD_SLOT_DROP_TRIES)
+	{
+		d->dboid = InvalidOid;
+		given_up = true;
+	}
 	else if (d)
 	{
 		d->busy = false;
-		d->failures++;
 		d->retry_after = concord_backoff_until(d->failures);
 	}
 	LWLockRelease(ConcordShmem->lock);
+	return given_up;
+}
+
+/*
+ * Takes out one waiting drop of the database, into *out, to give it up (its
+ * database has no concord any more); false when none is left.
+ */
+bool
+concord_slot_drop_forget_one(Oid dboid, ConcordSlotDrop *out)
+{
+	bool		found = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < CONCORD_SLOT_DROPS && !found; i++)
+	{
+		ConcordSlotDrop *d = &ConcordShmem->slot_drops[i];
+
+		if (d->dboid == dboid)
+		{
+			*out = *d;
+			d->dboid = InvalidOid;
+			found = true;
+		}
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return found;
 }
 
 /* Whether drops of the database wait (its manager stays for them). */

@@ -379,29 +379,63 @@ manager_attach(void)
 	before_shmem_exit(manager_detach, (Datum) 0);
 }
 
+/* The WARNING for a slot of an aborted transaction that stays. */
+static void
+warn_slot_left(const ConcordSlotDrop *d, const char *why)
+{
+	ereport(WARNING,
+			(errmsg("replication slot \"%s\" on the provider, made by a transaction that aborted, is left there: %s",
+					d->slot_name, why),
+			 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+					 d->slot_name)));
+}
+
 /*
- * Drops the slots that aborted create_subscription calls of this database
- * made on providers (shmem/slot_drops.c), with their DSNs; one that cannot
- * be dropped now is tried again later, with backoff.
+ * Drops one of the slots that aborted create_subscription calls of this
+ * database made on providers (shmem/slot_drops.c), with its DSN; one that
+ * cannot be dropped now is tried again later, with backoff, then given up.
+ * One per pass, so that unreachable providers do not hold up the rest of
+ * the manager's work.
  */
 static void
-drop_deferred_slots(void)
+drop_deferred_slot(void)
+{
+	ConcordSlotDrop d;
+	bool		dropped;
+
+	if (!concord_slot_drop_claim(ManagerDb, &d))
+		return;
+	StartTransactionCommand();
+	dropped = concord_slot_drop(d.dsn, d.password_required, d.slot_name,
+								"concord manager", false);
+	CommitTransactionCommand();
+	if (concord_slot_drop_finish(ManagerDb, d.slot_name, dropped))
+		warn_slot_left(&d, psprintf("%d attempts to drop it failed", d.failures + 1));
+	else if (dropped)
+		ereport(LOG,
+				(errmsg("dropped replication slot \"%s\" on the provider: the transaction that made it aborted",
+						d.slot_name)));
+}
+
+/*
+ * The database has no concord any more, and the manager leaves: each
+ * waiting drop is tried once more, then given up.
+ */
+static void
+forget_deferred_slots(void)
 {
 	ConcordSlotDrop d;
 
-	while (concord_slot_drop_claim(ManagerDb, &d))
+	while (concord_slot_drop_forget_one(ManagerDb, &d))
 	{
 		bool		dropped;
 
 		StartTransactionCommand();
 		dropped = concord_slot_drop(d.dsn, d.password_required, d.slot_name,
-									"concord manager");
+									"concord manager", false);
 		CommitTransactionCommand();
-		concord_slot_drop_finish(ManagerDb, d.slot_name, dropped);
-		if (dropped)
-			ereport(LOG,
-					(errmsg("dropped replication slot \"%s\" on the provider: the transaction that made it aborted",
-							d.slot_name)));
+		if (!dropped)
+			warn_slot_left(&d, "the database no longer has concord, and its manager leaves");
 	}
 }
 
@@ -457,10 +491,12 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 		uint64		seen_requests = current_requests();
 		ListCell   *lc;
 
-		drop_deferred_slots();
 		subs = read_subscriptions(&gone);
 		if (gone)
+		{
+			forget_deferred_slots();
 			manager_shutdown();
+		}
 		else
 		{
 			check_starting();
@@ -468,6 +504,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 				start_apply(lfirst_oid(lc));
 			trim_history();
 			concord_tombstone_gc_periodic();
+			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&
 					  !concord_slot_drops_waiting(ManagerDb))) &&

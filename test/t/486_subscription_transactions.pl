@@ -16,11 +16,15 @@
 #  4. PREPARE TRANSACTION of a transaction that made or dropped a
 #     subscription is refused (the slot is outside the transaction), and
 #     the slot made goes with the transaction.
+#  5. A cancel while drop_subscription waits for the provider at the end
+#     of its transaction: the session goes on (the drop's subtransaction
+#     was left open under the error), and the subscription stays.
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use ConcordProxy;
+use IO::Socket::INET;
 use ConcordTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -121,6 +125,32 @@ is($s->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '0', 'no
 ok($p->poll_query_until('postgres',
 		q{SELECT count(*) = 2 FROM pg_replication_slots WHERE slot_type = 'logical'}),
 	'the slot it made is dropped');
+
+# --- 5. a cancel while the slot is dropped at commit ------------------------------
+# The provider's port answers nothing (a listener that never accepts): the
+# drop waits to connect, at the end of drop_subscription's transaction,
+# and is cancelled there.  The transaction rolls back whole, the session
+# goes on, and the subscription stays.
+$proxy->stop;
+my $hole = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+	Listen => 16, ReuseAddr => 1, Proto => 'tcp') or die "cannot listen on $port: $!";
+my $victim = $s->background_psql('postgres', on_error_stop => 0);
+my $pid = $victim->query_safe('SELECT pg_backend_pid()');
+$victim->query_until(qr/started/, q{\echo started
+SELECT concord.drop_subscription('again');
+});
+ok($s->poll_query_until('postgres',
+		"SELECT state = 'active' AND wait_event_type = 'Extension' FROM pg_stat_activity WHERE pid = $pid"),
+	"drop_subscription waits for the provider's answer at commit");
+$s->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+my $after = $victim->query('SELECT 41 + 1');
+is($after, '42', 'the session goes on after the cancel')
+  or diag($victim->{stderr});
+$victim->quit;
+is($s->safe_psql('postgres',
+		"SELECT count(*) FROM concord.subscription WHERE sub_name = 'again'"),
+	'1', 'the subscription stays');
+close $hole;
 
 done_testing();
 

@@ -17,6 +17,10 @@
 # constraints.  That runs as the table's owner, like the write itself,
 # never as the worker's superuser.
 #
+# Part 3: keys equal under the key index's collation ('A' and 'a' under a
+# case-insensitive one), though the column's is deterministic: the hash
+# follows the index.
+#
 # Part 2: the key locks are taken only while a database has several
 # subscriptions, and a worker looked at that once per transaction: a
 # transaction already under way when a second subscription appeared took
@@ -106,6 +110,45 @@ ok(wait_for_apply_one($s, $sub_a, $pa) && wait_for_apply_one($s, $sub_b, $pb),
 	's applied both again');
 is($s->safe_psql('postgres', 'SELECT v FROM t'), 'b5',
 	"pb's later UPDATE is the row's last version on s");
+
+# Part 3: keys equal under the key index's collation, not the column's.
+# On s, tc's replica identity is a unique index on k under a
+# case-insensitive ICU collation: 'A' from pa and 'a' from pb are one row
+# there, and must take one key lock.
+$s->safe_psql('postgres', q{
+	CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+	CREATE TABLE tc (k text NOT NULL, v text);
+	CREATE UNIQUE INDEX tc_k ON tc (k COLLATE ci);
+	ALTER TABLE tc REPLICA IDENTITY USING INDEX tc_k;});
+foreach my $prov ($pa, $pb)
+{
+	$prov->safe_psql('postgres',
+		"CREATE TABLE tc (k text PRIMARY KEY, v text);
+		 SELECT concord.replication_set_add_table('default', 'tc');");
+}
+$pa->safe_psql('postgres', "INSERT INTO tc VALUES ('A', 'a')");
+ok(wait_for_apply_one($s, $sub_a, $pa), "pa's row of tc reached s");
+$pb->safe_psql('postgres', "INSERT INTO tc VALUES ('a', 'b')");
+ok(wait_for_apply_one($s, $sub_b, $pb), "pb's row of tc, the same key on s, reached s");
+$holder = $s->background_psql('postgres');
+$holder->query_safe('BEGIN; SELECT * FROM blocker WHERE id = 1 FOR UPDATE');
+$pa->safe_psql('postgres',
+	"BEGIN; UPDATE tc SET v = 'a3' WHERE k = 'A'; UPDATE blocker SET n = 3 WHERE id = 1; COMMIT;");
+ok($s->poll_query_until('postgres', 'SELECT count(*) = 1 FROM pg_locks WHERE NOT granted'),
+	"pa's transaction waits on s for the blocker row, holding the key lock of 'A'");
+$pb->safe_psql('postgres', "UPDATE tc SET v = 'b3' WHERE k = 'a'");
+ok($s->poll_query_until('postgres', 'SELECT count(*) = 2 FROM pg_locks WHERE NOT granted'),
+	"pb's change of 'a' waits on s");
+is($s->safe_psql('postgres',
+		q{SELECT string_agg(locktype || ':' || objsubid, ',') FROM pg_locks
+		   WHERE NOT granted AND locktype <> 'transactionid'}),
+	'advisory:192', "pb's worker waits for the key lock of 'A': the index's collation makes them one key");
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok(wait_for_apply_one($s, $sub_a, $pa) && wait_for_apply_one($s, $sub_b, $pb),
+	's applied both changes of tc');
+is($s->safe_psql('postgres', 'SELECT count(*) || v FROM tc GROUP BY v'), '1b3',
+	"s holds one row of tc, with pb's later UPDATE");
 
 my $superuser = $s->safe_psql('postgres', 'SELECT current_user');
 my $log = slurp_file($s->logfile);
