@@ -399,6 +399,29 @@ COMMENT ON VIEW concord.subscription_status IS
     'state, progress, lag and last error of every subscription of this node';
 REVOKE ALL ON concord.subscription_status FROM PUBLIC;
 
+-- The subscriptions of other nodes that stream from this node (this node
+-- as their provider), one row per slot: what pg_stat_replication says of
+-- each WAL sender, with the subscriber node (from the slot's name) and
+-- whether commits here wait for it (sync_state).  A subscription that is
+-- not streaming has only its slot (state 'inactive').
+CREATE VIEW concord.subscriber_status AS
+    SELECT r.application_name AS subscription_name,
+           n.node_name AS subscriber_node,
+           s.slot_name,
+           COALESCE(r.state, 'inactive') AS state,
+           r.sent_lsn, r.write_lsn, r.flush_lsn, r.replay_lsn,
+           r.write_lag, r.flush_lag, r.replay_lag,
+           r.sync_priority, r.sync_state
+      FROM pg_catalog.pg_replication_slots s
+      LEFT JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid
+      LEFT JOIN concord.node n
+        ON n.node_id::text = pg_catalog.split_part(s.slot_name::text, '_', 2)
+     WHERE s.plugin = 'concord' AND s.database = pg_catalog.current_database()
+       AND s.slot_name::text ~ '^concord_[0-9]+_[0-9]+$';
+COMMENT ON VIEW concord.subscriber_status IS
+    'the subscriptions of other nodes that stream from this node: positions, lag and synchronous state of their WAL senders';
+REVOKE ALL ON concord.subscriber_status FROM PUBLIC;
+
 -- ---------------------------------------------------------------------
 -- Conflicts
 -- ---------------------------------------------------------------------

@@ -223,8 +223,28 @@ concord_apply_send_feedback(bool force, bool want_reply)
 	concord_remote_flush(W.conn);
 	pfree(buf.data);
 	W.flushed = flush;
+	W.reported = W.received;
 	W.last_feedback = now;
 	concord_apply_publish_progress(false, false);
+}
+
+/*
+ * Commits the provider may be waiting for were applied (their COMMIT said
+ * so: output.c): reports them now, not within the second.  First what is
+ * written and applied, which releases the provider's remote_write and
+ * remote_apply waits (applied means committed here, hence visible), then,
+ * once this node's WAL is flushed up to them (apply commits
+ * asynchronously), what is flushed, which releases the waits of
+ * synchronous_commit on.  Called once the stream's pending messages are
+ * handled, so that a burst of commits costs one flush.
+ */
+void
+concord_apply_report_sync(void)
+{
+	W.sync_report = false;
+	concord_apply_send_feedback(true, false);
+	XLogFlush(XactLastCommitEnd);
+	concord_apply_send_feedback(true, false);
 }
 
 /* The stream delivered a message: it is alive. */
@@ -323,7 +343,13 @@ handle_stream_message(char *buf, int len)
 			W.caught_up = Max(W.caught_up, end);
 			concord_apply_publish_progress(false, true);
 		}
-		concord_apply_send_feedback(reply, false);
+
+		/*
+		 * A keepalive that moves the position answers at once: a provider
+		 * whose commits wait for this node sends one for a transaction it
+		 * ships nothing of.
+		 */
+		concord_apply_send_feedback(reply || W.received > W.reported, false);
 	}
 	else
 		ereport(ERROR,
@@ -402,6 +428,8 @@ stream_loop(void)
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(concord_apply_message_cxt);
 		}
+		if (W.sync_report)
+			concord_apply_report_sync();
 		if (len == -1)
 		{
 			char	   *why = concord_remote_copy_error(W.conn);

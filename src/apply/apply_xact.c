@@ -414,6 +414,8 @@ handle_commit(StringInfo s)
 	W.in_remote_txn = false;
 	W.received = Max(W.received, msg.end_lsn);
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
+	if (msg.flags & CONCORD_COMMIT_SYNC)
+		W.sync_report = true;
 	if (concord_apply_conflicts > 0)
 		stay_careful();
 	concord_apply_publish_progress(!W.skip_txn, true);

@@ -44,6 +44,10 @@ typedef struct ApplyWorker
 	bool		pinged;			/* asked the provider for a reply since */
 	XLogRecPtr	caught_up;		/* every provider commit before it applied */
 	XLogRecPtr	flushed;		/* last flush position sent */
+	XLogRecPtr	reported;		/* last written position sent */
+	bool		sync_report;	/* a commit the provider may wait for was
+								 * applied: report it once the stream's
+								 * pending messages are handled */
 	bool		in_remote_txn;
 	bool		skip_txn;
 	ConcordBeginMsg begin;
@@ -67,6 +71,7 @@ extern MemoryContext concord_apply_message_cxt;
 /* apply.c */
 extern void concord_apply_publish_progress(bool applied_commit, bool healthy);
 extern void concord_apply_send_feedback(bool force, bool want_reply);
+extern void concord_apply_report_sync(void);
 extern void concord_apply_stop_if_disabled(void);
 
 /* apply_xact.c */

@@ -27,6 +27,7 @@
 #include "replication/logical.h"
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
+#include "replication/walsender_private.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -697,6 +698,25 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	message_end(ctx, true, false);
 }
 
+/*
+ * Whether commits here may wait for this walsender's subscriber: it is
+ * listed in synchronous_standby_names (priority, or a quorum).  The
+ * subscriber then reports each such transaction at once, where it would
+ * report once a second (apply.c).
+ */
+static uint8
+commit_flags(void)
+{
+	int			priority;
+
+	if (MyWalSnd == NULL)
+		return 0;
+	SpinLockAcquire(&MyWalSnd->mutex);
+	priority = MyWalSnd->sync_standby_priority;
+	SpinLockRelease(&MyWalSnd->mutex);
+	return priority > 0 ? CONCORD_COMMIT_SYNC : 0;
+}
+
 static void
 output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  XLogRecPtr commit_lsn)
@@ -717,6 +737,7 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputPluginUpdateProgress(ctx, !sent);
 	if (!sent)
 		return;
+	msg.flags = commit_flags();
 	msg.commit_lsn = commit_lsn;
 	msg.end_lsn = txn->end_lsn;
 	msg.commit_time = txn->xact_time.commit_time;

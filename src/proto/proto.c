@@ -77,7 +77,7 @@ void
 concord_write_commit(StringInfo out, const ConcordCommitMsg *msg)
 {
 	pq_sendbyte(out, CONCORD_MSG_COMMIT);
-	pq_sendbyte(out, FLAGS_NONE);
+	pq_sendbyte(out, msg->flags);
 	pq_sendint64(out, msg->commit_lsn);
 	pq_sendint64(out, msg->end_lsn);
 	pq_sendint64(out, msg->commit_time);
@@ -86,7 +86,7 @@ concord_write_commit(StringInfo out, const ConcordCommitMsg *msg)
 void
 concord_read_commit(StringInfo in, ConcordCommitMsg *msg)
 {
-	(void) pq_getmsgbyte(in);
+	msg->flags = pq_getmsgbyte(in);
 	msg->commit_lsn = pq_getmsgint64(in);
 	msg->end_lsn = pq_getmsgint64(in);
 	msg->commit_time = pq_getmsgint64(in);

@@ -63,8 +63,16 @@ typedef struct ConcordBeginMsg
 	int32		origin_priority;
 } ConcordBeginMsg;
 
+/*
+ * COMMIT's flags.  CONCORD_COMMIT_SYNC: the provider's commits may wait for
+ * this subscriber (synchronous_standby_names lists its walsender), so it
+ * reports the transaction at once.  Older subscribers ignore the flags.
+ */
+#define CONCORD_COMMIT_SYNC		0x01
+
 typedef struct ConcordCommitMsg
 {
+	uint8		flags;
 	XLogRecPtr	commit_lsn;
 	XLogRecPtr	end_lsn;
 	TimestampTz commit_time;

@@ -122,6 +122,8 @@ describe_message(StringInfo buf, StringInfo in, int version)
 
 				concord_read_commit(in, &msg);
 				appendStringInfoString(buf, "COMMIT");
+				if (msg.flags & CONCORD_COMMIT_SYNC)
+					appendStringInfoString(buf, " sync");
 				break;
 			}
 		case CONCORD_MSG_RELATION:
