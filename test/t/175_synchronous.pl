@@ -10,8 +10,8 @@
 #     concord.subscriber_status show the peer sync;
 #  3. with the only synchronous peer disabled, a commit waits (SyncRep),
 #     and returns once the subscription is enabled again;
-#  4. ANY 1 (s1, s2): with s1 disabled commits go on; with both disabled a
-#     commit waits until s2 is back;
+#  4. ANY 1 (s1, s2): with s1's server stopped, then with s1 disabled,
+#     commits go on; with both disabled a commit waits until s2 is back;
 #  5. clearing synchronous_standby_names releases a waiting commit (the way
 #     out when a synchronous peer is lost);
 #  6. a two-node mesh, each node the other's synchronous peer, committing
@@ -87,8 +87,14 @@ standby_names($p, 'ANY 1 (s1_from_p, s2_from_p)');
 ok($p->poll_query_until('postgres',
 		q{SELECT count(*) = 2 FROM pg_stat_replication WHERE sync_state = 'quorum'}),
 	'ANY 1: both peers are quorum peers');
+$s1->stop('immediate');
+$p->safe_psql('postgres', "INSERT INTO t VALUES (32, 'any, s1 stopped')");
+ok(wait_for_apply_one($s2, 's2_from_p', $p), 'ANY 1 with the server of s1 stopped: commits go on, s2 has them');
+$s1->start;
+ok($s1->poll_query_until('postgres', 'SELECT count(*) = 1 FROM t WHERE id = 32'),
+	's1 catches up once started again');
 $s1->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s1_from_p')");
-$p->safe_psql('postgres', "INSERT INTO t SELECT g, 'any' FROM generate_series(32, 40) g");
+$p->safe_psql('postgres', "INSERT INTO t SELECT g, 'any' FROM generate_series(33, 40) g");
 ok(wait_for_apply_one($s2, 's2_from_p', $p), 'ANY 1 with s1 disabled: commits go on, s2 has them');
 $s2->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s2_from_p')");
 $bg->query_until(qr/started/, "\\echo started\nINSERT INTO t VALUES (41, 'waits');\n");
