@@ -6,7 +6,7 @@
 #
 # Usage (as root; the servers run as the `postgres` OS user):
 #
-#   bench/sync_latency.sh                         # ~2 min
+#   bench/sync_latency.sh                         # ~90 s per round
 #   BENCH_SECONDS=30 BENCH_REPEAT=3 bench/sync_latency.sh
 #
 # Environment: BENCH_SECONDS (pgbench run per case, default 10),

@@ -298,12 +298,13 @@ REVOKE ALL ON FUNCTION concord.row_version(xid) FROM PUBLIC;
 -- as their provider), one row per slot: what pg_stat_replication says of
 -- each WAL sender, with the subscriber node (from the slot's name) and
 -- whether commits here wait for it (sync_state).  A subscription that is
--- not streaming has only its slot (state 'inactive').
+-- not streaming has only its slot (state 'inactive'); the columns of
+-- pg_stat_replication are NULL without pg_read_all_stats, as there.
 CREATE VIEW concord.subscriber_status AS
     SELECT r.application_name AS subscription_name,
            n.node_name AS subscriber_node,
            s.slot_name,
-           COALESCE(r.state, 'inactive') AS state,
+           CASE WHEN s.active THEN r.state ELSE 'inactive' END AS state,
            r.sent_lsn, r.write_lsn, r.flush_lsn, r.replay_lsn,
            r.write_lag, r.flush_lag, r.replay_lag,
            r.sync_priority, r.sync_state

@@ -738,12 +738,14 @@ sync_complete(const char *name)
 	foreach(lc, concord_sub_table_get(sub->id))
 		if (((ConcordSubTable *) lfirst(lc))->pending)
 			return false;
-	/* The copy is committed; its worker may not have said so yet. */
+	/*
+	 * The copy is committed; its worker may not have said so yet (the
+	 * status still shows syncing: status_name()).
+	 */
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	st = concord_sub_state(MyDatabaseId, sub->id, false);
 	if (st)
-		copying = st->sync_pid > 0 ||
-			(st->phase == CONCORD_PHASE_SYNCING && st->apply_pid > 0);
+		copying = st->phase == CONCORD_PHASE_SYNCING || st->sync_pid > 0;
 	LWLockRelease(ConcordShmem->lock);
 	return !copying;
 }

@@ -212,7 +212,8 @@ concord_apply_send_feedback(bool force, bool want_reply)
 	pq_sendbyte(&buf, 'r');
 	pq_sendint64(&buf, W.received);	/* written */
 	pq_sendint64(&buf, flush);	/* flushed */
-	pq_sendint64(&buf, W.caught_up);	/* applied */
+	/* applied: committed, visible and durable, as a standby's replay is */
+	pq_sendint64(&buf, Min(W.caught_up, flush));
 	pq_sendint64(&buf, now);
 	pq_sendbyte(&buf, want_reply ? 1 : 0);
 	if (PQputCopyData(W.conn, buf.data, buf.len) <= 0)
@@ -231,12 +232,12 @@ concord_apply_send_feedback(bool force, bool want_reply)
 /*
  * Commits the provider may be waiting for were applied (their COMMIT said
  * so: output.c): reports them now, not within the second.  First what is
- * written and applied, which releases the provider's remote_write and
- * remote_apply waits (applied means committed here, hence visible), then,
- * once this node's WAL is flushed up to them (apply commits
- * asynchronously), what is flushed, which releases the waits of
- * synchronous_commit on.  Called once the stream's pending messages are
- * handled, so that a burst of commits costs one flush.
+ * received, which releases the provider's remote_write waits, then, once
+ * this node's WAL is flushed up to them (apply commits asynchronously),
+ * what is flushed and applied (committed here, hence visible), which
+ * releases those of synchronous_commit on and remote_apply.  Called once
+ * the stream's pending messages are handled, so that a burst of commits
+ * costs one flush, and before apply waits (apply_delay, the clock).
  */
 void
 concord_apply_report_sync(void)
@@ -345,11 +346,12 @@ handle_stream_message(char *buf, int len)
 		}
 
 		/*
-		 * A keepalive that moves the position answers at once: a provider
-		 * whose commits wait for this node sends one for a transaction it
-		 * ships nothing of.
+		 * A provider whose commits may wait for this node sends a keepalive
+		 * for a transaction it ships nothing of: one that moves the
+		 * position is answered at once.
 		 */
-		concord_apply_send_feedback(reply || W.received > W.reported, false);
+		concord_apply_send_feedback(reply || (W.sync_listed && W.received > W.reported),
+									false);
 	}
 	else
 		ereport(ERROR,
@@ -428,8 +430,6 @@ stream_loop(void)
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(concord_apply_message_cxt);
 		}
-		if (W.sync_report)
-			concord_apply_report_sync();
 		if (len == -1)
 		{
 			char	   *why = concord_remote_copy_error(W.conn);
@@ -439,6 +439,8 @@ stream_loop(void)
 					 why ? errmsg("the provider ended the replication stream: %s", why)
 					 : errmsg("the provider ended the replication stream")));
 		}
+		if (W.sync_report)
+			concord_apply_report_sync();
 		concord_apply_send_feedback(false, false);
 		{
 			TimestampTz before = GetCurrentTimestamp();

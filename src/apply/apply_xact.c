@@ -70,6 +70,10 @@ wait_apply_delay(TimestampTz commit_time)
 		long		ms = Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until),
 							 FEEDBACK_INTERVAL_MS);
 
+		/* The transactions before this one are not held up by its delay. */
+		if (W.sync_report)
+			concord_apply_report_sync();
+
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -106,6 +110,8 @@ wait_for_clock(TimestampTz commit_time)
 			pgstat_report_activity(STATE_IDLE, NULL);
 			return;
 		}
+		if (W.sync_report)
+			concord_apply_report_sync();
 		ahead_ms = TimestampDifferenceMilliseconds(now, commit_time);
 		if (ahead_ms > concord_max_clock_skew && !reported)
 		{
@@ -414,7 +420,9 @@ handle_commit(StringInfo s)
 	W.in_remote_txn = false;
 	W.received = Max(W.received, msg.end_lsn);
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
-	if (msg.flags & CONCORD_COMMIT_SYNC)
+	/* Whether the provider's commits may wait for this node (output.c). */
+	W.sync_listed = (msg.flags & CONCORD_COMMIT_SYNC) != 0;
+	if (W.sync_listed)
 		W.sync_report = true;
 	if (concord_apply_conflicts > 0)
 		stay_careful();

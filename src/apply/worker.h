@@ -48,6 +48,8 @@ typedef struct ApplyWorker
 	bool		sync_report;	/* a commit the provider may wait for was
 								 * applied: report it once the stream's
 								 * pending messages are handled */
+	bool		sync_listed;	/* the last COMMIT said the provider's
+								 * commits may wait for this node */
 	bool		in_remote_txn;
 	bool		skip_txn;
 	ConcordBeginMsg begin;

@@ -320,7 +320,11 @@ concord_origin_states_used(void)
 	return used;
 }
 
-/* The end of the last provider transaction applied by the subscription. */
+/*
+ * The end of the last provider transaction applied by the subscription,
+ * with the local WAL flushed up to its commit: apply reports it to the
+ * provider as flushed at once (apply commits asynchronously).
+ */
 XLogRecPtr
 concord_origin_sub_progress(Oid subid)
 {
@@ -330,7 +334,7 @@ concord_origin_sub_progress(Oid subid)
 	foreach(lc, sub_origins(subid))
 	{
 		XLogRecPtr	lsn = replorigin_get_progress(((SubOrigin *) lfirst(lc))->id,
-												  false);
+												  true);
 
 		if (lsn > max)
 			max = lsn;

@@ -18,6 +18,7 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "lib/stringinfo.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -311,6 +312,14 @@ concord_worker_connect(void)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	/*
+	 * No worker's commit waits for synchronous standbys: a node that lists
+	 * its peers' subscriptions in synchronous_standby_names would wait for
+	 * peers that wait for it (the apply, the copy, the manager's chores).
+	 * What a worker commits is made durable where it matters (apply.c).
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	return dboid;
 }
 

@@ -13,7 +13,9 @@
 #  4. ANY 1 (s1, s2): with s1's server stopped, then with s1 disabled,
 #     commits go on; with both disabled a commit waits until s2 is back;
 #  5. clearing synchronous_standby_names releases a waiting commit (the way
-#     out when a synchronous peer is lost);
+#     out when a synchronous peer is lost); FIRST 1 moves to the second peer
+#     when the first is disabled; a dropped synchronous peer is waited for
+#     until it leaves synchronous_standby_names;
 #  6. a two-node mesh, each node the other's synchronous peer, committing
 #     on both sides at once: nothing deadlocks (apply commits without
 #     waiting for anyone).
@@ -115,6 +117,32 @@ $s1->safe_psql('postgres', "SELECT concord.alter_subscription_enable('s1_from_p'
 wait_for_apply_all([ $s1, $s2 ], label => 'after the waits');
 is($s1->safe_psql('postgres', 'SELECT count(*) FROM t'), '42', 's1 has every row');
 is($s2->safe_psql('postgres', 'SELECT count(*) FROM t'), '42', 's2 has every row');
+
+# --- 5b. FIRST 1, and a synchronous peer dropped -----------------------------------------
+standby_names($p, 'FIRST 1 (s1_from_p, s2_from_p)');
+ok($p->poll_query_until('postgres',
+		q{SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY 1) = 's1_from_p:sync,s2_from_p:potential'
+		    FROM pg_stat_replication}),
+	'FIRST 1: s1_from_p is the synchronous peer, s2_from_p the potential one')
+  or diag($p->safe_psql('postgres', 'SELECT application_name, state, sync_priority, sync_state, flush_lsn FROM pg_stat_replication'));
+$s1->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s1_from_p')");
+$p->safe_psql('postgres', "INSERT INTO t VALUES (43, 'first')");
+ok(wait_for_apply_one($s2, 's2_from_p', $p), 'FIRST 1 with s1 disabled: s2 takes over, commits go on');
+$s1->safe_psql('postgres', "SELECT concord.alter_subscription_enable('s1_from_p')");
+standby_names($p, 's2_from_p');
+ok($p->poll_query_until('postgres',
+		q{SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = 's2_from_p'}),
+	's2_from_p alone is the synchronous peer');
+$s2->safe_psql('postgres', "SELECT concord.drop_subscription('s2_from_p')");
+$bg = $p->background_psql('postgres');
+$pid = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->query_until(qr/started/, "\\echo started\nINSERT INTO t VALUES (44, 'waits');\n");
+ok(waits_for_sync_rep($p, $pid), 'with the synchronous peer dropped, a commit waits');
+standby_names($p, '');
+ok($p->poll_query_until('postgres', "SELECT wait_event IS DISTINCT FROM 'SyncRep' FROM pg_stat_activity WHERE pid = $pid"),
+	'clearing synchronous_standby_names releases it');
+$bg->quit;
+ok($s1->poll_query_until('postgres', 'SELECT count(*) = 44 FROM t'), 's1 has every row');
 
 # --- 6. a mesh, synchronous both ways ------------------------------------------------------
 my ($a, $b) = map { concord_node($_) } qw(ma mb);
