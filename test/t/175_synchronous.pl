@@ -57,7 +57,7 @@ ok($p->poll_query_until('postgres',
 		q{SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = 's1_from_p'}),
 	"pg_stat_replication on p shows s1_from_p as its synchronous peer");
 is($p->safe_psql('postgres',
-		q{SELECT string_agg(subscription_name || '|' || state || '|' || sync_state, ',' ORDER BY 1)
+		q{SELECT string_agg(subscription_name || '|' || state || '|' || sync_state, ',' ORDER BY subscription_name)
 		    FROM concord.subscriber_status}),
 	's1_from_p|streaming|sync,s2_from_p|streaming|async',
 	'concord.subscriber_status on p: s1_from_p is synchronous, s2_from_p is not');
@@ -121,7 +121,7 @@ is($s2->safe_psql('postgres', 'SELECT count(*) FROM t'), '42', 's2 has every row
 # --- 5b. FIRST 1, and a synchronous peer dropped -----------------------------------------
 standby_names($p, 'FIRST 1 (s1_from_p, s2_from_p)');
 ok($p->poll_query_until('postgres',
-		q{SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY 1) = 's1_from_p:sync,s2_from_p:potential'
+		q{SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY application_name) = 's1_from_p:sync,s2_from_p:potential'
 		    FROM pg_stat_replication}),
 	'FIRST 1: s1_from_p is the synchronous peer, s2_from_p the potential one')
   or diag($p->safe_psql('postgres', 'SELECT application_name, state, sync_priority, sync_state, flush_lsn FROM pg_stat_replication'));
