@@ -174,13 +174,6 @@ bench_system() {
 	stop_clusters "${pre}node_c" "${pre}node_b" "${pre}node_a"
 }
 
-median() {
-	local v
-	for v in $1; do [[ $v =~ ^[0-9.]+$ ]] || { echo "$1"; return 0; }; done
-	tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
-		END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
-}
-fmt() { local v; v=$(median "${RES[$1]:-}"); echo "${v:--}"; }
 
 log "big-transaction benchmark: INSERT $ROWS rows, UPDATE them, DELETE half;" \
 	"$($BINDIR/postgres --version); $CORES cores; dir $WORK"

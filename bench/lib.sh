@@ -352,3 +352,14 @@ BEGIN
 		PERFORM pg_sleep(0.01);
 	END LOOP;
 END \$\$"
+
+# A result holds one value per round (RES[key], space-separated); the
+# tables show their median: median LIST, or the list itself when one of
+# them is not a number (a timeout); fmt KEY, "-" when there is none.
+median() {
+	local v
+	for v in $1; do [[ $v =~ ^[0-9.]+$ ]] || { echo "$1"; return 0; }; done
+	tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
+		END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
+}
+fmt() { local v; v=$(median "${RES[$1]:-}"); echo "${v:--}"; }

@@ -309,14 +309,6 @@ for s in $SYSTEMS; do
 	[[ $s != concord2 ]] || bench_twoway
 done
 
-# A result holds one value per round; the table shows their median.
-median() {
-	local v
-	for v in $1; do [[ $v =~ ^[0-9.]+$ ]] || { echo "$1"; return 0; }; done
-	tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
-		END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
-}
-fmt() { local v; v=$(median "${RES[$1]:-}"); echo "${v:--}"; }
 echo
 echo "Results: $NTOT single-row transactions per run, $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
 printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"

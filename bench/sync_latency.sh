@@ -117,11 +117,6 @@ bench_system() {
 	stop_clusters "${pre}sub" "${pre}prov"
 }
 
-median() {
-	tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
-		END { if (NR == 0) exit; m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
-}
-fmt() { local v; v=$(median "${RES[$1]:-}"); echo "${v:--}"; }
 
 log "synchronous commit latency: single-row INSERTs, ${SECS}s per case;" \
 	"$($BINDIR/postgres --version); $CORES cores; dir $WORK"

@@ -225,16 +225,20 @@ concord_identity_sweep_at_commit(void)
  * Drops the markers that transactions which rolled back left: the manager
  * calls it in a transaction.  It waits for no one: while a transaction
  * that changes the identity is under way (it holds the table, and may have
- * made the marker it will name), it does nothing.
+ * made the marker it will name), it does nothing, and returns false: the
+ * manager tries again (the transaction that woke it may not have released
+ * the table yet: it asks at its end, before its locks go).
  */
-void
+bool
 concord_identity_sweep(void)
 {
-	if (!identities_known() ||
-		!ConditionalLockRelationOid(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
+	if (!identities_known())
+		return true;
+	if (!ConditionalLockRelationOid(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
 									ShareLock))
-		return;
+		return false;
 	drop_unnamed_markers();
+	return true;
 }
 
 /*

@@ -22,7 +22,7 @@ extern void concord_identity_forget(void);
 extern bool concord_identity_check(char **why);
 extern bool concord_identity_check_marker(char **why);
 extern void concord_identity_sweep_at_commit(void);
-extern void concord_identity_sweep(void);
+extern bool concord_identity_sweep(void);
 extern void concord_identity_sweep_dropped(void);
 
 #endif							/* CONCORD_IDENTITY_H */

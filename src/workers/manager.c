@@ -80,15 +80,17 @@ manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
  * The subscriptions of this database, or NIL with *gone if concord is.
  * In a copy of the local node (catalog/identity.c) every subscription
  * counts as disabled: no worker of a copy touches the original's slots.
+ * *swept is false when the markers could not be swept yet (identity.c).
  */
 static List *
-read_subscriptions(bool *gone)
+read_subscriptions(bool *gone, bool *swept)
 {
 	static bool warned_copy = false;
 	List	   *subs = NIL;
 	char	   *why = NULL;
 	bool		copy = false;
 
+	*swept = true;
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	*gone = !OidIsValid(get_extension_oid("concord", true)) ||
@@ -100,7 +102,7 @@ read_subscriptions(bool *gone)
 
 		MemoryContextReset(CycleContext);
 		oldcxt = MemoryContextSwitchTo(CycleContext);
-		concord_identity_sweep();
+		*swept = concord_identity_sweep();
 		subs = concord_subscription_get_all();
 		copy = subs != NIL && concord_node_get_local(true) != NULL &&
 			!concord_identity_check(&why);
@@ -476,6 +478,7 @@ void
 concord_manager_main(Datum main_arg pg_attribute_unused())
 {
 	bool		gone;
+	bool		swept;
 	List	   *subs;
 
 	ManagerDb = concord_worker_connect();
@@ -491,7 +494,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 		uint64		seen_requests = current_requests();
 		ListCell   *lc;
 
-		subs = read_subscriptions(&gone);
+		subs = read_subscriptions(&gone, &swept);
 		if (gone)
 		{
 			forget_deferred_slots();
@@ -507,7 +510,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&
-					  !concord_slot_drops_waiting(ManagerDb))) &&
+					  swept && !concord_slot_drops_waiting(ManagerDb))) &&
 			go_dormant(seen_requests))
 			proc_exit(0);
 
