@@ -51,6 +51,18 @@ sub waits_for_sync_rep
 		"SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = $pid");
 }
 
+# Disables a subscription and waits until its WAL sender on p is gone:
+# the disable stops the apply worker asynchronously.
+sub disable_peer
+{
+	my ($node, $sub) = @_;
+	$node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$sub')");
+	ok($p->poll_query_until('postgres',
+			"SELECT count(*) = 0 FROM pg_stat_replication WHERE application_name = '$sub'"),
+		"$sub is disabled and no longer streams from p");
+	return;
+}
+
 # --- 1. remote_apply ------------------------------------------------------------
 standby_names($p, 's1_from_p');
 ok($p->poll_query_until('postgres',
@@ -74,7 +86,7 @@ $p->safe_psql('postgres', "SET synchronous_commit = on; INSERT INTO t SELECT g, 
 ok(wait_for_apply_one($s1, 's1_from_p', $p), 'synchronous_commit on: the commit returned and s1 has it');
 
 # --- 3. the only synchronous peer disabled -------------------------------------------
-$s1->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s1_from_p')");
+disable_peer($s1, 's1_from_p');
 my $bg = $p->background_psql('postgres');
 my $pid = $bg->query_safe('SELECT pg_backend_pid()');
 $bg->query_until(qr/started/, "\\echo started\nINSERT INTO t VALUES (31, 'waits');\n\\echo inserted\n");
@@ -95,10 +107,10 @@ ok(wait_for_apply_one($s2, 's2_from_p', $p), 'ANY 1 with the server of s1 stoppe
 $s1->start;
 ok($s1->poll_query_until('postgres', 'SELECT count(*) = 1 FROM t WHERE id = 32'),
 	's1 catches up once started again');
-$s1->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s1_from_p')");
+disable_peer($s1, 's1_from_p');
 $p->safe_psql('postgres', "INSERT INTO t SELECT g, 'any' FROM generate_series(33, 40) g");
 ok(wait_for_apply_one($s2, 's2_from_p', $p), 'ANY 1 with s1 disabled: commits go on, s2 has them');
-$s2->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s2_from_p')");
+disable_peer($s2, 's2_from_p');
 $bg->query_until(qr/started/, "\\echo started\nINSERT INTO t VALUES (41, 'waits');\n");
 ok(waits_for_sync_rep($p, $pid), 'ANY 1 with both disabled: a commit waits');
 $s2->safe_psql('postgres', "SELECT concord.alter_subscription_enable('s2_from_p')");
@@ -125,7 +137,7 @@ ok($p->poll_query_until('postgres',
 		    FROM pg_stat_replication}),
 	'FIRST 1: s1_from_p is the synchronous peer, s2_from_p the potential one')
   or diag($p->safe_psql('postgres', 'SELECT application_name, state, sync_priority, sync_state, flush_lsn FROM pg_stat_replication'));
-$s1->safe_psql('postgres', "SELECT concord.alter_subscription_disable('s1_from_p')");
+disable_peer($s1, 's1_from_p');
 $p->safe_psql('postgres', "INSERT INTO t VALUES (43, 'first')");
 ok(wait_for_apply_one($s2, 's2_from_p', $p), 'FIRST 1 with s1 disabled: s2 takes over, commits go on');
 $s1->safe_psql('postgres', "SELECT concord.alter_subscription_enable('s1_from_p')");
