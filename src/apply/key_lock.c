@@ -41,6 +41,7 @@
 #include "access/genam.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
+#include "access/transam.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -111,6 +112,9 @@ typedef struct KeyHash
 	FmgrInfo   *hashfn;			/* per remote column; fn_oid InvalidOid:
 								 * hash the text */
 	Oid		   *collation;
+	bool		as_owner;		/* a hashed column's type was made by a user
+								 * (a domain's checks, its input function):
+								 * convert as the table's owner */
 } KeyHash;
 
 /* The index apply finds rows by: replica identity, else primary key. */
@@ -151,6 +155,10 @@ make_key_hash(ApplyRel *arel, Relation rel)
 				fmgr_info_cxt(hashproc, &kh->hashfn[i], arel->map_cxt);
 			kh->collation[i] = idx->rd_indcollation[k];
 		}
+		if (OidIsValid(kh->hashfn[i].fn_oid) &&
+			(TupleDescAttr(RelationGetDescr(rel), arel->attmap[i] - 1)->atttypid >= FirstNormalObjectId ||
+			 arel->typinput[i] >= FirstNormalObjectId))
+			kh->as_owner = true;
 	}
 	if (idx)
 		index_close(idx, AccessShareLock);
@@ -176,8 +184,10 @@ column_hash(ApplyRel *arel, ConcordTuple *tup, int i, Form_pg_attribute att)
 
 /*
  * The hash of the key: its local columns' hashes, in local column order.
- * As the table's owner, like the writes (owner.c): a domain's input
- * function runs the domain's CHECK constraints.
+ * As the table's owner, like the writes (owner.c), when a key column's
+ * type was made by a user: a domain's input function runs the domain's
+ * CHECK constraints.  Built-in types' input functions run no user code,
+ * and the switch (a GUC nest level per change) is skipped for them.
  */
 static uint32
 key_hash(ApplyRel *arel, ConcordTuple *tup)
@@ -190,12 +200,14 @@ key_hash(ApplyRel *arel, ConcordTuple *tup)
 
 	if (arel->keyhash == NULL)
 		arel->keyhash = make_key_hash(arel, rel);
-	concord_become_table_owner(rel, 0, concord_remote_txn->sub_name, &owner);
+	if (arel->keyhash->as_owner)
+		concord_become_table_owner(rel, 0, concord_remote_txn->sub_name, &owner);
 	for (int i = 0; i < tup->ncols && i < arel->remote->natts; i++)
 		if (arel->keyhash->hashed[i])
 			hashes[arel->attmap[i] - 1] =
 				column_hash(arel, tup, i, TupleDescAttr(desc, arel->attmap[i] - 1)) | 1;
-	concord_restore_user(&owner);
+	if (arel->keyhash->as_owner)
+		concord_restore_user(&owner);
 	for (int a = 0; a < desc->natts; a++)
 		if (hashes[a] != 0)
 			hash = hash_combine(hash, hashes[a]);
