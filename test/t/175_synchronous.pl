@@ -119,6 +119,9 @@ ok($p->poll_query_until('postgres', "SELECT wait_event IS DISTINCT FROM 'SyncRep
 
 # --- 5. the way out: no synchronous peer ------------------------------------------------
 standby_names($p, 's1_from_p');
+ok($p->poll_query_until('postgres',
+		q{SELECT sync_state = 'async' FROM pg_stat_replication WHERE application_name = 's2_from_p'}),
+	"s2_from_p's WAL sender has taken the new setting: it is no longer waited for");
 $bg->query_until(qr/started/, "\\echo started\nINSERT INTO t VALUES (42, 'waits');\n");
 ok(waits_for_sync_rep($p, $pid), 'with s1_from_p disabled again, a commit waits');
 standby_names($p, '');
@@ -145,6 +148,9 @@ standby_names($p, 's2_from_p');
 ok($p->poll_query_until('postgres',
 		q{SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = 's2_from_p'}),
 	's2_from_p alone is the synchronous peer');
+ok($p->poll_query_until('postgres',
+		q{SELECT sync_state = 'async' FROM pg_stat_replication WHERE application_name = 's1_from_p'}),
+	"s1_from_p's WAL sender has taken the new setting: it is no longer waited for");
 $s2->safe_psql('postgres', "SELECT concord.drop_subscription('s2_from_p')");
 $bg = $p->background_psql('postgres');
 $pid = $bg->query_safe('SELECT pg_backend_pid()');
