@@ -375,12 +375,37 @@ append_list(StringInfo buf, List *names)
 						 quote_identifier(lfirst(lc)));
 }
 
+/*
+ * Whether START_REPLICATION failed only because the slot is still active for
+ * another WAL sender, and for less than SLOT_HELD_WAIT_MS since the first
+ * attempt.  Most often that WAL sender served this subscription's previous
+ * worker, which ended a moment ago (after an error, or at a disable and
+ * enable) and whose provider side has not noticed yet: it goes within
+ * milliseconds, and a failure here would only hide the error that ended the
+ * previous worker behind a transient one in last_error.  A slot held longer
+ * (a dead stream the provider keeps until its wal_sender_timeout, another
+ * consumer) is reported as before.
+ */
+#define SLOT_HELD_WAIT_MS	10000
+#define SLOT_HELD_POLL_MS	100
+
+static bool
+slot_still_held(PGresult *res, TimestampTz since)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	return state != NULL &&
+		strcmp(state, "55006") == 0 &&	/* ERRCODE_OBJECT_IN_USE */
+		!TimestampDifferenceExceeds(since, GetCurrentTimestamp(), SLOT_HELD_WAIT_MS);
+}
+
 static void
 start_streaming(XLogRecPtr start)
 {
 	StringInfoData cmd;
 	StringInfoData list;
 	PGresult   *res;
+	TimestampTz since = GetCurrentTimestamp();
 
 	initStringInfo(&cmd);
 	initStringInfo(&list);
@@ -394,7 +419,17 @@ start_streaming(XLogRecPtr start)
 	appendStringInfo(&cmd, ", \"forward_origins\" %s", quote_literal_cstr(list.data));
 	appendStringInfo(&cmd, ", \"subscriber_node\" %s)", quote_literal_cstr(W.local_node));
 
-	res = concord_remote_exec(W.conn, cmd.data, 0, NULL);
+	while ((res = concord_remote_exec(W.conn, cmd.data, 0, NULL)) != NULL &&
+		   PQresultStatus(res) != PGRES_COPY_BOTH &&
+		   slot_still_held(res, since))
+	{
+		PQclear(res);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 SLOT_HELD_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		concord_apply_stop_if_disabled();
+	}
 	if (res == NULL || PQresultStatus(res) != PGRES_COPY_BOTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
