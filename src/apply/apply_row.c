@@ -325,28 +325,6 @@ check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
 }
 
 /*
- * Whether a failure of the handler (or of writing its row) is the
- * handler's, to be recorded as a skipped change: not a deadlock or
- * serialization failure, a shortage of resources, an operator's cancel
- * or shutdown, a system or internal error, which the apply transaction
- * must retry as a whole.  The handler's own timeout is a cancel too, and
- * it does skip.
- */
-static bool
-handler_error_skips(ErrorData *edata)
-{
-	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		return concord_handler_timed_out;
-	return class != ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) &&
-		class != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
-		class != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&
-		class != ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) &&
-		class != ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR);
-}
-
-/*
  * Runs the custom resolver's handler and writes its row, over the local
  * row or as a new row when there is none, in a subtransaction: whatever
  * goes wrong there (the handler raises or times out, its row breaks a
@@ -395,7 +373,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
 		ChangeWritten = written;	/* its row was rolled back */
-		if (!handler_error_skips(edata))
+		if (!concord_handler_error_skips(edata))
 			ReThrowError(edata);
 		c->handler_row = NULL;
 		c->error_message = edata->message;
@@ -537,6 +515,22 @@ resolve(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c, RemoteUpdate *upd)
 }
 
 /*
+ * A remote change that arrived after a version that followed it, written
+ * by a node that had seen it (concord_conflict_remote_older()): every node
+ * that had it first applied it and then that version over it; here the
+ * version is already in place, and the change is not applied.  Not a
+ * conflict: the two were not concurrent.
+ */
+static void
+older_skipped(ApplyRel *arel, ConcordTuple *tuple, const char *kind)
+{
+	ereport(DEBUG1,
+			(errmsg_internal("subscription \"%s\": a remote %s of %s (%s) is older than the version here, whose writer had seen it: not applied",
+							 concord_remote_txn->sub_name, kind, arel->qualname,
+							 concord_apply_key_text(arel, tuple))));
+}
+
+/*
  * A remote INSERT found a row with its key: the resolver picks a version;
  * the remote one replaces the local row.
  */
@@ -549,6 +543,11 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
+	if (concord_conflict_concurrent(&c) && concord_conflict_remote_older(&c))
+	{
+		older_skipped(arel, newtup, "INSERT");
+		return;
+	}
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
@@ -644,6 +643,14 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 	concord_conflict_set_deleted(&c, deleter);
 	if (!concord_conflict_concurrent(&c))
 		return;
+	if (concord_conflict_remote_older(&c))
+	{
+		/* The delete followed the INSERT: the row goes again, silently. */
+		older_skipped(arel, newtup, "INSERT");
+		CommandCounterIncrement();
+		row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
+		return;
+	}
 	concord_apply_conflicts++;
 	CommandCounterIncrement();	/* the inserted row, visible to what follows */
 	res = resolve(ex, arel, &c, NULL);
@@ -730,6 +737,12 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 	conflict_init(&c, type, arel, ex, local, remote, NULL);
 	if (!concord_conflict_concurrent(&c))
 		return true;
+	if (concord_conflict_remote_older(&c))
+	{
+		older_skipped(arel, remote_tuple, type == CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS ?
+					  "UPDATE" : "DELETE");
+		return false;
+	}
 	c.key_text = concord_apply_key_text(arel, remote_tuple);
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, upd);
@@ -788,6 +801,12 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 		 */
 		if (!concord_conflict_concurrent(&c))
 			overtook = concord_apply_wait_for_cause(arel, c.key_text);
+		else if (concord_conflict_remote_older(&c))
+		{
+			/* The delete followed the UPDATE. */
+			older_skipped(arel, newtup, "UPDATE");
+			return;
+		}
 	}
 	else
 		overtook = concord_apply_wait_for_cause(arel, c.key_text);

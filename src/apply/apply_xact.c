@@ -39,6 +39,7 @@
 #include "catalog/origin.h"
 #include "concord.h"
 #include "conflict/conflict.h"
+#include "conflict/known.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
 #include "conflict/tombstone.h"
@@ -404,6 +405,7 @@ handle_commit(StringInfo s)
 		replorigin_session_origin_timestamp = msg.commit_time;
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
+		concord_known_note(RemoteTxn.seen, W.begin.origin_name, W.local_node);
 		W.seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
@@ -587,9 +589,10 @@ handle_seen(StringInfo s)
 		copy.len = copy.maxlen = len;
 		copy.cursor = 0;
 		W.seen = concord_decode_seen(&copy);
+		/* What the writer knew past that: conflicts weigh both (known.c). */
+		RemoteTxn.seen = concord_known_merge(W.seen, concord_decode_known(&copy));
 	}
 	MemoryContextSwitchTo(oldcxt);
-	RemoteTxn.seen = W.seen;
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
 }
 

@@ -35,6 +35,7 @@
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "conflict/conflict.h"
+#include "conflict/known.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
 
@@ -209,6 +210,8 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 	c->local_known = true;
 	c->local_commit_ts = 0;
 	c->local_origin = (char *) concord_remote_txn->local_node;
+	c->local_xid = xid;
+	c->local_here = false;
 	/* Without track_commit_timestamp the local version stays unknown. */
 	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
 		!TransactionIdGetCommitTsData(xid, &c->local_commit_ts, &origin))
@@ -220,6 +223,8 @@ version_of_xid(ConcordConflict *c, TransactionId xid)
 		if (node)
 			c->local_origin = (char *) node;
 	}
+	else
+		c->local_here = true;
 	/* The baseline keeps its writer (replica_priority compares it). */
 	if (c->local_commit_ts == CONCORD_BASELINE_TS ||
 		(origin == InvalidRepOriginId && c->local_commit_ts < baseline_horizon()))
@@ -304,6 +309,26 @@ concord_conflict_concurrent(ConcordConflict *c)
 		return false;
 	return concord_seen_lookup(concord_remote_txn->seen, c->local_origin) <
 		c->local_commit_ts;
+}
+
+/*
+ * True if the writer of the local version had seen the remote change,
+ * which arrives late, having travelled a slower path than the version that
+ * followed it (known.c): the remote change is older, and its writer's node
+ * and every other applied it before that version.  Asked of a version
+ * concord_conflict_concurrent() found concurrent: the two cannot both have
+ * seen each other.
+ */
+bool
+concord_conflict_remote_older(ConcordConflict *c)
+{
+	local_version(c);
+	if (c->local_commit_ts == 0 ||
+		strcmp(c->local_origin, concord_remote_txn->origin_name) == 0)
+		return false;
+	return concord_known_by(c->local_xid, c->local_here,
+							concord_remote_txn->origin_name) >=
+		concord_remote_txn->commit_time;
 }
 
 /* 1 if the remote version is the later one, -1 if the earlier; never 0. */

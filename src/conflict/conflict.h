@@ -89,6 +89,8 @@ typedef struct ConcordConflict
 	TimestampTz local_commit_ts;
 	bool		local_known;	/* local_origin, local_commit_ts read */
 	bool		local_deleted;	/* the local version is a delete */
+	TransactionId local_xid;	/* the transaction that wrote it */
+	bool		local_here;		/* a local transaction's, not apply's */
 	TupleTableSlot *handler_row;	/* what the handler wrote */
 	char	   *error_message;	/* why the handler's decision failed, or
 								 * why the remote change was skipped */
@@ -103,6 +105,7 @@ extern int	concord_resolver_from_name(const char *name);
 extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);
+extern bool concord_conflict_remote_older(ConcordConflict *c);
 extern TransactionId concord_xmin_version_xid(HeapTupleHeader tuple);
 extern bool concord_xids_wrapped(void);
 

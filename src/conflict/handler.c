@@ -368,3 +368,25 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	store_result(result, handdesc, out);
 	return true;
 }
+
+/*
+ * Whether a failure of the handler (or of writing its row) is the
+ * handler's, to be recorded as a skipped change: not a deadlock or
+ * serialization failure, a shortage of resources, an operator's cancel
+ * or shutdown, a system or internal error, which the apply transaction
+ * must retry as a whole.  The handler's own timeout is a cancel too, and
+ * it does skip.
+ */
+bool
+concord_handler_error_skips(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		return concord_handler_timed_out;
+	return class != ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) &&
+		class != ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR);
+}

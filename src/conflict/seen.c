@@ -31,6 +31,9 @@
  * crash may lose the last seconds: older values only make more changes
  * look concurrent).
  *
+ * After the vector, the message carries what this node knows past what it
+ * applied, through the transactions it applied (known.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -45,6 +48,7 @@
 #include "storage/ipc.h"
 #include "tcop/utility.h"
 
+#include "conflict/known.h"
 #include "conflict/seen.h"
 #include "proto/proto.h"
 #include "shmem/shmem.h"
@@ -193,8 +197,14 @@ log_seen(void)
 	vector = current_vector();
 	if (vector == NIL)
 		return;
+	/*
+	 * The xid first, the knowledge after: a local version is credited with
+	 * the knowledge steps recorded before its xid was taken (known.c).
+	 */
+	(void) GetCurrentTransactionId();
 	initStringInfo(&payload);
 	concord_encode_seen(&payload, vector);
+	concord_encode_known(&payload, concord_known_excess());
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload.data, payload.len, true);
 	if (SeenLoggedLevel == 0 || GetCurrentTransactionNestLevel() < SeenLoggedLevel)
 		SeenLoggedLevel = GetCurrentTransactionNestLevel();
@@ -284,7 +294,8 @@ concord_seen_install_hooks(void)
 
 #define SEEN_FILE		"concord_seen.state"
 #define SEEN_FILE_TMP	"concord_seen.state.tmp"
-#define SEEN_MAGIC		0x434F4E53	/* "CONS" */
+#define SEEN_MAGIC_1	0x434F4E53	/* "CONS": seen entries only */
+#define SEEN_MAGIC		0x434F4E4B	/* "CONK": seen, then known entries */
 
 static uint64 SavedGeneration = 0;
 
@@ -295,6 +306,7 @@ concord_seen_save(void)
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	uint64		generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
 	uint32		magic = SEEN_MAGIC;
+	uint32		used = 0;
 	FILE	   *f;
 
 	if (generation == SavedGeneration)
@@ -311,7 +323,14 @@ concord_seen_save(void)
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < n; i++)
 		if (OidIsValid(ConcordShmem->seen[i].dboid))
+			used++;
+	fwrite(&used, sizeof(used), 1, f);
+	for (int i = 0; i < n; i++)
+		if (OidIsValid(ConcordShmem->seen[i].dboid))
 			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
+	for (int i = 0; i < n; i++)
+		if (OidIsValid(ConcordShmem->known[i].dboid))
+			fwrite(&ConcordShmem->known[i], sizeof(ConcordKnownState), 1, f);
 	LWLockRelease(ConcordShmem->lock);
 	if (ferror(f) || FreeFile(f) != 0)
 	{
@@ -331,18 +350,31 @@ seen_load(void)
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	FILE	   *f = AllocateFile(SEEN_FILE, PG_BINARY_R);
 	uint32		magic = 0;
+	uint32		nseen = PG_UINT32_MAX;
 	ConcordSeenState entry;
+	ConcordKnownState known;
 	int			i = 0;
 
 	if (f == NULL)
 		return;
-	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == SEEN_MAGIC)
+	if (fread(&magic, sizeof(magic), 1, f) != 1 ||
+		(magic != SEEN_MAGIC && magic != SEEN_MAGIC_1) ||
+		(magic == SEEN_MAGIC && fread(&nseen, sizeof(nseen), 1, f) != 1))
 	{
-		while (i < n && fread(&entry, sizeof(entry), 1, f) == 1)
-		{
-			entry.origin[NAMEDATALEN - 1] = '\0';
-			ConcordShmem->seen[i++] = entry;
-		}
+		FreeFile(f);
+		return;
+	}
+	while (i < n && (uint32) i < nseen && fread(&entry, sizeof(entry), 1, f) == 1)
+	{
+		entry.origin[NAMEDATALEN - 1] = '\0';
+		ConcordShmem->seen[i++] = entry;
+	}
+	i = 0;
+	while (magic == SEEN_MAGIC && i < n && fread(&known, sizeof(known), 1, f) == 1)
+	{
+		known.origin[NAMEDATALEN - 1] = '\0';
+		known.nsteps = Max(Min(known.nsteps, CONCORD_KNOWN_STEPS), 0);
+		ConcordShmem->known[i++] = known;
 	}
 	FreeFile(f);
 }

@@ -381,41 +381,6 @@ concord_tombstone_gc(void)
 	return removed;
 }
 
-/*
- * The manager's periodic removal, once a minute, in its own transaction.
- * A failure is logged and does not stop the manager (it has workers to
- * look after); the next minute tries again.
- */
-void
-concord_tombstone_gc_periodic(void)
-{
-	static TimestampTz last_gc = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	if (!TimestampDifferenceExceeds(last_gc, now, 60 * 1000))
-		return;
-	last_gc = now;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		(void) concord_tombstone_gc();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-}
-
 /* The gaps, as apply caches them. */
 typedef struct Gap
 {

@@ -13,7 +13,6 @@
 
 extern void concord_confirm_record(const char *writer, List *seen);
 extern int64 concord_tombstone_gc(void);
-extern void concord_tombstone_gc_periodic(void);
 extern void concord_gap_check(const char *sub_name, const char *writer, List *seen);
 
 #endif							/* CONCORD_TOMBSTONE_GC_H */

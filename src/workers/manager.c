@@ -39,6 +39,7 @@
 #include "catalog/identity.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "conflict/known.h"
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
 #include "remote/remote.h"
@@ -57,6 +58,10 @@ typedef struct Starting
 	BackgroundWorkerHandle *handle;
 } Starting;
 static List *StartingWorkers = NIL;
+
+/* When the periodic tasks last ran (periodic()). */
+static TimestampTz LastTombstoneGc = 0;
+static TimestampTz LastKnownPrune = 0;
 
 static void
 manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -329,6 +334,47 @@ trim_history(void)
 	CommitTransactionCommand();
 }
 
+/*
+ * Runs work in a transaction of its own, every interval_ms at most.  A
+ * failure is logged and does not stop the manager (it has workers to look
+ * after); the next round tries again.
+ */
+static void
+periodic(TimestampTz *last, int interval_ms, void (*work) (void))
+{
+	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (!TimestampDifferenceExceeds(*last, now, interval_ms))
+		return;
+	*last = now;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		work();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Tombstones every peer confirmed go, once a minute (tombstone_gc.c). */
+static void
+remove_tombstones(void)
+{
+	(void) concord_tombstone_gc();
+}
+
 /* True while a worker of this database still runs. */
 static bool
 workers_running(void)
@@ -506,7 +552,9 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			foreach(lc, reconcile(subs))
 				start_apply(lfirst_oid(lc));
 			trim_history();
-			concord_tombstone_gc_periodic();
+			periodic(&LastTombstoneGc, 60 * 1000, remove_tombstones);
+			/* Notes of late changes that came since (known.c). */
+			periodic(&LastKnownPrune, 10 * 1000, concord_known_prune);
 			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&

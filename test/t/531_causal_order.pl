@@ -1,0 +1,195 @@
+# Causality across paths, when the late change finds a row (issue 18): a
+# change that arrives after a later version of its row, written by a node
+# that had seen it, is older than that version, not concurrent with it,
+# whatever the resolver.  Three nodes n1 (priority 10), n2 (priority 5),
+# n3 (priority 1) in a mesh; table fuw under first_update_wins, table prio
+# under replica_priority.  A link is "down" while the subscription that is
+# that link is disabled.  In each scenario n3's link from n1 is down while
+# n1 writes and n2, having applied n1's change, writes over it; n3 gets
+# n2's change first, then n1's once the link is up.
+#
+#  A. UPDATE before UPDATE (fuw): n1 updates row 1, n2 updates it again.
+#     Pass: every node ends with n2's value and no node records a conflict
+#     (without the fix, first_update_wins let n1's earlier update win on
+#     n3 only).
+#  B. The same, with a local write on n3 in between: after n2's update has
+#     come, n3 updates row 2 itself.  Pass: every node ends with n3's
+#     value, no conflict (n3's transaction had seen n1's update through
+#     n2's: its SEEN says so, and n3 credits its own version with it).
+#  C. DELETE after UPDATE (fuw): n1 updates row 3, n2 deletes it.  Pass:
+#     row 3 is gone everywhere, no conflict.
+#  D. DELETE after INSERT (fuw): n1 inserts row 4, n2 deletes it.  Pass:
+#     row 4 is gone everywhere (n3 met the DELETE first: delete_missing).
+#  E. UPDATE before UPDATE under replica_priority: n1 (the higher
+#     priority) updates row 5, n2 updates it again.  Pass: every node ends
+#     with n2's value, no conflict.
+#  F. Across a restart of n3 (its knowledge saved and loaded): as B on
+#     row 6, with n3 restarted before its own update.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $n1 = concord_node('n1', priority => 10);
+my $n2 = concord_node('n2', priority => 5);
+my $n3 = concord_node('n3', priority => 1);
+my @nodes = ($n1, $n2, $n3);
+setup_mesh(\@nodes,
+	q{CREATE TABLE fuw (id int PRIMARY KEY, v text NOT NULL);
+	  CREATE TABLE prio (id int PRIMARY KEY, v text NOT NULL);
+	  SELECT concord.set_conflict_resolver('fuw', 'first_update_wins');
+	  SELECT concord.set_conflict_resolver('prio', 'replica_priority');},
+	[ 'fuw', 'prio' ]);
+
+$n1->safe_psql('postgres', q{
+	INSERT INTO fuw SELECT g, 'n1 ins' FROM generate_series(1, 6) g WHERE g <> 4;
+	INSERT INTO prio VALUES (5, 'n1 ins')});
+wait_for_apply_all(\@nodes, label => 'rows everywhere');
+
+sub sub_name
+{
+	my ($sub_node, $prov) = @_;
+	return 'sub_' . $sub_node->name . '_' . $prov->name;
+}
+
+sub link_down
+{
+	my ($sub_node, $prov) = @_;
+	my $name = sub_name($sub_node, $prov);
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$name')");
+	ok( $sub_node->poll_query_until('postgres',
+			"SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = '$name'"),
+		"$name is down");
+	return;
+}
+
+sub link_up
+{
+	my ($sub_node, $prov) = @_;
+	my $name = sub_name($sub_node, $prov);
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_enable('$name')");
+	return;
+}
+
+sub applied
+{
+	my ($sub_node, $prov, $label) = @_;
+	my $name = sub_name($sub_node, $prov);
+	ok(wait_for_apply_one($sub_node, $name, $prov), "$label: $name applied everything");
+	return;
+}
+
+sub history_marks
+{
+	return { map { $_->name => $_->safe_psql('postgres', 'SELECT coalesce(max(conflict_id), 0) FROM concord.conflict_history') } @nodes };
+}
+
+sub no_conflicts
+{
+	my ($label, $marks) = @_;
+	foreach my $n (@nodes)
+	{
+		is( $n->safe_psql('postgres',
+				"SELECT count(*) FROM concord.conflict_history WHERE conflict_id > $marks->{$n->name}"),
+			'0', "$label: no conflict recorded on " . $n->name)
+		  or diag(conflict_history_of($n));
+	}
+	return;
+}
+
+sub value_everywhere
+{
+	my ($label, $table, $id, $want) = @_;
+	foreach my $n (@nodes)
+	{
+		is($n->safe_psql('postgres', "SELECT coalesce(max(v), '(none)') FROM $table WHERE id = $id"),
+			$want, "$label: " . $n->name . " holds $want");
+	}
+	return;
+}
+
+# n3's link from n1 is down while $n1_sql and then, once n2 has applied
+# it, $n2_sql run; $between runs once n3 has n2's change; then the link
+# comes up and everything is applied everywhere.
+sub overtaken
+{
+	my (%a) = @_;
+	link_down($n3, $n1);
+	$n1->safe_psql('postgres', $a{n1_sql});
+	applied($n2, $n1, $a{label});
+	$n2->safe_psql('postgres', $a{n2_sql});
+	applied($n3, $n2, $a{label});
+	$a{between}->() if $a{between};
+	link_up($n3, $n1);
+	wait_for_apply_all(\@nodes, label => $a{label});
+	return;
+}
+
+# --- A. UPDATE before UPDATE, first_update_wins ---------------------------------
+my $marks = history_marks();
+overtaken(
+	label  => 'A',
+	n1_sql => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 1},
+	n2_sql => q{UPDATE fuw SET v = 'n2 upd' WHERE id = 1});
+value_everywhere('A', 'fuw', 1, 'n2 upd');
+no_conflicts('A', $marks);
+
+# --- B. a local write on n3 after the overtaking update ---------------------------
+$marks = history_marks();
+overtaken(
+	label   => 'B',
+	n1_sql  => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 2},
+	n2_sql  => q{UPDATE fuw SET v = 'n2 upd' WHERE id = 2},
+	between => sub {
+		$n3->safe_psql('postgres', q{UPDATE fuw SET v = 'n3 upd' WHERE id = 2});
+	});
+value_everywhere('B', 'fuw', 2, 'n3 upd');
+no_conflicts('B', $marks);
+
+# --- C. DELETE after UPDATE ------------------------------------------------------------
+$marks = history_marks();
+overtaken(
+	label  => 'C',
+	n1_sql => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 3},
+	n2_sql => q{DELETE FROM fuw WHERE id = 3});
+value_everywhere('C', 'fuw', 3, '(none)');
+no_conflicts('C', $marks);
+
+# --- D. DELETE after INSERT --------------------------------------------------------------
+overtaken(
+	label  => 'D',
+	n1_sql => q{INSERT INTO fuw VALUES (4, 'n1 ins')},
+	n2_sql => q{DELETE FROM fuw WHERE id = 4});
+value_everywhere('D', 'fuw', 4, '(none)');
+
+# --- E. UPDATE before UPDATE, replica_priority ------------------------------------------
+$marks = history_marks();
+overtaken(
+	label  => 'E',
+	n1_sql => q{UPDATE prio SET v = 'n1 upd' WHERE id = 5},
+	n2_sql => q{UPDATE prio SET v = 'n2 upd' WHERE id = 5});
+value_everywhere('E', 'prio', 5, 'n2 upd');
+no_conflicts('E', $marks);
+
+# --- F. across a restart of n3 ---------------------------------------------------------------
+$marks = history_marks();
+overtaken(
+	label   => 'F',
+	n1_sql  => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 6},
+	n2_sql  => q{UPDATE fuw SET v = 'n2 upd' WHERE id = 6},
+	between => sub {
+		$n3->restart;
+		$n3->safe_psql('postgres', q{UPDATE fuw SET v = 'n3 upd' WHERE id = 6});
+	});
+value_everywhere('F', 'fuw', 6, 'n3 upd');
+no_conflicts('F', $marks);
+
+# The notes go once n3 has applied n1's changes they were about.
+ok( $n3->poll_query_until('postgres', 'SELECT count(*) = 0 FROM concord.causal_note'),
+	'n3 keeps no causal note once the late changes came');
+
+done_testing();
