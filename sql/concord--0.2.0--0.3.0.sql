@@ -15,9 +15,6 @@
  * are recorded as they are.
  *
  * concord.subscriber_status: the subscriptions streaming from this node.
- *
- * concord.causal_note: what the writers of applied transactions had seen
- * of changes that had not arrived yet.
  */
 
 \echo Use "ALTER EXTENSION concord UPDATE TO '0.3.0'" to load this file. \quit
@@ -287,21 +284,6 @@ SELECT o.roident, '0'::pg_catalog.xid8,
   FROM pg_catalog.pg_replication_origin o
  WHERE EXISTS (SELECT FROM concord.subscription s
                 WHERE pg_catalog.starts_with(o.roname, 'concord_' || s.sub_id || '_'));
-
--- What the writer of a transaction applied here had seen of an origin whose
--- changes had not arrived here yet (src/conflict/known.c): a change of that
--- origin arriving later is older than the row versions that transaction
--- wrote.  A row stays only until this node has applied that origin up to
--- upto.  Not dumped: its transaction ids mean nothing elsewhere.
-CREATE TABLE concord.causal_note (
-    xact        xid8        NOT NULL,
-    origin      name        NOT NULL,
-    upto        timestamptz NOT NULL,
-    PRIMARY KEY (xact, origin)
-);
-COMMENT ON TABLE concord.causal_note IS
-    'what the writers of transactions applied here had seen of changes that had not arrived here yet';
-REVOKE ALL ON concord.causal_note FROM PUBLIC;
 
 CREATE FUNCTION concord.row_version(xmin xid,
         OUT commit_time timestamptz, OUT origin_node name)

@@ -174,20 +174,6 @@ CREATE TABLE concord.origin_history (
 COMMENT ON TABLE concord.origin_history IS
     'the node each replication origin id stood for, from the transaction that created the origin on';
 
--- What the writer of a transaction applied here had seen of an origin whose
--- changes had not arrived here yet (src/conflict/known.c): a change of that
--- origin arriving later is older than the row versions that transaction
--- wrote.  A row stays only until this node has applied that origin up to
--- upto.  Not dumped: its transaction ids mean nothing elsewhere.
-CREATE TABLE concord.causal_note (
-    xact        xid8        NOT NULL,
-    origin      name        NOT NULL,
-    upto        timestamptz NOT NULL,
-    PRIMARY KEY (xact, origin)
-);
-COMMENT ON TABLE concord.causal_note IS
-    'what the writers of transactions applied here had seen of changes that had not arrived here yet';
-
 -- Which database of which server the local node is (src/catalog/identity.c):
 -- a copy of it (pg_basebackup, a restore) differs in one of these, or lacks
 -- the marker slot.  Not dumped: a database restored from a dump is a copy.
@@ -213,7 +199,7 @@ REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
               concord.conflict_history, concord.tombstone,
               concord.tombstone_gap, concord.node_identity,
-              concord.origin_history, concord.causal_note FROM PUBLIC;
+              concord.origin_history FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes

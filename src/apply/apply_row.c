@@ -532,7 +532,12 @@ older_skipped(ApplyRel *arel, ConcordTuple *tuple, const char *kind)
 
 /*
  * A remote INSERT found a row with its key: the resolver picks a version;
- * the remote one replaces the local row.
+ * the remote one replaces the local row.  Not if its writer had seen the
+ * local version (its own, or one its SEEN vector covers): the key was
+ * deleted there in between, by a DELETE still on its way here, and the
+ * INSERT is the newer version, applied without a conflict; the DELETE,
+ * when it comes, is older than it (known.c).  Nor if the local version's
+ * writer had seen the INSERT: it is older, and skipped.
  */
 static void
 insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
@@ -543,7 +548,12 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
-	if (concord_conflict_concurrent(&c) && concord_conflict_remote_older(&c))
+	if (!concord_conflict_concurrent(&c) && !concord_conflict_local_unknown(&c))
+	{
+		row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
+		return;
+	}
+	if (concord_conflict_remote_older(&c))
 	{
 		older_skipped(arel, newtup, "INSERT");
 		return;

@@ -311,6 +311,14 @@ concord_conflict_concurrent(ConcordConflict *c)
 		c->local_commit_ts;
 }
 
+/* True if the local version's age is not known (the common baseline). */
+bool
+concord_conflict_local_unknown(ConcordConflict *c)
+{
+	local_version(c);
+	return c->local_commit_ts == 0;
+}
+
 /*
  * True if the writer of the local version had seen the remote change,
  * which arrives late, having travelled a slower path than the version that

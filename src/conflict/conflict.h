@@ -106,6 +106,7 @@ extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);
 extern bool concord_conflict_remote_older(ConcordConflict *c);
+extern bool concord_conflict_local_unknown(ConcordConflict *c);
 extern TransactionId concord_xmin_version_xid(HeapTupleHeader tuple);
 extern bool concord_xids_wrapped(void);
 

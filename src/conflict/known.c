@@ -13,14 +13,15 @@
  * let v1 win on node_c, where node_a and node_b kept v2.
  *
  * So node_c keeps what the writers of the transactions it applies had
- * seen past what node_c itself has applied of each origin: a row of
- * concord.causal_note (the applying transaction's xid, the origin, up to
- * which commit timestamp) in the applying transaction, kept until node_c
- * has applied that origin up to there.  A remote change that finds a row
- * version written by such a transaction, and is not newer than the note,
- * was seen by that version's writer: it is older, and skipped as the
- * writer's node skipped it (it applied it and then wrote over it), with
- * no conflict.
+ * seen past what node_c itself has applied of each origin: a note (the
+ * applying transaction's xid, the origin, up to which commit timestamp),
+ * in a ring in shared memory, written as that transaction commits.  A
+ * note is needed only until node_c has applied that origin up to there,
+ * which is mostly a matter of milliseconds; the ring overwrites the
+ * oldest first.  A remote change that finds a row version written by such
+ * a transaction, and is not newer than the note, was seen by that
+ * version's writer: it is older, and skipped as the writer's node skipped
+ * it (it applied it and then wrote over it), with no conflict.
  *
  * Local transactions of node_c after such an apply have seen v1 as much
  * (through v2): node_c's vector of knowledge (known_ts per origin, in
@@ -33,10 +34,14 @@
  * before it reads the vector it logs, so a transaction whose xid is at
  * least a step's was logged with at least the step's knowledge.
  *
+ * The claims are consistent by construction: what a version is credited
+ * with here is what its writer's SEEN message says everywhere.
  * Confirmations and gap checks (tombstone_gc.c) keep using the applied
  * vector: knowing of a delete is not having applied it.  What is lost
- * (steps beyond CONCORD_KNOWN_STEPS, knowledge older than the last save
- * after a crash) only makes changes look concurrent, as they did before.
+ * (notes the ring overwrote while a link lagged long, steps beyond
+ * CONCORD_KNOWN_STEPS, what changed since the last save before a crash:
+ * seen.c saves it with the vector) only makes changes look concurrent, as
+ * they did before.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,7 +50,6 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -53,19 +57,14 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
-#include "catalog/tables.h"
 #include "conflict/known.h"
 #include "conflict/seen.h"
 #include "proto/proto.h"
 #include "shmem/shmem.h"
 
-#define NOTE_TABLE	"causal_note"
-
 /* Knowledge noted in the transaction being applied, published at its commit. */
 static List *Pending = NIL;
-
-static SPIPlanPtr InsertPlan = NULL;
-static SPIPlanPtr FindPlan = NULL;
+static FullTransactionId PendingXact;
 
 static void known_xact_callback(XactEvent event, void *arg);
 
@@ -194,59 +193,16 @@ concord_known_merge(List *applied, List *known)
 	return merged;
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
-}
-
-static void
-insert_note(FullTransactionId fxid, const char *origin, TimestampTz upto)
-{
-	Oid			types[3] = {XID8OID, NAMEOID, TIMESTAMPTZOID};
-	Datum		values[3];
-	NameData	name;
-	Oid			saved_user;
-	int			saved_context;
-
-	namestrcpy(&name, origin);
-	values[0] = FullTransactionIdGetDatum(fxid);
-	values[1] = NameGetDatum(&name);
-	values[2] = TimestampTzGetDatum(upto);
-	/* At the commit of the applied transaction, no statement is running. */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	concord_catalog_become_owner(NOTE_TABLE, &saved_user, &saved_context);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (InsertPlan == NULL)
-		InsertPlan = prepare_kept("INSERT INTO concord.causal_note (xact, origin, upto) "
-								  "VALUES ($1, $2, $3) ON CONFLICT (xact, origin) "
-								  "DO UPDATE SET upto = GREATEST(concord.causal_note.upto, EXCLUDED.upto)",
-								  3, types);
-	if (SPI_execute_plan(InsertPlan, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record a causal note");
-	SPI_finish();
-	SetUserIdAndSecContext(saved_user, saved_context);
-	PopActiveSnapshot();
-}
-
 /*
- * Before the commit of a remote transaction of writer: notes what its
+ * Before the commit of a remote transaction of writer: keeps what its
  * writer knew (knowledge, the merged vector) past what this node applied,
- * for the versions it wrote, and keeps it to publish after the commit.
- * The writer's own origin and this node's are never behind here.
+ * to note for the versions it wrote and publish as the transaction
+ * commits.  The writer's own origin and this node's are never behind here.
  */
 void
 concord_known_note(List *knowledge, const char *writer, const char *local_node)
 {
 	static bool registered = false;
-	FullTransactionId fxid = GetTopFullTransactionIdIfAny();
-	bool		table = OidIsValid(concord_catalog_relid(NOTE_TABLE, true));
 	ListCell   *lc;
 
 	if (!registered)
@@ -254,7 +210,7 @@ concord_known_note(List *knowledge, const char *writer, const char *local_node)
 		RegisterXactCallback(known_xact_callback, NULL);
 		registered = true;
 	}
-
+	PendingXact = GetTopFullTransactionIdIfAny();
 	foreach(lc, knowledge)
 	{
 		ConcordSeenEntry *e = lfirst(lc);
@@ -264,8 +220,6 @@ concord_known_note(List *knowledge, const char *writer, const char *local_node)
 		if (strcmp(e->origin, writer) == 0 || strcmp(e->origin, local_node) == 0 ||
 			e->commit_ts <= concord_seen_local(e->origin))
 			continue;
-		if (FullTransactionIdIsValid(fxid) && table)
-			insert_note(fxid, e->origin, e->commit_ts);
 		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 		keep = palloc(sizeof(ConcordSeenEntry));
 		keep->origin = pstrdup(e->origin);
@@ -273,6 +227,25 @@ concord_known_note(List *knowledge, const char *writer, const char *local_node)
 		Pending = lappend(Pending, keep);
 		MemoryContextSwitchTo(oldcxt);
 	}
+}
+
+static int
+note_entries(void)
+{
+	return ConcordShmem->max_entries * CONCORD_NOTES_PER_ENTRY;
+}
+
+/* Notes that xact knew origin up to upto; the caller holds the lock. */
+static void
+note_locked(FullTransactionId xact, const char *origin, TimestampTz upto)
+{
+	ConcordCausalNote *n = &ConcordShmem->notes[ConcordShmem->next_note];
+
+	ConcordShmem->next_note = (ConcordShmem->next_note + 1) % note_entries();
+	n->dboid = MyDatabaseId;
+	n->xact = xact;
+	strlcpy(n->origin, origin, NAMEDATALEN);
+	n->upto = upto;
 }
 
 /* Raises known_ts of origin to upto; the caller holds the lock. */
@@ -301,9 +274,10 @@ raise_locked(const char *origin, TimestampTz upto)
 }
 
 /*
- * After the commit (the applied transaction is visible): the knowledge
- * noted becomes this node's, for the local transactions that start
- * writing from now on.
+ * As the applied transaction commits (before it is visible: a note of a
+ * transaction that then fails to commit names no row version): the notes
+ * of its versions, and its writer's knowledge becomes this node's, for the
+ * local transactions that take their xid from now on.
  */
 static void
 publish(void)
@@ -311,13 +285,13 @@ publish(void)
 	bool		raised = false;
 	ListCell   *lc;
 
-	if (Pending == NIL)
-		return;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	foreach(lc, Pending)
 	{
 		ConcordSeenEntry *e = lfirst(lc);
 
+		if (FullTransactionIdIsValid(PendingXact))
+			note_locked(PendingXact, e->origin, e->commit_ts);
 		raised |= raise_locked(e->origin, e->commit_ts);
 	}
 	LWLockRelease(ConcordShmem->lock);
@@ -328,7 +302,7 @@ publish(void)
 static void
 known_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (event == XACT_EVENT_COMMIT && Pending != NIL)
+	if (event == XACT_EVENT_PRE_COMMIT && Pending != NIL)
 		publish();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 	{
@@ -365,40 +339,23 @@ local_knowledge(FullTransactionId fxid, const char *origin)
 	return upto;
 }
 
-/* What the writer of the remote transaction applied as xid knew of origin. */
+/* What the writer of the remote transaction applied as xact knew of origin. */
 static TimestampTz
-noted_knowledge(FullTransactionId fxid, const char *origin)
+noted_knowledge(FullTransactionId xact, const char *origin)
 {
-	Oid			types[2] = {XID8OID, NAMEOID};
-	Datum		values[2];
-	NameData	name;
 	TimestampTz upto = 0;
-	Oid			saved_user;
-	int			saved_context;
 
-	if (!OidIsValid(concord_catalog_relid(NOTE_TABLE, true)))
-		return 0;
-	namestrcpy(&name, origin);
-	values[0] = FullTransactionIdGetDatum(fxid);
-	values[1] = NameGetDatum(&name);
-	concord_catalog_become_owner(NOTE_TABLE, &saved_user, &saved_context);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (FindPlan == NULL)
-		FindPlan = prepare_kept("SELECT upto FROM concord.causal_note "
-								"WHERE xact = $1 AND origin = $2", 2, types);
-	/* Not read-only: a fresh snapshot sees a note committed meanwhile. */
-	if (SPI_execute_plan(FindPlan, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read a causal note");
-	if (SPI_processed == 1)
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < note_entries(); i++)
 	{
-		bool		isnull;
+		ConcordCausalNote *n = &ConcordShmem->notes[i];
 
-		upto = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1, &isnull));
+		if (n->dboid == MyDatabaseId &&
+			FullTransactionIdEquals(n->xact, xact) &&
+			strcmp(n->origin, origin) == 0)
+			upto = Max(upto, n->upto);
 	}
-	SPI_finish();
-	SetUserIdAndSecContext(saved_user, saved_context);
+	LWLockRelease(ConcordShmem->lock);
 	return upto;
 }
 
@@ -421,66 +378,54 @@ concord_known_by(TransactionId xid, bool written_here, const char *origin)
 }
 
 /*
- * The manager's periodic cleanup, in its transaction: notes that what this
- * node applied since covers go, and so do the steps.  After a restart,
- * known_ts comes back from the notes still there (the steps do not: the
- * local transactions before the restart are credited with nothing).
+ * The state file (seen.c): the knowledge entries and the notes, after
+ * the vectors, while the caller holds the lock.  Their xids stay valid
+ * across a restart.
  */
 void
-concord_known_prune(void)
+concord_known_save(FILE *f)
 {
-	int			n = known_entries();
-	Datum	   *origins = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *times = palloc(sizeof(Datum) * Max(n, 1));
-	int			used = 0;
-	Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		values[2];
-	bool		raised = false;
+	uint32		counts[2] = {0, 0};
 
-	if (!OidIsValid(concord_catalog_relid(NOTE_TABLE, true)))
+	for (int i = 0; i < known_entries(); i++)
+		if (OidIsValid(ConcordShmem->known[i].dboid))
+			counts[0]++;
+	for (int i = 0; i < note_entries(); i++)
+		if (OidIsValid(ConcordShmem->notes[i].dboid))
+			counts[1]++;
+	fwrite(counts, sizeof(counts), 1, f);
+	for (int i = 0; i < known_entries(); i++)
+		if (OidIsValid(ConcordShmem->known[i].dboid))
+			fwrite(&ConcordShmem->known[i], sizeof(ConcordKnownState), 1, f);
+	for (int i = 0; i < note_entries(); i++)
+		if (OidIsValid(ConcordShmem->notes[i].dboid))
+			fwrite(&ConcordShmem->notes[i], sizeof(ConcordCausalNote), 1, f);
+}
+
+/* At startup (postmaster), after the vectors: what concord_known_save() wrote. */
+void
+concord_known_load(FILE *f)
+{
+	uint32		counts[2];
+	ConcordKnownState known;
+	ConcordCausalNote note;
+
+	if (fread(counts, sizeof(counts), 1, f) != 1)
 		return;
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
+	for (uint32 i = 0; i < counts[0] && fread(&known, sizeof(known), 1, f) == 1; i++)
 	{
-		ConcordSeenState *s = &ConcordShmem->seen[i];
-
-		if (s->dboid != MyDatabaseId)
+		if ((int) i >= known_entries())
 			continue;
-		origins[used] = CStringGetTextDatum(s->origin);
-		times[used++] = TimestampTzGetDatum(s->commit_ts);
+		known.origin[NAMEDATALEN - 1] = '\0';
+		known.nsteps = Max(Min(known.nsteps, CONCORD_KNOWN_STEPS), 0);
+		ConcordShmem->known[i] = known;
 	}
-	for (int i = 0; i < n; i++)
-		if (ConcordShmem->known[i].dboid == MyDatabaseId)
-			trim_entry(&ConcordShmem->known[i]);
-	LWLockRelease(ConcordShmem->lock);
-	values[0] = PointerGetDatum(construct_array(origins, used, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(times, used, TIMESTAMPTZOID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("DELETE FROM concord.causal_note n "
-							  "USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS a(origin, upto) "
-							  "WHERE n.origin OPERATOR(pg_catalog.=) a.origin "
-							  "AND n.upto OPERATOR(pg_catalog.<=) a.upto",
-							  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not remove causal notes");
-	if (SPI_execute("SELECT origin::pg_catalog.text, pg_catalog.max(upto) "
-					"FROM concord.causal_note GROUP BY origin", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read causal notes");
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint32 i = 0; i < counts[1] && fread(&note, sizeof(note), 1, f) == 1; i++)
 	{
-		bool		isnull;
-		char	   *origin = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i],
-															   SPI_tuptable->tupdesc, 1, &isnull));
-		TimestampTz upto = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i],
-															 SPI_tuptable->tupdesc, 2, &isnull));
-
-		raised |= raise_locked(origin, upto);
+		if ((int) i >= note_entries())
+			continue;
+		note.origin[NAMEDATALEN - 1] = '\0';
+		ConcordShmem->notes[i] = note;
 	}
-	LWLockRelease(ConcordShmem->lock);
-	SPI_finish();
-	if (raised)
-		pg_atomic_fetch_add_u64(&ConcordShmem->seen_generation, 1);
+	ConcordShmem->next_note = Min(counts[1], (uint32) note_entries()) % note_entries();
 }

@@ -17,6 +17,7 @@ extern void concord_known_note(List *knowledge, const char *writer,
 							   const char *local_node);
 extern TimestampTz concord_known_by(TransactionId xid, bool written_here,
 									const char *origin);
-extern void concord_known_prune(void);
+extern void concord_known_save(FILE *f);
+extern void concord_known_load(FILE *f);
 
 #endif							/* CONCORD_KNOWN_H */

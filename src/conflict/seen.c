@@ -295,7 +295,7 @@ concord_seen_install_hooks(void)
 #define SEEN_FILE		"concord_seen.state"
 #define SEEN_FILE_TMP	"concord_seen.state.tmp"
 #define SEEN_MAGIC_1	0x434F4E53	/* "CONS": seen entries only */
-#define SEEN_MAGIC		0x434F4E4B	/* "CONK": seen, then known entries */
+#define SEEN_MAGIC		0x434F4E4B	/* "CONK": seen entries, then known.c's */
 
 static uint64 SavedGeneration = 0;
 
@@ -328,9 +328,7 @@ concord_seen_save(void)
 	for (int i = 0; i < n; i++)
 		if (OidIsValid(ConcordShmem->seen[i].dboid))
 			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
-	for (int i = 0; i < n; i++)
-		if (OidIsValid(ConcordShmem->known[i].dboid))
-			fwrite(&ConcordShmem->known[i], sizeof(ConcordKnownState), 1, f);
+	concord_known_save(f);
 	LWLockRelease(ConcordShmem->lock);
 	if (ferror(f) || FreeFile(f) != 0)
 	{
@@ -352,7 +350,6 @@ seen_load(void)
 	uint32		magic = 0;
 	uint32		nseen = PG_UINT32_MAX;
 	ConcordSeenState entry;
-	ConcordKnownState known;
 	int			i = 0;
 
 	if (f == NULL)
@@ -369,12 +366,10 @@ seen_load(void)
 		entry.origin[NAMEDATALEN - 1] = '\0';
 		ConcordShmem->seen[i++] = entry;
 	}
-	i = 0;
-	while (magic == SEEN_MAGIC && i < n && fread(&known, sizeof(known), 1, f) == 1)
-	{
-		known.origin[NAMEDATALEN - 1] = '\0';
-		known.nsteps = Max(Min(known.nsteps, CONCORD_KNOWN_STEPS), 0);
-		ConcordShmem->known[i++] = known;
-	}
+	/* Skip what did not fit (max_worker_processes was lowered). */
+	while (magic == SEEN_MAGIC && (uint32) i < nseen && fread(&entry, sizeof(entry), 1, f) == 1)
+		i++;
+	if (magic == SEEN_MAGIC)
+		concord_known_load(f);
 	FreeFile(f);
 }

@@ -120,6 +120,21 @@ typedef struct ConcordKnownStep
 
 #define CONCORD_KNOWN_STEPS		8
 
+/*
+ * What the writer of the remote transaction applied here as xact had seen
+ * of origin, past what this node had applied of it (known.c): a ring of
+ * CONCORD_NOTES_PER_ENTRY per worker slot, the oldest overwritten first.
+ */
+typedef struct ConcordCausalNote
+{
+	Oid			dboid;			/* InvalidOid: free */
+	FullTransactionId xact;
+	char		origin[NAMEDATALEN];
+	TimestampTz upto;
+} ConcordCausalNote;
+
+#define CONCORD_NOTES_PER_ENTRY	64
+
 typedef struct ConcordKnownState
 {
 	Oid			dboid;			/* InvalidOid: free */
@@ -205,6 +220,8 @@ typedef struct ConcordShared
 	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
 	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
 	ConcordKnownState *known;	/* max_entries * CONCORD_SEEN_PER_ENTRY */
+	ConcordCausalNote *notes;	/* max_entries * CONCORD_NOTES_PER_ENTRY */
+	uint32		next_note;		/* the ring's next slot, under lock */
 	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
 	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
 										 * or freed */

@@ -39,7 +39,7 @@
 #include "catalog/identity.h"
 #include "catalog/tables.h"
 #include "concord.h"
-#include "conflict/known.h"
+#include "conflict/seen.h"
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
 #include "remote/remote.h"
@@ -61,7 +61,6 @@ static List *StartingWorkers = NIL;
 
 /* When the periodic tasks last ran (periodic()). */
 static TimestampTz LastTombstoneGc = 0;
-static TimestampTz LastKnownPrune = 0;
 
 static void
 manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -528,6 +527,8 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 	List	   *subs;
 
 	ManagerDb = concord_worker_connect();
+	/* Its writes are concord's catalogs: no SEEN vector for them (seen.c). */
+	concord_is_worker = true;
 	/* Its SQL (history, tombstones) resolves names in pg_catalog only. */
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 	CycleContext = AllocSetContextCreate(TopMemoryContext, "concord manager cycle",
@@ -553,8 +554,6 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 				start_apply(lfirst_oid(lc));
 			trim_history();
 			periodic(&LastTombstoneGc, 60 * 1000, remove_tombstones);
-			/* Notes of late changes that came since (known.c). */
-			periodic(&LastKnownPrune, 10 * 1000, concord_known_prune);
 			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&

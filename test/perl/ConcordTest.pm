@@ -152,7 +152,8 @@ subscribe($subscriber, $provider, %opts) creates a subscription on
 $subscriber and returns its name (default sub_<subscriber>_<provider>).
 Options: name, sets (arrayref), synchronize_data (bool),
 forward_origins (arrayref), dsn (default $provider->connstr('postgres')),
-dsn_suffix (appended to the dsn).
+dsn_suffix (appended to the dsn), apply_delay (an interval; only passed
+when given).
 
 =cut
 
@@ -172,6 +173,8 @@ sub subscribe
 	my $sets    = _array_literal($opts{sets} // ['default']);
 	my $forward = _array_literal($opts{forward_origins} // []);
 	my $sync    = ($opts{synchronize_data} // 1) ? 'true' : 'false';
+	my $delay   = defined $opts{apply_delay}
+	  ? ",\n\t\t     apply_delay := " . quote_literal($opts{apply_delay}) . "::interval" : '';
 
 	# log_statement = all (set by PostgreSQL::Test::Cluster) would log the
 	# DSN as part of our own statement: keep our statement out of the log,
@@ -184,7 +187,7 @@ sub subscribe
 		     provider_dsn := " . quote_literal($dsn) . ",
 		     replication_sets := ${sets}::text[],
 		     synchronize_data := $sync,
-		     forward_origins := ${forward}::text[]);");
+		     forward_origins := ${forward}::text[]$delay);");
 	push @{ $SUBS{ $sub->name } }, { name => $name, provider => $prov };
 	return $name;
 }

@@ -203,7 +203,7 @@ link_up($n3, $n1);
 wait_replicating(\@nodes, 'no cause in time: link up');
 wait_for_apply_all(\@nodes, label => 'no cause in time: link up');
 is(rows($_, 101, 110), '10 n2 upd', 'no cause in time: ' . $_->name . " holds n2's updates") foreach @nodes;
-# n2's transaction had seen n1's inserts (causal_note, known.c): they are
+# n2's transaction had seen n1's inserts (known.c): they are
 # older than the versions n3 applied, not concurrent with them.
 is( $n3->safe_psql('postgres', q{
 		SELECT count(*) FROM concord.conflict_history

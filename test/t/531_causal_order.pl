@@ -188,8 +188,4 @@ overtaken(
 value_everywhere('F', 'fuw', 6, 'n3 upd');
 no_conflicts('F', $marks);
 
-# The notes go once n3 has applied n1's changes they were about.
-ok( $n3->poll_query_until('postgres', 'SELECT count(*) = 0 FROM concord.causal_note'),
-	'n3 keeps no causal note once the late changes came');
-
 done_testing();
