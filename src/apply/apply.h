@@ -54,6 +54,8 @@ extern void concord_apply_rel_init(const char *sub_name, List *synced);
 extern void concord_apply_rel_store(StringInfo msg);
 extern ApplyRel *concord_apply_rel_get(Oid remoteid, LOCKMODE lockmode);
 extern void concord_apply_rel_forget_all(void);
+extern bool concord_apply_rel_same_key(ApplyRel *arel, TupleTableSlot *a,
+									   TupleTableSlot *b);
 
 /* apply_row.c */
 extern bool concord_apply_careful;

@@ -26,6 +26,7 @@
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -446,4 +447,28 @@ concord_apply_rel_get(Oid remoteid, LOCKMODE lockmode)
 	if (!arel->resolved)
 		resolve(arel, lockmode);
 	return arel;
+}
+
+/*
+ * Whether slots a and b (of the local table) hold the same values, none
+ * of them NULL, in the key columns the provider sends.
+ */
+bool
+concord_apply_rel_same_key(ApplyRel *arel, TupleTableSlot *a, TupleTableSlot *b)
+{
+	slot_getallattrs(a);
+	slot_getallattrs(b);
+	for (int i = 0; i < arel->remote->natts; i++)
+	{
+		int			idx = arel->attmap[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(a->tts_tupleDescriptor, idx);
+
+		if (!arel->rowkey[i])
+			continue;
+		if (a->tts_isnull[idx] || b->tts_isnull[idx] ||
+			!datum_image_eq(a->tts_values[idx], b->tts_values[idx],
+							att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
 }

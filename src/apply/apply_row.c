@@ -289,33 +289,10 @@ conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
 static void
 check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
 {
-	bool		same_as_remote = true;
-	bool		same_as_local = c->local != NULL;
+	bool		same_as_remote = concord_apply_rel_same_key(arel, row, c->remote);
+	bool		same_as_local = c->local != NULL &&
+		concord_apply_rel_same_key(arel, row, c->local);
 
-	slot_getallattrs(row);
-	if (c->local)
-		slot_getallattrs(c->local);
-	slot_getallattrs(c->remote);
-	for (int i = 0; i < arel->remote->natts; i++)
-	{
-		int			idx = arel->attmap[i] - 1;
-		Form_pg_attribute att = TupleDescAttr(row->tts_tupleDescriptor, idx);
-
-		if (!arel->rowkey[i])
-			continue;
-		if (row->tts_isnull[idx])
-			same_as_remote = same_as_local = false;
-		if (same_as_remote &&
-			(c->remote->tts_isnull[idx] ||
-			 !datum_image_eq(row->tts_values[idx], c->remote->tts_values[idx],
-							 att->attbyval, att->attlen)))
-			same_as_remote = false;
-		if (same_as_local &&
-			(c->local->tts_isnull[idx] ||
-			 !datum_image_eq(row->tts_values[idx], c->local->tts_values[idx],
-							 att->attbyval, att->attlen)))
-			same_as_local = false;
-	}
 	if (!same_as_remote && !same_as_local)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -369,7 +369,7 @@ handle_begin(StringInfo s)
 		concord_constraints_immediate();
 	}
 	W.in_remote_txn = true;
-	W.seen = NIL;
+	W.seen = W.first_seen = NIL;
 	W.gaps_checked = false;
 	concord_apply_lock_keys = !W.skip_txn && key_locks_needed();
 	concord_apply_key_locks_reset();
@@ -405,8 +405,8 @@ handle_commit(StringInfo s)
 		replorigin_session_origin_timestamp = msg.commit_time;
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
-		concord_known_note(RemoteTxn.seen, W.begin.origin_name, W.local_node);
-		W.seen = NIL;
+		concord_known_note(W.first_seen, W.begin.origin_name, W.local_node);
+		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
 		/* A forwarded initial copy is no write of its origin's. */
@@ -589,10 +589,12 @@ handle_seen(StringInfo s)
 		copy.len = copy.maxlen = len;
 		copy.cursor = 0;
 		W.seen = concord_decode_seen(&copy);
-		/* What the writer knew past that: conflicts weigh both (known.c). */
-		RemoteTxn.seen = concord_known_merge(W.seen, concord_decode_known(&copy));
 	}
+	/* The changes before a later SEEN are judged by the first (known.c). */
+	if (W.first_seen == NIL)
+		W.first_seen = W.seen;
 	MemoryContextSwitchTo(oldcxt);
+	RemoteTxn.seen = W.seen;
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
 }
 

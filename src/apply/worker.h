@@ -56,6 +56,7 @@ typedef struct ApplyWorker
 	List	   *lsn_map;		/* of LsnMapping, oldest first */
 	TimestampTz last_feedback;
 	List	   *seen;			/* the remote writer's vector (seen.c) */
+	List	   *first_seen;		/* its first in the transaction (known.c) */
 	bool		gaps_checked;	/* concord_gap_check() ran for this one */
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];

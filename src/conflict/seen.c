@@ -29,10 +29,7 @@
  * a file in the data directory every few seconds and at shutdown, and the
  * postmaster loads it at startup, so a restart keeps what was applied (a
  * crash may lose the last seconds: older values only make more changes
- * look concurrent).
- *
- * After the vector, the message carries what this node knows past what it
- * applied, through the transactions it applied (known.c).
+ * look concurrent).  known.c's notes are saved and loaded with it.
  *
  *-------------------------------------------------------------------------
  */
@@ -197,14 +194,8 @@ log_seen(void)
 	vector = current_vector();
 	if (vector == NIL)
 		return;
-	/*
-	 * The xid first, the knowledge after: a local version is credited with
-	 * the knowledge steps recorded before its xid was taken (known.c).
-	 */
-	(void) GetCurrentTransactionId();
 	initStringInfo(&payload);
 	concord_encode_seen(&payload, vector);
-	concord_encode_known(&payload, concord_known_excess());
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload.data, payload.len, true);
 	if (SeenLoggedLevel == 0 || GetCurrentTransactionNestLevel() < SeenLoggedLevel)
 		SeenLoggedLevel = GetCurrentTransactionNestLevel();
@@ -265,7 +256,10 @@ seen_shmem_startup(void)
 	if (prev_shmem_startup)
 		prev_shmem_startup();
 	if (!IsUnderPostmaster)
+	{
 		seen_load();
+		concord_known_load();
+	}
 }
 /* A rolled back subtransaction takes the message with it: log it again. */
 static void
@@ -294,8 +288,7 @@ concord_seen_install_hooks(void)
 
 #define SEEN_FILE		"concord_seen.state"
 #define SEEN_FILE_TMP	"concord_seen.state.tmp"
-#define SEEN_MAGIC_1	0x434F4E53	/* "CONS": seen entries only */
-#define SEEN_MAGIC		0x434F4E4B	/* "CONK": seen entries, then known.c's */
+#define SEEN_MAGIC		0x434F4E53	/* "CONS" */
 
 static uint64 SavedGeneration = 0;
 
@@ -306,9 +299,9 @@ concord_seen_save(void)
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	uint64		generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
 	uint32		magic = SEEN_MAGIC;
-	uint32		used = 0;
 	FILE	   *f;
 
+	concord_known_save();
 	if (generation == SavedGeneration)
 		return;
 	f = AllocateFile(SEEN_FILE_TMP, PG_BINARY_W);
@@ -323,12 +316,7 @@ concord_seen_save(void)
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < n; i++)
 		if (OidIsValid(ConcordShmem->seen[i].dboid))
-			used++;
-	fwrite(&used, sizeof(used), 1, f);
-	for (int i = 0; i < n; i++)
-		if (OidIsValid(ConcordShmem->seen[i].dboid))
 			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
-	concord_known_save(f);
 	LWLockRelease(ConcordShmem->lock);
 	if (ferror(f) || FreeFile(f) != 0)
 	{
@@ -348,28 +336,18 @@ seen_load(void)
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	FILE	   *f = AllocateFile(SEEN_FILE, PG_BINARY_R);
 	uint32		magic = 0;
-	uint32		nseen = PG_UINT32_MAX;
 	ConcordSeenState entry;
 	int			i = 0;
 
 	if (f == NULL)
 		return;
-	if (fread(&magic, sizeof(magic), 1, f) != 1 ||
-		(magic != SEEN_MAGIC && magic != SEEN_MAGIC_1) ||
-		(magic == SEEN_MAGIC && fread(&nseen, sizeof(nseen), 1, f) != 1))
+	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == SEEN_MAGIC)
 	{
-		FreeFile(f);
-		return;
+		while (i < n && fread(&entry, sizeof(entry), 1, f) == 1)
+		{
+			entry.origin[NAMEDATALEN - 1] = '\0';
+			ConcordShmem->seen[i++] = entry;
+		}
 	}
-	while (i < n && (uint32) i < nseen && fread(&entry, sizeof(entry), 1, f) == 1)
-	{
-		entry.origin[NAMEDATALEN - 1] = '\0';
-		ConcordShmem->seen[i++] = entry;
-	}
-	/* Skip what did not fit (max_worker_processes was lowered). */
-	while (magic == SEEN_MAGIC && (uint32) i < nseen && fread(&entry, sizeof(entry), 1, f) == 1)
-		i++;
-	if (magic == SEEN_MAGIC)
-		concord_known_load(f);
 	FreeFile(f);
 }

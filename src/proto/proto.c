@@ -427,26 +427,6 @@ concord_decode_seen(StringInfo in)
 	return entries;
 }
 
-/*
- * A SEEN payload may go on with a second list of the same form: what the
- * writer knew of origins past what it had applied (known.c).  A receiver
- * that does not know it ignores it, as it reads only the first list.
- */
-void
-concord_encode_known(StringInfo out, List *entries)
-{
-	if (entries != NIL)
-		concord_encode_seen(out, entries);
-}
-
-List *
-concord_decode_known(StringInfo in)
-{
-	if (in->cursor >= in->len)
-		return NIL;
-	return concord_decode_seen(in);
-}
-
 void
 concord_write_seen(StringInfo out, const char *payload, int len, bool framed)
 {

@@ -142,8 +142,6 @@ extern void concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
 
 extern void concord_encode_seen(StringInfo out, List *entries);
 extern List *concord_decode_seen(StringInfo in);
-extern void concord_encode_known(StringInfo out, List *entries);
-extern List *concord_decode_known(StringInfo in);
 extern void concord_write_seen(StringInfo out, const char *payload, int len,
 							   bool framed);
 

@@ -46,8 +46,6 @@ shmem_size(void)
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_CONFIRM_PER_ENTRY,
 								   sizeof(ConcordConfirmState)));
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordCommitRuns)));
-	size = add_size(size, mul_size(max_worker_processes * CONCORD_SEEN_PER_ENTRY,
-								   sizeof(ConcordKnownState)));
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_NOTES_PER_ENTRY,
 								   sizeof(ConcordCausalNote)));
 	return size;
@@ -96,10 +94,8 @@ shmem_startup(void)
 		(ConcordShmem->seen + ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
 	ConcordShmem->commit_runs = (ConcordCommitRuns *)
 		(ConcordShmem->confirmed + ConcordShmem->max_entries * CONCORD_CONFIRM_PER_ENTRY);
-	ConcordShmem->known = (ConcordKnownState *)
-		(ConcordShmem->commit_runs + ConcordShmem->max_entries);
 	ConcordShmem->notes = (ConcordCausalNote *)
-		(ConcordShmem->known + ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
+		(ConcordShmem->commit_runs + ConcordShmem->max_entries);
 	if (!found)
 	{
 		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);

@@ -106,21 +106,6 @@ typedef struct ConcordSeenState
 #define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
 
 /*
- * Knowledge of origin's changes that have not arrived here yet: this node
- * applied a transaction whose writer had seen origin up to known_ts, past
- * what this node has applied of it (known.c).  Local transactions whose
- * xid is at least steps[i].from logged a vector with at least
- * steps[i].upto for origin.
- */
-typedef struct ConcordKnownStep
-{
-	FullTransactionId from;
-	TimestampTz upto;
-} ConcordKnownStep;
-
-#define CONCORD_KNOWN_STEPS		8
-
-/*
  * What the writer of the remote transaction applied here as xact had seen
  * of origin, past what this node had applied of it (known.c): a ring of
  * CONCORD_NOTES_PER_ENTRY per worker slot, the oldest overwritten first.
@@ -135,14 +120,6 @@ typedef struct ConcordCausalNote
 
 #define CONCORD_NOTES_PER_ENTRY	64
 
-typedef struct ConcordKnownState
-{
-	Oid			dboid;			/* InvalidOid: free */
-	char		origin[NAMEDATALEN];
-	TimestampTz known_ts;
-	int			nsteps;
-	ConcordKnownStep steps[CONCORD_KNOWN_STEPS];
-} ConcordKnownState;
 
 /*
  * What writer node had applied of origin node when it wrote its latest
@@ -219,9 +196,9 @@ typedef struct ConcordShared
 	ConcordSeenState *seen;		/* max_entries * CONCORD_SEEN_PER_ENTRY */
 	pg_atomic_uint64 seen_generation;	/* bumped when a seen entry moves */
 	ConcordConfirmState *confirmed; /* max_entries * CONCORD_CONFIRM_PER_ENTRY */
-	ConcordKnownState *known;	/* max_entries * CONCORD_SEEN_PER_ENTRY */
 	ConcordCausalNote *notes;	/* max_entries * CONCORD_NOTES_PER_ENTRY */
 	uint32		next_note;		/* the ring's next slot, under lock */
+	uint64		notes_written;	/* ever, under lock: when to save them */
 	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
 	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
 										 * or freed */
