@@ -59,6 +59,7 @@ extern bool concord_apply_rel_same_key(ApplyRel *arel, TupleTableSlot *a,
 
 /* apply_row.c */
 extern bool concord_apply_careful;
+extern bool concord_apply_side_writes;
 extern int	concord_apply_conflicts;
 /* unsent.c: out-of-line values an UPDATE left unchanged */
 extern bool concord_apply_tuple_complete(ConcordTuple *tup);

@@ -49,6 +49,13 @@
  */
 bool		concord_apply_careful = false;
 
+/*
+ * Apply wrote rows of the remote transaction that are not its changes (a
+ * rival's delete, a losing row's): its writer's vector says nothing of
+ * them (known.c).
+ */
+bool		concord_apply_side_writes = false;
+
 /* Conflicts met in the current remote transaction. */
 int			concord_apply_conflicts = 0;
 
@@ -443,6 +450,7 @@ delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
 {
 	row_delete(ex->rri, ex->estate, &ex->epqstate, c->local);
 	concord_tombstone_record(ex->rel, c->local);
+	concord_apply_side_writes = true;
 	/* The UPDATE's own key, if it changed it: the provider's next change
 	 * of the row looks for that one. */
 	if (upd->keytup != upd->newtup)
@@ -588,6 +596,7 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 		{
 			row_delete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
 			concord_tombstone_record(ex->rel, lfirst(lc));
+			concord_apply_side_writes = true;
 		}
 		if (target)
 			row_update(ex->rri, ex->estate, &ex->epqstate, target, remote);
@@ -599,6 +608,7 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 	{
 		row_delete(ex->rri, ex->estate, &ex->epqstate, target);
 		concord_tombstone_record(ex->rel, target);
+		concord_apply_side_writes = true;
 	}
 	concord_conflict_record(&c, res, remote);
 }

@@ -371,6 +371,7 @@ handle_begin(StringInfo s)
 	W.in_remote_txn = true;
 	W.seen = W.first_seen = NIL;
 	W.gaps_checked = false;
+	concord_apply_side_writes = false;
 	concord_apply_lock_keys = !W.skip_txn && key_locks_needed();
 	concord_apply_key_locks_reset();
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
@@ -405,7 +406,10 @@ handle_commit(StringInfo s)
 		replorigin_session_origin_timestamp = msg.commit_time;
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
-		concord_known_note(W.first_seen, W.begin.origin_name, W.local_node);
+		/* Not when apply wrote more than the remote changes (known.c). */
+		if (!concord_apply_side_writes)
+			concord_known_note(W.first_seen, W.begin.origin_name,
+							   W.begin.commit_time, W.local_node);
 		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
@@ -486,6 +490,8 @@ change_wanted(ApplyRel *arel)
 	{
 		concord_gap_check(W.sub->name, W.begin.origin_name, W.seen);
 		W.gaps_checked = true;
+		/* Every change is judged by this vector or a later one (known.c). */
+		W.first_seen = W.seen;
 	}
 	return true;
 }
@@ -590,9 +596,6 @@ handle_seen(StringInfo s)
 		copy.cursor = 0;
 		W.seen = concord_decode_seen(&copy);
 	}
-	/* The changes before a later SEEN are judged by the first (known.c). */
-	if (W.first_seen == NIL)
-		W.first_seen = W.seen;
 	MemoryContextSwitchTo(oldcxt);
 	RemoteTxn.seen = W.seen;
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);

@@ -334,7 +334,8 @@ concord_conflict_remote_older(ConcordConflict *c)
 	if (c->local_commit_ts == 0 || c->local_here ||
 		strcmp(c->local_origin, concord_remote_txn->origin_name) == 0)
 		return false;
-	return concord_known_by(c->local_xid, concord_remote_txn->origin_name) >=
+	return concord_known_by(c->local_xid, c->local_origin, c->local_commit_ts,
+							concord_remote_txn->origin_name) >=
 		concord_remote_txn->commit_time;
 }
 

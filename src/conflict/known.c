@@ -62,11 +62,64 @@ typedef struct PendingNote
 
 static List *Pending = NIL;
 static FullTransactionId PendingXact;
+static NameData PendingWriter;
+static TimestampTz PendingCommitTs;
+
+/* How many slots from the next one a note looks at for a spent one. */
+#define NOTE_PROBE	8
 
 static int
 note_entries(void)
 {
 	return ConcordShmem->max_entries * CONCORD_NOTES_PER_ENTRY;
+}
+
+/*
+ * Whether a note can go: free, or spent (its database has applied its
+ * origin up to it, so no change can be older than it any more).  The
+ * caller holds the lock.
+ */
+static bool
+note_spent(ConcordCausalNote *n)
+{
+	int			seen = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+
+	if (!OidIsValid(n->dboid))
+		return true;
+	for (int i = 0; i < seen; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+
+		if (e->dboid == n->dboid && strcmp(e->origin, n->origin) == 0)
+			return e->commit_ts >= n->upto;
+	}
+	return false;
+}
+
+/*
+ * The slot for a new note: the first spent one of the next few, else the
+ * next one, the oldest (its note is lost).  The caller holds the lock.
+ */
+static ConcordCausalNote *
+take_slot(void)
+{
+	int			slot = ConcordShmem->next_note;
+
+	for (int i = 0; i < NOTE_PROBE; i++)
+	{
+		int			probe = (ConcordShmem->next_note + i) % note_entries();
+
+		if (note_spent(&ConcordShmem->notes[probe]))
+		{
+			slot = probe;
+			break;
+		}
+	}
+	/* The next one is the oldest of what the ring keeps. */
+	if (slot == (int) ConcordShmem->next_note)
+		ConcordShmem->next_note = (ConcordShmem->next_note + 1) % note_entries();
+	ConcordShmem->notes_written++;
+	return &ConcordShmem->notes[slot];
 }
 
 /* Writes the pending notes into the ring. */
@@ -79,12 +132,12 @@ write_notes(void)
 	foreach(lc, Pending)
 	{
 		PendingNote *p = lfirst(lc);
-		ConcordCausalNote *n = &ConcordShmem->notes[ConcordShmem->next_note];
+		ConcordCausalNote *n = take_slot();
 
-		ConcordShmem->next_note = (ConcordShmem->next_note + 1) % note_entries();
-		ConcordShmem->notes_written++;
 		n->dboid = MyDatabaseId;
 		n->xact = PendingXact;
+		strlcpy(n->writer, NameStr(PendingWriter), NAMEDATALEN);
+		n->commit_ts = PendingCommitTs;
 		strlcpy(n->origin, NameStr(p->origin), NAMEDATALEN);
 		n->upto = p->upto;
 	}
@@ -109,12 +162,15 @@ known_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 }
 
 /*
- * Before the commit of a remote transaction of writer that wrote here:
- * what its first SEEN vector (seen) holds past what this node applied,
- * for every origin but the writer and this node, to note as it commits.
+ * Before the commit of a remote transaction of writer, committed there at
+ * commit_ts, that wrote here: what the SEEN vector its changes were judged
+ * by (seen: the one in effect at its first change, the least) holds past
+ * what this node applied, for every origin but the writer and this node,
+ * to note as it commits.
  */
 void
-concord_known_note(List *seen, const char *writer, const char *local_node)
+concord_known_note(List *seen, const char *writer, TimestampTz commit_ts,
+				   const char *local_node)
 {
 	static bool registered = false;
 	ListCell   *lc;
@@ -122,6 +178,8 @@ concord_known_note(List *seen, const char *writer, const char *local_node)
 	PendingXact = GetTopFullTransactionIdIfAny();
 	if (!FullTransactionIdIsValid(PendingXact))
 		return;
+	namestrcpy(&PendingWriter, writer);
+	PendingCommitTs = commit_ts;
 	if (!registered)
 	{
 		RegisterXactCallback(known_xact_callback, NULL);
@@ -155,11 +213,14 @@ full_xid(TransactionId xid)
 }
 
 /*
- * What the writer of the remote transaction applied here as xid had seen
- * of origin, as noted: a commit timestamp, 0 if nothing is noted.
+ * What the writer of the remote transaction applied here as xid (of node
+ * writer, committed at commit_ts: a note of an xid used again after a
+ * crash or a restore does not match) had seen of origin, as noted: a
+ * commit timestamp, 0 if nothing is noted.
  */
 TimestampTz
-concord_known_by(TransactionId xid, const char *origin)
+concord_known_by(TransactionId xid, const char *writer, TimestampTz commit_ts,
+				 const char *origin)
 {
 	FullTransactionId xact;
 	TimestampTz upto = 0;
@@ -174,6 +235,8 @@ concord_known_by(TransactionId xid, const char *origin)
 
 		if (n->dboid == MyDatabaseId &&
 			FullTransactionIdEquals(n->xact, xact) &&
+			n->commit_ts == commit_ts &&
+			strcmp(n->writer, writer) == 0 &&
 			strcmp(n->origin, origin) == 0)
 			upto = Max(upto, n->upto);
 	}
@@ -183,7 +246,7 @@ concord_known_by(TransactionId xid, const char *origin)
 
 #define NOTES_FILE		"concord_notes.state"
 #define NOTES_FILE_TMP	"concord_notes.state.tmp"
-#define NOTES_MAGIC		0x434F4E4E	/* "CONN" */
+#define NOTES_MAGIC		0x434F4E32	/* "CON2" */
 
 static uint64 SavedWritten = 0;
 
@@ -197,6 +260,8 @@ concord_known_save(void)
 {
 	uint32		magic = NOTES_MAGIC;
 	uint64		written;
+	ConcordCausalNote *copy;
+	int			used = 0;
 	FILE	   *f;
 
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
@@ -204,21 +269,39 @@ concord_known_save(void)
 	LWLockRelease(ConcordShmem->lock);
 	if (written == SavedWritten)
 		return;
+	/* Oldest first, so that a load keeps the ring's order. */
+	copy = palloc(sizeof(ConcordCausalNote) * note_entries());
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < note_entries(); i++)
+	{
+		ConcordCausalNote *n =
+			&ConcordShmem->notes[(ConcordShmem->next_note + i) % note_entries()];
+
+		if (OidIsValid(n->dboid))
+			copy[used++] = *n;
+	}
+	LWLockRelease(ConcordShmem->lock);
 	f = AllocateFile(NOTES_FILE_TMP, PG_BINARY_W);
 	if (f == NULL)
 	{
+		pfree(copy);
 		ereport(LOG,
 				(errcode_for_file_access(),
 				 errmsg("could not write \"%s\": %m", NOTES_FILE_TMP)));
 		return;
 	}
 	fwrite(&magic, sizeof(magic), 1, f);
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < note_entries(); i++)
-		if (OidIsValid(ConcordShmem->notes[i].dboid))
-			fwrite(&ConcordShmem->notes[i], sizeof(ConcordCausalNote), 1, f);
-	LWLockRelease(ConcordShmem->lock);
-	if (ferror(f) || FreeFile(f) != 0)
+	fwrite(copy, sizeof(ConcordCausalNote), used, f);
+	pfree(copy);
+	if (ferror(f))
+	{
+		FreeFile(f);
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", NOTES_FILE_TMP)));
+		return;
+	}
+	if (FreeFile(f) != 0)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
@@ -245,6 +328,7 @@ concord_known_load(void)
 		while (used < note_entries() && fread(&note, sizeof(note), 1, f) == 1)
 		{
 			note.origin[NAMEDATALEN - 1] = '\0';
+			note.writer[NAMEDATALEN - 1] = '\0';
 			ConcordShmem->notes[used++] = note;
 		}
 	}

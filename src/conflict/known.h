@@ -12,8 +12,9 @@
 #include "nodes/pg_list.h"
 
 extern void concord_known_note(List *seen, const char *writer,
-							   const char *local_node);
-extern TimestampTz concord_known_by(TransactionId xid, const char *origin);
+							   TimestampTz commit_ts, const char *local_node);
+extern TimestampTz concord_known_by(TransactionId xid, const char *writer,
+									TimestampTz commit_ts, const char *origin);
 extern void concord_known_save(void);
 extern void concord_known_load(void);
 

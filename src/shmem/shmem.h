@@ -114,6 +114,8 @@ typedef struct ConcordCausalNote
 {
 	Oid			dboid;			/* InvalidOid: free */
 	FullTransactionId xact;
+	char		writer[NAMEDATALEN];	/* the remote transaction's origin */
+	TimestampTz commit_ts;		/* and commit timestamp */
 	char		origin[NAMEDATALEN];
 	TimestampTz upto;
 } ConcordCausalNote;

@@ -22,6 +22,9 @@
 #     updates it.  Pass: n3 holds the UPDATE, which meets the tombstone of
 #     a delete its writer had seen, until the INSERT has come; then every
 #     node holds n2's update, no conflict.
+#  6. (run last) The slow link stopped for a minute: as 4 with the
+#     default concord.causal_wait (60 s), the link kept down until n3 gave
+#     up waiting, then restarted.  Pass: as 4.
 #  4. The cause does not come in time: n3 waits 3 s at most
 #     (concord.causal_wait); its link from n1 is down while n1 inserts rows
 #     101..110 and n2 updates them.  Pass: after the wait n3 applies the
@@ -211,5 +214,33 @@ is( $n3->safe_psql('postgres', q{
 	'0', "no cause in time: n1's late inserts are older than the updates on n3, and skipped without a conflict");
 checksums_match(\@nodes, [ 'ct', 'ct_fuw' ], 'the end');
 $n3->safe_psql('postgres', q{ALTER SYSTEM RESET concord.causal_wait; SELECT pg_reload_conf();});
+
+# --- 6. the slow link stopped for a minute, with the default causal_wait ------------------
+# n3's link from n1 stays down until n3 has given up waiting (the default
+# concord.causal_wait, 60 s) and applied n2's updates as the newer
+# version; then it comes up, and n1's late inserts are older than them.
+$marks = history_marks();
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(121, 125) g});
+applied($n2, $n1, 'a minute down');
+$n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 121 AND 125});
+holds($n3, 'sub_n3_n2', 'n1', 'a minute down');
+# The wait, plus the backoff of the retries (about 63 s): within the
+# default poll timeout (180 s).
+ok( $n3->poll_query_until('postgres', q{
+		SELECT count(*) = 5 FROM concord.conflict_history
+		 WHERE conflict_type = 'update_missing' AND resolution = 'apply_remote'
+		   AND (key->>'id')::int BETWEEN 121 AND 125}),
+	'a minute down: after concord.causal_wait, n3 applied the updates as the newer version')
+  or diag(status_report(\@nodes));
+link_up($n3, $n1);
+wait_replicating(\@nodes, 'a minute down: link up');
+wait_for_apply_all(\@nodes, label => 'a minute down: link up');
+is(rows($_, 121, 125), '5 n2 upd', 'a minute down: ' . $_->name . " holds n2's updates") foreach @nodes;
+is( $n3->safe_psql('postgres', qq{
+		SELECT count(*) FROM concord.conflict_history
+		 WHERE conflict_id > $marks->{n3} AND conflict_type <> 'update_missing'}),
+	'0', "a minute down: n1's late inserts are skipped as older, with no conflict on n3");
+checksums_match(\@nodes, [ 'ct', 'ct_fuw' ], 'after a minute down');
 
 done_testing();
