@@ -26,16 +26,19 @@
  * by: the SEEN vector in effect for each of them.  A transaction that logs
  * its vector again before a later statement (seen.c) has rows judged by
  * the first vector and rows judged by a later one: the note takes the
- * first, the least.  Less credit here only makes the late change look
- * concurrent, as it did before, and the resolver decides: so do the notes
- * the ring overwrote while a link lagged long behind the others, and
- * those written after the last save before a crash (saved with the SEEN
- * vector, every few seconds and at shutdown).  Local transactions are not credited: what they knew
- * through the versions they read is not in their SEEN vector, so a late
- * change meets a local write as a concurrent one.
+ * vector in effect at its first change, the least; a transaction in which
+ * apply also deleted rows of its own (a unique conflict's rivals) is not
+ * noted.  Less credit here only makes the late change look concurrent, as
+ * it did before, and the resolver decides: so do the notes the ring
+ * overwrote while a link lagged long behind the others, and those written
+ * after the last save before a crash (saved with the SEEN vector, every
+ * few seconds and at shutdown).  Local transactions are not credited:
+ * what they knew through the versions they read is not in their SEEN
+ * vector, so a late change meets a local write as a concurrent one.
  *
  * A note is needed only until node_c has applied that origin up to it,
- * mostly a matter of milliseconds; the ring overwrites the oldest first.
+ * mostly a matter of milliseconds: a new note takes a spent slot first,
+ * else the oldest.
  *
  *-------------------------------------------------------------------------
  */

@@ -41,6 +41,7 @@ our @EXPORT = qw(
   random_workload apply_model_expectations
   setup_mesh partition_nodes heal_nodes wait_applied_from vacuum_freeze_until_frozen
   conflict_history_of
+  link_down link_up link_applied history_marks no_conflicts_since
   delete_update_setup delete_update_race delete_update_converged
   delete_update_history delete_update_history_rows
   delete_update_local_versions delete_update_causal_writes
@@ -484,6 +485,80 @@ sub conflict_history_of
 		SELECT conflict_id, subscription_name, conflict_type, resolver, resolution, key,
 		       local_origin, local_row, remote_origin, remote_row
 		  FROM concord.conflict_history ORDER BY conflict_id});
+}
+
+=pod
+
+=head1 LINKS
+
+A link is a subscription sub_<subscriber>_<provider> (as subscribe()
+names it); it is down while disabled.
+
+link_down($subscriber, $provider) disables it and polls until its status
+is 'disabled' (one assertion).  link_up($subscriber, $provider) enables
+it.  link_applied($subscriber, $provider, $label) waits until it applied
+everything the provider wrote so far (one assertion).
+
+history_marks($nodes) returns { node name => highest conflict_id };
+no_conflicts_since($nodes, $label, $marks) asserts, per node, that no
+conflict was recorded since those marks.
+
+=cut
+
+sub _link_name
+{
+	my ($sub_node, $prov) = @_;
+	return 'sub_' . $sub_node->name . '_' . $prov->name;
+}
+
+sub link_down
+{
+	my ($sub_node, $prov) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $name = _link_name($sub_node, $prov);
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$name')");
+	ok( $sub_node->poll_query_until('postgres',
+			"SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = '$name'"),
+		"$name is down");
+	return;
+}
+
+sub link_up
+{
+	my ($sub_node, $prov) = @_;
+	my $name = _link_name($sub_node, $prov);
+	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_enable('$name')");
+	return;
+}
+
+sub link_applied
+{
+	my ($sub_node, $prov, $label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $name = _link_name($sub_node, $prov);
+	ok(wait_for_apply_one($sub_node, $name, $prov), "$label: $name applied everything");
+	return;
+}
+
+sub history_marks
+{
+	my ($nodes) = @_;
+	return { map { $_->name => $_->safe_psql('postgres',
+		'SELECT coalesce(max(conflict_id), 0) FROM concord.conflict_history') } @$nodes };
+}
+
+sub no_conflicts_since
+{
+	my ($nodes, $label, $marks) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	foreach my $n (@$nodes)
+	{
+		is( $n->safe_psql('postgres',
+				"SELECT count(*) FROM concord.conflict_history WHERE conflict_id > $marks->{$n->name}"),
+			'0', "$label: no conflict recorded on " . $n->name)
+		  or diag(conflict_history_of($n));
+	}
+	return;
 }
 
 =pod

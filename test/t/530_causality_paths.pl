@@ -49,33 +49,6 @@ setup_mesh(\@nodes,
 	  SELECT concord.set_conflict_resolver('ct_fuw', 'first_update_wins');},
 	[ 'ct', 'ct_fuw' ]);
 
-sub link_down
-{
-	my ($sub_node, $prov) = @_;
-	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
-	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$name')");
-	ok( $sub_node->poll_query_until('postgres',
-			"SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = '$name'"),
-		"$name is down");
-	return;
-}
-
-sub link_up
-{
-	my ($sub_node, $prov) = @_;
-	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
-	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_enable('$name')");
-	return;
-}
-
-sub applied
-{
-	my ($sub_node, $prov, $label) = @_;
-	my $name = 'sub_' . $sub_node->name . '_' . $prov->name;
-	ok(wait_for_apply_one($sub_node, $name, $prov), "$label: $name applied everything");
-	return;
-}
-
 # Polls until $name on $n is down with an error that waits for $origin.
 sub holds
 {
@@ -96,30 +69,11 @@ sub rows
 		"SELECT count(*) || ' ' || coalesce(string_agg(DISTINCT v, ','), '') FROM ct WHERE id BETWEEN $from AND $to");
 }
 
-# The highest conflict_id of every node, to look at what a step adds.
-sub history_marks
-{
-	return { map { $_->name => $_->safe_psql('postgres', 'SELECT coalesce(max(conflict_id), 0) FROM concord.conflict_history') } @nodes };
-}
-
-sub no_conflicts
-{
-	my ($label, $marks) = @_;
-	foreach my $n (@nodes)
-	{
-		is( $n->safe_psql('postgres',
-				"SELECT count(*) FROM concord.conflict_history WHERE conflict_id > $marks->{$n->name}"),
-			'0', "$label: no conflict recorded on " . $n->name)
-		  or diag(conflict_history_of($n));
-	}
-	return;
-}
-
 # --- 1. the UPDATE overtakes its INSERT ------------------------------------------
-my $marks = history_marks();
+my $marks = history_marks(\@nodes);
 link_down($n3, $n1);
 $n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(1, 50) g});
-applied($n2, $n1, 'overtaking update');
+link_applied($n2, $n1, 'overtaking update');
 $n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 1 AND 50});
 holds($n3, 'sub_n3_n2', 'n1', 'overtaking update');
 is(rows($n3, 1, 50), '0 ', 'overtaking update: n3 wrote nothing meanwhile');
@@ -128,28 +82,28 @@ wait_replicating(\@nodes, 'overtaking update: link up');
 wait_for_apply_all(\@nodes, label => 'overtaking update: link up');
 is(rows($_, 1, 50), '50 n2 upd', 'overtaking update: ' . $_->name . " holds n2's updates")
   foreach @nodes;
-no_conflicts('overtaking update', $marks);
+no_conflicts_since(\@nodes, 'overtaking update', $marks);
 
 # --- 2. the DELETE variant -----------------------------------------------------------
 link_down($n3, $n1);
 $n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(51, 60) g});
-applied($n2, $n1, 'overtaking delete');
+link_applied($n2, $n1, 'overtaking delete');
 $n2->safe_psql('postgres', q{DELETE FROM ct WHERE id BETWEEN 51 AND 60});
-applied($n3, $n2, 'overtaking delete');
+link_applied($n3, $n2, 'overtaking delete');
 link_up($n3, $n1);
 wait_replicating(\@nodes, 'overtaking delete: link up');
 wait_for_apply_all(\@nodes, label => 'overtaking delete: link up');
 is(rows($_, 51, 60), '0 ', 'overtaking delete: rows 51..60 are gone on ' . $_->name) foreach @nodes;
 
 # --- 3. two hops -----------------------------------------------------------------------
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 link_down($n4, $n1);
 link_down($n4, $n2);
 $n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(61, 70) g});
-applied($n2, $n1, 'two hops');
-applied($n3, $n1, 'two hops');
+link_applied($n2, $n1, 'two hops');
+link_applied($n3, $n1, 'two hops');
 $n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 61 AND 70});
-applied($n3, $n2, 'two hops');
+link_applied($n3, $n2, 'two hops');
 $n3->safe_psql('postgres', q{UPDATE ct SET v = 'n3 upd' WHERE id BETWEEN 61 AND 70});
 ok( $n4->poll_query_until('postgres', q{
 		SELECT status = 'down' AND last_error LIKE 'subscription "sub_n4_n3": waiting for the changes of node "n_"%'
@@ -161,7 +115,7 @@ link_up($n4, $n2);
 wait_replicating(\@nodes, 'two hops: links up');
 wait_for_apply_all(\@nodes, label => 'two hops: links up');
 is(rows($_, 61, 70), '10 n3 upd', 'two hops: ' . $_->name . " holds n3's updates") foreach @nodes;
-no_conflicts('two hops', $marks);
+no_conflicts_since(\@nodes, 'two hops', $marks);
 
 # --- 5. the UPDATE overtakes the INSERT after a DELETE -----------------------------------
 # ct_fuw (first_update_wins): row 200 written and deleted by n1, replicated
@@ -170,14 +124,14 @@ no_conflicts('two hops', $marks);
 # tombstone of a delete its writer had seen, and holds it until the
 # INSERT has come.  (Without the hold, first_update_wins let the earlier
 # DELETE win on n3, and the late INSERT then left n3 with n1's row.)
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 $n1->safe_psql('postgres', q{INSERT INTO ct_fuw VALUES (200, 'n1 ins')});
 wait_for_apply_all(\@nodes, label => 'insert after delete: row written');
 $n1->safe_psql('postgres', q{DELETE FROM ct_fuw WHERE id = 200});
 wait_for_apply_all(\@nodes, label => 'insert after delete: row deleted');
 link_down($n3, $n1);
 $n1->safe_psql('postgres', q{INSERT INTO ct_fuw VALUES (200, 'n1 again')});
-applied($n2, $n1, 'insert after delete');
+link_applied($n2, $n1, 'insert after delete');
 $n2->safe_psql('postgres', q{UPDATE ct_fuw SET v = 'n2 upd' WHERE id = 200});
 holds($n3, 'sub_n3_n2', 'n1', 'insert after delete');
 link_up($n3, $n1);
@@ -185,16 +139,16 @@ wait_replicating(\@nodes, 'insert after delete: link up');
 wait_for_apply_all(\@nodes, label => 'insert after delete: link up');
 is($_->safe_psql('postgres', 'SELECT v FROM ct_fuw WHERE id = 200'), 'n2 upd',
 	'insert after delete: ' . $_->name . " holds n2's update") foreach @nodes;
-no_conflicts('insert after delete', $marks);
+no_conflicts_since(\@nodes, 'insert after delete', $marks);
 
 # --- 4. the cause does not come in time ---------------------------------------------------
 $n3->safe_psql('postgres', q{ALTER SYSTEM SET concord.causal_wait = '3s'; SELECT pg_reload_conf();});
 link_down($n3, $n1);
 $n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(101, 110) g});
-applied($n2, $n1, 'no cause in time');
+link_applied($n2, $n1, 'no cause in time');
 $n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 101 AND 110});
 holds($n3, 'sub_n3_n2', 'n1', 'no cause in time');
-applied($n3, $n2, 'no cause in time: after concord.causal_wait');
+link_applied($n3, $n2, 'no cause in time: after concord.causal_wait');
 is(rows($n3, 101, 110), '10 n2 upd', 'no cause in time: n3 applied the updates as the newer version');
 is( $n3->safe_psql('postgres', q{
 		SELECT count(*) || ' ' || string_agg(DISTINCT conflict_type || ' ' || resolution, ',')
@@ -219,10 +173,10 @@ $n3->safe_psql('postgres', q{ALTER SYSTEM RESET concord.causal_wait; SELECT pg_r
 # n3's link from n1 stays down until n3 has given up waiting (the default
 # concord.causal_wait, 60 s) and applied n2's updates as the newer
 # version; then it comes up, and n1's late inserts are older than them.
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 link_down($n3, $n1);
 $n1->safe_psql('postgres', q{INSERT INTO ct SELECT g, 'n1 ins' FROM generate_series(121, 125) g});
-applied($n2, $n1, 'a minute down');
+link_applied($n2, $n1, 'a minute down');
 $n2->safe_psql('postgres', q{UPDATE ct SET v = 'n2 upd' WHERE id BETWEEN 121 AND 125});
 holds($n3, 'sub_n3_n2', 'n1', 'a minute down');
 # The wait, plus the backoff of the retries (about 63 s): within the

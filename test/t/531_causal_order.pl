@@ -54,57 +54,6 @@ $n1->safe_psql('postgres', q{
 	INSERT INTO lww VALUES (2, 'n1 ins')});
 wait_for_apply_all(\@nodes, label => 'rows everywhere');
 
-sub sub_name
-{
-	my ($sub_node, $prov) = @_;
-	return 'sub_' . $sub_node->name . '_' . $prov->name;
-}
-
-sub link_down
-{
-	my ($sub_node, $prov) = @_;
-	my $name = sub_name($sub_node, $prov);
-	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$name')");
-	ok( $sub_node->poll_query_until('postgres',
-			"SELECT status = 'disabled' FROM concord.subscription_status WHERE subscription_name = '$name'"),
-		"$name is down");
-	return;
-}
-
-sub link_up
-{
-	my ($sub_node, $prov) = @_;
-	my $name = sub_name($sub_node, $prov);
-	$sub_node->safe_psql('postgres', "SELECT concord.alter_subscription_enable('$name')");
-	return;
-}
-
-sub applied
-{
-	my ($sub_node, $prov, $label) = @_;
-	my $name = sub_name($sub_node, $prov);
-	ok(wait_for_apply_one($sub_node, $name, $prov), "$label: $name applied everything");
-	return;
-}
-
-sub history_marks
-{
-	return { map { $_->name => $_->safe_psql('postgres', 'SELECT coalesce(max(conflict_id), 0) FROM concord.conflict_history') } @nodes };
-}
-
-sub no_conflicts
-{
-	my ($label, $marks) = @_;
-	foreach my $n (@nodes)
-	{
-		is( $n->safe_psql('postgres',
-				"SELECT count(*) FROM concord.conflict_history WHERE conflict_id > $marks->{$n->name}"),
-			'0', "$label: no conflict recorded on " . $n->name)
-		  or diag(conflict_history_of($n));
-	}
-	return;
-}
-
 sub value_everywhere
 {
 	my ($label, $table, $id, $want) = @_;
@@ -124,9 +73,9 @@ sub overtaken
 	my (%a) = @_;
 	link_down($n3, $n1);
 	$n1->safe_psql('postgres', $a{n1_sql});
-	applied($n2, $n1, $a{label});
+	link_applied($n2, $n1, $a{label});
 	$n2->safe_psql('postgres', $a{n2_sql});
-	applied($n3, $n2, $a{label});
+	link_applied($n3, $n2, $a{label});
 	$a{between}->() if $a{between};
 	link_up($n3, $n1);
 	wait_for_apply_all(\@nodes, label => $a{label});
@@ -134,13 +83,13 @@ sub overtaken
 }
 
 # --- A. UPDATE before UPDATE, first_update_wins ---------------------------------
-my $marks = history_marks();
+my $marks = history_marks(\@nodes);
 overtaken(
 	label  => 'A',
 	n1_sql => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 1},
 	n2_sql => q{UPDATE fuw SET v = 'n2 upd' WHERE id = 1});
 value_everywhere('A', 'fuw', 1, 'n2 upd');
-no_conflicts('A', $marks);
+no_conflicts_since(\@nodes, 'A', $marks);
 
 # --- B. a local write on n3 after the overtaking update ---------------------------
 overtaken(
@@ -153,13 +102,13 @@ overtaken(
 value_everywhere('B', 'lww', 2, 'n3 upd');
 
 # --- C. DELETE after UPDATE ------------------------------------------------------------
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 overtaken(
 	label  => 'C',
 	n1_sql => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 3},
 	n2_sql => q{DELETE FROM fuw WHERE id = 3});
 value_everywhere('C', 'fuw', 3, '(none)');
-no_conflicts('C', $marks);
+no_conflicts_since(\@nodes, 'C', $marks);
 
 # --- D. DELETE after INSERT --------------------------------------------------------------
 overtaken(
@@ -169,22 +118,22 @@ overtaken(
 value_everywhere('D', 'fuw', 4, '(none)');
 
 # --- E. UPDATE before UPDATE, replica_priority ------------------------------------------
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 overtaken(
 	label  => 'E',
 	n1_sql => q{UPDATE prio SET v = 'n1 upd' WHERE id = 5},
 	n2_sql => q{UPDATE prio SET v = 'n2 upd' WHERE id = 5});
 value_everywhere('E', 'prio', 5, 'n2 upd');
-no_conflicts('E', $marks);
+no_conflicts_since(\@nodes, 'E', $marks);
 
 # --- F. across a restart of n3 ---------------------------------------------------------------
-$marks = history_marks();
+$marks = history_marks(\@nodes);
 overtaken(
 	label   => 'F',
 	n1_sql  => q{UPDATE fuw SET v = 'n1 upd' WHERE id = 6},
 	n2_sql  => q{UPDATE fuw SET v = 'n2 upd' WHERE id = 6},
 	between => sub { $n3->restart; });
 value_everywhere('F', 'fuw', 6, 'n2 upd');
-no_conflicts('F', $marks);
+no_conflicts_since(\@nodes, 'F', $marks);
 
 done_testing();
