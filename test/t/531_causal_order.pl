@@ -25,6 +25,13 @@
 #  E. UPDATE before UPDATE under replica_priority: n1 (the higher
 #     priority) updates row 5, n2 updates it again.  Pass: every node ends
 #     with n2's value, no conflict.
+#  G. INSERT after a DELETE of another node (fuw): n1 deletes row 7, n2
+#     inserts it again.  n3 receives n2's INSERT while it still holds the
+#     row n1 deleted: the INSERT's writer had seen that version, so it is
+#     applied over it, with no conflict; n1's DELETE, when it comes, is
+#     older than the INSERT.  Pass: every node holds n2's row, no conflict
+#     (without it, first_update_wins kept n1's old row on n3 and the late
+#     DELETE then removed it there only).
 #  F. Across a restart of n3 (its notes saved at shutdown and loaded): as
 #     A on row 6, with n3 restarted before the link comes up.
 use strict;
@@ -49,7 +56,7 @@ setup_mesh(\@nodes,
 	[ 'fuw', 'prio', 'lww' ]);
 
 $n1->safe_psql('postgres', q{
-	INSERT INTO fuw SELECT g, 'n1 ins' FROM generate_series(1, 6) g WHERE g <> 4;
+	INSERT INTO fuw SELECT g, 'n1 ins' FROM generate_series(1, 7) g WHERE g <> 4;
 	INSERT INTO prio VALUES (5, 'n1 ins');
 	INSERT INTO lww VALUES (2, 'n1 ins')});
 wait_for_apply_all(\@nodes, label => 'rows everywhere');
@@ -125,6 +132,15 @@ overtaken(
 	n2_sql => q{UPDATE prio SET v = 'n2 upd' WHERE id = 5});
 value_everywhere('E', 'prio', 5, 'n2 upd');
 no_conflicts_since(\@nodes, 'E', $marks);
+
+# --- G. INSERT after a DELETE of another node -------------------------------------------
+$marks = history_marks(\@nodes);
+overtaken(
+	label  => 'G',
+	n1_sql => q{DELETE FROM fuw WHERE id = 7},
+	n2_sql => q{INSERT INTO fuw VALUES (7, 'n2 ins')});
+value_everywhere('G', 'fuw', 7, 'n2 ins');
+no_conflicts_since(\@nodes, 'G', $marks);
 
 # --- F. across a restart of n3 ---------------------------------------------------------------
 $marks = history_marks(\@nodes);
