@@ -409,7 +409,7 @@ handle_commit(StringInfo s)
 		/* Not when apply wrote more than the remote changes (known.c). */
 		if (!concord_apply_side_writes)
 			concord_known_note(W.first_seen, W.begin.origin_name,
-							   W.begin.commit_time, W.local_node);
+							   msg.commit_time, W.local_node);
 		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
