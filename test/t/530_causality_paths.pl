@@ -22,7 +22,11 @@
 #     updates it.  Pass: n3 holds the UPDATE, which meets the tombstone of
 #     a delete its writer had seen, until the INSERT has come; then every
 #     node holds n2's update, no conflict.
-#  6. (run last) The slow link stopped for a minute: as 4 with the
+#  7. (run last) Two late UPDATEs meet a later version, two hops, under
+#     first_update_wins: n4's links from n1 and n2 down; n1, n2 and n3
+#     update row 300 in turn, each after applying the one before.  Pass:
+#     every node holds n3's update, no conflict anywhere.
+#  6. (run before 7) The slow link stopped for a minute: as 4 with the
 #     default concord.causal_wait (60 s), the link kept down until n3 gave
 #     up waiting, then restarted.  Pass: as 4.
 #  4. The cause does not come in time: n3 waits 3 s at most
@@ -196,5 +200,33 @@ is( $n3->safe_psql('postgres', qq{
 		 WHERE conflict_id > $marks->{n3} AND conflict_type <> 'update_missing'}),
 	'0', "a minute down: n1's late inserts are skipped as older, with no conflict on n3");
 checksums_match(\@nodes, [ 'ct', 'ct_fuw' ], 'after a minute down');
+
+# --- 7. two late UPDATEs that meet a later version, two hops ---------------------------
+# ct_fuw (first_update_wins): row 300 everywhere; n4's links from n1 and
+# n2 down; n1 updates it, n2 updates it again, n3 again; n4 receives
+# n3's update first, then n2's and n1's, both older than it (n3 had
+# applied them).  Without known.c, first_update_wins let n1's, the
+# earliest, win on n4 only.
+$n1->safe_psql('postgres', q{INSERT INTO ct_fuw VALUES (300, 'n1 ins')});
+wait_for_apply_all(\@nodes, label => 'two late updates: row written');
+$marks = history_marks(\@nodes);
+link_down($n4, $n1);
+link_down($n4, $n2);
+$n1->safe_psql('postgres', q{UPDATE ct_fuw SET v = 'n1 upd' WHERE id = 300});
+link_applied($n2, $n1, 'two late updates');
+$n2->safe_psql('postgres', q{UPDATE ct_fuw SET v = 'n2 upd' WHERE id = 300});
+link_applied($n3, $n1, 'two late updates');
+link_applied($n3, $n2, 'two late updates');
+$n3->safe_psql('postgres', q{UPDATE ct_fuw SET v = 'n3 upd' WHERE id = 300});
+link_applied($n4, $n3, 'two late updates');
+is($n4->safe_psql('postgres', 'SELECT v FROM ct_fuw WHERE id = 300'), 'n3 upd',
+	"two late updates: n4 has n3's update first");
+link_up($n4, $n1);
+link_up($n4, $n2);
+wait_replicating(\@nodes, 'two late updates: links up');
+wait_for_apply_all(\@nodes, label => 'two late updates: links up');
+is($_->safe_psql('postgres', 'SELECT v FROM ct_fuw WHERE id = 300'), 'n3 upd',
+	'two late updates: ' . $_->name . " holds n3's update") foreach @nodes;
+no_conflicts_since(\@nodes, 'two late updates', $marks);
 
 done_testing();
