@@ -171,16 +171,19 @@ load_holders(void)
 		OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true));
 }
 
-/* The full xid of a recent xid, or of one frozen before any wraparound. */
-static uint64
-full_xid_of(TransactionId xid)
+/*
+ * The full xid of a recent xid (a row version's xmin), or of one frozen
+ * before any wraparound.
+ */
+FullTransactionId
+concord_recent_full_xid(TransactionId xid)
 {
 	FullTransactionId next = ReadNextFullTransactionId();
 	uint32		epoch = EpochFromFullTransactionId(next);
 
 	if (xid > XidFromFullTransactionId(next) && epoch > 0)
 		epoch--;
-	return U64FromFullTransactionId(FullTransactionIdFromEpochAndXid(epoch, xid));
+	return FullTransactionIdFromEpochAndXid(epoch, xid);
 }
 
 /* The current name of an origin without history, or NULL. */
@@ -214,7 +217,7 @@ origin_node_now(RepOriginId origin)
 const char *
 concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
 {
-	uint64		fxid = full_xid_of(xid);
+	uint64		fxid = U64FromFullTransactionId(concord_recent_full_xid(xid));
 	const ConcordOriginHolder *best = NULL;
 	bool		known = false;
 

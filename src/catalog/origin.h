@@ -8,6 +8,7 @@
 #ifndef CONCORD_ORIGIN_H
 #define CONCORD_ORIGIN_H
 
+#include "access/transam.h"
 #include "access/xlogdefs.h"
 #include "replication/origin.h"
 
@@ -16,6 +17,7 @@ extern char *concord_origin_prefix(Oid subid);
 extern const char *concord_origin_node_name(const char *origin_name);
 extern char *concord_origin_node_by_id(RepOriginId origin);
 extern const char *concord_origin_node_of_xact(RepOriginId origin, TransactionId xid);
+extern FullTransactionId concord_recent_full_xid(TransactionId xid);
 
 extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
 extern int	concord_origin_count(Oid subid);

@@ -51,6 +51,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "catalog/origin.h"
 #include "conflict/known.h"
 #include "conflict/seen.h"
 #include "proto/proto.h"
@@ -203,18 +204,6 @@ concord_known_note(List *seen, const char *writer, TimestampTz commit_ts,
 	}
 }
 
-/* The full xid of a recent xid (one of a row version being looked at). */
-static FullTransactionId
-full_xid(TransactionId xid)
-{
-	FullTransactionId next = ReadNextFullTransactionId();
-	uint32		epoch = EpochFromFullTransactionId(next);
-
-	if (xid >= XidFromFullTransactionId(next) && epoch > 0)
-		epoch--;
-	return FullTransactionIdFromEpochAndXid(epoch, xid);
-}
-
 /*
  * What the writer of the remote transaction applied here as xid (of node
  * writer, committed at commit_ts: a note of an xid used again after a
@@ -230,7 +219,7 @@ concord_known_by(TransactionId xid, const char *writer, TimestampTz commit_ts,
 
 	if (!TransactionIdIsNormal(xid))
 		return 0;
-	xact = full_xid(xid);
+	xact = concord_recent_full_xid(xid);
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < note_entries(); i++)
 	{
