@@ -47,7 +47,6 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "miscadmin.h"
-#include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -250,11 +249,9 @@ static uint64 SavedWritten = 0;
 void
 concord_known_save(void)
 {
-	uint32		magic = NOTES_MAGIC;
 	uint64		written;
 	ConcordCausalNote *copy;
 	int			used = 0;
-	FILE	   *f;
 
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	written = ConcordShmem->notes_written;
@@ -273,57 +270,25 @@ concord_known_save(void)
 			copy[used++] = *n;
 	}
 	LWLockRelease(ConcordShmem->lock);
-	f = AllocateFile(NOTES_FILE_TMP, PG_BINARY_W);
-	if (f == NULL)
-	{
-		pfree(copy);
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", NOTES_FILE_TMP)));
-		return;
-	}
-	fwrite(&magic, sizeof(magic), 1, f);
-	fwrite(copy, sizeof(ConcordCausalNote), used, f);
+	if (concord_state_file_write(NOTES_FILE, NOTES_FILE_TMP, NOTES_MAGIC, copy,
+								 sizeof(ConcordCausalNote), used))
+		SavedWritten = written;
 	pfree(copy);
-	if (ferror(f))
-	{
-		FreeFile(f);
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", NOTES_FILE_TMP)));
-		return;
-	}
-	if (FreeFile(f) != 0)
-	{
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", NOTES_FILE_TMP)));
-		return;
-	}
-	(void) durable_rename(NOTES_FILE_TMP, NOTES_FILE, LOG);
-	SavedWritten = written;
 }
 
 /* At startup (postmaster): the notes saved last. */
 void
 concord_known_load(void)
 {
-	FILE	   *f = AllocateFile(NOTES_FILE, PG_BINARY_R);
-	uint32		magic = 0;
-	ConcordCausalNote note;
-	int			used = 0;
+	int			used = concord_state_file_read(NOTES_FILE, NOTES_MAGIC,
+											   ConcordShmem->notes,
+											   sizeof(ConcordCausalNote),
+											   note_entries());
 
-	if (f == NULL)
-		return;
-	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == NOTES_MAGIC)
+	for (int i = 0; i < used; i++)
 	{
-		while (used < note_entries() && fread(&note, sizeof(note), 1, f) == 1)
-		{
-			note.origin[NAMEDATALEN - 1] = '\0';
-			note.writer[NAMEDATALEN - 1] = '\0';
-			ConcordShmem->notes[used++] = note;
-		}
+		ConcordShmem->notes[i].origin[NAMEDATALEN - 1] = '\0';
+		ConcordShmem->notes[i].writer[NAMEDATALEN - 1] = '\0';
 	}
-	FreeFile(f);
 	ConcordShmem->next_note = used % note_entries();
 }

@@ -41,7 +41,6 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "replication/message.h"
-#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
 
@@ -298,56 +297,32 @@ concord_seen_save(void)
 {
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	uint64		generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
-	uint32		magic = SEEN_MAGIC;
-	FILE	   *f;
+	ConcordSeenState *copy;
+	int			used = 0;
 
 	concord_known_save();
 	if (generation == SavedGeneration)
 		return;
-	f = AllocateFile(SEEN_FILE_TMP, PG_BINARY_W);
-	if (f == NULL)
-	{
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
-		return;
-	}
-	fwrite(&magic, sizeof(magic), 1, f);
+	copy = palloc(sizeof(ConcordSeenState) * n);
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < n; i++)
 		if (OidIsValid(ConcordShmem->seen[i].dboid))
-			fwrite(&ConcordShmem->seen[i], sizeof(ConcordSeenState), 1, f);
+			copy[used++] = ConcordShmem->seen[i];
 	LWLockRelease(ConcordShmem->lock);
-	if (ferror(f) || FreeFile(f) != 0)
-	{
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", SEEN_FILE_TMP)));
-		return;
-	}
-	(void) durable_rename(SEEN_FILE_TMP, SEEN_FILE, LOG);
-	SavedGeneration = generation;
+	if (concord_state_file_write(SEEN_FILE, SEEN_FILE_TMP, SEEN_MAGIC, copy,
+								 sizeof(ConcordSeenState), used))
+		SavedGeneration = generation;
+	pfree(copy);
 }
 
 /* At startup (postmaster): the vectors saved last. */
 static void
 seen_load(void)
 {
-	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
-	FILE	   *f = AllocateFile(SEEN_FILE, PG_BINARY_R);
-	uint32		magic = 0;
-	ConcordSeenState entry;
-	int			i = 0;
+	int			n = concord_state_file_read(SEEN_FILE, SEEN_MAGIC, ConcordShmem->seen,
+											sizeof(ConcordSeenState),
+											ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY);
 
-	if (f == NULL)
-		return;
-	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == SEEN_MAGIC)
-	{
-		while (i < n && fread(&entry, sizeof(entry), 1, f) == 1)
-		{
-			entry.origin[NAMEDATALEN - 1] = '\0';
-			ConcordShmem->seen[i++] = entry;
-		}
-	}
-	FreeFile(f);
+	for (int i = 0; i < n; i++)
+		ConcordShmem->seen[i].origin[NAMEDATALEN - 1] = '\0';
 }

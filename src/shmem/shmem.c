@@ -15,6 +15,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "lib/stringinfo.h"
@@ -372,4 +373,59 @@ concord_record_current_error(ConcordSubState *sub)
 	FreeErrorData(edata);
 	pfree(buf.data);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * State kept in shared memory across restarts (seen.c, known.c) lives in
+ * files of the data directory: a magic number, then fixed-size entries.
+ * Writes count entries of size bytes from data to tmp, then renames it
+ * over path; false, with a LOG line, if it could not.
+ */
+bool
+concord_state_file_write(const char *path, const char *tmp, uint32 magic,
+						 const void *data, Size size, int count)
+{
+	FILE	   *f = AllocateFile(tmp, PG_BINARY_W);
+	bool		ok;
+
+	if (f == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", tmp)));
+		return false;
+	}
+	fwrite(&magic, sizeof(magic), 1, f);
+	if (count > 0)
+		fwrite(data, size, count, f);
+	ok = !ferror(f);
+	if (FreeFile(f) != 0 || !ok)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", tmp)));
+		return false;
+	}
+	return durable_rename(tmp, path, LOG) == 0;
+}
+
+/*
+ * Reads up to max entries of size bytes from path into data, if the file
+ * is there and starts with magic; returns how many it read.
+ */
+int
+concord_state_file_read(const char *path, uint32 magic, void *data, Size size,
+						int max)
+{
+	FILE	   *f = AllocateFile(path, PG_BINARY_R);
+	uint32		found = 0;
+	int			count = 0;
+
+	if (f == NULL)
+		return 0;
+	if (fread(&found, sizeof(found), 1, f) == 1 && found == magic)
+		while (count < max && fread((char *) data + count * size, size, 1, f) == 1)
+			count++;
+	FreeFile(f);
+	return count;
 }

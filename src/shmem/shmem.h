@@ -223,6 +223,11 @@ extern void concord_no_room_error(int elevel, const char *sub_name);
 extern char *concord_no_room_message(void);
 extern void concord_wake_launcher(void);
 extern TimestampTz concord_backoff_until(int failures);
+extern bool concord_state_file_write(const char *path, const char *tmp,
+									 uint32 magic, const void *data, Size size,
+									 int count);
+extern int	concord_state_file_read(const char *path, uint32 magic, void *data,
+									Size size, int max);
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
 extern void concord_record_current_error(ConcordSubState *sub);
 extern bool concord_slot_drop_defer(const char *dsn, bool password_required,
