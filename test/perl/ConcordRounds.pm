@@ -151,16 +151,7 @@ sub _run_op
 		upsert => "INSERT INTO $t VALUES ($k, '$v', big_text($k)) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
 		update => "UPDATE $t SET v = '$v' WHERE id = $k",
 		delete => "DELETE FROM $t WHERE id = $k");
-	my $out = $node->safe_psql('postgres', qq{
-BEGIN;
-WITH w AS ($stmt{$op->{kind}} RETURNING 1) SELECT count(*) AS n FROM w \\gset
-SELECT coalesce(pg_current_xact_id_if_assigned()::text, '0') AS x \\gset
-COMMIT;
-SELECT :n, CASE WHEN :n > 0
-                THEN (extract(epoch FROM pg_xact_commit_timestamp(:'x'::xid)) * 1000000)::bigint END;
-});
-	my ($n, $ts) = split /\|/, $out;
-	return ($n, ($ts // '') eq '' ? undef : $ts);
+	return write_with_commit_ts($node, $stmt{ $op->{kind} });
 }
 
 sub _set_link

@@ -42,6 +42,7 @@ our @EXPORT = qw(
   setup_mesh partition_nodes heal_nodes wait_applied_from vacuum_freeze_until_frozen
   conflict_history_of
   link_down link_up link_applied history_marks no_conflicts_since
+  write_with_commit_ts
   delete_update_setup delete_update_race delete_update_converged
   delete_update_history delete_update_history_rows
   delete_update_local_versions delete_update_causal_writes
@@ -559,6 +560,24 @@ sub no_conflicts_since
 		  or diag(conflict_history_of($n));
 	}
 	return;
+}
+
+# Runs one writing statement in its own transaction on $node; returns
+# (rows it changed, its commit timestamp in microseconds, or undef when it
+# changed none).  The statement must accept a RETURNING clause.
+sub write_with_commit_ts
+{
+	my ($node, $stmt) = @_;
+	my $out = $node->safe_psql('postgres', qq{
+BEGIN;
+WITH w AS ($stmt RETURNING 1) SELECT count(*) AS n FROM w \\gset
+SELECT coalesce(pg_current_xact_id_if_assigned()::text, '0') AS x \\gset
+COMMIT;
+SELECT :n, CASE WHEN :n > 0
+                THEN (extract(epoch FROM pg_xact_commit_timestamp(:'x'::xid)) * 1000000)::bigint END;
+});
+	my ($n, $ts) = split /\|/, $out;
+	return ($n, ($ts // '') eq '' ? undef : $ts);
 }
 
 =pod

@@ -92,16 +92,7 @@ sub run_op
 		upsert => "INSERT INTO $t VALUES ($k, '$v') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
 		update => "UPDATE $t SET v = '$v' WHERE id = $k",
 		delete => "DELETE FROM $t WHERE id = $k");
-	my $out = $n->safe_psql('postgres', qq{
-BEGIN;
-WITH w AS ($stmt{$kind} RETURNING 1) SELECT count(*) AS n FROM w \\gset
-SELECT coalesce(pg_current_xact_id_if_assigned()::text, '0') AS x \\gset
-COMMIT;
-SELECT :n, CASE WHEN :n > 0
-                THEN (extract(epoch FROM pg_xact_commit_timestamp(:'x'::xid)) * 1000000)::bigint END;
-});
-	my ($changed, $ts) = split /\|/, $out;
-	return ($changed, ($ts // '') eq '' ? undef : $ts);
+	return write_with_commit_ts($n, $stmt{$kind});
 }
 
 my %expected = map { my $t = $_; $t => { map { $_ => 'start' } 1 .. $nkeys } } @tables;
