@@ -15,6 +15,10 @@
  * are recorded as they are.
  *
  * concord.subscriber_status: the subscriptions streaming from this node.
+ *
+ * Joining and leaving a live mesh: concord.join_mesh(), part_mesh(),
+ * drop_peer() and join_fence(), two columns of concord.subscription and
+ * concord.apply_fence.
  */
 
 \echo Use "ALTER EXTENSION concord UPDATE TO '0.3.0'" to load this file. \quit
@@ -317,3 +321,64 @@ CREATE VIEW concord.subscriber_status AS
 COMMENT ON VIEW concord.subscriber_status IS
     'the subscriptions of other nodes that stream from this node: positions, lag and synchronous state of their WAL senders';
 REVOKE ALL ON concord.subscriber_status FROM PUBLIC;
+
+-- Joining and leaving a live mesh (issue 15): the columns join_mesh
+-- fills, the relation apply transactions lock for join_fence, and the
+-- functions.
+ALTER TABLE concord.subscription ADD COLUMN join_copy_via oid;
+ALTER TABLE concord.subscription ADD COLUMN join_start_lsn pg_lsn;
+COMMENT ON COLUMN concord.subscription.join_copy_via IS 'made by join_mesh: the subscription (sub_id) whose copy brings this provider''s older changes; apply waits for that copy (NULL: none, or done)';
+COMMENT ON COLUMN concord.subscription.join_start_lsn IS 'made by join_mesh: the provider position the copy covers; apply starts there';
+CREATE TABLE concord.apply_fence (id int PRIMARY KEY);
+COMMENT ON TABLE concord.apply_fence IS
+    'locked by every apply transaction and by concord.join_fence(); no rows';
+REVOKE ALL ON concord.apply_fence FROM PUBLIC;
+-- Nodes that left the mesh (part_mesh) or were dropped for good
+-- (drop_peer): nobody waits for them any more (tombstone removal), though
+-- the versions they wrote keep their name.  A node subscribed to again
+-- leaves this list.
+CREATE TABLE concord.departed_node (
+    node_name   name        NOT NULL PRIMARY KEY,
+    departed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE concord.departed_node IS
+    'nodes that left (part_mesh) or were dropped (drop_peer): tombstone removal no longer waits for them';
+
+REVOKE ALL ON concord.departed_node FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('concord.departed_node', '');
+
+CREATE FUNCTION concord.join_mesh(peer_dsn text,
+        replication_sets text[] DEFAULT '{default}',
+        timeout interval DEFAULT '1h')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_join_mesh'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.join_mesh(text, text[], interval) IS
+    'on a new node: copy from the peer, subscribe to every node of its mesh and make each subscribe here; returns the subscriptions made';
+
+CREATE FUNCTION concord.part_mesh(timeout interval DEFAULT '10min')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_part_mesh'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.part_mesh(interval) IS
+    'on a leaving node: wait until its changes reached every peer, then drop every subscription to and from it; returns the subscriptions dropped';
+
+CREATE FUNCTION concord.drop_peer(node_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_peer'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_peer(name) IS
+    'forget a node that is gone for good: its subscriptions here, the slots it used here, its node row';
+
+CREATE FUNCTION concord.join_fence(nodes text[], positions pg_lsn[],
+        timeout interval DEFAULT '60s',
+        OUT node_name name, OUT applied_lsn pg_lsn, OUT seen timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_join_fence'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.join_fence(text[], pg_lsn[], interval) IS
+    'internal, called by a joining node''s copy: waits until this node applied each node up to its position, then holds every apply commit to the end of the transaction and says what was applied';
+
+REVOKE ALL ON FUNCTION concord.join_mesh(text, text[], interval),
+    concord.part_mesh(interval), concord.drop_peer(name),
+    concord.join_fence(text[], pg_lsn[], interval) FROM PUBLIC;

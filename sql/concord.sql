@@ -71,7 +71,9 @@ CREATE TABLE concord.subscription (
     enabled             boolean  NOT NULL DEFAULT true,
     sync_done           boolean  NOT NULL DEFAULT false,
     created_at          timestamptz NOT NULL DEFAULT now(),
-    password_required   boolean  NOT NULL DEFAULT false
+    password_required   boolean  NOT NULL DEFAULT false,
+    join_copy_via       oid,
+    join_start_lsn      pg_lsn
 );
 CREATE INDEX subscription_provider
     ON concord.subscription (provider_node_id);
@@ -186,12 +188,33 @@ CREATE TABLE concord.node_identity (
 COMMENT ON TABLE concord.node_identity IS
     'the server (system identifier), database and marker slot of the local node; a copy of the node differs';
 
+-- Nodes that left the mesh (part_mesh) or were dropped for good
+-- (drop_peer): nobody waits for them any more (tombstone removal), though
+-- the versions they wrote keep their name.  A node subscribed to again
+-- leaves this list.
+CREATE TABLE concord.departed_node (
+    node_name   name        NOT NULL PRIMARY KEY,
+    departed_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE concord.departed_node IS
+    'nodes that left (part_mesh) or were dropped (drop_peer): tombstone removal no longer waits for them';
+
+-- Held by every apply transaction (RowExclusiveLock, from before its first
+-- change to its end) and taken in SHARE mode by concord.join_fence(): while
+-- a joining node's copy takes its snapshot here, no applied transaction is
+-- half committed, so the snapshot and the positions the fence reads agree
+-- (src/api/mesh_api.c).  It has no rows.
+CREATE TABLE concord.apply_fence (id int PRIMARY KEY);
+COMMENT ON TABLE concord.apply_fence IS
+    'locked by every apply transaction and by concord.join_fence(); no rows';
+
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.subscription_table', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.conflict_resolver', '');
+SELECT pg_catalog.pg_extension_config_dump('concord.departed_node', '');
 
 -- Catalogs holding DSNs (and so possibly passwords) are not for PUBLIC.
 REVOKE ALL ON concord.node, concord.subscription FROM PUBLIC;
@@ -199,7 +222,8 @@ REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
               concord.conflict_history, concord.tombstone,
               concord.tombstone_gap, concord.node_identity,
-              concord.origin_history FROM PUBLIC;
+              concord.origin_history, concord.apply_fence,
+              concord.departed_node FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -642,6 +666,8 @@ COMMENT ON COLUMN concord.subscription.apply_delay IS 'apply each transaction th
 COMMENT ON COLUMN concord.subscription.enabled IS 'false after alter_subscription_disable';
 COMMENT ON COLUMN concord.subscription.sync_done IS 'the initial copy is done';
 COMMENT ON COLUMN concord.subscription.password_required IS 'every connection with provider_dsn must use its password (created by a role that is not a superuser)';
+COMMENT ON COLUMN concord.subscription.join_copy_via IS 'made by join_mesh: the subscription (sub_id) whose copy brings this provider''s older changes; apply waits for that copy (NULL: none, or done)';
+COMMENT ON COLUMN concord.subscription.join_start_lsn IS 'made by join_mesh: the provider position the copy covers; apply starts there';
 
 COMMENT ON COLUMN concord.subscription_table.sync_lsn IS 'provider position of the copy''s snapshot; NULL: a copy is pending';
 
@@ -677,6 +703,42 @@ COMMENT ON COLUMN concord.node_identity.marker_slot IS 'a physical slot of that 
 
 COMMENT ON FUNCTION concord.subscription_status_internal() IS
     'the rows of the view concord.subscription_status';
+
+-- ---------------------------------------------------------------------
+-- Joining and leaving a live mesh (src/api/mesh_api.c)
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION concord.join_mesh(peer_dsn text,
+        replication_sets text[] DEFAULT '{default}',
+        timeout interval DEFAULT '1h')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_join_mesh'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.join_mesh(text, text[], interval) IS
+    'on a new node: copy from the peer, subscribe to every node of its mesh and make each subscribe here; returns the subscriptions made';
+
+CREATE FUNCTION concord.part_mesh(timeout interval DEFAULT '10min')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'concord_part_mesh'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.part_mesh(interval) IS
+    'on a leaving node: wait until its changes reached every peer, then drop every subscription to and from it; returns the subscriptions dropped';
+
+CREATE FUNCTION concord.drop_peer(node_name name)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_drop_peer'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.drop_peer(name) IS
+    'forget a node that is gone for good: its subscriptions here, the slots it used here, its node row';
+
+CREATE FUNCTION concord.join_fence(nodes text[], positions pg_lsn[],
+        timeout interval DEFAULT '60s',
+        OUT node_name name, OUT applied_lsn pg_lsn, OUT seen timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_join_fence'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.join_fence(text[], pg_lsn[], interval) IS
+    'internal, called by a joining node''s copy: waits until this node applied each node up to its position, then holds every apply commit to the end of the transaction and says what was applied';
 
 -- ---------------------------------------------------------------------
 -- Privileges: configuration is for superusers and those they grant it to.

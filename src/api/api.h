@@ -11,6 +11,8 @@
 #ifndef CONCORD_API_H
 #define CONCORD_API_H
 
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 
 /* node_api.c: an argument that must not be NULL, or an error naming it */
@@ -19,7 +21,29 @@ extern Datum concord_required_arg(FunctionCallInfo fcinfo, int argno,
 #define concord_required_name(fcinfo, argno, argname) \
 	NameStr(*DatumGetName(concord_required_arg(fcinfo, argno, argname)))
 
-/* sub_api.c */
+/* sub_api.c: what create_subscription learns of the provider */
+typedef struct ConcordProviderInfo
+{
+	Oid			node_id;
+	char	   *node_name;
+	int32		priority;
+} ConcordProviderInfo;
+
+struct ConcordSubscription;
 extern void concord_sub_api_install(void);
+extern struct ConcordSubscription *concord_sub_get_existing(const char *name);
+extern void concord_subscription_prepare(struct ConcordSubscription *sub,
+										 ConcordProviderInfo *info);
+extern void concord_subscription_record(const struct ConcordSubscription *sub,
+										const ConcordProviderInfo *info);
+extern void concord_subscription_drop(struct ConcordSubscription *sub);
+
+/* mesh_api.c */
+extern void concord_departed_forget(const char *name);
+
+/* wait_api.c */
+extern TimestampTz concord_deadline_from(FunctionCallInfo fcinfo, int argno);
+extern bool concord_wait_applied(const struct ConcordSubscription *sub,
+								 XLogRecPtr target, TimestampTz deadline);
 
 #endif							/* CONCORD_API_H */

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * sub_api.c
- *		SQL API for subscriptions, the wait functions and the status view.
+ *		SQL API for subscriptions and the status view.
  *
  * create_subscription checks the provider (wal_level, output plugin
  * allowed, concord node, sets), learns its node name and priority,
@@ -51,24 +51,21 @@ PG_FUNCTION_INFO_V1(concord_drop_subscription);
 PG_FUNCTION_INFO_V1(concord_alter_subscription_disable);
 PG_FUNCTION_INFO_V1(concord_alter_subscription_enable);
 PG_FUNCTION_INFO_V1(concord_alter_subscription_resynchronize_table);
-PG_FUNCTION_INFO_V1(concord_wait_for_subscription_sync_complete);
-PG_FUNCTION_INFO_V1(concord_wait_for_apply);
 PG_FUNCTION_INFO_V1(concord_subscription_status);
 
-/* What create_subscription learns of the provider. */
-typedef struct ProviderInfo
-{
-	Oid			node_id;
-	char	   *node_name;
-	int32		priority;
-} ProviderInfo;
+
 
 static bool WakeManagerAtCommit = false;
 
-/* A slot created by this transaction, to drop if it aborts. */
-static char *NewSlotDsn = NULL;
-static char *NewSlotName = NULL;
-static bool NewSlotPasswordRequired = false;
+/* The slots created by this transaction, to drop if it aborts. */
+typedef struct NewSlot
+{
+	char	   *dsn;
+	char	   *name;
+	bool		password_required;
+} NewSlot;
+
+static List *NewSlots = NIL;	/* in TopMemoryContext */
 
 /*
  * What drop_subscription leaves to the end of its transaction, in
@@ -87,26 +84,53 @@ typedef struct DroppedSub
 static List *DroppedSubs = NIL;
 
 static void
-forget_new_slot(void)
+forget_new_slots(void)
 {
-	if (NewSlotDsn)
-		pfree(NewSlotDsn);
-	if (NewSlotName)
-		pfree(NewSlotName);
-	NewSlotDsn = NewSlotName = NULL;
+	ListCell   *lc;
+
+	foreach(lc, NewSlots)
+	{
+		NewSlot    *n = lfirst(lc);
+
+		pfree(n->dsn);
+		pfree(n->name);
+		pfree(n);
+	}
+	list_free(NewSlots);
+	NewSlots = NIL;
 }
 
-/* The transaction that created a slot aborts: the manager drops it. */
 static void
-defer_new_slot_drop(void)
+remember_new_slot(const ConcordSubscription *sub)
 {
-	if (!concord_slot_drop_defer(NewSlotDsn, NewSlotPasswordRequired, NewSlotName))
-		ereport(WARNING,
-				(errmsg("replication slot \"%s\" on the provider outlives the transaction that made it",
-						NewSlotName),
-				 errdetail("Too many slots of aborted transactions wait to be dropped, or the DSN is too long."),
-				 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
-						 NewSlotName)));
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	NewSlot    *n = palloc(sizeof(NewSlot));
+
+	n->dsn = pstrdup(sub->provider_dsn);
+	n->name = pstrdup(sub->slot_name);
+	n->password_required = sub->password_required;
+	NewSlots = lappend(NewSlots, n);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* The transaction that created slots aborts: the manager drops them. */
+static void
+defer_new_slot_drops(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, NewSlots)
+	{
+		NewSlot    *n = lfirst(lc);
+
+		if (!concord_slot_drop_defer(n->dsn, n->password_required, n->name))
+			ereport(WARNING,
+					(errmsg("replication slot \"%s\" on the provider outlives the transaction that made it",
+							n->name),
+					 errdetail("Too many slots of aborted transactions wait to be dropped, or the DSN is too long."),
+					 errhint("Drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+							 n->name)));
+	}
 }
 
 /*
@@ -136,7 +160,7 @@ drop_dropped_subs(void)
 static void
 sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (event == XACT_EVENT_PRE_PREPARE && (NewSlotName || DroppedSubs))
+	if (event == XACT_EVENT_PRE_PREPARE && (NewSlots || DroppedSubs))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot prepare a transaction that created or dropped a concord subscription"),
@@ -145,13 +169,13 @@ sub_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		drop_dropped_subs();
 	if (event == XACT_EVENT_COMMIT && WakeManagerAtCommit)
 		concord_request_manager(MyDatabaseId);
-	if (event == XACT_EVENT_ABORT && NewSlotName)
-		defer_new_slot_drop();
+	if (event == XACT_EVENT_ABORT && NewSlots)
+		defer_new_slot_drops();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 	{
 		WakeManagerAtCommit = false;
 		DroppedSubs = NIL;
-		forget_new_slot();
+		forget_new_slots();
 	}
 }
 
@@ -173,8 +197,8 @@ wake_manager_at_commit(void)
 	WakeManagerAtCommit = true;
 }
 
-static ConcordSubscription *
-sub_get_existing(const char *name)
+ConcordSubscription *
+concord_sub_get_existing(const char *name)
 {
 	ConcordSubscription *sub = concord_subscription_get_by_name(name);
 
@@ -269,7 +293,7 @@ check_provider_settings(PGconn *conn)
 
 /* Learns the provider's node, and checks the sets asked for exist there. */
 static void
-read_provider_node(PGconn *conn, List *sets, ProviderInfo *info)
+read_provider_node(PGconn *conn, List *sets, ConcordProviderInfo *info)
 {
 	PGresult   *res = concord_remote_query(conn,
 										   "SELECT node_id, node_name, priority FROM concord.node WHERE is_local",
@@ -307,7 +331,7 @@ read_provider_node(PGconn *conn, List *sets, ProviderInfo *info)
 
 static void
 inspect_provider(const char *dsn, bool password_required, List *sets,
-				 ProviderInfo *info)
+				 ConcordProviderInfo *info)
 {
 	PGconn	   *conn = concord_remote_connect(dsn, false, "concord create_subscription",
 											  password_required);
@@ -385,7 +409,7 @@ take_back_slot_drop(const char *slot_name)
 
 /* Records the provider as a peer, or refreshes its DSN and priority. */
 static void
-remember_provider(const ProviderInfo *info, const char *dsn)
+remember_provider(const ConcordProviderInfo *info, const char *dsn)
 {
 	ConcordNode *peer = concord_node_get_by_name(info->node_name);
 	ConcordNode node;
@@ -404,6 +428,7 @@ remember_provider(const ProviderInfo *info, const char *dsn)
 		concord_node_update(&node);
 	else
 		concord_node_insert(&node);
+	concord_departed_forget(info->node_name);
 }
 
 /*
@@ -436,42 +461,38 @@ new_subscription_id(const char *name)
 	}
 }
 
-Datum
-concord_create_subscription(PG_FUNCTION_ARGS)
+/*
+ * Checks a new subscription and its provider, and makes its slot there,
+ * before this transaction writes anything: making a logical slot waits
+ * for every transaction with an XID to end, ours included when the
+ * provider is another database of this instance.  The caller fills sub's
+ * arguments; this fills the rest.  If the transaction aborts, the slot
+ * goes too.
+ */
+void
+concord_subscription_prepare(ConcordSubscription *sub, ConcordProviderInfo *info)
 {
-	ConcordSubscription sub;
 	ConcordNode *local;
-	ProviderInfo info;
 	char	   *why;
 
-	concord_redact_current_statement();
-	sub.name = concord_required_name(fcinfo, 0, "subscription_name");
-	sub.provider_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 1, "provider_dsn"));
-	sub.replication_sets = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 2, "replication_sets")),
-											  "replication_sets");
-	sub.synchronize_data = DatumGetBool(concord_required_arg(fcinfo, 3, "synchronize_data"));
-	sub.forward_origins = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 4, "forward_origins")),
-											 "forward_origins");
-	sub.apply_delay = *DatumGetIntervalP(concord_required_arg(fcinfo, 5, "apply_delay"));
-	sub.enabled = true;
-	sub.sync_done = !sub.synchronize_data;
-
-	if (sub.name[0] == '\0')
+	if (sub->name[0] == '\0')
 		ereport(ERROR, (errcode(ERRCODE_INVALID_NAME),
 						errmsg("subscription name must not be empty")));
-	if (sub.replication_sets == NIL)
+	if (sub->replication_sets == NIL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("replication_sets must name at least one set"),
 						errhidestmt(true)));
-	if (sub.apply_delay.time < 0 || sub.apply_delay.day < 0 || sub.apply_delay.month < 0)
+	if (sub->apply_delay.time < 0 || sub->apply_delay.day < 0 || sub->apply_delay.month < 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("apply_delay must not be negative"), errhidestmt(true)));
-	check_forward_origins(sub.forward_origins);
-	if (strlen(sub.provider_dsn) == 0)
+	check_forward_origins(sub->forward_origins);
+	if (strlen(sub->provider_dsn) == 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("provider_dsn must not be empty"), errhidestmt(true)));
-	concord_check_dsn(sub.provider_dsn, psprintf("subscription \"%s\"", sub.name));
-	sub.password_required = concord_check_dsn_for_user(sub.provider_dsn);
+	concord_check_dsn(sub->provider_dsn, psprintf("subscription \"%s\"", sub->name));
+	sub->password_required = concord_check_dsn_for_user(sub->provider_dsn);
+	sub->enabled = true;
+	sub->sync_done = !sub->synchronize_data;
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_catalog_lock(CATALOG_NODE);
@@ -483,40 +504,56 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 				 errdetail("%s.", why),
 				 errhint(COPY_HINT),
 				 errhidestmt(true)));
-	if (concord_subscription_get_by_name(sub.name) != NULL)
+	if (concord_subscription_get_by_name(sub->name) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("subscription \"%s\" already exists", sub.name),
+				 errmsg("subscription \"%s\" already exists", sub->name),
 				 errhidestmt(true)));
 
-	inspect_provider(sub.provider_dsn, sub.password_required, sub.replication_sets, &info);
-	if (strcmp(info.node_name, local->name) == 0)
+	inspect_provider(sub->provider_dsn, sub->password_required, sub->replication_sets, info);
+	if (strcmp(info->node_name, local->name) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot subscribe node \"%s\" to itself", info.node_name),
+				 errmsg("cannot subscribe node \"%s\" to itself", info->node_name),
 				 errhidestmt(true)));
-	sub.id = new_subscription_id(sub.name);
-	sub.provider_node_id = info.node_id;
-	sub.slot_name = psprintf("concord_%u_%u", local->id, sub.id);
+	sub->id = new_subscription_id(sub->name);
+	sub->provider_node_id = info->node_id;
+	sub->slot_name = psprintf("concord_%u_%u", local->id, sub->id);
 
-	/*
-	 * The slot first, before this transaction writes anything: creating a
-	 * logical slot waits for every transaction with an XID to end, ours
-	 * included when the provider is another database of this instance.
-	 */
 	wake_manager_at_commit();
-	take_back_slot_drop(sub.slot_name);
-	concord_slot_create(sub.provider_dsn, sub.password_required, sub.slot_name);
+	take_back_slot_drop(sub->slot_name);
+	concord_slot_create(sub->provider_dsn, sub->password_required, sub->slot_name);
+	remember_new_slot(sub);
+}
 
-	/* If this transaction rolls back, the slot goes too. */
-	forget_new_slot();
-	NewSlotDsn = MemoryContextStrdup(TopMemoryContext, sub.provider_dsn);
-	NewSlotName = MemoryContextStrdup(TopMemoryContext, sub.slot_name);
-	NewSlotPasswordRequired = sub.password_required;
+/* Writes the subscription that concord_subscription_prepare() checked. */
+void
+concord_subscription_record(const ConcordSubscription *sub,
+							const ConcordProviderInfo *info)
+{
+	remember_provider(info, sub->provider_dsn);
+	(void) concord_origin_ensure(sub->id, info->node_name);
+	concord_subscription_insert(sub);
+}
 
-	remember_provider(&info, sub.provider_dsn);
-	(void) concord_origin_ensure(sub.id, info.node_name);
-	concord_subscription_insert(&sub);
+Datum
+concord_create_subscription(PG_FUNCTION_ARGS)
+{
+	ConcordSubscription sub;
+	ConcordProviderInfo info;
+
+	concord_redact_current_statement();
+	memset(&sub, 0, sizeof(sub));
+	sub.name = concord_required_name(fcinfo, 0, "subscription_name");
+	sub.provider_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 1, "provider_dsn"));
+	sub.replication_sets = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 2, "replication_sets")),
+											  "replication_sets");
+	sub.synchronize_data = DatumGetBool(concord_required_arg(fcinfo, 3, "synchronize_data"));
+	sub.forward_origins = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 4, "forward_origins")),
+											 "forward_origins");
+	sub.apply_delay = *DatumGetIntervalP(concord_required_arg(fcinfo, 5, "apply_delay"));
+	concord_subscription_prepare(&sub, &info);
+	concord_subscription_record(&sub, &info);
 	PG_RETURN_OID(sub.id);
 }
 
@@ -589,13 +626,36 @@ drop_at_commit(ConcordSubscription *sub, bool drop_slot)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * Stops the subscription's workers and removes it; its slot on the
+ * provider (unless this database is a copy of the node) and its origins
+ * go at the end of the transaction.  The caller holds the catalog lock.
+ */
+void
+concord_subscription_drop(ConcordSubscription *sub)
+{
+	char	   *why;
+
+	/* New workers block on this lock until we are done. */
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   sub->id, 0, AccessExclusiveLock);
+	stop_workers(sub->id);
+	if (local_is_copy(&why))
+		ereport(NOTICE,
+				(errmsg("replication slot \"%s\" on the provider is left alone: this database is a copy of node \"%s\"",
+						sub->slot_name, concord_node_get_local(false)->name),
+				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
+	concord_subscription_delete(sub->id);
+	drop_at_commit(sub, !local_is_copy(&why));
+	wake_manager_at_commit();
+}
+
 Datum
 concord_drop_subscription(PG_FUNCTION_ARGS)
 {
 	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
 	bool		ifexists = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
 	ConcordSubscription *sub;
-	char	   *why;
 
 	/*
 	 * The provider's slot is dropped at the end of the transaction and
@@ -612,20 +672,8 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	}
 	if (sub == NULL)
-		sub = sub_get_existing(name);
-
-	/* New workers block on this lock until we are done. */
-	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
-					   sub->id, 0, AccessExclusiveLock);
-	stop_workers(sub->id);
-	if (local_is_copy(&why))
-		ereport(NOTICE,
-				(errmsg("replication slot \"%s\" on the provider is left alone: this database is a copy of node \"%s\"",
-						sub->slot_name, concord_node_get_local(false)->name),
-				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
-	concord_subscription_delete(sub->id);
-	drop_at_commit(sub, !local_is_copy(&why));
-	wake_manager_at_commit();
+		sub = concord_sub_get_existing(name);
+	concord_subscription_drop(sub);
 	PG_RETURN_BOOL(true);
 }
 
@@ -636,7 +684,7 @@ set_enabled(FunctionCallInfo fcinfo, bool enabled)
 	ConcordSubscription *sub;
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
-	sub = sub_get_existing(name);
+	sub = concord_sub_get_existing(name);
 	sub->enabled = enabled;
 	concord_subscription_update(sub);
 	if (enabled)
@@ -680,7 +728,7 @@ concord_alter_subscription_resynchronize_table(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
-	sub = sub_get_existing(name);
+	sub = concord_sub_get_existing(name);
 	st.sub_id = sub->id;
 	st.nspname = get_namespace_name(get_rel_namespace(relid));
 	st.relname = relname;
@@ -697,134 +745,6 @@ concord_alter_subscription_resynchronize_table(PG_FUNCTION_ARGS)
 	stop_workers(sub->id);
 	wake_manager_at_commit();
 	PG_RETURN_BOOL(true);
-}
-
-/* Sleeps one poll interval, or errors once the deadline passed. */
-static bool
-wait_tick(TimestampTz deadline)
-{
-	if (deadline != 0 && GetCurrentTimestamp() >= deadline)
-		return false;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 WAIT_POLL_MS, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-	return true;
-}
-
-static TimestampTz
-deadline_from(FunctionCallInfo fcinfo, int argno)
-{
-	Interval   *iv;
-
-	if (PG_ARGISNULL(argno))
-		return 0;
-	iv = PG_GETARG_INTERVAL_P(argno);
-	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-												   TimestampTzGetDatum(GetCurrentTimestamp()),
-												   IntervalPGetDatum(iv)));
-}
-
-static bool
-sync_complete(const char *name)
-{
-	ConcordSubscription *sub = sub_get_existing(name);
-	ConcordSubState *st;
-	bool		copying = false;
-	ListCell   *lc;
-
-	if (!sub->sync_done)
-		return false;
-	foreach(lc, concord_sub_table_get(sub->id))
-		if (((ConcordSubTable *) lfirst(lc))->pending)
-			return false;
-	/*
-	 * The copy is committed; its worker may not have said so yet (the
-	 * status still shows syncing: status_name()).
-	 */
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	st = concord_sub_state(MyDatabaseId, sub->id, false);
-	if (st)
-		copying = st->phase == CONCORD_PHASE_SYNCING || st->sync_pid > 0;
-	LWLockRelease(ConcordShmem->lock);
-	return !copying;
-}
-
-Datum
-concord_wait_for_subscription_sync_complete(PG_FUNCTION_ARGS)
-{
-	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
-	TimestampTz deadline = deadline_from(fcinfo, 1);
-
-	while (!sync_complete(name))
-		if (!wait_tick(deadline))
-			ereport(ERROR,
-					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("timed out waiting for the copy of subscription \"%s\"", name),
-					 errhint("Check last_error in concord.subscription_status.")));
-	PG_RETURN_VOID();
-}
-
-/*
- * The subscription's applied position, if it is streaming; below target,
- * asks apply to wake the waiters once it reaches target.
- */
-static XLogRecPtr
-applied_position(ConcordSubState **st, Oid subid, XLogRecPtr target)
-{
-	XLogRecPtr	done = InvalidXLogRecPtr;
-
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	*st = concord_sub_state(MyDatabaseId, subid, false);
-	if (*st && (*st)->phase == CONCORD_PHASE_REPLICATING)
-		done = (*st)->caught_up_lsn;
-	if (*st && done < target &&
-		((*st)->wake_lsn == InvalidXLogRecPtr || target < (*st)->wake_lsn))
-		(*st)->wake_lsn = target;
-	LWLockRelease(ConcordShmem->lock);
-	return done;
-}
-
-/*
- * Waits on the subscription's condition variable, which apply broadcasts
- * once its position reaches the lowest target a waiter registered; the
- * timed sleep also covers a worker that is not there yet.
- */
-Datum
-concord_wait_for_apply(PG_FUNCTION_ARGS)
-{
-	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
-	XLogRecPtr	target = PG_GETARG_LSN(1);
-	TimestampTz deadline = deadline_from(fcinfo, 2);
-	ConcordSubscription *sub = sub_get_existing(name);
-	bool		reached = false;
-
-	for (;;)
-	{
-		ConcordSubState *st;
-
-		if (applied_position(&st, sub->id, target) >= target)
-		{
-			reached = true;
-			break;
-		}
-		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
-			break;
-		if (st == NULL)
-		{
-			/* No worker state: it may have been dropped meanwhile. */
-			if (concord_subscription_get_by_name(name) == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_OBJECT),
-						 errmsg("subscription \"%s\" was dropped while waiting for it", name)));
-			(void) wait_tick(deadline);
-			continue;
-		}
-		(void) ConditionVariableTimedSleep(&st->progress_cv, WAIT_POLL_MS,
-										   PG_WAIT_EXTENSION);
-	}
-	ConditionVariableCancelSleep();
-	PG_RETURN_BOOL(reached);
 }
 
 static const char *

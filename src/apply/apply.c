@@ -573,6 +573,51 @@ load_subscription(Oid subid, bool *needs_sync)
 	return tables;
 }
 
+/*
+ * A subscription made by join_mesh streams only once the copy from the
+ * peer covers its provider's older changes: that copy (of the
+ * subscription join_copy_via) clears join_copy_via and sets
+ * join_start_lsn, in its own transaction (sync.c).
+ */
+static void
+wait_for_join_copy(Oid subid)
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->phase = CONCORD_PHASE_SYNCING;
+	LWLockRelease(ConcordShmem->lock);
+	for (;;)
+	{
+		ConcordSubscription *sub;
+		bool		via_exists;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		concord_apply_stop_if_disabled();
+		StartTransactionCommand();
+		sub = concord_subscription_get_by_id(subid);
+		if (sub == NULL || !sub->enabled)
+			proc_exit(0);
+		if (!OidIsValid(sub->join_copy_via))
+		{
+			W.sub->join_copy_via = InvalidOid;
+			W.sub->join_start_lsn = sub->join_start_lsn;
+			CommitTransactionCommand();
+			return;
+		}
+		via_exists = concord_subscription_get_by_id(sub->join_copy_via) != NULL;
+		CommitTransactionCommand();
+		if (!via_exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("subscription \"%s\" waits for the copy of a subscription that was dropped",
+							W.sub->name),
+					 errdetail("concord.join_mesh() made it to start where the copy from the peer leaves off."),
+					 errhint("Drop this node's subscriptions and call concord.join_mesh() again on emptied tables.")));
+	}
+}
+
 static void
 apply_run(Oid subid)
 {
@@ -588,8 +633,10 @@ apply_run(Oid subid)
 		proc_exit(0);
 	}
 
+	if (OidIsValid(W.sub->join_copy_via))
+		wait_for_join_copy(subid);
 	StartTransactionCommand();
-	start = concord_origin_sub_progress(subid);
+	start = Max(concord_origin_sub_progress(subid), W.sub->join_start_lsn);
 	CommitTransactionCommand();
 
 	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name,

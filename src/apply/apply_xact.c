@@ -26,6 +26,7 @@
 #include "replication/origin.h"
 #include "replication/slot.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
@@ -37,6 +38,7 @@
 #include "apply/apply.h"
 #include "apply/worker.h"
 #include "catalog/origin.h"
+#include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/conflict.h"
 #include "conflict/known.h"
@@ -340,6 +342,21 @@ learn_origin(const char *origin, int32 priority)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * Holds concord.apply_fence until the transaction ends, before anything
+ * gives the transaction an XID: a joining node's copy takes its snapshot
+ * here while no applied transaction is half committed (api/mesh_api.c,
+ * concord_join_fence).  Catalogs older than 0.3.0 have no fence.
+ */
+static void
+enter_apply_fence(void)
+{
+	Oid			fence = concord_catalog_relid("apply_fence", true);
+
+	if (OidIsValid(fence))
+		LockRelationOid(fence, RowExclusiveLock);
+}
+
 static void
 handle_begin(StringInfo s)
 {
@@ -365,6 +382,7 @@ handle_begin(StringInfo s)
 		/* now() in the transaction, e.g. conflict_history.detected_at */
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
+		enter_apply_fence();
 		/* Deferred triggers fire as the table's owner too (owner.c). */
 		concord_constraints_immediate();
 	}

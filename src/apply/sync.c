@@ -63,6 +63,20 @@ typedef struct SyncTable
 	StringInfoData filter;		/* (f1) OR (f2) ... */
 } SyncTable;
 
+/*
+ * A subscription made by join_mesh that waits for this copy: the copy
+ * from the peer also brings what the peer had applied from that
+ * subscription's provider, up to applied (join_fence).
+ */
+typedef struct JoinHeld
+{
+	Oid			subid;
+	char	   *node;			/* its provider */
+	XLogRecPtr	slot_lsn;		/* where its slot began */
+	XLogRecPtr	applied;		/* what the copy covers, at the provider */
+	TimestampTz seen;			/* the peer's SEEN value for the provider */
+} JoinHeld;
+
 static ConcordSubState *SyncShared = NULL;
 static char *CopyingTable = NULL;
 static PGconn *CopyConn = NULL;
@@ -363,7 +377,106 @@ table_pending(List *pending, SyncTable *t)
 	return false;
 }
 
-/* Creates the temporary slot; returns its consistent point and snapshot. */
+/* The subscriptions join_mesh made to wait for this one's copy. */
+static List *
+join_held_subs(Oid subid)
+{
+	List	   *held = NIL;
+	ListCell   *lc;
+
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		ConcordNode *provider;
+		JoinHeld   *h;
+
+		if (sub->join_copy_via != subid)
+			continue;
+		provider = concord_node_get_by_id(sub->provider_node_id);
+		if (provider == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the provider node of subscription \"%s\" is unknown", sub->name)));
+		h = palloc0(sizeof(JoinHeld));
+		h->subid = sub->id;
+		h->node = provider->name;
+		h->slot_lsn = sub->join_start_lsn;
+		held = lappend(held, h);
+	}
+	return held;
+}
+
+/*
+ * On the peer, in a transaction of fence_conn left open: waits until the
+ * peer has applied every change its providers committed before our slots
+ * there began, then holds the peer's apply commits (join_fence) and reads
+ * how far each provider's changes are applied.  The copy's snapshot,
+ * taken before the caller ends that transaction, holds exactly those.
+ */
+static void
+join_fence(PGconn *fence_conn, List *held)
+{
+	StringInfoData nodes;
+	StringInfoData lsns;
+	const char *params[2];
+	PGresult   *res;
+	ListCell   *lc;
+
+	initStringInfo(&nodes);
+	initStringInfo(&lsns);
+	foreach(lc, held)
+	{
+		JoinHeld   *h = lfirst(lc);
+		const char *sep = foreach_current_index(lc) ? "," : "";
+
+		appendStringInfo(&nodes, "%s%s", sep, quote_identifier(h->node));
+		appendStringInfo(&lsns, "%s%X/%X", sep, LSN_FORMAT_ARGS(h->slot_lsn));
+	}
+	params[0] = psprintf("{%s}", nodes.data);
+	params[1] = psprintf("{%s}", lsns.data);
+	PQclear(concord_remote_query(fence_conn, "BEGIN", 0, NULL, PGRES_COMMAND_OK));
+	res = concord_remote_query(fence_conn,
+							   "SELECT node_name, applied_lsn, "
+							   "pg_catalog.to_char(seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') "
+							   "FROM concord.join_fence($1::pg_catalog.text[], $2::pg_catalog.pg_lsn[])",
+							   2, params, PGRES_TUPLES_OK);
+	for (int i = 0; i < PQntuples(res); i++)
+		foreach(lc, held)
+		{
+			JoinHeld   *h = lfirst(lc);
+
+			if (strcmp(h->node, PQgetvalue(res, i, 0)) != 0)
+				continue;
+			h->applied = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+														 CStringGetDatum(PQgetvalue(res, i, 1))));
+			if (!PQgetisnull(res, i, 2))
+				h->seen = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																  CStringGetDatum(psprintf("%s+00", PQgetvalue(res, i, 2))),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1)));
+		}
+	PQclear(res);
+}
+
+/* In the copy's transaction: the held subscriptions may stream now. */
+static void
+join_release(List *held)
+{
+	ListCell   *lc;
+
+	foreach(lc, held)
+	{
+		JoinHeld   *h = lfirst(lc);
+		ConcordSubscription *sub = concord_subscription_get_by_id(h->subid);
+
+		if (sub == NULL)
+			continue;
+		sub->join_copy_via = InvalidOid;
+		sub->join_start_lsn = Max(h->slot_lsn, h->applied);
+		concord_subscription_update(sub);
+	}
+}
+
 /*
  * The provider's clock, read before the copy's snapshot is taken: every
  * transaction it committed with an earlier timestamp is in the snapshot.
@@ -382,6 +495,7 @@ provider_clock(PGconn *repl)
 	return ts;
 }
 
+/* Creates the temporary slot; returns its consistent point and snapshot. */
 static XLogRecPtr
 create_sync_slot(PGconn *repl, Oid local_id, Oid subid, char **snapshot)
 {
@@ -434,7 +548,8 @@ use_provider_origin(ConcordSubscription *sub)
 }
 
 static void
-copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
+copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
+		 List *held)
 {
 	List	   *tables = provider_tables(conn, sub->replication_sets);
 	ListCell   *lc;
@@ -475,6 +590,7 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn)
 	}
 	sub->sync_done = true;
 	concord_subscription_update(sub);
+	join_release(held);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 }
@@ -487,6 +603,9 @@ sync_run(Oid subid)
 	List	   *pending;
 	PGconn	   *repl;
 	PGconn	   *conn;
+	PGconn	   *fence_conn = NULL;
+	List	   *held;
+	ListCell   *lc;
 	char	   *snapshot;
 	XLogRecPtr	lsn;
 	TimestampTz before_snapshot;
@@ -503,6 +622,7 @@ sync_run(Oid subid)
 	if (sub == NULL || local == NULL)
 		proc_exit(0);
 	pending = concord_sub_table_get(subid);
+	held = sub->sync_done ? NIL : join_held_subs(subid);
 	SubName = sub->name;
 	was_synced = sub->sync_done;
 	CommitTransactionCommand();
@@ -511,8 +631,21 @@ sync_run(Oid subid)
 	repl = concord_remote_connect(sub->provider_dsn, true,
 								  psprintf("%s sync", sub->name),
 								  sub->password_required);
+	if (held != NIL)
+	{
+		fence_conn = concord_remote_connect(sub->provider_dsn, false,
+											psprintf("%s join fence", sub->name),
+											sub->password_required);
+		join_fence(fence_conn, held);
+	}
 	before_snapshot = provider_clock(repl);
 	lsn = create_sync_slot(repl, local->id, subid, &snapshot);
+	if (fence_conn)
+	{
+		/* The snapshot is taken: the peer's apply goes on. */
+		PQclear(concord_remote_query(fence_conn, "COMMIT", 0, NULL, PGRES_COMMAND_OK));
+		concord_remote_finish(fence_conn);
+	}
 	conn = concord_remote_connect(sub->provider_dsn, false,
 								  psprintf("%s sync", sub->name),
 								  sub->password_required);
@@ -522,7 +655,7 @@ sync_run(Oid subid)
 								 psprintf("SET TRANSACTION SNAPSHOT %s",
 										  quote_literal_cstr(snapshot)),
 								 0, NULL, PGRES_COMMAND_OK));
-	copy_all(sub, pending, conn, lsn);
+	copy_all(sub, pending, conn, lsn, held);
 	/*
 	 * After an initial copy this node has every row of the provider's own
 	 * transactions committed before the copy's snapshot: its SEEN vector
@@ -532,6 +665,14 @@ sync_run(Oid subid)
 	 */
 	if (!was_synced && ProviderName)
 		concord_seen_applied(ProviderName, before_snapshot);
+	/* And what the peer had applied of the others, joining a mesh. */
+	foreach(lc, held)
+	{
+		JoinHeld   *h = lfirst(lc);
+
+		if (h->seen != 0)
+			concord_seen_applied(h->node, h->seen);
+	}
 	concord_remote_finish(conn);
 	concord_remote_finish(repl);
 	ereport(LOG,

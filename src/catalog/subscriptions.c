@@ -105,6 +105,10 @@ sub_from_tuple(HeapTuple tup, TupleDesc desc)
 	sub->created_at = DatumGetTimestampTz(values[Anum_sub_created_at - 1]);
 	sub->password_required = !nulls[Anum_sub_password_required - 1] &&
 		DatumGetBool(values[Anum_sub_password_required - 1]);
+	if (!nulls[Anum_sub_join_copy_via - 1])
+		sub->join_copy_via = DatumGetObjectId(values[Anum_sub_join_copy_via - 1]);
+	if (!nulls[Anum_sub_join_start_lsn - 1])
+		sub->join_start_lsn = DatumGetLSN(values[Anum_sub_join_start_lsn - 1]);
 	return sub;
 }
 
@@ -168,6 +172,10 @@ sub_form_tuple(Relation rel, const ConcordSubscription *sub)
 	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
 	values[Anum_sub_created_at - 1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	values[Anum_sub_password_required - 1] = BoolGetDatum(sub->password_required);
+	values[Anum_sub_join_copy_via - 1] = ObjectIdGetDatum(sub->join_copy_via);
+	nulls[Anum_sub_join_copy_via - 1] = !OidIsValid(sub->join_copy_via);
+	values[Anum_sub_join_start_lsn - 1] = LSNGetDatum(sub->join_start_lsn);
+	nulls[Anum_sub_join_start_lsn - 1] = XLogRecPtrIsInvalid(sub->join_start_lsn);
 	return heap_form_tuple(RelationGetDescr(rel), values, nulls);
 }
 
@@ -182,12 +190,21 @@ concord_subscription_insert(const ConcordSubscription *sub)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("only a superuser may create a subscription before concord's catalogs are updated"),
 				 errhint("Run ALTER EXTENSION concord UPDATE.")));
+	if (OidIsValid(sub->join_copy_via) &&
+		RelationGetDescr(rel)->natts < Anum_sub_join_copy_via)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot join a mesh before concord's catalogs are updated"),
+				 errhint("Run ALTER EXTENSION concord UPDATE.")));
 	CatalogTupleInsert(rel, sub_form_tuple(rel, sub));
 	table_close(rel, RowExclusiveLock);
 	CommandCounterIncrement();
 }
 
-/* Rewrites enabled and sync_done of the subscription with sub->id. */
+/*
+ * Rewrites enabled and sync_done of the subscription with sub->id, and
+ * its join columns where the catalog has them.
+ */
 void
 concord_subscription_update(const ConcordSubscription *sub)
 {
@@ -210,6 +227,15 @@ concord_subscription_update(const ConcordSubscription *sub)
 	replace[Anum_sub_enabled - 1] = true;
 	values[Anum_sub_sync_done - 1] = BoolGetDatum(sub->sync_done);
 	replace[Anum_sub_sync_done - 1] = true;
+	if (RelationGetDescr(rel)->natts >= Anum_sub_join_start_lsn)
+	{
+		values[Anum_sub_join_copy_via - 1] = ObjectIdGetDatum(sub->join_copy_via);
+		nulls[Anum_sub_join_copy_via - 1] = !OidIsValid(sub->join_copy_via);
+		replace[Anum_sub_join_copy_via - 1] = true;
+		values[Anum_sub_join_start_lsn - 1] = LSNGetDatum(sub->join_start_lsn);
+		nulls[Anum_sub_join_start_lsn - 1] = XLogRecPtrIsInvalid(sub->join_start_lsn);
+		replace[Anum_sub_join_start_lsn - 1] = true;
+	}
 	CatalogTupleUpdate(rel, &oldtup->t_self,
 					   heap_modify_tuple(oldtup, RelationGetDescr(rel),
 										 values, nulls, replace));

@@ -58,7 +58,7 @@
 
 /* concord.subscription */
 #define CATALOG_SUBSCRIPTION		"subscription"
-#define Natts_sub					13
+#define Natts_sub					15
 #define Anum_sub_id					1
 #define Anum_sub_name				2
 #define Anum_sub_provider_node_id	3
@@ -72,6 +72,8 @@
 #define Anum_sub_sync_done			11
 #define Anum_sub_created_at			12
 #define Anum_sub_password_required	13	/* 0.3.0 on */
+#define Anum_sub_join_copy_via		14	/* 0.3.0 on */
+#define Anum_sub_join_start_lsn		15	/* 0.3.0 on */
 
 /* concord.subscription_table */
 #define CATALOG_SUB_TABLE			"subscription_table"
@@ -158,6 +160,8 @@ typedef struct ConcordSubscription
 	bool		sync_done;
 	bool		password_required;	/* connections must use the DSN's password */
 	TimestampTz created_at;
+	Oid			join_copy_via;	/* join_mesh: apply waits for this one's copy */
+	XLogRecPtr	join_start_lsn; /* join_mesh: where the copy leaves off */
 } ConcordSubscription;
 
 /* One provider table a subscription copied, or is to copy. */

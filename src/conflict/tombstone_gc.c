@@ -12,7 +12,7 @@
  * notes, per writer and origin, the newest SEEN value of the writer's
  * transactions it committed (shared memory: "confirmed").  The peers are
  * the nodes of concord.node and every origin applied here (a ring's far
- * nodes).  Once every peer P but O has confirmed O past T (with a second of margin, commit
+ * nodes), but those that left (concord.departed_node).  Once every peer P but O has confirmed O past T (with a second of margin, commit
  * timestamps not being strictly in commit order), P's later transactions
  * cannot be concurrent with the delete any more, except one P had open
  * since before: concord.tombstone_gc_delay keeps every tombstone that
@@ -247,7 +247,7 @@ frozen_tombstones(void)
 "peers AS (" \
 "    SELECT node_name::text AS name FROM concord.node WHERE NOT is_local " \
 "    UNION SELECT pg_catalog.unnest($6::text[]) " \
-"    EXCEPT SELECT node_name::text FROM concord.node WHERE is_local), " \
+"    EXCEPT SELECT node_name::text FROM concord.node WHERE is_local%s), " \
 "%s" \
 "judged AS (" \
 "    SELECT v.*, " \
@@ -363,6 +363,9 @@ concord_tombstone_gc(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(psprintf(GC_SQL,
+									   /* nobody waits for a node that left */
+									   OidIsValid(concord_catalog_relid("departed_node", true)) ?
+									   " EXCEPT SELECT node_name::text FROM concord.departed_node" : "",
 									   OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true)) ?
 									   VERSIONS_SQL : VERSIONS_SQL_0_2),
 							  7, types, values, NULL, false, 0) != SPI_OK_SELECT ||

@@ -1,0 +1,839 @@
+/*-------------------------------------------------------------------------
+ *
+ * mesh_api.c
+ *		Joining and leaving a live mesh: join_mesh, part_mesh, drop_peer,
+ *		and join_fence, which a joining node's copy calls on its peer.
+ *
+ * join_mesh, on a new node N, with a peer P of a mesh whose members are P
+ * and the providers P subscribes to (M1, M2, ...):
+ *
+ * 1. Every member subscribes to N, without a copy, before anything else:
+ *    whatever N writes from then on reaches them.
+ * 2. N's subscription to each Mi is made without a copy; its slot on Mi
+ *    keeps every change Mi commits from the slot's start Li on.  N's
+ *    subscription to P is made with a copy.
+ * 3. join_mesh waits until P has applied every change each Mi committed
+ *    before Li: the copy from P, taken later, has them all.
+ * 4. The copy (sync.c) takes its snapshot on P inside join_fence: while
+ *    it holds the fence, no transaction P applies is half committed, so
+ *    the snapshot holds exactly the changes of each Mi up to the position
+ *    Ci that P's origin for Mi shows then.  The copy's transaction records
+ *    Ci (at least Li) as the start of N's subscription to Mi, which
+ *    streams only from then on: a change of Mi reaches N through the copy
+ *    (up to Ci) or through the subscription (after Ci), never both,
+ *    never neither.
+ *
+ * part_mesh waits until every subscriber has confirmed this node's WAL up
+ * to now, then drops this node's subscriptions and, on each peer, has the
+ * peer drop_peer() this node.  drop_peer forgets a node here: its
+ * subscriptions, the slots it used here, its node row; the node is listed
+ * in concord.departed_node, which tombstone removal no longer waits for.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "api/api.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "conflict/seen.h"
+#include "remote/remote.h"
+#include "shmem/shmem.h"
+
+PG_FUNCTION_INFO_V1(concord_join_fence);
+PG_FUNCTION_INFO_V1(concord_join_mesh);
+PG_FUNCTION_INFO_V1(concord_part_mesh);
+PG_FUNCTION_INFO_V1(concord_drop_peer);
+
+#define MESH_POLL_MS	100
+
+/* A member of the mesh, as the peer knows it. */
+typedef struct Member
+{
+	char	   *node;
+	char	   *dsn;			/* how the peer reaches it */
+	char	   *peer_sub;		/* the peer's subscription to it */
+} Member;
+
+static const char *const NoParams[1] = {NULL};
+
+static void
+poll_tick(void)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 MESH_POLL_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+static XLogRecPtr
+lsn_from_text(const char *text)
+{
+	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(text)));
+}
+
+static List *
+text_array_list(Datum arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("replication_sets must not contain NULL")));
+		result = lappend(result, TextDatumGetCString(elems[i]));
+	}
+	return result;
+}
+
+/* A text[] literal of names, for a remote parameter. */
+static char *
+names_literal(List *names)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	foreach(lc, names)
+	{
+		const char *p;
+
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoChar(&buf, '"');
+		for (p = lfirst(lc); *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *p);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* The local subscription from the named node, or NULL. */
+static ConcordSubscription *
+sub_from_node(const char *node_name)
+{
+	ConcordNode *node = concord_node_get_by_name(node_name);
+	ListCell   *lc;
+
+	if (node == NULL)
+		return NULL;
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+
+		if (sub->provider_node_id == node->id)
+			return sub;
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * join_fence: on the peer, for the copy of a joining node
+ * ---------------------------------------------------------------------
+ */
+
+/* Waits until the worker of sub has said what it committed (seen.c). */
+static void
+wait_published(ConcordSubscription *sub, XLogRecPtr progress)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+
+	for (;;)
+	{
+		ConcordSubState *st;
+		XLogRecPtr	published = InvalidXLogRecPtr;
+
+		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+		st = concord_sub_state(MyDatabaseId, sub->id, false);
+		if (st)
+			published = st->caught_up_lsn;
+		LWLockRelease(ConcordShmem->lock);
+		if (st == NULL || published >= progress ||
+			GetCurrentTimestamp() >= deadline)
+			return;
+		poll_tick();
+	}
+}
+
+Datum
+concord_join_fence(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *nodes = text_array_list(concord_required_arg(fcinfo, 0, "nodes"));
+	ArrayType  *lsn_arr = DatumGetArrayTypeP(concord_required_arg(fcinfo, 1, "positions"));
+	TimestampTz deadline = concord_deadline_from(fcinfo, 2);
+	Datum	   *lsns;
+	bool	   *lsn_nulls;
+	int			nlsns;
+	List	   *subs = NIL;
+	ListCell   *lc;
+	Oid			fence = concord_catalog_relid("apply_fence", false);
+
+	deconstruct_array(lsn_arr, PG_LSNOID, sizeof(XLogRecPtr), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &lsns, &lsn_nulls, &nlsns);
+	if (nlsns != list_length(nodes))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nodes and positions must have as many elements")));
+	if (!IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_ACTIVE_SQL_TRANSACTION),
+				 errmsg("concord.join_fence() holds the fence to the end of the transaction: call it in a transaction block")));
+
+	/* Everything the slots of the joining node do not keep is applied here. */
+	foreach(lc, nodes)
+	{
+		const char *node = lfirst(lc);
+		ConcordSubscription *sub = sub_from_node(node);
+		XLogRecPtr	target = DatumGetLSN(lsns[foreach_current_index(lc)]);
+
+		if (sub == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("node \"%s\" does not subscribe to node \"%s\"",
+							concord_node_get_local(false)->name, node),
+					 errhint("A node joins a mesh through a peer that subscribes to every other member.")));
+		if (!concord_wait_applied(sub, target, deadline))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("timed out waiting for subscription \"%s\" to apply node \"%s\" up to %X/%X",
+							sub->name, node, LSN_FORMAT_ARGS(target)),
+					 errhint("Check concord.subscription_status on node \"%s\"; the joining node's copy tries again.",
+							 concord_node_get_local(false)->name)));
+		subs = lappend(subs, sub);
+	}
+
+	/* From here to our commit, no applied transaction commits. */
+	LockRelationOid(fence, ShareLock);
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, subs)
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		const char *node = list_nth(nodes, foreach_current_index(lc));
+		XLogRecPtr	progress = concord_origin_sub_progress(sub->id);
+		TimestampTz seen;
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		/* The last commit before the fence has noted its SEEN value. */
+		wait_published(sub, progress);
+		seen = concord_seen_local(node);
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(node));
+		values[1] = LSNGetDatum(progress);
+		values[2] = TimestampTzGetDatum(seen);
+		nulls[2] = seen == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * join_mesh: on the joining node
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+remote_local_name(PGconn *conn)
+{
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT node_name FROM concord.node WHERE is_local",
+										   0, NoParams, PGRES_TUPLES_OK);
+	char	   *name;
+
+	if (PQntuples(res) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a member of the mesh is not a concord node"),
+				 errhint("Run concord.create_node() there."),
+				 errhidestmt(true)));
+	name = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return name;
+}
+
+/* The peer's subscriptions: the other members of its mesh. */
+static List *
+mesh_members(PGconn *conn, const char *local_name)
+{
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT n.node_name, s.provider_dsn, s.sub_name, "
+										   "s.forward_origins = '{}', s.enabled "
+										   "FROM concord.subscription s "
+										   "JOIN concord.node n ON n.node_id = s.provider_node_id "
+										   "ORDER BY 1, 3",
+										   0, NoParams, PGRES_TUPLES_OK);
+	List	   *members = NIL;
+
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		Member	   *m;
+		const char *node = PQgetvalue(res, i, 0);
+
+		/* The peer subscribes to us already: a join called again. */
+		if (strcmp(node, local_name) == 0)
+			continue;
+		if (i > 0 && strcmp(node, PQgetvalue(res, i - 1, 0)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the peer has two subscriptions to node \"%s\"", node),
+					 errhint("concord.join_mesh() joins a mesh, where each node subscribes once to each other node."),
+					 errhidestmt(true)));
+		if (strcmp(PQgetvalue(res, i, 3), "t") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("the peer receives node \"%s\"'s changes with forward_origins", node),
+					 errdetail("concord.join_mesh() joins a mesh, whose subscriptions forward nothing; rings and stars are built by hand."),
+					 errhidestmt(true)));
+		if (strcmp(PQgetvalue(res, i, 4), "t") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the peer's subscription to node \"%s\" is disabled", node),
+					 errhint("Enable it there, or join through another peer."),
+					 errhidestmt(true)));
+		m = palloc0(sizeof(Member));
+		m->node = pstrdup(node);
+		m->dsn = pstrdup(PQgetvalue(res, i, 1));
+		m->peer_sub = pstrdup(PQgetvalue(res, i, 2));
+		members = lappend(members, m);
+	}
+	PQclear(res);
+	return members;
+}
+
+/*
+ * The tables of the sets on the peer must be here, empty, in the same
+ * sets: the copy fills them, and this node's own changes of them reach
+ * the members only through its sets.
+ */
+static void
+check_local_tables(PGconn *conn, List *sets)
+{
+	const char *params[1] = {names_literal(sets)};
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT s.set_name, n.nspname, c.relname "
+										   "FROM concord.replication_set_table rst "
+										   "JOIN concord.replication_set s ON s.set_id = rst.set_id "
+										   "JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid "
+										   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+										   "WHERE s.set_name = ANY ($1::pg_catalog.text[]) ORDER BY 2, 3, 1",
+										   1, params, PGRES_TUPLES_OK);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		const char *set_name = PQgetvalue(res, i, 0);
+		char	   *qname = quote_qualified_identifier(PQgetvalue(res, i, 1),
+													   PQgetvalue(res, i, 2));
+		Oid			relid = RangeVarGetRelid(makeRangeVar(PQgetvalue(res, i, 1),
+														  PQgetvalue(res, i, 2), -1),
+											 AccessShareLock, true);
+		ConcordSet *set = concord_set_get_by_name(set_name);
+
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table %s of replication set \"%s\" on the peer does not exist on this node",
+							qname, set_name),
+					 errhint("Create it here, as on the peer, and add it to the same set."),
+					 errhidestmt(true)));
+		if (set == NULL || !concord_set_table_exists(set->id, relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s is not in replication set \"%s\" on this node", qname, set_name),
+					 errhint("Add it as on the peer: SELECT concord.replication_set_add_table('%s', '%s');",
+							 set_name, qname),
+					 errhidestmt(true)));
+		if (SPI_execute(psprintf("SELECT FROM %s LIMIT 1", qname), true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read %s", qname);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s is not empty", qname),
+					 errdetail("A node joins a mesh empty: the copy from the peer brings every row."),
+					 errhint("Empty it, or build the mesh by hand (see \"Existing data\" in the manual)."),
+					 errhidestmt(true)));
+	}
+	SPI_finish();
+	PQclear(res);
+}
+
+/* On member X (reached with dsn), the subscription name to us, or NULL. */
+static char *
+member_check(const char *dsn, const char *expected, const char *local_name)
+{
+	PGconn	   *conn = concord_remote_connect(dsn, false, "concord join_mesh",
+											  concord_check_dsn_for_user(dsn));
+	char	   *sub = NULL;
+
+	PG_TRY();
+	{
+		const char *params[1] = {local_name};
+		char	   *name = remote_local_name(conn);
+		PGresult   *res;
+
+		if (strcmp(name, expected) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the peer's DSN for node \"%s\" reaches node \"%s\"", expected, name),
+					 errhidestmt(true)));
+		res = concord_remote_query(conn,
+								   "SELECT s.sub_name FROM concord.subscription s "
+								   "JOIN concord.node n ON n.node_id = s.provider_node_id "
+								   "WHERE n.node_name = $1",
+								   1, params, PGRES_TUPLES_OK);
+		if (PQntuples(res) > 0)
+			sub = pstrdup(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+	return sub;
+}
+
+/* Makes member X subscribe to this node, without a copy. */
+static void
+member_subscribe(const char *dsn, const char *member, ConcordNode *local, List *sets)
+{
+	PGconn	   *conn = concord_remote_connect(dsn, false, "concord join_mesh",
+											  concord_check_dsn_for_user(dsn));
+
+	PG_TRY();
+	{
+		const char *params[3];
+
+		params[0] = psprintf("%.*s_from_%s", NAMEDATALEN / 2 - 4, member, local->name);
+		params[1] = local->dsn;
+		params[2] = names_literal(sets);
+		PQclear(concord_remote_query(conn,
+									 "SELECT concord.create_subscription($1, $2, $3::pg_catalog.text[], "
+									 "synchronize_data => false, forward_origins => '{}')",
+									 3, params, PGRES_TUPLES_OK));
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+}
+
+/* Where a fresh slot on the provider begins (its confirmed position). */
+static XLogRecPtr
+slot_start(const ConcordSubscription *sub)
+{
+	PGconn	   *conn = concord_remote_connect(sub->provider_dsn, false, "concord join_mesh",
+											  sub->password_required);
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+
+	PG_TRY();
+	{
+		const char *params[1] = {sub->slot_name};
+		PGresult   *res = concord_remote_query(conn,
+											   "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+											   "WHERE slot_name = $1",
+											   1, params, PGRES_TUPLES_OK);
+
+		if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+			lsn = lsn_from_text(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+	if (XLogRecPtrIsInvalid(lsn))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" vanished from its provider", sub->slot_name)));
+	return lsn;
+}
+
+/* On the peer: waits until its subscription to m applied up to lsn. */
+static void
+peer_wait_applied(PGconn *peer, Member *m, XLogRecPtr lsn, Interval *timeout)
+{
+	const char *params[3];
+	PGresult   *res;
+	bool		reached;
+
+	params[0] = m->peer_sub;
+	params[1] = psprintf("%X/%X", LSN_FORMAT_ARGS(lsn));
+	params[2] = DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(timeout)));
+	res = concord_remote_query(peer,
+							   "SELECT concord.wait_for_apply($1, $2::pg_catalog.pg_lsn, $3::pg_catalog.interval)",
+							   3, params, PGRES_TUPLES_OK);
+	reached = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!reached)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("timed out waiting for the peer to apply node \"%s\"'s changes up to %X/%X",
+						m->node, LSN_FORMAT_ARGS(lsn)),
+				 errhint("Check concord.subscription_status on the peer, then call concord.join_mesh() again."),
+				 errhidestmt(true)));
+}
+
+static ConcordSubscription *
+new_join_sub(const char *provider, const char *dsn, List *sets, bool copy,
+			 const char *local_name)
+{
+	ConcordSubscription *sub = palloc0(sizeof(ConcordSubscription));
+
+	sub->name = psprintf("%.*s_from_%s", NAMEDATALEN / 2 - 4, local_name, provider);
+	if (strlen(sub->name) >= NAMEDATALEN)
+		sub->name[NAMEDATALEN - 1] = '\0';
+	sub->provider_dsn = pstrdup(dsn);
+	sub->replication_sets = sets;
+	sub->synchronize_data = copy;
+	return sub;
+}
+
+Datum
+concord_join_mesh(PG_FUNCTION_ARGS)
+{
+	char	   *peer_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 0, "peer_dsn"));
+	List	   *sets = text_array_list(concord_required_arg(fcinfo, 1, "replication_sets"));
+	Interval   *timeout = DatumGetIntervalP(concord_required_arg(fcinfo, 2, "timeout"));
+	ConcordNode *local;
+	PGconn	   *peer;
+	char	   *peer_name;
+	List	   *members;
+	List	   *to_subscribe = NIL;
+	List	   *made_here = NIL;
+	ConcordSubscription *peer_sub;
+	ConcordProviderInfo *infos;
+	int			made = 0;
+	int			here;
+	ListCell   *lc;
+
+	concord_redact_current_statement();
+	PreventInTransactionBlock(true, "concord.join_mesh()");
+	if (sets == NIL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("replication_sets must name at least one set")));
+	concord_check_dsn(peer_dsn, "join_mesh");
+	local = concord_node_get_local(false);
+	if (local->dsn == NULL || local->dsn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" has no DSN for the members to reach it", local->name),
+				 errhint("Set it with concord.alter_node().")));
+
+	/* 1. The mesh, as the peer sees it; nothing is made before all is checked. */
+	peer = concord_remote_connect(peer_dsn, false, "concord join_mesh",
+								  concord_check_dsn_for_user(peer_dsn));
+	peer_name = remote_local_name(peer);
+	if (strcmp(peer_name, local->name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node \"%s\" cannot join a mesh through itself", local->name)));
+	members = mesh_members(peer, local->name);
+	here = (sub_from_node(peer_name) != NULL);
+	foreach(lc, members)
+		here += (sub_from_node(((Member *) lfirst(lc))->node) != NULL);
+	if (here > 0 && here != list_length(members) + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" subscribes to some members of the mesh only", local->name),
+				 errhint("Drop its subscriptions, empty its tables, and call concord.join_mesh() again.")));
+	if (here == 0)
+		check_local_tables(peer, sets);
+	if (member_check(peer_dsn, peer_name, local->name) == NULL)
+		to_subscribe = lappend(to_subscribe, list_make2(peer_name, peer_dsn));
+	foreach(lc, members)
+	{
+		Member	   *m = lfirst(lc);
+
+		if (member_check(m->dsn, m->node, local->name) == NULL)
+			to_subscribe = lappend(to_subscribe, list_make2(m->node, m->dsn));
+	}
+
+	/* 2. Every member subscribes to this node, before this node writes. */
+	foreach(lc, to_subscribe)
+	{
+		List	   *x = lfirst(lc);
+
+		member_subscribe(lsecond(x), linitial(x), local, sets);
+		made++;
+	}
+	if (here > 0)
+	{
+		concord_remote_finish(peer);
+		PG_RETURN_INT32(made);
+	}
+
+	/*
+	 * 3. This node's slots on the members, then the wait until the peer
+	 * has what they do not keep, then the subscription to the peer.  No
+	 * write before the last slot is made.
+	 */
+	infos = palloc0(sizeof(ConcordProviderInfo) * (list_length(members) + 1));
+	foreach(lc, members)
+	{
+		Member	   *m = lfirst(lc);
+		ConcordSubscription *sub = new_join_sub(m->node, m->dsn, sets, false, local->name);
+
+		concord_subscription_prepare(sub, &infos[foreach_current_index(lc)]);
+		sub->join_start_lsn = slot_start(sub);
+		made_here = lappend(made_here, sub);
+	}
+	foreach(lc, members)
+		peer_wait_applied(peer, lfirst(lc),
+						  ((ConcordSubscription *) list_nth(made_here, foreach_current_index(lc)))->join_start_lsn,
+						  timeout);
+	peer_sub = new_join_sub(peer_name, peer_dsn, sets, true, local->name);
+	concord_subscription_prepare(peer_sub, &infos[list_length(members)]);
+	concord_remote_finish(peer);
+
+	/* 4. The catalogs: the members' subscriptions wait for the copy. */
+	foreach(lc, made_here)
+	{
+		ConcordSubscription *sub = lfirst(lc);
+
+		sub->join_copy_via = peer_sub->id;
+		concord_subscription_record(sub, &infos[foreach_current_index(lc)]);
+	}
+	concord_subscription_record(peer_sub, &infos[list_length(members)]);
+	made += list_length(made_here) + 1;
+	PG_RETURN_INT32(made);
+}
+
+/* ---------------------------------------------------------------------
+ * drop_peer and part_mesh
+ * ---------------------------------------------------------------------
+ */
+
+/* Runs one SPI statement with text parameters; the rows it returned. */
+static uint64
+spi_run(const char *sql, int nargs, const char *const *args)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			rc;
+
+	Assert(nargs <= 3);
+	for (int i = 0; i < nargs; i++)
+		values[i] = CStringGetTextDatum(args[i]);
+	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_with_args failed: %d", rc);
+	return SPI_processed;
+}
+
+/*
+ * The replication slots here that the node used (its subscriptions' and
+ * their copies'), dropped once their WAL senders are gone.
+ */
+static void
+drop_slots_of(ConcordNode *node)
+{
+	const char *args[1] = {psprintf("^concord_(sync_)?%u_[0-9]+$", node->id)};
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+
+	for (;;)
+	{
+		/* Its WAL senders may not have noticed yet that it is gone. */
+		(void) spi_run("SELECT pg_catalog.pg_terminate_backend(active_pid) "
+					   "FROM pg_catalog.pg_replication_slots "
+					   "WHERE slot_name::text ~ $1 AND active_pid IS NOT NULL "
+					   "AND database = pg_catalog.current_database()", 1, args);
+		if (spi_run("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
+					"FROM pg_catalog.pg_replication_slots "
+					"WHERE slot_name::text ~ $1 AND NOT active "
+					"AND database = pg_catalog.current_database()", 1, args) == 0 &&
+			spi_run("SELECT FROM pg_catalog.pg_replication_slots "
+					"WHERE slot_name::text ~ $1 "
+					"AND database = pg_catalog.current_database()", 1, args) == 0)
+			return;
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("the replication slots of node \"%s\" here stay in use", node->name),
+					 errhint("Try again in a moment.")));
+		poll_tick();
+	}
+}
+
+/* A node subscribed to again is no longer departed. */
+void
+concord_departed_forget(const char *name)
+{
+	const char *args[1] = {name};
+
+	if (!OidIsValid(concord_catalog_relid("departed_node", true)))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	(void) spi_run("DELETE FROM concord.departed_node WHERE node_name = $1::name", 1, args);
+	SPI_finish();
+}
+
+/* Forgets the node here; true if it was known. */
+static bool
+forget_node(const char *name)
+{
+	ConcordNode *node = concord_node_get_by_name(name);
+	const char *args[1] = {name};
+	ListCell   *lc;
+
+	if (node == NULL)
+		return false;
+	if (node->is_local)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node \"%s\" is this node", name),
+				 errhint("A node leaves the mesh with concord.part_mesh().")));
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+
+		if (sub->provider_node_id == node->id)
+			concord_subscription_drop(sub);
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	drop_slots_of(node);
+	(void) spi_run("DELETE FROM concord.tombstone_gap WHERE peer = $1::name", 1, args);
+	(void) spi_run("INSERT INTO concord.departed_node (node_name) VALUES ($1::name) "
+				   "ON CONFLICT (node_name) DO UPDATE SET departed_at = pg_catalog.now()",
+				   1, args);
+	SPI_finish();
+	concord_node_delete(node->id);
+	return true;
+}
+
+Datum
+concord_drop_peer(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "node_name");
+	bool		known;
+
+	PreventInTransactionBlock(true, "concord.drop_peer()");
+	if (!OidIsValid(concord_catalog_relid("departed_node", true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("concord.drop_peer() needs concord's catalogs of 0.3.0"),
+				 errhint("Run ALTER EXTENSION concord UPDATE.")));
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	concord_catalog_lock(CATALOG_NODE);
+	known = forget_node(name);
+	if (!known)
+		ereport(NOTICE,
+				(errmsg("node \"%s\" is not known here, skipping", name)));
+	PG_RETURN_BOOL(known);
+}
+
+/* Waits until every subscriber of this node has confirmed target. */
+static void
+wait_subscribers(XLogRecPtr target, TimestampTz deadline)
+{
+	const char *args[1] = {psprintf("%X/%X", LSN_FORMAT_ARGS(target))};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (;;)
+	{
+		if (spi_run("SELECT FROM pg_catalog.pg_replication_slots "
+					"WHERE plugin = 'concord' AND database = pg_catalog.current_database() "
+					"AND slot_name::text ~ '^concord_[0-9]+_[0-9]+$' "
+					"AND (confirmed_flush_lsn IS NULL OR confirmed_flush_lsn < $1::pg_catalog.pg_lsn)",
+					1, args) == 0)
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("timed out waiting for every subscriber to confirm this node's changes up to %s",
+							args[0]),
+					 errhint("concord.subscriber_status shows who is behind; nothing was dropped.")));
+		poll_tick();
+	}
+	SPI_finish();
+}
+
+/* On the peer: drop_peer() of this node. */
+static void
+peer_forget(const ConcordSubscription *sub, const char *local_name)
+{
+	PGconn	   *conn = concord_remote_connect(sub->provider_dsn, false, "concord part_mesh",
+											  sub->password_required);
+
+	PG_TRY();
+	{
+		const char *params[1] = {local_name};
+
+		PQclear(concord_remote_query(conn, "SELECT concord.drop_peer($1)",
+									 1, params, PGRES_TUPLES_OK));
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+}
+
+Datum
+concord_part_mesh(PG_FUNCTION_ARGS)
+{
+	TimestampTz deadline = concord_deadline_from(fcinfo, 0);
+	ConcordNode *local;
+	List	   *subs;
+	List	   *peers = NIL;
+	ListCell   *lc;
+
+	PreventInTransactionBlock(true, "concord.part_mesh()");
+	local = concord_node_get_local(false);
+	/* Every change written here so far has reached every subscriber. */
+	wait_subscribers(GetXLogInsertRecPtr(), deadline);
+
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	concord_catalog_lock(CATALOG_NODE);
+	subs = concord_subscription_get_all();
+	/* Our workers stop first: the peers then drop the slots we used. */
+	foreach(lc, subs)
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+
+		concord_subscription_drop(sub);
+		if (provider)
+			peers = lappend(peers, provider->name);
+	}
+	foreach(lc, subs)
+		peer_forget(lfirst(lc), local->name);
+	/* Nobody here waits for the others any more either. */
+	foreach(lc, peers)
+		(void) forget_node(lfirst(lc));
+	PG_RETURN_INT32(list_length(subs));
+}
