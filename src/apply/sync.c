@@ -42,6 +42,7 @@
 #include "utils/snapmgr.h"
 
 #include "apply/apply.h"
+#include "apply/sync.h"
 #include "catalog/origin.h"
 #include "catalog/relcheck.h"
 #include "catalog/tables.h"
@@ -51,17 +52,6 @@
 #include "remote/remote.h"
 #include "shmem/shmem.h"
 
-/* One provider table to copy, with its sets' columns and filters merged. */
-typedef struct SyncTable
-{
-	char	   *nspname;
-	char	   *relname;
-	bool		partitioned;
-	bool		all_columns;
-	char	   *columns;		/* text[] literal of listed columns */
-	bool		unfiltered;
-	StringInfoData filter;		/* (f1) OR (f2) ... */
-} SyncTable;
 
 /*
  * A subscription made by join_mesh that waits for this copy: the copy
@@ -242,8 +232,8 @@ provider_tables(PGconn *conn, List *sets)
 }
 
 /* The provider's shipped column names of a table, in order. */
-static List *
-provider_columns(PGconn *conn, SyncTable *t)
+List *
+concord_sync_provider_columns(PGconn *conn, SyncTable *t)
 {
 	const char *params[2];
 	PGresult   *res;
@@ -264,8 +254,8 @@ provider_columns(PGconn *conn, SyncTable *t)
 	return names;
 }
 
-static Relation
-open_local_table(SyncTable *t)
+Relation
+concord_sync_open_table(SyncTable *t)
 {
 	RangeVar   *rv = makeRangeVar(t->nspname, t->relname, -1);
 	Oid			relid = RangeVarGetRelid(rv, RowExclusiveLock, true);
@@ -283,8 +273,8 @@ open_local_table(SyncTable *t)
 	return rel;
 }
 
-static void
-check_local_columns(Relation rel, SyncTable *t, List *names)
+void
+concord_sync_check_columns(Relation rel, SyncTable *t, List *names)
 {
 	ListCell   *lc;
 
@@ -302,8 +292,8 @@ check_local_columns(Relation rel, SyncTable *t, List *names)
 static void
 copy_table(PGconn *conn, SyncTable *t, bool truncate)
 {
-	Relation	rel = open_local_table(t);
-	List	   *names = provider_columns(conn, t);
+	Relation	rel = concord_sync_open_table(t);
+	List	   *names = concord_sync_provider_columns(conn, t);
 	StringInfoData sql;
 	ListCell   *lc;
 	PGresult   *res;
@@ -311,7 +301,7 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	CopyFromState cstate;
 	ConcordAsOwner owner;
 
-	check_local_columns(rel, t, names);
+	concord_sync_check_columns(rel, t, names);
 	/* The copy writes as the table's owner, as apply does (owner.c). */
 	concord_become_table_owner(rel, ACL_INSERT | (truncate ? ACL_TRUNCATE : 0),
 							   SubName, &owner);
@@ -555,6 +545,9 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 	ListCell   *lc;
 
 	use_provider_origin(sub);
+	/* Joining a mesh: the rows keep their versions (sync_versions.c). */
+	if (held != NIL)
+		concord_sync_copy_versions(conn, sub->id, sub->name, ProviderName, tables);
 	StartTransactionCommand();
 	concord_constraints_immediate();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -565,10 +558,13 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 
 		if (sub->sync_done && !table_pending(pending, t))
 			continue;
-		CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
-		pgstat_report_activity(STATE_RUNNING, psprintf("copying %s", CopyingTable));
-		copy_table(conn, t, sub->sync_done);
-		CopyingTable = NULL;
+		if (held == NIL)
+		{
+			CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
+			pgstat_report_activity(STATE_RUNNING, psprintf("copying %s", CopyingTable));
+			copy_table(conn, t, sub->sync_done);
+			CopyingTable = NULL;
+		}
 		st.sub_id = sub->id;
 		st.nspname = t->nspname;
 		st.relname = t->relname;

@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.h
+ *		The sync worker's tables, shared by sync.c (the copy in one
+ *		transaction) and sync_versions.c (a joining node's copy, rows with
+ *		their versions).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_SYNC_H
+#define CONCORD_SYNC_H
+
+#include "libpq-fe.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+/* One provider table to copy, with its sets' columns and filters merged. */
+typedef struct SyncTable
+{
+	char	   *nspname;
+	char	   *relname;
+	bool		partitioned;
+	bool		all_columns;
+	char	   *columns;		/* text[] literal of listed columns */
+	bool		unfiltered;
+	StringInfoData filter;		/* (f1) OR (f2) ... */
+} SyncTable;
+
+/* sync.c */
+extern List *concord_sync_provider_columns(PGconn *conn, SyncTable *t);
+extern Relation concord_sync_open_table(SyncTable *t);
+extern void concord_sync_check_columns(Relation rel, SyncTable *t, List *names);
+
+/* sync_versions.c */
+extern void concord_sync_copy_versions(PGconn *conn, Oid subid,
+									   const char *sub_name,
+									   const char *provider, List *tables);
+
+#endif							/* CONCORD_SYNC_H */
