@@ -34,6 +34,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
@@ -43,6 +44,7 @@
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
@@ -233,6 +235,16 @@ concord_join_fence(PG_FUNCTION_ARGS)
 	/* From here to our commit, no applied transaction commits. */
 	LockRelationOid(fence, ShareLock);
 
+	/*
+	 * Not for long: a caller that stays idle in this transaction (its slot
+	 * waiting for a transaction that waits for our apply, or gone) loses
+	 * its session, and the apply workers go on; the caller's commit then
+	 * fails, and the copy is tried again.
+	 */
+	(void) set_config_option("idle_in_transaction_session_timeout", "30s",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+
 	InitMaterializedSRF(fcinfo, 0);
 	foreach(lc, subs)
 	{
@@ -281,15 +293,17 @@ remote_local_name(PGconn *conn)
 
 /* The peer's subscriptions: the other members of its mesh. */
 static List *
-mesh_members(PGconn *conn, const char *local_name)
+mesh_members(PGconn *conn, const char *local_name, List *sets)
 {
+	const char *params[1] = {names_literal(sets)};
 	PGresult   *res = concord_remote_query(conn,
 										   "SELECT n.node_name, s.provider_dsn, s.sub_name, "
-										   "s.forward_origins = '{}', s.enabled "
+										   "s.forward_origins = '{}', s.enabled, "
+										   "s.replication_sets @> $1::pg_catalog.text[] "
 										   "FROM concord.subscription s "
 										   "JOIN concord.node n ON n.node_id = s.provider_node_id "
 										   "ORDER BY 1, 3",
-										   0, NoParams, PGRES_TUPLES_OK);
+										   1, params, PGRES_TUPLES_OK);
 	List	   *members = NIL;
 
 	for (int i = 0; i < PQntuples(res); i++)
@@ -317,6 +331,13 @@ mesh_members(PGconn *conn, const char *local_name)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("the peer's subscription to node \"%s\" is disabled", node),
 					 errhint("Enable it there, or join through another peer."),
+					 errhidestmt(true)));
+		/* The copy brings the member's older changes only of these sets. */
+		if (strcmp(PQgetvalue(res, i, 5), "t") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the peer's subscription to node \"%s\" does not receive every replication set asked for", node),
+					 errhint("Join with the sets the peer receives from every member, or add them to its subscriptions."),
 					 errhidestmt(true)));
 		m = palloc0(sizeof(Member));
 		m->node = pstrdup(node);
@@ -369,8 +390,8 @@ check_local_tables(PGconn *conn, List *sets)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("table %s is not in replication set \"%s\" on this node", qname, set_name),
-					 errhint("Add it as on the peer: SELECT concord.replication_set_add_table('%s', '%s');",
-							 set_name, qname),
+					 errhint("Add it as on the peer: SELECT concord.replication_set_add_table(%s, %s);",
+							 quote_literal_cstr(set_name), quote_literal_cstr(qname)),
 					 errhidestmt(true)));
 		if (SPI_execute(psprintf("SELECT FROM %s LIMIT 1", qname), true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read %s", qname);
@@ -436,6 +457,15 @@ member_subscribe(const char *dsn, const char *member, ConcordNode *local, List *
 		params[0] = psprintf("%.*s_from_%s", NAMEDATALEN / 2 - 4, member, local->name);
 		params[1] = local->dsn;
 		params[2] = names_literal(sets);
+		/*
+		 * The DSN is a parameter: kept out of the member's statement log
+		 * where the role may change that (a superuser's).
+		 */
+		PQclear(concord_remote_exec(conn,
+									"SELECT pg_catalog.set_config('log_statement', 'none', false), "
+									"pg_catalog.set_config('log_parameter_max_length', '0', false), "
+									"pg_catalog.set_config('log_min_duration_statement', '-1', false)",
+									0, NULL));
 		PQclear(concord_remote_query(conn,
 									 "SELECT concord.create_subscription($1, $2, $3::pg_catalog.text[], "
 									 "synchronize_data => false, forward_origins => '{}')",
@@ -520,14 +550,52 @@ new_join_sub(const char *provider, const char *dsn, List *sets, bool copy,
 	return sub;
 }
 
-Datum
-concord_join_mesh(PG_FUNCTION_ARGS)
+static int
+name_cmp(const ListCell *a, const ListCell *b)
 {
-	char	   *peer_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 0, "peer_dsn"));
-	List	   *sets = text_array_list(concord_required_arg(fcinfo, 1, "replication_sets"));
-	Interval   *timeout = DatumGetIntervalP(concord_required_arg(fcinfo, 2, "timeout"));
-	ConcordNode *local;
-	PGconn	   *peer;
+	return strcmp(lfirst(a), lfirst(b));
+}
+
+/* The member names of a list of Members, sorted, for comparing. */
+static char *
+member_names(List *members)
+{
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	foreach(lc, members)
+		names = lappend(names, ((Member *) lfirst(lc))->node);
+	list_sort(names, name_cmp);
+	return names_literal(names);
+}
+
+/* The peer runs 0.3.0's SQL objects: the copy calls them there. */
+static void
+check_peer_version(PGconn *peer)
+{
+	PGresult   *res = concord_remote_query(peer,
+										   "SELECT pg_catalog.to_regprocedure("
+										   "'concord.join_fence(text[], pg_lsn[], interval)') IS NOT NULL",
+										   0, NoParams, PGRES_TUPLES_OK);
+	bool		ok = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+	PQclear(res);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the peer's concord is older than 0.3.0"),
+				 errhint("Run ALTER EXTENSION concord UPDATE on every member first."),
+				 errhidestmt(true)));
+}
+
+/*
+ * join_mesh's work, with the peer's connection; the caller closes it.
+ * Returns the number of subscriptions made.
+ */
+static int
+join_mesh_with(PGconn *peer, const char *peer_dsn, List *sets, Interval *timeout,
+			   ConcordNode *local)
+{
 	char	   *peer_name;
 	List	   *members;
 	List	   *to_subscribe = NIL;
@@ -538,28 +606,14 @@ concord_join_mesh(PG_FUNCTION_ARGS)
 	int			here;
 	ListCell   *lc;
 
-	concord_redact_current_statement();
-	PreventInTransactionBlock(true, "concord.join_mesh()");
-	if (sets == NIL)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("replication_sets must name at least one set")));
-	concord_check_dsn(peer_dsn, "join_mesh");
-	local = concord_node_get_local(false);
-	if (local->dsn == NULL || local->dsn[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("node \"%s\" has no DSN for the members to reach it", local->name),
-				 errhint("Set it with concord.alter_node().")));
-
 	/* 1. The mesh, as the peer sees it; nothing is made before all is checked. */
-	peer = concord_remote_connect(peer_dsn, false, "concord join_mesh",
-								  concord_check_dsn_for_user(peer_dsn));
+	check_peer_version(peer);
 	peer_name = remote_local_name(peer);
 	if (strcmp(peer_name, local->name) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("node \"%s\" cannot join a mesh through itself", local->name)));
-	members = mesh_members(peer, local->name);
+	members = mesh_members(peer, local->name, sets);
 	here = (sub_from_node(peer_name) != NULL);
 	foreach(lc, members)
 		here += (sub_from_node(((Member *) lfirst(lc))->node) != NULL);
@@ -571,7 +625,7 @@ concord_join_mesh(PG_FUNCTION_ARGS)
 	if (here == 0)
 		check_local_tables(peer, sets);
 	if (member_check(peer_dsn, peer_name, local->name) == NULL)
-		to_subscribe = lappend(to_subscribe, list_make2(peer_name, peer_dsn));
+		to_subscribe = lappend(to_subscribe, list_make2(peer_name, (char *) peer_dsn));
 	foreach(lc, members)
 	{
 		Member	   *m = lfirst(lc);
@@ -588,11 +642,22 @@ concord_join_mesh(PG_FUNCTION_ARGS)
 		member_subscribe(lsecond(x), linitial(x), local, sets);
 		made++;
 	}
+
+	/*
+	 * A node that joined meanwhile, through any member, is a member this
+	 * node does not know of: of two nodes joining at once, at least one
+	 * sees the other here (each looks after making the members subscribe
+	 * to it), and stops; called again, it joins the larger mesh.
+	 */
+	if (strcmp(member_names(members),
+			   member_names(mesh_members(peer, local->name, sets))) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the mesh changed while node \"%s\" was joining it", local->name),
+				 errdetail("Another node joined or left at the same time."),
+				 errhint("Call concord.join_mesh() again: it goes on from where it stopped.")));
 	if (here > 0)
-	{
-		concord_remote_finish(peer);
-		PG_RETURN_INT32(made);
-	}
+		return made;
 
 	/*
 	 * 3. This node's slots on the members, then the wait until the peer
@@ -600,22 +665,36 @@ concord_join_mesh(PG_FUNCTION_ARGS)
 	 * write before the last slot is made.
 	 */
 	infos = palloc0(sizeof(ConcordProviderInfo) * (list_length(members) + 1));
+	peer_sub = new_join_sub(peer_name, peer_dsn, sets, true, local->name);
 	foreach(lc, members)
 	{
 		Member	   *m = lfirst(lc);
 		ConcordSubscription *sub = new_join_sub(m->node, m->dsn, sets, false, local->name);
+		ListCell   *lc2;
+
+		/* Names cut to fit must still differ: checked before any slot. */
+		foreach(lc2, made_here)
+			if (strcmp(((ConcordSubscription *) lfirst(lc2))->name, sub->name) == 0 ||
+				strcmp(peer_sub->name, sub->name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_NAME_TOO_LONG),
+						 errmsg("the subscriptions to two members would both be named \"%s\"", sub->name),
+						 errhint("Give the nodes names that differ in their first %d characters.",
+								 NAMEDATALEN / 2 - 4)));
+		made_here = lappend(made_here, sub);
+	}
+	foreach(lc, made_here)
+	{
+		ConcordSubscription *sub = lfirst(lc);
 
 		concord_subscription_prepare(sub, &infos[foreach_current_index(lc)]);
 		sub->join_start_lsn = slot_start(sub);
-		made_here = lappend(made_here, sub);
 	}
 	foreach(lc, members)
 		peer_wait_applied(peer, lfirst(lc),
 						  ((ConcordSubscription *) list_nth(made_here, foreach_current_index(lc)))->join_start_lsn,
 						  timeout);
-	peer_sub = new_join_sub(peer_name, peer_dsn, sets, true, local->name);
 	concord_subscription_prepare(peer_sub, &infos[list_length(members)]);
-	concord_remote_finish(peer);
 
 	/* 4. The catalogs: the members' subscriptions wait for the copy. */
 	foreach(lc, made_here)
@@ -626,7 +705,42 @@ concord_join_mesh(PG_FUNCTION_ARGS)
 		concord_subscription_record(sub, &infos[foreach_current_index(lc)]);
 	}
 	concord_subscription_record(peer_sub, &infos[list_length(members)]);
-	made += list_length(made_here) + 1;
+	return made + list_length(made_here) + 1;
+}
+
+Datum
+concord_join_mesh(PG_FUNCTION_ARGS)
+{
+	char	   *peer_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 0, "peer_dsn"));
+	List	   *sets = text_array_list(concord_required_arg(fcinfo, 1, "replication_sets"));
+	Interval   *timeout = DatumGetIntervalP(concord_required_arg(fcinfo, 2, "timeout"));
+	ConcordNode *local;
+	PGconn	   *peer;
+	int			made = 0;
+
+	concord_redact_current_statement();
+	PreventInTransactionBlock(true, "concord.join_mesh()");
+	if (sets == NIL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("replication_sets must name at least one set")));
+	concord_check_dsn(peer_dsn, "join_mesh");
+	local = concord_node_get_local(false);
+	if (local->dsn == NULL || local->dsn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" has no DSN for the members to reach it", local->name),
+				 errhint("Set it with concord.alter_node().")));
+	peer = concord_remote_connect(peer_dsn, false, "concord join_mesh",
+								  concord_check_dsn_for_user(peer_dsn));
+	PG_TRY();
+	{
+		made = join_mesh_with(peer, peer_dsn, sets, timeout, local);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(peer);
+	}
+	PG_END_TRY();
 	PG_RETURN_INT32(made);
 }
 
@@ -653,6 +767,49 @@ spi_run(const char *sql, int nargs, const char *const *args)
 }
 
 /*
+ * Drops one slot here; false if it is in use, or already gone, meanwhile
+ * (its WAL sender not gone yet; the peer's own drop of it at the end of
+ * its drop_subscription).  A cancel is an error.
+ */
+static bool
+try_drop_slot(const char *slot_name)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool dropped = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		const char *args[1] = {slot_name};
+
+		(void) spi_run("SELECT pg_catalog.pg_drop_replication_slot($1::pg_catalog.name)",
+					   1, args);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_OBJECT_IN_USE &&
+			edata->sqlerrcode != ERRCODE_UNDEFINED_OBJECT)
+			ReThrowError(edata);
+		dropped = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return dropped;
+}
+
+/*
  * The replication slots here that the node used (its subscriptions' and
  * their copies'), dropped once their WAL senders are gone.
  */
@@ -664,19 +821,24 @@ drop_slots_of(ConcordNode *node)
 
 	for (;;)
 	{
+		List	   *slots = NIL;
+		ListCell   *lc;
+
 		/* Its WAL senders may not have noticed yet that it is gone. */
 		(void) spi_run("SELECT pg_catalog.pg_terminate_backend(active_pid) "
 					   "FROM pg_catalog.pg_replication_slots "
 					   "WHERE slot_name::text ~ $1 AND active_pid IS NOT NULL "
 					   "AND database = pg_catalog.current_database()", 1, args);
-		if (spi_run("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
-					"FROM pg_catalog.pg_replication_slots "
-					"WHERE slot_name::text ~ $1 AND NOT active "
-					"AND database = pg_catalog.current_database()", 1, args) == 0 &&
-			spi_run("SELECT FROM pg_catalog.pg_replication_slots "
-					"WHERE slot_name::text ~ $1 "
-					"AND database = pg_catalog.current_database()", 1, args) == 0)
+		(void) spi_run("SELECT slot_name FROM pg_catalog.pg_replication_slots "
+					   "WHERE slot_name::text ~ $1 "
+					   "AND database = pg_catalog.current_database()", 1, args);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			slots = lappend(slots, SPI_getvalue(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1));
+		if (slots == NIL)
 			return;
+		foreach(lc, slots)
+			(void) try_drop_slot(lfirst(lc));
 		if (GetCurrentTimestamp() >= deadline)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
@@ -684,6 +846,22 @@ drop_slots_of(ConcordNode *node)
 					 errhint("Try again in a moment.")));
 		poll_tick();
 	}
+}
+
+/*
+ * Runs one SPI statement on a catalog as the catalog's owner: concord
+ * writes its catalogs whatever the rights of the role that called it
+ * (a subscription administrator, say).
+ */
+static void
+spi_run_as_owner(const char *catalog, const char *sql, int nargs, const char *const *args)
+{
+	Oid			saved_user;
+	int			saved_context;
+
+	concord_catalog_become_owner(catalog, &saved_user, &saved_context);
+	(void) spi_run(sql, nargs, args);
+	SetUserIdAndSecContext(saved_user, saved_context);
 }
 
 /* A node subscribed to again is no longer departed. */
@@ -696,7 +874,8 @@ concord_departed_forget(const char *name)
 		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	(void) spi_run("DELETE FROM concord.departed_node WHERE node_name = $1::name", 1, args);
+	spi_run_as_owner("departed_node",
+					 "DELETE FROM concord.departed_node WHERE node_name = $1::name", 1, args);
 	SPI_finish();
 }
 
@@ -725,10 +904,12 @@ forget_node(const char *name)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	drop_slots_of(node);
-	(void) spi_run("DELETE FROM concord.tombstone_gap WHERE peer = $1::name", 1, args);
-	(void) spi_run("INSERT INTO concord.departed_node (node_name) VALUES ($1::name) "
-				   "ON CONFLICT (node_name) DO UPDATE SET departed_at = pg_catalog.now()",
-				   1, args);
+	spi_run_as_owner("tombstone_gap",
+					 "DELETE FROM concord.tombstone_gap WHERE peer = $1::name", 1, args);
+	spi_run_as_owner("departed_node",
+					 "INSERT INTO concord.departed_node (node_name) VALUES ($1::name) "
+					 "ON CONFLICT (node_name) DO UPDATE SET departed_at = pg_catalog.now()",
+					 1, args);
 	SPI_finish();
 	concord_node_delete(node->id);
 	return true;
@@ -814,8 +995,13 @@ concord_part_mesh(PG_FUNCTION_ARGS)
 
 	PreventInTransactionBlock(true, "concord.part_mesh()");
 	local = concord_node_get_local(false);
-	/* Every change written here so far has reached every subscriber. */
-	wait_subscribers(GetXLogInsertRecPtr(), deadline);
+	/*
+	 * Every change written here so far has reached every subscriber: up
+	 * to the end of the WAL flushed now (a position a WAL sender reports,
+	 * unlike the insert position at a page boundary).
+	 */
+	XLogFlush(GetXLogInsertRecPtr());
+	wait_subscribers(GetFlushRecPtr(NULL), deadline);
 
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_catalog_lock(CATALOG_NODE);

@@ -625,6 +625,9 @@ apply_run(Oid subid)
 	XLogRecPtr	start;
 
 	(void) load_subscription(subid, &needs_sync);
+	/* Made by join_mesh: no copy of its own before the peer's is done. */
+	if (OidIsValid(W.sub->join_copy_via))
+		wait_for_join_copy(subid);
 	if (needs_sync)
 	{
 		if (!run_sync())
@@ -633,8 +636,6 @@ apply_run(Oid subid)
 		proc_exit(0);
 	}
 
-	if (OidIsValid(W.sub->join_copy_via))
-		wait_for_join_copy(subid);
 	StartTransactionCommand();
 	start = Max(concord_origin_sub_progress(subid), W.sub->join_start_lsn);
 	CommitTransactionCommand();

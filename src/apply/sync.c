@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "commands/copy.h"
 #include "commands/tablecmds.h"
 #include "miscadmin.h"
@@ -288,6 +289,36 @@ concord_sync_check_columns(Relation rel, SyncTable *t, List *names)
 					 errhint("Add the column on the subscriber; the subscription retries the copy.")));
 }
 
+/*
+ * Empties a local table and its partitions, as TRUNCATE does (the lock,
+ * the partitions, the checks), in the caller's transaction, as its owner.
+ */
+void
+concord_sync_truncate(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	List	   *relids;
+	List	   *rels = NIL;
+	List	   *logged = NIL;
+	ListCell   *lc;
+
+	LockRelationOid(relid, AccessExclusiveLock);
+	relids = find_all_inheritors(relid, AccessExclusiveLock, NULL);
+	foreach(lc, relids)
+	{
+		Relation	r = lfirst_oid(lc) == relid ? rel : table_open(lfirst_oid(lc), NoLock);
+
+		CheckTableNotInUse(r, "TRUNCATE");
+		rels = lappend(rels, r);
+		if (RelationIsLogicallyLogged(r))
+			logged = lappend_oid(logged, lfirst_oid(lc));
+	}
+	ExecuteTruncateGuts(rels, relids, logged, DROP_RESTRICT, false);
+	foreach(lc, rels)
+		if (lfirst(lc) != rel)
+			table_close(lfirst(lc), NoLock);
+}
+
 /* Copies one table into the local transaction; empties it first if asked. */
 static void
 copy_table(PGconn *conn, SyncTable *t, bool truncate)
@@ -306,10 +337,7 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	concord_become_table_owner(rel, ACL_INSERT | (truncate ? ACL_TRUNCATE : 0),
 							   SubName, &owner);
 	if (truncate)
-		ExecuteTruncateGuts(list_make1(rel), list_make1_oid(RelationGetRelid(rel)),
-							RelationIsLogicallyLogged(rel) ?
-							list_make1_oid(RelationGetRelid(rel)) : NIL,
-							DROP_RESTRICT, false);
+		concord_sync_truncate(rel);
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "COPY (SELECT ");
@@ -419,7 +447,15 @@ join_fence(PGconn *fence_conn, List *held)
 		JoinHeld   *h = lfirst(lc);
 		const char *sep = foreach_current_index(lc) ? "," : "";
 
-		appendStringInfo(&nodes, "%s%s", sep, quote_identifier(h->node));
+		appendStringInfoString(&nodes, sep);
+		appendStringInfoChar(&nodes, '"');
+		for (const char *c = h->node; *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				appendStringInfoChar(&nodes, '\\');
+			appendStringInfoChar(&nodes, *c);
+		}
+		appendStringInfoChar(&nodes, '"');
 		appendStringInfo(&lsns, "%s%X/%X", sep, LSN_FORMAT_ARGS(h->slot_lsn));
 	}
 	params[0] = psprintf("{%s}", nodes.data);
@@ -549,6 +585,8 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 	if (held != NIL)
 		concord_sync_copy_versions(conn, sub->id, sub->name, ProviderName, tables);
 	StartTransactionCommand();
+	/* Against alter_subscription_* writing the same rows meanwhile. */
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_constraints_immediate();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, tables)

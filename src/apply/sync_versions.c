@@ -39,6 +39,7 @@
 #include "pgstat.h"
 #include "replication/origin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -49,6 +50,7 @@
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "conflict/conflict.h"
+#include "conflict/seen.h"
 #include "remote/remote.h"
 
 /* A version: the commit timestamp (0: the baseline) and origin node. */
@@ -199,18 +201,48 @@ group_read(void *outbuf, int minread, int maxread)
 	return bytes;
 }
 
+/* The origins used so far, by node: most copies know a few nodes only. */
+typedef struct KnownOrigin
+{
+	char		node[NAMEDATALEN];
+	RepOriginId origin;
+} KnownOrigin;
+
+static List *KnownOrigins = NIL;	/* in TopMemoryContext */
+
+static RepOriginId
+origin_for(Oid subid, const char *node)
+{
+	ListCell   *lc;
+	KnownOrigin *k;
+
+	foreach(lc, KnownOrigins)
+	{
+		k = lfirst(lc);
+		if (strcmp(k->node, node) == 0)
+			return k->origin;
+	}
+	StartTransactionCommand();
+	k = MemoryContextAllocZero(TopMemoryContext, sizeof(KnownOrigin));
+	strlcpy(k->node, node, NAMEDATALEN);
+	k->origin = concord_origin_ensure(subid, node);
+	CommitTransactionCommand();
+	KnownOrigins = lappend(KnownOrigins, k);
+	return k->origin;
+}
+
 /* Commits what follows under the version's node and commit timestamp. */
 static void
 use_version(Oid subid, const Version *v)
 {
-	RepOriginId origin;
+	RepOriginId origin = origin_for(subid, v->node);
 
-	StartTransactionCommand();
-	origin = concord_origin_ensure(subid, v->node);
-	CommitTransactionCommand();
-	if (replorigin_session_origin != InvalidRepOriginId)
-		replorigin_session_reset();
-	replorigin_session_setup(origin);
+	if (origin != replorigin_session_origin)
+	{
+		if (replorigin_session_origin != InvalidRepOriginId)
+			replorigin_session_reset();
+		replorigin_session_setup(origin);
+	}
 	replorigin_session_origin = origin;
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = v->ts != 0 ? v->ts : CONCORD_BASELINE_TS;
@@ -230,6 +262,21 @@ version_columns(const char *provider, const char *created_at)
 					"COALESCE(v.origin_node::pg_catalog.text, %s)",
 					quote_literal_cstr(provider), quote_literal_cstr(created_at),
 					quote_literal_cstr(provider));
+}
+
+/* This node's name: versions of its own say nothing to SEEN. */
+static char *LocalName = NULL;
+
+/*
+ * The copy brings the versions up to v of v's node: this node has seen
+ * them, so its own later changes of those rows are not concurrent with
+ * them (seen.c), whichever node wrote them, a departed one included.
+ */
+static void
+note_seen(const Version *v)
+{
+	if (v->ts != 0 && LocalName && strcmp(v->node, LocalName) != 0)
+		concord_seen_applied(v->node, v->ts);
 }
 
 /* The end of the peer's COPY, then the command's own result. */
@@ -310,6 +357,7 @@ copy_table_versions(PGconn *conn, Oid subid, SyncTable *t, const char *vcols)
 		table_close(rel, NoLock);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		note_seen(&Stream.group);
 		CHECK_FOR_INTERRUPTS();
 	}
 	end_copy(conn, t);
@@ -370,10 +418,7 @@ empty_tables(Oid subid, const char *provider, List *tables)
 		Datum		args[1];
 
 		concord_become_table_owner(rel, ACL_TRUNCATE, SubName, &owner);
-		ExecuteTruncateGuts(list_make1(rel), list_make1_oid(RelationGetRelid(rel)),
-							RelationIsLogicallyLogged(rel) ?
-							list_make1_oid(RelationGetRelid(rel)) : NIL,
-							DROP_RESTRICT, false);
+		concord_sync_truncate(rel);
 		concord_restore_user(&owner);
 		args[0] = ObjectIdGetDatum(RelationGetRelid(rel));
 		if (SPI_execute_with_args("DELETE FROM concord.tombstone WHERE relid IN "
@@ -438,6 +483,7 @@ copy_tombstones(PGconn *conn, Oid subid, List *tables, const char *vcols)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		note_seen(&v);
 	}
 	PQclear(res);
 }
@@ -464,6 +510,11 @@ concord_sync_copy_versions(PGconn *conn, Oid subid, const char *sub_name,
 				 errmsg("the peer is no concord node any more")));
 	SubName = sub_name;
 	vcols = version_columns(provider, PQgetvalue(res, 0, 0));
+	StartTransactionCommand();
+	LocalName = MemoryContextStrdup(TopMemoryContext, concord_node_get_local(false)->name);
+	CommitTransactionCommand();
+	/* A copy cut short is made again from the start: no need to wait. */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	PQclear(res);
 	empty_tables(subid, provider, tables);
 	foreach(lc, tables)
