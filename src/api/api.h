@@ -43,6 +43,7 @@ extern void concord_departed_forget(const char *name);
 
 /* wait_api.c */
 extern TimestampTz concord_deadline_from(FunctionCallInfo fcinfo, int argno);
+extern bool concord_wait_tick(TimestampTz deadline);
 extern bool concord_wait_applied(const struct ConcordSubscription *sub,
 								 XLogRecPtr target, TimestampTz deadline);
 

@@ -26,9 +26,9 @@
 PG_FUNCTION_INFO_V1(concord_wait_for_subscription_sync_complete);
 PG_FUNCTION_INFO_V1(concord_wait_for_apply);
 
-/* Sleeps one poll interval, or errors once the deadline passed. */
-static bool
-wait_tick(TimestampTz deadline)
+/* Sleeps one poll interval; false, without sleeping, once the deadline (0: none) passed. */
+bool
+concord_wait_tick(TimestampTz deadline)
 {
 	if (deadline != 0 && GetCurrentTimestamp() >= deadline)
 		return false;
@@ -85,7 +85,7 @@ concord_wait_for_subscription_sync_complete(PG_FUNCTION_ARGS)
 	TimestampTz deadline = concord_deadline_from(fcinfo, 1);
 
 	while (!sync_complete(name))
-		if (!wait_tick(deadline))
+		if (!concord_wait_tick(deadline))
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("timed out waiting for the copy of subscription \"%s\"", name),
@@ -144,7 +144,7 @@ concord_wait_applied(const ConcordSubscription *sub, XLogRecPtr target,
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("subscription \"%s\" was dropped while waiting for it", sub->name)));
-			(void) wait_tick(deadline);
+			(void) concord_wait_tick(deadline);
 			continue;
 		}
 		(void) ConditionVariableTimedSleep(&st->progress_cv, WAIT_POLL_MS,

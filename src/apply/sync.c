@@ -290,24 +290,36 @@ concord_sync_check_columns(Relation rel, SyncTable *t, List *names)
 }
 
 /*
- * Empties a local table and its partitions, as TRUNCATE does (the lock,
- * the partitions, the checks), in the caller's transaction, as its owner.
+ * Empties a local table as the copy reads it on the provider: a
+ * partitioned table with its partitions, any other table alone (its
+ * inheritance children are copied with ONLY, so left alone too).  As
+ * TRUNCATE does: the lock, the checks; a foreign partition, which
+ * TRUNCATE would empty on its remote server, or another session's
+ * temporary one, is refused.  In the caller's transaction, as its owner.
  */
 void
 concord_sync_truncate(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
-	List	   *relids;
+	List	   *relids = list_make1_oid(relid);
 	List	   *rels = NIL;
 	List	   *logged = NIL;
 	ListCell   *lc;
 
 	LockRelationOid(relid, AccessExclusiveLock);
-	relids = find_all_inheritors(relid, AccessExclusiveLock, NULL);
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		relids = find_all_inheritors(relid, AccessExclusiveLock, NULL);
 	foreach(lc, relids)
 	{
 		Relation	r = lfirst_oid(lc) == relid ? rel : table_open(lfirst_oid(lc), NoLock);
 
+		if (r->rd_rel->relkind == RELKIND_FOREIGN_TABLE || RELATION_IS_OTHER_TEMP(r))
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("cannot empty partition %s of %s before copying it",
+							RelationGetRelationName(r), RelationGetRelationName(rel)),
+					 errdetail("It is a foreign table, or another session's temporary table."),
+					 errhint("Detach it, or empty the table yourself.")));
 		CheckTableNotInUse(r, "TRUNCATE");
 		rels = lappend(rels, r);
 		if (RelationIsLogicallyLogged(r))
@@ -585,8 +597,6 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 	if (held != NIL)
 		concord_sync_copy_versions(conn, sub->id, sub->name, ProviderName, tables);
 	StartTransactionCommand();
-	/* Against alter_subscription_* writing the same rows meanwhile. */
-	concord_catalog_lock(CATALOG_SUBSCRIPTION);
 	concord_constraints_immediate();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, tables)
@@ -622,8 +632,23 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 			concord_sub_table_set(st);
 		}
 	}
+	/*
+	 * The subscription as it is now (alter_subscription_* may have
+	 * changed it meanwhile), under the lock its writers take: only
+	 * sync_done moves.
+	 */
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	{
+		ConcordSubscription *now = concord_subscription_get_by_id(sub->id);
+
+		if (now == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("subscription \"%s\" was dropped during its copy", sub->name)));
+		now->sync_done = true;
+		concord_subscription_update(now);
+	}
 	sub->sync_done = true;
-	concord_subscription_update(sub);
 	join_release(held);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -707,6 +732,8 @@ sync_run(Oid subid)
 		if (h->seen != 0)
 			concord_seen_applied(h->node, h->seen);
 	}
+	if (held != NIL)
+		concord_sync_versions_seen();
 	concord_remote_finish(conn);
 	concord_remote_finish(repl);
 	ereport(LOG,

@@ -37,5 +37,6 @@ extern void concord_sync_truncate(Relation rel);
 extern void concord_sync_copy_versions(PGconn *conn, Oid subid,
 									   const char *sub_name,
 									   const char *provider, List *tables);
+extern void concord_sync_versions_seen(void);
 
 #endif							/* CONCORD_SYNC_H */

@@ -267,16 +267,47 @@ version_columns(const char *provider, const char *created_at)
 /* This node's name: versions of its own say nothing to SEEN. */
 static char *LocalName = NULL;
 
-/*
- * The copy brings the versions up to v of v's node: this node has seen
- * them, so its own later changes of those rows are not concurrent with
- * them (seen.c), whichever node wrote them, a departed one included.
- */
+/* The newest version copied of each node, for SEEN once the copy is done. */
+static List *NewestCopied = NIL;	/* of Version, in TopMemoryContext */
+
 static void
 note_seen(const Version *v)
 {
-	if (v->ts != 0 && LocalName && strcmp(v->node, LocalName) != 0)
-		concord_seen_applied(v->node, v->ts);
+	ListCell   *lc;
+	Version    *n;
+
+	if (v->ts == 0 || (LocalName && strcmp(v->node, LocalName) == 0))
+		return;
+	foreach(lc, NewestCopied)
+	{
+		n = lfirst(lc);
+		if (strcmp(n->node, v->node) == 0)
+		{
+			n->ts = Max(n->ts, v->ts);
+			return;
+		}
+	}
+	n = MemoryContextAlloc(TopMemoryContext, sizeof(Version));
+	*n = *v;
+	NewestCopied = lappend(NewestCopied, n);
+}
+
+/*
+ * After the copy's last transaction: this node has seen every version it
+ * copied, so its own later changes of those rows are not concurrent with
+ * them (seen.c), whichever node wrote them, a departed one included.
+ */
+void
+concord_sync_versions_seen(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, NewestCopied)
+	{
+		Version    *n = lfirst(lc);
+
+		concord_seen_applied(n->node, n->ts);
+	}
 }
 
 /* The end of the peer's COPY, then the command's own result. */
