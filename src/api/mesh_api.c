@@ -92,34 +92,6 @@ text_array_list(Datum arr)
 	return result;
 }
 
-/* A text[] literal of names, for a remote parameter. */
-static char *
-names_literal(List *names)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	foreach(lc, names)
-	{
-		const char *p;
-
-		if (foreach_current_index(lc) > 0)
-			appendStringInfoChar(&buf, ',');
-		appendStringInfoChar(&buf, '"');
-		for (p = lfirst(lc); *p; p++)
-		{
-			if (*p == '"' || *p == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, *p);
-		}
-		appendStringInfoChar(&buf, '"');
-	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
-}
-
 /* The local subscription from the named node, or NULL. */
 static ConcordSubscription *
 sub_from_node(const char *node_name)
@@ -196,7 +168,7 @@ concord_join_fence(PG_FUNCTION_ARGS)
 	int			nlsns;
 	List	   *subs = NIL;
 	ListCell   *lc;
-	Oid			fence = concord_catalog_relid("apply_fence", false);
+	LOCKTAG		fence;
 
 	deconstruct_array(lsn_arr, PG_LSNOID, sizeof(XLogRecPtr), FLOAT8PASSBYVAL,
 					  TYPALIGN_DOUBLE, &lsns, &lsn_nulls, &nlsns);
@@ -241,7 +213,8 @@ concord_join_fence(PG_FUNCTION_ARGS)
 	wait_older_xids(deadline);
 
 	/* From here to our commit, no applied transaction commits. */
-	LockRelationOid(fence, ShareLock);
+	CONCORD_SET_FENCE_TAG(fence);
+	(void) LockAcquire(&fence, ShareLock, false, false);
 
 	/*
 	 * Not for long: a caller that stays idle in this transaction (its slot
@@ -304,7 +277,7 @@ remote_local_name(PGconn *conn)
 static List *
 mesh_members(PGconn *conn, const char *local_name, List *sets)
 {
-	const char *params[1] = {names_literal(sets)};
+	const char *params[1] = {concord_remote_text_array(sets)};
 	PGresult   *res = concord_remote_query(conn,
 										   "SELECT n.node_name, s.provider_dsn, s.sub_name, "
 										   "s.forward_origins = '{}', s.enabled, "
@@ -366,7 +339,7 @@ mesh_members(PGconn *conn, const char *local_name, List *sets)
 static void
 check_local_tables(PGconn *conn, List *sets)
 {
-	const char *params[1] = {names_literal(sets)};
+	const char *params[1] = {concord_remote_text_array(sets)};
 	PGresult   *res = concord_remote_query(conn,
 										   "SELECT s.set_name, n.nspname, c.relname "
 										   "FROM concord.replication_set_table rst "
@@ -465,7 +438,7 @@ member_subscribe(const char *dsn, const char *member, ConcordNode *local, List *
 
 		params[0] = psprintf("%.*s_from_%s", NAMEDATALEN / 2 - 4, member, local->name);
 		params[1] = local->dsn;
-		params[2] = names_literal(sets);
+		params[2] = concord_remote_text_array(sets);
 		/*
 		 * The DSN is a parameter: kept out of the member's statement log
 		 * where the role may change that (a superuser's).
@@ -575,21 +548,14 @@ member_names(List *members)
 	foreach(lc, members)
 		names = lappend(names, ((Member *) lfirst(lc))->node);
 	list_sort(names, name_cmp);
-	return names_literal(names);
+	return concord_remote_text_array(names);
 }
 
 /* The peer runs 0.3.0's SQL objects: the copy calls them there. */
 static void
 check_peer_version(PGconn *peer)
 {
-	PGresult   *res = concord_remote_query(peer,
-										   "SELECT pg_catalog.to_regprocedure("
-										   "'concord.join_fence(text[], pg_lsn[], interval)') IS NOT NULL",
-										   0, NoParams, PGRES_TUPLES_OK);
-	bool		ok = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-
-	PQclear(res);
-	if (!ok)
+	if (!concord_remote_has_function(peer, "concord.join_fence(text[], pg_lsn[], interval)"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the peer's concord is older than 0.3.0"),

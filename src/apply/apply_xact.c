@@ -343,18 +343,18 @@ learn_origin(const char *origin, int32 priority)
 }
 
 /*
- * Holds concord.apply_fence until the transaction ends, before anything
- * gives the transaction an XID: a joining node's copy takes its snapshot
- * here while no applied transaction is half committed (api/mesh_api.c,
- * concord_join_fence).  Catalogs older than 0.3.0 have no fence.
+ * Holds the apply fence (shmem.h) until the transaction ends, before
+ * anything gives the transaction an XID: a joining node's copy takes its
+ * snapshot here while no applied transaction is half committed
+ * (api/mesh_api.c, concord_join_fence).
  */
 static void
 enter_apply_fence(void)
 {
-	Oid			fence = concord_catalog_relid("apply_fence", true);
+	LOCKTAG		tag;
 
-	if (OidIsValid(fence))
-		LockRelationOid(fence, RowExclusiveLock);
+	CONCORD_SET_FENCE_TAG(tag);
+	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
 }
 
 static void

@@ -160,14 +160,7 @@ find_or_add(List **tables, const char *nsp, const char *rel)
 static const char *
 filter_column(PGconn *conn)
 {
-	PGresult   *res = concord_remote_query(conn,
-										   "SELECT pg_catalog.to_regprocedure("
-										   "'concord.row_filter_sql(oid, pg_catalog.regclass)') IS NOT NULL",
-										   0, NoParams, PGRES_TUPLES_OK);
-	bool		analysed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-
-	PQclear(res);
-	return analysed ?
+	return concord_remote_has_function(conn, "concord.row_filter_sql(oid, pg_catalog.regclass)") ?
 		"CASE WHEN rst.row_filter IS NOT NULL "
 		"THEN concord.row_filter_sql(rst.set_id, rst.set_reloid) END" :
 		"NULL::pg_catalog.text";
@@ -331,6 +324,24 @@ concord_sync_truncate(Relation rel)
 			table_close(lfirst(lc), NoLock);
 }
 
+/* The end of the provider's COPY, then the command's own result. */
+void
+concord_sync_end_copy(PGconn *conn, SyncTable *t)
+{
+	PGresult   *res;
+
+	while ((res = PQgetResult(conn)) != NULL)
+	{
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("copy of %s from the provider failed: %s",
+							quote_qualified_identifier(t->nspname, t->relname),
+							pchomp(PQresultErrorMessage(res)))));
+		PQclear(res);
+	}
+}
+
 /* Copies one table into the local transaction; empties it first if asked. */
 static void
 copy_table(PGconn *conn, SyncTable *t, bool truncate)
@@ -376,17 +387,7 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	EndCopyFrom(cstate);
 	concord_restore_user(&owner);
 
-	/* The end of the COPY, then the command's own result. */
-	while ((res = PQgetResult(conn)) != NULL)
-	{
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("copy of %s from the provider failed: %s",
-							quote_qualified_identifier(t->nspname, t->relname),
-							pchomp(PQresultErrorMessage(res)))));
-		PQclear(res);
-	}
+	concord_sync_end_copy(conn, t);
 	table_close(rel, NoLock);
 	CommandCounterIncrement();
 }
@@ -446,31 +447,22 @@ join_held_subs(Oid subid)
 static void
 join_fence(PGconn *fence_conn, List *held)
 {
-	StringInfoData nodes;
+	List	   *nodes = NIL;
 	StringInfoData lsns;
 	const char *params[2];
 	PGresult   *res;
 	ListCell   *lc;
 
-	initStringInfo(&nodes);
 	initStringInfo(&lsns);
 	foreach(lc, held)
 	{
 		JoinHeld   *h = lfirst(lc);
-		const char *sep = foreach_current_index(lc) ? "," : "";
 
-		appendStringInfoString(&nodes, sep);
-		appendStringInfoChar(&nodes, '"');
-		for (const char *c = h->node; *c; c++)
-		{
-			if (*c == '"' || *c == '\\')
-				appendStringInfoChar(&nodes, '\\');
-			appendStringInfoChar(&nodes, *c);
-		}
-		appendStringInfoChar(&nodes, '"');
-		appendStringInfo(&lsns, "%s%X/%X", sep, LSN_FORMAT_ARGS(h->slot_lsn));
+		nodes = lappend(nodes, h->node);
+		appendStringInfo(&lsns, "%s%X/%X", foreach_current_index(lc) ? "," : "",
+						 LSN_FORMAT_ARGS(h->slot_lsn));
 	}
-	params[0] = psprintf("{%s}", nodes.data);
+	params[0] = concord_remote_text_array(nodes);
 	params[1] = psprintf("{%s}", lsns.data);
 	PQclear(concord_remote_query(fence_conn, "BEGIN", 0, NULL, PGRES_COMMAND_OK));
 	res = concord_remote_query(fence_conn,

@@ -310,24 +310,6 @@ concord_sync_versions_seen(void)
 	}
 }
 
-/* The end of the peer's COPY, then the command's own result. */
-static void
-end_copy(PGconn *conn, SyncTable *t)
-{
-	PGresult   *res;
-
-	while ((res = PQgetResult(conn)) != NULL)
-	{
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("copy of %s from the peer failed: %s",
-							quote_qualified_identifier(t->nspname, t->relname),
-							pchomp(PQresultErrorMessage(res)))));
-		PQclear(res);
-	}
-}
-
 /* Copies one table's rows, a transaction per version. */
 static void
 copy_table_versions(PGconn *conn, Oid subid, SyncTable *t, const char *vcols)
@@ -391,36 +373,23 @@ copy_table_versions(PGconn *conn, Oid subid, SyncTable *t, const char *vcols)
 		note_seen(&Stream.group);
 		CHECK_FOR_INTERRUPTS();
 	}
-	end_copy(conn, t);
+	concord_sync_end_copy(conn, t);
 }
 
 /* The copied tables, as a text[] literal of qualified names. */
 static char *
 tables_literal(List *tables)
 {
-	StringInfoData buf;
+	List	   *names = NIL;
 	ListCell   *lc;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
 	foreach(lc, tables)
 	{
 		SyncTable  *t = lfirst(lc);
-		const char *q = quote_qualified_identifier(t->nspname, t->relname);
 
-		if (foreach_current_index(lc) > 0)
-			appendStringInfoChar(&buf, ',');
-		appendStringInfoChar(&buf, '"');
-		for (; *q; q++)
-		{
-			if (*q == '"' || *q == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, *q);
-		}
-		appendStringInfoChar(&buf, '"');
+		names = lappend(names, (char *) quote_qualified_identifier(t->nspname, t->relname));
 	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
+	return concord_remote_text_array(names);
 }
 
 /*

@@ -606,3 +606,46 @@ concord_redact_current_statement(void)
 	debug_query_string = redacted;
 	pgstat_report_activity(STATE_RUNNING, redacted);
 }
+
+/*
+ * A text[] literal of the strings, for a parameter of a remote query:
+ * each element quoted, its quotes and backslashes escaped.
+ */
+char *
+concord_remote_text_array(List *strings)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	foreach(lc, strings)
+	{
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoChar(&buf, '"');
+		for (const char *c = lfirst(lc); *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *c);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* Whether the remote database has the function (its SQL objects' version). */
+bool
+concord_remote_has_function(PGconn *conn, const char *signature)
+{
+	const char *params[1] = {signature};
+	PGresult   *res = concord_remote_query(conn,
+										   "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+										   1, params, PGRES_TUPLES_OK);
+	bool		has = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+	PQclear(res);
+	return has;
+}

@@ -9,6 +9,7 @@
 #define CONCORD_REMOTE_H
 
 #include "libpq-fe.h"
+#include "nodes/pg_list.h"
 
 extern void concord_check_dsn(const char *dsn, const char *what);
 extern bool concord_check_dsn_for_user(const char *dsn);
@@ -32,6 +33,8 @@ extern char *concord_remote_copy_error(PGconn *conn);
 extern void concord_remote_finish(PGconn *conn);
 extern char *concord_redact_dsn(const char *text);
 extern void concord_redact_current_statement(void);
+extern char *concord_remote_text_array(List *strings);
+extern bool concord_remote_has_function(PGconn *conn, const char *signature);
 
 /* slots.c */
 extern void concord_slot_create(const char *dsn, bool password_required,
