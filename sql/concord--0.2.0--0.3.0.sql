@@ -16,9 +16,11 @@
  *
  * concord.subscriber_status: the subscriptions streaming from this node.
  *
+ * The lag views concord.subscription_lag and concord.replication_lag.
+ *
  * Joining and leaving a live mesh: concord.join_mesh(), part_mesh(),
  * drop_peer() and join_fence(), two columns of concord.subscription and
- * concord.apply_fence.
+ * concord.departed_node.
  */
 
 \echo Use "ALTER EXTENSION concord UPDATE TO '0.3.0'" to load this file. \quit
@@ -323,16 +325,11 @@ COMMENT ON VIEW concord.subscriber_status IS
 REVOKE ALL ON concord.subscriber_status FROM PUBLIC;
 
 -- Joining and leaving a live mesh (issue 15): the columns join_mesh
--- fills, the relation apply transactions lock for join_fence, and the
--- functions.
+-- fills, the nodes that left, and the functions.
 ALTER TABLE concord.subscription ADD COLUMN join_copy_via oid;
 ALTER TABLE concord.subscription ADD COLUMN join_start_lsn pg_lsn;
 COMMENT ON COLUMN concord.subscription.join_copy_via IS 'made by join_mesh: the subscription (sub_id) whose copy brings this provider''s older changes; apply waits for that copy (NULL: none, or done)';
 COMMENT ON COLUMN concord.subscription.join_start_lsn IS 'made by join_mesh: the provider position the copy covers; apply starts there';
-CREATE TABLE concord.apply_fence (id int PRIMARY KEY);
-COMMENT ON TABLE concord.apply_fence IS
-    'locked by every apply transaction and by concord.join_fence(); no rows';
-REVOKE ALL ON concord.apply_fence FROM PUBLIC;
 -- Nodes that left the mesh (part_mesh) or were dropped for good
 -- (drop_peer): nobody waits for them any more (tombstone removal), though
 -- the versions they wrote keep their name.  A node subscribed to again
@@ -382,3 +379,37 @@ COMMENT ON FUNCTION concord.join_fence(text[], pg_lsn[], interval) IS
 REVOKE ALL ON FUNCTION concord.join_mesh(text, text[], interval),
     concord.part_mesh(interval), concord.drop_peer(name),
     concord.join_fence(text[], pg_lsn[], interval) FROM PUBLIC;
+
+-- Apply lag (src/api/lag_api.c): percentiles per subscription over the
+-- last five minutes, and per origin node how far behind it is now.
+CREATE FUNCTION concord.subscription_lag_internal(
+        OUT subscription_name name, OUT transactions bigint,
+        OUT p50 interval, OUT p90 interval, OUT p99 interval, OUT max interval)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_subscription_lag'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.subscription_lag_internal() IS
+    'the rows of the view concord.subscription_lag';
+
+CREATE VIEW concord.subscription_lag AS
+    SELECT * FROM concord.subscription_lag_internal();
+COMMENT ON VIEW concord.subscription_lag IS
+    'per subscription, the transactions applied in the last five minutes and the lag (local commit minus provider commit time) under which 50, 90 and 99 % of them were applied, and the largest';
+REVOKE ALL ON concord.subscription_lag FROM PUBLIC;
+
+CREATE FUNCTION concord.replication_lag_internal(
+        OUT origin_node name, OUT last_commit_ts timestamptz,
+        OUT caught_up boolean, OUT lag interval)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_replication_lag'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.replication_lag_internal() IS
+    'the rows of the view concord.replication_lag';
+
+CREATE VIEW concord.replication_lag AS
+    SELECT * FROM concord.replication_lag_internal();
+COMMENT ON VIEW concord.replication_lag IS
+    'per origin node: the commit time of its latest transaction applied here, whether every subscription bringing its changes is caught up, and how far behind this node is';
+REVOKE ALL ON concord.replication_lag FROM PUBLIC;
+REVOKE ALL ON FUNCTION concord.subscription_lag_internal(),
+    concord.replication_lag_internal() FROM PUBLIC;

@@ -199,15 +199,6 @@ CREATE TABLE concord.departed_node (
 COMMENT ON TABLE concord.departed_node IS
     'nodes that left (part_mesh) or were dropped (drop_peer): tombstone removal no longer waits for them';
 
--- Held by every apply transaction (RowExclusiveLock, from before its first
--- change to its end) and taken in SHARE mode by concord.join_fence(): while
--- a joining node's copy takes its snapshot here, no applied transaction is
--- half committed, so the snapshot and the positions the fence reads agree
--- (src/api/mesh_api.c).  It has no rows.
-CREATE TABLE concord.apply_fence (id int PRIMARY KEY);
-COMMENT ON TABLE concord.apply_fence IS
-    'locked by every apply transaction and by concord.join_fence(); no rows';
-
 SELECT pg_catalog.pg_extension_config_dump('concord.node', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set', '');
 SELECT pg_catalog.pg_extension_config_dump('concord.replication_set_table', '');
@@ -222,8 +213,7 @@ REVOKE ALL ON concord.replication_set, concord.replication_set_table,
               concord.subscription_table, concord.conflict_resolver,
               concord.conflict_history, concord.tombstone,
               concord.tombstone_gap, concord.node_identity,
-              concord.origin_history, concord.apply_fence,
-              concord.departed_node FROM PUBLIC;
+              concord.origin_history, concord.departed_node FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
 -- Nodes
@@ -422,6 +412,38 @@ CREATE VIEW concord.subscription_status AS
 COMMENT ON VIEW concord.subscription_status IS
     'state, progress, lag and last error of every subscription of this node';
 REVOKE ALL ON concord.subscription_status FROM PUBLIC;
+
+-- Apply lag (src/api/lag_api.c): percentiles per subscription over the
+-- last five minutes, and per origin node how far behind it is now.
+CREATE FUNCTION concord.subscription_lag_internal(
+        OUT subscription_name name, OUT transactions bigint,
+        OUT p50 interval, OUT p90 interval, OUT p99 interval, OUT max interval)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_subscription_lag'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.subscription_lag_internal() IS
+    'the rows of the view concord.subscription_lag';
+
+CREATE VIEW concord.subscription_lag AS
+    SELECT * FROM concord.subscription_lag_internal();
+COMMENT ON VIEW concord.subscription_lag IS
+    'per subscription, the transactions applied in the last five minutes and the lag (local commit minus provider commit time) under which 50, 90 and 99 % of them were applied, and the largest';
+REVOKE ALL ON concord.subscription_lag FROM PUBLIC;
+
+CREATE FUNCTION concord.replication_lag_internal(
+        OUT origin_node name, OUT last_commit_ts timestamptz,
+        OUT caught_up boolean, OUT lag interval)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_replication_lag'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION concord.replication_lag_internal() IS
+    'the rows of the view concord.replication_lag';
+
+CREATE VIEW concord.replication_lag AS
+    SELECT * FROM concord.replication_lag_internal();
+COMMENT ON VIEW concord.replication_lag IS
+    'per origin node: the commit time of its latest transaction applied here, whether every subscription bringing its changes is caught up, and how far behind this node is';
+REVOKE ALL ON concord.replication_lag FROM PUBLIC;
 
 -- The subscriptions of other nodes that stream from this node (this node
 -- as their provider), one row per slot: what pg_stat_replication says of

@@ -54,6 +54,7 @@
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "conflict/conflict.h"
 #include "conflict/own_commits.h"
 #include "conflict/seen.h"
 #include "conflict/tombstone.h"
@@ -135,7 +136,15 @@ concord_apply_publish_progress(bool applied_commit, bool healthy)
 	W.shared->provider_lsn = Max(W.provider_lsn, W.received);
 	W.shared->caught_up_lsn = W.caught_up;
 	if (applied_commit)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
 		W.shared->applied_commit_ts = W.begin.commit_time;
+		/* A forwarded initial copy has no time of its own. */
+		if (W.begin.commit_time != CONCORD_BASELINE_TS)
+			concord_lag_record(concord_sub_lag(W.shared), now,
+							   now - W.begin.commit_time);
+	}
 	if (healthy && W.caught_up > W.shared->error_lsn)
 	{
 		W.shared->has_error = false;

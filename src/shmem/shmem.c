@@ -49,6 +49,7 @@ shmem_size(void)
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordCommitRuns)));
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_NOTES_PER_ENTRY,
 								   sizeof(ConcordCausalNote)));
+	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordLagHist)));
 	return size;
 }
 
@@ -97,6 +98,8 @@ shmem_startup(void)
 		(ConcordShmem->confirmed + ConcordShmem->max_entries * CONCORD_CONFIRM_PER_ENTRY);
 	ConcordShmem->notes = (ConcordCausalNote *)
 		(ConcordShmem->commit_runs + ConcordShmem->max_entries);
+	ConcordShmem->lag = (ConcordLagHist *)
+		(ConcordShmem->notes + ConcordShmem->max_entries * CONCORD_NOTES_PER_ENTRY);
 	if (!found)
 	{
 		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);
@@ -183,6 +186,7 @@ concord_sub_state(Oid dboid, Oid subid, bool create)
 	free_entry->subid = subid;
 	pg_atomic_fetch_add_u64(&ConcordShmem->subs_generation, 1);
 	commit_runs_reset(concord_sub_commit_runs(free_entry));
+	concord_lag_reset(concord_sub_lag(free_entry));
 	return free_entry;
 }
 
@@ -226,6 +230,13 @@ concord_no_room_message(void)
 {
 	return psprintf(NO_ROOM_MSG ": " NO_ROOM_DETAIL " Hint: " NO_ROOM_HINT,
 					ConcordShmem->max_entries);
+}
+
+/* The apply lag histogram (lag.c) of subscription entry st. */
+ConcordLagHist *
+concord_sub_lag(ConcordSubState *st)
+{
+	return &ConcordShmem->lag[st - ConcordShmem->subs];
 }
 
 /* The commit runs (own_commits.c) of subscription entry st. */

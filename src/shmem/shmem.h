@@ -23,6 +23,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 
 #define CONCORD_ERROR_LEN		1024
@@ -188,6 +189,49 @@ typedef enum ConcordSlotDropCancel
 	CONCORD_SLOT_DROP_BUSY		/* the manager is dropping it */
 } ConcordSlotDropCancel;
 
+/*
+ * Apply lag of one subscription over a sliding window (lag.c): a slice
+ * per CONCORD_LAG_SLICE_SECS seconds, the last CONCORD_LAG_SLICES of them.
+ */
+#define CONCORD_LAG_SLICES		60
+#define CONCORD_LAG_SLICE_SECS	5	/* the window: 5 minutes */
+#define CONCORD_LAG_BUCKETS		168 /* 4 per power of two of us, to 2^42 */
+
+typedef struct ConcordLagSlice
+{
+	int64		number;			/* which slice since 2000; 0: unused */
+	int64		max_us;
+	uint32		counts[CONCORD_LAG_BUCKETS];
+} ConcordLagSlice;
+
+typedef struct ConcordLagHist
+{
+	ConcordLagSlice slices[CONCORD_LAG_SLICES];
+} ConcordLagHist;
+
+typedef struct ConcordLagSummary
+{
+	int64		count;
+	int64		p50_us;
+	int64		p90_us;
+	int64		p99_us;
+	int64		max_us;
+} ConcordLagSummary;
+
+/*
+ * The apply fence: every transaction apply writes holds it (RowExclusive)
+ * from before its first change to its end, and concord.join_fence() takes
+ * it (Share) while a joining node's copy takes its snapshot
+ * (api/mesh_api.c).  It is the advisory lock of the database with the two
+ * int4 keys below ("conc", "ordf"), so that DROP EXTENSION, which locks
+ * concord's relations, never meets it; a session can hold it with
+ * pg_advisory_xact_lock(1668246115, 1869767782).
+ */
+#define CONCORD_FENCE_KEY1		1668246115
+#define CONCORD_FENCE_KEY2		1869767782
+#define CONCORD_SET_FENCE_TAG(tag) \
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CONCORD_FENCE_KEY1, CONCORD_FENCE_KEY2, 2)
+
 typedef struct ConcordShared
 {
 	LWLock	   *lock;
@@ -202,6 +246,7 @@ typedef struct ConcordShared
 	uint32		next_note;		/* the ring's next slot, under lock */
 	uint64		notes_written;	/* ever, under lock: when to save them */
 	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
+	ConcordLagHist *lag;		/* max_entries, one per subs entry */
 	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
 										 * or freed */
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */
@@ -217,6 +262,7 @@ extern ConcordDbState *concord_db_state(Oid dboid, bool create);
 extern ConcordSubState *concord_sub_state(Oid dboid, Oid subid, bool create);
 extern void concord_request_manager(Oid dboid);
 extern ConcordCommitRuns *concord_sub_commit_runs(ConcordSubState *st);
+extern ConcordLagHist *concord_sub_lag(ConcordSubState *st);
 extern void concord_sub_state_free(ConcordSubState *st);
 extern bool concord_sub_state_full(void);
 extern void concord_no_room_error(int elevel, const char *sub_name);
@@ -247,5 +293,11 @@ extern void concord_fill_worker(BackgroundWorker *worker, const char *type,
 extern bool concord_start_worker(const char *type, const char *function,
 								 Oid dboid, Oid subid,
 								 BackgroundWorkerHandle **handle);
+
+/* lag.c */
+extern void concord_lag_reset(ConcordLagHist *hist);
+extern void concord_lag_record(ConcordLagHist *hist, TimestampTz now, int64 lag_us);
+extern void concord_lag_summary(const ConcordLagHist *hist, TimestampTz now,
+								ConcordLagSummary *out);
 
 #endif							/* CONCORD_SHMEM_H */

@@ -1,0 +1,163 @@
+/*-------------------------------------------------------------------------
+ *
+ * lag_api.c
+ *		The lag views: concord.subscription_lag (apply lag percentiles per
+ *		subscription, shmem/lag.c) and concord.replication_lag (per origin
+ *		node, its latest transaction applied here and how far behind that
+ *		is now).
+ *
+ * An origin whose every subscription here is caught up with its provider
+ * (the provider's keepalives tell its latest position when it writes
+ * nothing: they are the heartbeat) is not behind, however old its latest
+ * transaction; otherwise it is behind by the age of that transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "replication/origin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "api/api.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "concord.h"
+#include "shmem/shmem.h"
+
+PG_FUNCTION_INFO_V1(concord_subscription_lag);
+PG_FUNCTION_INFO_V1(concord_replication_lag);
+
+static Datum
+interval_us(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = us;
+	return IntervalPGetDatum(iv);
+}
+
+Datum
+concord_subscription_lag(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		ConcordSubState *st;
+		ConcordLagSummary sum;
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		memset(&sum, 0, sizeof(sum));
+		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+		st = concord_sub_state(MyDatabaseId, sub->id, false);
+		if (st)
+			concord_lag_summary(concord_sub_lag(st), now, &sum);
+		LWLockRelease(ConcordShmem->lock);
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(sub->name));
+		values[1] = Int64GetDatum(sum.count);
+		values[2] = interval_us(sum.p50_us);
+		values[3] = interval_us(sum.p90_us);
+		values[4] = interval_us(sum.p99_us);
+		values[5] = interval_us(sum.max_us);
+		if (sum.count == 0)
+			nulls[2] = nulls[3] = nulls[4] = nulls[5] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* One origin node applied here, and when its latest transaction committed. */
+typedef struct OriginSeen
+{
+	char		node[NAMEDATALEN];
+	TimestampTz commit_ts;
+} OriginSeen;
+
+static List *
+origins_seen(void)
+{
+	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
+	List	   *result = NIL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		ConcordSeenState *e = &ConcordShmem->seen[i];
+		OriginSeen *o;
+
+		if (e->dboid != MyDatabaseId)
+			continue;
+		o = palloc(sizeof(OriginSeen));
+		strlcpy(o->node, e->origin, NAMEDATALEN);
+		o->commit_ts = e->commit_ts;
+		result = lappend(result, o);
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return result;
+}
+
+/*
+ * Whether the subscription streams, without an error, and has applied
+ * everything its provider is known to have written.
+ */
+static bool
+sub_caught_up(ConcordSubscription *sub)
+{
+	ConcordSubState *st;
+	bool		caught_up = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	st = concord_sub_state(MyDatabaseId, sub->id, false);
+	if (sub->enabled && st && st->phase == CONCORD_PHASE_REPLICATING &&
+		st->apply_pid > 0 && !st->has_error)
+		caught_up = st->caught_up_lsn >= Max(st->provider_lsn, st->received_lsn);
+	LWLockRelease(ConcordShmem->lock);
+	return caught_up;
+}
+
+Datum
+concord_replication_lag(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *subs = concord_subscription_get_all();
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, origins_seen())
+	{
+		OriginSeen *o = lfirst(lc);
+		bool		carried = false;
+		bool		caught_up = true;
+		ListCell   *lc2;
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		/* The subscriptions that bring its changes: those with its origin. */
+		foreach(lc2, subs)
+		{
+			ConcordSubscription *sub = lfirst(lc2);
+			char	   *name = concord_origin_name(sub->id, o->node);
+
+			if (replorigin_by_name(name, true) == InvalidRepOriginId)
+				continue;
+			carried = true;
+			caught_up &= sub_caught_up(sub);
+		}
+		caught_up &= carried;
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(o->node));
+		values[1] = TimestampTzGetDatum(o->commit_ts);
+		values[2] = BoolGetDatum(caught_up);
+		values[3] = interval_us(caught_up ? 0 : Max(now - o->commit_ts, 0));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
