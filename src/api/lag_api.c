@@ -17,12 +17,10 @@
 
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "replication/origin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "api/api.h"
-#include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "shmem/shmem.h"
@@ -30,13 +28,14 @@
 PG_FUNCTION_INFO_V1(concord_subscription_lag);
 PG_FUNCTION_INFO_V1(concord_replication_lag);
 
+/* As subscription_status shows a lag: days, then hours. */
 static Datum
 interval_us(int64 us)
 {
 	Interval   *iv = palloc0(sizeof(Interval));
 
 	iv->time = us;
-	return IntervalPGetDatum(iv);
+	return DirectFunctionCall1(interval_justify_hours, IntervalPGetDatum(iv));
 }
 
 Datum
@@ -106,7 +105,8 @@ origins_seen(void)
 
 /*
  * Whether the subscription streams, without an error, and has applied
- * everything its provider is known to have written.
+ * everything its provider had sent when it last said it had nothing more
+ * (a keepalive, with no data after it).
  */
 static bool
 sub_caught_up(ConcordSubscription *sub)
@@ -117,10 +117,25 @@ sub_caught_up(ConcordSubscription *sub)
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	st = concord_sub_state(MyDatabaseId, sub->id, false);
 	if (sub->enabled && st && st->phase == CONCORD_PHASE_REPLICATING &&
-		st->apply_pid > 0 && !st->has_error)
+		st->apply_pid > 0 && !st->has_error && st->idle)
 		caught_up = st->caught_up_lsn >= Max(st->provider_lsn, st->received_lsn);
 	LWLockRelease(ConcordShmem->lock);
 	return caught_up;
+}
+
+/* Whether the subscription brings the node's changes: its provider's, or forwarded. */
+static bool
+carries(ConcordSubscription *sub, const char *node)
+{
+	ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+	ListCell   *lc;
+
+	if (provider && strcmp(provider->name, node) == 0)
+		return true;
+	foreach(lc, sub->forward_origins)
+		if (strcmp(lfirst(lc), "all") == 0 || strcmp(lfirst(lc), node) == 0)
+			return true;
+	return false;
 }
 
 Datum
@@ -141,18 +156,19 @@ concord_replication_lag(PG_FUNCTION_ARGS)
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
-		/* The subscriptions that bring its changes: those with its origin. */
+		/* The subscriptions that bring its changes. */
 		foreach(lc2, subs)
 		{
 			ConcordSubscription *sub = lfirst(lc2);
-			char	   *name = concord_origin_name(sub->id, o->node);
 
-			if (replorigin_by_name(name, true) == InvalidRepOriginId)
+			if (!carries(sub, o->node))
 				continue;
 			carried = true;
 			caught_up &= sub_caught_up(sub);
 		}
-		caught_up &= carried;
+		/* No longer replicated here (dropped, departed): no row. */
+		if (!carried)
+			continue;
 		values[0] = DirectFunctionCall1(namein, CStringGetDatum(o->node));
 		values[1] = TimestampTzGetDatum(o->commit_ts);
 		values[2] = BoolGetDatum(caught_up);

@@ -212,9 +212,13 @@ concord_join_fence(PG_FUNCTION_ARGS)
 	 */
 	wait_older_xids(deadline);
 
-	/* From here to our commit, no applied transaction commits. */
+	/*
+	 * From here to our commit, no applied transaction commits; nor does
+	 * another join_fence run (the mode conflicts with itself), so that a
+	 * caller that holds the fence holds up the copies of joining nodes too.
+	 */
 	CONCORD_SET_FENCE_TAG(fence);
-	(void) LockAcquire(&fence, ShareLock, false, false);
+	(void) LockAcquire(&fence, ShareRowExclusiveLock, false, false);
 
 	/*
 	 * Not for long: a caller that stays idle in this transaction (its slot

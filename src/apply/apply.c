@@ -135,13 +135,17 @@ concord_apply_publish_progress(bool applied_commit, bool healthy)
 	W.shared->received_lsn = W.received;
 	W.shared->provider_lsn = Max(W.provider_lsn, W.received);
 	W.shared->caught_up_lsn = W.caught_up;
+	W.shared->idle = W.idle;
 	if (applied_commit)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
 		W.shared->applied_commit_ts = W.begin.commit_time;
-		/* A forwarded initial copy has no time of its own. */
-		if (W.begin.commit_time != CONCORD_BASELINE_TS)
+		/*
+		 * The provider's own transactions: a forwarded one's time is that
+		 * of its origin, and a forwarded copy's that of the rows it copied.
+		 */
+		if (W.provider_node && strcmp(W.begin.origin_name, W.provider_node) == 0)
 			concord_lag_record(concord_sub_lag(W.shared), now,
 							   now - W.begin.commit_time);
 	}
@@ -323,6 +327,14 @@ handle_stream_message(char *buf, int len)
 		(void) pq_getmsgint64(&s);	/* send time */
 		W.received = Max(W.received, start);
 		W.provider_lsn = Max(W.provider_lsn, end);
+		/* Busy: the lag views must know at once, not at the next commit. */
+		if (W.idle)
+		{
+			W.idle = false;
+			LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+			W.shared->idle = false;
+			LWLockRelease(ConcordShmem->lock);
+		}
 		/*
 		 * From version 2 on, several messages may come in one; each is
 		 * read in concord_apply_message_cxt (BEGIN leaves the transaction's context
@@ -348,6 +360,7 @@ handle_stream_message(char *buf, int len)
 		/* Sent while it waits for WAL, end is where its WAL ends. */
 		W.provider_lsn = Max(W.provider_lsn, end);
 		/* Everything before a keepalive was sent and handled. */
+		W.idle = !W.in_remote_txn;
 		if (!W.in_remote_txn)
 		{
 			W.caught_up = Max(W.caught_up, end);

@@ -50,6 +50,9 @@ typedef struct ApplyWorker
 								 * pending messages are handled */
 	bool		sync_listed;	/* the last COMMIT said the provider's
 								 * commits may wait for this node */
+	bool		idle;			/* the last message was a keepalive, with
+								 * nothing pending: caught up with the
+								 * provider (shared: the lag views) */
 	bool		in_remote_txn;
 	bool		skip_txn;
 	ConcordBeginMsg begin;

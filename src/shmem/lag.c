@@ -42,7 +42,7 @@ lag_bucket_upper(int bucket)
 	int			b = bucket / 4;
 	int			sub = bucket % 4;
 
-	if (bucket < 4)
+	if (b < 2)					/* 0-3, and 4-7 which nothing fills */
 		return bucket;
 	if (bucket == CONCORD_LAG_BUCKETS - 1)
 		return PG_INT64_MAX;
@@ -67,8 +67,11 @@ void
 concord_lag_record(ConcordLagHist *hist, TimestampTz now, int64 lag_us)
 {
 	int64		number = slice_number(now);
-	ConcordLagSlice *slice = &hist->slices[number % CONCORD_LAG_SLICES];
+	ConcordLagSlice *slice;
 
+	if (number <= 0)			/* a clock before 2000 */
+		return;
+	slice = &hist->slices[number % CONCORD_LAG_SLICES];
 	if (slice->number != number)
 	{
 		memset(slice, 0, sizeof(ConcordLagSlice));

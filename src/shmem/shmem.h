@@ -62,6 +62,8 @@ typedef struct ConcordSubState
 									 * message (a TimestampTz; written
 									 * without the lock) */
 	XLogRecPtr	caught_up_lsn;	/* every provider commit before it applied */
+	bool		idle;			/* the provider's last message was a
+								 * keepalive, everything before it applied */
 	TimestampTz applied_commit_ts;	/* its commit time at the provider */
 	bool		has_error;
 	XLogRecPtr	error_lsn;		/* commit LSN of the failed transaction */
@@ -221,16 +223,16 @@ typedef struct ConcordLagSummary
 /*
  * The apply fence: every transaction apply writes holds it (RowExclusive)
  * from before its first change to its end, and concord.join_fence() takes
- * it (Share) while a joining node's copy takes its snapshot
- * (api/mesh_api.c).  It is the advisory lock of the database with the two
- * int4 keys below ("conc", "ordf"), so that DROP EXTENSION, which locks
- * concord's relations, never meets it; a session can hold it with
- * pg_advisory_xact_lock(1668246115, 1869767782).
+ * it (ShareRowExclusive) while a joining node's copy takes its snapshot
+ * (api/mesh_api.c).  A lock of the database's advisory kind, but in a
+ * space SQL's advisory functions do not reach (their last field is 1 or
+ * 2; the key locks' is 0xC0): DROP EXTENSION, which locks concord's
+ * relations, never meets it, and no role can hold up apply with it.
  */
-#define CONCORD_FENCE_KEY1		1668246115
-#define CONCORD_FENCE_KEY2		1869767782
+#define CONCORD_FENCE_KEY1		1668246115	/* "conc" */
+#define CONCORD_FENCE_KEY2		1869767782	/* "ordf" */
 #define CONCORD_SET_FENCE_TAG(tag) \
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CONCORD_FENCE_KEY1, CONCORD_FENCE_KEY2, 2)
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CONCORD_FENCE_KEY1, CONCORD_FENCE_KEY2, 0xC1)
 
 typedef struct ConcordShared
 {

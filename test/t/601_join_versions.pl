@@ -3,8 +3,8 @@
 #
 # n1 and n2 form a mesh; n1 applies n2's changes 8 seconds late
 # (apply_delay).  n3 joins through n1, and its copy's fence on n1 is held
-# (a session holds it: the advisory lock of docs/sql-reference.md) while,
-# in that order:
+# (a session there called concord.join_fence and stays in its
+# transaction) while, in that order:
 #   - n2 updates row 1, deletes nothing, updates row 2, inserts row 3;
 #   - n1 updates row 1, deletes row 2, inserts row 3: newer than n2's.
 # The copy then holds n1's versions, and n2's older changes reach n3 only
@@ -38,7 +38,7 @@ add_tables([$n3], ['t']);
 
 # The fence on n1 is held: n3's copy waits for it.
 my $holder = $n1->background_psql('postgres');
-$holder->query_safe('BEGIN; SELECT pg_advisory_xact_lock(1668246115, 1869767782)');
+$holder->query_safe(q{BEGIN; SELECT count(*) FROM concord.join_fence('{}'::text[], '{}'::pg_lsn[])});
 is($n3->safe_psql('postgres',
 	"SELECT concord.join_mesh(" . quote_literal($n1->connstr('postgres')) . ")",
 	timeout => $ConcordTest::TIMEOUT), '4', 'n3 joined through n1: 4 subscriptions');

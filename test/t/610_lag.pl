@@ -10,7 +10,9 @@
 #     idle (the provider's keepalives are the heartbeat); with the
 #     subscription disabled and a new write on n1, n1 is not caught up and
 #     the lag is the age of the latest transaction applied; enabled
-#     again, it is caught up again.
+#     again, it is caught up again;
+#   - on n3, which holds n1's transactions 10 s (apply_delay), n1 is not
+#     caught up while n3 holds one it received, and is once it applied it.
 # No assertion depends on how fast the machine is: only lower bounds that
 # the delay guarantees, and states the test waits for.
 use strict;
@@ -59,11 +61,30 @@ is($n2->safe_psql('postgres', q{
 	't', 'replication_lag: with the subscription disabled, n1 is behind by the age of its latest transaction here');
 link_up($n2, $n1);
 ok(wait_for_apply_one($n2, 'sub_n2_n1', $n1), 'n2 applied the late row');
-ok($n2->poll_query_until('postgres', q{
-	SELECT caught_up AND lag = '0' FROM concord.replication_lag WHERE origin_node = 'n1'}),
-	'replication_lag: caught up again');
 is($n2->safe_psql('postgres', q{
 	SELECT transactions FROM concord.subscription_lag WHERE subscription_name = 'sub_n2_n1'}),
 	'21', 'subscription_lag: the late transaction counts too');
+
+# Busy: n3 holds every transaction of n1 for 10 s (apply_delay); while it
+# holds one it has received, n1 is not caught up on n3, then it is.
+my $n3 = concord_node('n3');
+$n3->safe_psql('postgres', 'CREATE TABLE t (id int PRIMARY KEY, v text)');
+add_tables([$n3], ['t']);
+subscribe($n3, $n1, apply_delay => '10s');
+wait_replicating([$n3], 'n3');
+wait_sync_complete([$n3]);
+ok($n3->poll_query_until('postgres', q{
+	SELECT caught_up FROM concord.replication_lag WHERE origin_node = 'n1'}),
+	'replication_lag on n3: caught up after the copy');
+$n1->safe_psql('postgres', "INSERT INTO t VALUES (22, 'held')");
+ok($n3->poll_query_until('postgres', q{
+	SELECT NOT caught_up AND lag > '0' FROM concord.replication_lag WHERE origin_node = 'n1'}),
+	'replication_lag on n3: behind while it holds a transaction it received');
+ok($n3->poll_query_until('postgres', q{
+	SELECT caught_up AND lag = '0' FROM concord.replication_lag WHERE origin_node = 'n1'}),
+	'replication_lag on n3: caught up once it applied it');
+ok($n2->poll_query_until('postgres', q{
+	SELECT caught_up AND lag = '0' FROM concord.replication_lag WHERE origin_node = 'n1'}),
+	'replication_lag: caught up again');
 
 done_testing();
