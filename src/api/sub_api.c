@@ -846,15 +846,18 @@ concord_subscription_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ListCell   *lc;
-
+	List	   *subs;
 	char	   *why;
 	char	   *copy_error = NULL;
 
 	InitMaterializedSRF(fcinfo, 0);
+	/* concord.node, .subscription, then .node_identity (manager.c) */
+	(void) concord_node_get_local(true);
+	subs = concord_subscription_get_all();
 	if (local_is_copy(&why))
 		copy_error = psprintf("this database is a copy of node \"%s\", not that node. %s. Hint: %s",
 							  concord_node_get_local(false)->name, why, COPY_HINT);
-	foreach(lc, concord_subscription_get_all())
+	foreach(lc, subs)
 		status_row(rsinfo->setResult, rsinfo->setDesc, lfirst(lc), copy_error);
 	return (Datum) 0;
 }

@@ -103,13 +103,21 @@ read_subscriptions(bool *gone, bool *swept)
 	{
 		MemoryContext oldcxt;
 		ListCell   *lc;
+		bool		has_node;
 
 		MemoryContextReset(CycleContext);
 		oldcxt = MemoryContextSwitchTo(CycleContext);
-		*swept = concord_identity_sweep();
+		/*
+		 * concord's catalogs in the order they were created, as DROP
+		 * EXTENSION locks them: concord.node, concord.subscription, then
+		 * concord.node_identity, which the sweep reads (read first, it
+		 * deadlocked with a DROP EXTENSION that followed a
+		 * drop_subscription).
+		 */
+		has_node = concord_node_get_local(true) != NULL;
 		subs = concord_subscription_get_all();
-		copy = subs != NIL && concord_node_get_local(true) != NULL &&
-			!concord_identity_check(&why);
+		copy = subs != NIL && has_node && !concord_identity_check(&why);
+		*swept = concord_identity_sweep();
 		foreach(lc, subs)
 			if (copy)
 				((ConcordSubscription *) lfirst(lc))->enabled = false;
