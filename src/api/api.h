@@ -14,6 +14,8 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/array.h"
 
 /* node_api.c: an argument that must not be NULL, or an error naming it */
 extern Datum concord_required_arg(FunctionCallInfo fcinfo, int argno,
@@ -32,6 +34,7 @@ typedef struct ConcordProviderInfo
 struct ConcordSubscription;
 extern void concord_sub_api_install(void);
 extern struct ConcordSubscription *concord_sub_get_existing(const char *name);
+extern List *concord_text_array_to_list(ArrayType *arr, const char *argname);
 extern void concord_subscription_prepare(struct ConcordSubscription *sub,
 										 ConcordProviderInfo *info);
 extern void concord_subscription_record(const struct ConcordSubscription *sub,

@@ -23,6 +23,8 @@
 #include "api/api.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "conflict/seen.h"
+#include "proto/proto.h"
 #include "shmem/shmem.h"
 
 PG_FUNCTION_INFO_V1(concord_subscription_lag);
@@ -73,36 +75,6 @@ concord_subscription_lag(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* One origin node applied here, and when its latest transaction committed. */
-typedef struct OriginSeen
-{
-	char		node[NAMEDATALEN];
-	TimestampTz commit_ts;
-} OriginSeen;
-
-static List *
-origins_seen(void)
-{
-	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
-	List	   *result = NIL;
-
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < n; i++)
-	{
-		ConcordSeenState *e = &ConcordShmem->seen[i];
-		OriginSeen *o;
-
-		if (e->dboid != MyDatabaseId)
-			continue;
-		o = palloc(sizeof(OriginSeen));
-		strlcpy(o->node, e->origin, NAMEDATALEN);
-		o->commit_ts = e->commit_ts;
-		result = lappend(result, o);
-	}
-	LWLockRelease(ConcordShmem->lock);
-	return result;
-}
-
 /*
  * Whether the subscription streams, without an error, and has applied
  * everything its provider had sent when it last said it had nothing more
@@ -147,9 +119,9 @@ concord_replication_lag(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 
 	InitMaterializedSRF(fcinfo, 0);
-	foreach(lc, origins_seen())
+	foreach(lc, concord_seen_vector())
 	{
-		OriginSeen *o = lfirst(lc);
+		ConcordSeenEntry *o = lfirst(lc);
 		bool		carried = false;
 		bool		caught_up = true;
 		ListCell   *lc2;
@@ -161,7 +133,7 @@ concord_replication_lag(PG_FUNCTION_ARGS)
 		{
 			ConcordSubscription *sub = lfirst(lc2);
 
-			if (!carries(sub, o->node))
+			if (!carries(sub, o->origin))
 				continue;
 			carried = true;
 			caught_up &= sub_caught_up(sub);
@@ -169,7 +141,7 @@ concord_replication_lag(PG_FUNCTION_ARGS)
 		/* No longer replicated here (dropped, departed): no row. */
 		if (!carried)
 			continue;
-		values[0] = DirectFunctionCall1(namein, CStringGetDatum(o->node));
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(o->origin));
 		values[1] = TimestampTzGetDatum(o->commit_ts);
 		values[2] = BoolGetDatum(caught_up);
 		values[3] = interval_us(caught_up ? 0 : Max(now - o->commit_ts, 0));

@@ -71,27 +71,6 @@ lsn_from_text(const char *text)
 	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(text)));
 }
 
-static List *
-text_array_list(Datum arr)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	List	   *result = NIL;
-
-	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("replication_sets must not contain NULL")));
-		result = lappend(result, TextDatumGetCString(elems[i]));
-	}
-	return result;
-}
-
 /* The local subscription from the named node, or NULL. */
 static ConcordSubscription *
 sub_from_node(const char *node_name)
@@ -160,7 +139,7 @@ Datum
 concord_join_fence(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	List	   *nodes = text_array_list(concord_required_arg(fcinfo, 0, "nodes"));
+	List	   *nodes = concord_text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 0, "nodes")), "nodes");
 	ArrayType  *lsn_arr = DatumGetArrayTypeP(concord_required_arg(fcinfo, 1, "positions"));
 	TimestampTz deadline = concord_deadline_from(fcinfo, 2);
 	Datum	   *lsns;
@@ -692,7 +671,7 @@ Datum
 concord_join_mesh(PG_FUNCTION_ARGS)
 {
 	char	   *peer_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 0, "peer_dsn"));
-	List	   *sets = text_array_list(concord_required_arg(fcinfo, 1, "replication_sets"));
+	List	   *sets = concord_text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 1, "replication_sets")), "replication_sets");
 	Interval   *timeout = DatumGetIntervalP(concord_required_arg(fcinfo, 2, "timeout"));
 	ConcordNode *local;
 	PGconn	   *peer;

@@ -210,8 +210,9 @@ concord_sub_get_existing(const char *name)
 	return sub;
 }
 
-static List *
-text_array_to_list(ArrayType *arr, const char *argname)
+/* A text[] argument as a List of C strings; a NULL element is refused. */
+List *
+concord_text_array_to_list(ArrayType *arr, const char *argname)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -546,10 +547,10 @@ concord_create_subscription(PG_FUNCTION_ARGS)
 	memset(&sub, 0, sizeof(sub));
 	sub.name = concord_required_name(fcinfo, 0, "subscription_name");
 	sub.provider_dsn = TextDatumGetCString(concord_required_arg(fcinfo, 1, "provider_dsn"));
-	sub.replication_sets = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 2, "replication_sets")),
+	sub.replication_sets = concord_text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 2, "replication_sets")),
 											  "replication_sets");
 	sub.synchronize_data = DatumGetBool(concord_required_arg(fcinfo, 3, "synchronize_data"));
-	sub.forward_origins = text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 4, "forward_origins")),
+	sub.forward_origins = concord_text_array_to_list(DatumGetArrayTypeP(concord_required_arg(fcinfo, 4, "forward_origins")),
 											 "forward_origins");
 	sub.apply_delay = *DatumGetIntervalP(concord_required_arg(fcinfo, 5, "apply_delay"));
 	concord_subscription_prepare(&sub, &info);

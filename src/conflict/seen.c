@@ -112,9 +112,12 @@ concord_seen_applied(const char *origin, TimestampTz commit_ts)
 	LWLockRelease(ConcordShmem->lock);
 }
 
-/* This database's vector; NIL if nothing was applied here yet. */
-static List *
-current_vector(void)
+/*
+ * This database's vector, as ConcordSeenEntry (proto.h); NIL if nothing
+ * was applied here yet.
+ */
+List *
+concord_seen_vector(void)
 {
 	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
 	List	   *entries = NIL;
@@ -190,7 +193,7 @@ log_seen(void)
 	generation = pg_atomic_read_u64(&ConcordShmem->seen_generation);
 	if (SeenLoggedLevel > 0 && generation == SeenLoggedGeneration)
 		return;
-	vector = current_vector();
+	vector = concord_seen_vector();
 	if (vector == NIL)
 		return;
 	initStringInfo(&payload);

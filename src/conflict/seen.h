@@ -19,6 +19,7 @@ extern void concord_seen_install_hooks(void);
 extern void concord_seen_applied(const char *origin, TimestampTz commit_ts);
 extern TimestampTz concord_seen_lookup(List *seen, const char *origin);
 extern TimestampTz concord_seen_local(const char *origin);
+extern List *concord_seen_vector(void);
 extern void concord_seen_save(void);
 
 #endif							/* CONCORD_SEEN_H */

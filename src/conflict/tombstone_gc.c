@@ -180,16 +180,15 @@ confirmed_arrays(Datum *writers, Datum *origins, Datum *times)
 static Datum
 seen_origins(void)
 {
-	int			n = ConcordShmem->max_entries * CONCORD_SEEN_PER_ENTRY;
-	Datum	   *o = palloc(sizeof(Datum) * n);
-	int			used = 0;
+	List	   *vector = concord_seen_vector();
+	Datum	   *o = palloc(sizeof(Datum) * Max(list_length(vector), 1));
+	ListCell   *lc;
 
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < n; i++)
-		if (ConcordShmem->seen[i].dboid == MyDatabaseId)
-			o[used++] = CStringGetTextDatum(ConcordShmem->seen[i].origin);
-	LWLockRelease(ConcordShmem->lock);
-	return PointerGetDatum(construct_array(o, used, TEXTOID, -1, false, TYPALIGN_INT));
+	foreach(lc, vector)
+		o[foreach_current_index(lc)] =
+			CStringGetTextDatum(((ConcordSeenEntry *) lfirst(lc))->origin);
+	return PointerGetDatum(construct_array(o, list_length(vector), TEXTOID, -1,
+										   false, TYPALIGN_INT));
 }
 
 /*
