@@ -413,3 +413,20 @@ COMMENT ON VIEW concord.replication_lag IS
 REVOKE ALL ON concord.replication_lag FROM PUBLIC;
 REVOKE ALL ON FUNCTION concord.subscription_lag_internal(),
     concord.replication_lag_internal() FROM PUBLIC;
+
+CREATE FUNCTION concord.causal_token()
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_causal_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.causal_token() IS
+    'read-your-writes across nodes: what this node holds, per node its own WAL position, for concord.wait_for_token() on another node';
+
+CREATE FUNCTION concord.wait_for_token(token text,
+        timeout interval DEFAULT '10s')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_wait_for_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_token(text, interval) IS
+    'true once this node holds everything the causal token names, from whichever subscription it arrives; false after the timeout';
+REVOKE ALL ON FUNCTION concord.causal_token(),
+    concord.wait_for_token(text, interval) FROM PUBLIC;

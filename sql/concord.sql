@@ -397,6 +397,21 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.wait_for_apply(name, pg_lsn, interval) IS
     'read-your-writes: true once everything the provider wrote up to target_lsn is applied here';
 
+CREATE FUNCTION concord.causal_token()
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_causal_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.causal_token() IS
+    'read-your-writes across nodes: what this node holds, per node its own WAL position, for concord.wait_for_token() on another node';
+
+CREATE FUNCTION concord.wait_for_token(token text,
+        timeout interval DEFAULT '10s')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'concord_wait_for_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_token(text, interval) IS
+    'true once this node holds everything the causal token names, from whichever subscription it arrives; false after the timeout';
+
 CREATE FUNCTION concord.subscription_status_internal(
         OUT subscription_name name, OUT provider_node name, OUT status text,
         OUT slot_name name, OUT received_lsn pg_lsn, OUT applied_lsn pg_lsn,

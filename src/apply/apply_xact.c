@@ -22,6 +22,7 @@
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/pg_bswap.h"
 #include "replication/message.h"
 #include "replication/origin.h"
 #include "replication/slot.h"
@@ -46,6 +47,7 @@
 #include "conflict/seen.h"
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
+#include "shmem/position.h"
 #include "shmem/shmem.h"
 
 #define CAREFUL_MS				60000
@@ -404,6 +406,23 @@ handle_begin(StringInfo s)
 	concord_remote_txn = &RemoteTxn;
 }
 
+/*
+ * Records in the transaction the end LSN of its commit on its origin node,
+ * for this node's output plugin to send on (CONCORD_ORIGIN_LSN_PREFIX):
+ * a subscriber that receives it forwarded learns what it holds of that
+ * node (shmem/position.c).
+ */
+static void
+log_origin_lsn(XLogRecPtr origin_lsn)
+{
+	uint64		lsn = pg_hton64(origin_lsn);
+
+	if (XLogRecPtrIsInvalid(origin_lsn))
+		return;
+	(void) LogLogicalMessage(CONCORD_ORIGIN_LSN_PREFIX, (const char *) &lsn,
+							 sizeof(lsn), true);
+}
+
 static void
 handle_commit(StringInfo s)
 {
@@ -418,10 +437,12 @@ handle_commit(StringInfo s)
 	{
 		MemoryContext oldcxt;
 		LsnMapping *m;
-		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
+		FullTransactionId fxid;
 
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
+		log_origin_lsn(msg.origin_lsn);
+		fxid = GetTopFullTransactionIdIfAny();
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
 		/* Not when apply wrote more than the remote changes (known.c). */
@@ -431,6 +452,10 @@ handle_commit(StringInfo s)
 		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
+		if (!XLogRecPtrIsInvalid(msg.origin_lsn) && W.provider_node &&
+			strcmp(W.begin.origin_name, W.provider_node) != 0)
+			concord_position_applied(W.sub->id, W.begin.origin_name,
+									 msg.end_lsn, msg.origin_lsn);
 		/* A forwarded initial copy is no write of its origin's. */
 		if (W.begin.commit_time != CONCORD_BASELINE_TS)
 			concord_seen_applied(W.begin.origin_name, W.begin.commit_time);

@@ -23,6 +23,7 @@
 
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
+#include "port/pg_bswap.h"
 #include "libpq/pqformat.h"
 #include "replication/logical.h"
 #include "replication/origin.h"
@@ -94,6 +95,7 @@ typedef struct OutputTxn
 	int32		origin_priority;
 	char	   *seen;			/* SEEN payload waiting for the first change */
 	Size		seen_len;
+	XLogRecPtr	origin_lsn;		/* from apply's CONCORD_ORIGIN_LSN_PREFIX */
 } OutputTxn;
 
 static OutputData *CurrentOutput = NULL;
@@ -676,6 +678,17 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		output_unapplied(ctx, txn, message, message_size);
 		return;
 	}
+	if (transactional && txn != NULL &&
+		strcmp(prefix, CONCORD_ORIGIN_LSN_PREFIX) == 0 &&
+		message_size == sizeof(uint64))
+	{
+		uint64		lsn;
+
+		memcpy(&lsn, message, sizeof(uint64));
+		otxn = txn->output_plugin_private;
+		otxn->origin_lsn = pg_ntoh64(lsn);
+		return;
+	}
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
 		return;
 	otxn = txn->output_plugin_private;
@@ -717,14 +730,30 @@ commit_flags(void)
 	return priority > 0 ? CONCORD_COMMIT_SYNC : 0;
 }
 
+/*
+ * The end LSN of the transaction's commit on its origin node: its own
+ * here for a transaction written here; for an applied one, what apply
+ * recorded (CONCORD_ORIGIN_LSN_PREFIX); invalid when unknown (an initial
+ * copy, or applied by an older library).
+ */
+static XLogRecPtr
+origin_lsn_of(ReorderBufferTXN *txn, OutputTxn *otxn)
+{
+	if (txn->origin_id == InvalidRepOriginId)
+		return txn->end_lsn;
+	return otxn ? otxn->origin_lsn : InvalidXLogRecPtr;
+}
+
 static void
 output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			  XLogRecPtr commit_lsn)
 {
+	OutputData *data = ctx->output_plugin_private;
 	OutputTxn  *otxn = txn->output_plugin_private;
 	bool		sent = otxn != NULL && otxn->begin_sent;
 	ConcordCommitMsg msg;
 
+	msg.origin_lsn = origin_lsn_of(txn, otxn);
 	if (otxn)
 	{
 		if (otxn->seen)
@@ -738,6 +767,8 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (!sent)
 		return;
 	msg.flags = commit_flags();
+	if (data->proto_version >= 3 && !XLogRecPtrIsInvalid(msg.origin_lsn))
+		msg.flags |= CONCORD_COMMIT_ORIGIN_LSN;
 	msg.commit_lsn = commit_lsn;
 	msg.end_lsn = txn->end_lsn;
 	msg.commit_time = txn->xact_time.commit_time;

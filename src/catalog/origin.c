@@ -274,6 +274,28 @@ sub_origins(Oid subid)
 	return found;
 }
 
+/*
+ * The origins of one subscription, as ConcordSubOrigin: the node each
+ * stands for and its id.
+ */
+List *
+concord_origin_sub_list(Oid subid)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, sub_origins(subid))
+	{
+		SubOrigin  *o = lfirst(lc);
+		ConcordSubOrigin *out = palloc(sizeof(ConcordSubOrigin));
+
+		out->id = o->id;
+		out->node = pstrdup(concord_origin_node_name(o->name));
+		result = lappend(result, out);
+	}
+	return result;
+}
+
 /* How many origins the subscription has (one per node it received from). */
 int
 concord_origin_count(Oid subid)

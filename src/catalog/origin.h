@@ -21,6 +21,13 @@ extern FullTransactionId concord_recent_full_xid(TransactionId xid);
 
 extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
 extern int	concord_origin_count(Oid subid);
+
+typedef struct ConcordSubOrigin
+{
+	RepOriginId id;
+	char	   *node;
+} ConcordSubOrigin;
+extern List *concord_origin_sub_list(Oid subid);
 extern bool concord_origin_exists(Oid subid, const char *node_name);
 
 /* Origins one subscription may receive transactions of ({all}). */

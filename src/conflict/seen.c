@@ -47,6 +47,7 @@
 #include "conflict/known.h"
 #include "conflict/seen.h"
 #include "proto/proto.h"
+#include "shmem/position.h"
 #include "shmem/shmem.h"
 
 /* Apply and sync workers log the vectors they receive, not their own. */
@@ -63,6 +64,13 @@ static int	SeenLoggedLevel = 0;
 
 /* The vector's generation when this transaction last logged it. */
 static uint64 SeenLoggedGeneration = 0;
+
+/*
+ * This transaction ran a writing statement (or COMMIT PREPARED): its
+ * commit is one a causal token names (shmem/position.c).
+ */
+static bool TxnWrote = false;
+static bool TxnCommitsPrepared = false;
 
 static bool
 seen_entry_is(ConcordSeenState *e, const char *origin)
@@ -212,7 +220,10 @@ seen_executor_start(QueryDesc *queryDesc, int eflags)
 	if ((queryDesc->operation != CMD_SELECT ||
 		 queryDesc->plannedstmt->hasModifyingCTE) &&
 		(eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0)
+	{
+		TxnWrote = true;
 		log_seen();
+	}
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -229,7 +240,13 @@ seen_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if ((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) ||
 		IsA(stmt, TruncateStmt))
+	{
+		TxnWrote = true;
 		log_seen();
+	}
+	else if (IsA(stmt, TransactionStmt) &&
+			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		TxnCommitsPrepared = true;
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
@@ -238,12 +255,36 @@ seen_process_utility(PlannedStmt *pstmt, const char *queryString,
 								params, queryEnv, dest, qc);
 }
 
+/*
+ * The commit of a session's transaction that wrote rows (not of concord's
+ * workers, not of autovacuum's ANALYZE) and a commit record
+ * (XactLastCommitEnd moved): what a causal token names of this node
+ * (shmem/position.c).
+ */
 static void
 seen_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
+	static XLogRecPtr noted_end = InvalidXLogRecPtr;
+
+	if (event == XACT_EVENT_COMMIT && !concord_is_worker &&
+		MyBackendType != B_AUTOVAC_WORKER && ConcordShmem != NULL)
+	{
+		if (TxnWrote && XactLastCommitEnd != noted_end)
+		{
+			noted_end = XactLastCommitEnd;
+			concord_position_local_commit(XactLastCommitEnd);
+		}
+		/* The prepared transaction's commit record is behind us. */
+		if (TxnCommitsPrepared)
+			concord_position_local_commit(GetXLogInsertRecPtr());
+	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		SeenLoggedLevel = 0;
+		TxnWrote = false;
+		TxnCommitsPrepared = false;
+	}
 }
 
 
@@ -261,6 +302,7 @@ seen_shmem_startup(void)
 	{
 		seen_load();
 		concord_known_load();
+		concord_position_load();
 	}
 }
 /* A rolled back subtransaction takes the message with it: log it again. */
@@ -304,6 +346,7 @@ concord_seen_save(void)
 	int			used = 0;
 
 	concord_known_save();
+	concord_position_save();
 	if (generation == SavedGeneration)
 		return;
 	copy = palloc(sizeof(ConcordSeenState) * n);

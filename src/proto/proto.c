@@ -81,6 +81,8 @@ concord_write_commit(StringInfo out, const ConcordCommitMsg *msg)
 	pq_sendint64(out, msg->commit_lsn);
 	pq_sendint64(out, msg->end_lsn);
 	pq_sendint64(out, msg->commit_time);
+	if (msg->flags & CONCORD_COMMIT_ORIGIN_LSN)
+		pq_sendint64(out, msg->origin_lsn);
 }
 
 void
@@ -90,6 +92,9 @@ concord_read_commit(StringInfo in, ConcordCommitMsg *msg)
 	msg->commit_lsn = pq_getmsgint64(in);
 	msg->end_lsn = pq_getmsgint64(in);
 	msg->commit_time = pq_getmsgint64(in);
+	msg->origin_lsn = InvalidXLogRecPtr;
+	if (msg->flags & CONCORD_COMMIT_ORIGIN_LSN)
+		msg->origin_lsn = pq_getmsgint64(in);
 }
 
 void

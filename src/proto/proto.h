@@ -23,12 +23,14 @@
 
 /*
  * Versions this build speaks; a subscriber asks for one at START.
- * Version 2: a CopyData message may hold several messages back to back
- * (a transaction's, batched by the output plugin), and SEEN carries the
- * length of its payload.  Version 1: one message per CopyData.
+ * Version 3: COMMIT carries the transaction's LSN on its origin node
+ * (CONCORD_COMMIT_ORIGIN_LSN), for causal tokens.  Version 2: a CopyData
+ * message may hold several messages back to back (a transaction's,
+ * batched by the output plugin), and SEEN carries the length of its
+ * payload.  Version 1: one message per CopyData.
  */
 #define CONCORD_PROTO_VERSION_MIN	1
-#define CONCORD_PROTO_VERSION		2
+#define CONCORD_PROTO_VERSION		3
 
 /* Message types */
 #define CONCORD_MSG_BEGIN		'B'
@@ -67,8 +69,18 @@ typedef struct ConcordBeginMsg
  * COMMIT's flags.  CONCORD_COMMIT_SYNC: the provider's commits may wait for
  * this subscriber (synchronous_standby_names lists its walsender), so it
  * reports the transaction at once.  Older subscribers ignore the flags.
+ * CONCORD_COMMIT_ORIGIN_LSN (version 3 on): the end LSN of the
+ * transaction's commit on its origin node follows the commit time.
  */
 #define CONCORD_COMMIT_SYNC		0x01
+#define CONCORD_COMMIT_ORIGIN_LSN	0x02
+
+/*
+ * Prefix of the transactional logical message by which apply records, in
+ * the transaction it commits, the origin LSN it received (8 bytes, network
+ * order), so that a provider forwarding the transaction can send it on.
+ */
+#define CONCORD_ORIGIN_LSN_PREFIX	"concord.origin_lsn"
 
 typedef struct ConcordCommitMsg
 {
@@ -76,6 +88,8 @@ typedef struct ConcordCommitMsg
 	XLogRecPtr	commit_lsn;
 	XLogRecPtr	end_lsn;
 	TimestampTz commit_time;
+	XLogRecPtr	origin_lsn;		/* end LSN on the origin node; invalid if
+								 * not known (not sent, or a copy) */
 } ConcordCommitMsg;
 
 typedef struct ConcordRelAttr

@@ -124,6 +124,9 @@ describe_message(StringInfo buf, StringInfo in, int version)
 				appendStringInfoString(buf, "COMMIT");
 				if (msg.flags & CONCORD_COMMIT_SYNC)
 					appendStringInfoString(buf, " sync");
+				if (msg.flags & CONCORD_COMMIT_ORIGIN_LSN)
+					appendStringInfo(buf, " origin-lsn %X/%X",
+									 LSN_FORMAT_ARGS(msg.origin_lsn));
 				break;
 			}
 		case CONCORD_MSG_RELATION:

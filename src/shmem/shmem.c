@@ -50,6 +50,8 @@ shmem_size(void)
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_NOTES_PER_ENTRY,
 								   sizeof(ConcordCausalNote)));
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordLagHist)));
+	size = add_size(size, mul_size(max_worker_processes * CONCORD_POSITIONS_PER_ENTRY,
+								   sizeof(ConcordPositionState)));
 	return size;
 }
 
@@ -100,12 +102,15 @@ shmem_startup(void)
 		(ConcordShmem->commit_runs + ConcordShmem->max_entries);
 	ConcordShmem->lag = (ConcordLagHist *)
 		(ConcordShmem->notes + ConcordShmem->max_entries * CONCORD_NOTES_PER_ENTRY);
+	ConcordShmem->positions = (ConcordPositionState *)
+		(ConcordShmem->lag + ConcordShmem->max_entries);
 	if (!found)
 	{
 		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);
 
 		for (int i = 0; i < ConcordShmem->max_entries; i++)
 		{
+			pg_atomic_init_u64(&ConcordShmem->dbs[i].local_commit_end, 0);
 			ConcordShmem->commit_runs[i].lock = &locks[1 + i].lock;
 			ConditionVariableInit(&ConcordShmem->subs[i].progress_cv);
 			pg_atomic_init_u64(&ConcordShmem->subs[i].last_msg_at, 0);
@@ -141,6 +146,7 @@ concord_db_state(Oid dboid, bool create)
 	if (!create || free_entry == NULL)
 		return NULL;
 	memset(free_entry, 0, sizeof(ConcordDbState));
+	pg_atomic_init_u64(&free_entry->local_commit_end, 0);
 	free_entry->dboid = dboid;
 	return free_entry;
 }

@@ -41,6 +41,8 @@ typedef struct ConcordDbState
 	pid_t		manager_pid;
 	Latch	   *manager_latch;
 	bool		dormant;		/* no concord or no subscription here */
+	pg_atomic_uint64 local_commit_end;	/* end of the newest commit written
+										 * here by a session (position.c) */
 	uint64		requests;		/* counts concord_request_manager() calls */
 	int			failures;
 	TimestampTz restart_after;
@@ -107,6 +109,24 @@ typedef struct ConcordSeenState
 } ConcordSeenState;
 
 #define CONCORD_SEEN_PER_ENTRY	4	/* seen entries per worker slot */
+
+/*
+ * The last transaction of an origin node applied through a subscription
+ * that receives it forwarded (position.c): its end LSN on the provider and
+ * on the origin node.  live: set since startup (else loaded from the
+ * state file, and checked against the origin's progress before use).
+ */
+typedef struct ConcordPositionState
+{
+	Oid			dboid;			/* InvalidOid: free */
+	Oid			subid;
+	char		origin[NAMEDATALEN];
+	XLogRecPtr	path_lsn;
+	XLogRecPtr	origin_lsn;
+	bool		live;
+} ConcordPositionState;
+
+#define CONCORD_POSITIONS_PER_ENTRY	8	/* position entries per worker slot */
 
 /*
  * What the writer of the remote transaction applied here as xact had seen
@@ -249,6 +269,8 @@ typedef struct ConcordShared
 	uint64		notes_written;	/* ever, under lock: when to save them */
 	ConcordCommitRuns *commit_runs; /* max_entries, one per subs entry */
 	ConcordLagHist *lag;		/* max_entries, one per subs entry */
+	ConcordPositionState *positions;	/* max_entries *
+										 * CONCORD_POSITIONS_PER_ENTRY */
 	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
 										 * or freed */
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */

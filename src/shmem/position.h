@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * position.h
+ *		What this node holds of each origin node, by the origin's own WAL
+ *		positions: the ground of causal tokens (api/token_api.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_POSITION_H
+#define CONCORD_POSITION_H
+
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+
+#include "shmem/shmem.h"
+
+extern void concord_position_applied(Oid subid, const char *origin,
+									 XLogRecPtr path_lsn, XLogRecPtr origin_lsn);
+extern bool concord_position_lookup(Oid subid, const char *origin,
+									ConcordPositionState *out);
+extern void concord_position_prune(List *subids);
+extern void concord_position_local_commit(XLogRecPtr end_lsn);
+extern XLogRecPtr concord_position_local_end(void);
+extern void concord_position_save(void);
+extern void concord_position_load(void);
+
+#endif							/* CONCORD_POSITION_H */
