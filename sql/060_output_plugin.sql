@@ -106,6 +106,24 @@ SELECT count(*) > 1 AS pieces, max(length(data)) < 66 * 1024 AS bounded,
   FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
          'proto_version', '2');
 
+-- version 3: COMMIT carries the end LSN on the origin node: its own for a
+-- local transaction, the one apply recorded (concord.origin_lsn) for a
+-- forwarded one, none for a forwarded one without it
+SELECT count(*) >= 0 AS consumed FROM pg_logical_slot_get_binary_changes('regress_concord', NULL, NULL,
+           'proto_version', '1');
+INSERT INTO items VALUES (30, 'local', 1, NULL);
+SELECT pg_replication_origin_session_setup('concord_1_faraway');
+BEGIN;
+INSERT INTO items VALUES (31, 'from faraway, with its LSN', 1, NULL);
+SELECT pg_logical_emit_message(true, 'concord.origin_lsn', '\x0000000012345678'::bytea) > '0/0' AS logged;
+COMMIT;
+INSERT INTO items VALUES (32, 'from faraway, without', 1, NULL);
+SELECT pg_replication_origin_session_reset();
+SELECT regexp_replace(concord.protocol_describe(data, 3),
+                      'origin-lsn (?!0/12345678)[0-9A-F]+/[0-9A-F]+', 'origin-lsn <its own>', 'g')
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '3', 'forward_origins', 'all');
+
 -- bad options
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL);
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL, 'proto_version', '99');
@@ -115,7 +133,7 @@ SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
 SELECT concord.protocol_describe('\x49'::bytea);
 SELECT concord.protocol_describe('\x4900000000010002'::bytea);
 SELECT concord.protocol_describe('\x5a'::bytea);
-SELECT concord.protocol_describe('\x42'::bytea, 3);
+SELECT concord.protocol_describe('\x42'::bytea, 4);
 -- version 2: a SEEN whose length runs past the message
 SELECT concord.protocol_describe('\x5300000000ff0000'::bytea, 2);
 

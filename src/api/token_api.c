@@ -61,6 +61,7 @@ typedef struct NodeHeld
 	XLogRecPtr	upper;			/* at most this */
 	XLogRecPtr	lower;			/* at least this */
 	bool		upper_unknown;
+	bool		unrecorded;		/* a path's position is not kept here */
 } NodeHeld;
 
 /* One origin of one subscription, read from the catalogs. */
@@ -93,14 +94,12 @@ held_entry(List **held, const char *node)
 /*
  * The origins of this database's subscriptions, and the providers of
  * those (PathOrigin with id InvalidRepOriginId when the provider has no
- * origin yet), for the positions their workers keep.  Frees the position
- * entries of subscriptions that no longer exist.
+ * origin yet), for the positions their workers keep.
  */
 static List *
 read_paths(const char *local_node)
 {
 	List	   *paths = NIL;
-	List	   *subids = NIL;
 	ListCell   *lc;
 
 	InvalidateCatalogSnapshot();
@@ -111,7 +110,6 @@ read_paths(const char *local_node)
 		bool		provider_seen = false;
 		ListCell   *lc2;
 
-		subids = lappend_oid(subids, sub->id);
 		foreach(lc2, concord_origin_sub_list(sub->id))
 		{
 			ConcordSubOrigin *o = lfirst(lc2);
@@ -138,33 +136,95 @@ read_paths(const char *local_node)
 			paths = lappend(paths, p);
 		}
 	}
-	concord_position_prune(subids);
 	return paths;
 }
 
-/* Where the subscription's worker stands in its provider's WAL, streaming. */
+/*
+ * At least how far this node applied its provider's WAL through the
+ * subscription: with its apply worker there, what the worker published
+ * after its commits (the origin's progress moves before a commit is
+ * visible); without one, the origin's progress.
+ */
 static XLogRecPtr
-caught_up(Oid subid)
+direct_lower(Oid subid, XLogRecPtr progress)
 {
 	ConcordSubState *st;
-	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	XLogRecPtr	lsn = progress;
 
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	st = concord_sub_state(MyDatabaseId, subid, false);
-	if (st && st->phase == CONCORD_PHASE_REPLICATING)
-		lsn = st->caught_up_lsn;
+	if (st && st->apply_pid > 0)
+		lsn = st->phase == CONCORD_PHASE_REPLICATING ? st->caught_up_lsn : InvalidXLogRecPtr;
 	LWLockRelease(ConcordShmem->lock);
 	return lsn;
 }
 
+/* What one path holds of a node: bounds, as position.c's entry says. */
+typedef struct PathHeld
+{
+	XLogRecPtr	upper;
+	XLogRecPtr	lower;
+	bool		upper_unknown;
+	bool		unrecorded;		/* no entry: not recorded here */
+} PathHeld;
+
+/*
+ * The bounds of a forwarded path whose origin's progress is progress
+ * (> 0), from its entry.  A live entry is exact at its last commit, or at
+ * the one being committed once the progress reached it; a loaded one only
+ * while the progress is where it was saved (a crash may have moved it).
+ */
+static PathHeld
+forwarded_held(PathOrigin *p, XLogRecPtr progress)
+{
+	PathHeld	r = {InvalidXLogRecPtr, InvalidXLogRecPtr, false, false};
+	ConcordPositionState e;
+	XLogRecPtr	known_lsn;
+
+	if (!concord_position_lookup(p->subid, p->node, &e))
+	{
+		r.upper_unknown = r.unrecorded = true;
+		return r;
+	}
+	known_lsn = e.origin_known ? e.origin_lsn : InvalidXLogRecPtr;
+	if (e.live && !XLogRecPtrIsInvalid(e.pending_path_lsn) &&
+		e.pending_path_lsn == progress)
+	{
+		r.upper = e.pending_origin_lsn;
+		r.upper_unknown = !e.pending_known;
+		r.lower = known_lsn;
+	}
+	else if (e.path_lsn == progress)
+	{
+		r.upper = r.lower = known_lsn;
+		r.upper_unknown = !e.origin_known;
+	}
+	else if (e.path_lsn < progress)
+	{
+		/* newer ones committed since: after the save, before a crash */
+		r.lower = known_lsn;
+		r.upper_unknown = true;
+	}
+	else
+	{
+		/* the saved one was lost in a crash: it will come again */
+		r.upper = known_lsn;
+		r.upper_unknown = !e.origin_known;
+	}
+	return r;
+}
+
 /*
  * What this node holds of each origin node its subscriptions bring, as
- * NodeHeld (upper and lower bounds).
+ * NodeHeld: at most the largest of the paths' upper bounds, at least the
+ * smallest of their lower ones (an origin that two subscriptions bring,
+ * each with some of its transactions, is held up to where both are).
  */
 static List *
 node_held(List *paths)
 {
 	List	   *held = NIL;
+	List	   *counted = NIL;	/* NodeHeld with a lower bound set */
 	ListCell   *lc;
 
 	foreach(lc, paths)
@@ -172,38 +232,31 @@ node_held(List *paths)
 		PathOrigin *p = lfirst(lc);
 		NodeHeld   *h = held_entry(&held, p->node);
 		XLogRecPtr	progress = InvalidXLogRecPtr;
-		ConcordPositionState pos;
+		PathHeld	r;
 
 		if (p->id != InvalidRepOriginId)
 			progress = replorigin_get_progress(p->id, false);
 		if (p->direct)
 		{
-			/* The provider's own LSNs: exact. */
-			h->upper = Max(h->upper, progress);
-			h->lower = Max(h->lower, Max(progress, caught_up(p->subid)));
-			continue;
+			/* the provider's own LSNs: progress is exact */
+			r.upper = progress;
+			r.lower = direct_lower(p->subid, progress);
+			r.upper_unknown = r.unrecorded = false;
 		}
-		if (XLogRecPtrIsInvalid(progress))
+		else if (XLogRecPtrIsInvalid(progress))
 			continue;			/* nothing applied through it */
-		if (!concord_position_lookup(p->subid, p->node, &pos))
+		else
+			r = forwarded_held(p, progress);
+		h->upper = Max(h->upper, r.upper);
+		h->upper_unknown |= r.upper_unknown;
+		h->unrecorded |= r.unrecorded;
+		if (!list_member_ptr(counted, h))
 		{
-			/* not recorded (no room, or applied before an upgrade) */
-			h->upper_unknown = true;
-			continue;
-		}
-		if (pos.live || pos.path_lsn == progress)
-		{
-			h->upper = Max(h->upper, pos.origin_lsn);
-			h->lower = Max(h->lower, pos.origin_lsn);
-		}
-		else if (pos.path_lsn < progress)
-		{
-			/* newer ones applied after the save, before a crash */
-			h->lower = Max(h->lower, pos.origin_lsn);
-			h->upper_unknown = true;
+			h->lower = r.lower;
+			counted = lappend(counted, h);
 		}
 		else
-			h->upper = Max(h->upper, pos.origin_lsn);	/* lost in a crash */
+			h->lower = Min(h->lower, r.lower);
 	}
 	return held;
 }
@@ -257,9 +310,9 @@ held_cmp(const ListCell *a, const ListCell *b)
 Datum
 concord_causal_token(PG_FUNCTION_ARGS)
 {
-	char	   *local = local_node_name();
-	List	   *held = node_held(read_paths(local));
-	NodeHeld   *self = held_entry(&held, local);
+	char	   *local;
+	List	   *held;
+	NodeHeld   *self;
 	StringInfoData out;
 	ListCell   *lc;
 
@@ -267,11 +320,12 @@ concord_causal_token(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a causal token cannot be taken during recovery")));
-	/* Its sessions' newest commit; since a restart, all its WAL so far. */
+	local = local_node_name();
+	held = node_held(read_paths(local));
+	self = held_entry(&held, local);
+	/* Its sessions' newest commit (position.c says when it is unknown). */
 	self->upper = concord_position_local_end();
-	if (XLogRecPtrIsInvalid(self->upper))
-		self->upper = GetXLogInsertRecPtr();
-	self->upper_unknown = false;
+	self->upper_unknown = self->unrecorded = false;
 	list_sort(held, held_cmp);
 
 	initStringInfo(&out);
@@ -284,8 +338,12 @@ concord_causal_token(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this node does not know what it holds of node \"%s\"", h->node),
-					 errdetail("It receives that node's transactions forwarded, and the position of the last ones was lost in a crash or not recorded."),
-					 errhint("Try again once a new transaction of node \"%s\" has been applied here.", h->node)));
+					 h->unrecorded ?
+					 errdetail("It receives that node's transactions forwarded, and keeps no position of them: they were applied by an older library, or before a crash that came before the position was saved, or there is no room left (%d positions per max_worker_processes).",
+							   CONCORD_POSITIONS_PER_ENTRY) :
+					 errdetail("It receives that node's transactions forwarded, and the position of the last ones was lost in a crash, or not sent by an older provider."),
+					 errhint("Try again once a new transaction of node \"%s\" has been applied here%s.", h->node,
+							 h->unrecorded ? "; if it keeps failing, raise max_worker_processes" : "")));
 		if (XLogRecPtrIsInvalid(h->upper))
 			continue;
 		if (out.len > 1)
@@ -302,6 +360,7 @@ typedef struct TokenEntry
 {
 	char	   *node;
 	XLogRecPtr	lsn;
+	bool		departed;		/* listed in concord.departed_node */
 } TokenEntry;
 
 static void
@@ -359,7 +418,7 @@ parse_token(const char *token)
 
 			if (v.type != jbvString)
 				bad_token(psprintf("The position of node \"%s\" is not a string.", key));
-			e = palloc(sizeof(TokenEntry));
+			e = palloc0(sizeof(TokenEntry));
 			e->node = key;
 			e->lsn = token_lsn(pnstrdup(v.val.string.val, v.val.string.len));
 			entries = lappend(entries, e);
@@ -368,7 +427,11 @@ parse_token(const char *token)
 	return entries;
 }
 
-/* Whether this node holds everything the token names. */
+/*
+ * Whether this node holds everything the token names: of itself, and of
+ * a node that left the cluster (what of it was to arrive has arrived, or
+ * never will), everything.
+ */
 static bool
 token_held(List *entries, List *held, const char *local)
 {
@@ -379,7 +442,7 @@ token_held(List *entries, List *held, const char *local)
 		TokenEntry *e = lfirst(lc);
 		NodeHeld   *h;
 
-		if (strcmp(e->node, local) == 0)
+		if (strcmp(e->node, local) == 0 || e->departed)
 			continue;
 		h = held_entry(&held, e->node);
 		if (h->lower < e->lsn)
@@ -420,10 +483,18 @@ concord_wait_for_token(PG_FUNCTION_ARGS)
 	{
 		if (tick % TOKEN_REREAD_TICKS == 0)
 		{
+			ListCell   *lc;
+
 			MemoryContextReset(paths_cxt);
 			oldcxt = MemoryContextSwitchTo(paths_cxt);
 			paths = read_paths(local);
 			MemoryContextSwitchTo(oldcxt);
+			foreach(lc, entries)
+			{
+				TokenEntry *e = lfirst(lc);
+
+				e->departed = node_departed(e->node);
+			}
 		}
 		oldcxt = MemoryContextSwitchTo(tick_cxt);
 		held = token_held(entries, node_held(paths), local);

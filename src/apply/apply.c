@@ -60,6 +60,7 @@
 #include "conflict/tombstone.h"
 #include "conflict/tombstone_gc.h"
 #include "remote/remote.h"
+#include "shmem/position.h"
 #include "shmem/shmem.h"
 
 #define STREAM_WAIT_MS			1000
@@ -80,6 +81,8 @@ apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 		W.shared->apply_latch = NULL;
 	}
 	LWLockRelease(ConcordShmem->lock);
+	/* After the last commit: a clean stop keeps exact positions. */
+	concord_position_save();
 }
 
 static void

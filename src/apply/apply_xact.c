@@ -423,6 +423,18 @@ log_origin_lsn(XLogRecPtr origin_lsn)
 							 sizeof(lsn), true);
 }
 
+/*
+ * Whether the remote transaction is another node's, forwarded by the
+ * provider: this node learns how far it holds that node only from the
+ * origin LSN it carries (shmem/position.c).
+ */
+static bool
+forwarded_origin(void)
+{
+	return W.provider_node == NULL ||
+		strcmp(W.begin.origin_name, W.provider_node) != 0;
+}
+
 static void
 handle_commit(StringInfo s)
 {
@@ -437,12 +449,20 @@ handle_commit(StringInfo s)
 	{
 		MemoryContext oldcxt;
 		LsnMapping *m;
-		FullTransactionId fxid;
+		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
+		bool		tracked;
 
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
-		log_origin_lsn(msg.origin_lsn);
-		fxid = GetTopFullTransactionIdIfAny();
+		/* Without an XID, no commit record: nothing to forward or track. */
+		tracked = FullTransactionIdIsValid(fxid) && forwarded_origin();
+		if (FullTransactionIdIsValid(fxid))
+			log_origin_lsn(msg.origin_lsn);
+		if (tracked)
+			concord_position_committing(W.sub->id, W.begin.origin_name,
+										msg.end_lsn, msg.origin_lsn,
+										!XLogRecPtrIsInvalid(msg.origin_lsn),
+										msg.commit_time == CONCORD_BASELINE_TS);
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
 		/* Not when apply wrote more than the remote changes (known.c). */
@@ -452,10 +472,8 @@ handle_commit(StringInfo s)
 		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
-		if (!XLogRecPtrIsInvalid(msg.origin_lsn) && W.provider_node &&
-			strcmp(W.begin.origin_name, W.provider_node) != 0)
-			concord_position_applied(W.sub->id, W.begin.origin_name,
-									 msg.end_lsn, msg.origin_lsn);
+		if (tracked)
+			concord_position_committed(W.sub->id, W.begin.origin_name);
 		/* A forwarded initial copy is no write of its origin's. */
 		if (W.begin.commit_time != CONCORD_BASELINE_TS)
 			concord_seen_applied(W.begin.origin_name, W.begin.commit_time);

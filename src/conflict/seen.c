@@ -70,7 +70,17 @@ static uint64 SeenLoggedGeneration = 0;
  * commit is one a causal token names (shmem/position.c).
  */
 static bool TxnWrote = false;
-static bool TxnCommitsPrepared = false;
+
+/* This transaction is counted as committing (shmem/position.c). */
+static bool TxnCounted = false;
+
+/* Whose commits a causal token names: sessions', not workers'. */
+static bool
+commits_named(void)
+{
+	return !concord_is_worker && MyBackendType != B_AUTOVAC_WORKER &&
+		ConcordShmem != NULL;
+}
 
 static bool
 seen_entry_is(ConcordSeenState *e, const char *origin)
@@ -245,48 +255,61 @@ seen_process_utility(PlannedStmt *pstmt, const char *queryString,
 		log_seen();
 	}
 	else if (IsA(stmt, TransactionStmt) &&
-			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
-		TxnCommitsPrepared = true;
+			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED &&
+			 commits_named() && !TxnCounted)
+	{
+		/* The prepared transaction becomes visible inside the statement. */
+		concord_position_committing_locally(true);
+		TxnCounted = true;
+	}
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+	/* This backend's last record: the prepared transaction's commit. */
+	if (IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED &&
+		TxnCounted)
+		concord_position_local_commit(XactLastRecEnd);
 }
 
 /*
  * The commit of a session's transaction that wrote rows (not of concord's
  * workers, not of autovacuum's ANALYZE) and a commit record
  * (XactLastCommitEnd moved): what a causal token names of this node
- * (shmem/position.c).
+ * (shmem/position.c).  It counts as committing from before its commit
+ * record is written (PRE_COMMIT) until its end is noted, so that a token
+ * taken once its rows are visible covers them.
  */
 static void
 seen_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	static XLogRecPtr noted_end = InvalidXLogRecPtr;
 
-	if (event == XACT_EVENT_COMMIT && !concord_is_worker &&
-		MyBackendType != B_AUTOVAC_WORKER && ConcordShmem != NULL)
+	if (event == XACT_EVENT_PRE_COMMIT && TxnWrote && !TxnCounted &&
+		commits_named())
 	{
-		if (TxnWrote && XactLastCommitEnd != noted_end)
-		{
-			noted_end = XactLastCommitEnd;
-			concord_position_local_commit(XactLastCommitEnd);
-		}
-		/* The prepared transaction's commit record is behind us. */
-		if (TxnCommitsPrepared)
-			concord_position_local_commit(GetXLogInsertRecPtr());
+		concord_position_committing_locally(true);
+		TxnCounted = true;
+	}
+	if (event == XACT_EVENT_COMMIT && TxnWrote && commits_named() &&
+		XactLastCommitEnd != noted_end)
+	{
+		noted_end = XactLastCommitEnd;
+		concord_position_local_commit(XactLastCommitEnd);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
+		if (TxnCounted)
+			concord_position_committing_locally(false);
+		TxnCounted = false;
 		SeenLoggedLevel = 0;
 		TxnWrote = false;
-		TxnCommitsPrepared = false;
 	}
 }
-
 
 /*
  * Once the postmaster has made concord's shared memory (shmem.c, whose hook

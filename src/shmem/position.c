@@ -12,7 +12,9 @@
  * commit); for a node whose transactions a subscription receives
  * forwarded, the origin LSN each one carries (protocol version 3), kept
  * here per (subscription, origin node) with the provider's end LSN of the
- * same transaction.  Apply records the latest after each commit.
+ * same transaction.  Apply announces each before its commit and records
+ * it after, so that a token taken once the rows are visible names them
+ * and a wait counts them only once they are.
  *
  * The entries are saved to a file with the causality vectors (seen.c, by
  * the launcher, every few seconds and at shutdown) and loaded at startup,
@@ -22,14 +24,20 @@
  * lower bound) or left behind it (the saved transaction was lost with the
  * asynchronous commit: only an upper bound).  token_api.c decides which.
  *
- * Also here, per database, the end of the newest commit a session (not a
- * concord worker) wrote: what a token names of this node itself.  Not
- * saved; after a restart a token names the current WAL position instead.
+ * Also here, per database, the end of the newest commit of a session that
+ * wrote rows (not a concord worker): what a token names of this node
+ * itself.  Not saved; after a restart, and while a session is committing,
+ * a token names the current WAL position instead.
+ *
+ * The file is written by the launcher every few seconds and at its exit,
+ * and by each apply worker at its exit, after its last commit: after a
+ * clean stop it holds every entry as it was last.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 
@@ -53,46 +61,100 @@ position_is(ConcordPositionState *e, Oid subid, const char *origin)
 }
 
 /*
- * Apply committed a transaction of origin, forwarded by the provider of
- * subid: path_lsn on the provider, origin_lsn on the origin node.  Within
- * one subscription an origin's transactions arrive in its commit order, so
- * the newest is all there is to know.  Without a free entry it is not
- * recorded, and tokens cannot name this origin here (token_api.c).
+ * The entry of (subid, origin) in this database, taken if need be: a free
+ * one, or that of a subscription whose workers have no state any more
+ * (dropped, or stopped for long).  NULL when none is left: the origin is
+ * then not recorded, and tokens cannot name it here (token_api.c).
+ * Caller holds the lock exclusively.
  */
-void
-concord_position_applied(Oid subid, const char *origin, XLogRecPtr path_lsn,
-						 XLogRecPtr origin_lsn)
+static ConcordPositionState *
+position_entry(Oid subid, const char *origin)
 {
 	static ConcordPositionState *last_entry = NULL;
-	ConcordPositionState *entry = NULL;
 	ConcordPositionState *free_entry = NULL;
+	ConcordPositionState *stale_entry = NULL;
 
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	if (last_entry && position_is(last_entry, subid, origin))
-		entry = last_entry;
-	for (int i = 0; i < position_slots() && entry == NULL; i++)
+		return last_entry;
+	for (int i = 0; i < position_slots(); i++)
 	{
 		ConcordPositionState *e = &ConcordShmem->positions[i];
 
 		if (position_is(e, subid, origin))
-			entry = e;
-		else if (!OidIsValid(e->dboid) && free_entry == NULL)
-			free_entry = e;
+			return last_entry = e;
+		if (!OidIsValid(e->dboid))
+		{
+			if (free_entry == NULL)
+				free_entry = e;
+		}
+		else if (stale_entry == NULL &&
+				 concord_sub_state(e->dboid, e->subid, false) == NULL)
+			stale_entry = e;
 	}
-	if (entry == NULL && free_entry != NULL)
+	last_entry = free_entry ? free_entry : stale_entry;
+	if (last_entry)
 	{
-		entry = free_entry;
-		entry->dboid = MyDatabaseId;
-		entry->subid = subid;
-		strlcpy(entry->origin, origin, NAMEDATALEN);
+		memset(last_entry, 0, sizeof(ConcordPositionState));
+		last_entry->dboid = MyDatabaseId;
+		last_entry->subid = subid;
+		strlcpy(last_entry->origin, origin, NAMEDATALEN);
+		last_entry->live = true;
 	}
-	if (entry)
+	return last_entry;
+}
+
+/*
+ * Apply is about to commit a transaction of origin, forwarded by the
+ * provider of subid: path_lsn on the provider, origin_lsn on the origin
+ * node (known false: the provider did not send it; copy: an initial copy
+ * the provider forwards).  Within one
+ * subscription an origin's transactions arrive in its commit order, so
+ * the newest is all there is to know.  Set before the commit, so that a
+ * token taken once the rows are visible names them.
+ */
+void
+concord_position_committing(Oid subid, const char *origin, XLogRecPtr path_lsn,
+							XLogRecPtr origin_lsn, bool known, bool copy)
+{
+	ConcordPositionState *e;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	e = position_entry(subid, origin);
+	if (e)
 	{
-		entry->path_lsn = path_lsn;
-		entry->origin_lsn = origin_lsn;
-		entry->live = true;
+		e->pending_path_lsn = path_lsn;
+		e->pending_origin_lsn = origin_lsn;
+		e->pending_known = known;
+		/*
+		 * A forwarded initial copy holds no transaction of the origin: what
+		 * is known of it stays, and is known as long as it is exact.
+		 */
+		if (copy)
+		{
+			e->pending_origin_lsn = e->origin_lsn;
+			e->pending_known = e->live &&
+				(e->origin_known || XLogRecPtrIsInvalid(e->origin_lsn));
+		}
 	}
-	last_entry = entry;
+	LWLockRelease(ConcordShmem->lock);
+}
+
+/* The transaction concord_position_committing() announced committed. */
+void
+concord_position_committed(Oid subid, const char *origin)
+{
+	ConcordPositionState *e;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	e = position_entry(subid, origin);
+	if (e && !XLogRecPtrIsInvalid(e->pending_path_lsn))
+	{
+		e->path_lsn = e->pending_path_lsn;
+		e->origin_lsn = e->pending_origin_lsn;
+		e->origin_known = e->pending_known;
+		e->pending_path_lsn = InvalidXLogRecPtr;
+		e->live = true;
+	}
 	LWLockRelease(ConcordShmem->lock);
 }
 
@@ -117,57 +179,86 @@ concord_position_lookup(Oid subid, const char *origin, ConcordPositionState *out
 	return found;
 }
 
-/* Frees this database's entries of subscriptions not in subids (Oids). */
-void
-concord_position_prune(List *subids)
+/*
+ * This database's entry of sessions' commits, taken at the first use;
+ * NULL if none is left (tokens then name the WAL position).
+ */
+static ConcordLocalCommits *
+my_local_commits(void)
 {
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < position_slots(); i++)
-	{
-		ConcordPositionState *e = &ConcordShmem->positions[i];
+	static ConcordLocalCommits *mine = NULL;
+	static bool tried = false;
+	int			n = ConcordShmem->max_entries * CONCORD_LOCAL_COMMITS_PER_ENTRY;
 
-		if (e->dboid == MyDatabaseId && !list_member_oid(subids, e->subid))
-			memset(e, 0, sizeof(ConcordPositionState));
-	}
+	if (tried)
+		return mine;
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n && mine == NULL; i++)
+		if (ConcordShmem->local_commits[i].dboid == MyDatabaseId)
+			mine = &ConcordShmem->local_commits[i];
+	for (int i = 0; i < n && mine == NULL; i++)
+		if (!OidIsValid(ConcordShmem->local_commits[i].dboid))
+		{
+			mine = &ConcordShmem->local_commits[i];
+			mine->dboid = MyDatabaseId;
+		}
 	LWLockRelease(ConcordShmem->lock);
+	tried = true;
+	return mine;
 }
 
-/* This database's entry, found once per backend; NULL if it has none. */
-static ConcordDbState *
-my_db_state(void)
+/*
+ * A session's writing transaction starts or stops committing: from before
+ * its commit record is written to after concord_position_local_commit()
+ * noted it, a token names the WAL position instead.
+ */
+void
+concord_position_committing_locally(bool start)
 {
-	static ConcordDbState *db = NULL;
+	ConcordLocalCommits *lc = my_local_commits();
 
-	if (db != NULL && db->dboid == MyDatabaseId)
-		return db;
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	db = concord_db_state(MyDatabaseId, false);
-	LWLockRelease(ConcordShmem->lock);
-	return db;
+	if (lc == NULL)
+		return;
+	if (start)
+		(void) pg_atomic_fetch_add_u32(&lc->committing, 1);
+	else
+		(void) pg_atomic_fetch_sub_u32(&lc->committing, 1);
 }
 
 /* A session of this database committed a transaction ending at end_lsn. */
 void
 concord_position_local_commit(XLogRecPtr end_lsn)
 {
-	ConcordDbState *db = my_db_state();
+	ConcordLocalCommits *lc = my_local_commits();
 	uint64		known;
 
-	if (db == NULL)
+	if (lc == NULL)
 		return;
-	known = pg_atomic_read_u64(&db->local_commit_end);
+	known = pg_atomic_read_u64(&lc->end_lsn);
 	while (known < end_lsn &&
-		   !pg_atomic_compare_exchange_u64(&db->local_commit_end, &known, end_lsn))
+		   !pg_atomic_compare_exchange_u64(&lc->end_lsn, &known, end_lsn))
 		;
 }
 
-/* The end of the newest commit of a session of this database, if known. */
+/*
+ * The end of the newest commit of a session of this database: at least
+ * that of every commit visible now.  While one is committing, or when none
+ * is known (since startup, or no entry), the current WAL position.
+ */
 XLogRecPtr
 concord_position_local_end(void)
 {
-	ConcordDbState *db = my_db_state();
+	ConcordLocalCommits *lc = my_local_commits();
+	XLogRecPtr	end;
 
-	return db ? pg_atomic_read_u64(&db->local_commit_end) : InvalidXLogRecPtr;
+	if (lc == NULL)
+		return GetXLogInsertRecPtr();
+	/* the count first: a commit noted its end before it left the count */
+	if (pg_atomic_read_u32(&lc->committing) > 0)
+		return GetXLogInsertRecPtr();
+	pg_memory_barrier();
+	end = pg_atomic_read_u64(&lc->end_lsn);
+	return XLogRecPtrIsInvalid(end) ? GetXLogInsertRecPtr() : end;
 }
 
 /* Writes the entries of every database to the state file, if they moved. */
@@ -179,6 +270,8 @@ concord_position_save(void)
 	ConcordPositionState *copy;
 	int			used = 0;
 
+	/* Writers one at a time, each with a copy taken once it is its turn. */
+	LWLockAcquire(ConcordShmem->state_file_lock, LW_EXCLUSIVE);
 	copy = palloc(sizeof(ConcordPositionState) * position_slots());
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	for (int i = 0; i < position_slots(); i++)
@@ -186,20 +279,21 @@ concord_position_save(void)
 			copy[used++] = ConcordShmem->positions[i];
 	LWLockRelease(ConcordShmem->lock);
 	for (int i = 0; i < used; i++)
-		copy[i].live = false;
-	if (used == nsaved &&
-		memcmp(copy, saved, sizeof(ConcordPositionState) * used) == 0)
 	{
-		pfree(copy);
-		return;
+		copy[i].live = false;
+		copy[i].pending_path_lsn = InvalidXLogRecPtr;
 	}
-	if (!concord_state_file_write(POSITION_FILE, POSITION_FILE_TMP,
+	if ((used == nsaved &&
+		 memcmp(copy, saved, sizeof(ConcordPositionState) * used) == 0) ||
+		!concord_state_file_write(POSITION_FILE, POSITION_FILE_TMP,
 								  POSITION_MAGIC, copy,
 								  sizeof(ConcordPositionState), used))
 	{
+		LWLockRelease(ConcordShmem->state_file_lock);
 		pfree(copy);
 		return;
 	}
+	LWLockRelease(ConcordShmem->state_file_lock);
 	if (saved)
 		free(saved);
 	saved = malloc(sizeof(ConcordPositionState) * Max(used, 1));
@@ -226,5 +320,6 @@ concord_position_load(void)
 	{
 		ConcordShmem->positions[i].origin[NAMEDATALEN - 1] = '\0';
 		ConcordShmem->positions[i].live = false;
+		ConcordShmem->positions[i].pending_path_lsn = InvalidXLogRecPtr;
 	}
 }

@@ -14,11 +14,13 @@
 
 #include "shmem/shmem.h"
 
-extern void concord_position_applied(Oid subid, const char *origin,
-									 XLogRecPtr path_lsn, XLogRecPtr origin_lsn);
+extern void concord_position_committing(Oid subid, const char *origin,
+										XLogRecPtr path_lsn, XLogRecPtr origin_lsn,
+										bool known, bool copy);
+extern void concord_position_committed(Oid subid, const char *origin);
 extern bool concord_position_lookup(Oid subid, const char *origin,
 									ConcordPositionState *out);
-extern void concord_position_prune(List *subids);
+extern void concord_position_committing_locally(bool start);
 extern void concord_position_local_commit(XLogRecPtr end_lsn);
 extern XLogRecPtr concord_position_local_end(void);
 extern void concord_position_save(void);

@@ -52,6 +52,8 @@ shmem_size(void)
 	size = add_size(size, mul_size(max_worker_processes, sizeof(ConcordLagHist)));
 	size = add_size(size, mul_size(max_worker_processes * CONCORD_POSITIONS_PER_ENTRY,
 								   sizeof(ConcordPositionState)));
+	size = add_size(size, mul_size(max_worker_processes * CONCORD_LOCAL_COMMITS_PER_ENTRY,
+								   sizeof(ConcordLocalCommits)));
 	return size;
 }
 
@@ -61,8 +63,11 @@ shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shmem_size());
-	/* The main lock, then one per subscription entry's commit runs. */
-	RequestNamedLWLockTranche(CONCORD_TRANCHE, 1 + max_worker_processes);
+	/*
+	 * The main lock, one per subscription entry's commit runs, and the
+	 * state file lock of position.c.
+	 */
+	RequestNamedLWLockTranche(CONCORD_TRANCHE, 2 + max_worker_processes);
 }
 
 static void
@@ -104,13 +109,20 @@ shmem_startup(void)
 		(ConcordShmem->notes + ConcordShmem->max_entries * CONCORD_NOTES_PER_ENTRY);
 	ConcordShmem->positions = (ConcordPositionState *)
 		(ConcordShmem->lag + ConcordShmem->max_entries);
+	ConcordShmem->local_commits = (ConcordLocalCommits *)
+		(ConcordShmem->positions + ConcordShmem->max_entries * CONCORD_POSITIONS_PER_ENTRY);
 	if (!found)
 	{
 		LWLockPadded *locks = GetNamedLWLockTranche(CONCORD_TRANCHE);
 
+		ConcordShmem->state_file_lock = &locks[1 + ConcordShmem->max_entries].lock;
+		for (int i = 0; i < ConcordShmem->max_entries * CONCORD_LOCAL_COMMITS_PER_ENTRY; i++)
+		{
+			pg_atomic_init_u64(&ConcordShmem->local_commits[i].end_lsn, 0);
+			pg_atomic_init_u32(&ConcordShmem->local_commits[i].committing, 0);
+		}
 		for (int i = 0; i < ConcordShmem->max_entries; i++)
 		{
-			pg_atomic_init_u64(&ConcordShmem->dbs[i].local_commit_end, 0);
 			ConcordShmem->commit_runs[i].lock = &locks[1 + i].lock;
 			ConditionVariableInit(&ConcordShmem->subs[i].progress_cv);
 			pg_atomic_init_u64(&ConcordShmem->subs[i].last_msg_at, 0);
@@ -146,7 +158,6 @@ concord_db_state(Oid dboid, bool create)
 	if (!create || free_entry == NULL)
 		return NULL;
 	memset(free_entry, 0, sizeof(ConcordDbState));
-	pg_atomic_init_u64(&free_entry->local_commit_end, 0);
 	free_entry->dboid = dboid;
 	return free_entry;
 }

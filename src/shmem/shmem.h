@@ -41,8 +41,6 @@ typedef struct ConcordDbState
 	pid_t		manager_pid;
 	Latch	   *manager_latch;
 	bool		dormant;		/* no concord or no subscription here */
-	pg_atomic_uint64 local_commit_end;	/* end of the newest commit written
-										 * here by a session (position.c) */
 	uint64		requests;		/* counts concord_request_manager() calls */
 	int			failures;
 	TimestampTz restart_after;
@@ -112,9 +110,11 @@ typedef struct ConcordSeenState
 
 /*
  * The last transaction of an origin node applied through a subscription
- * that receives it forwarded (position.c): its end LSN on the provider and
- * on the origin node.  live: set since startup (else loaded from the
- * state file, and checked against the origin's progress before use).
+ * that receives it forwarded (position.c): its end LSN on the provider
+ * (path_lsn) and on the origin node (origin_lsn; origin_known false when
+ * the provider did not send it).  pending_*: the transaction apply is
+ * committing, set before its commit.  live: set since startup (else loaded
+ * from the state file, and checked against the origin's progress).
  */
 typedef struct ConcordPositionState
 {
@@ -123,8 +123,26 @@ typedef struct ConcordPositionState
 	char		origin[NAMEDATALEN];
 	XLogRecPtr	path_lsn;
 	XLogRecPtr	origin_lsn;
+	bool		origin_known;
 	bool		live;
+	XLogRecPtr	pending_path_lsn;	/* InvalidXLogRecPtr: none */
+	XLogRecPtr	pending_origin_lsn;
+	bool		pending_known;
 } ConcordPositionState;
+
+/*
+ * Per database, the sessions' commits a causal token names of this node
+ * (position.c): the end of the newest, and how many are committing now.
+ * Taken once per database, never freed.
+ */
+typedef struct ConcordLocalCommits
+{
+	Oid			dboid;			/* InvalidOid: free; under the lock */
+	pg_atomic_uint64 end_lsn;
+	pg_atomic_uint32 committing;
+} ConcordLocalCommits;
+
+#define CONCORD_LOCAL_COMMITS_PER_ENTRY	2	/* databases per worker slot */
 
 #define CONCORD_POSITIONS_PER_ENTRY	8	/* position entries per worker slot */
 
@@ -271,6 +289,9 @@ typedef struct ConcordShared
 	ConcordLagHist *lag;		/* max_entries, one per subs entry */
 	ConcordPositionState *positions;	/* max_entries *
 										 * CONCORD_POSITIONS_PER_ENTRY */
+	ConcordLocalCommits *local_commits; /* max_entries *
+										 * CONCORD_LOCAL_COMMITS_PER_ENTRY */
+	LWLock	   *state_file_lock;	/* serializes writers of position.c's file */
 	pg_atomic_uint64 subs_generation;	/* bumped when a subs entry is taken
 										 * or freed */
 	pg_atomic_uint64 gap_generation;	/* bumped when concord.tombstone_gap changes */

@@ -9,7 +9,8 @@
 #   - monotonic reads: a token taken on n2 after reading n1's row names
 #     n1 at least as far; waited for on n3 it covers that row;
 #   - malformed tokens, a REPEATABLE READ transaction: errors; a node this
-#     node hears nothing of: false at the timeout.
+#     node hears nothing of: false at the timeout; a node that departed
+#     (drop_peer): satisfied.
 # A ring n4 -> n5 -> n6 -> n4 (forward_origins '{all}'):
 #   - a token taken on n4 is satisfied on n6, which receives n4's changes
 #     only through n5, and the row is there; n6's own token names n4 at
@@ -18,9 +19,10 @@
 #     transaction's too (COMMIT PREPARED), not an ANALYZE or a CREATE TABLE
 #     after them: such a token is satisfied on n6 and the rows are there;
 #   - n5 receives n6's changes forwarded by n4: after n5 is stopped with
-#     -m immediate (a crash) and after a clean restart, a token taken on n5 either is
-#     refused (the position was lost) or names n6 at least at the commit
-#     of the row n5 holds; once n6 writes again, n5's token names it.
+#     -m immediate (a crash), a token taken on n5 either is refused (the
+#     position was lost) or names n6 at least at the commit of the row n5
+#     holds; after a clean restart it is made and names it; once n6
+#     writes again, n5's token names it.
 # No assertion depends on timing except the 1 s timeout under a 10 s
 # apply_delay.
 use strict;
@@ -66,18 +68,21 @@ wait_replicating([ $n1, $n2, $n3 ], 'mesh');
 wait_sync_complete([ $n1, $n2, $n3 ]);
 
 # --- read your writes -----------------------------------------------------
+my $before = $n1->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 $n1->safe_psql('postgres', "INSERT INTO t VALUES (1, 'one')");
 my $t1 = token_of($n1);
 note "token on n1: $t1";
-my $commit_end = $n1->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
-is($n1->safe_psql('postgres', "SELECT ('$t1'::jsonb ->> 'n1')::pg_lsn <= '$commit_end'"),
-	't', "n1's token names n1 no further than its WAL");
-is(wait_token($n2, $t1, '60s'), 't', 'n2: the token is satisfied');
-is($n2->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'one',
-	'n2: the row is there once the token is satisfied');
+my $after = $n1->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+is($n1->safe_psql('postgres',
+	"SELECT ('$t1'::jsonb ->> 'n1')::pg_lsn BETWEEN '$before' AND '$after'"),
+	't', "n1's token names n1 at the insert's commit");
+# n3 first: its 10 s apply_delay holds the row at least that long.
 is(wait_token($n3, $t1, '1s'), 'f', 'n3 (10 s apply_delay): not within 1 s');
 is($n3->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 1'), '0',
 	'n3: the row is not there yet');
+is(wait_token($n2, $t1, '60s'), 't', 'n2: the token is satisfied');
+is($n2->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'one',
+	'n2: the row is there once the token is satisfied');
 is(wait_token($n3, $t1, '60s'), 't', 'n3: satisfied once the delayed row is applied');
 is($n3->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'one',
 	'n3: the row is there');
@@ -112,6 +117,10 @@ is($n2->safe_psql('postgres', q{SELECT concord.wait_for_token('{"elsewhere": "0/
 	'f', 'a node this node hears nothing of: false at the timeout');
 is($n2->safe_psql('postgres', q{SELECT concord.wait_for_token('{}', '1s')}),
 	't', 'an empty token: true at once');
+# A node that left: nothing more of it will arrive.
+$n2->safe_psql('postgres', "SELECT concord.drop_peer('n3')");
+is($n2->safe_psql('postgres', q{SELECT concord.wait_for_token('{"n3": "FF/0"}', '5s')}),
+	't', 'a node that departed (drop_peer): its entry is satisfied');
 
 # --- a ring ---------------------------------------------------------------
 my $n4 = concord_node('n4', extra_conf => 'max_prepared_transactions = 2');
@@ -174,6 +183,9 @@ foreach my $how ('immediate stop', 'clean restart')
 		$n5->restart;
 	}
 	($rc, $out, $err) = $n5->psql('postgres', 'SELECT concord.causal_token()');
+	is($rc, 0, 'clean restart: n5 makes a token (the positions were saved at the stop)')
+	  or diag($err)
+	  if $how eq 'clean restart';
 	if ($rc == 0)
 	{
 		is(names_at_least($n5, $out, 'n6', $n6_end), 't',
