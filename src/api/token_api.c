@@ -187,12 +187,12 @@ forwarded_held(PathOrigin *p, XLogRecPtr progress)
 		return r;
 	}
 	known_lsn = e.origin_known ? e.origin_lsn : InvalidXLogRecPtr;
-	if (e.live && !XLogRecPtrIsInvalid(e.pending_path_lsn) &&
-		e.pending_path_lsn == progress)
+	if (!XLogRecPtrIsInvalid(e.pending_path_lsn) && e.pending_path_lsn == progress)
 	{
+		/* committed, not recorded yet: the one before, if it was exact */
 		r.upper = e.pending_origin_lsn;
 		r.upper_unknown = !e.pending_known;
-		r.lower = known_lsn;
+		r.lower = e.live ? known_lsn : InvalidXLogRecPtr;
 	}
 	else if (e.path_lsn == progress)
 	{
@@ -488,13 +488,13 @@ concord_wait_for_token(PG_FUNCTION_ARGS)
 			MemoryContextReset(paths_cxt);
 			oldcxt = MemoryContextSwitchTo(paths_cxt);
 			paths = read_paths(local);
-			MemoryContextSwitchTo(oldcxt);
 			foreach(lc, entries)
 			{
 				TokenEntry *e = lfirst(lc);
 
 				e->departed = node_departed(e->node);
 			}
+			MemoryContextSwitchTo(oldcxt);
 		}
 		oldcxt = MemoryContextSwitchTo(tick_cxt);
 		held = token_held(entries, node_held(paths), local);

@@ -82,6 +82,7 @@ apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 	}
 	LWLockRelease(ConcordShmem->lock);
 	/* After the last commit: a clean stop keeps exact positions. */
+	concord_apply_settle_position();
 	concord_position_save();
 }
 

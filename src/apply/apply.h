@@ -121,6 +121,8 @@ extern void concord_restore_user(ConcordAsOwner *saved);
 extern void concord_constraints_immediate(void);
 
 /* The apply and sync workers' entry points (apply.c, sync.c) */
+extern void concord_apply_log_origin_lsn(XLogRecPtr origin_lsn);
+extern void concord_apply_settle_position(void);
 extern PGDLLEXPORT void concord_apply_main(Datum main_arg);
 extern PGDLLEXPORT void concord_sync_main(Datum main_arg);
 

@@ -408,16 +408,18 @@ handle_begin(StringInfo s)
 
 /*
  * Records in the transaction the end LSN of its commit on its origin node,
- * for this node's output plugin to send on (CONCORD_ORIGIN_LSN_PREFIX):
- * a subscriber that receives it forwarded learns what it holds of that
- * node (shmem/position.c).
+ * for this node's output plugin to send on (CONCORD_ORIGIN_LSN_PREFIX; 0:
+ * a copy, which holds no transaction of its origin's): a subscriber that
+ * receives it forwarded learns what it holds of that node
+ * (shmem/position.c).  Only in a transaction that has an XID (one without
+ * writes no commit record, and nothing of it is sent on).
  */
-static void
-log_origin_lsn(XLogRecPtr origin_lsn)
+void
+concord_apply_log_origin_lsn(XLogRecPtr origin_lsn)
 {
 	uint64		lsn = pg_hton64(origin_lsn);
 
-	if (XLogRecPtrIsInvalid(origin_lsn))
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		return;
 	(void) LogLogicalMessage(CONCORD_ORIGIN_LSN_PREFIX, (const char *) &lsn,
 							 sizeof(lsn), true);
@@ -450,19 +452,19 @@ handle_commit(StringInfo s)
 		MemoryContext oldcxt;
 		LsnMapping *m;
 		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
-		bool		tracked;
+		bool		has_origin_lsn = (msg.flags & CONCORD_COMMIT_ORIGIN_LSN) != 0;
 
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
+		if (has_origin_lsn)
+			concord_apply_log_origin_lsn(msg.origin_lsn);
 		/* Without an XID, no commit record: nothing to forward or track. */
-		tracked = FullTransactionIdIsValid(fxid) && forwarded_origin();
-		if (FullTransactionIdIsValid(fxid))
-			log_origin_lsn(msg.origin_lsn);
-		if (tracked)
+		W.position_tracked = FullTransactionIdIsValid(fxid) && forwarded_origin();
+		if (W.position_tracked)
 			concord_position_committing(W.sub->id, W.begin.origin_name,
 										msg.end_lsn, msg.origin_lsn,
-										!XLogRecPtrIsInvalid(msg.origin_lsn),
-										msg.commit_time == CONCORD_BASELINE_TS);
+										has_origin_lsn,
+										replorigin_session_get_progress(false));
 		/* W.seen lives in the transaction: note it first (still true). */
 		concord_confirm_record(W.begin.origin_name, W.seen);
 		/* Not when apply wrote more than the remote changes (known.c). */
@@ -472,8 +474,9 @@ handle_commit(StringInfo s)
 		W.seen = W.first_seen = NIL;
 		CommitTransactionCommand();
 		concord_own_commit_note(fxid, replorigin_session_origin);
-		if (tracked)
+		if (W.position_tracked)
 			concord_position_committed(W.sub->id, W.begin.origin_name);
+		W.position_tracked = false;
 		/* A forwarded initial copy is no write of its origin's. */
 		if (W.begin.commit_time != CONCORD_BASELINE_TS)
 			concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
@@ -696,3 +699,18 @@ concord_apply_dispatch(StringInfo s)
 	}
 }
 
+
+/*
+ * At the worker's exit: a transaction whose commit returned but whose
+ * position was not recorded yet (shmem/position.c) is recorded, so that
+ * the positions saved then are exact.
+ */
+void
+concord_apply_settle_position(void)
+{
+	if (!W.position_tracked || W.session_origin == InvalidRepOriginId)
+		return;
+	if (replorigin_session_get_progress(false) == replorigin_session_origin_lsn)
+		concord_position_committed(W.sub->id, W.begin.origin_name);
+	W.position_tracked = false;
+}

@@ -642,6 +642,8 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 	}
 	sub->sync_done = true;
 	join_release(held);
+	/* No transaction of the provider's: its subscribers' positions stay. */
+	concord_apply_log_origin_lsn(InvalidXLogRecPtr);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 }

@@ -368,6 +368,8 @@ copy_table_versions(PGconn *conn, Oid subid, SyncTable *t, const char *vcols)
 		EndCopyFrom(cstate);
 		concord_restore_user(&owner);
 		table_close(rel, NoLock);
+		/* A copy: no transaction of the origin's (shmem/position.c). */
+		concord_apply_log_origin_lsn(InvalidXLogRecPtr);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		note_seen(&Stream.group);
@@ -481,6 +483,7 @@ copy_tombstones(PGconn *conn, Oid subid, List *tables, const char *vcols)
 				elog(ERROR, "could not copy a tombstone");
 		}
 		SPI_finish();
+		concord_apply_log_origin_lsn(InvalidXLogRecPtr);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		note_seen(&v);

@@ -63,6 +63,9 @@ typedef struct ApplyWorker
 	bool		gaps_checked;	/* concord_gap_check() ran for this one */
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
+	bool		position_tracked;	/* committing a forwarded transaction
+									 * whose position is announced
+									 * (shmem/position.c) */
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
 	TimestampTz stream_since;	/* when this connection began streaming */
 } ApplyWorker;

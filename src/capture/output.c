@@ -96,6 +96,7 @@ typedef struct OutputTxn
 	char	   *seen;			/* SEEN payload waiting for the first change */
 	Size		seen_len;
 	XLogRecPtr	origin_lsn;		/* from apply's CONCORD_ORIGIN_LSN_PREFIX */
+	bool		origin_lsn_set;
 } OutputTxn;
 
 static OutputData *CurrentOutput = NULL;
@@ -687,6 +688,7 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		memcpy(&lsn, message, sizeof(uint64));
 		otxn = txn->output_plugin_private;
 		otxn->origin_lsn = pg_ntoh64(lsn);
+		otxn->origin_lsn_set = true;
 		return;
 	}
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)
@@ -731,17 +733,23 @@ commit_flags(void)
 }
 
 /*
- * The end LSN of the transaction's commit on its origin node: its own
- * here for a transaction written here; for an applied one, what apply
- * recorded (CONCORD_ORIGIN_LSN_PREFIX); invalid when unknown (an initial
- * copy, or applied by an older library).
+ * The end LSN of the transaction's commit on its origin node, into *lsn:
+ * its own here for a transaction written here; for an applied one, what
+ * apply recorded (CONCORD_ORIGIN_LSN_PREFIX; 0 in an initial copy).  False
+ * when not known (applied by an older library).
  */
-static XLogRecPtr
-origin_lsn_of(ReorderBufferTXN *txn, OutputTxn *otxn)
+static bool
+origin_lsn_of(ReorderBufferTXN *txn, OutputTxn *otxn, XLogRecPtr *lsn)
 {
 	if (txn->origin_id == InvalidRepOriginId)
-		return txn->end_lsn;
-	return otxn ? otxn->origin_lsn : InvalidXLogRecPtr;
+	{
+		*lsn = txn->end_lsn;
+		return true;
+	}
+	if (otxn == NULL || !otxn->origin_lsn_set)
+		return false;
+	*lsn = otxn->origin_lsn;
+	return true;
 }
 
 static void
@@ -752,8 +760,10 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	OutputTxn  *otxn = txn->output_plugin_private;
 	bool		sent = otxn != NULL && otxn->begin_sent;
 	ConcordCommitMsg msg;
+	bool		origin_lsn_known;
 
-	msg.origin_lsn = origin_lsn_of(txn, otxn);
+	msg.origin_lsn = InvalidXLogRecPtr;
+	origin_lsn_known = origin_lsn_of(txn, otxn, &msg.origin_lsn);
 	if (otxn)
 	{
 		if (otxn->seen)
@@ -767,7 +777,7 @@ output_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	if (!sent)
 		return;
 	msg.flags = commit_flags();
-	if (data->proto_version >= 3 && !XLogRecPtrIsInvalid(msg.origin_lsn))
+	if (data->proto_version >= 3 && origin_lsn_known)
 		msg.flags |= CONCORD_COMMIT_ORIGIN_LSN;
 	msg.commit_lsn = commit_lsn;
 	msg.end_lsn = txn->end_lsn;

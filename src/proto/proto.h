@@ -70,7 +70,9 @@ typedef struct ConcordBeginMsg
  * this subscriber (synchronous_standby_names lists its walsender), so it
  * reports the transaction at once.  Older subscribers ignore the flags.
  * CONCORD_COMMIT_ORIGIN_LSN (version 3 on): the end LSN of the
- * transaction's commit on its origin node follows the commit time.
+ * transaction's commit on its origin node follows the commit time; 0 for
+ * a transaction that holds none of its origin's (an initial copy).
+ * Without the flag, the provider does not know it.
  */
 #define CONCORD_COMMIT_SYNC		0x01
 #define CONCORD_COMMIT_ORIGIN_LSN	0x02
@@ -78,7 +80,8 @@ typedef struct ConcordBeginMsg
 /*
  * Prefix of the transactional logical message by which apply records, in
  * the transaction it commits, the origin LSN it received (8 bytes, network
- * order), so that a provider forwarding the transaction can send it on.
+ * order; 0 in an initial copy's), so that a provider forwarding the
+ * transaction can send it on.
  */
 #define CONCORD_ORIGIN_LSN_PREFIX	"concord.origin_lsn"
 
@@ -88,8 +91,8 @@ typedef struct ConcordCommitMsg
 	XLogRecPtr	commit_lsn;
 	XLogRecPtr	end_lsn;
 	TimestampTz commit_time;
-	XLogRecPtr	origin_lsn;		/* end LSN on the origin node; invalid if
-								 * not known (not sent, or a copy) */
+	XLogRecPtr	origin_lsn;		/* with CONCORD_COMMIT_ORIGIN_LSN: end LSN
+								 * on the origin node, or 0 for a copy */
 } ConcordCommitMsg;
 
 typedef struct ConcordRelAttr

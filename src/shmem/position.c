@@ -105,16 +105,19 @@ position_entry(Oid subid, const char *origin)
 
 /*
  * Apply is about to commit a transaction of origin, forwarded by the
- * provider of subid: path_lsn on the provider, origin_lsn on the origin
- * node (known false: the provider did not send it; copy: an initial copy
- * the provider forwards).  Within one
- * subscription an origin's transactions arrive in its commit order, so
- * the newest is all there is to know.  Set before the commit, so that a
- * token taken once the rows are visible names them.
+ * provider of subid: path_lsn on the provider; with has_origin_lsn, its
+ * end LSN on the origin node, or 0 for an initial copy, which holds none
+ * of the origin's transactions (what is known of the origin then stays,
+ * known if it was exact: the entry live, or saved at the origin's
+ * progress before this commit, prev_progress).  Within one subscription
+ * an origin's transactions arrive in its commit order, so the newest is
+ * all there is to know.  Set before the commit, so that a token taken once
+ * the rows are visible names them.
  */
 void
 concord_position_committing(Oid subid, const char *origin, XLogRecPtr path_lsn,
-							XLogRecPtr origin_lsn, bool known, bool copy)
+							XLogRecPtr origin_lsn, bool has_origin_lsn,
+							XLogRecPtr prev_progress)
 {
 	ConcordPositionState *e;
 
@@ -122,18 +125,16 @@ concord_position_committing(Oid subid, const char *origin, XLogRecPtr path_lsn,
 	e = position_entry(subid, origin);
 	if (e)
 	{
+		bool		exact = e->live || e->path_lsn == prev_progress;
+
 		e->pending_path_lsn = path_lsn;
 		e->pending_origin_lsn = origin_lsn;
-		e->pending_known = known;
-		/*
-		 * A forwarded initial copy holds no transaction of the origin: what
-		 * is known of it stays, and is known as long as it is exact.
-		 */
-		if (copy)
+		e->pending_known = has_origin_lsn;
+		if (has_origin_lsn && XLogRecPtrIsInvalid(origin_lsn))
 		{
 			e->pending_origin_lsn = e->origin_lsn;
-			e->pending_known = e->live &&
-				(e->origin_known || XLogRecPtrIsInvalid(e->origin_lsn));
+			e->pending_known = exact &&
+				(e->origin_known || XLogRecPtrIsInvalid(e->path_lsn));
 		}
 	}
 	LWLockRelease(ConcordShmem->lock);
@@ -143,17 +144,21 @@ concord_position_committing(Oid subid, const char *origin, XLogRecPtr path_lsn,
 void
 concord_position_committed(Oid subid, const char *origin)
 {
-	ConcordPositionState *e;
-
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	e = position_entry(subid, origin);
-	if (e && !XLogRecPtrIsInvalid(e->pending_path_lsn))
+	for (int i = 0; i < position_slots(); i++)
 	{
-		e->path_lsn = e->pending_path_lsn;
-		e->origin_lsn = e->pending_origin_lsn;
-		e->origin_known = e->pending_known;
-		e->pending_path_lsn = InvalidXLogRecPtr;
-		e->live = true;
+		ConcordPositionState *e = &ConcordShmem->positions[i];
+
+		if (position_is(e, subid, origin) &&
+			!XLogRecPtrIsInvalid(e->pending_path_lsn))
+		{
+			e->path_lsn = e->pending_path_lsn;
+			e->origin_lsn = e->pending_origin_lsn;
+			e->origin_known = e->pending_known;
+			e->pending_path_lsn = InvalidXLogRecPtr;
+			e->live = true;
+			break;
+		}
 	}
 	LWLockRelease(ConcordShmem->lock);
 }

@@ -16,7 +16,8 @@
 
 extern void concord_position_committing(Oid subid, const char *origin,
 										XLogRecPtr path_lsn, XLogRecPtr origin_lsn,
-										bool known, bool copy);
+										bool has_origin_lsn,
+										XLogRecPtr prev_progress);
 extern void concord_position_committed(Oid subid, const char *origin);
 extern bool concord_position_lookup(Oid subid, const char *origin,
 									ConcordPositionState *out);

@@ -142,7 +142,7 @@ typedef struct ConcordLocalCommits
 	pg_atomic_uint32 committing;
 } ConcordLocalCommits;
 
-#define CONCORD_LOCAL_COMMITS_PER_ENTRY	2	/* databases per worker slot */
+#define CONCORD_LOCAL_COMMITS_PER_ENTRY	8	/* databases per worker slot */
 
 #define CONCORD_POSITIONS_PER_ENTRY	8	/* position entries per worker slot */
 

@@ -23,6 +23,8 @@
 #     position was lost) or names n6 at least at the commit of the row n5
 #     holds; after a clean restart it is made and names it; once n6
 #     writes again, n5's token names it.
+#   - a resynchronization on n5, which n6 receives forwarded as n4's:
+#     n6 still makes tokens naming n4 as far as before.
 # No assertion depends on timing except the 1 s timeout under a 10 s
 # apply_delay.
 use strict;
@@ -205,5 +207,18 @@ foreach my $how ('immediate stop', 'clean restart')
 }
 is($n4->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'the ring converged: n4');
 is($n5->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'the ring converged: n5');
+
+# A resynchronization on n5 copies r from n4 under n4's origin, and n6
+# receives the copy forwarded: it holds no transaction of n4's, and n6
+# still knows what it holds of n4 (it did not, and refused tokens).
+my $n4_before = $n6->safe_psql('postgres', "SELECT concord.causal_token()::jsonb ->> 'n4'");
+$n5->safe_psql('postgres',
+	"SELECT concord.alter_subscription_resynchronize_table('sub_n5_n4', 'r')");
+$n5->safe_psql('postgres', "SELECT concord.wait_for_subscription_sync_complete('sub_n5_n4')");
+is(wait_token($n6, token_of($n5), '60s'), 't', "n6 applied what n5 holds, the copy too");
+($rc, $out, $err) = $n6->psql('postgres', 'SELECT concord.causal_token()');
+is($rc, 0, 'n6 makes a token after a forwarded copy') or diag($err);
+is(names_at_least($n6, $out, 'n4', $n4_before), 't', "n6's token still names n4 as far");
+is($n6->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'n6 holds every row');
 
 done_testing();
