@@ -37,12 +37,16 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
 #include "replication/message.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
+#include "utils/lsyscache.h"
 
 #include "conflict/known.h"
 #include "conflict/seen.h"
@@ -66,8 +70,9 @@ static int	SeenLoggedLevel = 0;
 static uint64 SeenLoggedGeneration = 0;
 
 /*
- * This transaction ran a writing statement (or COMMIT PREPARED): its
- * commit is one a causal token names (shmem/position.c).
+ * This transaction ran a statement writing a table whose changes are
+ * decoded (not a temporary or unlogged one): its commit is one a causal
+ * token names (shmem/position.c).
  */
 static bool TxnWrote = false;
 
@@ -223,6 +228,52 @@ log_seen(void)
 	pfree(payload.data);
 }
 
+/*
+ * Whether a relation's changes are decoded: not those of temporary and
+ * unlogged tables, which a causal token need not name (and through
+ * forwarding could wait for for ever).  One not found counts.
+ */
+static bool
+relation_logged(Oid relid)
+{
+	return !OidIsValid(relid) ||
+		get_rel_persistence(relid) == RELPERSISTENCE_PERMANENT;
+}
+
+/* Whether the statement writes a table whose changes are decoded. */
+static bool
+writes_logged_table(PlannedStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->resultRelations == NIL)
+		return true;
+	foreach(lc, stmt->resultRelations)
+	{
+		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), stmt->rtable);
+
+		if (relation_logged(rte->relid))
+			return true;
+	}
+	return false;
+}
+
+/* Whether COPY FROM or TRUNCATE names a table whose changes are decoded. */
+static bool
+names_logged_table(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (IsA(stmt, CopyStmt))
+		return ((CopyStmt *) stmt)->relation == NULL ||
+			relation_logged(RangeVarGetRelid(((CopyStmt *) stmt)->relation,
+											 NoLock, true));
+	foreach(lc, ((TruncateStmt *) stmt)->relations)
+		if (relation_logged(RangeVarGetRelid(lfirst(lc), NoLock, true)))
+			return true;
+	return false;
+}
+
 static void
 seen_executor_start(QueryDesc *queryDesc, int eflags)
 {
@@ -231,7 +282,8 @@ seen_executor_start(QueryDesc *queryDesc, int eflags)
 		 queryDesc->plannedstmt->hasModifyingCTE) &&
 		(eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0)
 	{
-		TxnWrote = true;
+		if (!TxnWrote && writes_logged_table(queryDesc->plannedstmt))
+			TxnWrote = true;
 		log_seen();
 	}
 	if (prev_executor_start)
@@ -251,7 +303,8 @@ seen_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if ((IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from) ||
 		IsA(stmt, TruncateStmt))
 	{
-		TxnWrote = true;
+		if (!TxnWrote && names_logged_table(stmt))
+			TxnWrote = true;
 		log_seen();
 	}
 	else if (IsA(stmt, TransactionStmt) &&

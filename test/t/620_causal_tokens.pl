@@ -16,8 +16,8 @@
 #     only through n5, and the row is there; n6's own token names n4 at
 #     least as far (it learned n4's position from the forwarded commit);
 #   - a token names the commits of sessions that wrote rows, a prepared
-#     transaction's too (COMMIT PREPARED), not an ANALYZE or a CREATE TABLE
-#     after them: such a token is satisfied on n6 and the rows are there;
+#     transaction's too (COMMIT PREPARED), not an ANALYZE, a CREATE TABLE
+#     or writes of temporary and unlogged tables after them: such a token is satisfied on n6 and the rows are there;
 #   - n5 receives n6's changes forwarded by n4: after n5 is stopped with
 #     -m immediate (a crash), a token taken on n5 either is refused (the
 #     position was lost) or names n6 at least at the commit of the row n5
@@ -154,6 +154,19 @@ is(wait_token($n6, token_of($n4), '60s'), 't',
 	'n6: a token taken after ANALYZE and CREATE TABLE is satisfied');
 is($n6->safe_psql('postgres', 'SELECT v FROM r WHERE id = 10'), 'before analyze',
 	"n6: n4's row is there");
+# Nor writes of temporary or unlogged tables after them.
+$n4->safe_psql('postgres', "INSERT INTO r VALUES (12, 'before a temp table')");
+$n4->safe_psql('postgres', q{
+	CREATE TEMP TABLE scratch (i int);
+	INSERT INTO scratch VALUES (1);
+	CREATE UNLOGGED TABLE scratch_u (i int);
+	INSERT INTO scratch_u VALUES (1);
+	COPY scratch FROM PROGRAM 'echo 2';
+	TRUNCATE scratch;});
+is(wait_token($n6, token_of($n4), '30s'), 't',
+	'n6: a token taken after writes of temporary and unlogged tables is satisfied');
+is($n6->safe_psql('postgres', 'SELECT v FROM r WHERE id = 12'), 'before a temp table',
+	"n6: n4's row is there");
 $n4->safe_psql('postgres', "BEGIN; INSERT INTO r VALUES (11, 'prepared'); PREPARE TRANSACTION 'p1'");
 link_down($n5, $n4);
 $n4->safe_psql('postgres', "COMMIT PREPARED 'p1'");
@@ -205,8 +218,8 @@ foreach my $how ('immediate stop', 'clean restart')
 	is(names_at_least($n5, token_of($n5), 'n6', $n6_end), 't',
 		"$how: n5's token names n6 at its new commit");
 }
-is($n4->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'the ring converged: n4');
-is($n5->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'the ring converged: n5');
+is($n4->safe_psql('postgres', 'SELECT count(*) FROM r'), '7', 'the ring converged: n4');
+is($n5->safe_psql('postgres', 'SELECT count(*) FROM r'), '7', 'the ring converged: n5');
 
 # A resynchronization on n5 copies r from n4 under n4's origin, and n6
 # receives the copy forwarded: it holds no transaction of n4's, and n6
@@ -219,6 +232,6 @@ is(wait_token($n6, token_of($n5), '60s'), 't', "n6 applied what n5 holds, the co
 ($rc, $out, $err) = $n6->psql('postgres', 'SELECT concord.causal_token()');
 is($rc, 0, 'n6 makes a token after a forwarded copy') or diag($err);
 is(names_at_least($n6, $out, 'n4', $n4_before), 't', "n6's token still names n4 as far");
-is($n6->safe_psql('postgres', 'SELECT count(*) FROM r'), '6', 'n6 holds every row');
+is($n6->safe_psql('postgres', 'SELECT count(*) FROM r'), '7', 'n6 holds every row');
 
 done_testing();
