@@ -124,6 +124,29 @@ SELECT regexp_replace(concord.protocol_describe(data, 3),
   FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
          'proto_version', '3', 'forward_origins', 'all');
 
+-- version 3: MARKs, between transactions: this node's own (causal_token)
+-- always, another node's (as apply logs them again) only where the
+-- subscriber takes that node's changes; none for version 2
+SELECT count(*) >= 0 AS consumed FROM pg_logical_slot_get_binary_changes('regress_concord', NULL, NULL,
+           'proto_version', '1');
+SELECT concord.causal_token() IS NOT NULL AS token;
+SELECT pg_logical_emit_message(false, 'concord.mark',
+         '\x000000000012345678'::bytea || convert_to('faraway', 'UTF8')) > '0/0' AS relayed;
+-- decoding reads flushed WAL: a commit that wrote flushes the marks
+-- (other is in no set: its transaction ships nothing)
+INSERT INTO other VALUES (5, 'flushes');
+SELECT regexp_replace(concord.protocol_describe(data, 3),
+                      'at (?!0/12345678)[0-9A-F]+/[0-9A-F]+', 'at <its own>') AS own_only
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '3');
+SELECT regexp_replace(concord.protocol_describe(data, 3),
+                      'at (?!0/12345678)[0-9A-F]+/[0-9A-F]+', 'at <its own>') AS forwarding_all
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '3', 'forward_origins', 'all');
+SELECT count(*) AS version_2
+  FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL,
+         'proto_version', '2', 'forward_origins', 'all');
+
 -- bad options
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL);
 SELECT * FROM pg_logical_slot_peek_binary_changes('regress_concord', NULL, NULL, 'proto_version', '99');

@@ -31,6 +31,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "replication/message.h"
 #include "replication/origin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -45,6 +46,7 @@
 #include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "proto/proto.h"
 #include "shmem/position.h"
 #include "shmem/shmem.h"
 
@@ -183,7 +185,13 @@ forwarded_held(PathOrigin *p, XLogRecPtr progress)
 
 	if (!concord_position_lookup(p->subid, p->node, &e))
 	{
-		r.upper_unknown = r.unrecorded = true;
+		r.upper_unknown = r.unrecorded = !XLogRecPtrIsInvalid(progress);
+		return r;
+	}
+	if (XLogRecPtrIsInvalid(progress))
+	{
+		/* none of its transactions came this way yet; its marks may have */
+		r.lower = e.mark_lsn;
 		return r;
 	}
 	known_lsn = e.origin_known ? e.origin_lsn : InvalidXLogRecPtr;
@@ -211,6 +219,8 @@ forwarded_held(PathOrigin *p, XLogRecPtr progress)
 		r.upper = known_lsn;
 		r.upper_unknown = !e.origin_known;
 	}
+	/* a MARK came after every commit before it (since startup only) */
+	r.lower = Max(r.lower, e.mark_lsn);
 	return r;
 }
 
@@ -243,10 +253,13 @@ node_held(List *paths)
 			r.lower = direct_lower(p->subid, progress);
 			r.upper_unknown = r.unrecorded = false;
 		}
-		else if (XLogRecPtrIsInvalid(progress))
-			continue;			/* nothing applied through it */
 		else
+		{
 			r = forwarded_held(p, progress);
+			/* nothing came through it, not even a mark */
+			if (XLogRecPtrIsInvalid(progress) && XLogRecPtrIsInvalid(r.lower))
+				continue;
+		}
 		h->upper = Max(h->upper, r.upper);
 		h->upper_unknown |= r.upper_unknown;
 		h->unrecorded |= r.unrecorded;
@@ -259,6 +272,25 @@ node_held(List *paths)
 			h->lower = Min(h->lower, r.lower);
 	}
 	return held;
+}
+
+/*
+ * Logs a MARK of this node at lsn (proto.h): every subscriber that takes
+ * this node's changes, directly or forwarded, then knows that it holds
+ * them up to lsn once the mark reaches it, even if the commit at lsn
+ * ships nothing to it (a table in no set, a row filter).
+ */
+static void
+log_mark(const char *local, XLogRecPtr lsn)
+{
+	StringInfoData payload;
+
+	initStringInfo(&payload);
+	concord_encode_mark(&payload, local, lsn, true);
+	/* Decoding reads flushed WAL: have the WAL writer flush it soon. */
+	XLogSetAsyncXactLSN(LogLogicalMessage(CONCORD_MARK_PREFIX, payload.data,
+										  payload.len, false));
+	pfree(payload.data);
 }
 
 static char *
@@ -326,6 +358,7 @@ concord_causal_token(PG_FUNCTION_ARGS)
 	/* Its sessions' newest commit (position.c says when it is unknown). */
 	self->upper = concord_position_local_end();
 	self->upper_unknown = self->unrecorded = false;
+	log_mark(local, self->upper);
 	list_sort(held, held_cmp);
 
 	initStringInfo(&out);

@@ -665,6 +665,59 @@ handle_seen(StringInfo s)
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
 }
 
+/*
+ * A MARK: everything node committed up to lsn has been sent before it, so
+ * is applied here now.  Of the provider itself, that is where its stream
+ * stands (as a keepalive says); of a node it forwards, a lower bound of
+ * what this node holds of it (shmem/position.c).  Either way logged again
+ * (CONCORD_MARK_PREFIX, not under any origin) for the subscribers of this
+ * node that take that node's changes, if it tells more than before.
+ */
+static void
+handle_mark(StringInfo s)
+{
+	char	   *node;
+	XLogRecPtr	lsn;
+	bool		more;
+	RepOriginId session_origin = replorigin_session_origin;
+	StringInfoData payload;
+
+	concord_read_mark(s, &node, &lsn);
+	if (W.in_remote_txn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("MARK inside a remote transaction")));
+	if (strcmp(node, W.local_node) == 0)
+		return;
+	if (W.provider_node && strcmp(node, W.provider_node) == 0)
+	{
+		/* A keepalive may have told where the stream stands already. */
+		more = lsn > W.provider_mark;
+		W.provider_mark = Max(W.provider_mark, lsn);
+		if (lsn > W.caught_up)
+		{
+			W.caught_up = lsn;
+			concord_apply_publish_progress(false, true);
+		}
+	}
+	else
+	{
+		/* Checks that this subscription takes node's changes. */
+		use_origin(node);
+		more = concord_position_marked(W.sub->id, node, lsn);
+	}
+	if (!more)
+		return;
+	initStringInfo(&payload);
+	concord_encode_mark(&payload, node, lsn, false);
+	replorigin_session_origin = InvalidRepOriginId;
+	/* Decoding reads flushed WAL: have the WAL writer flush it soon. */
+	XLogSetAsyncXactLSN(LogLogicalMessage(CONCORD_MARK_PREFIX, payload.data,
+										  payload.len, false));
+	replorigin_session_origin = session_origin;
+	pfree(payload.data);
+}
+
 void
 concord_apply_dispatch(StringInfo s)
 {
@@ -691,6 +744,9 @@ concord_apply_dispatch(StringInfo s)
 			break;
 		case CONCORD_MSG_SEEN:
 			handle_seen(s);
+			break;
+		case CONCORD_MSG_MARK:
+			handle_mark(s);
 			break;
 		default:
 			ereport(ERROR,

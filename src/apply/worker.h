@@ -63,6 +63,7 @@ typedef struct ApplyWorker
 	bool		gaps_checked;	/* concord_gap_check() ran for this one */
 	RepOriginId session_origin;
 	char		session_origin_node[NAMEDATALEN];
+	XLogRecPtr	provider_mark;	/* the provider's latest MARK passed on */
 	bool		position_tracked;	/* committing a forwarded transaction
 									 * whose position is announced
 									 * (shmem/position.c) */

@@ -659,6 +659,43 @@ output_unapplied(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 }
 
 /*
+ * A MARK (version 3): a node's position, up to which everything it
+ * committed was sent before (concord.causal_token() logs its own node's,
+ * apply each one it receives).  Sent on as that node's transactions are:
+ * never to the node itself, and another node's only where the subscriber
+ * takes that node's changes (forward_origins).
+ */
+static void
+send_mark(LogicalDecodingContext *ctx, const char *message, Size size)
+{
+	OutputData *data = ctx->output_plugin_private;
+	char	   *node;
+	XLogRecPtr	lsn;
+	bool		wanted;
+
+	/* No catalog access here: outside a transaction (no local node name). */
+	if (data->proto_version < 3 ||
+		!concord_decode_mark(message, size, &node, &lsn, &wanted))
+		return;
+	if (data->subscriber_node && strcmp(node, data->subscriber_node) == 0)
+		return;
+	wanted |= data->forward_all;
+	if (!wanted)
+	{
+		ListCell   *lc;
+
+		foreach(lc, data->forward_nodes)
+			if (strcmp(lfirst(lc), node) == 0)
+				wanted = true;
+	}
+	if (!wanted)
+		return;
+	message_start(ctx, true);
+	concord_write_mark(ctx->out, node, lsn);
+	message_end(ctx, true, true);
+}
+
+/*
  * The writer's vector (seen.c) travels as a SEEN message.  Before the
  * transaction's first shipped change it waits (the last one logged
  * wins), so that a transaction with nothing for this subscriber costs
@@ -689,6 +726,11 @@ output_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		otxn = txn->output_plugin_private;
 		otxn->origin_lsn = pg_ntoh64(lsn);
 		otxn->origin_lsn_set = true;
+		return;
+	}
+	if (!transactional && strcmp(prefix, CONCORD_MARK_PREFIX) == 0)
+	{
+		send_mark(ctx, message, message_size);
 		return;
 	}
 	if (!transactional || txn == NULL || strcmp(prefix, CONCORD_SEEN_PREFIX) != 0)

@@ -16,6 +16,7 @@
 #include "access/sysattr.h"
 #include "access/tupdesc.h"
 #include "libpq/pqformat.h"
+#include "port/pg_bswap.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -456,4 +457,50 @@ concord_read_seen_payload(StringInfo in, bool framed, int *len)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("invalid length %d of a SEEN message", *len)));
 	return pq_getmsgbytes(in, *len);
+}
+
+void
+concord_write_mark(StringInfo out, const char *node, XLogRecPtr lsn)
+{
+	pq_sendbyte(out, CONCORD_MSG_MARK);
+	pq_sendbyte(out, FLAGS_NONE);
+	pq_sendint64(out, lsn);
+	pq_sendstring(out, node);
+}
+
+void
+concord_read_mark(StringInfo in, char **node, XLogRecPtr *lsn)
+{
+	(void) pq_getmsgbyte(in);	/* flags */
+	*lsn = pq_getmsgint64(in);
+	*node = pstrdup(pq_getmsgstring(in));
+}
+
+/*
+ * The payload of a CONCORD_MARK_PREFIX message: whether it is the logging
+ * node's own (1 byte), the position, the node's name.
+ */
+void
+concord_encode_mark(StringInfo payload, const char *node, XLogRecPtr lsn, bool own)
+{
+	pq_sendbyte(payload, own ? 1 : 0);
+	pq_sendint64(payload, lsn);
+	appendBinaryStringInfo(payload, node, strlen(node));
+}
+
+/* Reads a CONCORD_MARK_PREFIX payload; false if it is not one. */
+bool
+concord_decode_mark(const char *payload, Size len, char **node, XLogRecPtr *lsn,
+					bool *own)
+{
+	uint64		n;
+	Size		head = 1 + sizeof(uint64);
+
+	if (len <= head || len - head >= NAMEDATALEN)
+		return false;
+	*own = payload[0] != 0;
+	memcpy(&n, payload + 1, sizeof(uint64));
+	*lsn = pg_ntoh64(n);
+	*node = pnstrdup(payload + head, len - head);
+	return true;
 }

@@ -41,6 +41,8 @@
 #define CONCORD_MSG_DELETE		'D'
 #define CONCORD_MSG_TRUNCATE	'T'
 #define CONCORD_MSG_SEEN		'S'	/* what the writer had applied */
+#define CONCORD_MSG_MARK		'M'	/* version 3: a node's position, between
+									 * transactions (causal tokens) */
 
 /* Kinds of a column value in a tuple */
 #define CONCORD_COL_NULL		'n'
@@ -84,6 +86,16 @@ typedef struct ConcordBeginMsg
  * transaction can send it on.
  */
 #define CONCORD_ORIGIN_LSN_PREFIX	"concord.origin_lsn"
+
+/*
+ * Prefix of the non-transactional logical message of a MARK: a node's
+ * name and a position in its WAL up to which everything it committed
+ * is before the mark (1 byte: the logging node's own; 8 bytes, network
+ * order; the name).  Logged by concord.causal_token() for its own node,
+ * and again by apply for each mark it receives, so that forwarding
+ * providers pass it on.
+ */
+#define CONCORD_MARK_PREFIX		"concord.mark"
 
 typedef struct ConcordCommitMsg
 {
@@ -159,6 +171,12 @@ extern void concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
 
 extern void concord_encode_seen(StringInfo out, List *entries);
 extern List *concord_decode_seen(StringInfo in);
+extern void concord_write_mark(StringInfo out, const char *node, XLogRecPtr lsn);
+extern void concord_read_mark(StringInfo in, char **node, XLogRecPtr *lsn);
+extern void concord_encode_mark(StringInfo payload, const char *node, XLogRecPtr lsn,
+								bool own);
+extern bool concord_decode_mark(const char *payload, Size len, char **node,
+								XLogRecPtr *lsn, bool *own);
 extern void concord_write_seen(StringInfo out, const char *payload, int len,
 							   bool framed);
 

@@ -165,6 +165,15 @@ describe_message(StringInfo buf, StringInfo in, int version)
 				appendStringInfo(buf, "SEEN %d origin(s)", list_length(entries));
 				break;
 			}
+		case CONCORD_MSG_MARK:
+			{
+				char	   *node;
+				XLogRecPtr	lsn;
+
+				concord_read_mark(in, &node, &lsn);
+				appendStringInfo(buf, "MARK %s at %X/%X", node, LSN_FORMAT_ARGS(lsn));
+				break;
+			}
 		default:
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),

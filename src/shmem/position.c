@@ -163,6 +163,28 @@ concord_position_committed(Oid subid, const char *origin)
 	LWLockRelease(ConcordShmem->lock);
 }
 
+/*
+ * A MARK of origin arrived through subid (after everything before it):
+ * this node holds the origin's commits up to lsn.  True if that is more
+ * than it knew (the mark is then worth passing on).
+ */
+bool
+concord_position_marked(Oid subid, const char *origin, XLogRecPtr lsn)
+{
+	ConcordPositionState *e;
+	bool		more = false;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	e = position_entry(subid, origin);
+	if (e && lsn > e->mark_lsn)
+	{
+		e->mark_lsn = lsn;
+		more = true;
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return more;
+}
+
 /* A copy of the entry of (subid, origin) in this database; false if none. */
 bool
 concord_position_lookup(Oid subid, const char *origin, ConcordPositionState *out)
@@ -287,6 +309,7 @@ concord_position_save(void)
 	{
 		copy[i].live = false;
 		copy[i].pending_path_lsn = InvalidXLogRecPtr;
+		copy[i].mark_lsn = InvalidXLogRecPtr;
 	}
 	if ((used == nsaved &&
 		 memcmp(copy, saved, sizeof(ConcordPositionState) * used) == 0) ||
@@ -326,5 +349,6 @@ concord_position_load(void)
 		ConcordShmem->positions[i].origin[NAMEDATALEN - 1] = '\0';
 		ConcordShmem->positions[i].live = false;
 		ConcordShmem->positions[i].pending_path_lsn = InvalidXLogRecPtr;
+		ConcordShmem->positions[i].mark_lsn = InvalidXLogRecPtr;
 	}
 }

@@ -19,6 +19,7 @@ extern void concord_position_committing(Oid subid, const char *origin,
 										bool has_origin_lsn,
 										XLogRecPtr prev_progress);
 extern void concord_position_committed(Oid subid, const char *origin);
+extern bool concord_position_marked(Oid subid, const char *origin, XLogRecPtr lsn);
 extern bool concord_position_lookup(Oid subid, const char *origin,
 									ConcordPositionState *out);
 extern void concord_position_committing_locally(bool start);

@@ -128,6 +128,8 @@ typedef struct ConcordPositionState
 	XLogRecPtr	pending_path_lsn;	/* InvalidXLogRecPtr: none */
 	XLogRecPtr	pending_origin_lsn;
 	bool		pending_known;
+	XLogRecPtr	mark_lsn;		/* the origin's latest MARK received through
+								 * the subscription; since startup only */
 } ConcordPositionState;
 
 /*

@@ -17,7 +17,9 @@
 #     least as far (it learned n4's position from the forwarded commit);
 #   - a token names the commits of sessions that wrote rows, a prepared
 #     transaction's too (COMMIT PREPARED), not an ANALYZE, a CREATE TABLE
-#     or writes of temporary and unlogged tables after them: such a token is satisfied on n6 and the rows are there;
+#     or writes of temporary and unlogged tables after them; after a write
+#     of a table in no set, the token's MARK, passed on by n5, satisfies it
+#     on n6: such a token is satisfied on n6 and the rows are there;
 #   - n5 receives n6's changes forwarded by n4: after n5 is stopped with
 #     -m immediate (a crash), a token taken on n5 either is refused (the
 #     position was lost) or names n6 at least at the commit of the row n5
@@ -167,6 +169,14 @@ is(wait_token($n6, token_of($n4), '30s'), 't',
 	'n6: a token taken after writes of temporary and unlogged tables is satisfied');
 is($n6->safe_psql('postgres', 'SELECT v FROM r WHERE id = 12'), 'before a temp table',
 	"n6: n4's row is there");
+# A write of a table in no set ships nothing: the token's MARK, passed on
+# by n5, tells n6 how far it holds n4 (else n6 would wait for n4's next
+# transaction that ships something).
+$n4->safe_psql('postgres', 'INSERT INTO local_only VALUES (1)');
+my $t_local = token_of($n4);
+is(wait_token($n6, $t_local, '30s'), 't',
+	'n6: a token taken after a write of a table in no set is satisfied (MARK through n5)');
+is(wait_token($n5, $t_local, '30s'), 't', 'n5: too');
 $n4->safe_psql('postgres', "BEGIN; INSERT INTO r VALUES (11, 'prepared'); PREPARE TRANSACTION 'p1'");
 link_down($n5, $n4);
 $n4->safe_psql('postgres', "COMMIT PREPARED 'p1'");
