@@ -93,6 +93,21 @@ held_entry(List **held, const char *node)
 	return h;
 }
 
+static bool
+path_listed(List *paths, Oid subid, const char *node)
+{
+	ListCell   *lc;
+
+	foreach(lc, paths)
+	{
+		PathOrigin *p = lfirst(lc);
+
+		if (p->subid == subid && strcmp(p->node, node) == 0)
+			return true;
+	}
+	return false;
+}
+
 /*
  * The origins of this database's subscriptions, and the providers of
  * those (PathOrigin with id InvalidRepOriginId when the provider has no
@@ -135,6 +150,23 @@ read_paths(const char *local_node)
 			p->node = provider->name;
 			p->id = InvalidRepOriginId;
 			p->direct = true;
+			paths = lappend(paths, p);
+		}
+		/* Forwarded nodes only marks came of (no origin here yet). */
+		foreach(lc2, concord_position_origins(sub->id))
+		{
+			char	   *node = lfirst(lc2);
+			PathOrigin *p;
+
+			if (strcmp(node, local_node) == 0 ||
+				(provider != NULL && strcmp(node, provider->name) == 0) ||
+				path_listed(paths, sub->id, node))
+				continue;
+			p = palloc(sizeof(PathOrigin));
+			p->subid = sub->id;
+			p->node = node;
+			p->id = InvalidRepOriginId;
+			p->direct = false;
 			paths = lappend(paths, p);
 		}
 	}
@@ -285,6 +317,8 @@ log_mark(const char *local, XLogRecPtr lsn)
 {
 	StringInfoData payload;
 
+	if (!concord_position_mark_due(lsn))
+		return;
 	initStringInfo(&payload);
 	concord_encode_mark(&payload, local, lsn, true);
 	/* Decoding reads flushed WAL: have the WAL writer flush it soon. */

@@ -200,6 +200,8 @@ use_origin(const char *origin_node)
 	if (W.session_origin != InvalidRepOriginId &&
 		strcmp(W.session_origin_node, origin_node) == 0)
 		return;
+	/* The catalog writes below are no transaction of the previous origin. */
+	replorigin_session_origin = InvalidRepOriginId;
 	StartTransactionCommand();
 	check_origin_received(origin_node);
 	origin = concord_origin_ensure(W.sub->id, origin_node);
@@ -665,11 +667,28 @@ handle_seen(StringInfo s)
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
 }
 
+/* Whether the subscription takes node's changes forwarded (forward_origins). */
+static bool
+takes_forwarded(const char *node)
+{
+	ListCell   *lc;
+
+	foreach(lc, W.sub->forward_origins)
+	{
+		const char *name = lfirst(lc);
+
+		if (strcmp(name, "all") == 0 || strcmp(name, node) == 0)
+			return true;
+	}
+	return false;
+}
+
 /*
  * A MARK: everything node committed up to lsn has been sent before it, so
  * is applied here now.  Of the provider itself, that is where its stream
  * stands (as a keepalive says); of a node it forwards, a lower bound of
- * what this node holds of it (shmem/position.c).  Either way logged again
+ * what this node holds of it (shmem/position.c), kept without an origin
+ * (a mark must never stop apply for want of one).  Either way logged again
  * (CONCORD_MARK_PREFIX, not under any origin) for the subscribers of this
  * node that take that node's changes, if it tells more than before.
  */
@@ -700,12 +719,10 @@ handle_mark(StringInfo s)
 			concord_apply_publish_progress(false, true);
 		}
 	}
-	else
-	{
-		/* Checks that this subscription takes node's changes. */
-		use_origin(node);
+	else if (takes_forwarded(node))
 		more = concord_position_marked(W.sub->id, node, lsn);
-	}
+	else
+		more = false;			/* not this subscription's to know */
 	if (!more)
 		return;
 	initStringInfo(&payload);

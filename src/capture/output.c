@@ -677,8 +677,6 @@ send_mark(LogicalDecodingContext *ctx, const char *message, Size size)
 	if (data->proto_version < 3 ||
 		!concord_decode_mark(message, size, &node, &lsn, &wanted))
 		return;
-	if (data->subscriber_node && strcmp(node, data->subscriber_node) == 0)
-		return;
 	wanted |= data->forward_all;
 	if (!wanted)
 	{
@@ -688,11 +686,16 @@ send_mark(LogicalDecodingContext *ctx, const char *message, Size size)
 			if (strcmp(lfirst(lc), node) == 0)
 				wanted = true;
 	}
-	if (!wanted)
+	if (!wanted ||
+		(data->subscriber_node && strcmp(node, data->subscriber_node) == 0))
+	{
+		pfree(node);
 		return;
+	}
 	message_start(ctx, true);
 	concord_write_mark(ctx->out, node, lsn);
 	message_end(ctx, true, true);
+	pfree(node);
 }
 
 /*

@@ -35,10 +35,12 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -46,7 +48,7 @@
 #include "replication/message.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
-#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "conflict/known.h"
 #include "conflict/seen.h"
@@ -236,8 +238,18 @@ log_seen(void)
 static bool
 relation_logged(Oid relid)
 {
-	return !OidIsValid(relid) ||
-		get_rel_persistence(relid) == RELPERSISTENCE_PERMANENT;
+	HeapTuple	tup;
+	bool		logged = true;
+
+	if (!OidIsValid(relid))
+		return true;
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (HeapTupleIsValid(tup))
+	{
+		logged = ((Form_pg_class) GETSTRUCT(tup))->relpersistence == RELPERSISTENCE_PERMANENT;
+		ReleaseSysCache(tup);
+	}
+	return logged;
 }
 
 /* Whether the statement writes a table whose changes are decoded. */
@@ -269,8 +281,14 @@ names_logged_table(Node *stmt)
 			relation_logged(RangeVarGetRelid(((CopyStmt *) stmt)->relation,
 											 NoLock, true));
 	foreach(lc, ((TruncateStmt *) stmt)->relations)
-		if (relation_logged(RangeVarGetRelid(lfirst(lc), NoLock, true)))
+	{
+		RangeVar   *rv = lfirst(lc);
+		Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+		/* its children too, which may be logged tables */
+		if (relation_logged(relid) || (rv->inh && has_subclass(relid)))
 			return true;
+	}
 	return false;
 }
 

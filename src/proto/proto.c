@@ -471,9 +471,16 @@ concord_write_mark(StringInfo out, const char *node, XLogRecPtr lsn)
 void
 concord_read_mark(StringInfo in, char **node, XLogRecPtr *lsn)
 {
+	const char *name;
+
 	(void) pq_getmsgbyte(in);	/* flags */
 	*lsn = pq_getmsgint64(in);
-	*node = pstrdup(pq_getmsgstring(in));
+	name = pq_getmsgstring(in);
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid node name in a MARK message")));
+	*node = pstrdup(name);
 }
 
 /*

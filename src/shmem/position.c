@@ -185,6 +185,24 @@ concord_position_marked(Oid subid, const char *origin, XLogRecPtr lsn)
 	return more;
 }
 
+/* The origins this database keeps an entry of for subid, as names. */
+List *
+concord_position_origins(Oid subid)
+{
+	List	   *origins = NIL;
+
+	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+	for (int i = 0; i < position_slots(); i++)
+	{
+		ConcordPositionState *e = &ConcordShmem->positions[i];
+
+		if (e->dboid == MyDatabaseId && e->subid == subid)
+			origins = lappend(origins, pstrdup(e->origin));
+	}
+	LWLockRelease(ConcordShmem->lock);
+	return origins;
+}
+
 /* A copy of the entry of (subid, origin) in this database; false if none. */
 bool
 concord_position_lookup(Oid subid, const char *origin, ConcordPositionState *out)
@@ -250,6 +268,25 @@ concord_position_committing_locally(bool start)
 		(void) pg_atomic_fetch_add_u32(&lc->committing, 1);
 	else
 		(void) pg_atomic_fetch_sub_u32(&lc->committing, 1);
+}
+
+/*
+ * Whether a MARK of this node at lsn tells more than the last one this
+ * database logged (one at or past lsn covers it); it is then the last.
+ */
+bool
+concord_position_mark_due(XLogRecPtr lsn)
+{
+	ConcordLocalCommits *lc = my_local_commits();
+	uint64		known;
+
+	if (lc == NULL)
+		return true;
+	known = pg_atomic_read_u64(&lc->last_mark);
+	while (known < lsn)
+		if (pg_atomic_compare_exchange_u64(&lc->last_mark, &known, lsn))
+			return true;
+	return false;
 }
 
 /* A session of this database committed a transaction ending at end_lsn. */

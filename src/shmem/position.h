@@ -22,6 +22,8 @@ extern void concord_position_committed(Oid subid, const char *origin);
 extern bool concord_position_marked(Oid subid, const char *origin, XLogRecPtr lsn);
 extern bool concord_position_lookup(Oid subid, const char *origin,
 									ConcordPositionState *out);
+extern List *concord_position_origins(Oid subid);
+extern bool concord_position_mark_due(XLogRecPtr lsn);
 extern void concord_position_committing_locally(bool start);
 extern void concord_position_local_commit(XLogRecPtr end_lsn);
 extern XLogRecPtr concord_position_local_end(void);

@@ -120,6 +120,7 @@ shmem_startup(void)
 		{
 			pg_atomic_init_u64(&ConcordShmem->local_commits[i].end_lsn, 0);
 			pg_atomic_init_u32(&ConcordShmem->local_commits[i].committing, 0);
+			pg_atomic_init_u64(&ConcordShmem->local_commits[i].last_mark, 0);
 		}
 		for (int i = 0; i < ConcordShmem->max_entries; i++)
 		{

@@ -142,6 +142,7 @@ typedef struct ConcordLocalCommits
 	Oid			dboid;			/* InvalidOid: free; under the lock */
 	pg_atomic_uint64 end_lsn;
 	pg_atomic_uint32 committing;
+	pg_atomic_uint64 last_mark;	/* the last MARK of this node logged */
 } ConcordLocalCommits;
 
 #define CONCORD_LOCAL_COMMITS_PER_ENTRY	8	/* databases per worker slot */
