@@ -331,8 +331,6 @@ extern ConcordSlotDropCancel concord_slot_drop_cancel(Oid dboid, const char *slo
 extern bool concord_slot_drop_claim(Oid dboid, ConcordSlotDrop *out);
 extern bool concord_slot_drop_finish(Oid dboid, const char *slot_name, bool dropped);
 extern bool concord_slot_drop_forget_one(Oid dboid, ConcordSlotDrop *out);
-extern void concord_slot_drops_save(void);
-extern void concord_slot_drops_load(void);
 extern bool concord_slot_drops_waiting(Oid dboid);
 extern void concord_slot_drops_unclaim(Oid dboid);
 

@@ -12,11 +12,8 @@
  * provider cannot be reached, up to CONCORD_SLOT_DROP_TRIES times (about
  * ten minutes), then gives up with a WARNING that names the slot.  A
  * create_subscription that needs the slot's name again takes the drop
- * back and does it itself.  Kept in shared memory, and saved to a file by
- * the launcher every few seconds and at its exit (an abort cannot write
- * it), loaded at startup: a restart keeps them, a crash within seconds of
- * the abort may forget one (the slot stays, and create_subscription of
- * that name says so).
+ * back and does it itself.  Kept in shared memory only: a restart forgets
+ * them (the slot stays, and create_subscription of that name says so).
  *
  *-------------------------------------------------------------------------
  */
@@ -191,62 +188,4 @@ concord_slot_drops_unclaim(Oid dboid)
 		if (ConcordShmem->slot_drops[i].dboid == dboid)
 			ConcordShmem->slot_drops[i].busy = false;
 	LWLockRelease(ConcordShmem->lock);
-}
-
-#define SLOT_DROPS_FILE		"concord_slot_drops.state"
-#define SLOT_DROPS_FILE_TMP	"concord_slot_drops.state.tmp"
-#define SLOT_DROPS_MAGIC	0x434F4E44	/* "COND" */
-
-/*
- * The launcher: writes the waiting drops of every database to the state
- * file, if they changed since it last did.  The file holds DSNs, as the
- * catalogs do: it is the server owner's only (PostgreSQL's umask).
- */
-void
-concord_slot_drops_save(void)
-{
-	static ConcordSlotDrop saved[CONCORD_SLOT_DROPS];
-	static int	nsaved = -1;
-	ConcordSlotDrop copy[CONCORD_SLOT_DROPS];
-	int			used = 0;
-
-	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
-	for (int i = 0; i < CONCORD_SLOT_DROPS; i++)
-		if (OidIsValid(ConcordShmem->slot_drops[i].dboid))
-			copy[used++] = ConcordShmem->slot_drops[i];
-	LWLockRelease(ConcordShmem->lock);
-	for (int i = 0; i < used; i++)
-	{
-		copy[i].busy = false;
-		copy[i].retry_after = 0;
-	}
-	if (used == nsaved && memcmp(copy, saved, sizeof(ConcordSlotDrop) * used) == 0)
-		return;
-	if (concord_state_file_write(SLOT_DROPS_FILE, SLOT_DROPS_FILE_TMP,
-								 SLOT_DROPS_MAGIC, copy,
-								 sizeof(ConcordSlotDrop), used))
-	{
-		memcpy(saved, copy, sizeof(ConcordSlotDrop) * used);
-		nsaved = used;
-	}
-}
-
-/* At startup (postmaster): the drops saved last, due at once. */
-void
-concord_slot_drops_load(void)
-{
-	int			n = concord_state_file_read(SLOT_DROPS_FILE, SLOT_DROPS_MAGIC,
-											ConcordShmem->slot_drops,
-											sizeof(ConcordSlotDrop),
-											CONCORD_SLOT_DROPS);
-
-	for (int i = 0; i < n; i++)
-	{
-		ConcordSlotDrop *d = &ConcordShmem->slot_drops[i];
-
-		d->slot_name[NAMEDATALEN - 1] = '\0';
-		d->dsn[CONCORD_SLOT_DROP_DSN_LEN - 1] = '\0';
-		d->busy = false;
-		d->retry_after = 0;
-	}
 }

@@ -169,7 +169,6 @@ launcher_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	LWLockReleaseAll();
 	concord_seen_save();
-	concord_slot_drops_save();
 }
 
 static void
@@ -202,7 +201,6 @@ concord_launcher_main(Datum main_arg pg_attribute_unused())
 		if (TimestampDifferenceExceeds(last_save, GetCurrentTimestamp(), SEEN_SAVE_MS))
 		{
 			concord_seen_save();
-			concord_slot_drops_save();
 			last_save = GetCurrentTimestamp();
 		}
 

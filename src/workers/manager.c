@@ -434,27 +434,6 @@ manager_attach(void)
 	before_shmem_exit(manager_detach, (Datum) 0);
 }
 
-/*
- * Whether this database is a copy of its node (catalog/identity.c): the
- * drops it loaded with the state file are the original's, whose slot of
- * that name may be in use by now.  A copy drops none.
- */
-static bool
-is_copy_of_node(void)
-{
-	char	   *why = NULL;
-	bool		copy;
-
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	/* concord.node before concord.node_identity, as DROP EXTENSION locks */
-	copy = OidIsValid(concord_catalog_relid(CATALOG_SUBSCRIPTION, true)) &&
-		concord_node_get_local(true) != NULL && !concord_identity_check(&why);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return copy;
-}
-
 /* The WARNING for a slot of an aborted transaction that stays. */
 static void
 warn_slot_left(const ConcordSlotDrop *d, const char *why)
@@ -479,8 +458,7 @@ drop_deferred_slot(void)
 	ConcordSlotDrop d;
 	bool		dropped;
 
-	if (!concord_slot_drops_waiting(ManagerDb) || is_copy_of_node() ||
-		!concord_slot_drop_claim(ManagerDb, &d))
+	if (!concord_slot_drop_claim(ManagerDb, &d))
 		return;
 	StartTransactionCommand();
 	dropped = concord_slot_drop(d.dsn, d.password_required, d.slot_name,

@@ -10,8 +10,6 @@
 #     The aborting backend connected there itself, while it could not be
 #     interrupted (review #22), failed, and the slot stayed for good.  The
 #     abort now hands the drop to the manager, which retries.
-#     Also after a restart of the subscriber meanwhile (the waiting drops
-#     were in shared memory only: the slot stayed for good).
 #  3. create_subscription of the same name right after such an abort,
 #     while the manager still waits to drop the old slot: it takes the drop
 #     back, and succeeds.
@@ -89,24 +87,6 @@ ok($p->poll_query_until('postgres',
 	'the manager dropped the slot once p could be reached again');
 ok(wait_for_log_line($s, qr/dropped replication slot "concord_\d+_\d+" on the provider: the transaction that made it aborted/, $log_offset),
 	"s's log says so");
-
-# --- 2b. the same, with a restart of s before p is back ----------------------------
-# The drops waiting are saved with the server's state and survive the
-# restart; they were kept in shared memory only, and the slot stayed.
-$bg = $s->background_psql('postgres');
-$bg->query_safe("BEGIN; SELECT concord.create_subscription('restarted', $pdsn, synchronize_data := false)");
-is(slots_on_p(), '2', 'the aborted subscription made its slot on p');
-$proxy->stop;
-$log_offset = -s $s->logfile;
-$bg->query_safe('ROLLBACK');
-$bg->quit;
-ok(wait_for_log_line($s, qr/could not drop replication slot "concord_\d+_\d+" on the provider/, $log_offset),
-	'the manager tried to drop the slot while p could not be reached');
-$s->restart;
-$proxy = ConcordProxy->new($p, port => $port);
-ok($p->poll_query_until('postgres',
-		q{SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_type = 'logical'}),
-	's, restarted, dropped the slot once p could be reached again');
 
 # --- 3. the same name again, while the drop waits ----------------------------------
 $bg = $s->background_psql('postgres');
