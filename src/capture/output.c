@@ -323,6 +323,25 @@ peer_priority(OutputData *data, const char *name)
 	return peer->priority;
 }
 
+/*
+ * Whether the subscriber takes what another node wrote first (origin),
+ * forwarded by this one: never its own, else as forward_origins says.
+ */
+static bool
+forwards_origin(OutputData *data, const char *origin)
+{
+	ListCell   *lc;
+
+	if (data->subscriber_node && strcmp(origin, data->subscriber_node) == 0)
+		return false;
+	if (data->forward_all)
+		return true;
+	foreach(lc, data->forward_nodes)
+		if (strcmp(lfirst(lc), origin) == 0)
+			return true;
+	return false;
+}
+
 /* Decides, once per transaction, where it came from and whether to ship it. */
 static void
 decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
@@ -343,17 +362,7 @@ decide_origin(OutputData *data, ReorderBufferTXN *txn, OutputTxn *otxn)
 	strlcpy(otxn->origin_name, origin, NAMEDATALEN);
 	otxn->origin_priority = peer_priority(data, otxn->origin_name);
 
-	if (data->subscriber_node && strcmp(origin, data->subscriber_node) == 0)
-		otxn->skip = true;
-	else if (!data->forward_all)
-	{
-		ListCell   *lc;
-
-		otxn->skip = true;
-		foreach(lc, data->forward_nodes)
-			if (strcmp(lfirst(lc), origin) == 0)
-				otxn->skip = false;
-	}
+	otxn->skip = !forwards_origin(data, origin);
 }
 
 /* Counts a decoded change; reports progress every PROGRESS_EVERY. */
@@ -671,23 +680,14 @@ send_mark(LogicalDecodingContext *ctx, const char *message, Size size)
 	OutputData *data = ctx->output_plugin_private;
 	char	   *node;
 	XLogRecPtr	lsn;
-	bool		wanted;
+	bool		own;
 
 	/* No catalog access here: outside a transaction (no local node name). */
 	if (data->proto_version < 3 ||
-		!concord_decode_mark(message, size, &node, &lsn, &wanted))
+		!concord_decode_mark(message, size, &node, &lsn, &own))
 		return;
-	wanted |= data->forward_all;
-	if (!wanted)
-	{
-		ListCell   *lc;
-
-		foreach(lc, data->forward_nodes)
-			if (strcmp(lfirst(lc), node) == 0)
-				wanted = true;
-	}
-	if (!wanted ||
-		(data->subscriber_node && strcmp(node, data->subscriber_node) == 0))
+	if (own ? (data->subscriber_node && strcmp(node, data->subscriber_node) == 0) :
+		!forwards_origin(data, node))
 	{
 		pfree(node);
 		return;
