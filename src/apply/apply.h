@@ -90,7 +90,8 @@ extern void concord_apply_delete(ApplyRel *arel, char oldkind,
 								 ConcordTuple *oldtup);
 
 /* causal.c */
-extern char *concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text);
+extern char *concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text,
+										  bool insert);
 
 /* forward.c */
 extern void concord_apply_forward(ApplyRel *arel, Relation rel, char action,

@@ -3,12 +3,7 @@
  * apply_row.c
  *		Writes one remote change into a local table through the executor.
  *
- * Rows go through ExecSimpleRelationInsert/Update/Delete, as PostgreSQL's
- * own apply does: constraints are checked, indexes maintained and user
- * triggers fired as session_replication_role = replica says (the apply
- * worker runs with it).  Rows are found by the replica identity index (or
- * primary key), or by a full scan for REPLICA IDENTITY FULL without one.
- * A row that is there when it should not be (insert_exists), or missing
+ * The executor around the change is apply_exec.c's.  A row that is there when it should not be (insert_exists), or missing
  * when it should be there (update_missing, delete_missing), is a conflict
  * decided by conflict.c and recorded in the history in the same
  * transaction.
@@ -37,6 +32,7 @@
 #include "utils/rel.h"
 
 #include "apply/apply.h"
+#include "apply/apply_exec.h"
 #include "conflict/conflict.h"
 #include "conflict/handler.h"
 #include "conflict/tombstone.h"
@@ -59,217 +55,6 @@ bool		concord_apply_side_writes = false;
 /* Conflicts met in the current remote transaction. */
 int			concord_apply_conflicts = 0;
 
-
-/*
- * Whether the current remote change wrote the table (its row, a handler's
- * row, a rival's deletion): if not, forward.c passes it on as it came.
- */
-static bool ChangeWritten = false;
-
-static void
-row_insert(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
-{
-	ExecSimpleRelationInsert(rri, estate, slot);
-	ChangeWritten = true;
-}
-
-static void
-row_update(ResultRelInfo *rri, EState *estate, EPQState *epq,
-		   TupleTableSlot *searchslot, TupleTableSlot *slot)
-{
-	ExecSimpleRelationUpdate(rri, estate, epq, searchslot, slot);
-	ChangeWritten = true;
-}
-
-static void
-row_delete(ResultRelInfo *rri, EState *estate, EPQState *epq,
-		   TupleTableSlot *searchslot)
-{
-	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
-	ChangeWritten = true;
-}
-
-/* One table's executor state for the duration of one change. */
-typedef struct ApplyExec
-{
-	Relation	rel;
-	EState	   *estate;
-	ResultRelInfo *rri;
-	EPQState	epqstate;
-	ConcordAsOwner owner;		/* the user to return to at exec_end() */
-} ApplyExec;
-
-/* What a conversion error names. */
-typedef struct ColumnContext
-{
-	ApplyRel   *arel;
-	int			col;
-} ColumnContext;
-
-/*
- * Opens the table for one remote change of the given kind, and from here
- * to exec_end() runs as the table's owner (owner.c): reading the change's
- * values (domain checks), the write, its defaults, constraints, indexes and
- * triggers.
- */
-static void
-exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode)
-{
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-
-	ex->rel = table_open(arel->localid, RowExclusiveLock);
-	concord_become_table_owner(ex->rel, mode, concord_remote_txn->sub_name, &ex->owner);
-	ex->estate = CreateExecutorState();
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(ex->rel);
-	rte->relkind = ex->rel->rd_rel->relkind;
-	rte->rellockmode = AccessShareLock;
-	ExecInitRangeTable(ex->estate, list_make1(rte));
-	ex->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
-	ex->estate->es_output_cid = GetCurrentCommandId(true);
-	ExecOpenIndices(ex->rri, false);
-	AfterTriggerBeginQuery();
-	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
-}
-
-static void
-exec_end(ApplyExec *ex)
-{
-	EvalPlanQualEnd(&ex->epqstate);
-	AfterTriggerEndQuery(ex->estate);
-	ExecCloseIndices(ex->rri);
-	ExecResetTupleTable(ex->estate->es_tupleTable, false);
-	FreeExecutorState(ex->estate);
-	concord_restore_user(&ex->owner);
-	table_close(ex->rel, NoLock);
-	CommandCounterIncrement();
-}
-
-static void
-column_error_context(void *arg)
-{
-	ColumnContext *ctx = arg;
-
-	if (ctx->col >= 0)
-		errcontext("remote column \"%s\" of relation %s",
-				   ctx->arel->remote->atts[ctx->col].name, ctx->arel->qualname);
-}
-
-static void
-check_tuple_shape(ApplyRel *arel, ConcordTuple *tup)
-{
-	if (tup->ncols != arel->remote->natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("tuple of relation %s has %d columns, its metadata %d",
-						arel->qualname, tup->ncols, arel->remote->natts)));
-}
-
-/* Local columns the provider does not send get their defaults. */
-static void
-fill_defaults(ApplyExec *ex, ApplyRel *arel, Datum *values, bool *isnull)
-{
-	ExprContext *econtext = GetPerTupleExprContext(ex->estate);
-	int			attnum = -1;
-
-	while ((attnum = bms_next_member(arel->not_sent, attnum)) >= 0)
-	{
-		Expr	   *def = (Expr *) build_column_default(ex->rel, attnum);
-
-		if (def == NULL)
-			continue;
-		values[attnum - 1] = ExecEvalExpr(ExecInitExpr(expression_planner(def), NULL),
-										  econtext, &isnull[attnum - 1]);
-	}
-}
-
-/*
- * Fills slot with the remote tuple.  base, when given, is the local row:
- * columns the provider did not send, and unchanged TOAST values, keep
- * their local value.  Without base, unsent columns of a row to write get
- * their defaults; a slot to search by key gets only the key columns.
- */
-typedef enum FillMode
-{
-	FILL_ROW,					/* a row to write */
-	FILL_KEY,					/* only the key, to search */
-	FILL_SEEN					/* what was sent, for the history */
-} FillMode;
-
-static void
-fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
-		  TupleTableSlot *slot, TupleTableSlot *base, FillMode mode)
-{
-	TupleDesc	desc = slot->tts_tupleDescriptor;
-	ColumnContext ctx = {arel, -1};
-	ErrorContextCallback errcb = {error_context_stack, column_error_context, &ctx};
-
-	check_tuple_shape(arel, tup);
-	ExecClearTuple(slot);
-	if (base)
-	{
-		slot_getallattrs(base);
-		memcpy(slot->tts_values, base->tts_values, sizeof(Datum) * desc->natts);
-		memcpy(slot->tts_isnull, base->tts_isnull, sizeof(bool) * desc->natts);
-	}
-	else
-	{
-		memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
-		if (arel->not_sent != NULL && mode == FILL_ROW)
-			fill_defaults(ex, arel, slot->tts_values, slot->tts_isnull);
-	}
-
-	error_context_stack = &errcb;
-	for (int i = 0; i < tup->ncols; i++)
-	{
-		int			idx = arel->attmap[i] - 1;
-
-		ctx.col = i;
-		/* A search only needs the key; FULL identity marks every column. */
-		if (tup->kinds[i] == CONCORD_COL_NULL ||
-			(mode != FILL_ROW && tup->kinds[i] == CONCORD_COL_UNCHANGED) ||
-			(mode == FILL_KEY && !arel->remote->atts[i].is_key))
-			slot->tts_isnull[idx] = true;
-		else if (tup->kinds[i] == CONCORD_COL_TEXT)
-		{
-			slot->tts_values[idx] =
-				InputFunctionCall(&arel->typinfmgr[i], tup->values[i].data,
-								  arel->typioparam[i],
-								  TupleDescAttr(desc, idx)->atttypmod);
-			slot->tts_isnull[idx] = false;
-		}
-		else if (base == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("unchanged TOAST value without a local row")));
-	}
-	error_context_stack = errcb.previous;
-	ExecStoreVirtualTuple(slot);
-	ExecMaterializeSlot(slot);
-}
-
-/* Finds and locks the local row matching searchslot's key. */
-static bool
-find_local(ApplyExec *ex, TupleTableSlot *searchslot, TupleTableSlot *localslot)
-{
-	Oid			idx = RelationGetReplicaIndex(ex->rel);
-
-	if (!OidIsValid(idx))
-		idx = RelationGetPrimaryKeyIndex(ex->rel);
-	if (OidIsValid(idx))
-		return RelationFindReplTupleByIndex(ex->rel, idx, LockTupleExclusive,
-											searchslot, localslot);
-	return RelationFindReplTupleSeq(ex->rel, LockTupleExclusive, searchslot,
-									localslot);
-}
-
-static bool
-has_key_index(Relation rel)
-{
-	return OidIsValid(RelationGetReplicaIndex(rel)) ||
-		OidIsValid(RelationGetPrimaryKeyIndex(rel));
-}
 
 static void
 conflict_init(ConcordConflict *c, ConcordConflictType type, ApplyRel *arel,
@@ -324,7 +109,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 												 RelationGetDescr(ex->rel),
 												 &TTSOpsVirtual);
 	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
-	bool		written = ChangeWritten;
+	bool		written = concord_apply_change_written;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -334,9 +119,9 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		{
 			check_handler_key(arel, c, row);
 			if (c->target)
-				row_update(ex->rri, ex->estate, &ex->epqstate, c->target, row);
+				concord_apply_row_update(ex->rri, ex->estate, &ex->epqstate, c->target, row);
 			else
-				row_insert(ex->rri, ex->estate, row);
+				concord_apply_row_insert(ex->rri, ex->estate, row);
 			c->handler_row = row;
 			res = CONCORD_RESOLUTION_HANDLER_ROW;
 		}
@@ -356,7 +141,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		ChangeWritten = written;	/* its row was rolled back */
+		concord_apply_change_written = written;	/* its row was rolled back */
 		if (!concord_handler_error_skips(edata))
 			ReThrowError(edata);
 		c->handler_row = NULL;
@@ -389,7 +174,7 @@ static void
 refill_remote(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c,
 			  RemoteUpdate *upd, FillMode mode)
 {
-	fill_slot(ex, arel, upd->newtup, c->remote, upd->base, mode);
+	concord_apply_fill_slot(ex, arel, upd->newtup, c->remote, upd->base, mode);
 }
 
 /*
@@ -448,7 +233,7 @@ lost_by_time(ConcordConflict *c, ConcordResolution res)
 static void
 delete_lost_row(ApplyExec *ex, ConcordConflict *c, RemoteUpdate *upd)
 {
-	row_delete(ex->rri, ex->estate, &ex->epqstate, c->local);
+	concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, c->local);
 	concord_tombstone_record(ex->rel, c->local);
 	concord_apply_side_writes = true;
 	/* The UPDATE's own key, if it changed it: the provider's next change
@@ -522,7 +307,11 @@ older_skipped(ApplyRel *arel, ConcordTuple *tuple, const char *kind)
  * deleted there in between, by a DELETE still on its way here, and the
  * INSERT is the newer version, applied without a conflict; the DELETE,
  * when it comes, is older than it (known.c).  Nor if the local version's
- * writer had seen the INSERT: it is older, and skipped.
+ * writer had seen the INSERT: it is older, and skipped.  A row of the
+ * common baseline (its version unknown) may have been deleted at the
+ * writer by a change still on its way here: the INSERT is held until that
+ * has come (causal.c), and then finds the DELETE's tombstone instead;
+ * with nothing to wait for, it is a conflict.
  */
 static void
 insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
@@ -530,23 +319,34 @@ insert_exists(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *local,
 {
 	ConcordConflict c;
 	ConcordResolution res;
+	char	   *overtook = NULL;
 
 	conflict_init(&c, CONCORD_CONFLICT_INSERT_EXISTS, arel, ex, local, remote,
 				  newtup);
-	if (!concord_conflict_concurrent(&c) && !concord_conflict_local_unknown(&c))
+	if (!concord_conflict_concurrent(&c))
 	{
-		row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
-		return;
+		if (!concord_conflict_local_unknown(&c))
+		{
+			concord_apply_row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
+			return;
+		}
+		overtook = concord_apply_wait_for_cause(arel, c.key_text, true);
 	}
-	if (concord_conflict_remote_older(&c))
+	else if (concord_conflict_remote_older(&c))
 	{
 		older_skipped(arel, newtup, "INSERT");
 		return;
 	}
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, NULL);
+	/* Its cause did not come: the INSERT is the newer version (causal.c). */
+	if (overtook && res == CONCORD_RESOLUTION_KEEP_LOCAL && converges(c.resolver))
+	{
+		c.error_message = overtook;
+		res = CONCORD_RESOLUTION_APPLY_REMOTE;
+	}
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
+		concord_apply_row_update(ex->rri, ex->estate, &ex->epqstate, local, remote);
 	concord_conflict_record(&c, res, remote);
 }
 
@@ -594,19 +394,19 @@ unique_conflict(ApplyExec *ex, ApplyRel *arel, bool is_insert,
 	{
 		foreach(lc, others)
 		{
-			row_delete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
+			concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, lfirst(lc));
 			concord_tombstone_record(ex->rel, lfirst(lc));
 			concord_apply_side_writes = true;
 		}
 		if (target)
-			row_update(ex->rri, ex->estate, &ex->epqstate, target, remote);
+			concord_apply_row_update(ex->rri, ex->estate, &ex->epqstate, target, remote);
 		else
-			row_insert(ex->rri, ex->estate, remote);
+			concord_apply_row_insert(ex->rri, ex->estate, remote);
 	}
 	else if (res == CONCORD_RESOLUTION_KEEP_LOCAL && !is_insert &&
 			 converges(c.resolver))
 	{
-		row_delete(ex->rri, ex->estate, &ex->epqstate, target);
+		concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, target);
 		concord_tombstone_record(ex->rel, target);
 		concord_apply_side_writes = true;
 	}
@@ -630,7 +430,7 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 	ConcordResolution res;
 	TransactionId deleter;
 
-	if (!has_key_index(ex->rel) ||
+	if (!concord_apply_has_key_index(ex->rel) ||
 		!concord_tombstone_possible(arel->localid, &arel->had_tombstones) ||
 		!concord_tombstone_find(ex->rel, inserted, &deleter))
 		return;
@@ -645,14 +445,14 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 		/* The delete followed the INSERT: the row goes again, silently. */
 		older_skipped(arel, newtup, "INSERT");
 		CommandCounterIncrement();
-		row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
+		concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
 		return;
 	}
 	concord_apply_conflicts++;
 	CommandCounterIncrement();	/* the inserted row, visible to what follows */
 	res = resolve(ex, arel, &c, NULL);
 	if (res == CONCORD_RESOLUTION_KEEP_LOCAL || res == CONCORD_RESOLUTION_SKIP)
-		row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
+		concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, inserted);
 	concord_conflict_record(&c, res, inserted);
 }
 
@@ -684,14 +484,14 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			return;
 		}
 	}
-	ChangeWritten = false;
-	exec_begin(&ex, arel, ACL_INSERT);
+	concord_apply_change_written = false;
+	concord_apply_exec_begin(&ex, arel, ACL_INSERT);
 	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
+	concord_apply_fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
 	if (concord_apply_careful)
 	{
-		bool		found = has_key_index(ex.rel) && find_local(&ex, slot, local);
+		bool		found = concord_apply_has_key_index(ex.rel) && concord_apply_find_local(&ex, slot, local);
 		List	   *others = concord_apply_find_collisions(ex.rri, ex.estate, slot,
 													  found ? local : NULL, false);
 
@@ -701,19 +501,19 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			insert_exists(&ex, arel, local, slot, newtup);
 		else
 		{
-			row_insert(ex.rri, ex.estate, slot);
+			concord_apply_row_insert(ex.rri, ex.estate, slot);
 			insert_deleted(&ex, arel, slot, newtup);
 		}
 	}
 	else
 	{
-		row_insert(ex.rri, ex.estate, slot);
+		concord_apply_row_insert(ex.rri, ex.estate, slot);
 		insert_deleted(&ex, arel, slot, newtup);
 	}
-	if (!ChangeWritten)
+	if (!concord_apply_change_written)
 		concord_apply_forward(arel, ex.rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
 							  NULL, slot, NULL, false);
-	exec_end(&ex);
+	concord_apply_exec_end(&ex);
 }
 
 /*
@@ -756,7 +556,7 @@ origin_differs(ApplyExec *ex, ApplyRel *arel, ConcordConflictType type,
 static bool
 find_local_twice(ApplyExec *ex, TupleTableSlot *search, TupleTableSlot *local)
 {
-	return find_local(ex, search, local) || find_local(ex, search, local);
+	return concord_apply_find_local(ex, search, local) || concord_apply_find_local(ex, search, local);
 }
 
 /*
@@ -778,7 +578,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 	TransactionId deleter;
 	char	   *overtook = NULL;
 
-	fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
+	concord_apply_fill_slot(ex, arel, newtup, newslot, NULL, FILL_SEEN);
 	conflict_init(&c, CONCORD_CONFLICT_UPDATE_MISSING, arel, ex, NULL, newslot,
 				  newtup);
 	/*
@@ -797,7 +597,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 		 * that INSERT has not come yet (causal.c).
 		 */
 		if (!concord_conflict_concurrent(&c))
-			overtook = concord_apply_wait_for_cause(arel, c.key_text);
+			overtook = concord_apply_wait_for_cause(arel, c.key_text, false);
 		else if (concord_conflict_remote_older(&c))
 		{
 			/* The delete followed the UPDATE. */
@@ -806,7 +606,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 		}
 	}
 	else
-		overtook = concord_apply_wait_for_cause(arel, c.key_text);
+		overtook = concord_apply_wait_for_cause(arel, c.key_text, false);
 	concord_apply_conflicts++;
 	res = resolve(ex, arel, &c, upd);
 	/* Its cause did not come: the UPDATE is the newer version (causal.c). */
@@ -821,7 +621,7 @@ update_missing(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd,
 			c.unsent_columns = concord_apply_unsent_names(arel, newtup);
 	}
 	if (res == CONCORD_RESOLUTION_APPLY_REMOTE)
-		row_insert(ex->rri, ex->estate, newslot);
+		concord_apply_row_insert(ex->rri, ex->estate, newslot);
 	concord_conflict_record(&c, res, newslot);
 }
 
@@ -878,7 +678,7 @@ forward_update(ApplyExec *ex, ApplyRel *arel, RemoteUpdate *upd, char oldkind,
 		}
 	}
 	complete = concord_apply_tuple_complete(newtup);
-	fill_slot(ex, arel, newtup, newslot, upd->base,
+	concord_apply_fill_slot(ex, arel, newtup, newslot, upd->base,
 			  upd->base || complete ? FILL_ROW : FILL_SEEN);
 	concord_apply_forward(arel, ex->rel, CONCORD_MSG_UPDATE, oldkind,
 						  oldkind != CONCORD_OLD_NONE ? search : NULL,
@@ -901,17 +701,17 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	concord_apply_lock_key(arel, keytup);
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
-	ChangeWritten = false;
-	exec_begin(&ex, arel, ACL_UPDATE);
+	concord_apply_change_written = false;
+	concord_apply_exec_begin(&ex, arel, ACL_UPDATE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
 
 	/* The old key tuple has NULLs outside the key; fill only to search. */
-	fill_slot(&ex, arel, keytup, search, NULL, FILL_KEY);
+	concord_apply_fill_slot(&ex, arel, keytup, search, NULL, FILL_KEY);
 	if (find_local_twice(&ex, search, local))
 	{
-		fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
+		concord_apply_fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
 		upd.base = local;
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
 						   local, newslot, newtup, &upd))
@@ -923,14 +723,14 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 			if (others != NIL)
 				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
 			else
-				row_update(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+				concord_apply_row_update(ex.rri, ex.estate, &ex.epqstate, local, newslot);
 		}
 	}
 	else
 		update_missing(&ex, arel, &upd, search, newslot);
-	if (!ChangeWritten)
+	if (!concord_apply_change_written)
 		forward_update(&ex, arel, &upd, oldkind, search, newslot);
-	exec_end(&ex);
+	concord_apply_exec_end(&ex);
 }
 
 /*
@@ -950,7 +750,7 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 
 	conflict_init(&c, CONCORD_CONFLICT_DELETE_MISSING, arel, ex, NULL, search,
 				  oldtup);
-	if (has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
+	if (concord_apply_has_key_index(ex->rel) && concord_tombstone_find(ex->rel, search, &deleter))
 		concord_conflict_set_deleted(&c, deleter);
 	res = resolve(ex, arel, &c, NULL);
 	if (res != CONCORD_RESOLUTION_HANDLER_ROW &&
@@ -969,24 +769,24 @@ concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 
 	check_key(arel);
 	concord_apply_lock_key(arel, oldtup);
-	ChangeWritten = false;
-	exec_begin(&ex, arel, ACL_DELETE);
+	concord_apply_change_written = false;
+	concord_apply_exec_begin(&ex, arel, ACL_DELETE);
 	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
 	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
+	concord_apply_fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
 	if (find_local_twice(&ex, search, local))
 	{
 		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 						   local, search, oldtup, NULL))
 		{
-			row_delete(ex.rri, ex.estate, &ex.epqstate, local);
+			concord_apply_row_delete(ex.rri, ex.estate, &ex.epqstate, local);
 			concord_tombstone_record(ex.rel, local);
 		}
 	}
 	else
 		delete_missing(&ex, arel, search, oldtup);
-	if (!ChangeWritten)
+	if (!concord_apply_change_written)
 		concord_apply_forward(arel, ex.rel, CONCORD_MSG_DELETE, oldkind, search,
 							  NULL, NULL, false);
-	exec_end(&ex);
+	concord_apply_exec_end(&ex);
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * causal.c
- *		A remote UPDATE that overtook the change it follows.
+ *		A remote UPDATE or INSERT that overtook the change it follows.
  *
  * With more than two nodes a change can travel faster than the change it
  * depends on: node_b updates a row node_a inserted, and node_c receives
@@ -17,6 +17,13 @@
  * subscription retries it with backoff (showing down meanwhile) until the
  * cause has been applied; the UPDATE then finds its row and applies like
  * any other, with no conflict at all.
+ *
+ * A remote INSERT overtakes its cause the same way when it finds a row of
+ * the common baseline (whose age is unknown): node_a deletes the row,
+ * node_b applies the DELETE and inserts the key again, node_c receives the
+ * INSERT first.  Held until node_a's changes have come, the INSERT then
+ * finds the DELETE's tombstone, which its writer had seen, and applies
+ * with no conflict.
  *
  * A cause that does not come within concord.causal_wait (its node lost,
  * its link down for long) is not waited for any longer: the UPDATE is
@@ -195,24 +202,27 @@ ts_text(TimestampTz ts)
 	return ts == 0 ? "none of them" : pstrdup(timestamptz_to_str(ts));
 }
 
-/* The history's message for an UPDATE apply no longer holds. */
+/* The history's message for a change apply no longer holds. */
 static char *
-gave_up_message(const char *origin, TimestampTz wanted, TimestampTz have)
+gave_up_message(const char *origin, TimestampTz wanted, TimestampTz have,
+				const char *kind)
 {
-	return psprintf("node \"%s\"'s changes up to %s, which this UPDATE follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
-					origin, ts_text(wanted), ts_text(have));
+	return psprintf("node \"%s\"'s changes up to %s, which this %s follows, had not arrived after concord.causal_wait (this node had applied %s): applied as the newer version",
+					origin, ts_text(wanted), kind, ts_text(have));
 }
 
 /*
  * A remote UPDATE found no row (and no tombstone, or one of a delete its
- * writer had seen: the row was inserted again).  Raises the ERROR that
- * holds it while the change it follows may still come; returns NULL if
- * there is nothing to wait for, or, once apply gave up waiting, why (for
- * the history), and the UPDATE is to be applied as the newer version.
+ * writer had seen: the row was inserted again), or a remote INSERT (insert
+ * true) found a row of the common baseline.  Raises the ERROR that holds
+ * it while the change it follows may still come; returns NULL if there is
+ * nothing to wait for, or, once apply gave up waiting, why (for the
+ * history), and the change is to be applied as the newer version.
  */
 char *
-concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
+concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text, bool insert)
 {
+	const char *kind = insert ? "INSERT" : "UPDATE";
 	const char *origin = NULL;
 	const char *given_up = NULL;
 	TimestampTz wanted = 0;
@@ -239,7 +249,7 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 		LWLockRelease(ConcordShmem->lock);
 		if (skip)
 		{
-			given_up = gave_up_message(e->origin, e->commit_ts, local);
+			given_up = gave_up_message(e->origin, e->commit_ts, local, kind);
 			continue;
 		}
 		origin = e->origin;
@@ -262,16 +272,20 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text)
 		LWLockRelease(ConcordShmem->lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("subscription \"%s\": waiting for the changes of node \"%s\" up to %s, which a remote UPDATE from node \"%s\" follows",
+				 errmsg("subscription \"%s\": waiting for the changes of node \"%s\" up to %s, which a remote %s from node \"%s\" follows",
 						concord_remote_txn->sub_name, origin, ts_text(wanted),
-						concord_remote_txn->origin_name),
+						kind, concord_remote_txn->origin_name),
+				 insert ?
+				 errdetail("The INSERT into %s (%s) found a row of the common baseline, which its writer no longer had; this node has applied node \"%s\"'s changes up to %s.",
+						   arel->qualname, key_text ? key_text : "its key", origin,
+						   ts_text(have)) :
 				 errdetail("The UPDATE of %s (%s) found no row; this node has applied node \"%s\"'s changes up to %s.",
 						   arel->qualname, key_text ? key_text : "its key", origin,
 						   ts_text(have)),
-				 errhint("The subscription retries the change until they are applied, for concord.causal_wait at most (held since %s); then it applies the UPDATE as the newer version. Check the subscription that brings node \"%s\"'s changes.",
-						 timestamptz_to_str(since), origin)));
+				 errhint("The subscription retries the change until they are applied, for concord.causal_wait at most (held since %s); then it applies the %s as the newer version. Check the subscription that brings node \"%s\"'s changes.",
+						 timestamptz_to_str(since), kind, origin)));
 	}
 	give_up(origin, wanted);
 	LWLockRelease(ConcordShmem->lock);
-	return gave_up_message(origin, wanted, have);
+	return gave_up_message(origin, wanted, have, kind);
 }

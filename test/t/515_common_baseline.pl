@@ -17,6 +17,16 @@
 #    no conflict anywhere (the copy told n4's SEEN vector about them).
 # 3. Control: a real conflict on a baseline row (n1 and n2 update the same
 #    row while apart) is still detected and resolved the same everywhere.
+# 4. An INSERT that overtakes the DELETE of a baseline row: n3's link from
+#    n1 is down while n1 deletes a baseline row and n2, having applied the
+#    DELETE, inserts the key again.  n3 receives n2's INSERT while it
+#    still holds the baseline row: apply holds the INSERT (the
+#    subscription shows down with the reason) until n1's DELETE has come,
+#    then applies it over the DELETE's tombstone.  Pass: every node holds
+#    n2's row and no node records a conflict (before, n3 recorded an
+#    insert_exists and then a delete_origin_differs; under
+#    first_update_wins the baseline row won and the late DELETE then left
+#    n3 without the row).  The key's table is under first_update_wins.
 use strict;
 use warnings;
 use FindBin;
@@ -117,6 +127,32 @@ foreach my $n (@mesh, $n4)
 		$n->name . ' holds the later update of row 250');
 }
 checksums_match([ @mesh, $n4 ], ['t'], 'after the race');
+
+# 4. An INSERT that overtakes the DELETE of a baseline row.
+$_->safe_psql('postgres', "SELECT concord.set_conflict_resolver('t', 'first_update_wins')")
+  foreach (@mesh, $n4);
+my $marks = history_marks([ @mesh, $n4 ]);
+link_down($n3, $n1);
+$n1->safe_psql('postgres', 'DELETE FROM t WHERE id = 260');
+link_applied($n2, $n1, 'the DELETE of row 260');
+$n2->safe_psql('postgres', "INSERT INTO t VALUES (260, 'inserted again on base2', 7)");
+ok( $n3->poll_query_until('postgres', q{
+		SELECT status = 'down' AND last_error LIKE '%waiting for the changes of node "base1"%remote INSERT from node "base2"%'
+		  FROM concord.subscription_status WHERE subscription_name = 'sub_base3_base2'}),
+	'base3 holds the INSERT of row 260 until the DELETE it follows has come')
+  or diag($n3->safe_psql('postgres', 'SELECT * FROM concord.subscription_status'));
+is($n3->safe_psql('postgres', 'SELECT v FROM t WHERE id = 260'), 'loaded',
+	'base3 still holds the baseline row 260 meanwhile');
+link_up($n3, $n1);
+wait_replicating([ @mesh, $n4 ], 'the INSERT of row 260 applied');
+wait_for_apply_all([ @mesh, $n4 ], label => 'after the INSERT of row 260');
+foreach my $n (@mesh, $n4)
+{
+	is($n->safe_psql('postgres', 'SELECT v FROM t WHERE id = 260'), 'inserted again on base2',
+		$n->name . ' holds the row base2 inserted again');
+}
+no_conflicts_since([ @mesh, $n4 ], 'INSERT after the DELETE of a baseline row', $marks);
+checksums_match([ @mesh, $n4 ], ['t'], 'after the INSERT of row 260');
 
 $_->stop foreach ($n4, reverse @mesh);
 done_testing();

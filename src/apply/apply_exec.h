@@ -1,0 +1,53 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply_exec.h
+ *		The executor around one remote change (apply_exec.c), shared by the
+ *		files that write rows (apply_row.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_APPLY_EXEC_H
+#define CONCORD_APPLY_EXEC_H
+
+#include "executor/executor.h"
+#include "nodes/execnodes.h"
+#include "utils/rel.h"
+
+#include "apply/apply.h"
+
+/* One table's executor state for the duration of one change. */
+typedef struct ApplyExec
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epqstate;
+	ConcordAsOwner owner;		/* the user to return to at concord_apply_exec_end() */
+} ApplyExec;
+
+/* What concord_apply_fill_slot() fills a slot for. */
+typedef enum FillMode
+{
+	FILL_ROW,					/* a row to write */
+	FILL_KEY,					/* only the key, to search */
+	FILL_SEEN					/* what was sent, for the history */
+} FillMode;
+
+extern bool concord_apply_change_written;
+
+extern void concord_apply_exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode);
+extern void concord_apply_exec_end(ApplyExec *ex);
+extern void concord_apply_fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
+									TupleTableSlot *slot, TupleTableSlot *base,
+									FillMode mode);
+extern bool concord_apply_find_local(ApplyExec *ex, TupleTableSlot *searchslot,
+									 TupleTableSlot *localslot);
+extern bool concord_apply_has_key_index(Relation rel);
+extern void concord_apply_row_insert(ResultRelInfo *rri, EState *estate,
+									 TupleTableSlot *slot);
+extern void concord_apply_row_update(ResultRelInfo *rri, EState *estate, EPQState *epq,
+									 TupleTableSlot *searchslot, TupleTableSlot *slot);
+extern void concord_apply_row_delete(ResultRelInfo *rri, EState *estate, EPQState *epq,
+									 TupleTableSlot *searchslot);
+
+#endif							/* CONCORD_APPLY_EXEC_H */
