@@ -802,14 +802,16 @@ status_row(Tuplestorestate *store, TupleDesc desc, ConcordSubscription *sub,
 		/* Behind the provider's own position, not only what arrived. */
 		XLogRecPtr	provider = Max(st->provider_lsn, st->received_lsn);
 		bool		behind = st->caught_up_lsn < provider;
+		TimestampTz since = st->applied_commit_ts != 0 ?
+			st->applied_commit_ts : st->held_commit_ts;
 
-		values[4] = LSNGetDatum(st->received_lsn);
+		values[4] = LSNGetDatum(provider);
 		values[5] = LSNGetDatum(st->caught_up_lsn);
 		values[6] = Int64GetDatum(behind ? (int64) (provider - st->caught_up_lsn) : 0);
-		if (behind && st->applied_commit_ts != 0)
+		if (behind && since != 0)
 			values[7] = DirectFunctionCall2(timestamp_mi,
 											TimestampTzGetDatum(GetCurrentTimestamp()),
-											TimestampTzGetDatum(st->applied_commit_ts));
+											TimestampTzGetDatum(since));
 		else
 			values[7] = DirectFunctionCall2(timestamp_mi,
 											TimestampTzGetDatum(0), TimestampTzGetDatum(0));

@@ -144,6 +144,8 @@ concord_apply_publish_progress(bool applied_commit, bool healthy)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
+		W.shared->held_commit_ts = 0;
+
 		W.shared->applied_commit_ts = W.begin.commit_time;
 		/*
 		 * The provider's own transactions: a forwarded one's time is that
@@ -675,6 +677,7 @@ apply_run(Oid subid)
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	W.shared->phase = CONCORD_PHASE_REPLICATING;
+	W.shared->held_commit_ts = 0;
 	LWLockRelease(ConcordShmem->lock);
 	concord_apply_publish_progress(false, false);
 	/* The provider's answer, a keepalive, tells that the stream is healthy. */

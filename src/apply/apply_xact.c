@@ -61,6 +61,20 @@ static void stay_careful(void);
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Before apply waits to apply the transaction it received: the status
+ * shows it as received, not applied, and its commit time stands for the
+ * lag while nothing was applied yet.
+ */
+static void
+publish_held(void)
+{
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	W.shared->held_commit_ts = W.begin.commit_time;
+	LWLockRelease(ConcordShmem->lock);
+	concord_apply_publish_progress(false, false);
+}
+
 /* Waits until commit_time + apply_delay, answering the provider meanwhile. */
 static void
 wait_apply_delay(TimestampTz commit_time)
@@ -70,6 +84,8 @@ wait_apply_delay(TimestampTz commit_time)
 		(int64) W.sub->apply_delay.month * DAYS_PER_MONTH * USECS_PER_DAY;
 	TimestampTz until = commit_time + delay_us;
 
+	if (delay_us > 0 && GetCurrentTimestamp() < until)
+		publish_held();
 	while (delay_us > 0 && GetCurrentTimestamp() < until)
 	{
 		long		ms = Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until),
@@ -106,6 +122,7 @@ wait_for_clock(TimestampTz commit_time)
 	/* Shown in pg_stat_activity.query while it lasts. */
 	pgstat_report_activity(STATE_RUNNING,
 						   "waiting for the local clock to pass a remote commit timestamp");
+	publish_held();
 	for (;;)
 	{
 		long		ahead_ms;
@@ -374,6 +391,8 @@ handle_begin(StringInfo s)
 		pfree(W.begin.origin_name);
 	concord_read_begin(s, &W.begin);
 	MemoryContextSwitchTo(oldcxt);
+	/* The provider's WAL reaches at least the end of this transaction. */
+	W.provider_lsn = Max(W.provider_lsn, W.begin.end_lsn);
 
 	/* Never apply a change back onto the node it came from. */
 	W.skip_txn = strcmp(W.begin.origin_name, W.local_node) == 0;

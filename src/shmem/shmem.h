@@ -65,6 +65,8 @@ typedef struct ConcordSubState
 	bool		idle;			/* the provider's last message was a
 								 * keepalive, everything before it applied */
 	TimestampTz applied_commit_ts;	/* its commit time at the provider */
+	TimestampTz held_commit_ts; /* that of the transaction apply holds
+								 * (apply_delay, the clock), 0 if none */
 	bool		has_error;
 	XLogRecPtr	error_lsn;		/* commit LSN of the failed transaction */
 	char		last_error[CONCORD_ERROR_LEN];
