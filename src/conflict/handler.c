@@ -46,9 +46,6 @@
 #include "conflict/conflict.h"
 #include "conflict/handler.h"
 
-/* Whether the last handler call ran out of concord.handler_timeout. */
-bool		concord_handler_timed_out = false;
-
 /* The search_path handlers run with. */
 #define HANDLER_SEARCH_PATH "pg_catalog, pg_temp"
 
@@ -279,8 +276,6 @@ invoke(Oid handler, Datum *args, bool *argnulls, bool *isnull)
 	}
 	PG_FINALLY();
 	{
-		concord_handler_timed_out = concord_handler_timeout > 0 &&
-			GetCurrentTimestamp() >= get_timeout_finish_time(STATEMENT_TIMEOUT);
 		/* Keep the indicator: a timeout still pending reports as one. */
 		disable_timeout(STATEMENT_TIMEOUT, true);
 	}
@@ -312,7 +307,6 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
 	Datum		result;
 	bool		isnull;
 
-	concord_handler_timed_out = false;
 	if (!OidIsValid(c->handler))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
@@ -375,7 +369,12 @@ concord_handler_call(ConcordConflict *c, TupleTableSlot *out)
  * serialization failure, a shortage of resources, an operator's cancel
  * or shutdown, a system or internal error, which the apply transaction
  * must retry as a whole.  The handler's own timeout is a cancel too, and
- * it does skip.
+ * it does skip: told from an operator's cancel (the same SQLSTATE) by the
+ * error itself, which ProcessInterrupts() raises with its own message for
+ * each, and not by the clock: a handler that caught its timeout and went
+ * on can be cancelled by an operator after the deadline.  The message is
+ * compared untranslated (message_id); only concord.handler_timeout arms
+ * the statement timeout in an apply worker.
  */
 bool
 concord_handler_error_skips(ErrorData *edata)
@@ -383,7 +382,8 @@ concord_handler_error_skips(ErrorData *edata)
 	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 
 	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		return concord_handler_timed_out;
+		return edata->message_id != NULL &&
+			strcmp(edata->message_id, "canceling statement due to statement timeout") == 0;
 	return class != ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) &&
 		class != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
 		class != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&

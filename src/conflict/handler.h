@@ -12,7 +12,6 @@
 
 extern void concord_handler_check(Oid relid, Oid handler);
 extern bool concord_handler_call(ConcordConflict *c, TupleTableSlot *out);
-extern bool concord_handler_timed_out;
 extern bool concord_handler_error_skips(ErrorData *edata);
 
 #endif							/* CONCORD_HANDLER_H */
