@@ -101,7 +101,9 @@ marker_exists(const char *name)
 
 /*
  * The names of this server's marker slots whose name starts with prefix,
- * in use by no process.
+ * whether a process holds them or not: a REPLICATION role may stream from
+ * one (pg_receivewal --slot, a standby's primary_slot_name), which does
+ * not make the node a copy.
  */
 static List *
 markers_with_prefix(const char *prefix)
@@ -114,12 +116,59 @@ markers_with_prefix(const char *prefix)
 	{
 		ReplicationSlot *slot = &ReplicationSlotCtl->replication_slots[i];
 
-		if (slot->in_use && SlotIsPhysical(slot) && slot->active_pid == 0 &&
+		if (slot->in_use && SlotIsPhysical(slot) &&
 			strncmp(NameStr(slot->data.name), prefix, len) == 0)
 			names = lappend(names, pstrdup(NameStr(slot->data.name)));
 	}
 	LWLockRelease(ReplicationSlotControlLock);
 	return names;
+}
+
+/* The process that holds the slot name, 0 if none (or no such slot). */
+static int
+marker_holder(const char *name)
+{
+	ReplicationSlot *slot;
+	int			pid = 0;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(name, false);
+	if (slot)
+	{
+		SpinLockAcquire(&slot->mutex);
+		pid = slot->active_pid;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return pid;
+}
+
+/*
+ * Drops a marker, unless a process holds it: then returns false, having
+ * said so once per marker (the caller tries again later).  A marker taken
+ * between the look and the drop still raises the drop's ERROR.
+ */
+static bool
+drop_marker(const char *name)
+{
+	static char warned[NAMEDATALEN] = "";
+	int			pid = marker_holder(name);
+
+	if (pid == 0)
+	{
+		ReplicationSlotDrop(name, true);
+		return true;
+	}
+	if (strcmp(warned, name) != 0)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("concord cannot drop marker slot \"%s\" yet: it is in use by PID %d", name, pid),
+				 errdetail("The slot is concord's, no longer this node's marker; a REPLICATION connection streams from it."),
+				 errhint("Stop that process; concord drops the slot then.")));
+		strlcpy(warned, name, NAMEDATALEN);
+	}
+	return false;
 }
 
 /* Whether the SQL objects of node identities exist (0.3.0 on). */
@@ -172,21 +221,38 @@ matches_this_server(const char *sysid, Oid dboid)
 
 /*
  * Drops this database's markers that the identity row, as this
- * transaction sees it, does not name.
+ * transaction sees it, does not name; false if a process holds one of
+ * them (left for a later try).  At DROP EXTENSION (at_commit), after which
+ * no one would try again, such a marker is an ERROR instead.
  */
-static void
-drop_unnamed_markers(void)
+static bool
+drop_unnamed_markers(bool at_commit)
 {
 	char	   *sysid;
 	Oid			dboid;
 	char	   *keep = NULL;
+	bool		all = true;
 	ListCell   *lc;
 
 	if (read_identity(&sysid, &dboid, &keep) && !matches_this_server(sysid, dboid))
 		keep = NULL;
 	foreach(lc, markers_with_prefix(marker_prefix(MyDatabaseId)))
-		if (keep == NULL || strcmp(lfirst(lc), keep) != 0)
-			ReplicationSlotDrop(lfirst(lc), true);
+	{
+		const char *name = lfirst(lc);
+		int			pid;
+
+		if (keep != NULL && strcmp(name, keep) == 0)
+			continue;
+		if (at_commit && (pid = marker_holder(name)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("cannot drop extension concord while its marker slot \"%s\" is in use by PID %d",
+							name, pid),
+					 errdetail("A REPLICATION connection streams from the slot; concord drops it with the extension."),
+					 errhint("Stop that process, then try again.")));
+		all &= drop_marker(name);
+	}
+	return all;
 }
 
 static void
@@ -197,7 +263,7 @@ identity_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot prepare a transaction that drops extension concord")));
 	if (event == XACT_EVENT_PRE_COMMIT && SweepAtCommit)
-		drop_unnamed_markers();
+		(void) drop_unnamed_markers(true);
 	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_ABORT)
 		SweepAtCommit = false;
@@ -227,7 +293,8 @@ concord_identity_sweep_at_commit(void)
  * that changes the identity is under way (it holds the table, and may have
  * made the marker it will name), it does nothing, and returns false: the
  * manager tries again (the transaction that woke it may not have released
- * the table yet: it asks at its end, before its locks go).
+ * the table yet: it asks at its end, before its locks go).  Also false
+ * while a process holds one of the markers to drop.
  */
 bool
 concord_identity_sweep(void)
@@ -237,8 +304,7 @@ concord_identity_sweep(void)
 	if (!ConditionalLockRelationOid(concord_catalog_relid(CATALOG_NODE_IDENTITY, false),
 									ShareLock))
 		return false;
-	drop_unnamed_markers();
-	return true;
+	return drop_unnamed_markers(false);
 }
 
 /*
@@ -276,10 +342,10 @@ concord_identity_sweep_dropped(void)
 	CommitTransactionCommand();
 	foreach(lc, doomed)
 	{
-		ReplicationSlotDrop(lfirst(lc), true);
-		ereport(LOG,
-				(errmsg("concord dropped marker slot \"%s\" of a dropped database",
-						(char *) lfirst(lc))));
+		if (drop_marker(lfirst(lc)))
+			ereport(LOG,
+					(errmsg("concord dropped marker slot \"%s\" of a dropped database",
+							(char *) lfirst(lc))));
 	}
 	list_free(doomed);
 	list_free_deep(names);
