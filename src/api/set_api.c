@@ -557,19 +557,21 @@ concord_on_alter_table(PG_FUNCTION_ARGS)
 {
 	List	   *relids = NIL;
 	ListCell   *lc;
-	char	   *why;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("concord.on_alter_table() must be called as an event trigger")));
 	/*
-	 * A copy's filters are another database's, its columns perhaps numbered
-	 * otherwise (a restored dump): they are analysed again when it becomes
-	 * a node, and not looked at before.
+	 * A restored dump's filters are another database's, its columns
+	 * perhaps numbered otherwise: they are analysed again when it becomes
+	 * a node, and not looked at before.  A physical copy (a promoted
+	 * standby, a base backup) has the node's catalogs: its filters are
+	 * checked and follow renames as on the node, so that they still mean
+	 * what they meant once it is made the node (reclaim_node_identity).
 	 */
 	if (!OidIsValid(concord_catalog_relid(CATALOG_SET_TABLE, true)) ||
-		concord_node_get_local(true) == NULL || !concord_identity_check(&why))
+		concord_node_get_local(true) == NULL || !concord_identity_recorded())
 		PG_RETURN_VOID();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

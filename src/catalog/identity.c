@@ -456,6 +456,23 @@ concord_identity_check(char **why)
 }
 
 /*
+ * Whether this database holds the identity row its node recorded: true
+ * for the node and for its physical copies (a base backup, a promoted
+ * standby, CREATE DATABASE ... TEMPLATE), whose catalogs are the node's,
+ * column numbers included; false for a database restored from a dump,
+ * which has none (the table is not dumped).
+ */
+bool
+concord_identity_recorded(void)
+{
+	char	   *sysid;
+	Oid			dboid;
+	char	   *marker;
+
+	return !identities_known() || read_identity(&sysid, &dboid, &marker);
+}
+
+/*
  * The check a WAL sender can make.  It reads the identity row with the
  * historic snapshot of the position it decodes, which may predate the
  * table (SQL objects older than 0.3.0: nothing to check), the row (inside
