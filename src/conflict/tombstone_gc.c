@@ -28,6 +28,15 @@
  * and is never applied blindly; the error says to resynchronise.  A gap
  * row goes away once its peer has confirmed past it.
  *
+ * Once the server's transaction counter has wrapped around, freezing
+ * makes a tombstone's version unknown (conflict.c): such a tombstone can
+ * only be removed, and no gap row can say what it was.  So after a
+ * wraparound a tombstone not every peer confirmed is removed, with its
+ * gap rows, before vacuum may freeze it: once it is older than half of
+ * vacuum_freeze_min_age (or of the table's autovacuum_freeze_min_age),
+ * whatever concord.tombstone_retention says.  One frozen sooner (VACUUM
+ * FREEZE) still goes without a gap row, with a WARNING.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,6 +46,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -233,8 +243,10 @@ frozen_tombstones(void)
 /*
  * The removal, in one statement.  $1-$3: the confirmations; $4: the GC
  * delay (ms); $5: the retention (ms, 0: none); $6: the origins applied
- * here; $7: the frozen tombstones, whose version is unknown.  The peers
- * are the nodes concord.node lists and those origins.
+ * here; $7: the frozen tombstones, whose version is unknown; $8: the age
+ * (in transactions) past which a tombstone goes before it can be frozen,
+ * NULL before a wraparound.  The peers are the nodes concord.node lists
+ * and those origins.
  * A tombstone's version is that of its xmin (VERSIONS_SQL): commit
  * timestamp and origin node.  Unknown versions (commit timestamps no
  * longer kept) are old enough to go.
@@ -258,7 +270,8 @@ frozen_tombstones(void)
 "gone AS (" \
 "    DELETE FROM concord.tombstone d USING judged j " \
 "     WHERE d.ctid = j.tid " \
-"       AND (j.confirmed OR ($5 > 0 AND j.ts < pg_catalog.now() - $5 * interval '1 ms')) " \
+"       AND (j.confirmed OR ($5 > 0 AND j.ts < pg_catalog.now() - $5 * interval '1 ms') " \
+"            OR (j.ts IS NOT NULL AND pg_catalog.age(d.xmin) > $8)) " \
 "    RETURNING j.origin, j.ts, j.confirmed), " \
 "gaps AS (" \
 "    INSERT INTO concord.tombstone_gap AS g (peer, origin, removed_upto) " \
@@ -276,7 +289,8 @@ frozen_tombstones(void)
 "     WHERE conf.writer = g.peer AND conf.origin = g.origin AND conf.ts >= g.removed_upto " \
 "    RETURNING 1) " \
 "SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM gaps), " \
-"       (SELECT pg_catalog.count(*) FROM healed)"
+"       (SELECT pg_catalog.count(*) FROM healed), " \
+"       (SELECT pg_catalog.count(*) FROM gone WHERE gone.ts IS NULL AND $8 IS NOT NULL)"
 
 /*
  * The versions of the tombstones, for GC_SQL: through concord.row_version(),
@@ -339,26 +353,54 @@ gaps_changed(void)
 }
 
 /*
+ * After a wraparound, the age in transactions past which a tombstone is
+ * removed (with its gap rows) before vacuum may freeze it: half of the
+ * smallest freeze_min_age that applies to concord.tombstone.
+ */
+static Datum
+freeze_horizon(bool *isnull)
+{
+	Relation	rel;
+	int			min_age = vacuum_freeze_min_age;
+
+	*isnull = !concord_xids_wrapped();
+	if (*isnull)
+		return (Datum) 0;
+	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
+	if (rel->rd_options &&
+		((StdRdOptions *) rel->rd_options)->autovacuum.freeze_min_age >= 0)
+		min_age = Min(min_age,
+					  ((StdRdOptions *) rel->rd_options)->autovacuum.freeze_min_age);
+	table_close(rel, AccessShareLock);
+	return Int64GetDatum((int64) min_age / 2);
+}
+
+/*
  * Removes the tombstones every peer confirmed (and those past the
- * retention); returns how many.  Runs in the caller's transaction, with
- * a snapshot.
+ * retention, or, after a wraparound, about to be frozen); returns how
+ * many.  Runs in the caller's transaction, with a snapshot.
  */
 int64
 concord_tombstone_gc(void)
 {
-	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID,
-	TEXTARRAYOID, TIDARRAYOID};
-	Datum		values[7];
+	Oid			types[8] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT8OID, INT8OID,
+	TEXTARRAYOID, TIDARRAYOID, INT8OID};
+	Datum		values[8];
+	char		nulls[8] = "       ";
 	bool		isnull;
 	int64		removed;
 	int64		gaps;
 	int64		healed;
+	int64		unknown;
 
 	confirmed_arrays(&values[0], &values[1], &values[2]);
 	values[3] = Int64GetDatum((int64) concord_tombstone_gc_delay * 1000);
 	values[4] = Int64GetDatum((int64) concord_tombstone_retention * 1000);
 	values[5] = seen_origins();
 	values[6] = frozen_tombstones();
+	values[7] = freeze_horizon(&isnull);
+	if (isnull)
+		nulls[7] = 'n';
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(psprintf(GC_SQL,
@@ -367,18 +409,25 @@ concord_tombstone_gc(void)
 									   " EXCEPT SELECT node_name::text FROM concord.departed_node" : "",
 									   OidIsValid(concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true)) ?
 									   VERSIONS_SQL : VERSIONS_SQL_0_2),
-							  7, types, values, NULL, false, 0) != SPI_OK_SELECT ||
+							  8, types, values, nulls, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not remove tombstones");
 	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	gaps = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	healed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	unknown = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	SPI_finish();
+	if (unknown > 0)
+		ereport(WARNING,
+				(errmsg("concord removed %lld tombstones whose version freezing had made unknown",
+						(long long) unknown),
+				 errdetail("After the transaction counter wrapped around, they were frozen before concord could remove them with a record of what a peer had not confirmed: a peer's late change of those keys is applied as if it followed the deletions."),
+				 errhint("Do not VACUUM FREEZE concord.tombstone; compare the tables of those peers.")));
 	if (gaps > 0 || healed > 0)
 		gaps_changed();
 	if (gaps > 0)
 		ereport(LOG,
-				(errmsg("concord removed tombstones that not every peer had confirmed (concord.tombstone_retention)"),
+				(errmsg("concord removed tombstones that not every peer had confirmed (concord.tombstone_retention, or about to be frozen after a wraparound)"),
 				 errdetail("Changes those peers wrote before applying the deletions will be refused until their tables are resynchronized.")));
 	return removed;
 }
