@@ -62,6 +62,7 @@ typedef struct NewSlot
 {
 	char	   *dsn;
 	char	   *name;
+	char	   *marker;			/* the node's marker slot, "" if none */
 	bool		password_required;
 } NewSlot;
 
@@ -94,6 +95,7 @@ forget_new_slots(void)
 
 		pfree(n->dsn);
 		pfree(n->name);
+		pfree(n->marker);
 		pfree(n);
 	}
 	list_free(NewSlots);
@@ -101,13 +103,14 @@ forget_new_slots(void)
 }
 
 static void
-remember_new_slot(const ConcordSubscription *sub)
+remember_new_slot(const ConcordSubscription *sub, const char *marker)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	NewSlot    *n = palloc(sizeof(NewSlot));
 
 	n->dsn = pstrdup(sub->provider_dsn);
 	n->name = pstrdup(sub->slot_name);
+	n->marker = pstrdup(marker);
 	n->password_required = sub->password_required;
 	NewSlots = lappend(NewSlots, n);
 	MemoryContextSwitchTo(oldcxt);
@@ -123,7 +126,7 @@ defer_new_slot_drops(void)
 	{
 		NewSlot    *n = lfirst(lc);
 
-		if (!concord_slot_drop_defer(n->dsn, n->password_required, n->name))
+		if (!concord_slot_drop_defer(n->dsn, n->password_required, n->name, n->marker))
 			ereport(WARNING,
 					(errmsg("replication slot \"%s\" on the provider outlives the transaction that made it",
 							n->name),
@@ -386,12 +389,13 @@ take_back_slot_drop(const char *slot_name)
 			{
 				/* A cancel: the manager drops it after all. */
 				(void) concord_slot_drop_defer(pending.dsn, pending.password_required,
-											   slot_name);
+											   slot_name, pending.marker);
 				PG_RE_THROW();
 			}
 			PG_END_TRY();
 			if (!dropped &&
-				!concord_slot_drop_defer(pending.dsn, pending.password_required, slot_name))
+				!concord_slot_drop_defer(pending.dsn, pending.password_required, slot_name,
+										 pending.marker))
 				ereport(WARNING,
 						(errmsg("replication slot \"%s\" of an aborted subscription is left on the provider",
 								slot_name),
@@ -475,6 +479,7 @@ concord_subscription_prepare(ConcordSubscription *sub, ConcordProviderInfo *info
 {
 	ConcordNode *local;
 	char	   *why;
+	char	   *marker;
 
 	if (sub->name[0] == '\0')
 		ereport(ERROR, (errcode(ERRCODE_INVALID_NAME),
@@ -523,8 +528,9 @@ concord_subscription_prepare(ConcordSubscription *sub, ConcordProviderInfo *info
 
 	wake_manager_at_commit();
 	take_back_slot_drop(sub->slot_name);
+	marker = concord_identity_marker();
 	concord_slot_create(sub->provider_dsn, sub->password_required, sub->slot_name);
-	remember_new_slot(sub);
+	remember_new_slot(sub, marker);
 }
 
 /* Writes the subscription that concord_subscription_prepare() checked. */

@@ -473,6 +473,23 @@ concord_identity_recorded(void)
 }
 
 /*
+ * The name of the marker the identity row names, "" when there is no row
+ * (or no such table, before 0.3.0): what the entries of the slot-drop
+ * queue record, so that a drop is run only by the node it was left by.
+ */
+char *
+concord_identity_marker(void)
+{
+	char	   *sysid;
+	Oid			dboid;
+	char	   *marker;
+
+	if (!identities_known() || !read_identity(&sysid, &dboid, &marker))
+		return pstrdup("");
+	return marker;
+}
+
+/*
  * The check a WAL sender can make.  It reads the identity row with the
  * historic snapshot of the position it decodes, which may predate the
  * table (SQL objects older than 0.3.0: nothing to check), the row (inside

@@ -22,6 +22,7 @@ extern void concord_identity_forget(void);
 extern bool concord_identity_check(char **why);
 extern bool concord_identity_check_marker(char **why);
 extern bool concord_identity_recorded(void);
+extern char *concord_identity_marker(void);
 extern void concord_identity_sweep_at_commit(void);
 extern bool concord_identity_sweep(void);
 extern void concord_identity_sweep_dropped(void);

@@ -130,6 +130,9 @@ shmem_startup(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+	/* The postmaster, once the segment is made: what a restart keeps. */
+	if (!IsUnderPostmaster)
+		concord_slot_drops_load();
 }
 
 void

@@ -224,6 +224,8 @@ typedef struct ConcordSlotDrop
 	int			failures;
 	TimestampTz retry_after;
 	char		slot_name[NAMEDATALEN];
+	char		marker[NAMEDATALEN];	/* the node's marker slot when it was
+										 * made ("" before 0.3.0's catalogs) */
 	char		dsn[CONCORD_SLOT_DROP_DSN_LEN];
 } ConcordSlotDrop;
 
@@ -327,7 +329,7 @@ extern int	concord_state_file_read(const char *path, uint32 magic, void *data,
 extern void concord_sub_record_error(ConcordSubState *sub, const char *message);
 extern void concord_record_current_error(ConcordSubState *sub);
 extern bool concord_slot_drop_defer(const char *dsn, bool password_required,
-									const char *slot_name);
+									const char *slot_name, const char *marker);
 extern ConcordSlotDropCancel concord_slot_drop_cancel(Oid dboid, const char *slot_name,
 													  ConcordSlotDrop *out);
 extern bool concord_slot_drop_claim(Oid dboid, ConcordSlotDrop *out);
@@ -335,6 +337,10 @@ extern bool concord_slot_drop_finish(Oid dboid, const char *slot_name, bool drop
 extern bool concord_slot_drop_forget_one(Oid dboid, ConcordSlotDrop *out);
 extern bool concord_slot_drops_waiting(Oid dboid);
 extern void concord_slot_drops_unclaim(Oid dboid);
+extern void concord_slot_drops_save(void);
+extern void concord_slot_drops_load(void);
+extern void concord_slot_drops_forget_dropped(void);
+extern void concord_slot_drops_forget_foreign(void);
 
 /* The start-up every concord background worker shares (shmem.c) */
 extern Oid	concord_worker_connect(void);

@@ -169,6 +169,7 @@ launcher_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	LWLockReleaseAll();
 	concord_seen_save();
+	concord_slot_drops_save();
 }
 
 static void
@@ -193,14 +194,18 @@ concord_launcher_main(Datum main_arg pg_attribute_unused())
 	ereport(LOG, (errmsg("concord launcher started")));
 	ConcordShmem->launcher_latch = MyLatch;
 	before_shmem_exit(launcher_exit, (Datum) 0);
+	/* Before any manager runs the drops loaded with the state file. */
+	concord_slot_drops_forget_foreign();
 
 	for (;;)
 	{
 		launcher_start_managers(connectable_databases());
 		concord_identity_sweep_dropped();
+		concord_slot_drops_forget_dropped();
 		if (TimestampDifferenceExceeds(last_save, GetCurrentTimestamp(), SEEN_SAVE_MS))
 		{
 			concord_seen_save();
+			concord_slot_drops_save();
 			last_save = GetCurrentTimestamp();
 		}
 

@@ -446,6 +446,35 @@ warn_slot_left(const ConcordSlotDrop *d, const char *why)
 }
 
 /*
+ * Why a drop waiting in the queue is not to be run, or NULL.  An entry
+ * loaded from the state file may be stale (shmem/slot_drops.c): the slot
+ * of that name may be a live subscription's by now (taken back by a
+ * create_subscription that committed after the last save), or the entry
+ * the original's, in a copy of the node.  In a transaction; the catalogs
+ * are read in the order DROP EXTENSION locks them.
+ */
+static char *
+drop_unwanted(const ConcordSlotDrop *d)
+{
+	ConcordNode *local = concord_node_get_local(true);
+	char	   *why = NULL;
+	ListCell   *lc;
+
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+
+		if (strcmp(sub->slot_name, d->slot_name) == 0)
+			return psprintf("subscription \"%s\" uses it", sub->name);
+	}
+	if (local != NULL && !concord_identity_check(&why))
+		return pstrdup("this database is a copy of its node");
+	if (d->marker[0] != '\0' && strcmp(d->marker, concord_identity_marker()) != 0)
+		return pstrdup("the node's identity changed since its subscription was made");
+	return NULL;
+}
+
+/*
  * Drops one of the slots that aborted create_subscription calls of this
  * database made on providers (shmem/slot_drops.c), with its DSN; one that
  * cannot be dropped now is tried again later, with backoff, then given up.
@@ -457,10 +486,23 @@ drop_deferred_slot(void)
 {
 	ConcordSlotDrop d;
 	bool		dropped;
+	char	   *unwanted;
 
 	if (!concord_slot_drop_claim(ManagerDb, &d))
 		return;
 	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	unwanted = drop_unwanted(&d);
+	PopActiveSnapshot();
+	if (unwanted)
+	{
+		ereport(LOG,
+				(errmsg("concord does not drop replication slot \"%s\" on the provider: %s",
+						d.slot_name, unwanted)));
+		CommitTransactionCommand();
+		(void) concord_slot_drop_finish(ManagerDb, d.slot_name, true);
+		return;
+	}
 	dropped = concord_slot_drop(d.dsn, d.password_required, d.slot_name,
 								"concord manager", false);
 	CommitTransactionCommand();

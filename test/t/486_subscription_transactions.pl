@@ -10,6 +10,17 @@
 #     The aborting backend connected there itself, while it could not be
 #     interrupted (review #22), failed, and the slot stayed for good.  The
 #     abort now hands the drop to the manager, which retries.
+#     2b. Also after a restart of the subscriber meanwhile: the waiting
+#     drops were in shared memory only, and the slot stayed for good.  They
+#     are now saved with the server's state (concord_slot_drops.state).
+#     2c. A saved drop can be stale: a create_subscription of the same
+#     name took it back and made its slot again, and the server crashed
+#     before the launcher saved the queue again (the file from before the
+#     take-back put back in place).  The manager must not drop the live
+#     slot: it leaves it, since a subscription uses it.
+#     2d. A base backup of the subscriber, taken while a drop waits,
+#     starts as a copy: it drops nothing of the original's (its server
+#     lacks the marker slot the entry was made under); the original does.
 #  3. create_subscription of the same name right after such an abort,
 #     while the manager still waits to drop the old slot: it takes the drop
 #     back, and succeeds.
@@ -87,6 +98,98 @@ ok($p->poll_query_until('postgres',
 	'the manager dropped the slot once p could be reached again');
 ok(wait_for_log_line($s, qr/dropped replication slot "concord_\d+_\d+" on the provider: the transaction that made it aborted/, $log_offset),
 	"s's log says so");
+
+# The slot of subscription $name being made in $bg's open transaction.
+sub slot_of
+{
+	my ($bg, $name) = @_;
+	return $bg->query_safe("SELECT slot_name FROM concord.subscription WHERE sub_name = '$name'");
+}
+
+# Whether the launcher saved a waiting drop of $slot in the state file.
+sub drop_saved
+{
+	my ($node, $slot, $want) = @_;
+	return $node->poll_query_until('postgres', qq{
+		SELECT coalesce(position(convert_to('$slot', 'UTF8') IN
+			pg_read_binary_file('concord_slot_drops.state', 0, 1000000, true)) > 0, false)},
+		$want ? 't' : 'f');
+}
+
+# Aborts a create_subscription of $name through the proxy, which is then
+# stopped; returns the slot it made.
+sub abort_while_unreachable
+{
+	my ($name) = @_;
+	my $bg = $s->background_psql('postgres');
+	$bg->query_safe("BEGIN; SELECT concord.create_subscription('$name', $pdsn, synchronize_data := false)");
+	my $slot = slot_of($bg, $name);
+	$proxy->stop;
+	$bg->query_safe('ROLLBACK');
+	$bg->quit;
+	return $slot;
+}
+
+# --- 2b. the same, with a restart of s before p is back ----------------------------
+my $slot = abort_while_unreachable('restarted');
+is(slots_on_p(), '2', 'the aborted subscription made its slot on p');
+ok(drop_saved($s, $slot, 1), 'the launcher saved the waiting drop');
+$s->restart;
+$proxy = ConcordProxy->new($p, port => $port);
+ok($p->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_type = 'logical'}),
+	's, restarted, dropped the slot once p could be reached again');
+ok(drop_saved($s, $slot, 0), 'and the state file no longer holds it');
+
+# --- 2c. a stale saved drop spares the live slot of its name ----------------------
+$slot = abort_while_unreachable('stale');
+ok(drop_saved($s, $slot, 1), 'the drop of the slot of the aborted "stale" is saved');
+my $state = $s->data_dir . '/concord_slot_drops.state';
+my $stale_copy = slurp_file($state);
+$proxy = ConcordProxy->new($p, port => $port);
+my $made_stale = 0;
+foreach my $try (1 .. 100)
+{
+	($ret, $out, $err) = $s->psql('postgres',
+		"SELECT concord.create_subscription('stale', $pdsn, synchronize_data := false)");
+	if ($ret == 0) { $made_stale = 1; last; }
+	last unless $err =~ /is being dropped/;
+	$s->poll_query_until('postgres', 'SELECT true');
+}
+ok($made_stale, 'create_subscription of the same name takes the drop back and succeeds') or diag($err);
+$s->stop('immediate');
+# As if the server crashed before the launcher saved the queue again.
+open(my $fh, '>', $state) or die "cannot write $state: $!";
+binmode $fh;
+print $fh $stale_copy;
+close $fh;
+$log_offset = -s $s->logfile;
+$s->start;
+ok(wait_for_log_line($s, qr/concord does not drop replication slot "\Q$slot\E" on the provider: subscription "stale" uses it/, $log_offset),
+	'the manager leaves the slot that subscription "stale" uses');
+ok($s->poll_query_until('postgres',
+		q{SELECT status = 'replicating' FROM concord.subscription_status WHERE subscription_name = 'stale'}),
+	'"stale" replicates');
+is($p->safe_psql('postgres', "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'"),
+	'1', 'its slot is still on p');
+$s->safe_psql('postgres', "SELECT concord.drop_subscription('stale')");
+is(slots_on_p(), '1', 'drop_subscription drops it');
+
+# --- 2d. a copy of s drops none of the drops it was copied with -------------------
+$slot = abort_while_unreachable('copied');
+ok(drop_saved($s, $slot, 1), 'the drop of the slot of the aborted "copied" is saved');
+$s->backup('s_backup');
+my $copy = PostgreSQL::Test::Cluster->new('s_copy');
+$copy->init_from_backup($s, 's_backup');
+$copy->start;
+ok(wait_for_log_line($copy, qr/concord does not drop replication slot "\Q$slot\E" on the provider: the node that left it to drop is not this server/, 0),
+	'the copy leaves the drop to the original');
+$proxy = ConcordProxy->new($p, port => $port);
+ok($p->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_type = 'logical'}),
+	'the original dropped the slot once p could be reached again');
+unlike(slurp_file($copy->logfile), qr/dropped replication slot "\Q$slot\E"/, 'the copy did not');
+$copy->stop;
 
 # --- 3. the same name again, while the drop waits ----------------------------------
 $bg = $s->background_psql('postgres');
