@@ -148,25 +148,32 @@ marker_holder(const char *name)
  * said so once per marker (the caller tries again later).  A marker taken
  * between the look and the drop still raises the drop's ERROR.
  */
+#define WARNED_MARKERS	8
+
 static bool
 drop_marker(const char *name)
 {
-	static char warned[NAMEDATALEN] = "";
+	static char warned[WARNED_MARKERS][NAMEDATALEN];
+	static int	next_warned = 0;
 	int			pid = marker_holder(name);
+	bool		said = false;
 
 	if (pid == 0)
 	{
 		ReplicationSlotDrop(name, true);
 		return true;
 	}
-	if (strcmp(warned, name) != 0)
+	for (int i = 0; i < WARNED_MARKERS; i++)
+		said |= strcmp(warned[i], name) == 0;
+	if (!said)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("concord cannot drop marker slot \"%s\" yet: it is in use by PID %d", name, pid),
 				 errdetail("The slot is concord's, no longer this node's marker; a REPLICATION connection streams from it."),
 				 errhint("Stop that process; concord drops the slot then.")));
-		strlcpy(warned, name, NAMEDATALEN);
+		strlcpy(warned[next_warned], name, NAMEDATALEN);
+		next_warned = (next_warned + 1) % WARNED_MARKERS;
 	}
 	return false;
 }
@@ -234,24 +241,29 @@ drop_unnamed_markers(bool at_commit)
 	bool		all = true;
 	ListCell   *lc;
 
+	List	   *doomed = NIL;
+
 	if (read_identity(&sysid, &dboid, &keep) && !matches_this_server(sysid, dboid))
 		keep = NULL;
 	foreach(lc, markers_with_prefix(marker_prefix(MyDatabaseId)))
+		if (keep == NULL || strcmp(lfirst(lc), keep) != 0)
+			doomed = lappend(doomed, lfirst(lc));
+	/* Every holder first: DROP EXTENSION must fail before it drops any. */
+	foreach(lc, at_commit ? doomed : NIL)
 	{
 		const char *name = lfirst(lc);
-		int			pid;
+		int			pid = marker_holder(name);
 
-		if (keep != NULL && strcmp(name, keep) == 0)
-			continue;
-		if (at_commit && (pid = marker_holder(name)) != 0)
+		if (pid != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("cannot drop extension concord while its marker slot \"%s\" is in use by PID %d",
 							name, pid),
 					 errdetail("A REPLICATION connection streams from the slot; concord drops it with the extension."),
 					 errhint("Stop that process, then try again.")));
-		all &= drop_marker(name);
 	}
+	foreach(lc, doomed)
+		all &= drop_marker(lfirst(lc));
 	return all;
 }
 

@@ -47,6 +47,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/vacuum.h"
+#include "postmaster/autovacuum.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -271,7 +272,7 @@ frozen_tombstones(void)
 "    DELETE FROM concord.tombstone d USING judged j " \
 "     WHERE d.ctid = j.tid " \
 "       AND (j.confirmed OR ($5 > 0 AND j.ts < pg_catalog.now() - $5 * interval '1 ms') " \
-"            OR (j.ts IS NOT NULL AND pg_catalog.age(d.xmin) > $8)) " \
+"            OR (j.ts IS NOT NULL AND j.origin IS NOT NULL AND pg_catalog.age(d.xmin) > $8)) " \
 "    RETURNING j.origin, j.ts, j.confirmed), " \
 "gaps AS (" \
 "    INSERT INTO concord.tombstone_gap AS g (peer, origin, removed_upto) " \
@@ -355,7 +356,8 @@ gaps_changed(void)
 /*
  * After a wraparound, the age in transactions past which a tombstone is
  * removed (with its gap rows) before vacuum may freeze it: half of the
- * smallest freeze_min_age that applies to concord.tombstone.
+ * smallest freeze_min_age that applies to concord.tombstone, which vacuum
+ * also caps at half of autovacuum_freeze_max_age.
  */
 static Datum
 freeze_horizon(bool *isnull)
@@ -366,6 +368,8 @@ freeze_horizon(bool *isnull)
 	*isnull = !concord_xids_wrapped();
 	if (*isnull)
 		return (Datum) 0;
+	/* vacuum freezes past Min(freeze_min_age, autovacuum_freeze_max_age / 2) */
+	min_age = Min(min_age, autovacuum_freeze_max_age / 2);
 	rel = table_open(concord_catalog_relid("tombstone", false), AccessShareLock);
 	if (rel->rd_options &&
 		((StdRdOptions *) rel->rd_options)->autovacuum.freeze_min_age >= 0)

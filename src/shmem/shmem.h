@@ -226,6 +226,7 @@ typedef struct ConcordSlotDrop
 	char		slot_name[NAMEDATALEN];
 	char		marker[NAMEDATALEN];	/* the node's marker slot when it was
 										 * made ("" before 0.3.0's catalogs) */
+	bool		loaded;			/* read from the state file at startup */
 	char		dsn[CONCORD_SLOT_DROP_DSN_LEN];
 } ConcordSlotDrop;
 

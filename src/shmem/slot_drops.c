@@ -234,6 +234,7 @@ concord_slot_drops_save(void)
 	{
 		copy[i].busy = false;
 		copy[i].retry_after = 0;
+		copy[i].loaded = false;
 	}
 	if (used == nsaved && memcmp(copy, saved, sizeof(ConcordSlotDrop) * used) == 0)
 		return;
@@ -264,6 +265,7 @@ concord_slot_drops_load(void)
 		d->dsn[CONCORD_SLOT_DROP_DSN_LEN - 1] = '\0';
 		d->busy = false;
 		d->retry_after = 0;
+		d->loaded = true;
 	}
 }
 
@@ -301,7 +303,8 @@ concord_slot_drops_forget_dropped(void)
 		{
 			ConcordSlotDrop *d = &ConcordShmem->slot_drops[j];
 
-			if (d->dboid == dbs[i] && !d->busy)
+			/* busy too: a manager that died claiming it never comes back */
+			if (d->dboid == dbs[i])
 			{
 				strlcpy(slot_name, d->slot_name, NAMEDATALEN);
 				d->dboid = InvalidOid;
@@ -349,8 +352,11 @@ concord_slot_drops_forget_foreign(void)
 			strcmp(ConcordShmem->slot_drops[i].slot_name, d.slot_name) == 0)
 			ConcordShmem->slot_drops[i].dboid = InvalidOid;
 		LWLockRelease(ConcordShmem->lock);
-		ereport(LOG,
+		ereport(WARNING,
 				(errmsg("concord does not drop replication slot \"%s\" on the provider: the node that left it to drop is not this server (its marker slot \"%s\" is not here)",
-						d.slot_name, d.marker)));
+						d.slot_name, d.marker),
+				 errdetail("The slot was made by a create_subscription that rolled back on the server this data directory was copied from, or before the node's identity changed."),
+				 errhint("If no node uses it, drop it on the provider with SELECT pg_drop_replication_slot('%s').",
+						 d.slot_name)));
 	}
 }

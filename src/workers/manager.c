@@ -454,12 +454,13 @@ warn_slot_left(const ConcordSlotDrop *d, const char *why)
  * are read in the order DROP EXTENSION locks them.
  */
 static char *
-drop_unwanted(const ConcordSlotDrop *d)
+drop_unwanted(const ConcordSlotDrop *d, bool *leaves)
 {
 	ConcordNode *local = concord_node_get_local(true);
 	char	   *why = NULL;
 	ListCell   *lc;
 
+	*leaves = false;
 	foreach(lc, concord_subscription_get_all())
 	{
 		ConcordSubscription *sub = lfirst(lc);
@@ -467,10 +468,15 @@ drop_unwanted(const ConcordSlotDrop *d)
 		if (strcmp(sub->slot_name, d->slot_name) == 0)
 			return psprintf("subscription \"%s\" uses it", sub->name);
 	}
+	/* One made in this server's life is this node's whatever came since. */
+	if (!d->loaded)
+		return NULL;
+	*leaves = true;
 	if (local != NULL && !concord_identity_check(&why))
 		return pstrdup("this database is a copy of its node");
 	if (d->marker[0] != '\0' && strcmp(d->marker, concord_identity_marker()) != 0)
 		return pstrdup("the node's identity changed since its subscription was made");
+	*leaves = false;
 	return NULL;
 }
 
@@ -486,19 +492,23 @@ drop_deferred_slot(void)
 {
 	ConcordSlotDrop d;
 	bool		dropped;
+	bool		leaves;
 	char	   *unwanted;
 
 	if (!concord_slot_drop_claim(ManagerDb, &d))
 		return;
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	unwanted = drop_unwanted(&d);
+	unwanted = drop_unwanted(&d, &leaves);
 	PopActiveSnapshot();
-	if (unwanted)
-	{
+	if (unwanted && leaves)
+		warn_slot_left(&d, psprintf("concord does not drop it: %s", unwanted));
+	else if (unwanted)
 		ereport(LOG,
 				(errmsg("concord does not drop replication slot \"%s\" on the provider: %s",
 						d.slot_name, unwanted)));
+	if (unwanted)
+	{
 		CommitTransactionCommand();
 		(void) concord_slot_drop_finish(ManagerDb, d.slot_name, true);
 		return;

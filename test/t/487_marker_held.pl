@@ -12,7 +12,8 @@
 #      restart_lsn, kept WAL;
 #   3. DROP EXTENSION skipped a held marker and left it behind.
 # Pass: 1. the subscriber streams again from a node whose marker is held;
-# 2. the old marker is dropped once its holder stops; 3. DROP EXTENSION
+# 2. the old marker is dropped once its holder stops (and DROP EXTENSION
+# meanwhile fails and drops no marker, the node's own included); 3. DROP EXTENSION
 # fails naming the holder's PID while the marker is held, and succeeds,
 # leaving no marker, once it stops.
 use strict;
@@ -93,6 +94,13 @@ isnt($new, $old, 'create_node made a new marker');
 ok($a->wait_for_log(qr/cannot drop marker slot "\Q$old\E" yet: it is in use by PID/, $log_at // 0),
 	'the manager says it cannot drop the held old marker yet');
 is(markers_of($a, 'solo'), join(',', sort ($old, $new)), 'both markers are there while the old one is held');
+# DROP EXTENSION now must fail before it drops any marker, the node's own
+# included (it dropped the markers one by one, the new one perhaps before
+# it met the held old one).
+my ($r, $o, $e) = $a->psql('solo', 'DROP EXTENSION concord');
+like($e, qr/marker slot "\Q$old\E" is in use by PID \d+/, 'DROP EXTENSION fails while the old marker is held');
+is(markers_of($a, 'solo'), join(',', sort ($old, $new)), 'and leaves both markers');
+is($a->safe_psql('solo', 'SELECT identity FROM concord.node_status'), 'this node', 'solo is still its node');
 release_slot($a, $h, $old);
 ok($a->poll_query_until('solo', q{
 		SELECT count(*) = 1 FROM pg_replication_slots
