@@ -46,6 +46,10 @@ extern void concord_departed_forget(const char *name);
 
 /* wait_api.c */
 extern TimestampTz concord_deadline_from(FunctionCallInfo fcinfo, int argno);
+
+/* token_api.c, for fence_api.c */
+extern char *concord_token_local_node(void);
+extern void concord_token_mark(const char *local, XLogRecPtr lsn);
 extern bool concord_wait_tick(TimestampTz deadline);
 extern bool concord_wait_applied(const struct ConcordSubscription *sub,
 								 XLogRecPtr target, TimestampTz deadline);

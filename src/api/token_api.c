@@ -312,8 +312,8 @@ node_held(List *paths)
  * them up to lsn once the mark reaches it, even if the commit at lsn
  * ships nothing to it (a table in no set, a row filter).
  */
-static void
-log_mark(const char *local, XLogRecPtr lsn)
+void
+concord_token_mark(const char *local, XLogRecPtr lsn)
 {
 	StringInfoData payload;
 
@@ -327,8 +327,8 @@ log_mark(const char *local, XLogRecPtr lsn)
 	pfree(payload.data);
 }
 
-static char *
-local_node_name(void)
+char *
+concord_token_local_node(void)
 {
 	ConcordNode *local = concord_node_get_local(true);
 
@@ -386,13 +386,13 @@ concord_causal_token(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a causal token cannot be taken during recovery")));
-	local = local_node_name();
+	local = concord_token_local_node();
 	held = node_held(read_paths(local));
 	self = held_entry(&held, local);
 	/* Its sessions' newest commit (position.c says when it is unknown). */
 	self->upper = concord_position_local_end();
 	self->upper_unknown = self->unrecorded = false;
-	log_mark(local, self->upper);
+	concord_token_mark(local, self->upper);
 	list_sort(held, held_cmp);
 
 	initStringInfo(&out);
@@ -528,7 +528,7 @@ concord_wait_for_token(PG_FUNCTION_ARGS)
 {
 	char	   *token = text_to_cstring(DatumGetTextPP(concord_required_arg(fcinfo, 0, "token")));
 	TimestampTz deadline = concord_deadline_from(fcinfo, 1);
-	char	   *local = local_node_name();
+	char	   *local = concord_token_local_node();
 	List	   *entries = parse_token(token);
 	List	   *paths = NIL;
 	MemoryContext tick_cxt;

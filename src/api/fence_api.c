@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ *
+ * fence_api.c
+ *		concord.fence(): a point of this node's history before which every
+ *		transaction of its own is committed and named by a WAL position.
+ *
+ * A diff of a table across nodes while writes go on (anti-entropy) must
+ * tell a difference that will stay from a change still on its way.  A row
+ * version (its origin node and commit timestamp) is settled, reached
+ * every node, once two things hold: its commit timestamp is before a
+ * fence taken on its origin, and every node holds that origin's changes
+ * up to the fence's position (concord.wait_for_token() with the fence's
+ * token, whichever subscription brings them, forwarded ones included).
+ *
+ * The fence on a node:
+ *	1. fence_time: the current time;
+ *	2. waits for every transaction running now to end, up to a timeout:
+ *	   those a fresh snapshot lists, and those with a transaction id
+ *	   between its xmax and the next one to be handed out;
+ *	3. fence_lsn: the end of the newest commit of this node's sessions
+ *	   that wrote rows (shmem/position.c), logged as a MARK so that nodes
+ *	   receiving this node's changes forwarded learn that they hold it.
+ * A transaction of this node whose commit timestamp is before fence_time
+ * took it while it was still running (RecordTransactionCommit), so it had
+ * ended before step 2's snapshot or was waited for there: its commit is
+ * before fence_lsn.  No lock is taken and no snapshot is kept: only the
+ * transactions running at the fence are waited for, not later ones.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/procarray.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "api/api.h"
+#include "shmem/position.h"
+
+#define FENCE_POLL_MS	10
+
+PG_FUNCTION_INFO_V1(concord_fence);
+
+/* Waits for xid to end; an ERROR naming it once deadline (0: none) passed. */
+static void
+wait_for_xid(TransactionId xid, TimestampTz deadline, Interval *timeout)
+{
+	while (TransactionIdIsInProgress(xid))
+	{
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+		{
+			int			pid = BackendXidGetPid(xid);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("concord.fence() waited %s for transaction %u to end",
+							DatumGetCString(DirectFunctionCall1(interval_out,
+																IntervalPGetDatum(timeout))),
+							xid),
+					 pid != 0 ?
+					 errdetail("The transaction is that of process %d; it was running when the fence was taken.", pid) :
+					 errdetail("The transaction is a prepared transaction (pg_prepared_xacts), or ended just now."),
+					 errhint("End that transaction, or take the fence with a longer timeout.")));
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 FENCE_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * concord.fence(timeout interval DEFAULT '1min', OUT fence_time
+ * timestamptz, OUT fence_lsn pg_lsn, OUT token text): this node's fence,
+ * and a token of it for concord.wait_for_token() on the other nodes.
+ */
+Datum
+concord_fence(PG_FUNCTION_ARGS)
+{
+	TimestampTz deadline = concord_deadline_from(fcinfo, 0);
+	Interval   *timeout = PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0);
+	char	   *local = concord_token_local_node();
+	TransactionId self = GetTopTransactionIdIfAny();
+	TimestampTz fence_time;
+	Snapshot	snap;
+	TransactionId *running;
+	int			nrunning;
+	TransactionId first;
+	TransactionId last;
+	XLogRecPtr	lsn;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	StringInfoData token;
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a fence cannot be taken during recovery")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	fence_time = GetCurrentTimestamp();
+	snap = GetLatestSnapshot();
+	nrunning = snap->xcnt;
+	running = palloc(sizeof(TransactionId) * Max(nrunning, 1));
+	memcpy(running, snap->xip, sizeof(TransactionId) * nrunning);
+	first = snap->xmax;
+	last = ReadNextTransactionId();
+	for (int i = 0; i < nrunning; i++)
+		if (!TransactionIdEquals(running[i], self))
+			wait_for_xid(running[i], deadline, timeout);
+	/* A snapshot lists none at or past its xmax: those are running too. */
+	for (TransactionId xid = first; TransactionIdPrecedes(xid, last);)
+	{
+		if (!TransactionIdEquals(xid, self))
+			wait_for_xid(xid, deadline, timeout);
+		TransactionIdAdvance(xid);
+	}
+
+	lsn = concord_position_local_end();
+	concord_token_mark(local, lsn);
+
+	initStringInfo(&token);
+	appendStringInfoChar(&token, '{');
+	escape_json(&token, local);
+	appendStringInfo(&token, ": \"%X/%X\"}", LSN_FORMAT_ARGS(lsn));
+	values[0] = TimestampTzGetDatum(fence_time);
+	values[1] = LSNGetDatum(lsn);
+	values[2] = CStringGetTextDatum(token.data);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
