@@ -534,6 +534,105 @@ LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION concord.row_version(xid) IS
     'the version of a row from its xmin: commit time and origin node, as conflict detection sees them';
 
+-- Anti-entropy, the part each node runs (issue 13): a table's rows as
+-- digests by bucket of key hash, and the rows of some buckets, under
+-- pinned settings so that equal rows give equal digests on every node.
+-- fences maps node names to fence times (concord.fence()); a row whose
+-- version is older than its origin's fence has settled, any other is in
+-- flight; NULL: every row counts as settled.
+CREATE FUNCTION concord.table_digest(relation regclass, fences jsonb DEFAULT NULL,
+        buckets integer DEFAULT 4096,
+        OUT bucket integer, OUT row_count bigint, OUT digest text,
+        OUT in_flight bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT r.bucket, count(*) FILTER (WHERE r.settled),
+               pg_catalog.lpad(pg_catalog.to_hex(coalesce(pg_catalog.bit_xor(r.h1) FILTER (WHERE r.settled), 0)), 16, '0')
+               || pg_catalog.lpad(pg_catalog.to_hex(coalesce(pg_catalog.bit_xor(r.h2) FILTER (WHERE r.settled), 0)), 16, '0'),
+               count(*) FILTER (WHERE NOT r.settled)
+          FROM (%s) r
+         GROUP BY r.bucket ORDER BY r.bucket$q$,
+        concord.digest_rows_sql(relation, buckets))
+        USING fences;
+END $$;
+COMMENT ON FUNCTION concord.table_digest(regclass, jsonb, integer) IS
+    'anti-entropy: per bucket of key hash, the number and XOR digest of the settled rows, and the number in flight';
+
+CREATE FUNCTION concord.table_digest_rows(relation regclass, fences jsonb DEFAULT NULL,
+        buckets integer DEFAULT 4096, only_buckets integer[] DEFAULT NULL,
+        OUT bucket integer, OUT key jsonb, OUT digest text,
+        OUT commit_time timestamptz, OUT origin_node name, OUT settled boolean)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT r.bucket, r.key,
+               pg_catalog.lpad(pg_catalog.to_hex(r.h1), 16, '0') || pg_catalog.lpad(pg_catalog.to_hex(r.h2), 16, '0'),
+               r.commit_time, r.origin_node, r.settled
+          FROM (%s) r
+         WHERE $2 IS NULL OR r.bucket = ANY ($2)
+         ORDER BY r.bucket, r.key$q$,
+        concord.digest_rows_sql(relation, buckets))
+        USING fences, only_buckets;
+END $$;
+COMMENT ON FUNCTION concord.table_digest_rows(regclass, jsonb, integer, integer[]) IS
+    'anti-entropy: the key, digest and version of each row of the buckets asked for';
+
+-- The query both read: per row, its bucket, key, digest halves, version
+-- and whether it settled ($1: the fences).
+CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keycols text;
+BEGIN
+    IF buckets IS NULL OR buckets < 1 OR buckets > 1048576 THEN
+        RAISE EXCEPTION 'buckets must be between 1 and 1048576'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The key: the replica identity index, else the primary key, by name.
+    SELECT pg_catalog.string_agg(pg_catalog.format('%L, t.%I', a.attname, a.attname), ', '
+                                 ORDER BY a.attname)
+      INTO keycols
+      FROM (SELECT i.indexrelid, i.indkey FROM pg_catalog.pg_index i
+             WHERE i.indrelid = relation AND (i.indisreplident OR i.indisprimary)
+             ORDER BY i.indisreplident DESC LIMIT 1) i
+      JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = relation AND a.attnum = ANY (i.indkey::int2[]);
+    IF keycols IS NULL THEN
+        RAISE EXCEPTION 'table % has no primary key and no replica identity index', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rows are compared by key: give the table a primary key.';
+    END IF;
+    RETURN pg_catalog.format($q$
+        SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(k.key::text), 1, 8))::bit(32)::bigint %% %s))::int AS bucket,
+               k.key,
+               ('x' || pg_catalog.substr(d.md5, 1, 16))::bit(64)::bigint AS h1,
+               ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
+               v.commit_time, v.origin_node,
+               ($1 IS NULL OR v.commit_time IS NULL
+                OR v.commit_time < coalesce(($1 ->> v.origin_node::text)::timestamptz, '-infinity')) AS settled
+          FROM %s t
+         CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_build_object(%s) AS key) k
+         CROSS JOIN LATERAL (SELECT pg_catalog.md5(pg_catalog.to_jsonb(t)::text) AS md5) d
+         CROSS JOIN LATERAL concord.row_version(t.xmin) v$q$,
+        buckets, relation, keycols);
+END $$;
+COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer) IS
+    'internal: the per-row query of concord.table_digest() and concord.table_digest_rows()';
+
 -- Re-applies a remote change that a conflict left unapplied (resolution
 -- skip or keep_local), as a new local write of this node: it replicates
 -- to the other nodes like any write, with the current commit timestamp.

@@ -31,6 +31,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/subtrans.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -56,11 +57,12 @@ PG_FUNCTION_INFO_V1(concord_fence);
 static void
 wait_for_xid(TransactionId xid, TimestampTz deadline, Interval *timeout)
 {
+	CHECK_FOR_INTERRUPTS();
 	while (TransactionIdIsInProgress(xid))
 	{
 		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
 		{
-			int			pid = BackendXidGetPid(xid);
+			int			pid = BackendXidGetPid(SubTransGetTopmostTransaction(xid));
 
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
@@ -91,7 +93,6 @@ concord_fence(PG_FUNCTION_ARGS)
 	TimestampTz deadline = concord_deadline_from(fcinfo, 0);
 	Interval   *timeout = PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0);
 	char	   *local = concord_token_local_node();
-	TransactionId self = GetTopTransactionIdIfAny();
 	TimestampTz fence_time;
 	Snapshot	snap;
 	TransactionId *running;
@@ -108,6 +109,13 @@ concord_fence(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a fence cannot be taken during recovery")));
+	/* Its locks could hold up a transaction it waits for: no deadlock check. */
+	if (IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("concord.fence() cannot run inside a transaction block"),
+				 errdetail("It waits for the transactions running at the fence, which may wait for this one's locks."),
+				 errhint("Call it in a transaction of its own.")));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
@@ -119,15 +127,24 @@ concord_fence(PG_FUNCTION_ARGS)
 	first = snap->xmax;
 	last = ReadNextTransactionId();
 	for (int i = 0; i < nrunning; i++)
-		if (!TransactionIdEquals(running[i], self))
+		if (!TransactionIdIsCurrentTransactionId(running[i]))
 			wait_for_xid(running[i], deadline, timeout);
 	/* A snapshot lists none at or past its xmax: those are running too. */
 	for (TransactionId xid = first; TransactionIdPrecedes(xid, last);)
 	{
-		if (!TransactionIdEquals(xid, self))
+		if (!TransactionIdIsCurrentTransactionId(xid))
 			wait_for_xid(xid, deadline, timeout);
 		TransactionIdAdvance(xid);
 	}
+	/*
+	 * A clock set back meanwhile could stamp a later transaction before
+	 * fence_time, after the position taken below.
+	 */
+	if (GetCurrentTimestamp() < fence_time)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the clock of this server went back while the fence was taken"),
+				 errhint("Take the fence again.")));
 
 	lsn = concord_position_local_end();
 	concord_token_mark(local, lsn);

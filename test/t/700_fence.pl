@@ -8,6 +8,11 @@
 #  1. A transaction open on n1 holds the fence: with a short timeout it
 #     fails, naming the transaction's process; with a longer one it waits
 #     until that transaction ends, then returns.
+#     1b. A commit waiting for a synchronous standby (stamped, in WAL, not
+#     visible yet) holds the fence too; what fn1 shows right after the
+#     fence returns of the rows older than it is what the other nodes hold
+#     (without the wait, fn1 did not show yet the waiting row that the
+#     others already held).
 #  2. Under load (a writer on n1 committing one row per transaction until
 #     the test tells it to stop), five fences in a row: after each, n2 and n3 hold the token
 #     within its wait, and hold exactly the rows n1 holds whose commit
@@ -35,6 +40,10 @@ isnt($ret, 0, 'a fence with a short timeout fails while a transaction is open');
 like($err, qr/concord.fence\(\) waited 00:00:00.2 for transaction \d+ to end/, 'it says what it waited for');
 like($err, qr/DETAIL:  The transaction is that of process $open_pid;/, 'and names its process');
 
+($ret, $out, $err) = $n1->psql('postgres', q{BEGIN; SELECT * FROM concord.fence('1s'); ROLLBACK;});
+like($err, qr/concord.fence\(\) cannot run inside a transaction block/,
+	'a fence inside a transaction block is refused (its locks could hold up what it waits for)');
+
 my $waiter = $n1->background_psql('postgres');
 $waiter->query_until(qr/started/, "\\echo started\nSELECT fence_lsn IS NOT NULL AS fenced FROM concord.fence('1min');\n");
 ok($n1->poll_query_until('postgres', q{
@@ -48,6 +57,37 @@ ok($n1->poll_query_until('postgres', q{
 	'it returns once that transaction ended');
 $waiter->quit;
 wait_for_apply_all(\@nodes, label => 'the open transaction applied');
+
+# 1b. A commit that waits for a synchronous standby has its commit
+# timestamp and its commit record, and is not visible yet: the fence must
+# wait for it, or fn1 would not show a row the others already hold and
+# that is older than the fence.
+$n1->safe_psql('postgres',
+	"ALTER SYSTEM SET synchronous_standby_names = 'nobody'; SELECT pg_reload_conf()");
+my $syncwait = start_psql($n1, "SET synchronous_commit = on;\nINSERT INTO t VALUES (-1, 'waits for a standby');\n");
+ok($n1->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE query LIKE 'INSERT INTO t VALUES (-1%' AND wait_event = 'SyncRep')}),
+	'a commit waits for a synchronous standby');
+my $sync_pid = $n1->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t VALUES (-1%'});
+($ret, $out, $err) = $n1->psql('postgres', q{SELECT * FROM concord.fence('200ms')});
+like($err, qr/DETAIL:  The transaction is that of process $sync_pid;/, 'the fence waits for it');
+# What fn1 shows right after the fence returns, in the same session.
+my $fencing = start_psql($n1, q{SELECT fence_time AS ft, token AS tk FROM concord.fence(NULL) \gset
+SELECT :'ft' || '|' || :'tk' || '|' || (SELECT count(*) || ':' || coalesce(sum(id), 0) FROM t
+                                         WHERE pg_xact_commit_timestamp(xmin) < :'ft');
+});
+ok($n1->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE query LIKE 'SELECT fence_time%' AND wait_event_type = 'Extension')}),
+	'a fence without a timeout waits for the commit');
+$n1->safe_psql('postgres', 'ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()');
+my ($frc, $fout, $ferr) = finish_psql($fencing);
+is($frc, 0, 'the fence returns once the commit is done') or diag($ferr);
+chomp $fout;
+my ($sync_fence_time, $sync_token, $sync_on_n1) = split /\|/, $fout;
+finish_psql($syncwait);
 
 # 2. Under load.
 $n1->safe_psql('postgres', q{
@@ -73,6 +113,14 @@ sub settled_ids
 	return $node->safe_psql('postgres', qq{
 		SELECT count(*) || ':' || coalesce(sum(id), 0) FROM t
 		 WHERE pg_xact_commit_timestamp(xmin) < '$ts'});
+}
+
+foreach my $n ($n2, $n3)
+{
+	is($n->safe_psql('postgres', "SELECT concord.wait_for_token('$sync_token', '1min')"), 't',
+		$n->name . ' holds the fence taken during the commit');
+	is(settled_ids($n, $sync_fence_time), $sync_on_n1,
+		$n->name . ' holds the rows of fn1 older than that fence that fn1 showed once it returned');
 }
 
 my $checked = 0;

@@ -1,0 +1,107 @@
+-- Anti-entropy's part on each node (issue 13): concord.table_digest() and
+-- concord.table_digest_rows().  Equal rows must give equal digests on every
+-- node, whatever the column order and the session's settings; different
+-- rows different ones, NULL and empty string and column boundaries
+-- included.  This database is node prov (095), which row versions name.
+\set VERBOSITY default
+SELECT node_name AS local_node FROM concord.node WHERE is_local \gset
+
+-- The digest of one row of a one-row table (its key is 1).
+CREATE FUNCTION digest_of(rel regclass) RETURNS text LANGUAGE sql AS
+  $$ SELECT digest FROM concord.table_digest_rows(rel) $$;
+
+-- NULL, empty string and the text 'NULL' differ.
+CREATE TABLE d_null (id int PRIMARY KEY, v text);
+CREATE TABLE d_empty (id int PRIMARY KEY, v text);
+CREATE TABLE d_word (id int PRIMARY KEY, v text);
+INSERT INTO d_null VALUES (1, NULL);
+INSERT INTO d_empty VALUES (1, '');
+INSERT INTO d_word VALUES (1, 'NULL');
+SELECT count(DISTINCT digest_of(r)) AS distinct_digests
+  FROM unnest(ARRAY['d_null', 'd_empty', 'd_word']::regclass[]) r;
+
+-- Column boundaries: ('a|b', 'c') and ('a', 'b|c') differ.
+CREATE TABLE d_left (id int PRIMARY KEY, a text, b text);
+CREATE TABLE d_right (id int PRIMARY KEY, a text, b text);
+INSERT INTO d_left VALUES (1, 'a|b', 'c');
+INSERT INTO d_right VALUES (1, 'a', 'b|c');
+SELECT digest_of('d_left') <> digest_of('d_right') AS boundaries_differ;
+
+-- The same row in a table whose columns come in another order, one of
+-- them dropped in between: the same digest.
+CREATE TABLE d_order1 (id int PRIMARY KEY, a text, b numeric, c timestamptz);
+CREATE TABLE d_order2 (c timestamptz, gone int, b numeric, id int PRIMARY KEY, a text);
+ALTER TABLE d_order2 DROP COLUMN gone;
+INSERT INTO d_order1 VALUES (1, 'x', 3000.0, '2026-12-07 10:00:00+00');
+INSERT INTO d_order2 (id, a, b, c) VALUES (1, 'x', 3000.0, '2026-12-07 10:00:00+00');
+SELECT digest_of('d_order1') = digest_of('d_order2') AS column_order_ignored;
+
+-- numeric scale is part of the value: 3000.0 and 3000.00 differ.
+CREATE TABLE d_scale (id int PRIMARY KEY, a text, b numeric, c timestamptz);
+INSERT INTO d_scale VALUES (1, 'x', 3000.00, '2026-12-07 10:00:00+00');
+SELECT digest_of('d_order1') <> digest_of('d_scale') AS scale_differs;
+
+-- The session's settings change nothing.
+CREATE TABLE d_types (id int PRIMARY KEY, t timestamptz, d date, i interval,
+                      f float8, b bytea, m money);
+INSERT INTO d_types VALUES (1, '2026-12-07 10:00:00+00', '2026-12-07', '1 day 2 hours',
+                            0.1, '\x00ff', 12.5);
+SELECT digest_of('d_types') AS plain \gset
+SET TimeZone = 'Asia/Tokyo';
+SET DateStyle = 'SQL, DMY';
+SET IntervalStyle = 'iso_8601';
+SET extra_float_digits = -3;
+SET bytea_output = 'escape';
+SELECT digest_of('d_types') = :'plain' AS settings_ignored;
+RESET ALL;
+
+-- A value stored out of line (TOAST) is read whole.
+CREATE TABLE d_toast (id int PRIMARY KEY, v text);
+INSERT INTO d_toast SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, 5000) g;
+SELECT digest_of('d_toast') AS toasted \gset
+SELECT pg_relation_size(reltoastrelid) > 0 AS stored_out_of_line
+  FROM pg_class WHERE oid = 'd_toast'::regclass;
+UPDATE d_toast SET v = v || 'x';
+SELECT digest_of('d_toast') <> :'toasted' AS toasted_changes_digest;
+
+-- Buckets: a key falls in the same bucket whatever the table; the
+-- per-bucket digest is the XOR of its rows'; counts add up.
+CREATE TABLE d_many (id int PRIMARY KEY, v text);
+INSERT INTO d_many SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+SELECT sum(row_count) AS rows, count(*) <= 16 AS at_most_16_buckets,
+       sum(in_flight) AS in_flight
+  FROM concord.table_digest('d_many', NULL, 16);
+SELECT bool_and(a.bucket = b.bucket) AS same_buckets
+  FROM concord.table_digest_rows('d_many', NULL, 16) a
+  JOIN concord.table_digest_rows('d_order1', NULL, 16) b USING (key);
+-- One changed row changes its bucket's digest only.
+CREATE TEMP TABLE before AS SELECT * FROM concord.table_digest('d_many', NULL, 16);
+UPDATE d_many SET v = 'changed' WHERE id = 500;
+SELECT count(*) AS buckets_changed,
+       bool_and(t.bucket = (SELECT bucket FROM concord.table_digest_rows('d_many', NULL, 16)
+                             WHERE key = '{"id": 500}')) AS the_rows_bucket
+  FROM concord.table_digest('d_many', NULL, 16) t JOIN before b USING (bucket)
+ WHERE t.digest <> b.digest;
+SELECT count(*) AS rows_listed
+  FROM concord.table_digest_rows('d_many', NULL, 16,
+        ARRAY[(SELECT bucket FROM concord.table_digest_rows('d_many', NULL, 16) WHERE key = '{"id": 500}')]);
+
+-- Fences: a row whose origin has no fence, or is not older than its
+-- fence, is in flight and left out of the digest.
+SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
+  FROM concord.table_digest('d_many', '{}', 16);
+SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
+  FROM concord.table_digest('d_many', jsonb_build_object(:'local_node', now() + interval '1 day'), 16);
+SELECT settled, origin_node = :'local_node' AS written_here FROM concord.table_digest_rows('d_many',
+        jsonb_build_object(:'local_node', now() - interval '1 day'), 16) WHERE key = '{"id": 500}';
+
+-- Bad input.
+SELECT * FROM concord.table_digest('d_many', NULL, 0);
+CREATE TABLE d_nokey (a int);
+SELECT * FROM concord.table_digest('d_nokey');
+-- Not executable by PUBLIC.
+SELECT has_function_privilege('public', 'concord.table_digest(regclass, jsonb, integer)', 'EXECUTE') AS public_may_digest;
+
+DROP TABLE d_null, d_empty, d_word, d_left, d_right, d_order1, d_order2, d_scale,
+           d_types, d_toast, d_many, d_nokey;
+DROP FUNCTION digest_of(regclass);
