@@ -36,6 +36,29 @@ INSERT INTO d_order1 VALUES (1, 'x', 3000.0, '2026-12-07 10:00:00+00');
 INSERT INTO d_order2 (id, a, b, c) VALUES (1, 'x', 3000.0, '2026-12-07 10:00:00+00');
 SELECT digest_of('d_order1') = digest_of('d_order2') AS column_order_ignored;
 
+-- A column named t (the alias of the table in the digest's query) does
+-- not stand for the whole row; quoted, upper-case and spaced names too.
+CREATE TABLE d_col_t1 (id int PRIMARY KEY, t text, "Odd Name" int);
+CREATE TABLE d_col_t2 (id int PRIMARY KEY, t text, "Odd Name" int);
+INSERT INTO d_col_t1 VALUES (1, 'same', 1);
+INSERT INTO d_col_t2 VALUES (1, 'same', 2);
+SELECT digest_of('d_col_t1') <> digest_of('d_col_t2') AS whole_row_digested,
+       (SELECT key FROM concord.table_digest_rows('d_col_t1')) AS key;
+
+-- The key is the key's columns: not those an INCLUDE adds; a composite
+-- key by column name; a replica identity index before the primary key.
+CREATE TABLE d_incl (id int, at int, v text, PRIMARY KEY (id) INCLUDE (at));
+INSERT INTO d_incl VALUES (1, 10, 'x');
+SELECT key FROM concord.table_digest_rows('d_incl');
+CREATE TABLE d_comp (b int, a text, v text, PRIMARY KEY (b, a));
+INSERT INTO d_comp VALUES (2, 'k', 'x');
+SELECT key FROM concord.table_digest_rows('d_comp');
+CREATE TABLE d_ident (id int PRIMARY KEY, code text NOT NULL, v text);
+CREATE UNIQUE INDEX d_ident_code ON d_ident (code);
+ALTER TABLE d_ident REPLICA IDENTITY USING INDEX d_ident_code;
+INSERT INTO d_ident VALUES (1, 'c1', 'x');
+SELECT key FROM concord.table_digest_rows('d_ident');
+
 -- numeric scale is part of the value: 3000.0 and 3000.00 differ.
 CREATE TABLE d_scale (id int PRIMARY KEY, a text, b numeric, c timestamptz);
 INSERT INTO d_scale VALUES (1, 'x', 3000.00, '2026-12-07 10:00:00+00');
@@ -43,15 +66,17 @@ SELECT digest_of('d_order1') <> digest_of('d_scale') AS scale_differs;
 
 -- The session's settings change nothing.
 CREATE TABLE d_types (id int PRIMARY KEY, t timestamptz, d date, i interval,
-                      f float8, b bytea, m money);
+                      f float8, b bytea, m money, r tstzrange, dr daterange);
 INSERT INTO d_types VALUES (1, '2026-12-07 10:00:00+00', '2026-12-07', '1 day 2 hours',
-                            0.1, '\x00ff', 12.5);
+                            0.1::float8 + 0.2, '\x00ff', 12.5,
+                            '[2026-12-07 10:00+00, 2026-12-08 10:00+00)', '[2026-12-07, 2026-12-09)');
 SELECT digest_of('d_types') AS plain \gset
 SET TimeZone = 'Asia/Tokyo';
 SET DateStyle = 'SQL, DMY';
 SET IntervalStyle = 'iso_8601';
 SET extra_float_digits = -3;
 SET bytea_output = 'escape';
+SET lc_monetary = 'C.UTF-8';
 SELECT digest_of('d_types') = :'plain' AS settings_ignored;
 RESET ALL;
 
@@ -99,9 +124,17 @@ SELECT settled, origin_node = :'local_node' AS written_here FROM concord.table_d
 SELECT * FROM concord.table_digest('d_many', NULL, 0);
 CREATE TABLE d_nokey (a int);
 SELECT * FROM concord.table_digest('d_nokey');
+SELECT * FROM concord.table_digest('d_many', '[1, 2]', 16);
+-- Rows of an origin that no fence names are in flight.
+SELECT sum(in_flight) AS in_flight
+  FROM concord.table_digest('d_many', jsonb_build_object('gone', now() + interval '1 day'), 16);
 -- Not executable by PUBLIC.
-SELECT has_function_privilege('public', 'concord.table_digest(regclass, jsonb, integer)', 'EXECUTE') AS public_may_digest;
+SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_execute
+  FROM pg_proc p
+ WHERE p.pronamespace = 'concord'::regnamespace
+   AND p.proname IN ('table_digest', 'table_digest_rows', 'digest_rows_sql')
+ ORDER BY 1::text;
 
 DROP TABLE d_null, d_empty, d_word, d_left, d_right, d_order1, d_order2, d_scale,
-           d_types, d_toast, d_many, d_nokey;
+           d_types, d_toast, d_many, d_nokey, d_col_t1, d_col_t2, d_incl, d_comp, d_ident;
 DROP FUNCTION digest_of(regclass);

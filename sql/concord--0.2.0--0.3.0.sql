@@ -455,6 +455,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET row_security = off
 AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
@@ -464,7 +465,7 @@ BEGIN
                count(*) FILTER (WHERE NOT r.settled)
           FROM (%s) r
          GROUP BY r.bucket ORDER BY r.bucket$q$,
-        concord.digest_rows_sql(relation, buckets))
+        concord.digest_rows_sql(relation, buckets, fences))
         USING fences;
 END $$;
 COMMENT ON FUNCTION concord.table_digest(regclass, jsonb, integer) IS
@@ -479,6 +480,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET row_security = off
 AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
@@ -488,15 +490,21 @@ BEGIN
           FROM (%s) r
          WHERE $2 IS NULL OR r.bucket = ANY ($2)
          ORDER BY r.bucket, r.key$q$,
-        concord.digest_rows_sql(relation, buckets))
+        concord.digest_rows_sql(relation, buckets, fences))
         USING fences, only_buckets;
 END $$;
 COMMENT ON FUNCTION concord.table_digest_rows(regclass, jsonb, integer, integer[]) IS
     'anti-entropy: the key, digest and version of each row of the buckets asked for';
 
 -- The query both read: per row, its bucket, key, digest halves, version
--- and whether it settled ($1: the fences).
-CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer)
+-- and whether it settled ($1: the fences).  A row whose version is
+-- unknown (no commit timestamp kept) is old, so settled; one whose origin
+-- is not known (a dropped origin, not concord's) settled if it committed
+-- before every fence.  Keys and rows are hashed as UTF-8, whatever the
+-- database's encoding.  OFFSET 0 keeps each row's hash from being
+-- computed once per use.
+CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer,
+        fences jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -508,37 +516,56 @@ BEGIN
         RAISE EXCEPTION 'buckets must be between 1 and 1048576'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The key: the replica identity index, else the primary key, by name.
+    IF fences IS NOT NULL AND pg_catalog.jsonb_typeof(fences) <> 'object' THEN
+        RAISE EXCEPTION 'fences must be a JSON object of node names to fence times'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF fences IS NOT NULL AND NOT pg_catalog.current_setting('track_commit_timestamp')::boolean THEN
+        RAISE EXCEPTION 'rows cannot be told settled with track_commit_timestamp off'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- The key: the replica identity index, else the primary key, by name
+    -- (their key columns, not INCLUDE ones).
     SELECT pg_catalog.string_agg(pg_catalog.format('%L, t.%I', a.attname, a.attname), ', '
                                  ORDER BY a.attname)
       INTO keycols
-      FROM (SELECT i.indexrelid, i.indkey FROM pg_catalog.pg_index i
+      FROM (SELECT i.indkey, i.indnkeyatts FROM pg_catalog.pg_index i
              WHERE i.indrelid = relation AND (i.indisreplident OR i.indisprimary)
              ORDER BY i.indisreplident DESC LIMIT 1) i
       JOIN pg_catalog.pg_attribute a
-        ON a.attrelid = relation AND a.attnum = ANY (i.indkey::int2[]);
+        ON a.attrelid = relation
+       AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]);
     IF keycols IS NULL THEN
         RAISE EXCEPTION 'table % has no primary key and no replica identity index', relation
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Rows are compared by key: give the table a primary key.';
     END IF;
     RETURN pg_catalog.format($q$
-        SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(k.key::text), 1, 8))::bit(32)::bigint %% %s))::int AS bucket,
-               k.key,
+        SELECT d.bucket, d.key,
                ('x' || pg_catalog.substr(d.md5, 1, 16))::bit(64)::bigint AS h1,
                ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
-               v.commit_time, v.origin_node,
-               ($1 IS NULL OR v.commit_time IS NULL
-                OR v.commit_time < coalesce(($1 ->> v.origin_node::text)::timestamptz, '-infinity')) AS settled
-          FROM %s t
-         CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_build_object(%s) AS key) k
-         CROSS JOIN LATERAL (SELECT pg_catalog.md5(pg_catalog.to_jsonb(t)::text) AS md5) d
-         CROSS JOIN LATERAL concord.row_version(t.xmin) v$q$,
+               d.commit_time, d.origin_node,
+               ($1 IS NULL OR d.commit_time IS NULL
+                OR d.commit_time < coalesce(f.fence,
+                                            CASE WHEN d.origin_node IS NULL THEN fmin.fence END,
+                                            '-infinity')) AS settled
+          FROM (SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.convert_to(k.key::text, 'UTF8')), 1, 8))::bit(32)::bigint %% %s))::int AS bucket,
+                       k.key,
+                       pg_catalog.md5(pg_catalog.convert_to(pg_catalog.to_jsonb(t.*)::text, 'UTF8')) AS md5,
+                       v.commit_time, v.origin_node
+                  FROM %s t
+                 CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_build_object(%s) AS key) k
+                 CROSS JOIN LATERAL concord.row_version(t.xmin) v
+                OFFSET 0) d
+          LEFT JOIN (SELECT e.key AS node, e.value::timestamptz AS fence
+                       FROM pg_catalog.jsonb_each_text($1) e) f ON f.node = d.origin_node::text
+          LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
+                       FROM pg_catalog.jsonb_each_text($1) e) fmin ON true$q$,
         buckets, relation, keycols);
 END $$;
-COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer) IS
+COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer, jsonb) IS
     'internal: the per-row query of concord.table_digest() and concord.table_digest_rows()';
 
 REVOKE ALL ON FUNCTION concord.table_digest(regclass, jsonb, integer),
     concord.table_digest_rows(regclass, jsonb, integer, integer[]),
-    concord.digest_rows_sql(regclass, integer) FROM PUBLIC;
+    concord.digest_rows_sql(regclass, integer, jsonb) FROM PUBLIC;

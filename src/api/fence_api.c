@@ -92,7 +92,7 @@ concord_fence(PG_FUNCTION_ARGS)
 {
 	TimestampTz deadline = concord_deadline_from(fcinfo, 0);
 	Interval   *timeout = PG_ARGISNULL(0) ? NULL : PG_GETARG_INTERVAL_P(0);
-	char	   *local = concord_token_local_node();
+	char	   *local;
 	TimestampTz fence_time;
 	Snapshot	snap;
 	TransactionId *running;
@@ -109,11 +109,15 @@ concord_fence(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a fence cannot be taken during recovery")));
-	/* Its locks could hold up a transaction it waits for: no deadlock check. */
-	if (IsTransactionBlock())
+	/*
+	 * Its locks could hold up a transaction it waits for, and the wait is
+	 * no lock wait: no deadlock check would see it.  So not in a block, nor
+	 * after this transaction wrote or locked rows (it has an xid then).
+	 */
+	if (IsTransactionBlock() || TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("concord.fence() cannot run inside a transaction block"),
+				 errmsg("concord.fence() cannot run inside a transaction block or after a write of its transaction"),
 				 errdetail("It waits for the transactions running at the fence, which may wait for this one's locks."),
 				 errhint("Call it in a transaction of its own.")));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
@@ -146,6 +150,8 @@ concord_fence(PG_FUNCTION_ARGS)
 				 errmsg("the clock of this server went back while the fence was taken"),
 				 errhint("Take the fence again.")));
 
+	/* Concord's catalogs are read only now: no lock of them while waiting. */
+	local = concord_token_local_node();
 	lsn = concord_position_local_end();
 	concord_token_mark(local, lsn);
 

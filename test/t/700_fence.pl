@@ -41,8 +41,12 @@ like($err, qr/concord.fence\(\) waited 00:00:00.2 for transaction \d+ to end/, '
 like($err, qr/DETAIL:  The transaction is that of process $open_pid;/, 'and names its process');
 
 ($ret, $out, $err) = $n1->psql('postgres', q{BEGIN; SELECT * FROM concord.fence('1s'); ROLLBACK;});
-like($err, qr/concord.fence\(\) cannot run inside a transaction block/,
+like($err, qr/concord.fence\(\) cannot run inside a transaction block or after a write of its transaction/,
 	'a fence inside a transaction block is refused (its locks could hold up what it waits for)');
+($ret, $out, $err) = $n1->psql('postgres',
+	q{DO $$ BEGIN INSERT INTO t VALUES (-2, 'x'); PERFORM concord.fence('1s'); END $$;});
+like($err, qr/cannot run inside a transaction block or after a write of its transaction/,
+	'and so is one after a write of its transaction (a DO block)');
 
 my $waiter = $n1->background_psql('postgres');
 $waiter->query_until(qr/started/, "\\echo started\nSELECT fence_lsn IS NOT NULL AS fenced FROM concord.fence('1min');\n");
