@@ -125,7 +125,9 @@ SELECT * FROM concord.table_digest('d_many', NULL, 0);
 CREATE TABLE d_nokey (a int);
 SELECT * FROM concord.table_digest('d_nokey');
 SELECT * FROM concord.table_digest('d_many', '[1, 2]', 16);
--- Rows of an origin that no fence names are in flight.
+-- A row of an origin that no fence names (not a node: a replication
+-- that is not concord's wrote it) settled if it committed before every
+-- fence.  Here every fence is in the future: all settled.
 SELECT sum(in_flight) AS in_flight
   FROM concord.table_digest('d_many', jsonb_build_object('gone', now() + interval '1 day'), 16);
 -- Not executable by PUBLIC.

@@ -591,10 +591,11 @@ COMMENT ON FUNCTION concord.table_digest_rows(regclass, jsonb, integer, integer[
     'anti-entropy: the key, digest and version of each row of the buckets asked for';
 
 -- The query both read: per row, its bucket, key, digest halves, version
--- and whether it settled ($1: the fences).  A row whose version is
--- unknown (no commit timestamp kept) is old, so settled; one whose origin
--- is not known (a dropped origin, not concord's) settled if it committed
--- before every fence.  Keys and rows are hashed as UTF-8, whatever the
+-- and whether it settled ($1: the fences, which name every node).  A
+-- row whose version is unknown (no commit timestamp kept) is old, so
+-- settled; one whose origin no fence names (not known, or not a node: a
+-- replication that is not concord's wrote it here) settled if it
+-- committed before every fence.  Keys and rows are hashed as UTF-8, whatever the
 -- database's encoding.  OFFSET 0 keeps each row's hash from being
 -- computed once per use.
 CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer,
@@ -640,9 +641,7 @@ BEGIN
                ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
                d.commit_time, d.origin_node,
                ($1 IS NULL OR d.commit_time IS NULL
-                OR d.commit_time < coalesce(f.fence,
-                                            CASE WHEN d.origin_node IS NULL THEN fmin.fence END,
-                                            '-infinity')) AS settled
+                OR d.commit_time < coalesce(f.fence, fmin.fence, '-infinity')) AS settled
           FROM (SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.convert_to(k.key::text, 'UTF8')), 1, 8))::bit(32)::bigint %% %s))::int AS bucket,
                        k.key,
                        pg_catalog.md5(pg_catalog.convert_to(pg_catalog.to_jsonb(t.*)::text, 'UTF8')) AS md5,

@@ -19,6 +19,7 @@
 #include "api/api.h"
 #include "catalog/tables.h"
 #include "concord.h"
+#include "shmem/position.h"
 #include "shmem/shmem.h"
 
 #define WAIT_POLL_MS	100
@@ -158,7 +159,8 @@ Datum
 concord_wait_for_apply(PG_FUNCTION_ARGS)
 {
 	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
-	XLogRecPtr	target = PG_GETARG_LSN(1);
+	/* pg_current_wal_insert_lsn() just past an empty page's header */
+	XLogRecPtr	target = concord_wal_position_trimmed(PG_GETARG_LSN(1));
 	TimestampTz deadline = concord_deadline_from(fcinfo, 2);
 
 	PG_RETURN_BOOL(concord_wait_applied(concord_sub_get_existing(name), target, deadline));

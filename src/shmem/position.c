@@ -38,6 +38,7 @@
 #include "postgres.h"
 
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 
@@ -305,6 +306,22 @@ concord_position_local_commit(XLogRecPtr end_lsn)
 }
 
 /*
+ * A WAL position just past the header of a page that holds nothing yet
+ * (GetXLogInsertRecPtr() there) names no more WAL than the page's start,
+ * which is where the provider's WAL sender says its WAL ends until a
+ * record is written on that page: a wait for the former would last until
+ * then.  (A position past a segment's long page header is left: on
+ * another page, the same offset can end a record.)
+ */
+XLogRecPtr
+concord_wal_position_trimmed(XLogRecPtr lsn)
+{
+	if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		return lsn - SizeOfXLogShortPHD;
+	return lsn;
+}
+
+/*
  * The end of the newest commit of a session of this database: at least
  * that of every commit visible now.  While one is committing, or when none
  * is known (since startup, or no entry), the current WAL position.
@@ -316,13 +333,14 @@ concord_position_local_end(void)
 	XLogRecPtr	end;
 
 	if (lc == NULL)
-		return GetXLogInsertRecPtr();
+		return concord_wal_position_trimmed(GetXLogInsertRecPtr());
 	/* the count first: a commit noted its end before it left the count */
 	if (pg_atomic_read_u32(&lc->committing) > 0)
-		return GetXLogInsertRecPtr();
+		return concord_wal_position_trimmed(GetXLogInsertRecPtr());
 	pg_memory_barrier();
 	end = pg_atomic_read_u64(&lc->end_lsn);
-	return XLogRecPtrIsInvalid(end) ? GetXLogInsertRecPtr() : end;
+	return XLogRecPtrIsInvalid(end) ?
+		concord_wal_position_trimmed(GetXLogInsertRecPtr()) : end;
 }
 
 /* Writes the entries of every database to the state file, if they moved. */

@@ -27,6 +27,7 @@ extern bool concord_position_mark_due(XLogRecPtr lsn);
 extern void concord_position_committing_locally(bool start);
 extern void concord_position_local_commit(XLogRecPtr end_lsn);
 extern XLogRecPtr concord_position_local_end(void);
+extern XLogRecPtr concord_wal_position_trimmed(XLogRecPtr lsn);
 extern void concord_position_save(void);
 extern void concord_position_load(void);
 
