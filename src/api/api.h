@@ -14,6 +14,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/array.h"
 
@@ -50,6 +51,7 @@ extern TimestampTz concord_deadline_from(FunctionCallInfo fcinfo, int argno);
 /* token_api.c, for fence_api.c */
 extern char *concord_token_local_node(void);
 extern void concord_token_mark(const char *local, XLogRecPtr lsn);
+extern void concord_token_append(StringInfo out, const char *node, XLogRecPtr lsn);
 extern bool concord_wait_tick(TimestampTz deadline);
 extern bool concord_wait_applied(const struct ConcordSubscription *sub,
 								 XLogRecPtr target, TimestampTz deadline);

@@ -41,7 +41,6 @@
 #include "storage/latch.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -157,8 +156,8 @@ concord_fence(PG_FUNCTION_ARGS)
 
 	initStringInfo(&token);
 	appendStringInfoChar(&token, '{');
-	escape_json(&token, local);
-	appendStringInfo(&token, ": \"%X/%X\"}", LSN_FORMAT_ARGS(lsn));
+	concord_token_append(&token, local, lsn);
+	appendStringInfoChar(&token, '}');
 	values[0] = TimestampTzGetDatum(fence_time);
 	values[1] = LSNGetDatum(lsn);
 	values[2] = CStringGetTextDatum(token.data);

@@ -327,6 +327,14 @@ concord_token_mark(const char *local, XLogRecPtr lsn)
 	pfree(payload.data);
 }
 
+/* One entry of a token, "node": "LSN", appended to out. */
+void
+concord_token_append(StringInfo out, const char *node, XLogRecPtr lsn)
+{
+	escape_json(out, node);
+	appendStringInfo(out, ": \"%X/%X\"", LSN_FORMAT_ARGS(lsn));
+}
+
 char *
 concord_token_local_node(void)
 {
@@ -415,8 +423,7 @@ concord_causal_token(PG_FUNCTION_ARGS)
 			continue;
 		if (out.len > 1)
 			appendStringInfoString(&out, ", ");
-		escape_json(&out, h->node);
-		appendStringInfo(&out, ": \"%X/%X\"", LSN_FORMAT_ARGS(h->upper));
+		concord_token_append(&out, h->node, h->upper);
 	}
 	appendStringInfoChar(&out, '}');
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));

@@ -93,8 +93,9 @@ create_marker(const char *name)
 	ReplicationSlotRelease();
 }
 
-static bool
-marker_exists(const char *name)
+/* Whether this server has the slot name (a marker), held or not. */
+bool
+concord_identity_marker_present(const char *name)
 {
 	return SearchNamedReplicationSlot(name, true) != NULL;
 }
@@ -459,7 +460,7 @@ concord_identity_check(char **why)
 	else if (dboid != MyDatabaseId)
 		*why = psprintf("The node was created in the database of OID %u, this is database %u",
 						dboid, MyDatabaseId);
-	else if (!marker_exists(marker))
+	else if (!concord_identity_marker_present(marker))
 		*why = psprintf("This server lacks the node's marker slot %s: it is a physical copy of the node's server (pg_basebackup, a restored backup, a promoted standby) or was upgraded with pg_upgrade",
 						marker);
 	else

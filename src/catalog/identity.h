@@ -23,6 +23,7 @@ extern bool concord_identity_check(char **why);
 extern bool concord_identity_check_marker(char **why);
 extern bool concord_identity_recorded(void);
 extern char *concord_identity_marker(void);
+extern bool concord_identity_marker_present(const char *name);
 extern void concord_identity_sweep_at_commit(void);
 extern bool concord_identity_sweep(void);
 extern void concord_identity_sweep_dropped(void);

@@ -32,11 +32,11 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
-#include "replication/slot.h"
 #include "storage/lwlock.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "catalog/identity.h"
 #include "shmem/shmem.h"
 
 /*
@@ -342,9 +342,7 @@ concord_slot_drops_forget_foreign(void)
 		LWLockRelease(ConcordShmem->lock);
 		if (!OidIsValid(d.dboid) || d.marker[0] == '\0')
 			continue;
-		LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-		foreign = SearchNamedReplicationSlot(d.marker, false) == NULL;
-		LWLockRelease(ReplicationSlotControlLock);
+		foreign = !concord_identity_marker_present(d.marker);
 		if (!foreign)
 			continue;
 		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
