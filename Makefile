@@ -10,7 +10,7 @@ MODULE_big  = concord
 # of the folders before it in this list, and src/concord.h and
 # src/compat.h; never of a folder after it (test/t/000_layout.pl checks).
 # src/config.c (settings) and src/concord.c (_PG_init) sit on top.
-CONCORD_FOLDERS = catalog remote shmem proto conflict capture apply workers api
+CONCORD_FOLDERS = catalog remote shmem proto conflict capture apply workers antientropy api
 OBJS = $(patsubst %.c,%.o,$(sort $(foreach d,$(CONCORD_FOLDERS),$(wildcard src/$(d)/*.c)))) \
 	src/config.o \
 	src/concord.o

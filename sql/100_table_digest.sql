@@ -120,6 +120,24 @@ SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
 SELECT settled, origin_node = :'local_node' AS written_here FROM concord.table_digest_rows('d_many',
         jsonb_build_object(:'local_node', now() - interval '1 day'), 16) WHERE key = '{"id": 500}';
 
+-- The rows of some keys (the second look of a diff): a row, a key
+-- deleted (its tombstone's version), a key never there; the digest is the
+-- one table_digest_rows gives.
+SELECT concord.replication_set_add_table('default', 'd_many');
+DELETE FROM d_many WHERE id = 7;
+SELECT k.key, k.row_data, k.digest = r.digest AS same_digest, k.settled, k.deleted,
+       k.origin_node = :'local_node' AS written_here
+  FROM concord.table_digest_keys('d_many', NULL,
+        '[{"id": 500}, {"id": 7}, {"id": 123456}]') WITH ORDINALITY k
+  LEFT JOIN concord.table_digest_rows('d_many') r USING (key)
+ ORDER BY k.ordinality;
+-- A delete newer than the fence is in flight.
+SELECT key, settled, deleted FROM concord.table_digest_keys('d_many',
+        jsonb_build_object(:'local_node', now() - interval '1 day'), '[{"id": 7}, {"id": 8}]');
+SELECT concord.replication_set_remove_table('default', 'd_many');
+SELECT * FROM concord.table_digest_keys('d_many', NULL, '{"id": 1}');
+SELECT * FROM concord.table_digest_keys('d_many', NULL, '[1]');
+
 -- Bad input.
 SELECT * FROM concord.table_digest('d_many', NULL, 0);
 CREATE TABLE d_nokey (a int);
@@ -134,7 +152,8 @@ SELECT sum(in_flight) AS in_flight
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_execute
   FROM pg_proc p
  WHERE p.pronamespace = 'concord'::regnamespace
-   AND p.proname IN ('table_digest', 'table_digest_rows', 'digest_rows_sql')
+   AND p.proname IN ('table_digest', 'table_digest_rows', 'digest_rows_sql', 'key_columns',
+                     'table_digest_keys', 'table_diff', 'wait_for_diff')
  ORDER BY 1::text;
 
 DROP TABLE d_null, d_empty, d_word, d_left, d_right, d_order1, d_order2, d_scale,

@@ -590,6 +590,36 @@ END $$;
 COMMENT ON FUNCTION concord.table_digest_rows(regclass, jsonb, integer, integer[]) IS
     'anti-entropy: the key, digest and version of each row of the buckets asked for';
 
+-- A table's key as anti-entropy and tombstones see it: the key columns
+-- (not INCLUDE ones) of its replica identity index, else of its primary
+-- key, in the index's order.
+CREATE FUNCTION concord.key_columns(relation regclass)
+RETURNS name[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols name[];
+BEGIN
+    SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+      INTO cols
+      FROM (SELECT i.indkey, i.indnkeyatts FROM pg_catalog.pg_index i
+             WHERE i.indrelid = relation AND (i.indisreplident OR i.indisprimary)
+             ORDER BY i.indisreplident DESC LIMIT 1) i
+     CROSS JOIN LATERAL pg_catalog.unnest((i.indkey::int2[])[0:i.indnkeyatts - 1])
+           WITH ORDINALITY k(attnum, ord)
+      JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = relation AND a.attnum = k.attnum;
+    IF cols IS NULL THEN
+        RAISE EXCEPTION 'table % has no primary key and no replica identity index', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rows are compared by key: give the table a primary key.';
+    END IF;
+    RETURN cols;
+END $$;
+COMMENT ON FUNCTION concord.key_columns(regclass) IS
+    'internal: the key columns of a table (replica identity index, else primary key), in index order';
+
 -- The query both read: per row, its bucket, key, digest halves, version
 -- and whether it settled ($1: the fences, which name every node).  A
 -- row whose version is unknown (no commit timestamp kept) is old, so
@@ -619,22 +649,9 @@ BEGIN
         RAISE EXCEPTION 'rows cannot be told settled with track_commit_timestamp off'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- The key: the replica identity index, else the primary key, by name
-    -- (their key columns, not INCLUDE ones).
-    SELECT pg_catalog.string_agg(pg_catalog.format('%L, t.%I', a.attname, a.attname), ', '
-                                 ORDER BY a.attname)
+    SELECT pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c, c), ', ' ORDER BY c)
       INTO keycols
-      FROM (SELECT i.indkey, i.indnkeyatts FROM pg_catalog.pg_index i
-             WHERE i.indrelid = relation AND (i.indisreplident OR i.indisprimary)
-             ORDER BY i.indisreplident DESC LIMIT 1) i
-      JOIN pg_catalog.pg_attribute a
-        ON a.attrelid = relation
-       AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]);
-    IF keycols IS NULL THEN
-        RAISE EXCEPTION 'table % has no primary key and no replica identity index', relation
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Rows are compared by key: give the table a primary key.';
-    END IF;
+      FROM pg_catalog.unnest(concord.key_columns(relation)) c;
     RETURN pg_catalog.format($q$
         SELECT d.bucket, d.key,
                ('x' || pg_catalog.substr(d.md5, 1, 16))::bit(64)::bigint AS h1,
@@ -658,6 +675,129 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer, jsonb) IS
     'internal: the per-row query of concord.table_digest() and concord.table_digest_rows()';
+
+-- The rows of some keys, for the confirmation of a diff: per key (in the
+-- order given), the row and its digest and version, or, for a key with no
+-- row, the version of its tombstone (deleted) if there is one; settled as
+-- in concord.table_digest().  keys: a JSON array of keys as
+-- concord.table_digest_rows() returns them.
+CREATE FUNCTION concord.table_digest_keys(relation regclass, fences jsonb, keys jsonb,
+        OUT key jsonb, OUT row_data jsonb, OUT digest text,
+        OUT commit_time timestamptz, OUT origin_node name,
+        OUT settled boolean, OUT deleted boolean)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET row_security = off
+AS $$
+DECLARE
+    cols name[] := concord.key_columns(relation);
+    matches text;
+    tombkey text;
+BEGIN
+    IF keys IS NULL OR pg_catalog.jsonb_typeof(keys) <> 'array'
+       OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(keys) e
+                   WHERE pg_catalog.jsonb_typeof(e) <> 'object') THEN
+        RAISE EXCEPTION 'keys must be a JSON array of key objects'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM concord.digest_rows_sql(relation, 1, fences);   -- checks fences
+    SELECT pg_catalog.string_agg(pg_catalog.format('t.%I = p.%I', c, c), ' AND '),
+           'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('p.%I::text', c), ', ' ORDER BY o) || ']'
+      INTO matches, tombkey
+      FROM pg_catalog.unnest(cols) WITH ORDINALITY u(c, o);
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        SELECT k.key, r.row_data,
+               pg_catalog.md5(pg_catalog.convert_to(r.row_data::text, 'UTF8')),
+               coalesce(r.commit_time, d.commit_time),
+               coalesce(r.origin_node, d.origin_node),
+               ($1 IS NULL OR coalesce(r.commit_time, d.commit_time) IS NULL
+                OR coalesce(r.commit_time, d.commit_time)
+                   < coalesce(f.fence, fmin.fence, '-infinity')),
+               r.row_data IS NULL AND d.found IS NOT NULL
+          FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY k(key, ord)
+         CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s, k.key) p
+          LEFT JOIN LATERAL (
+                SELECT pg_catalog.to_jsonb(t.*) AS row_data, v.commit_time, v.origin_node
+                  FROM %1$s t CROSS JOIN LATERAL concord.row_version(t.xmin) v
+                 WHERE %2$s) r ON true
+          LEFT JOIN LATERAL (
+                SELECT true AS found, v.commit_time, v.origin_node
+                  FROM concord.tombstone ts
+                 CROSS JOIN LATERAL concord.row_version(ts.xmin) v
+                 WHERE ts.relid IN (SELECT %3$s UNION ALL
+                                    SELECT pt.relid FROM pg_catalog.pg_partition_tree(%3$s::pg_catalog.regclass) pt)
+                   AND ts.key = %4$s
+                 ORDER BY v.commit_time DESC NULLS LAST LIMIT 1) d ON r.row_data IS NULL
+          LEFT JOIN (SELECT e.key AS node, e.value::timestamptz AS fence
+                       FROM pg_catalog.jsonb_each_text($1) e) f
+            ON f.node = coalesce(r.origin_node, d.origin_node)::text
+          LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
+                       FROM pg_catalog.jsonb_each_text($1) e) fmin ON true
+         ORDER BY k.ord$q$,
+        relation, matches, relation::oid, tombkey)
+        USING fences, keys;
+END $$;
+COMMENT ON FUNCTION concord.table_digest_keys(regclass, jsonb, jsonb) IS
+    'anti-entropy: the row, digest and version of each key asked for (or its tombstone''s version)';
+
+-- Anti-entropy runs (concord.table_diff): one row per run, and one per key
+-- that differs.  Not for PUBLIC: they hold rows of any table.
+CREATE TABLE concord.diff_run (
+    run_id              bigint      NOT NULL PRIMARY KEY,
+    relation            text        NOT NULL,
+    relid               oid         NOT NULL,
+    nodes               name[]      NOT NULL,
+    status              text        NOT NULL DEFAULT 'running'
+                        CHECK (status IN ('running', 'clean', 'divergent', 'failed')),
+    started_at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at         timestamptz,
+    seconds             double precision,
+    timeout             interval    NOT NULL,
+    buckets             integer     NOT NULL,
+    rows_settled        bigint,
+    in_flight           bigint,
+    buckets_differing   integer,
+    keys_compared       bigint,
+    keys_in_flight      bigint,
+    differences         bigint,
+    fences              jsonb,
+    confirm_fences      jsonb,
+    error               text,
+    worker_pid          integer
+);
+CREATE SEQUENCE concord.diff_run_id_seq;
+COMMENT ON TABLE concord.diff_run IS
+    'anti-entropy: one row per concord.table_diff() run, its status and counts';
+
+CREATE TABLE concord.diff_row (
+    run_id      bigint  NOT NULL REFERENCES concord.diff_run ON DELETE CASCADE,
+    relation    text    NOT NULL,
+    key         jsonb   NOT NULL,
+    kind        text    NOT NULL CHECK (kind IN ('missing', 'extra', 'differs')),
+    rows        jsonb   NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+COMMENT ON TABLE concord.diff_row IS
+    'anti-entropy: per run, each key whose settled rows differ between nodes, with every node''s row and version';
+REVOKE ALL ON concord.diff_run, concord.diff_row, concord.diff_run_id_seq FROM PUBLIC;
+
+CREATE FUNCTION concord.table_diff(relation regclass, peers name[] DEFAULT NULL,
+        timeout interval DEFAULT '10min')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'concord_table_diff'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.table_diff(regclass, name[], interval) IS
+    'anti-entropy: compares the table on this node and its peers in a background worker; returns the run id (concord.diff_run)';
+
+CREATE FUNCTION concord.wait_for_diff(run_id bigint, timeout interval DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_wait_for_diff'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.wait_for_diff(bigint, interval) IS
+    'anti-entropy: waits until a diff run ended (or the timeout passed) and returns its status';
 
 -- Re-applies a remote change that a conflict left unapplied (resolution
 -- skip or keep_local), as a new local write of this node: it replicates

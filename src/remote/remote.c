@@ -323,6 +323,7 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
  * answered; 0: no bound.
  */
 static TimestampTz ExecDeadline = 0;
+static int	ExecLimitMs = 0;
 
 /* Milliseconds left until ExecDeadline (-1: no bound); ERROR if none. */
 static long
@@ -336,8 +337,7 @@ exec_time_left(void)
 	if (left <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("the provider did not answer within %d ms",
-						concord_receive_timeout > 0 ? concord_receive_timeout : 60000),
+				 errmsg("the provider did not answer within %d ms", ExecLimitMs),
 				 errhidestmt(true)));
 	return left;
 }
@@ -412,11 +412,22 @@ PGresult *
 concord_remote_exec_within(PGconn *conn, const char *sql, int nparams,
 						   const char *const *params)
 {
+	return concord_remote_exec_until(conn, sql, nparams, params,
+									 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																 concord_receive_timeout > 0 ?
+																 concord_receive_timeout : 60000));
+}
+
+/* concord_remote_exec(), answered before deadline or an ERROR. */
+PGresult *
+concord_remote_exec_until(PGconn *conn, const char *sql, int nparams,
+						  const char *const *params, TimestampTz deadline)
+{
 	PGresult   *volatile res = NULL;
 
-	ExecDeadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-											   concord_receive_timeout > 0 ?
-											   concord_receive_timeout : 60000);
+	ExecDeadline = deadline;
+	ExecLimitMs = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															deadline), PG_INT32_MAX);
 	PG_TRY();
 	{
 		res = concord_remote_exec(conn, sql, nparams, params);

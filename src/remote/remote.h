@@ -8,6 +8,7 @@
 #ifndef CONCORD_REMOTE_H
 #define CONCORD_REMOTE_H
 
+#include "datatype/timestamp.h"
 #include "libpq-fe.h"
 #include "nodes/pg_list.h"
 
@@ -21,6 +22,10 @@ extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 extern PGresult *concord_remote_exec_within(PGconn *conn, const char *sql,
 											int nparams,
 											const char *const *params);
+extern PGresult *concord_remote_exec_until(PGconn *conn, const char *sql,
+										   int nparams,
+										   const char *const *params,
+										   TimestampTz deadline);
 extern PGresult *concord_remote_query(PGconn *conn, const char *sql,
 									  int nparams, const char *const *params,
 									  ExecStatusType expected);

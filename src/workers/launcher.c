@@ -91,6 +91,42 @@ connectable_databases(void)
  */
 static List *Dormant = NIL;
 
+/*
+ * The managers this launcher started, by database.  A manager shows in
+ * shared memory only once it attached; until then its handle tells that
+ * it is starting, so that a request made meanwhile (create_node, then
+ * create_subscription at once) does not start a second one.
+ */
+typedef struct StartedManager
+{
+	Oid			dboid;
+	BackgroundWorkerHandle *handle;
+} StartedManager;
+
+static List *Started = NIL;
+
+/* Whether a manager this launcher started for the database may still run. */
+static bool
+manager_starting(Oid dboid)
+{
+	ListCell   *lc;
+
+	foreach(lc, Started)
+	{
+		StartedManager *m = lfirst(lc);
+		pid_t		pid;
+
+		if (m->dboid != dboid)
+			continue;
+		if (GetBackgroundWorkerPid(m->handle, &pid) != BGWH_STOPPED)
+			return true;
+		pfree(m->handle);
+		pfree(m);
+		Started = foreach_delete_current(Started, lc);
+	}
+	return false;
+}
+
 /* Starts the manager of one database if it should run and does not. */
 static void
 launcher_start_manager(Oid dboid, TimestampTz now)
@@ -114,7 +150,8 @@ launcher_start_manager(Oid dboid, TimestampTz now)
 		Dormant = list_delete_oid(Dormant, dboid);
 	else if (!list_member_oid(Dormant, dboid))
 		db = concord_db_state(dboid, true); /* NULL when full: next round */
-	if (db && db->manager_pid == 0 && !db->dormant && db->restart_after <= now)
+	if (db && db->manager_pid == 0 && !db->dormant && db->restart_after <= now &&
+		!manager_starting(dboid))
 	{
 		/* Counted as a failure until the manager reports it is up. */
 		db->failures++;
@@ -122,12 +159,26 @@ launcher_start_manager(Oid dboid, TimestampTz now)
 		start = true;
 	}
 	LWLockRelease(ConcordShmem->lock);
-	if (start &&
-		!concord_start_worker("concord manager", "concord_manager_main",
-							  dboid, InvalidOid, NULL))
-		ereport(WARNING,
-				(errmsg("concord launcher could not start a manager"),
-				 errhint("Increase max_worker_processes.")));
+	if (start)
+	{
+		BackgroundWorkerHandle *handle;
+		StartedManager *m;
+
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		if (concord_start_worker("concord manager", "concord_manager_main",
+								 dboid, InvalidOid, &handle))
+		{
+			m = palloc(sizeof(StartedManager));
+			m->dboid = dboid;
+			m->handle = handle;
+			Started = lappend(Started, m);
+		}
+		else
+			ereport(WARNING,
+					(errmsg("concord launcher could not start a manager"),
+					 errhint("Increase max_worker_processes.")));
+		MemoryContextSwitchTo(oldcxt);
+	}
 }
 
 /*

@@ -1,0 +1,52 @@
+/*-------------------------------------------------------------------------
+ *
+ * diff.h
+ *		Anti-entropy: concord.table_diff()'s background worker, and its
+ *		access to the nodes it compares.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_DIFF_H
+#define CONCORD_DIFF_H
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "libpq-fe.h"
+
+/* A node of a run: this one (queried through SPI) or a peer (libpq). */
+typedef struct DiffNode
+{
+	char	   *name;
+	char	   *dsn;			/* NULL: this node */
+	bool		password_required;
+	PGconn	   *conn;
+	/* the node's fence of the current round */
+	char	   *fence_time;
+	char	   *token;
+} DiffNode;
+
+/* What a node answered: nrows x ncols texts, NULL for an SQL NULL. */
+typedef struct DiffResult
+{
+	int			nrows;
+	int			ncols;
+	char	  **cells;
+} DiffResult;
+
+#define DIFF_CELL(res, r, c)	((res)->cells[(r) * (res)->ncols + (c)])
+
+/* diff_nodes.c */
+extern void concord_diff_connect(DiffNode *node);
+extern void concord_diff_disconnect(DiffNode *node);
+extern DiffResult *concord_diff_query(DiffNode *node, const char *sql,
+									  int nparams, const char *const *params,
+									  TimestampTz deadline);
+extern char *concord_diff_interval_left(TimestampTz deadline);
+
+/* diff.c */
+extern PGDLLEXPORT void concord_diff_main(Datum main_arg);
+extern bool concord_diff_start(int64 run_id, TransactionId creator,
+								int *pid);
+extern int64 concord_diff_reap(int64 run_id);
+
+#endif							/* CONCORD_DIFF_H */

@@ -1,0 +1,177 @@
+/*-------------------------------------------------------------------------
+ *
+ * diff_nodes.c
+ *		How a diff run asks its nodes: this node through SPI, each
+ *		statement in a transaction of its own (no snapshot outlives a
+ *		step), a peer over libpq with the DSN of this node's subscription
+ *		to it.  Every statement is bounded by the run's deadline, and an
+ *		error names the node it came from.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "remote/remote.h"
+#include "antientropy/diff.h"
+
+/* The run's remaining time as an interval literal, at least 1 ms. */
+char *
+concord_diff_interval_left(TimestampTz deadline)
+{
+	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+	return psprintf("%ld milliseconds", Max(left, 1));
+}
+
+/* Re-raises the error being handled, naming the node it came from. */
+static void
+rethrow_for_node(DiffNode *node, MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	ereport(ERROR,
+			(errcode(edata->sqlerrcode),
+			 errmsg("node \"%s\": %s", node->name,
+					concord_redact_dsn(edata->message)),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 edata->hint ? errhint("%s", edata->hint) : 0));
+}
+
+void
+concord_diff_connect(DiffNode *node)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (node->dsn == NULL || node->conn != NULL)
+		return;
+	PG_TRY();
+	{
+		node->conn = concord_remote_connect(node->dsn, false, "concord diff",
+											node->password_required);
+	}
+	PG_CATCH();
+	{
+		rethrow_for_node(node, cxt);
+	}
+	PG_END_TRY();
+}
+
+void
+concord_diff_disconnect(DiffNode *node)
+{
+	if (node->conn != NULL)
+		concord_remote_finish(node->conn);
+	node->conn = NULL;
+}
+
+static DiffResult *
+result_alloc(int nrows, int ncols)
+{
+	DiffResult *res = palloc(sizeof(DiffResult));
+
+	res->nrows = nrows;
+	res->ncols = ncols;
+	res->cells = palloc0(sizeof(char *) * Max(nrows * ncols, 1));
+	return res;
+}
+
+static DiffResult *
+query_remote(DiffNode *node, const char *sql, int nparams,
+			 const char *const *params, TimestampTz deadline)
+{
+	PGresult   *pgres;
+	DiffResult *res;
+
+	pgres = concord_remote_exec_until(node->conn, sql, nparams, params, deadline);
+	if (pgres == NULL || PQresultStatus(pgres) != PGRES_TUPLES_OK)
+	{
+		char	   *msg = pgres && PQresultErrorMessage(pgres)[0] ?
+			pstrdup(PQresultErrorMessage(pgres)) : concord_remote_error(node->conn);
+		char	   *sqlstate = pgres ? PQresultErrorField(pgres, PG_DIAG_SQLSTATE) : NULL;
+		int			code = sqlstate && strlen(sqlstate) == 5 ?
+			MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]) :
+			ERRCODE_CONNECTION_FAILURE;
+
+		if (pgres)
+			PQclear(pgres);
+		ereport(ERROR, (errcode(code), errmsg("%s", pchomp(msg))));
+	}
+	res = result_alloc(PQntuples(pgres), PQnfields(pgres));
+	for (int r = 0; r < res->nrows; r++)
+		for (int c = 0; c < res->ncols; c++)
+			if (!PQgetisnull(pgres, r, c))
+				DIFF_CELL(res, r, c) = pstrdup(PQgetvalue(pgres, r, c));
+	PQclear(pgres);
+	return res;
+}
+
+static DiffResult *
+query_local(const char *sql, int nparams, const char *const *params)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid		   *types = palloc(sizeof(Oid) * Max(nparams, 1));
+	Datum	   *values = palloc(sizeof(Datum) * Max(nparams, 1));
+	char	   *nulls = palloc(Max(nparams, 1));
+	DiffResult *res;
+
+	for (int i = 0; i < nparams; i++)
+	{
+		types[i] = TEXTOID;
+		values[i] = params[i] ? CStringGetTextDatum(params[i]) : (Datum) 0;
+		nulls[i] = params[i] ? ' ' : 'n';
+	}
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not run a step of the diff on this node");
+	MemoryContextSwitchTo(cxt);
+	res = result_alloc((int) SPI_processed, SPI_tuptable->tupdesc->natts);
+	for (int r = 0; r < res->nrows; r++)
+		for (int c = 0; c < res->ncols; c++)
+			DIFF_CELL(res, r, c) = SPI_getvalue(SPI_tuptable->vals[r],
+												SPI_tuptable->tupdesc, c + 1);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return res;
+}
+
+/*
+ * Runs one statement on the node (parameters as text, cast in the SQL)
+ * and returns its rows as texts, in the caller's memory context.
+ */
+DiffResult *
+concord_diff_query(DiffNode *node, const char *sql, int nparams,
+				   const char *const *params, TimestampTz deadline)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	DiffResult *volatile res = NULL;
+
+	PG_TRY();
+	{
+		if (node->dsn == NULL)
+			res = query_local(sql, nparams, params);
+		else
+			res = query_remote(node, sql, nparams, params, deadline);
+	}
+	PG_CATCH();
+	{
+		rethrow_for_node(node, cxt);
+	}
+	PG_END_TRY();
+	return res;
+}
