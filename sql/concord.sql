@@ -560,7 +560,7 @@ BEGIN
           FROM (%s) r
          GROUP BY r.bucket ORDER BY r.bucket$q$,
         concord.digest_rows_sql(relation, buckets, fences))
-        USING fences;
+        USING fences, NULL::integer[];
 END $$;
 COMMENT ON FUNCTION concord.table_digest(regclass, jsonb, integer) IS
     'anti-entropy: per bucket of key hash, the number and XOR digest of the settled rows, and the number in flight';
@@ -582,7 +582,6 @@ BEGIN
                pg_catalog.lpad(pg_catalog.to_hex(r.h1), 16, '0') || pg_catalog.lpad(pg_catalog.to_hex(r.h2), 16, '0'),
                r.commit_time, r.origin_node, r.settled
           FROM (%s) r
-         WHERE $2 IS NULL OR r.bucket = ANY ($2)
          ORDER BY r.bucket, r.key$q$,
         concord.digest_rows_sql(relation, buckets, fences))
         USING fences, only_buckets;
@@ -621,7 +620,8 @@ COMMENT ON FUNCTION concord.key_columns(regclass) IS
     'internal: the key columns of a table (replica identity index, else primary key), in index order';
 
 -- The query both read: per row, its bucket, key, digest halves, version
--- and whether it settled ($1: the fences, which name every node).  A
+-- and whether it settled ($1: the fences, which name every node), of the
+-- buckets $2 (NULL: all; the rows of the others are not digested).  A
 -- row whose version is unknown (no commit timestamp kept) is old, so
 -- settled; one whose origin no fence names (not known, or not a node: a
 -- replication that is not concord's wrote it here) settled if it
@@ -659,19 +659,20 @@ BEGIN
                d.commit_time, d.origin_node,
                ($1 IS NULL OR d.commit_time IS NULL
                 OR d.commit_time < coalesce(f.fence, fmin.fence, '-infinity')) AS settled
-          FROM (SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.convert_to(k.key::text, 'UTF8')), 1, 8))::bit(32)::bigint %% %s))::int AS bucket,
-                       k.key,
+          FROM (SELECT b.bucket, k.key,
                        pg_catalog.md5(pg_catalog.convert_to(pg_catalog.to_jsonb(t.*)::text, 'UTF8')) AS md5,
                        v.commit_time, v.origin_node
                   FROM %s t
                  CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_build_object(%s) AS key) k
+                 CROSS JOIN LATERAL (SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.convert_to(k.key::text, 'UTF8')), 1, 8))::bit(32)::bigint %% %s))::int AS bucket) b
                  CROSS JOIN LATERAL concord.row_version(t.xmin) v
+                 WHERE $2::integer[] IS NULL OR b.bucket = ANY ($2::integer[])
                 OFFSET 0) d
           LEFT JOIN (SELECT e.key AS node, e.value::timestamptz AS fence
                        FROM pg_catalog.jsonb_each_text($1) e) f ON f.node = d.origin_node::text
           LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
                        FROM pg_catalog.jsonb_each_text($1) e) fmin ON true$q$,
-        buckets, relation, keycols);
+        relation, keycols, buckets);
 END $$;
 COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer, jsonb) IS
     'internal: the per-row query of concord.table_digest() and concord.table_digest_rows()';

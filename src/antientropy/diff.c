@@ -99,6 +99,25 @@ check_deadline(DiffRun *run)
 				 errmsg("the diff did not end within its timeout (%s)", run->timeout)));
 }
 
+/* The same parameters for every node, as concord_diff_query_all takes them. */
+static const char **
+same_params(DiffRun *run, int nparams,...)
+{
+	const char **params = palloc(sizeof(char *) * nparams * run->nnodes);
+	va_list		args;
+
+	va_start(args, nparams);
+	for (int p = 0; p < nparams; p++)
+	{
+		const char *value = va_arg(args, const char *);
+
+		for (int i = 0; i < run->nnodes; i++)
+			params[i * nparams + p] = value;
+	}
+	va_end(args);
+	return params;
+}
+
 /*
  * A fence on every node; returns the fences as concord.table_digest()
  * takes them ({"node": "fence time", ...}).
@@ -107,26 +126,28 @@ static char *
 take_fences(DiffRun *run)
 {
 	StringInfoData fences;
+	const char **params = palloc(sizeof(char *) * run->nnodes);
+	DiffResult **res;
 
+	check_deadline(run);
+	for (int i = 0; i < run->nnodes; i++)
+		params[i] = concord_diff_interval_left(run->deadline);
+	res = concord_diff_query_all(run->nodes, run->nnodes,
+								 "SELECT fence_time, token FROM concord.fence($1::interval)",
+								 1, params, run->deadline);
 	initStringInfo(&fences);
 	appendStringInfoChar(&fences, '{');
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		DiffNode   *node = &run->nodes[i];
-		const char *params[1];
-		DiffResult *res;
 
-		check_deadline(run);
-		params[0] = concord_diff_interval_left(run->deadline);
-		res = concord_diff_query(node,
-								 "SELECT fence_time, token FROM concord.fence($1::interval)",
-								 1, params, run->deadline);
-		if (res->nrows != 1 || DIFF_CELL(res, 0, 0) == NULL || DIFF_CELL(res, 0, 1) == NULL)
+		if (res[i]->nrows != 1 || DIFF_CELL(res[i], 0, 0) == NULL ||
+			DIFF_CELL(res[i], 0, 1) == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg("node \"%s\" returned no fence", node->name)));
-		node->fence_time = DIFF_CELL(res, 0, 0);
-		node->token = DIFF_CELL(res, 0, 1);
+		node->fence_time = DIFF_CELL(res[i], 0, 0);
+		node->token = DIFF_CELL(res[i], 0, 1);
 		if (i > 0)
 			appendStringInfoString(&fences, ", ");
 		escape_json(&fences, node->name);
@@ -177,25 +198,29 @@ tokens_but(DiffRun *run, int skip)
 static void
 wait_for_fences(DiffRun *run)
 {
+	const char **params = palloc(sizeof(char *) * 2 * run->nnodes);
+	DiffResult **res;
+
+	check_deadline(run);
+	for (int j = 0; j < run->nnodes; j++)
+	{
+		params[2 * j] = tokens_but(run, j);
+		params[2 * j + 1] = concord_diff_interval_left(run->deadline);
+	}
+	res = concord_diff_query_all(run->nodes, run->nnodes,
+								 "SELECT concord.wait_for_token($1, $2::interval)",
+								 2, params, run->deadline);
 	for (int j = 0; j < run->nnodes; j++)
 	{
 		DiffNode   *node = &run->nodes[j];
-		const char *params[2];
-		DiffResult *res;
 
-		check_deadline(run);
-		params[0] = tokens_but(run, j);
-		params[1] = concord_diff_interval_left(run->deadline);
-		res = concord_diff_query(node,
-								 "SELECT concord.wait_for_token($1, $2::interval)",
-								 2, params, run->deadline);
-		if (res->nrows != 1 || DIFF_CELL(res, 0, 0) == NULL ||
-			strcmp(DIFF_CELL(res, 0, 0), "t") != 0)
+		if (res[j]->nrows != 1 || DIFF_CELL(res[j], 0, 0) == NULL ||
+			strcmp(DIFF_CELL(res[j], 0, 0), "t") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 					 errmsg("node \"%s\" did not receive the other nodes' changes up to their fences within the diff's timeout (%s)",
 							node->name, run->timeout),
-					 errdetail("It waited for %s.", params[0]),
+					 errdetail("It waited for %s.", params[2 * j]),
 					 errhint("Check its subscriptions (concord.subscription_status on \"%s\"), or run the diff with a longer timeout.",
 							 node->name)));
 	}
@@ -222,29 +247,38 @@ differing_buckets(DiffRun *run)
 	uint64	   *digests = palloc0(sizeof(uint64) * 2 * run->buckets * run->nnodes);
 	StringInfoData list;
 	char		buckets[16];
+	DiffResult **answers;
 
 	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
+	check_deadline(run);
+	answers = concord_diff_query_all(run->nodes, run->nnodes,
+									 "SELECT bucket, row_count, digest, in_flight"
+									 " FROM concord.table_digest($1::regclass, $2::jsonb, $3::integer)",
+									 3, same_params(run, 3, run->relation, run->fences, buckets),
+									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
-		const char *params[3] = {run->relation, run->fences, buckets};
-		DiffResult *res;
+		DiffResult *res = answers[i];
 
-		check_deadline(run);
-		res = concord_diff_query(&run->nodes[i],
-								 "SELECT bucket, row_count, digest, in_flight"
-								 " FROM concord.table_digest($1::regclass, $2::jsonb, $3::integer)",
-								 3, params, run->deadline);
+		if (res->ncols != 4)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("node \"%s\" returned a malformed digest", run->nodes[i].name)));
 		for (int r = 0; r < res->nrows; r++)
 		{
-			int			b = pg_strtoint32(DIFF_CELL(res, r, 0));
-			int64		count = pg_strtoint64(DIFF_CELL(res, r, 1));
 			const char *digest = DIFF_CELL(res, r, 2);
-			int			at = i * run->buckets + b;
+			int			b;
+			int64		count;
+			int			at;
 
-			if (b < 0 || b >= run->buckets || digest == NULL || strlen(digest) != 32)
+			if (DIFF_CELL(res, r, 0) == NULL || DIFF_CELL(res, r, 1) == NULL ||
+				DIFF_CELL(res, r, 3) == NULL || digest == NULL || strlen(digest) != 32 ||
+				(b = pg_strtoint32(DIFF_CELL(res, r, 0))) < 0 || b >= run->buckets)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROTOCOL_VIOLATION),
 						 errmsg("node \"%s\" returned a malformed digest", run->nodes[i].name)));
+			count = pg_strtoint64(DIFF_CELL(res, r, 1));
+			at = i * run->buckets + b;
 			counts[at] = count;
 			digests[2 * at] = hex64(digest);
 			digests[2 * at + 1] = hex64(digest + 16);
@@ -301,18 +335,23 @@ find_candidates(DiffRun *run, const char *only_buckets)
 	int			nentries = 0;
 	int			maxentries = 0;
 	char		buckets[16];
+	DiffResult **answers;
 
 	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
+	check_deadline(run);
+	answers = concord_diff_query_all(run->nodes, run->nnodes,
+									 "SELECT key, digest, settled"
+									 " FROM concord.table_digest_rows($1::regclass, $2::jsonb, $3::integer, $4::integer[])",
+									 4, same_params(run, 4, run->relation, run->fences, buckets, only_buckets),
+									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
-		const char *params[4] = {run->relation, run->fences, buckets, only_buckets};
-		DiffResult *res;
+		DiffResult *res = answers[i];
 
-		check_deadline(run);
-		res = concord_diff_query(&run->nodes[i],
-								 "SELECT key, digest, settled"
-								 " FROM concord.table_digest_rows($1::regclass, $2::jsonb, $3::integer, $4::integer[])",
-								 4, params, run->deadline);
+		if (res->ncols != 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("node \"%s\" returned a malformed row list", run->nodes[i].name)));
 		if (nentries + res->nrows > maxentries)
 		{
 			maxentries = Max(nentries + res->nrows, 2 * maxentries);
@@ -441,7 +480,7 @@ classify(DiffRun *run, DiffResult **answers, int r, const char *key)
 static void
 confirm_candidates(DiffRun *run)
 {
-	DiffResult **answers = palloc(sizeof(DiffResult *) * run->nnodes);
+	DiffResult **answers;
 	int			ncand = list_length(run->candidates);
 
 	run->confirm_fences = take_fences(run);
@@ -460,15 +499,14 @@ confirm_candidates(DiffRun *run)
 			appendStringInfoString(&keys, list_nth(run->candidates, k));
 		}
 		appendStringInfoChar(&keys, ']');
+		check_deadline(run);
+		answers = concord_diff_query_all(run->nodes, run->nnodes,
+										 "SELECT key, row_data, digest, commit_time, origin_node, settled, deleted"
+										 " FROM concord.table_digest_keys($1::regclass, $2::jsonb, $3::jsonb)",
+										 3, same_params(run, 3, run->relation, run->confirm_fences, keys.data),
+										 run->deadline);
 		for (int i = 0; i < run->nnodes; i++)
 		{
-			const char *params[3] = {run->relation, run->confirm_fences, keys.data};
-
-			check_deadline(run);
-			answers[i] = concord_diff_query(&run->nodes[i],
-											"SELECT key, row_data, digest, commit_time, origin_node, settled, deleted"
-											" FROM concord.table_digest_keys($1::regclass, $2::jsonb, $3::jsonb)",
-											3, params, run->deadline);
 			if (answers[i]->nrows != last - first || answers[i]->ncols != 7)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROTOCOL_VIOLATION),

@@ -38,9 +38,10 @@ typedef struct DiffResult
 /* diff_nodes.c */
 extern void concord_diff_connect(DiffNode *node);
 extern void concord_diff_disconnect(DiffNode *node);
-extern DiffResult *concord_diff_query(DiffNode *node, const char *sql,
-									  int nparams, const char *const *params,
-									  TimestampTz deadline);
+extern DiffResult **concord_diff_query_all(DiffNode *nodes, int nnodes,
+										   const char *sql, int nparams,
+										   const char *const *params,
+										   TimestampTz deadline);
 extern char *concord_diff_interval_left(TimestampTz deadline);
 
 /* diff.c */

@@ -86,14 +86,12 @@ result_alloc(int nrows, int ncols)
 	return res;
 }
 
+/* The rows of a peer's answer, or the ERROR it sent. */
 static DiffResult *
-query_remote(DiffNode *node, const char *sql, int nparams,
-			 const char *const *params, TimestampTz deadline)
+remote_result(DiffNode *node, PGresult *pgres)
 {
-	PGresult   *pgres;
 	DiffResult *res;
 
-	pgres = concord_remote_exec_until(node->conn, sql, nparams, params, deadline);
 	if (pgres == NULL || PQresultStatus(pgres) != PGRES_TUPLES_OK)
 	{
 		char	   *msg = pgres && PQresultErrorMessage(pgres)[0] ?
@@ -151,26 +149,39 @@ query_local(const char *sql, int nparams, const char *const *params)
 }
 
 /*
- * Runs one statement on the node (parameters as text, cast in the SQL)
- * and returns its rows as texts, in the caller's memory context.
+ * The same statement on every node, with each node's parameters
+ * (params[i * nparams ...]): sent to the peers first, so that they work
+ * while this node does; the answers in the nodes' order.
  */
-DiffResult *
-concord_diff_query(DiffNode *node, const char *sql, int nparams,
-				   const char *const *params, TimestampTz deadline)
+DiffResult **
+concord_diff_query_all(DiffNode *nodes, int nnodes, const char *sql,
+					   int nparams, const char *const *params,
+					   TimestampTz deadline)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	DiffResult *volatile res = NULL;
+	DiffResult **res = palloc0(sizeof(DiffResult *) * nnodes);
+	volatile int at = 0;
 
 	PG_TRY();
 	{
-		if (node->dsn == NULL)
-			res = query_local(sql, nparams, params);
-		else
-			res = query_remote(node, sql, nparams, params, deadline);
+		for (at = 0; at < nnodes; at++)
+			if (nodes[at].dsn != NULL &&
+				!concord_remote_send_until(nodes[at].conn, sql, nparams,
+										   params + at * nparams, deadline))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("%s", pchomp(concord_remote_error(nodes[at].conn)))));
+		for (at = 0; at < nnodes; at++)
+			if (nodes[at].dsn == NULL)
+				res[at] = query_local(sql, nparams, params + at * nparams);
+		for (at = 0; at < nnodes; at++)
+			if (nodes[at].dsn != NULL)
+				res[at] = remote_result(&nodes[at],
+										concord_remote_collect_until(nodes[at].conn, deadline));
 	}
 	PG_CATCH();
 	{
-		rethrow_for_node(node, cxt);
+		rethrow_for_node(&nodes[at], cxt);
 	}
 	PG_END_TRY();
 	return res;

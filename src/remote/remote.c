@@ -369,22 +369,61 @@ concord_remote_flush(PGconn *conn)
 						concord_remote_error(conn))));
 }
 
+/* Sends one statement without waiting for its result; false if lost. */
+static bool
+remote_send(PGconn *conn, const char *sql, int nparams,
+			const char *const *params)
+{
+	/* Replication connections speak only the simple query protocol. */
+	if (params == NULL ? !PQsendQuery(conn, sql) :
+		!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
+		return false;
+	concord_remote_flush(conn);
+	return true;
+}
+
+/* Sets the deadline of the statement being sent or read. */
+static void
+set_deadline(TimestampTz deadline)
+{
+	ExecDeadline = deadline;
+	ExecLimitMs = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															deadline), PG_INT32_MAX);
+}
+
 /*
- * Runs one statement and returns its last result (NULL on a lost
- * connection).  Stops at COPY results, which the caller then reads.
+ * remote_send(), sent before deadline or an ERROR; its result is then
+ * read with concord_remote_collect_until().
  */
-PGresult *
-concord_remote_exec(PGconn *conn, const char *sql, int nparams,
-					const char *const *params)
+bool
+concord_remote_send_until(PGconn *conn, const char *sql, int nparams,
+						  const char *const *params, TimestampTz deadline)
+{
+	volatile bool sent = false;
+
+	set_deadline(deadline);
+	PG_TRY();
+	{
+		sent = remote_send(conn, sql, nparams, params);
+	}
+	PG_FINALLY();
+	{
+		ExecDeadline = 0;
+	}
+	PG_END_TRY();
+	return sent;
+}
+
+/*
+ * The last result of the statement sent (NULL on a lost connection).
+ * Stops at COPY results, which the caller then reads.
+ */
+static PGresult *
+remote_collect(PGconn *conn)
 {
 	PGresult   *last = NULL;
 	PGresult   *res;
 
-	/* Replication connections speak only the simple query protocol. */
-	if (params == NULL ? !PQsendQuery(conn, sql) :
-		!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
-		return NULL;
-	concord_remote_flush(conn);
 	for (;;)
 	{
 		wait_until_not_busy(conn);
@@ -401,6 +440,38 @@ concord_remote_exec(PGconn *conn, const char *sql, int nparams,
 			break;
 	}
 	return last;
+}
+
+/*
+ * Runs one statement and returns its last result (NULL on a lost
+ * connection).  Stops at COPY results, which the caller then reads.
+ */
+PGresult *
+concord_remote_exec(PGconn *conn, const char *sql, int nparams,
+					const char *const *params)
+{
+	if (!remote_send(conn, sql, nparams, params))
+		return NULL;
+	return remote_collect(conn);
+}
+
+/* The result of the statement concord_remote_send_until() sent, before deadline. */
+PGresult *
+concord_remote_collect_until(PGconn *conn, TimestampTz deadline)
+{
+	PGresult   *volatile res = NULL;
+
+	set_deadline(deadline);
+	PG_TRY();
+	{
+		res = remote_collect(conn);
+	}
+	PG_FINALLY();
+	{
+		ExecDeadline = 0;
+	}
+	PG_END_TRY();
+	return res;
 }
 
 /*
@@ -425,9 +496,7 @@ concord_remote_exec_until(PGconn *conn, const char *sql, int nparams,
 {
 	PGresult   *volatile res = NULL;
 
-	ExecDeadline = deadline;
-	ExecLimitMs = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-															deadline), PG_INT32_MAX);
+	set_deadline(deadline);
 	PG_TRY();
 	{
 		res = concord_remote_exec(conn, sql, nparams, params);

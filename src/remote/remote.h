@@ -22,6 +22,11 @@ extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 extern PGresult *concord_remote_exec_within(PGconn *conn, const char *sql,
 											int nparams,
 											const char *const *params);
+extern bool concord_remote_send_until(PGconn *conn, const char *sql,
+									  int nparams, const char *const *params,
+									  TimestampTz deadline);
+extern PGresult *concord_remote_collect_until(PGconn *conn,
+											  TimestampTz deadline);
 extern PGresult *concord_remote_exec_until(PGconn *conn, const char *sql,
 										   int nparams,
 										   const char *const *params,
