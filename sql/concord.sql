@@ -764,6 +764,7 @@ CREATE TABLE concord.diff_run (
     keys_compared       bigint,
     keys_in_flight      bigint,
     differences         bigint,
+    bytes_received      bigint,
     fences              jsonb,
     confirm_fences      jsonb,
     error               text,

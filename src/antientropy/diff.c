@@ -535,10 +535,10 @@ static void
 record_result(DiffRun *run)
 {
 	ListCell   *lc;
-	Oid			types[11] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID,
-	INT4OID, INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
-	Datum		values[11];
-	char		nulls[12] = "  n        ";
+	Oid			types[12] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID,
+	INT4OID, INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
+	Datum		values[12];
+	char		nulls[13] = "  n         ";
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -570,14 +570,15 @@ record_result(DiffRun *run)
 	values[9] = run->fences ? CStringGetTextDatum(run->fences) : (Datum) 0;
 	values[10] = run->confirm_fences ? CStringGetTextDatum(run->confirm_fences) : (Datum) 0;
 	nulls[10] = run->confirm_fences ? ' ' : 'n';
+	values[11] = Int64GetDatum(concord_diff_bytes_received);
 	run_sql("UPDATE concord.diff_run SET status = $2, error = $3,"
 			" finished_at = pg_catalog.clock_timestamp(),"
 			" seconds = pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started_at),"
 			" rows_settled = $4, in_flight = $5, buckets_differing = $6,"
 			" keys_compared = $7, keys_in_flight = $8, differences = $9,"
-			" fences = $10::jsonb, confirm_fences = $11::jsonb"
+			" fences = $10::jsonb, confirm_fences = $11::jsonb, bytes_received = $12"
 			" WHERE run_id = $1 AND status = 'running'",
-			11, types, values, nulls, SPI_OK_UPDATE);
+			12, types, values, nulls, SPI_OK_UPDATE);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

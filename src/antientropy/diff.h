@@ -36,6 +36,7 @@ typedef struct DiffResult
 #define DIFF_CELL(res, r, c)	((res)->cells[(r) * (res)->ncols + (c)])
 
 /* diff_nodes.c */
+extern int64 concord_diff_bytes_received;
 extern void concord_diff_connect(DiffNode *node);
 extern void concord_diff_disconnect(DiffNode *node);
 extern DiffResult **concord_diff_query_all(DiffNode *nodes, int nnodes,

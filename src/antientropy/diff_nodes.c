@@ -22,6 +22,9 @@
 #include "remote/remote.h"
 #include "antientropy/diff.h"
 
+/* Bytes of the peers' answers received by this process. */
+int64		concord_diff_bytes_received = 0;
+
 /* The run's remaining time as an interval literal, at least 1 ms. */
 char *
 concord_diff_interval_left(TimestampTz deadline)
@@ -109,7 +112,10 @@ remote_result(DiffNode *node, PGresult *pgres)
 	for (int r = 0; r < res->nrows; r++)
 		for (int c = 0; c < res->ncols; c++)
 			if (!PQgetisnull(pgres, r, c))
+			{
 				DIFF_CELL(res, r, c) = pstrdup(PQgetvalue(pgres, r, c));
+				concord_diff_bytes_received += PQgetlength(pgres, r, c);
+			}
 	PQclear(pgres);
 	return res;
 }
