@@ -135,6 +135,15 @@ SELECT k.key, k.row_data, k.digest = r.digest AS same_digest, k.settled, k.delet
 SELECT key, settled, deleted FROM concord.table_digest_keys('d_many',
         jsonb_build_object(:'local_node', now() - interval '1 day'), '[{"id": 7}, {"id": 8}]');
 SELECT concord.replication_set_remove_table('default', 'd_many');
+-- A tombstone's key is each column's output text: a boolean's is t, a
+-- char(n)'s keeps its blanks (their casts to text differ).
+CREATE TABLE d_tkey (b boolean, c char(4), PRIMARY KEY (b, c));
+INSERT INTO d_tkey VALUES (true, 'ab'), (false, 'cd');
+SELECT concord.replication_set_add_table('default', 'd_tkey');
+DELETE FROM d_tkey WHERE b;
+SELECT key, deleted FROM concord.table_digest_keys('d_tkey', NULL, '[{"b": true, "c": "ab  "}, {"b": false, "c": "cd  "}]');
+SELECT concord.replication_set_remove_table('default', 'd_tkey');
+DROP TABLE d_tkey;
 SELECT * FROM concord.table_digest_keys('d_many', NULL, '{"id": 1}');
 SELECT * FROM concord.table_digest_keys('d_many', NULL, '[1]');
 
@@ -143,11 +152,18 @@ SELECT * FROM concord.table_digest('d_many', NULL, 0);
 CREATE TABLE d_nokey (a int);
 SELECT * FROM concord.table_digest('d_nokey');
 SELECT * FROM concord.table_digest('d_many', '[1, 2]', 16);
--- A row of an origin that no fence names (not a node: a replication
--- that is not concord's wrote it) settled if it committed before every
--- fence.  Here every fence is in the future: all settled.
-SELECT sum(in_flight) AS in_flight
+-- A row of an origin that is not a node (a replication that is not
+-- concord's wrote it) settled if it committed before every fence; one of
+-- a node that no fence names (this node, here) is in flight.
+SELECT pg_replication_origin_create('by_hand') > 0 AS made;
+SELECT pg_replication_origin_session_setup('by_hand');
+INSERT INTO d_many VALUES (5000, 'by hand');
+SELECT pg_replication_origin_session_reset();
+SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
   FROM concord.table_digest('d_many', jsonb_build_object('gone', now() + interval '1 day'), 16);
+SELECT key, settled, origin_node FROM concord.table_digest_rows('d_many',
+        jsonb_build_object('gone', now() + interval '1 day'), 16) WHERE key = '{"id": 5000}';
+SELECT pg_replication_origin_drop('by_hand');
 -- Not executable by PUBLIC.
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_execute
   FROM pg_proc p

@@ -534,9 +534,10 @@ COMMENT ON FUNCTION concord.key_columns(regclass) IS
 -- and whether it settled ($1: the fences, which name every node), of the
 -- buckets $2 (NULL: all; the rows of the others are not digested).  A
 -- row whose version is unknown (no commit timestamp kept) is old, so
--- settled; one whose origin no fence names (not known, or not a node: a
--- replication that is not concord's wrote it here) settled if it
--- committed before every fence.  Keys and rows are hashed as UTF-8, whatever the
+-- settled; one whose origin is not a node (a replication that is not
+-- concord's wrote it here: row_version gives its origin's name) or a
+-- node that left settled if it committed before every fence; one of a
+-- node that no fence names is in flight.  Keys and rows are hashed as UTF-8, whatever the
 -- database's encoding.  OFFSET 0 keeps each row's hash from being
 -- computed once per use.
 CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer,
@@ -569,7 +570,10 @@ BEGIN
                ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
                d.commit_time, d.origin_node,
                ($1 IS NULL OR d.commit_time IS NULL
-                OR d.commit_time < coalesce(f.fence, fmin.fence, '-infinity')) AS settled
+                OR d.commit_time < coalesce(f.fence,
+                                            CASE WHEN n.node_name IS NULL OR dn.node_name IS NOT NULL
+                                                 THEN fmin.fence END,
+                                            '-infinity')) AS settled
           FROM (SELECT b.bucket, k.key,
                        pg_catalog.md5(pg_catalog.convert_to(pg_catalog.to_jsonb(t.*)::text, 'UTF8')) AS md5,
                        v.commit_time, v.origin_node
@@ -582,7 +586,9 @@ BEGIN
           LEFT JOIN (SELECT e.key AS node, e.value::timestamptz AS fence
                        FROM pg_catalog.jsonb_each_text($1) e) f ON f.node = d.origin_node::text
           LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
-                       FROM pg_catalog.jsonb_each_text($1) e) fmin ON true$q$,
+                       FROM pg_catalog.jsonb_each_text($1) e) fmin ON true
+          LEFT JOIN concord.node n ON n.node_name = d.origin_node
+          LEFT JOIN concord.departed_node dn ON dn.node_name = d.origin_node$q$,
         relation, keycols, buckets);
 END $$;
 COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer, jsonb) IS
@@ -617,7 +623,7 @@ BEGIN
     END IF;
     PERFORM concord.digest_rows_sql(relation, 1, fences);   -- checks fences
     SELECT pg_catalog.string_agg(pg_catalog.format('t.%I = p.%I', c, c), ' AND '),
-           'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('p.%I::text', c), ', ' ORDER BY o) || ']'
+           'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('pg_catalog.format(''%%s'', p.%I)', c), ', ' ORDER BY o) || ']'
       INTO matches, tombkey
       FROM pg_catalog.unnest(cols) WITH ORDINALITY u(c, o);
     RETURN QUERY EXECUTE pg_catalog.format($q$
@@ -627,7 +633,10 @@ BEGIN
                coalesce(r.origin_node, d.origin_node),
                ($1 IS NULL OR coalesce(r.commit_time, d.commit_time) IS NULL
                 OR coalesce(r.commit_time, d.commit_time)
-                   < coalesce(f.fence, fmin.fence, '-infinity')),
+                   < coalesce(f.fence,
+                              CASE WHEN n.node_name IS NULL OR dn.node_name IS NOT NULL
+                                   THEN fmin.fence END,
+                              '-infinity')),
                r.row_data IS NULL AND d.found IS NOT NULL
           FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY k(key, ord)
          CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::%1$s, k.key) p
@@ -648,6 +657,9 @@ BEGIN
             ON f.node = coalesce(r.origin_node, d.origin_node)::text
           LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
                        FROM pg_catalog.jsonb_each_text($1) e) fmin ON true
+          LEFT JOIN concord.node n ON n.node_name = coalesce(r.origin_node, d.origin_node)
+          LEFT JOIN concord.departed_node dn
+            ON dn.node_name = coalesce(r.origin_node, d.origin_node)
          ORDER BY k.ord$q$,
         relation, matches, relation::oid, tombkey)
         USING fences, keys;
@@ -679,7 +691,8 @@ CREATE TABLE concord.diff_run (
     fences              jsonb,
     confirm_fences      jsonb,
     error               text,
-    worker_pid          integer
+    worker_pid          integer,
+    started_by          oid         NOT NULL
 );
 CREATE SEQUENCE concord.diff_run_id_seq;
 COMMENT ON TABLE concord.diff_run IS

@@ -54,7 +54,8 @@
 typedef struct DiffRun
 {
 	int64		run_id;
-	char	   *relation;		/* qualified, quoted name */
+	char	   *relation;		/* qualified, quoted name, for the peers */
+	char	   *local_relation; /* its OID here, as text */
 	int			buckets;
 	TimestampTz deadline;
 	char	   *timeout;		/* the run's timeout, for messages */
@@ -99,15 +100,21 @@ check_deadline(DiffRun *run)
 				 errmsg("the diff did not end within its timeout (%s)", run->timeout)));
 }
 
-/* The same parameters for every node, as concord_diff_query_all takes them. */
+/*
+ * The parameters of a step on the table, as concord_diff_query_all takes
+ * them: the table first (this node's by OID, the one the caller was
+ * checked for; the peers' by name), then the same values for every node.
+ */
 static const char **
-same_params(DiffRun *run, int nparams,...)
+table_params(DiffRun *run, int nparams,...)
 {
 	const char **params = palloc(sizeof(char *) * nparams * run->nnodes);
 	va_list		args;
 
+	for (int i = 0; i < run->nnodes; i++)
+		params[i * nparams] = run->nodes[i].dsn == NULL ? run->local_relation : run->relation;
 	va_start(args, nparams);
-	for (int p = 0; p < nparams; p++)
+	for (int p = 1; p < nparams; p++)
 	{
 		const char *value = va_arg(args, const char *);
 
@@ -243,18 +250,26 @@ hex64(const char *hex)
 static char *
 differing_buckets(DiffRun *run)
 {
-	int64	   *counts = palloc0(sizeof(int64) * run->buckets * run->nnodes);
-	uint64	   *digests = palloc0(sizeof(uint64) * 2 * run->buckets * run->nnodes);
+	MemoryContext runcxt = CurrentMemoryContext;
+	MemoryContext step = AllocSetContextCreate(runcxt, "concord diff step",
+											   ALLOCSET_DEFAULT_SIZES);
+	int64	   *counts;
+	uint64	   *digests;
 	StringInfoData list;
 	char		buckets[16];
 	DiffResult **answers;
+
+	initStringInfo(&list);
+	MemoryContextSwitchTo(step);
+	counts = palloc0(sizeof(int64) * run->buckets * run->nnodes);
+	digests = palloc0(sizeof(uint64) * 2 * run->buckets * run->nnodes);
 
 	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT bucket, row_count, digest, in_flight"
-									 " FROM concord.table_digest($1::regclass, $2::jsonb, $3::integer)",
-									 3, same_params(run, 3, run->relation, run->fences, buckets),
+									 " FROM concord.table_digest(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::integer)",
+									 3, table_params(run, 3, run->fences, buckets),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
@@ -286,10 +301,9 @@ differing_buckets(DiffRun *run)
 			if (i == 0)
 				run->rows_settled += count;
 		}
-		pfree(res->cells);
 	}
 
-	initStringInfo(&list);
+	MemoryContextSwitchTo(runcxt);
 	for (int b = 0; b < run->buckets; b++)
 	{
 		for (int i = 1; i < run->nnodes; i++)
@@ -305,8 +319,7 @@ differing_buckets(DiffRun *run)
 			}
 		}
 	}
-	pfree(counts);
-	pfree(digests);
+	MemoryContextDelete(step);
 	if (list.len == 0)
 		return NULL;
 	appendStringInfoChar(&list, '}');
@@ -331,18 +344,23 @@ entry_cmp(const void *a, const void *b)
 static void
 find_candidates(DiffRun *run, const char *only_buckets)
 {
+	MemoryContext runcxt = CurrentMemoryContext;
+	MemoryContext step = AllocSetContextCreate(runcxt, "concord diff step",
+											   ALLOCSET_DEFAULT_SIZES);
 	DiffEntry  *entries = NULL;
 	int			nentries = 0;
 	int			maxentries = 0;
 	char		buckets[16];
 	DiffResult **answers;
 
+	MemoryContextSwitchTo(step);
+
 	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT key, digest, settled"
-									 " FROM concord.table_digest_rows($1::regclass, $2::jsonb, $3::integer, $4::integer[])",
-									 4, same_params(run, 4, run->relation, run->fences, buckets, only_buckets),
+									 " FROM concord.table_digest_rows(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::integer, $4::integer[])",
+									 4, table_params(run, 4, run->fences, buckets, only_buckets),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
@@ -372,11 +390,9 @@ find_candidates(DiffRun *run, const char *only_buckets)
 						 errmsg("node \"%s\" returned a row with no key or digest",
 								run->nodes[i].name)));
 		}
-		pfree(res->cells);
 	}
-	if (nentries == 0)
-		return;
-	qsort(entries, nentries, sizeof(DiffEntry), entry_cmp);
+	if (nentries > 0)
+		qsort(entries, nentries, sizeof(DiffEntry), entry_cmp);
 	for (int start = 0, end; start < nentries; start = end)
 	{
 		bool		settled = true;
@@ -395,8 +411,14 @@ find_candidates(DiffRun *run, const char *only_buckets)
 		if (!settled)
 			run->keys_in_flight++;
 		else if (!same || end - start != run->nnodes)
-			run->candidates = lappend(run->candidates, entries[start].key);
+		{
+			MemoryContextSwitchTo(runcxt);
+			run->candidates = lappend(run->candidates, pstrdup(entries[start].key));
+			MemoryContextSwitchTo(step);
+		}
 	}
+	MemoryContextSwitchTo(runcxt);
+	MemoryContextDelete(step);
 }
 
 /* A node's row and version of a key, for concord.diff_row.rows. */
@@ -480,6 +502,9 @@ classify(DiffRun *run, DiffResult **answers, int r, const char *key)
 static void
 confirm_candidates(DiffRun *run)
 {
+	MemoryContext runcxt = CurrentMemoryContext;
+	MemoryContext batch = AllocSetContextCreate(runcxt, "concord diff batch",
+												ALLOCSET_DEFAULT_SIZES);
 	DiffResult **answers;
 	int			ncand = list_length(run->candidates);
 
@@ -489,6 +514,9 @@ confirm_candidates(DiffRun *run)
 	{
 		int			last = Min(first + DIFF_KEYS_PER_CALL, ncand);
 		StringInfoData keys;
+
+		MemoryContextReset(batch);
+		MemoryContextSwitchTo(batch);
 
 		initStringInfo(&keys);
 		appendStringInfoChar(&keys, '[');
@@ -502,8 +530,8 @@ confirm_candidates(DiffRun *run)
 		check_deadline(run);
 		answers = concord_diff_query_all(run->nodes, run->nnodes,
 										 "SELECT key, row_data, digest, commit_time, origin_node, settled, deleted"
-										 " FROM concord.table_digest_keys($1::regclass, $2::jsonb, $3::jsonb)",
-										 3, same_params(run, 3, run->relation, run->confirm_fences, keys.data),
+										 " FROM concord.table_digest_keys(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::jsonb)",
+										 3, table_params(run, 3, run->confirm_fences, keys.data),
 										 run->deadline);
 		for (int i = 0; i < run->nnodes; i++)
 		{
@@ -513,9 +541,11 @@ confirm_candidates(DiffRun *run)
 						 errmsg("node \"%s\" returned %d rows for %d keys",
 								run->nodes[i].name, answers[i]->nrows, last - first)));
 		}
+		MemoryContextSwitchTo(runcxt);
 		for (int k = first; k < last; k++)
 			classify(run, answers, k - first, list_nth(run->candidates, k));
 	}
+	MemoryContextDelete(batch);
 }
 
 /*
@@ -555,7 +585,7 @@ record_result(DiffRun *run)
 		rvalues[3] = CStringGetTextDatum(f->kind);
 		rvalues[4] = CStringGetTextDatum(f->rows);
 		run_sql("INSERT INTO concord.diff_row (run_id, relation, key, kind, rows)"
-				" VALUES ($1, $2, $3::jsonb, $4, $5::jsonb)",
+				" VALUES ($1, $2, $3::jsonb, $4, $5::jsonb) ON CONFLICT DO NOTHING",
 				5, rtypes, rvalues, NULL, SPI_OK_INSERT);
 	}
 	values[0] = Int64GetDatum(run->run_id);
@@ -618,7 +648,8 @@ load_run(int64 run_id, MemoryContext cxt)
 	Datum		values[1] = {Int64GetDatum(run_id)};
 
 	SPI_connect();
-	run_sql("SELECT relation, buckets, timeout::text, clock_timestamp() + timeout, nodes::text[]"
+	run_sql("SELECT relation, buckets, timeout::text, clock_timestamp() + timeout, nodes::text[],"
+			" relid::text, started_by"
 			" FROM concord.diff_run WHERE run_id = $1 AND status = 'running'",
 			1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 1)
@@ -643,6 +674,8 @@ load_run(int64 run_id, MemoryContext cxt)
 		run->nodes = palloc0(sizeof(DiffNode) * nnames);
 		for (int i = 0; i < nnames; i++)
 			run->nodes[i].name = TextDatumGetCString(names[i]);
+		run->local_relation = SPI_getvalue(tup, desc, 6);
+		run->nodes[0].local_user = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		for (int i = 1; i < nnames; i++)
 		{
 			Oid			ntypes[1] = {TEXTOID};
@@ -675,7 +708,7 @@ diff_run(DiffRun *run)
 	for (int i = 1; i < run->nnodes; i++)
 	{
 		check_deadline(run);
-		concord_diff_connect(&run->nodes[i]);
+		concord_diff_connect(&run->nodes[i], run->deadline);
 	}
 	run->fences = take_fences(run);
 	wait_for_fences(run);
@@ -757,7 +790,7 @@ concord_diff_main(Datum main_arg)
 			concord_diff_disconnect(&run->nodes[i]);
 		ereport(LOG,
 				(errmsg("concord diff run " INT64_FORMAT " of %s failed: %s",
-						run_id, run->relation, edata->message)));
+						run_id, run->relation, concord_redact_dsn(edata->message))));
 		record_failure(run_id, concord_redact_dsn(edata->message));
 	}
 	PG_END_TRY();

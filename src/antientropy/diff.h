@@ -18,6 +18,7 @@ typedef struct DiffNode
 {
 	char	   *name;
 	char	   *dsn;			/* NULL: this node */
+	Oid			local_user;		/* this node: the role its steps run as */
 	bool		password_required;
 	PGconn	   *conn;
 	/* the node's fence of the current round */
@@ -37,7 +38,7 @@ typedef struct DiffResult
 
 /* diff_nodes.c */
 extern int64 concord_diff_bytes_received;
-extern void concord_diff_connect(DiffNode *node);
+extern void concord_diff_connect(DiffNode *node, TimestampTz deadline);
 extern void concord_diff_disconnect(DiffNode *node);
 extern DiffResult **concord_diff_query_all(DiffNode *nodes, int nnodes,
 										   const char *sql, int nparams,

@@ -14,6 +14,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -47,12 +48,12 @@ rethrow_for_node(DiffNode *node, MemoryContext cxt)
 			(errcode(edata->sqlerrcode),
 			 errmsg("node \"%s\": %s", node->name,
 					concord_redact_dsn(edata->message)),
-			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 edata->detail ? errdetail_internal("%s", concord_redact_dsn(edata->detail)) : 0,
 			 edata->hint ? errhint("%s", edata->hint) : 0));
 }
 
 void
-concord_diff_connect(DiffNode *node)
+concord_diff_connect(DiffNode *node, TimestampTz deadline)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
@@ -60,8 +61,8 @@ concord_diff_connect(DiffNode *node)
 		return;
 	PG_TRY();
 	{
-		node->conn = concord_remote_connect(node->dsn, false, "concord diff",
-											node->password_required);
+		node->conn = concord_remote_connect_until(node->dsn, false, "concord diff",
+												  node->password_required, deadline);
 	}
 	PG_CATCH();
 	{
@@ -85,7 +86,8 @@ result_alloc(int nrows, int ncols)
 
 	res->nrows = nrows;
 	res->ncols = ncols;
-	res->cells = palloc0(sizeof(char *) * Max(nrows * ncols, 1));
+	res->cells = palloc_extended(sizeof(char *) * Max((Size) nrows * ncols, 1),
+								 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	return res;
 }
 
@@ -120,9 +122,17 @@ remote_result(DiffNode *node, PGresult *pgres)
 	return res;
 }
 
+/*
+ * Runs a step on this node, as the role that asked for the run (the table
+ * is read with its privileges, and with no more).  Its waits (fence,
+ * wait_for_token) are bounded by their own timeouts; a scan is not.
+ */
 static DiffResult *
-query_local(const char *sql, int nparams, const char *const *params)
+query_local(DiffNode *node, const char *sql, int nparams,
+			const char *const *params)
 {
+	Oid			saved_user;
+	int			saved_context;
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid		   *types = palloc(sizeof(Oid) * Max(nparams, 1));
 	Datum	   *values = palloc(sizeof(Datum) * Max(nparams, 1));
@@ -139,8 +149,11 @@ query_local(const char *sql, int nparams, const char *const *params)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(node->local_user, saved_context | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not run a step of the diff on this node");
+	SetUserIdAndSecContext(saved_user, saved_context);
 	MemoryContextSwitchTo(cxt);
 	res = result_alloc((int) SPI_processed, SPI_tuptable->tupdesc->natts);
 	for (int r = 0; r < res->nrows; r++)
@@ -179,7 +192,7 @@ concord_diff_query_all(DiffNode *nodes, int nnodes, const char *sql,
 						 errmsg("%s", pchomp(concord_remote_error(nodes[at].conn)))));
 		for (at = 0; at < nnodes; at++)
 			if (nodes[at].dsn == NULL)
-				res[at] = query_local(sql, nparams, params + at * nparams);
+				res[at] = query_local(&nodes[at], sql, nparams, params + at * nparams);
 		for (at = 0; at < nnodes; at++)
 			if (nodes[at].dsn != NULL)
 				res[at] = remote_result(&nodes[at],

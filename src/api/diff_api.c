@@ -32,6 +32,7 @@
 
 #include "api/api.h"
 #include "antientropy/diff.h"
+#include "catalog/tables.h"
 
 PG_FUNCTION_INFO_V1(concord_table_diff);
 PG_FUNCTION_INFO_V1(concord_wait_for_diff);
@@ -191,8 +192,11 @@ concord_table_diff(PG_FUNCTION_ARGS)
 	int64		run_id;
 	int			pid;
 	bool		isnull;
-	Oid			types[7] = {INT8OID, TEXTOID, OIDOID, TEXTARRAYOID, INTERVALOID, INT4OID, INT4OID};
-	Datum		values[7];
+	Oid			types[8] = {INT8OID, TEXTOID, OIDOID, TEXTARRAYOID, INTERVALOID, INT4OID,
+	INT4OID, OIDOID};
+	Datum		values[8];
+	Oid			saved_user;
+	int			saved_context;
 
 	if (RecoveryInProgress())
 		ereport(ERROR,
@@ -212,10 +216,16 @@ concord_table_diff(PG_FUNCTION_ARGS)
 	SPI_connect();
 	relation = check_relation(relid);
 	buckets = buckets_for(relid);
+	/* the peers' names are read as the catalogs' owner: no DSN is read */
+	concord_catalog_become_owner("node", &saved_user, &saved_context);
 	nodes = lcons(local, peers_of(given, local));
+	SetUserIdAndSecContext(saved_user, saved_context);
+	/* concord's catalogs are written as their owner, the caller checked */
+	concord_catalog_become_owner("diff_run", &saved_user, &saved_context);
 	if (SPI_execute("SELECT pg_catalog.nextval('concord.diff_run_id_seq')", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not number the run");
 	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SetUserIdAndSecContext(saved_user, saved_context);
 
 	if (!concord_diff_start(run_id, GetTopTransactionId(), &pid))
 		ereport(ERROR,
@@ -229,11 +239,14 @@ concord_table_diff(PG_FUNCTION_ARGS)
 	values[4] = IntervalPGetDatum(timeout);
 	values[5] = Int32GetDatum(buckets);
 	values[6] = Int32GetDatum(pid);
+	values[7] = ObjectIdGetDatum(GetUserId());
+	concord_catalog_become_owner("diff_run", &saved_user, &saved_context);
 	if (SPI_execute_with_args("INSERT INTO concord.diff_run"
-							  " (run_id, relation, relid, nodes, timeout, buckets, worker_pid)"
-							  " VALUES ($1, $2, $3, $4::name[], $5, $6, $7)",
-							  7, types, values, NULL, false, 0) != SPI_OK_INSERT)
+							  " (run_id, relation, relid, nodes, timeout, buckets, worker_pid, started_by)"
+							  " VALUES ($1, $2, $3, $4::name[], $5, $6, $7, $8)",
+							  8, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the diff run");
+	SetUserIdAndSecContext(saved_user, saved_context);
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
 }
@@ -243,6 +256,33 @@ static bool
 process_gone(int pid)
 {
 	return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH);
+}
+
+/*
+ * Whether a running run's worker is gone: its process ended, or the
+ * server restarted since the run started (its PID may name another
+ * process by now).
+ */
+static bool
+worker_gone(int pid, TimestampTz started_at)
+{
+	return process_gone(pid) || started_at < PgStartTime;
+}
+
+/* Marks the run failed (its worker is gone), unless it ended meanwhile. */
+static void
+reap_run(int64 run_id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run_id)};
+
+	if (SPI_execute_with_args("UPDATE concord.diff_run SET status = 'failed',"
+							  " error = pg_catalog.format('the diff worker (PID %s) stopped before the run ended', worker_pid),"
+							  " finished_at = pg_catalog.clock_timestamp(),"
+							  " seconds = pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started_at)"
+							  " WHERE run_id = $1 AND status = 'running'",
+							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the diff run's end");
 }
 
 /*
@@ -266,14 +306,27 @@ concord_wait_for_diff(PG_FUNCTION_ARGS)
 				 errmsg("concord.wait_for_diff() cannot be used in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errdetail("The transaction's snapshot was taken before the wait, so it would not see the run end."),
 				 errhint("Call it in a transaction of its own.")));
+	/*
+	 * The run's fence on this node would wait for this transaction (and a
+	 * run this transaction asked for starts only once it committed).
+	 */
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("concord.wait_for_diff() cannot be used after a write of its transaction"),
+				 errdetail("The run's fence waits for the transactions that wrote, this one included; a run asked for in this transaction starts once it committed."),
+				 errhint("Call it in a transaction of its own.")));
 	for (;;)
 	{
 		bool		isnull;
 		int			pid;
-		TransactionId xmin;
+		bool		gone;
+		Oid			saved_user;
+		int			saved_context;
 
 		SPI_connect();
-		if (SPI_execute_with_args("SELECT status, worker_pid, xmin FROM concord.diff_run WHERE run_id = $1",
+		concord_catalog_become_owner("diff_run", &saved_user, &saved_context);
+		if (SPI_execute_with_args("SELECT status, worker_pid, started_at FROM concord.diff_run WHERE run_id = $1",
 								  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the diff run");
 		if (SPI_processed == 0)
@@ -286,26 +339,18 @@ concord_wait_for_diff(PG_FUNCTION_ARGS)
 		pid = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		if (isnull)
 			pid = 0;
-		xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		if (strcmp(status, "running") == 0 && TransactionIdIsCurrentTransactionId(xmin))
-			ereport(ERROR,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("diff run " INT64_FORMAT " starts when this transaction commits", run_id),
-					 errhint("Call concord.wait_for_diff() after the transaction that called concord.table_diff().")));
-		if (strcmp(status, "running") == 0 && process_gone(pid))
-		{
-			if (SPI_execute_with_args("UPDATE concord.diff_run SET status = 'failed',"
-									  " error = pg_catalog.format('the diff worker (PID %s) stopped before the run ended', worker_pid),"
-									  " finished_at = pg_catalog.clock_timestamp(),"
-									  " seconds = pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started_at)"
-									  " WHERE run_id = $1 AND status = 'running'",
-									  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not record the diff run's end");
-			SPI_finish();
-			continue;
-		}
+		gone = strcmp(status, "running") == 0 &&
+			worker_gone(pid, DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 3,
+															   &isnull)));
+		if (gone)
+			reap_run(run_id);
+		SetUserIdAndSecContext(saved_user, saved_context);
 		SPI_finish();
-		if (strcmp(status, "running") != 0 || !concord_wait_tick(deadline))
+		if (strcmp(status, "running") != 0)
+			break;
+		/* read again at once if the run was just marked failed */
+		if (!gone && !concord_wait_tick(deadline))
 			break;
 	}
 	PG_RETURN_TEXT_P(cstring_to_text(status));

@@ -231,8 +231,9 @@ concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
 		if (Holders[i].since <= fxid && (best == NULL || Holders[i].since > best->since))
 			best = &Holders[i];
 	}
+	/* an empty name: concord dropped the origin; another may hold the id */
 	if (best)
-		return NameStr(best->node);
+		return NameStr(best->node)[0] != '\0' ? NameStr(best->node) : origin_node_now(origin);
 	return known ? NULL : origin_node_now(origin);
 }
 
@@ -373,5 +374,18 @@ concord_origin_drop_all(Oid subid)
 	ListCell   *lc;
 
 	foreach(lc, sub_origins(subid))
-		replorigin_drop_by_name(((SubOrigin *) lfirst(lc))->name, true, false);
+	{
+		SubOrigin  *o = lfirst(lc);
+
+		replorigin_drop_by_name(o->name, true, false);
+
+		/*
+		 * From now on the id is no node's: an origin that is not concord's
+		 * (another replication's) may get it next, and its transactions
+		 * must not pass for the dropped origin's node.
+		 */
+		concord_origin_history_insert(o->id,
+									  U64FromFullTransactionId(ReadNextFullTransactionId()),
+									  "");
+	}
 }

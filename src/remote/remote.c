@@ -223,6 +223,15 @@ PGconn *
 concord_remote_connect(const char *dsn, bool replication, const char *appname,
 					   bool password_required)
 {
+	return concord_remote_connect_until(dsn, replication, appname, password_required, 0);
+}
+
+/* concord_remote_connect(), connected before deadline (0: none of its own). */
+PGconn *
+concord_remote_connect_until(const char *dsn, bool replication,
+							 const char *appname, bool password_required,
+							 TimestampTz deadline)
+{
 	/*
 	 * Values travel as text: the provider's output settings are fixed, so
 	 * that dates, intervals, floats, timestamps with time zone and bytea
@@ -252,7 +261,8 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
 	"database", NULL};
 	PGconn	   *conn;
 	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
-	TimestampTz deadline;
+	TimestampTz receive_deadline;
+	int			limit_ms;
 
 	snprintf(user_timeout, sizeof(user_timeout), "%d", Max(concord_receive_timeout, 0));
 	snprintf(connect_timeout, sizeof(connect_timeout), "%d",
@@ -272,9 +282,13 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
 	 * libpq applies connect_timeout only to blocking connections: this one
 	 * is bounded here, by concord.receive_timeout (60 s without one).
 	 */
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   concord_receive_timeout > 0 ?
-										   concord_receive_timeout : 60000);
+	receive_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   concord_receive_timeout > 0 ?
+												   concord_receive_timeout : 60000);
+	if (deadline == 0 || deadline > receive_deadline)
+		deadline = receive_deadline;
+	limit_ms = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline),
+						 PG_INT32_MAX);
 	while (PQstatus(conn) != CONNECTION_BAD &&
 		   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
 	{
@@ -286,7 +300,7 @@ concord_remote_connect(const char *dsn, bool replication, const char *appname,
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not connect to the provider: no answer within %d ms",
-							concord_receive_timeout > 0 ? concord_receive_timeout : 60000),
+							limit_ms),
 					 errhidestmt(true)));
 		}
 		concord_remote_wait(conn,

@@ -17,6 +17,10 @@ extern bool concord_check_dsn_for_user(const char *dsn);
 extern PGconn *concord_remote_connect(const char *dsn, bool replication,
 									  const char *appname,
 									  bool password_required);
+extern PGconn *concord_remote_connect_until(const char *dsn, bool replication,
+											const char *appname,
+											bool password_required,
+											TimestampTz deadline);
 extern PGresult *concord_remote_exec(PGconn *conn, const char *sql,
 									 int nparams, const char *const *params);
 extern PGresult *concord_remote_exec_within(PGconn *conn, const char *sql,

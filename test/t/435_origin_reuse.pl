@@ -72,7 +72,7 @@ is($a->safe_psql('postgres',
 is($a->safe_psql('postgres',
 		"SELECT string_agg(node_name, ',' ORDER BY since_xid) FROM concord.origin_history
 		  WHERE roident = $roident"),
-	'node_b,node_d', 'origin_history: the id stood for node_b, then for node_d');
+	'node_b,,node_d', 'origin_history: the id stood for node_b, for no node from its drop on, then for node_d');
 is($a->safe_psql('postgres', 'SELECT v || (concord.row_version(xmin)).origin_node FROM tp WHERE id = 2'),
 	'bnode_b', "replica_priority: node_b's row (priority 1) stays over node_d's (priority 0), and is still node_b's");
 is($a->safe_psql('postgres',

@@ -243,7 +243,7 @@ my @bad = (
 	[ "SELECT concord.table_diff('t', '{}')", qr/peers must name at least one node/ ],
 	[ "SELECT concord.table_diff('t', NULL, '0s')", qr/timeout must be positive/ ],
 	[ "SET ROLE reader; SELECT concord.table_diff('t')", qr/permission denied for table t/ ],
-	[ "BEGIN; SELECT concord.wait_for_diff(concord.table_diff('t'))", qr/starts when this transaction commits/ ],
+	[ "BEGIN; SELECT concord.wait_for_diff(concord.table_diff('t'))", qr/cannot be used after a write of its transaction/ ],
 	[ "SELECT concord.wait_for_diff(-5)", qr/no diff run -5/ ],
 );
 foreach my $b (@bad)

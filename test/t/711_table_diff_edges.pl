@@ -1,0 +1,81 @@
+# concord.table_diff() (issue 13), cases beside TAP 710's load:
+#  1. Rows of a node left out of peers are in flight, not compared: n1's
+#     updates reach n2 but not n3 (n3's subscription to n1 disabled); a
+#     diff of n2 with n3 alone reports none of those keys (before, they
+#     passed for settled, as older than every fence, and were reported).
+#  2. This node's table is read as the role that called table_diff, not
+#     as the worker's superuser: a column whose type has a cast to json
+#     runs its function during the digest, which records current_user.
+#  3. A role granted table_diff and the digest functions, but no right on
+#     concord's catalogs, starts and waits for a run (the run is recorded
+#     as the catalogs' owner).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use ConcordTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @nodes = concord_nodes(3, prefix => 'de');
+my ($n1, $n2, $n3) = @nodes;
+setup_mesh(\@nodes, q{
+	CREATE TYPE mood AS ENUM ('calm', 'busy');
+	CREATE TABLE who (role name, at timestamptz DEFAULT clock_timestamp());
+	GRANT INSERT ON who TO PUBLIC;
+	CREATE FUNCTION mood_json(mood) RETURNS json LANGUAGE sql AS
+		$$ INSERT INTO public.who (role) VALUES (current_user); SELECT pg_catalog.to_json($1::text) $$;
+	CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
+	CREATE TABLE t (id int PRIMARY KEY, v text, m mood DEFAULT 'calm');},
+	['t']);
+$n1->safe_psql('postgres', q{INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 200) g});
+wait_for_apply_all(\@nodes, label => 'rows everywhere');
+
+sub diff_on
+{
+	my ($node, $args, $role) = @_;
+	my $set = $role ? "SET ROLE $role;" : '';
+	my $id = $node->safe_psql('postgres', "$set SELECT concord.table_diff($args)");
+	my $status = $node->safe_psql('postgres', "$set SELECT concord.wait_for_diff($id, '5min')");
+	return ($id, $status);
+}
+
+# 1. n1's changes reach n2 only.
+$n3->safe_psql('postgres', q{SELECT concord.alter_subscription_disable('sub_de3_de1')});
+$n1->safe_psql('postgres', q{UPDATE t SET v = 'changed on de1' WHERE id <= 20});
+ok(wait_for_apply_one($n2, 'sub_de2_de1', $n1), "de2 holds de1's updates");
+my ($id, $status) = diff_on($n2, q{'t', '{de3}'});
+is($status, 'clean', 'a diff of de2 with de3 alone is clean: de1\'s rows are in flight')
+  or diag($n2->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $id"));
+is($n2->safe_psql('postgres', "SELECT in_flight >= 20 FROM concord.diff_run WHERE run_id = $id"), 't',
+	'and counts them in flight');
+$n3->safe_psql('postgres', q{SELECT concord.alter_subscription_enable('sub_de3_de1')});
+wait_replicating(\@nodes, 'de3 receives from de1 again');
+wait_for_apply_all(\@nodes, label => 'the updates everywhere');
+($id, $status) = diff_on($n2, q{'t', '{de3}'});
+is($status, 'clean', 'once de3 has them, the diff is clean too');
+
+# 2 and 3. A role granted what a diff needs, and nothing on concord's catalogs.
+$n1->safe_psql('postgres', q{
+	CREATE ROLE differ;
+	GRANT USAGE ON SCHEMA concord TO differ;
+	GRANT SELECT ON t, concord.node, concord.tombstone, concord.departed_node TO differ;
+	GRANT EXECUTE ON FUNCTION concord.table_diff(regclass, name[], interval),
+		concord.wait_for_diff(bigint, interval), concord.fence(interval),
+		concord.wait_for_token(text, interval),
+		concord.table_digest(regclass, jsonb, integer),
+		concord.table_digest_rows(regclass, jsonb, integer, integer[]),
+		concord.table_digest_keys(regclass, jsonb, jsonb),
+		concord.digest_rows_sql(regclass, integer, jsonb),
+		concord.key_columns(regclass), concord.row_version(xid) TO differ;
+	TRUNCATE who;});
+($id, $status) = diff_on($n1, q{'t'}, 'differ');
+is($status, 'clean', 'a role granted the functions runs a diff and waits for it')
+  or diag($n1->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $id"));
+is($n1->safe_psql('postgres', 'SELECT string_agg(DISTINCT role, \',\') FROM who'), 'differ',
+	'this node\'s table was read as that role (the cast to json ran as differ)');
+is($n1->safe_psql('postgres', "SELECT started_by::regrole FROM concord.diff_run WHERE run_id = $id"), 'differ',
+	'the run records who started it');
+
+done_testing();
