@@ -534,7 +534,8 @@ COMMENT ON FUNCTION concord.key_columns(regclass) IS
 -- and whether it settled ($1: the fences, which name every node), of the
 -- buckets $2 (NULL: all; the rows of the others are not digested).  A
 -- row whose version is unknown (no commit timestamp kept) is old, so
--- settled; one whose origin is not a node (a replication that is not
+-- settled, and so is a row of an initial copy (the baseline version,
+-- 2000-01-01); one whose origin is not a node (a replication that is not
 -- concord's wrote it here: row_version gives its origin's name) or a
 -- node that left settled if it committed before every fence; one of a
 -- node that no fence names is in flight.  Keys and rows are hashed as UTF-8, whatever the
@@ -570,6 +571,7 @@ BEGIN
                ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
                d.commit_time, d.origin_node,
                ($1 IS NULL OR d.commit_time IS NULL
+                OR d.commit_time <= '2000-01-01 00:00:00.000001+00'
                 OR d.commit_time < coalesce(f.fence,
                                             CASE WHEN n.node_name IS NULL OR dn.node_name IS NOT NULL
                                                  THEN fmin.fence END,
@@ -632,6 +634,7 @@ BEGIN
                coalesce(r.commit_time, d.commit_time),
                coalesce(r.origin_node, d.origin_node),
                ($1 IS NULL OR coalesce(r.commit_time, d.commit_time) IS NULL
+                OR coalesce(r.commit_time, d.commit_time) <= '2000-01-01 00:00:00.000001+00'
                 OR coalesce(r.commit_time, d.commit_time)
                    < coalesce(f.fence,
                               CASE WHEN n.node_name IS NULL OR dn.node_name IS NOT NULL

@@ -140,7 +140,7 @@ take_fences(DiffRun *run)
 	for (int i = 0; i < run->nnodes; i++)
 		params[i] = concord_diff_interval_left(run->deadline);
 	res = concord_diff_query_all(run->nodes, run->nnodes,
-								 "SELECT fence_time, token FROM concord.fence($1::interval)",
+								 "SELECT fence_time, token FROM concord.fence($1::pg_catalog.interval)",
 								 1, params, run->deadline);
 	initStringInfo(&fences);
 	appendStringInfoChar(&fences, '{');
@@ -215,7 +215,7 @@ wait_for_fences(DiffRun *run)
 		params[2 * j + 1] = concord_diff_interval_left(run->deadline);
 	}
 	res = concord_diff_query_all(run->nodes, run->nnodes,
-								 "SELECT concord.wait_for_token($1, $2::interval)",
+								 "SELECT concord.wait_for_token($1, $2::pg_catalog.interval)",
 								 2, params, run->deadline);
 	for (int j = 0; j < run->nnodes; j++)
 	{
@@ -268,7 +268,7 @@ differing_buckets(DiffRun *run)
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT bucket, row_count, digest, in_flight"
-									 " FROM concord.table_digest(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::integer)",
+									 " FROM concord.table_digest(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4)",
 									 3, table_params(run, 3, run->fences, buckets),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
@@ -359,7 +359,7 @@ find_candidates(DiffRun *run, const char *only_buckets)
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT key, digest, settled"
-									 " FROM concord.table_digest_rows(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::integer, $4::integer[])",
+									 " FROM concord.table_digest_rows(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4, $4::pg_catalog.int4[])",
 									 4, table_params(run, 4, run->fences, buckets, only_buckets),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
@@ -530,7 +530,7 @@ confirm_candidates(DiffRun *run)
 		check_deadline(run);
 		answers = concord_diff_query_all(run->nodes, run->nnodes,
 										 "SELECT key, row_data, digest, commit_time, origin_node, settled, deleted"
-										 " FROM concord.table_digest_keys(pg_catalog.regclassin($1::pg_catalog.cstring), $2::jsonb, $3::jsonb)",
+										 " FROM concord.table_digest_keys(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.jsonb)",
 										 3, table_params(run, 3, run->confirm_fences, keys.data),
 										 run->deadline);
 		for (int i = 0; i < run->nnodes; i++)
@@ -585,7 +585,7 @@ record_result(DiffRun *run)
 		rvalues[3] = CStringGetTextDatum(f->kind);
 		rvalues[4] = CStringGetTextDatum(f->rows);
 		run_sql("INSERT INTO concord.diff_row (run_id, relation, key, kind, rows)"
-				" VALUES ($1, $2, $3::jsonb, $4, $5::jsonb) ON CONFLICT DO NOTHING",
+				" VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5::pg_catalog.jsonb) ON CONFLICT DO NOTHING",
 				5, rtypes, rvalues, NULL, SPI_OK_INSERT);
 	}
 	values[0] = Int64GetDatum(run->run_id);
@@ -606,7 +606,7 @@ record_result(DiffRun *run)
 			" seconds = pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started_at),"
 			" rows_settled = $4, in_flight = $5, buckets_differing = $6,"
 			" keys_compared = $7, keys_in_flight = $8, differences = $9,"
-			" fences = $10::jsonb, confirm_fences = $11::jsonb, bytes_received = $12"
+			" fences = $10::pg_catalog.jsonb, confirm_fences = $11::pg_catalog.jsonb, bytes_received = $12"
 			" WHERE run_id = $1 AND status = 'running'",
 			12, types, values, nulls, SPI_OK_UPDATE);
 	SPI_finish();
@@ -648,8 +648,8 @@ load_run(int64 run_id, MemoryContext cxt)
 	Datum		values[1] = {Int64GetDatum(run_id)};
 
 	SPI_connect();
-	run_sql("SELECT relation, buckets, timeout::text, clock_timestamp() + timeout, nodes::text[],"
-			" relid::text, started_by"
+	run_sql("SELECT relation, buckets, timeout::pg_catalog.text, pg_catalog.clock_timestamp() + timeout,"
+			" nodes::pg_catalog.text[], relid::pg_catalog.text, started_by"
 			" FROM concord.diff_run WHERE run_id = $1 AND status = 'running'",
 			1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 1)
@@ -683,7 +683,7 @@ load_run(int64 run_id, MemoryContext cxt)
 
 			run_sql("SELECT s.provider_dsn, s.password_required"
 					" FROM concord.subscription s JOIN concord.node n ON n.node_id = s.provider_node_id"
-					" WHERE n.node_name = $1::name ORDER BY s.enabled DESC, s.sub_name LIMIT 1",
+					" WHERE n.node_name = $1::pg_catalog.name ORDER BY s.enabled DESC, s.sub_name LIMIT 1",
 					1, ntypes, nvalues, NULL, SPI_OK_SELECT);
 			if (SPI_processed != 1)
 				ereport(ERROR,
@@ -741,6 +741,8 @@ concord_diff_main(Datum main_arg)
 	SetConfigOption("datestyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("timezone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("intervalstyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	/* names of its own statements: none of a user's schemas, temp last */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	cxt = AllocSetContextCreate(TopMemoryContext, "concord diff run",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);

@@ -71,11 +71,24 @@ concord_diff_connect(DiffNode *node, TimestampTz deadline)
 	PG_END_TRY();
 }
 
+/* Closes the connection, cancelling what the peer still runs for the run. */
 void
 concord_diff_disconnect(DiffNode *node)
 {
-	if (node->conn != NULL)
-		concord_remote_finish(node->conn);
+	if (node->conn == NULL)
+		return;
+	if (PQtransactionStatus(node->conn) == PQTRANS_ACTIVE)
+	{
+		PGcancel   *cancel = PQgetCancel(node->conn);
+		char		errbuf[256];
+
+		if (cancel != NULL)
+		{
+			(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+			PQfreeCancel(cancel);
+		}
+	}
+	concord_remote_finish(node->conn);
 	node->conn = NULL;
 }
 
@@ -150,7 +163,9 @@ query_local(DiffNode *node, const char *sql, int nparams,
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	GetUserIdAndSecContext(&saved_user, &saved_context);
-	SetUserIdAndSecContext(node->local_user, saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* restricted: no temporary object, no deferred trigger outlives it */
+	SetUserIdAndSecContext(node->local_user, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not run a step of the diff on this node");
 	SetUserIdAndSecContext(saved_user, saved_context);

@@ -24,6 +24,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -251,11 +253,20 @@ concord_table_diff(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(run_id);
 }
 
-/* Whether a process of this server is gone. */
+/*
+ * Whether the worker process is gone: no such process, or a backend of
+ * this server that is no background worker (its PID was given again).
+ * A worker just forked has no PGPROC yet, but exists.
+ */
 static bool
 process_gone(int pid)
 {
-	return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH);
+	PGPROC	   *proc;
+
+	if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH))
+		return true;
+	proc = BackendPidGetProc(pid);
+	return proc != NULL && !proc->isBackgroundWorker;
 }
 
 /*

@@ -220,6 +220,7 @@ concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
 	uint64		fxid = U64FromFullTransactionId(concord_recent_full_xid(xid));
 	const ConcordOriginHolder *best = NULL;
 	bool		known = false;
+	bool		later = false;
 
 	if (!HoldersValid)
 		load_holders();
@@ -228,12 +229,20 @@ concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
 		if (Holders[i].roident != origin)
 			continue;
 		known = true;
-		if (Holders[i].since <= fxid && (best == NULL || Holders[i].since > best->since))
+		if (Holders[i].since > fxid)
+			later = true;
+		else if (best == NULL || Holders[i].since > best->since)
 			best = &Holders[i];
 	}
-	/* an empty name: concord dropped the origin; another may hold the id */
+	if (best && NameStr(best->node)[0] != '\0')
+		return NameStr(best->node);
+	/*
+	 * An empty name: concord dropped the origin, and an origin of another
+	 * tool may have held the id since: the current holder's name, unless a
+	 * concord origin took the id later (who held it between is not known).
+	 */
 	if (best)
-		return NameStr(best->node)[0] != '\0' ? NameStr(best->node) : origin_node_now(origin);
+		return later ? NULL : origin_node_now(origin);
 	return known ? NULL : origin_node_now(origin);
 }
 
@@ -384,8 +393,7 @@ concord_origin_drop_all(Oid subid)
 		 * (another replication's) may get it next, and its transactions
 		 * must not pass for the dropped origin's node.
 		 */
-		concord_origin_history_insert(o->id,
-									  U64FromFullTransactionId(ReadNextFullTransactionId()),
-									  "");
+		concord_origin_history_mark_dropped(o->id,
+											U64FromFullTransactionId(ReadNextFullTransactionId()));
 	}
 }

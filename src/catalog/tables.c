@@ -712,6 +712,47 @@ concord_origin_history_insert(Oid roident, uint64 since, const char *node_name)
 	CommandCounterIncrement();
 }
 
+/*
+ * Records that concord dropped the origin: from since on, the id is no
+ * node's.  An origin created and dropped in the same transaction has a row
+ * with the same since, which no transaction ever committed under: it
+ * becomes the mark.
+ */
+void
+concord_origin_history_mark_dropped(Oid roident, uint64 since)
+{
+	Oid			relid = concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true);
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key[1];
+	HeapTuple	tup;
+	bool		same = false;
+
+	if (!OidIsValid(relid))
+		return;
+	rel = table_open(relid, RowExclusiveLock);
+	ScanKeyInit(&key[0], Anum_origin_history_roident, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(roident));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_origin_history_since,
+									 RelationGetDescr(rel), &isnull);
+
+		if (U64FromFullTransactionId(DatumGetFullTransactionId(d)) == since)
+		{
+			CatalogTupleDelete(rel, &tup->t_self);
+			same = true;
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, RowExclusiveLock);
+	if (same)
+		CommandCounterIncrement();
+	concord_origin_history_insert(roident, since, "");
+}
+
 static void *
 origin_holder_from_tuple(HeapTuple tup, TupleDesc desc)
 {

@@ -286,9 +286,13 @@ concord_remote_connect_until(const char *dsn, bool replication,
 												   concord_receive_timeout > 0 ?
 												   concord_receive_timeout : 60000);
 	if (deadline == 0 || deadline > receive_deadline)
+	{
 		deadline = receive_deadline;
-	limit_ms = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline),
-						 PG_INT32_MAX);
+		limit_ms = concord_receive_timeout > 0 ? concord_receive_timeout : 60000;
+	}
+	else
+		limit_ms = (int) Min(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline),
+							 PG_INT32_MAX);
 	while (PQstatus(conn) != CONNECTION_BAD &&
 		   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
 	{

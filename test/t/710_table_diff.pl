@@ -13,7 +13,8 @@
 #     node on other keys (updates, inserts, deletes).  Five diffs in a row
 #     from n1 each report exactly the injected keys, with their kinds, and
 #     count rows in flight.
-#  3. A peer stopped: the run fails with an error naming it.
+#  3. A peer stopped, before the run and in the middle of it (while its
+#     fence waits): the run fails with an error naming it.
 #  4. A diff worker killed (kill -9) while a transaction open on n2 holds
 #     its fence: after the server's restart, wait_for_diff says failed.
 #  5. Bad input: no key, unknown peer, this node as a peer, no peer, no
@@ -204,6 +205,23 @@ like(run_of($n1, $id, q{status || ': ' || error}), qr/^failed: node "dn3": could
 	'with a peer stopped, the run fails with an error naming it');
 $n3->start;
 wait_replicating(\@nodes, 'dn3 back');
+
+# 3b. A peer stopped mid-run: while its fence waits for a transaction open
+# there, dn3 goes down (immediate stop).
+my $held = $n3->background_psql('postgres');
+$held->query_safe("BEGIN; INSERT INTO t VALUES (-2, 'held', 0)");
+$id = $n1->safe_psql('postgres', "SELECT concord.table_diff('t', NULL, '2min')");
+ok($n3->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE query LIKE '%concord.fence%' AND wait_event_type = 'Extension')}),
+	'the diff waits for the fence on dn3');
+$n3->stop('immediate');
+eval { $held->quit };
+is($n1->safe_psql('postgres', "SELECT concord.wait_for_diff($id, '2min')"), 'failed',
+	'with dn3 stopped mid-run, the run fails');
+like(run_of($n1, $id, 'error'), qr/^node "dn3": /, 'its error names dn3');
+$n3->start;
+wait_replicating(\@nodes, 'dn3 back again');
 
 # 4. The worker killed while a transaction open on n2 holds its fence.
 my $open = $n2->background_psql('postgres');

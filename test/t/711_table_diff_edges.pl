@@ -7,8 +7,10 @@
 #     as the worker's superuser: a column whose type has a cast to json
 #     runs its function during the digest, which records current_user.
 #  3. A role granted table_diff and the digest functions, but no right on
-#     concord's catalogs, starts and waits for a run (the run is recorded
-#     as the catalogs' owner).
+#     concord's catalogs (node_name of concord.node only), starts and
+#     waits for a run (the run is recorded as the catalogs' owner).
+#  4. This node's steps run as a security-restricted operation: a cast
+#     that creates a temporary table fails the run.
 use strict;
 use warnings;
 use FindBin;
@@ -27,8 +29,13 @@ setup_mesh(\@nodes, q{
 	CREATE FUNCTION mood_json(mood) RETURNS json LANGUAGE sql AS
 		$$ INSERT INTO public.who (role) VALUES (current_user); SELECT pg_catalog.to_json($1::text) $$;
 	CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
-	CREATE TABLE t (id int PRIMARY KEY, v text, m mood DEFAULT 'calm');},
-	['t']);
+	CREATE TABLE t (id int PRIMARY KEY, v text, m mood DEFAULT 'calm');
+	CREATE TYPE tone AS ENUM ('low', 'high');
+	CREATE FUNCTION tone_json(tone) RETURNS json LANGUAGE sql AS
+		$$ CREATE TEMPORARY TABLE IF NOT EXISTS left_behind (x int); SELECT pg_catalog.to_json($1::text) $$;
+	CREATE CAST (tone AS json) WITH FUNCTION tone_json(tone);
+	CREATE TABLE t2 (id int PRIMARY KEY, k tone DEFAULT 'low');},
+	['t', 't2']);
 $n1->safe_psql('postgres', q{INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 200) g});
 wait_for_apply_all(\@nodes, label => 'rows everywhere');
 
@@ -60,7 +67,8 @@ is($status, 'clean', 'once de3 has them, the diff is clean too');
 $n1->safe_psql('postgres', q{
 	CREATE ROLE differ;
 	GRANT USAGE ON SCHEMA concord TO differ;
-	GRANT SELECT ON t, concord.node, concord.tombstone, concord.departed_node TO differ;
+	GRANT SELECT ON t, concord.tombstone, concord.departed_node TO differ;
+	GRANT SELECT (node_name) ON concord.node TO differ;
 	GRANT EXECUTE ON FUNCTION concord.table_diff(regclass, name[], interval),
 		concord.wait_for_diff(bigint, interval), concord.fence(interval),
 		concord.wait_for_token(text, interval),
@@ -77,5 +85,16 @@ is($n1->safe_psql('postgres', 'SELECT string_agg(DISTINCT role, \',\') FROM who'
 	'this node\'s table was read as that role (the cast to json ran as differ)');
 is($n1->safe_psql('postgres', "SELECT started_by::regrole FROM concord.diff_run WHERE run_id = $id"), 'differ',
 	'the run records who started it');
+
+# 4. As a security-restricted operation: the caller's code run by the
+# digest can leave nothing behind in the worker (a temporary object that
+# the worker's own statements would then find).
+$n1->safe_psql('postgres', q{INSERT INTO t2 VALUES (1)});
+wait_for_apply_all(\@nodes, label => 't2 everywhere');
+$n1->safe_psql('postgres', q{GRANT SELECT ON t2 TO differ});
+($id, $status) = diff_on($n1, q{'t2'}, 'differ');
+is($status, 'failed', 'a digest whose cast creates a temporary table fails');
+like($n1->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $id"),
+	qr/cannot create temporary table within security-restricted operation/, 'as a security-restricted operation');
 
 done_testing();
