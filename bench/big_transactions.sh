@@ -94,13 +94,7 @@ setup() {
 				-c "SELECT concord.replication_set_add_table('default', 'bench_marker')" \
 				-c "$WAIT_CONCORD_FN" >/dev/null
 		done
-		for n in "${NODES[@]}"; do
-			for m in "${NODES[@]}"; do
-				[[ $n == "$m" ]] && continue
-				q "${PORT[$pre$n]}" -c "SELECT concord.create_subscription('${n}_from_$m',
-					'$(dsn "${PORT[$pre$m]}")', synchronize_data := false)" >/dev/null
-			done
-		done
+		concord_mesh "$pre" "${NODES[@]}"
 		;;
 	esac
 }

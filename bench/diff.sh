@@ -63,13 +63,7 @@ setup() {
 			-c "SELECT concord.replication_set_add_table('default', 't')" \
 			-c "SELECT concord.replication_set_add_table('default', 'hb')" >/dev/null
 	done
-	for n in "${NODES[@]}"; do
-		for m in "${NODES[@]}"; do
-			[[ $n == "$m" ]] && continue
-			q "${PORT[$pre$n]}" -c "SELECT concord.create_subscription('${n}_from_$m',
-				'$(dsn "${PORT[$pre$m]}")', synchronize_data := false)" >/dev/null
-		done
-	done
+	concord_mesh "$pre" "${NODES[@]}"
 	for n in "${NODES[@]}"; do
 		q "${PORT[$pre$n]}" -c "DO \$\$ BEGIN
 			FOR i IN 1 .. $TIMEOUT * 10 LOOP

@@ -167,6 +167,20 @@ run_pgbench() {
 
 checkpoint() { local p; for p in "$@"; do q "$p" -c "CHECKPOINT"; done; }
 
+# concord_mesh PREFIX NODE...: every concord node PREFIX<NODE> subscribes
+# to every other one (<node>_from_<other>), without a copy.
+concord_mesh() {
+	local pre=$1 n m
+	shift
+	for n in "$@"; do
+		for m in "$@"; do
+			[[ $n == "$m" ]] && continue
+			q "${PORT[$pre$n]}" -c "SELECT concord.create_subscription('${n}_from_$m',
+				'$(dsn "${PORT[$pre$m]}")', synchronize_data := false)" >/dev/null
+		done
+	done
+}
+
 checksum() {
 	q "$1" -c "SELECT count(*) || ' rows, sum(n) ' || coalesce(sum(n), 0) || ', md5 '
 		|| md5(coalesce(string_agg(id || ':' || n || ':' || payload, ',' ORDER BY id), ''))

@@ -40,7 +40,7 @@ our @EXPORT = qw(
   status_report start_psql start_psql_file finish_psql
   random_workload apply_model_expectations
   setup_mesh partition_nodes heal_nodes wait_applied_from vacuum_freeze_until_frozen
-  conflict_history_of
+  conflict_history_of restart_after_crash
   link_down link_up link_applied history_marks no_conflicts_since
   write_with_commit_ts
   delete_update_setup delete_update_race delete_update_converged
@@ -97,6 +97,23 @@ sub concord_node
 	}
 	$SUBS{$name} = [];
 	return $node;
+}
+
+# restart_after_crash($node): after a process of $node was killed (the
+# tests run with restart_after_crash off, so the server goes down), waits
+# until the server is down, then starts it again.
+sub restart_after_crash
+{
+	my ($node) = @_;
+	my $pidfile = $node->data_dir . '/postmaster.pid';
+	foreach (1 .. 10 * $TIMEOUT)
+	{
+		last unless -e $pidfile;
+		Time::HiRes::usleep(100_000);
+	}
+	$node->_update_pid(0);
+	$node->start;
+	return;
 }
 
 sub concord_nodes

@@ -28,7 +28,6 @@ use ConcordTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $seed = $ENV{CONCORD_SEED} // int(rand(1 << 30));
 diag("600_join_mesh: random seed $seed (CONCORD_SEED=$seed replays it)");
@@ -281,15 +280,7 @@ foreach my $kill (1, 2)
 	$pid = $n4->safe_psql('postgres',
 		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'concord sync'});
 	ok(kill('KILL', $pid), "C: sync worker killed mid-copy ($kill)");
-	# restart_after_crash is off here: the server goes down; start it again.
-	my $pidfile = $n4->data_dir . '/postmaster.pid';
-	foreach (1 .. 10 * $ConcordTest::TIMEOUT)
-	{
-		last unless -e $pidfile;
-		usleep(100_000);
-	}
-	$n4->_update_pid(0);
-	$n4->start;
+	restart_after_crash($n4);
 }
 all_replicating([ @mesh, $n4 ], 3, 'C');
 stop_churn($churns, 'C');

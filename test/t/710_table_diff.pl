@@ -28,7 +28,6 @@ use ConcordTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $rows = $ENV{CONCORD_DIFF_ROWS} // 1000000;
 my $seed = $ENV{CONCORD_SEED} // int(rand(1 << 30));
@@ -233,15 +232,7 @@ ok($n2->poll_query_until('postgres', q{
 	'the diff waits for the fence on dn2');
 my $pid = run_of($n1, $id, 'worker_pid');
 ok(kill('KILL', $pid), 'the diff worker killed mid-run');
-# restart_after_crash is off here: the server goes down; start it again.
-my $pidfile = $n1->data_dir . '/postmaster.pid';
-foreach (1 .. 10 * $ConcordTest::TIMEOUT)
-{
-	last unless -e $pidfile;
-	usleep(100_000);
-}
-$n1->_update_pid(0);
-$n1->start;
+restart_after_crash($n1);
 ok($n1->poll_query_until('postgres', "SELECT concord.wait_for_diff($id, '1s') = 'failed'"),
 	'after its worker was killed, the run is failed');
 like(run_of($n1, $id, 'error'), qr/the diff worker \(PID $pid\) stopped before the run ended/,
