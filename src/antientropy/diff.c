@@ -57,6 +57,7 @@ typedef struct DiffRun
 	char	   *relation;		/* qualified, quoted name, for the peers */
 	char	   *local_relation; /* its OID here, as text */
 	int			buckets;
+	char	   *buckets_text;	/* the same, as the digests' parameter */
 	TimestampTz deadline;
 	char	   *timeout;		/* the run's timeout, for messages */
 	int			nnodes;
@@ -141,7 +142,7 @@ take_fences(DiffRun *run)
 		params[i] = concord_diff_interval_left(run->deadline);
 	res = concord_diff_query_all(run->nodes, run->nnodes,
 								 "SELECT fence_time, token FROM concord.fence($1::pg_catalog.interval)",
-								 1, params, run->deadline);
+								 2, 1, params, run->deadline);
 	initStringInfo(&fences);
 	appendStringInfoChar(&fences, '{');
 	for (int i = 0; i < run->nnodes; i++)
@@ -216,7 +217,7 @@ wait_for_fences(DiffRun *run)
 	}
 	res = concord_diff_query_all(run->nodes, run->nnodes,
 								 "SELECT concord.wait_for_token($1, $2::pg_catalog.interval)",
-								 2, params, run->deadline);
+								 1, 2, params, run->deadline);
 	for (int j = 0; j < run->nnodes; j++)
 	{
 		DiffNode   *node = &run->nodes[j];
@@ -256,7 +257,6 @@ differing_buckets(DiffRun *run)
 	int64	   *counts;
 	uint64	   *digests;
 	StringInfoData list;
-	char		buckets[16];
 	DiffResult **answers;
 
 	initStringInfo(&list);
@@ -264,21 +264,16 @@ differing_buckets(DiffRun *run)
 	counts = palloc0(sizeof(int64) * run->buckets * run->nnodes);
 	digests = palloc0(sizeof(uint64) * 2 * run->buckets * run->nnodes);
 
-	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT bucket, row_count, digest, in_flight"
 									 " FROM concord.table_digest(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4)",
-									 3, table_params(run, 3, run->fences, buckets),
+									 4, 3, table_params(run, 3, run->fences, run->buckets_text),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		DiffResult *res = answers[i];
 
-		if (res->ncols != 4)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("node \"%s\" returned a malformed digest", run->nodes[i].name)));
 		for (int r = 0; r < res->nrows; r++)
 		{
 			const char *digest = DIFF_CELL(res, r, 2);
@@ -350,26 +345,20 @@ find_candidates(DiffRun *run, const char *only_buckets)
 	DiffEntry  *entries = NULL;
 	int			nentries = 0;
 	int			maxentries = 0;
-	char		buckets[16];
 	DiffResult **answers;
 
 	MemoryContextSwitchTo(step);
 
-	snprintf(buckets, sizeof(buckets), "%d", run->buckets);
 	check_deadline(run);
 	answers = concord_diff_query_all(run->nodes, run->nnodes,
 									 "SELECT key, digest, settled"
 									 " FROM concord.table_digest_rows(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4, $4::pg_catalog.int4[])",
-									 4, table_params(run, 4, run->fences, buckets, only_buckets),
+									 3, 4, table_params(run, 4, run->fences, run->buckets_text, only_buckets),
 									 run->deadline);
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		DiffResult *res = answers[i];
 
-		if (res->ncols != 3)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("node \"%s\" returned a malformed row list", run->nodes[i].name)));
 		if (nentries + res->nrows > maxentries)
 		{
 			maxentries = Max(nentries + res->nrows, 2 * maxentries);
@@ -531,11 +520,11 @@ confirm_candidates(DiffRun *run)
 		answers = concord_diff_query_all(run->nodes, run->nnodes,
 										 "SELECT key, row_data, digest, commit_time, origin_node, settled, deleted"
 										 " FROM concord.table_digest_keys(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.jsonb)",
-										 3, table_params(run, 3, run->confirm_fences, keys.data),
+										 7, 3, table_params(run, 3, run->confirm_fences, keys.data),
 										 run->deadline);
 		for (int i = 0; i < run->nnodes; i++)
 		{
-			if (answers[i]->nrows != last - first || answers[i]->ncols != 7)
+			if (answers[i]->nrows != last - first)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROTOCOL_VIOLATION),
 						 errmsg("node \"%s\" returned %d rows for %d keys",
@@ -570,13 +559,20 @@ record_result(DiffRun *run)
 	Datum		values[12];
 	char		nulls[13] = "  n         ";
 
+	Oid			rtypes[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	SPIPlanPtr	insert = NULL;
+
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
+	if (run->findings != NIL &&
+		(insert = SPI_prepare("INSERT INTO concord.diff_row (run_id, relation, key, kind, rows)"
+							  " VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5::pg_catalog.jsonb)"
+							  " ON CONFLICT DO NOTHING", 5, rtypes)) == NULL)
+		elog(ERROR, "could not prepare the recording of the differences");
 	foreach(lc, run->findings)
 	{
 		DiffFinding *f = lfirst(lc);
-		Oid			rtypes[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 		Datum		rvalues[5];
 
 		rvalues[0] = Int64GetDatum(run->run_id);
@@ -584,9 +580,8 @@ record_result(DiffRun *run)
 		rvalues[2] = CStringGetTextDatum(f->key);
 		rvalues[3] = CStringGetTextDatum(f->kind);
 		rvalues[4] = CStringGetTextDatum(f->rows);
-		run_sql("INSERT INTO concord.diff_row (run_id, relation, key, kind, rows)"
-				" VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5::pg_catalog.jsonb) ON CONFLICT DO NOTHING",
-				5, rtypes, rvalues, NULL, SPI_OK_INSERT);
+		if (SPI_execute_plan(insert, rvalues, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record the diff's result");
 	}
 	values[0] = Int64GetDatum(run->run_id);
 	values[1] = CStringGetTextDatum(run->differences > 0 ? "divergent" : "clean");
@@ -666,6 +661,7 @@ load_run(int64 run_id, MemoryContext cxt)
 		run->run_id = run_id;
 		run->relation = SPI_getvalue(tup, desc, 1);
 		run->buckets = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		run->buckets_text = psprintf("%d", run->buckets);
 		run->timeout = SPI_getvalue(tup, desc, 3);
 		run->deadline = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 		nodes = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 5, &isnull));

@@ -41,7 +41,8 @@ extern int64 concord_diff_bytes_received;
 extern void concord_diff_connect(DiffNode *node, TimestampTz deadline);
 extern void concord_diff_disconnect(DiffNode *node);
 extern DiffResult **concord_diff_query_all(DiffNode *nodes, int nnodes,
-										   const char *sql, int nparams,
+										   const char *sql, int ncols,
+										   int nparams,
 										   const char *const *params,
 										   TimestampTz deadline);
 extern char *concord_diff_interval_left(TimestampTz deadline);
@@ -50,6 +51,5 @@ extern char *concord_diff_interval_left(TimestampTz deadline);
 extern PGDLLEXPORT void concord_diff_main(Datum main_arg);
 extern bool concord_diff_start(int64 run_id, TransactionId creator,
 								int *pid);
-extern int64 concord_diff_reap(int64 run_id);
 
 #endif							/* CONCORD_DIFF_H */

@@ -185,11 +185,12 @@ query_local(DiffNode *node, const char *sql, int nparams,
 /*
  * The same statement on every node, with each node's parameters
  * (params[i * nparams ...]): sent to the peers first, so that they work
- * while this node does; the answers in the nodes' order.
+ * while this node does; the answers in the nodes' order, each of ncols
+ * columns.
  */
 DiffResult **
 concord_diff_query_all(DiffNode *nodes, int nnodes, const char *sql,
-					   int nparams, const char *const *params,
+					   int ncols, int nparams, const char *const *params,
 					   TimestampTz deadline)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -218,5 +219,11 @@ concord_diff_query_all(DiffNode *nodes, int nnodes, const char *sql,
 		rethrow_for_node(&nodes[at], cxt);
 	}
 	PG_END_TRY();
+	for (int i = 0; i < nnodes; i++)
+		if (res[i]->ncols != ncols)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("node \"%s\" returned %d columns instead of %d",
+							nodes[i].name, res[i]->ncols, ncols)));
 	return res;
 }
