@@ -817,6 +817,46 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.wait_for_diff(bigint, interval) IS
     'anti-entropy: waits until a diff run ended (or the timeout passed) and returns its status';
 
+-- Repairs (concord.table_repair): one row per key and node a repair
+-- planned or tried.  Written on the node it repaired, in the transaction
+-- of the repair; a dry run's plan on the node that ran it.
+CREATE TABLE concord.repair_history (
+    run_id      bigint      NOT NULL,
+    coordinator name        NOT NULL,
+    node_name   name        NOT NULL,
+    relation    text        NOT NULL,
+    key         jsonb       NOT NULL,
+    action      text        NOT NULL
+                CHECK (action IN ('insert', 'update', 'delete', 'already', 'stale')),
+    origin_node name,
+    commit_time timestamptz,
+    dry_run     boolean     NOT NULL DEFAULT false,
+    repaired_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+CREATE INDEX repair_history_run ON concord.repair_history (coordinator, run_id);
+COMMENT ON TABLE concord.repair_history IS
+    'anti-entropy: per key and node, what concord.table_repair() wrote (insert, update, delete), found done (already) or left to a newer write (stale); a dry run''s plan';
+REVOKE ALL ON concord.repair_history FROM PUBLIC;
+
+CREATE FUNCTION concord.table_repair(run_id bigint, source_node name DEFAULT NULL,
+        dry_run boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'concord_table_repair'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.table_repair(bigint, name, boolean) IS
+    'anti-entropy: writes the winner of each key of a divergent diff run on the nodes that lack it, with its origin and commit time; returns how many row writes it sent';
+
+-- The part of a repair each node runs, in a transaction of its own: locks
+-- the key, writes the winner unless the node's version changed since the
+-- diff (expected), under the winner's origin and commit time.
+CREATE FUNCTION concord.repair_row(relation text, key jsonb, expected jsonb,
+        winner jsonb, run_id bigint, coordinator name)
+RETURNS text
+AS 'MODULE_PATHNAME', 'concord_repair_row'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION concord.repair_row(text, jsonb, jsonb, jsonb, bigint, name) IS
+    'anti-entropy: one key of a repair on this node (called by concord.table_repair() over libpq); returns what it did';
+
 -- Re-applies a remote change that a conflict left unapplied (resolution
 -- skip or keep_local), as a new local write of this node: it replicates
 -- to the other nodes like any write, with the current commit timestamp.

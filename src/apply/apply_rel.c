@@ -182,70 +182,6 @@ map_columns(ApplyRel *arel, Relation rel)
 	}
 }
 
-/*
- * The resolver of each conflict type: the table's setting for the type,
- * else the table's for every type, else the default of every table for
- * the type, else for every type, else the GUC concord.conflict_resolver.
- */
-static void
-choose_resolvers(ApplyRel *arel)
-{
-	List	   *settings = concord_resolver_settings(arel->localid);
-	ListCell   *lc0;
-
-	/* A partition without settings of its own follows its ancestors'. */
-	if (get_rel_relispartition(arel->localid))
-	{
-		bool		own = false;
-
-		foreach(lc0, settings)
-			own |= ((ConcordResolverSetting *) lfirst(lc0))->relid == arel->localid;
-		foreach(lc0, own ? NIL : get_partition_ancestors(arel->localid))
-		{
-			List	   *up = concord_resolver_settings(lfirst_oid(lc0));
-			ListCell   *lc1;
-			bool		found = false;
-
-			foreach(lc1, up)
-				found |= OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid);
-			if (!found)
-				continue;
-			/* Count the ancestor's settings as the partition's own. */
-			foreach(lc1, up)
-				if (OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid))
-					((ConcordResolverSetting *) lfirst(lc1))->relid = arel->localid;
-			settings = up;
-			break;
-		}
-	}
-
-	for (int t = 0; t < CONCORD_NUM_CONFLICT_TYPES; t++)
-	{
-		const char *type = concord_conflict_name(t);
-		int			best_rank = 0;
-		ListCell   *lc;
-
-		arel->resolver[t] = concord_conflict_resolver;
-		arel->handler[t] = InvalidOid;
-		foreach(lc, settings)
-		{
-			ConcordResolverSetting *rs = lfirst(lc);
-			bool		for_type = strcmp(rs->conflict_type, type) == 0;
-			int			rank;
-
-			if (!for_type && rs->conflict_type[0] != '\0')
-				continue;
-			rank = (OidIsValid(rs->relid) ? 2 : 0) + (for_type ? 1 : 0) + 1;
-			if (rank > best_rank && concord_resolver_from_name(rs->resolver) >= 0)
-			{
-				best_rank = rank;
-				arel->resolver[t] = concord_resolver_from_name(rs->resolver);
-				arel->handler[t] = rs->handler;
-			}
-		}
-	}
-}
-
 /* Marks every relation for a new lookup (the resolver GUC changed). */
 void
 concord_apply_rel_forget_all(void)
@@ -419,7 +355,7 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 	table_close(rel, NoLock);
 	arel->localid = relid;
 	find_sync_lsn(arel);
-	choose_resolvers(arel);
+	concord_resolvers_of(arel->localid, arel->resolver, arel->handler);
 	arel->had_tombstones = concord_tombstone_any(relid);
 	arel->resolved = true;
 }

@@ -21,6 +21,7 @@
 #include "access/htup_details.h"
 #include "access/sysattr.h"
 #include "access/transam.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -34,6 +35,7 @@
 
 #include "catalog/origin.h"
 #include "catalog/tables.h"
+#include "concord.h"
 #include "conflict/conflict.h"
 #include "conflict/known.h"
 #include "conflict/own_commits.h"
@@ -566,4 +568,68 @@ concord_conflict_record(ConcordConflict *c, ConcordResolution resolution,
 		elog(ERROR, "could not record a conflict: %s", SPI_result_code_string(ret));
 	SPI_finish();
 	SetUserIdAndSecContext(saved_user, saved_context);
+}
+
+/*
+ * The resolver of each conflict type: the table's setting for the type,
+ * else the table's for every type, else the default of every table for
+ * the type, else for every type, else the GUC concord.conflict_resolver.
+ * A partition without settings of its own follows its ancestors'.
+ */
+void
+concord_resolvers_of(Oid relid, ConcordResolver *resolver, Oid *handler)
+{
+	List	   *settings = concord_resolver_settings(relid);
+	ListCell   *lc0;
+
+	if (get_rel_relispartition(relid))
+	{
+		bool		own = false;
+
+		foreach(lc0, settings)
+			own |= ((ConcordResolverSetting *) lfirst(lc0))->relid == relid;
+		foreach(lc0, own ? NIL : get_partition_ancestors(relid))
+		{
+			List	   *up = concord_resolver_settings(lfirst_oid(lc0));
+			ListCell   *lc1;
+			bool		found = false;
+
+			foreach(lc1, up)
+				found |= OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid);
+			if (!found)
+				continue;
+			/* Count the ancestor's settings as the partition's own. */
+			foreach(lc1, up)
+				if (OidIsValid(((ConcordResolverSetting *) lfirst(lc1))->relid))
+					((ConcordResolverSetting *) lfirst(lc1))->relid = relid;
+			settings = up;
+			break;
+		}
+	}
+
+	for (int t = 0; t < CONCORD_NUM_CONFLICT_TYPES; t++)
+	{
+		const char *type = concord_conflict_name(t);
+		int			best_rank = 0;
+		ListCell   *lc;
+
+		resolver[t] = concord_conflict_resolver;
+		handler[t] = InvalidOid;
+		foreach(lc, settings)
+		{
+			ConcordResolverSetting *rs = lfirst(lc);
+			bool		for_type = strcmp(rs->conflict_type, type) == 0;
+			int			rank;
+
+			if (!for_type && rs->conflict_type[0] != '\0')
+				continue;
+			rank = (OidIsValid(rs->relid) ? 2 : 0) + (for_type ? 1 : 0) + 1;
+			if (rank > best_rank && concord_resolver_from_name(rs->resolver) >= 0)
+			{
+				best_rank = rank;
+				resolver[t] = concord_resolver_from_name(rs->resolver);
+				handler[t] = rs->handler;
+			}
+		}
+	}
 }

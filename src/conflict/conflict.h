@@ -102,6 +102,8 @@ extern ConcordRemoteTxn *concord_remote_txn;
 
 extern const char *concord_resolver_name(ConcordResolver resolver);
 extern int	concord_resolver_from_name(const char *name);
+extern void concord_resolvers_of(Oid relid, ConcordResolver *resolver,
+								 Oid *handler);
 extern int	concord_conflict_from_name(const char *name);
 extern ConcordResolution concord_conflict_resolve(ConcordConflict *c);
 extern bool concord_conflict_concurrent(ConcordConflict *c);

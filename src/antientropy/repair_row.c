@@ -1,0 +1,520 @@
+/*-------------------------------------------------------------------------
+ *
+ * repair_row.c
+ *		concord.repair_row(): one key of a repair, on the node it repairs.
+ *
+ * concord.table_repair() (repair.c) calls it over libpq on every node that
+ * lacks a key's winner, one call per key, each in a transaction of its
+ * own.  It locks the key's row, reads the node's current version of the
+ * key as the diff did (concord.table_digest_keys()), and:
+ *
+ * - if the node already holds the winner's row (or its absence), does
+ *	 nothing ("already");
+ * - if the node's version is no longer the one the diff saw, keeps it: a
+ *	 write made since the diff (here, or arriving from a peer) is newer
+ *	 than the diff's winner, and replication's resolver decides between
+ *	 it and the other nodes' ("stale");
+ * - else writes the winner: INSERT, UPDATE or DELETE as the table's owner,
+ *	 under session_replication_role = replica like apply, in a transaction
+ *	 that commits under a replication origin named for the winner's
+ *	 origin node with the winner's commit time.  The row then carries the
+ *	 winner's version on every node, so later conflicts decide alike
+ *	 everywhere; a DELETE leaves a tombstone of that version.
+ *
+ * The origin is "concord_0_<node>": its name carries the node as apply's
+ * origins do (catalog/origin.c), so row versions, decoding and forwarding
+ * all read it as that node's; no subscription has id 0.  PostgreSQL 15
+ * lets one process at a time use an origin, so repairs under one origin
+ * take turns on a lock (cluster-wide: origins are); the session is
+ * released when the transaction ends (repair_xact_end).  Under its origin
+ * the transaction's every write is dated as the winner's, so the call must
+ * be the first write of a transaction of its own.
+ *
+ * Each call records what it did in concord.repair_history, in its own
+ * transaction: a repair is done or not, never half.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "replication/origin.h"
+#include "storage/itemptr.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "antientropy/repair.h"
+#include "apply/apply.h"
+#include "catalog/origin.h"
+#include "catalog/tables.h"
+#include "conflict/conflict.h"
+#include "conflict/tombstone.h"
+
+/* Tells the lock of a repair origin from pg_advisory_lock()'s and apply's. */
+#define CONCORD_REPAIR_ORIGIN_LOCK_FIELD4 0xC1
+
+/* Subscription id of the repair origins' names: no subscription has it. */
+#define REPAIR_ORIGIN_SUBID ((Oid) 0)
+
+static bool RepairOriginHeld = false;
+static bool CallbackRegistered = false;
+
+/* Releases the repair origin once its transaction ended, either way. */
+static void
+repair_xact_end(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (!RepairOriginHeld)
+		return;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	RepairOriginHeld = false;
+	replorigin_session_origin = InvalidRepOriginId;
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+	replorigin_session_reset();
+}
+
+/*
+ * The repair origin of a node, created if needed.  Unlike apply, which
+ * makes an origin in a transaction of its own before it writes under it,
+ * this transaction writes under the origin it makes: the origin's history
+ * begins with its own xid (every xid of the id's previous holder came
+ * before it), or the node of its rows would not be known.
+ */
+static RepOriginId
+repair_origin(const char *origin_node)
+{
+	char	   *name = concord_origin_name(REPAIR_ORIGIN_SUBID, origin_node);
+	RepOriginId origin = replorigin_by_name(name, true);
+
+	if (origin == InvalidRepOriginId)
+	{
+		FullTransactionId fxid = GetTopFullTransactionId();
+
+		origin = replorigin_create(name);
+		concord_origin_history_insert(origin, U64FromFullTransactionId(fxid), origin_node);
+	}
+	return origin;
+}
+
+/*
+ * Binds the transaction to the winner's origin and commit time.  Waits
+ * for a repair of another session under the same origin to end.
+ */
+static void
+take_origin(const char *origin_node, TimestampTz commit_time)
+{
+	RepOriginId origin = repair_origin(origin_node);
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, InvalidOid, origin, 0, CONCORD_REPAIR_ORIGIN_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	if (!CallbackRegistered)
+	{
+		RegisterXactCallback(repair_xact_end, NULL);
+		CallbackRegistered = true;
+	}
+	replorigin_session_setup(origin);
+	RepairOriginHeld = true;
+	replorigin_session_origin = origin;
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = commit_time;
+}
+
+/*
+ * Whether replication writes the table here: it (or a table it is a
+ * partition of) is in a replication set, or a subscription copied it.
+ */
+static bool
+replicated_here(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		isnull;
+	bool		found;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM concord.replication_set_table st"
+							  " WHERE st.set_reloid::pg_catalog.oid = $1"
+							  " OR st.set_reloid::pg_catalog.oid IN (SELECT pg_catalog.pg_partition_ancestors($1)))"
+							  " OR EXISTS (SELECT FROM concord.subscription_table t, pg_catalog.pg_class c,"
+							  " pg_catalog.pg_namespace n WHERE c.oid = $1 AND n.oid = c.relnamespace"
+							  " AND t.nspname = n.nspname AND t.relname = c.relname)",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the table's sets");
+	found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return found;
+}
+
+/* The owner of a table. */
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Reads a version as table_repair() sends it (ConcordRepairVersion). */
+static void
+read_version(Datum json, ConcordRepairVersion *v)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {json};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_typeof($1->'row') = 'object',"
+							  " $1->>'digest', ($1->>'commit_time')::pg_catalog.timestamptz,"
+							  " $1->>'origin_node', coalesce(($1->>'deleted')::pg_catalog.bool, false),"
+							  " ($1->'row')::pg_catalog.text",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read a version");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
+	v->digest = SPI_getvalue(tup, desc, 2);
+	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	v->known = !isnull;
+	v->origin_node = SPI_getvalue(tup, desc, 4);
+	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	v->row = SPI_getvalue(tup, desc, 6);
+}
+
+/* The node's version of the key now, read as the diff read it. */
+static void
+current_version(Oid relid, Datum key, ConcordRepairVersion *v)
+{
+	Oid			types[2] = {OIDOID, JSONBOID};
+	Datum		values[2] = {ObjectIdGetDatum(relid), key};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT k.row_data IS NOT NULL, k.digest, k.commit_time,"
+							  " k.origin_node, k.deleted"
+							  " FROM concord.table_digest_keys($1::pg_catalog.regclass, NULL,"
+							  " pg_catalog.jsonb_build_array($2)) k",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read the key's version");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+	v->digest = SPI_getvalue(tup, desc, 2);
+	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	v->known = !isnull;
+	v->origin_node = SPI_getvalue(tup, desc, 4);
+	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	v->row = NULL;
+}
+
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
+}
+
+/* Whether two versions hold the same content (a row's digest, or none). */
+static bool
+same_content(const ConcordRepairVersion *a, const ConcordRepairVersion *b)
+{
+	return a->present == b->present &&
+		(!a->present || same_text(a->digest, b->digest));
+}
+
+/* Whether the node's version is the one the diff saw. */
+static bool
+same_version(const ConcordRepairVersion *now, const ConcordRepairVersion *then)
+{
+	if (!same_content(now, then) || now->known != then->known)
+		return false;
+	if (!now->present && now->deleted != then->deleted)
+		return false;
+	if (now->known && now->commit_time != then->commit_time)
+		return false;
+	return same_text(now->origin_node, then->origin_node);
+}
+
+/*
+ * The statements that lock and write the key, as the table's owner: the
+ * key's columns are compared with those of the key (or row) given as $1
+ * in jsonb, read back with jsonb_populate_record().
+ */
+typedef struct RepairSql
+{
+	char	   *lock;
+	char	   *insert;
+	char	   *update;
+	char	   *delete;
+} RepairSql;
+
+static void
+make_sql(Oid relid, RepairSql *sql)
+{
+	char	   *qual = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid));
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	StringInfoData match,
+				cols,
+				rcols,
+				set;
+	char	   *first_key = NULL;
+
+	initStringInfo(&match);
+	initStringInfo(&cols);
+	initStringInfo(&rcols);
+	initStringInfo(&set);
+	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(a.attname),"
+							  " a.attname = ANY (concord.key_columns($1::pg_catalog.regclass)),"
+							  " a.attgenerated <> '', a.attidentity = 'a'"
+							  " FROM pg_catalog.pg_attribute a"
+							  " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped"
+							  " ORDER BY a.attnum",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of table %u", relid);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *col = SPI_getvalue(tup, desc, 1);
+		bool		isnull;
+		bool		key = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		bool		generated = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		bool		always = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+
+		if (key && first_key == NULL)
+			first_key = col;
+		if (key)
+			appendStringInfo(&match, "%st.%s = r.%s", match.len ? " AND " : "", col, col);
+		if (generated)
+			continue;
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", col);
+		appendStringInfo(&rcols, "%sr.%s", rcols.len ? ", " : "", col);
+		if (!key && !always)
+			appendStringInfo(&set, "%s%s = r.%s", set.len ? ", " : "", col, col);
+	}
+	if (match.len == 0)
+		elog(ERROR, "table %s has no key", qual);
+	if (set.len == 0)			/* every column is key: rows never differ */
+		appendStringInfo(&set, "%s = t.%s", first_key, first_key);
+	sql->lock = psprintf("SELECT t.tableoid, t.ctid FROM %s t,"
+						 " pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s FOR UPDATE OF t",
+						 qual, qual, match.data);
+	sql->insert = psprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s"
+						   " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r ON CONFLICT DO NOTHING",
+						   qual, cols.data, rcols.data, qual);
+	sql->update = psprintf("UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
+						   qual, set.data, qual, match.data);
+	sql->delete = psprintf("DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
+						   qual, qual, match.data);
+}
+
+/* The settings of concord.table_digest_keys(), which made the rows' jsonb. */
+static const char *const pinned[][2] = {
+	{"TimeZone", "UTC"},
+	{"DateStyle", "ISO, YMD"},
+	{"IntervalStyle", "postgres"},
+	{"lc_monetary", "C"},
+};
+
+/*
+ * Runs a statement on the table as its owner, as apply writes: replica
+ * role (only ENABLE REPLICA and ALWAYS triggers fire), no row security.
+ */
+static int
+as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
+{
+	Oid			saved_user;
+	int			saved_context;
+	int			nestlevel;
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {arg};
+	int			ret;
+
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("row_security", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* the row's values read back as the digest functions wrote them */
+	for (int i = 0; i < (int) lengthof(pinned); i++)
+		(void) set_config_option(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	ret = SPI_execute_with_args(sql, 1, types, values, NULL, read_only, 0);
+	AtEOXact_GUC(true, nestlevel);
+	SetUserIdAndSecContext(saved_user, saved_context);
+	return ret;
+}
+
+/* The row about to be deleted, for its tombstone. */
+static TupleTableSlot *
+fetch_locked(Relation *leaf, HeapTuple locked, TupleDesc desc)
+{
+	bool		isnull;
+	Oid			leafid = DatumGetObjectId(SPI_getbinval(locked, desc, 1, &isnull));
+	ItemPointerData tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(locked, desc, 2, &isnull));
+	TupleTableSlot *slot;
+
+	*leaf = table_open(leafid, RowExclusiveLock);
+	slot = table_slot_create(*leaf, NULL);
+	if (!table_tuple_fetch_row_version(*leaf, &tid, SnapshotAny, slot))
+		elog(ERROR, "could not read the row to delete");
+	return slot;
+}
+
+/* Writes the winner; the action taken ("stale" if an insert lost a race). */
+static const char *
+write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *now,
+			 const ConcordRepairVersion *winner, HeapTuple locked, TupleDesc lockdesc)
+{
+	Datum		row;
+
+	take_origin(winner->origin_node, winner->known ? winner->commit_time : CONCORD_BASELINE_TS);
+	if (!winner->present)
+	{
+		Relation	leaf;
+		TupleTableSlot *slot = fetch_locked(&leaf, locked, lockdesc);
+
+		if (as_owner(relid, sql->delete, key, false) != SPI_OK_DELETE || SPI_processed != 1)
+			elog(ERROR, "could not delete the row");
+		concord_tombstone_record(leaf, slot);
+		ExecDropSingleTupleTableSlot(slot);
+		table_close(leaf, NoLock);
+		concord_apply_log_origin_lsn(InvalidXLogRecPtr);
+		return "delete";
+	}
+	row = DirectFunctionCall1(jsonb_in, CStringGetDatum(winner->row));
+	if (now->present)
+	{
+		if (as_owner(relid, sql->update, row, false) != SPI_OK_UPDATE || SPI_processed != 1)
+			elog(ERROR, "could not update the row");
+		concord_apply_log_origin_lsn(InvalidXLogRecPtr);
+		return "update";
+	}
+	if (as_owner(relid, sql->insert, row, false) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert the row");
+	if (SPI_processed == 0)
+		return "stale";			/* inserted meanwhile, by a newer write */
+	concord_apply_log_origin_lsn(InvalidXLogRecPtr);
+	return "insert";
+}
+
+static void
+record(int64 run_id, const char *coordinator, const char *local, Oid relid, Datum key,
+	   const char *action, const ConcordRepairVersion *winner)
+{
+	Oid			types[8] = {INT8OID, NAMEOID, NAMEOID, TEXTOID, JSONBOID, TEXTOID,
+	NAMEOID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
+	Oid			saved_user;
+	int			saved_context;
+
+	values[0] = Int64GetDatum(run_id);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(coordinator));
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(local));
+	values[3] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															   get_rel_name(relid)));
+	values[4] = key;
+	values[5] = CStringGetTextDatum(action);
+	if (winner->origin_node)
+		values[6] = DirectFunctionCall1(namein, CStringGetDatum(winner->origin_node));
+	else
+		nulls[6] = 'n';
+	values[7] = TimestampTzGetDatum(winner->commit_time);
+	if (!winner->known)
+		nulls[7] = 'n';
+	concord_catalog_become_owner("repair_history", &saved_user, &saved_context);
+	if (SPI_execute_with_args("INSERT INTO concord.repair_history"
+							  " (run_id, coordinator, node_name, relation, key, action, origin_node, commit_time)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							  8, types, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the repair");
+	SetUserIdAndSecContext(saved_user, saved_context);
+}
+
+/*
+ * Repairs one key on this node (local): see the file's comment.  Returns
+ * the action taken.  The caller checked that the transaction has written
+ * nothing yet and uses no replication origin.
+ */
+const char *
+concord_repair_key(const char *relation, Datum key, Datum expected_json,
+				   Datum winner_json, int64 run_id, const char *coordinator,
+				   const char *local)
+{
+	Oid			relid;
+	ConcordRepairVersion expected,
+				winner,
+				now;
+	RepairSql	sql;
+	const char *action;
+	HeapTuple	locked = NULL;
+	TupleDesc	lockdesc = NULL;
+
+	relid = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(relation)));
+	if (!replicated_here(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s is in no replication set of this node", relation),
+				 errhint("A repair writes only replicated tables.")));
+
+	SPI_connect();
+	read_version(expected_json, &expected);
+	read_version(winner_json, &winner);
+	if (winner.origin_node == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the winner of a repair needs its origin node")));
+	make_sql(relid, &sql);
+	if (as_owner(relid, sql.lock, key, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the key");
+	if (SPI_processed > 0)
+	{
+		locked = SPI_copytuple(SPI_tuptable->vals[0]);
+		lockdesc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	}
+	current_version(relid, key, &now);
+	if (!now.present && locked != NULL)
+		elog(ERROR, "the key's row went while locked");
+	if (same_content(&now, &winner))
+		action = "already";
+	else if (!same_version(&now, &expected) || (now.present && locked == NULL))
+		action = "stale";		/* written since the diff (or the lock) */
+	else
+		action = write_winner(relid, &sql, key, &now, &winner, locked, lockdesc);
+	record(run_id, coordinator, local, relid, key, action, &winner);
+	SPI_finish();
+	return action;
+}
