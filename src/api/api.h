@@ -41,6 +41,12 @@ extern void concord_subscription_prepare(struct ConcordSubscription *sub,
 extern void concord_subscription_record(const struct ConcordSubscription *sub,
 										const ConcordProviderInfo *info);
 extern void concord_subscription_drop(struct ConcordSubscription *sub);
+extern void concord_sub_stop_workers(Oid subid);
+extern void concord_sub_wake_manager_at_commit(void);
+
+/* diff_api.c, for sub_repair_api.c */
+extern Datum concord_table_diff(PG_FUNCTION_ARGS);
+extern Datum concord_wait_for_diff(PG_FUNCTION_ARGS);
 
 /* mesh_api.c */
 extern void concord_departed_forget(const char *name);

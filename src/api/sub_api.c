@@ -194,8 +194,8 @@ concord_sub_api_install(void)
 }
 
 /* The manager reads the catalogs after this transaction commits. */
-static void
-wake_manager_at_commit(void)
+void
+concord_sub_wake_manager_at_commit(void)
 {
 	WakeManagerAtCommit = true;
 }
@@ -526,7 +526,7 @@ concord_subscription_prepare(ConcordSubscription *sub, ConcordProviderInfo *info
 	sub->provider_node_id = info->node_id;
 	sub->slot_name = psprintf("concord_%u_%u", local->id, sub->id);
 
-	wake_manager_at_commit();
+	concord_sub_wake_manager_at_commit();
 	take_back_slot_drop(sub->slot_name);
 	marker = concord_identity_marker();
 	concord_slot_create(sub->provider_dsn, sub->password_required, sub->slot_name);
@@ -585,8 +585,8 @@ read_worker_pids(Oid subid, pid_t *apply_pid, pid_t *sync_pid)
  * Workers started meanwhile block on the subscription's lock, which the
  * caller holds, so only the ones running now need to end.
  */
-static void
-stop_workers(Oid subid)
+void
+concord_sub_stop_workers(Oid subid)
 {
 	pid_t		old_apply;
 	pid_t		old_sync;
@@ -646,7 +646,7 @@ concord_subscription_drop(ConcordSubscription *sub)
 	/* New workers block on this lock until we are done. */
 	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
 					   sub->id, 0, AccessExclusiveLock);
-	stop_workers(sub->id);
+	concord_sub_stop_workers(sub->id);
 	if (local_is_copy(&why))
 		ereport(NOTICE,
 				(errmsg("replication slot \"%s\" on the provider is left alone: this database is a copy of node \"%s\"",
@@ -654,7 +654,7 @@ concord_subscription_drop(ConcordSubscription *sub)
 				 errdetail("The slot belongs to the original node, which may still use it. %s.", why)));
 	concord_subscription_delete(sub->id);
 	drop_at_commit(sub, !local_is_copy(&why));
-	wake_manager_at_commit();
+	concord_sub_wake_manager_at_commit();
 }
 
 Datum
@@ -705,7 +705,7 @@ set_enabled(FunctionCallInfo fcinfo, bool enabled)
 			st->restart_after = 0;
 		LWLockRelease(ConcordShmem->lock);
 	}
-	wake_manager_at_commit();
+	concord_sub_wake_manager_at_commit();
 	PG_RETURN_BOOL(true);
 }
 
@@ -749,8 +749,8 @@ concord_alter_subscription_resynchronize_table(PG_FUNCTION_ARGS)
 	 */
 	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
 					   sub->id, 0, AccessExclusiveLock);
-	stop_workers(sub->id);
-	wake_manager_at_commit();
+	concord_sub_stop_workers(sub->id);
+	concord_sub_wake_manager_at_commit();
 	PG_RETURN_BOOL(true);
 }
 

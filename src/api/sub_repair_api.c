@@ -1,0 +1,459 @@
+/*-------------------------------------------------------------------------
+ *
+ * sub_repair_api.c
+ *		concord.alter_subscription_repair(): recovers a subscription whose
+ *		slot on the provider is lost, with what the slot no longer holds
+ *		mended by a diff and a repair of each of its tables.
+ *
+ * A slot invalidated by max_slot_wal_keep_size (or dropped by hand) cannot
+ * give back the changes the provider made since the subscription's
+ * position: streaming cannot resume.  The recovery runs in a background
+ * worker of its own (concord subscription repair), since each step must
+ * commit before the next can start, and the caller waits for it:
+ *
+ * 1. With the subscription's workers stopped and held off (the lock that
+ *    drop_subscription takes), the lost slot is dropped on the provider
+ *    and a new one made: the subscription streams from the provider's
+ *    current position on, once this commits.
+ * 2. The worker waits until the subscription applied the provider's WAL
+ *    up to where it was after step 1.
+ * 3. Each table the subscription copied is compared with the provider
+ *    (concord.table_diff, peers {provider}); a divergent run is repaired
+ *    (concord.table_repair) by the table's resolver: a row the provider
+ *    wrote in the lost stretch reaches this node with its version, and a
+ *    local write that wins over it stays (and reaches the provider, if
+ *    the provider lacks it).  The diffs and repairs run as the caller.
+ *
+ * Each call is recorded in concord.subscription_repair; a failure names
+ * the step.  A call that failed after step 1 has left the subscription
+ * streaming; its tables are compared and repaired again by hand
+ * (table_diff, table_repair) or by another call once the slot is lost
+ * again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "api/api.h"
+#include "antientropy/repair.h"
+#include "catalog/tables.h"
+#include "remote/remote.h"
+#include "shmem/shmem.h"
+
+PG_FUNCTION_INFO_V1(concord_alter_subscription_repair);
+PGDLLEXPORT void concord_sub_repair_main(Datum main_arg);
+
+/* How long each table's diff, and the wait for the stream, may take. */
+#define SUB_REPAIR_TIMEOUT	"1h"
+
+static int64 RepairId = 0;
+
+/* Runs one statement through SPI, in the current transaction. */
+static void
+run_sql(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+{
+	SPI_connect();
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) != expected)
+		elog(ERROR, "could not run: %s", sql);
+	SPI_finish();
+}
+
+static void
+begin_step(void)
+{
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end_step(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* The provider's answer to a query of one value. */
+static char *
+provider_value(ConcordSubscription *sub, const char *sql, int nparams,
+			   const char *const *params)
+{
+	PGconn	   *conn = concord_remote_connect(sub->provider_dsn, false,
+											  "concord subscription repair",
+											  sub->password_required);
+	char	   *value = NULL;
+
+	PG_TRY();
+	{
+		PGresult   *res = concord_remote_query(conn, sql, nparams, params, PGRES_TUPLES_OK);
+
+		if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+			value = pstrdup(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
+	return value;
+}
+
+/*
+ * Step 1: a new slot for the subscription, its workers stopped meanwhile.
+ * Returns where the slot starts.
+ */
+static XLogRecPtr
+renew_slot(Oid subid)
+{
+	ConcordSubscription *sub;
+	const char *params[1];
+	char	   *wal_status;
+	char	   *start;
+	ConcordSubState *st;
+
+	begin_step();
+	concord_catalog_lock(CATALOG_SUBSCRIPTION);
+	sub = concord_subscription_get_by_id(subid);
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription was dropped")));
+	params[0] = sub->slot_name;
+	wal_status = provider_value(sub, "SELECT coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots"
+								" WHERE slot_name = $1", 1, params);
+	if (wal_status != NULL && strcmp(wal_status, "lost") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the slot of subscription \"%s\" is not lost (its wal_status on the provider is \"%s\"): the subscription can resume",
+						sub->name, wal_status)));
+	/* New workers block on this lock until the new slot is there. */
+	LockDatabaseObject(concord_catalog_relid(CATALOG_SUBSCRIPTION, false),
+					   sub->id, 0, AccessExclusiveLock);
+	concord_sub_stop_workers(sub->id);
+	if (wal_status != NULL &&
+		!concord_slot_drop(sub->provider_dsn, sub->password_required, sub->slot_name,
+						   "concord subscription repair", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("could not drop the lost slot \"%s\" on the provider", sub->slot_name)));
+	concord_slot_create(sub->provider_dsn, sub->password_required, sub->slot_name);
+	start = provider_value(sub, "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots"
+						   " WHERE slot_name = $1", 1, params);
+	if (start == NULL)
+		elog(ERROR, "the new slot has no start");
+
+	/* Streams again once this commits, at once. */
+	sub->enabled = true;
+	concord_subscription_update(sub);
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	st = concord_sub_state(MyDatabaseId, sub->id, false);
+	if (st)
+		st->restart_after = 0;
+	LWLockRelease(ConcordShmem->lock);
+	concord_sub_wake_manager_at_commit();
+	{
+		Oid			types[2] = {INT8OID, TEXTOID};
+		Datum		values[2] = {Int64GetDatum(RepairId), CStringGetTextDatum(start)};
+
+		run_sql("UPDATE concord.subscription_repair SET slot_lsn = $2::pg_catalog.pg_lsn WHERE repair_id = $1",
+				2, types, values, SPI_OK_UPDATE);
+	}
+	end_step();
+	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(start)));
+}
+
+/* Step 2: the subscription applied the provider's WAL up to now. */
+static void
+wait_caught_up(Oid subid, TimestampTz deadline)
+{
+	ConcordSubscription *sub;
+	char	   *now;
+	XLogRecPtr	target;
+
+	begin_step();
+	sub = concord_subscription_get_by_id(subid);
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription was dropped")));
+	now = provider_value(sub, "SELECT pg_catalog.pg_current_wal_lsn()", 0, NULL);
+	target = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(now)));
+	pgstat_report_activity(STATE_RUNNING, psprintf("waiting for subscription %s to apply up to %X/%X",
+												   sub->name, LSN_FORMAT_ARGS(target)));
+	if (!concord_wait_applied(sub, target, deadline))
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("subscription \"%s\" did not apply the provider's changes up to %X/%X within %s",
+						sub->name, LSN_FORMAT_ARGS(target), SUB_REPAIR_TIMEOUT),
+				 errhint("See last_error in concord.subscription_status.")));
+	end_step();
+}
+
+/* The tables the subscription copied, as OIDs here (those that exist). */
+static List *
+sub_tables(Oid subid, MemoryContext cxt)
+{
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	begin_step();
+	foreach(lc, concord_sub_table_get(subid))
+	{
+		ConcordSubTable *st = lfirst(lc);
+		Oid			nsp = get_namespace_oid(st->nspname, true);
+		Oid			relid = OidIsValid(nsp) ? get_relname_relid(st->relname, nsp) : InvalidOid;
+
+		if (OidIsValid(relid))
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+
+			relids = lappend_oid(relids, relid);
+			MemoryContextSwitchTo(oldcxt);
+		}
+	}
+	end_step();
+	return relids;
+}
+
+/* Step 3, for one table: its diff with the provider, then its repair. */
+static int64
+mend_table(Oid relid, const char *provider, Oid caller, const char *local)
+{
+	Datum		peer = DirectFunctionCall1(namein, CStringGetDatum(provider));
+	ArrayType  *peers = construct_array(&peer, 1, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR);
+	Datum		timeout = DirectFunctionCall3(interval_in, CStringGetDatum(SUB_REPAIR_TIMEOUT),
+											  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	Oid			saved_user;
+	int			saved_context;
+	int64		run_id;
+	char	   *status;
+	int64		sent = 0;
+
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	begin_step();
+	SetUserIdAndSecContext(caller, saved_context);
+	run_id = DatumGetInt64(DirectFunctionCall3(concord_table_diff, ObjectIdGetDatum(relid),
+											   PointerGetDatum(peers), timeout));
+	SetUserIdAndSecContext(saved_user, saved_context);
+	{
+		Oid			types[2] = {INT8OID, INT8OID};
+		Datum		values[2] = {Int64GetDatum(RepairId), Int64GetDatum(run_id)};
+
+		run_sql("UPDATE concord.subscription_repair SET run_ids = run_ids || $2 WHERE repair_id = $1",
+				2, types, values, SPI_OK_UPDATE);
+	}
+	end_step();
+
+	begin_step();
+	status = TextDatumGetCString(DirectFunctionCall2(concord_wait_for_diff, Int64GetDatum(run_id),
+													 timeout));
+	end_step();
+	if (strcmp(status, "failed") == 0 || strcmp(status, "running") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the diff of table %s with node \"%s\" (run " INT64_FORMAT ") %s",
+						get_rel_name(relid), provider, run_id,
+						strcmp(status, "failed") == 0 ? "failed" : "did not end in time"),
+				 errhint("Its error is in concord.diff_run.")));
+	if (strcmp(status, "divergent") == 0)
+	{
+		begin_step();
+		SetUserIdAndSecContext(caller, saved_context);
+		sent = concord_repair_run(run_id, NULL, false, local);
+		SetUserIdAndSecContext(saved_user, saved_context);
+		end_step();
+	}
+	return sent;
+}
+
+static void
+record_end(const char *error, int64 sent)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(RepairId), 0, Int64GetDatum(sent)};
+	char		nulls[3] = "   ";
+
+	if (error)
+		values[1] = CStringGetTextDatum(error);
+	else
+		nulls[1] = 'n';
+	begin_step();
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE concord.subscription_repair SET finished_at = pg_catalog.clock_timestamp(),"
+							  " status = CASE WHEN $2 IS NULL THEN 'done' ELSE 'failed' END,"
+							  " error = $2, rows_sent = $3 WHERE repair_id = $1",
+							  3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the end of the repair");
+	SPI_finish();
+	end_step();
+}
+
+void
+concord_sub_repair_main(Datum main_arg)
+{
+	Oid			subid = DatumGetObjectId(main_arg);
+	Oid			caller;
+	MemoryContext cxt;
+	char	   *local = NULL;
+	volatile int64 sent = 0;
+	TimestampTz deadline;
+
+	memcpy(&caller, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	(void) concord_worker_connect();
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	cxt = AllocSetContextCreate(TopMemoryContext, "concord subscription repair",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 3600 * 1000);
+
+	begin_step();
+	{
+		ConcordSubscription *sub = concord_subscription_get_by_id(subid);
+		Oid			types[3] = {NAMEOID, INT4OID, OIDOID};
+		Datum		values[3];
+
+		local = MemoryContextStrdup(cxt, concord_token_local_node());
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(sub ? sub->name : "?"));
+		values[1] = Int32GetDatum(MyProcPid);
+		values[2] = ObjectIdGetDatum(caller);
+		SPI_connect();
+		if (SPI_execute_with_args("INSERT INTO concord.subscription_repair (sub_name, worker_pid, started_by)"
+								  " VALUES ($1, $2, $3) RETURNING repair_id",
+								  3, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not record the repair");
+		{
+			bool		isnull;
+
+			RepairId = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		SPI_finish();
+	}
+	end_step();
+	MemoryContextSwitchTo(cxt);
+
+	PG_TRY();
+	{
+		char	   *provider;
+		ListCell   *lc;
+
+		(void) renew_slot(subid);
+		MemoryContextSwitchTo(cxt);
+		wait_caught_up(subid, deadline);
+		MemoryContextSwitchTo(cxt);
+		begin_step();
+		provider = MemoryContextStrdup(cxt, concord_node_get_by_id(concord_subscription_get_by_id(subid)->provider_node_id)->name);
+		end_step();
+		MemoryContextSwitchTo(cxt);
+		foreach(lc, sub_tables(subid, cxt))
+		{
+			sent += mend_table(lfirst_oid(lc), provider, caller, local);
+			MemoryContextSwitchTo(cxt);
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		record_end(concord_redact_dsn(edata->message), sent);
+		proc_exit(0);
+	}
+	PG_END_TRY();
+	record_end(NULL, sent);
+	proc_exit(0);
+}
+
+/* concord.alter_subscription_repair(subscription_name name) RETURNS bigint */
+Datum
+concord_alter_subscription_repair(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+	ConcordSubscription *sub;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+	Oid			caller = GetUserId();
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+	Oid			saved_user;
+	int			saved_context;
+	bool		isnull;
+	char	   *status;
+	char	   *error;
+	int64		sent;
+
+	PreventInTransactionBlock(true, "concord.alter_subscription_repair()");
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("concord.alter_subscription_repair() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("It reads what its worker recorded meanwhile.")));
+	sub = concord_sub_get_existing(name);
+	(void) concord_token_local_node();
+
+	concord_fill_worker(&worker, "concord subscription repair", "concord_sub_repair_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "concord subscription repair %s", sub->name);
+	worker.bgw_main_arg = ObjectIdGetDatum(sub->id);
+	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), &caller, sizeof(Oid));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle) ||
+		WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no background worker slot is free for the subscription's repair"),
+				 errhint("Raise max_worker_processes, or try again.")));
+	if (WaitForBackgroundWorkerShutdown(handle) == BGWH_POSTMASTER_DIED)
+		ereport(FATAL,
+				(errcode(ERRCODE_ADMIN_SHUTDOWN),
+				 errmsg("the postmaster died during the subscription's repair")));
+
+	/* not read-only: a snapshot of now, which sees what the worker wrote */
+	SPI_connect();
+	values[0] = Int32GetDatum(pid);
+	concord_catalog_become_owner("subscription_repair", &saved_user, &saved_context);
+	if (SPI_execute_with_args("SELECT status, error, rows_sent FROM concord.subscription_repair"
+							  " WHERE worker_pid = $1 ORDER BY repair_id DESC LIMIT 1",
+							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the repair's record");
+	SetUserIdAndSecContext(saved_user, saved_context);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("the repair worker of subscription \"%s\" stopped before it recorded anything",
+						sub->name),
+				 errhint("See the server log.")));
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	error = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (strcmp(status, "done") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s", error ? error : "the repair worker stopped before the end"),
+				 errdetail("The repair of subscription \"%s\" failed; its record is in concord.subscription_repair.",
+						   sub->name)));
+	SPI_finish();
+	PG_RETURN_INT64(sent);
+}
