@@ -413,12 +413,13 @@ COMMENT ON FUNCTION concord.wait_for_token(text, interval) IS
     'true once this node holds everything the causal token names, from whichever subscription it arrives; false after the timeout';
 
 CREATE FUNCTION concord.fence(timeout interval DEFAULT '1min',
-        OUT fence_time timestamptz, OUT fence_lsn pg_lsn, OUT token text)
+        OUT fence_time timestamptz, OUT fence_lsn pg_lsn, OUT token text,
+        OUT receives_from name[])
 RETURNS record
 AS 'MODULE_PATHNAME', 'concord_fence'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION concord.fence(interval) IS
-    'anti-entropy: every transaction of this node that committed before fence_time is before fence_lsn; token for concord.wait_for_token() on the other nodes';
+    'anti-entropy: every transaction of this node that committed before fence_time is before fence_lsn; token for concord.wait_for_token() on the other nodes; receives_from: the nodes whose changes this node receives (its providers and the origins they forward, all: every origin)';
 
 CREATE FUNCTION concord.subscription_status_internal(
         OUT subscription_name name, OUT provider_node name, OUT status text,

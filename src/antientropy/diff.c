@@ -62,6 +62,7 @@ typedef struct DiffRun
 	char	   *timeout;		/* the run's timeout, for messages */
 	int			nnodes;
 	DiffNode   *nodes;			/* [0]: this node */
+	char	   *names_literal;	/* their names, as a name[] literal */
 	/* results */
 	int64		rows_settled;
 	int64		in_flight;
@@ -134,15 +135,22 @@ static char *
 take_fences(DiffRun *run)
 {
 	StringInfoData fences;
-	const char **params = palloc(sizeof(char *) * run->nnodes);
+	const char **params = palloc(sizeof(char *) * 2 * run->nnodes);
 	DiffResult **res;
 
 	check_deadline(run);
 	for (int i = 0; i < run->nnodes; i++)
-		params[i] = concord_diff_interval_left(run->deadline);
+	{
+		params[2 * i] = concord_diff_interval_left(run->deadline);
+		params[2 * i + 1] = run->names_literal;
+	}
 	res = concord_diff_query_all(run->nodes, run->nnodes,
-								 "SELECT fence_time, token FROM concord.fence($1::pg_catalog.interval)",
-								 2, 1, params, run->deadline);
+								 "SELECT f.fence_time, f.token,"
+								 " (SELECT pg_catalog.string_agg(CASE WHEN n.name = ANY (f.receives_from)"
+								 " OR 'all' = ANY (f.receives_from) THEN 't' ELSE 'f' END, '' ORDER BY n.ord)"
+								 " FROM pg_catalog.unnest($2::pg_catalog.name[]) WITH ORDINALITY n(name, ord))"
+								 " FROM concord.fence($1::pg_catalog.interval) f",
+								 3, 2, params, run->deadline);
 	initStringInfo(&fences);
 	appendStringInfoChar(&fences, '{');
 	for (int i = 0; i < run->nnodes; i++)
@@ -156,6 +164,11 @@ take_fences(DiffRun *run)
 					 errmsg("node \"%s\" returned no fence", node->name)));
 		node->fence_time = DIFF_CELL(res[i], 0, 0);
 		node->token = DIFF_CELL(res[i], 0, 1);
+		node->receives = DIFF_CELL(res[i], 0, 2);
+		if (node->receives == NULL || (int) strlen(node->receives) != run->nnodes)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("node \"%s\" did not say whose changes it receives", node->name)));
 		if (i > 0)
 			appendStringInfoString(&fences, ", ");
 		escape_json(&fences, node->name);
@@ -166,7 +179,13 @@ take_fences(DiffRun *run)
 	return fences.data;
 }
 
-/* The causal tokens of every node but one, as one token. */
+/*
+ * The causal tokens of every node but one, as one token: the fences that
+ * node waits for.  A node does not wait for the fence of a node whose
+ * changes no subscription of it brings (one-way replication): that
+ * node's rows never reach it, and count as settled once older than their
+ * fence, like the rest.
+ */
 static char *
 tokens_but(DiffRun *run, int skip)
 {
@@ -180,7 +199,8 @@ tokens_but(DiffRun *run, int skip)
 		const char *t = run->nodes[i].token;
 		size_t		len = strlen(t);
 
-		if (i == skip)
+		/* nor the fence of a node whose changes it never receives */
+		if (i == skip || run->nodes[skip].receives[i] != 't')
 			continue;
 		/* a token is a JSON object: its members, without the braces */
 		if (len < 2 || t[0] != '{' || t[len - 1] != '}')
@@ -201,7 +221,7 @@ tokens_but(DiffRun *run, int skip)
 
 /*
  * The barrier: every node holds every other node's changes up to that
- * node's fence, from whichever path they arrive.
+ * node's fence, from whichever path they arrive (if any does).
  */
 static void
 wait_for_fences(DiffRun *run)
@@ -631,6 +651,31 @@ record_failure(int64 run_id, const char *message)
 	CommitTransactionCommand();
 }
 
+/* The run's node names as a name[] literal, each quoted. */
+static char *
+names_literal(DiffRun *run)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	for (int i = 0; i < run->nnodes; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&out, ',');
+		appendStringInfoChar(&out, '"');
+		for (const char *c = run->nodes[i].name; *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				appendStringInfoChar(&out, '\\');
+			appendStringInfoChar(&out, *c);
+		}
+		appendStringInfoChar(&out, '"');
+	}
+	appendStringInfoChar(&out, '}');
+	return out.data;
+}
+
 /*
  * Reads the run (once its creator's transaction ended) and the DSNs of
  * its peers: NULL if the run is not there (its creator rolled back).
@@ -670,6 +715,7 @@ load_run(int64 run_id, MemoryContext cxt)
 		run->nodes = palloc0(sizeof(DiffNode) * nnames);
 		for (int i = 0; i < nnames; i++)
 			run->nodes[i].name = TextDatumGetCString(names[i]);
+		run->names_literal = names_literal(run);
 		run->local_relation = SPI_getvalue(tup, desc, 6);
 		run->nodes[0].local_user = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
 		for (int i = 1; i < nnames; i++)

@@ -24,6 +24,8 @@ typedef struct DiffNode
 	/* the node's fence of the current round */
 	char	   *fence_time;
 	char	   *token;
+	char	   *receives;		/* per node of the run: 't' if this one
+								 * receives its changes (concord.fence()) */
 } DiffNode;
 
 /* What a node answered: nrows x ncols texts, NULL for an SQL NULL. */

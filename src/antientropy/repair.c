@@ -42,6 +42,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 
 #include "antientropy/repair.h"
@@ -60,7 +61,7 @@ typedef struct RepairRun
 	int			nnodes;
 	ConcordResolver resolver;
 	const char *source;			/* NULL: the resolver decides */
-	TimestampTz started;
+	TimestampTz fenced;			/* the latest of the diff's first fences */
 } RepairRun;
 
 /* One node's state of one key, from diff_row.rows. */
@@ -95,7 +96,10 @@ load_run(RepairRun *run)
 	int			saved_context;
 
 	concord_catalog_become_owner("diff_run", &saved_user, &saved_context);
-	if (SPI_execute_with_args("SELECT relation, relid, nodes, status FROM concord.diff_run WHERE run_id = $1",
+	if (SPI_execute_with_args("SELECT relation, relid, nodes, status,"
+							  " (SELECT pg_catalog.max(f.value::pg_catalog.timestamptz)"
+							  " FROM pg_catalog.jsonb_each_text(fences) f)"
+							  " FROM concord.diff_run WHERE run_id = $1",
 							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the diff run");
 	SetUserIdAndSecContext(saved_user, saved_context);
@@ -114,6 +118,7 @@ load_run(RepairRun *run)
 	for (int i = 0; i < run->nnodes; i++)
 		run->nodes[i] = pstrdup(NameStr(*DatumGetName(names[i])));
 	status = SPI_getvalue(tup, desc, 4);
+	run->fenced = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
 	if (strcmp(status, "running") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -142,6 +147,12 @@ check_caller(RepairRun *run)
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", get_rel_name(run->relid)),
 					 errdetail("A repair inserts, updates and deletes the table's rows on every node: it needs SELECT, INSERT, UPDATE and DELETE on it.")));
+	if (check_enable_rls(run->relid, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table %s has row-level security for this role", get_rel_name(run->relid)),
+				 errdetail("A repair writes any row of the table, as its owner."),
+				 errhint("Run it as the table's owner or as a role with BYPASSRLS.")));
 }
 
 static void
@@ -254,11 +265,15 @@ winner_of(RepairRun *run, NodeState *states)
 		best = &states[node_index(run, run->source)].v;
 		if (!best->present && !best->deleted)
 		{
-			/* an absence without a version: a delete of the repair's time */
+			/*
+			 * An absence without a version: a delete dated with the diff's
+			 * fence, after every row the diff compared, before any write
+			 * made since (which then wins over it, on every node).
+			 */
 			best = palloc0(sizeof(ConcordRepairVersion));
 			best->deleted = true;
 			best->known = true;
-			best->commit_time = run->started;
+			best->commit_time = run->fenced;
 			best->origin_node = pstrdup(run->source);
 		}
 		else if (best->origin_node == NULL)
@@ -478,12 +493,16 @@ repair_node(RepairRun *run, int node, List *entries)
 									  " $6::pg_catalog.name)", 6, params);
 			if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 			{
-				char	   *msg = res && PQresultErrorMessage(res)[0] ?
-					pchomp(PQresultErrorMessage(res)) : concord_remote_error(conn);
+				char	   *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+				char	   *msg = primary ? pstrdup(primary) : concord_remote_error(conn);
+				char	   *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+				int			code = state && strlen(state) == 5 ?
+					MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]) :
+					ERRCODE_CONNECTION_FAILURE;
 
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("%s", msg)));
+				if (res)
+					PQclear(res);
+				ereport(ERROR, (errcode(code), errmsg("%s", msg)));
 			}
 			PQclear(res);
 		}
@@ -518,11 +537,11 @@ concord_repair_run(int64 run_id, const char *source, bool dry_run, const char *l
 {
 	RepairRun	run;
 	List	   *entries;
+	int64		count;
 
 	memset(&run, 0, sizeof(run));
 	run.run_id = run_id;
 	run.source = source;
-	run.started = GetCurrentTimestamp();
 	run.local = pstrdup(local);
 
 	SPI_connect();
@@ -535,6 +554,7 @@ concord_repair_run(int64 run_id, const char *source, bool dry_run, const char *l
 	else
 		for (int i = 0; i < run.nnodes; i++)
 			repair_node(&run, i, entries);
+	count = list_length(entries);
 	SPI_finish();
-	return list_length(entries);
+	return count;
 }

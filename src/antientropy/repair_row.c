@@ -21,14 +21,15 @@
  *	 winner's version on every node, so later conflicts decide alike
  *	 everywhere; a DELETE leaves a tombstone of that version.
  *
- * The origin is "concord_0_<node>": its name carries the node as apply's
- * origins do (catalog/origin.c), so row versions, decoding and forwarding
- * all read it as that node's; no subscription has id 0.  PostgreSQL 15
- * lets one process at a time use an origin, so repairs under one origin
- * take turns on a lock (cluster-wide: origins are); the session is
- * released when the transaction ends (repair_xact_end).  Under its origin
- * the transaction's every write is dated as the winner's, so the call must
- * be the first write of a transaction of its own.
+ * The origin is "concord_0<database OID>_<node>" (catalog/origin.c): its
+ * name carries the node as apply's origins do, so row versions, decoding
+ * and forwarding all read it as that node's.  PostgreSQL 15 lets one
+ * process at a time use an origin, so repairs under one origin take turns
+ * on its lock, taken before anything else; the session is released when
+ * the transaction ends (repair_xact_end), and the manager drops the
+ * origins no repair holds.  Under its origin the transaction's every
+ * write is dated as the winner's, so the call must be the first write of
+ * a transaction of its own, and no subtransaction's.
  *
  * Each call records what it did in concord.repair_history, in its own
  * transaction: a repair is done or not, never half.
@@ -47,6 +48,7 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "replication/origin.h"
+#include "replication/slot.h"
 #include "storage/itemptr.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -64,26 +66,25 @@
 #include "conflict/conflict.h"
 #include "conflict/tombstone.h"
 
-/* Tells the lock of a repair origin from pg_advisory_lock()'s and apply's. */
-#define CONCORD_REPAIR_ORIGIN_LOCK_FIELD4 0xC1
-
-/* Subscription id of the repair origins' names: no subscription has it. */
-#define REPAIR_ORIGIN_SUBID ((Oid) 0)
-
-static bool RepairOriginHeld = false;
+static RepOriginId HeldOrigin = InvalidRepOriginId;
 static bool CallbackRegistered = false;
 
 /* Releases the repair origin once its transaction ended, either way. */
 static void
 repair_xact_end(XactEvent event, void *arg pg_attribute_unused())
 {
-	if (!RepairOriginHeld)
+	RepOriginId held = HeldOrigin;
+
+	if (held == InvalidRepOriginId)
 		return;
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
 		event != XACT_EVENT_PREPARE)
 		return;
-	RepairOriginHeld = false;
+	HeldOrigin = InvalidRepOriginId;
+	/* Released already (pg_replication_origin_session_reset()): no error here. */
+	if (replorigin_session_origin != held)
+		return;
 	replorigin_session_origin = InvalidRepOriginId;
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
@@ -91,47 +92,69 @@ repair_xact_end(XactEvent event, void *arg pg_attribute_unused())
 }
 
 /*
- * The repair origin of a node, created if needed.  Unlike apply, which
- * makes an origin in a transaction of its own before it writes under it,
- * this transaction writes under the origin it makes: the origin's history
- * begins with its own xid (every xid of the id's previous holder came
- * before it), or the node of its rows would not be known.
+ * The repair origin of a node, made if needed, its lock taken first (and
+ * held to the transaction's end: the manager drops the origins no repair
+ * holds).  Runs before the transaction has an xid: this transaction
+ * writes under the origin it may make, so the origin's history must
+ * begin at or before its own xid, and after every xid of the id's
+ * previous holder; the xid comes with the origin's catalog row, made
+ * under the lock that its drop took.
  */
 static RepOriginId
 repair_origin(const char *origin_node)
 {
-	char	   *name = concord_origin_name(REPAIR_ORIGIN_SUBID, origin_node);
-	RepOriginId origin = replorigin_by_name(name, true);
+	char	   *name = concord_repair_origin_name(origin_node);
+	RepOriginId origin;
 
+	Assert(!TransactionIdIsValid(GetTopTransactionIdIfAny()));
+	concord_repair_origin_lock(name);
+	origin = replorigin_by_name(name, true);
 	if (origin == InvalidRepOriginId)
 	{
-		FullTransactionId fxid = GetTopFullTransactionId();
-
 		origin = replorigin_create(name);
-		concord_origin_history_insert(origin, U64FromFullTransactionId(fxid), origin_node);
+		concord_origin_history_set(origin, U64FromFullTransactionId(GetTopFullTransactionId()),
+								   origin_node);
 	}
 	return origin;
 }
 
-/*
- * Binds the transaction to the winner's origin and commit time.  Waits
- * for a repair of another session under the same origin to end.
- */
+/* Whether the origin has no replication origin state yet, and one is free. */
 static void
-take_origin(const char *origin_node, TimestampTz commit_time)
+check_state_room(RepOriginId origin, const char *origin_node)
 {
-	RepOriginId origin = repair_origin(origin_node);
-	LOCKTAG		tag;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(origin)};
+	int			used;
+	bool		isnull;
 
-	SET_LOCKTAG_ADVISORY(tag, InvalidOid, origin, 0, CONCORD_REPAIR_ORIGIN_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	if (SPI_execute_with_args("SELECT pg_catalog.count(*), pg_catalog.bool_or(local_id = $1)"
+							  " FROM pg_catalog.pg_replication_origin_status",
+							  1, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the replication origins' states");
+	used = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) && !isnull)
+		return;
+	if (max_replication_slots - used <= CONCORD_ORIGIN_STATES_KEPT_FREE)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no room for the replication origin of a repair of node \"%s\"'s rows", origin_node),
+				 errdetail("%d of the server's %d replication origin states (max_replication_slots) are taken, and a repair leaves %d free for the subscriptions.",
+						   used, max_replication_slots, CONCORD_ORIGIN_STATES_KEPT_FREE),
+				 errhint("Raise max_replication_slots (it needs a restart); the manager frees the states of past repairs within a minute.")));
+}
+
+/* Binds the transaction to the winner's origin and commit time. */
+static void
+take_origin(RepOriginId origin, const char *origin_node, TimestampTz commit_time)
+{
+	check_state_room(origin, origin_node);
 	if (!CallbackRegistered)
 	{
 		RegisterXactCallback(repair_xact_end, NULL);
 		CallbackRegistered = true;
 	}
 	replorigin_session_setup(origin);
-	RepairOriginHeld = true;
+	HeldOrigin = origin;
 	replorigin_session_origin = origin;
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = commit_time;
@@ -283,13 +306,15 @@ make_sql(Oid relid, RepairSql *sql)
 	StringInfoData match,
 				cols,
 				rcols,
-				set;
+				set,
+				keys;
 	char	   *first_key = NULL;
 
 	initStringInfo(&match);
 	initStringInfo(&cols);
 	initStringInfo(&rcols);
 	initStringInfo(&set);
+	initStringInfo(&keys);
 	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(a.attname),"
 							  " a.attname = ANY (concord.key_columns($1::pg_catalog.regclass)),"
 							  " a.attgenerated <> '', a.attidentity = 'a'"
@@ -311,7 +336,10 @@ make_sql(Oid relid, RepairSql *sql)
 		if (key && first_key == NULL)
 			first_key = col;
 		if (key)
+		{
 			appendStringInfo(&match, "%st.%s = r.%s", match.len ? " AND " : "", col, col);
+			appendStringInfo(&keys, "%s%s", keys.len ? ", " : "", col);
+		}
 		if (generated)
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", col);
@@ -327,8 +355,8 @@ make_sql(Oid relid, RepairSql *sql)
 						 " pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s FOR UPDATE OF t",
 						 qual, qual, match.data);
 	sql->insert = psprintf("INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s"
-						   " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r ON CONFLICT DO NOTHING",
-						   qual, cols.data, rcols.data, qual);
+						   " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r ON CONFLICT (%s) DO NOTHING",
+						   qual, cols.data, rcols.data, qual, keys.data);
 	sql->update = psprintf("UPDATE %s t SET %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
 						   qual, set.data, qual, match.data);
 	sql->delete = psprintf("DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE %s",
@@ -396,11 +424,12 @@ fetch_locked(Relation *leaf, HeapTuple locked, TupleDesc desc)
 /* Writes the winner; the action taken ("stale" if an insert lost a race). */
 static const char *
 write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *now,
-			 const ConcordRepairVersion *winner, HeapTuple locked, TupleDesc lockdesc)
+			 const ConcordRepairVersion *winner, RepOriginId origin,
+			 HeapTuple locked, TupleDesc lockdesc)
 {
 	Datum		row;
 
-	take_origin(winner->origin_node, winner->known ? winner->commit_time : CONCORD_BASELINE_TS);
+	take_origin(origin, winner->origin_node, winner->known ? winner->commit_time : CONCORD_BASELINE_TS);
 	if (!winner->present)
 	{
 		Relation	leaf;
@@ -482,6 +511,7 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 	const char *action;
 	HeapTuple	locked = NULL;
 	TupleDesc	lockdesc = NULL;
+	RepOriginId origin;
 
 	relid = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(relation)));
 	if (!replicated_here(relid))
@@ -491,12 +521,13 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 				 errhint("A repair writes only replicated tables.")));
 
 	SPI_connect();
-	read_version(expected_json, &expected);
 	read_version(winner_json, &winner);
 	if (winner.origin_node == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the winner of a repair needs its origin node")));
+	origin = repair_origin(winner.origin_node);
+	read_version(expected_json, &expected);
 	make_sql(relid, &sql);
 	if (as_owner(relid, sql.lock, key, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the key");
@@ -513,7 +544,7 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 	else if (!same_version(&now, &expected) || (now.present && locked == NULL))
 		action = "stale";		/* written since the diff (or the lock) */
 	else
-		action = write_winner(relid, &sql, key, &now, &winner, locked, lockdesc);
+		action = write_winner(relid, &sql, key, &now, &winner, origin, locked, lockdesc);
 	record(run_id, coordinator, local, relid, key, action, &winner);
 	SPI_finish();
 	return action;

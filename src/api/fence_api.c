@@ -40,12 +40,14 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/procarray.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "api/api.h"
+#include "catalog/tables.h"
 #include "shmem/position.h"
 
 #define FENCE_POLL_MS	10
@@ -82,6 +84,34 @@ wait_for_xid(TransactionId xid, TimestampTz deadline, Interval *timeout)
 }
 
 /*
+ * The nodes whose changes this node receives: the providers of its
+ * subscriptions and the origins they forward ("all" for every origin).
+ * A diff waits here only for the fences of those (antientropy/diff.c).
+ */
+static Datum
+receives_from(void)
+{
+	List	   *names = NIL;
+	ListCell   *lc;
+	Datum	   *elems;
+	int			n = 0;
+
+	foreach(lc, concord_subscription_get_all())
+	{
+		ConcordSubscription *sub = lfirst(lc);
+		ConcordNode *provider = concord_node_get_by_id(sub->provider_node_id);
+
+		if (provider)
+			names = lappend(names, provider->name);
+		names = list_concat(names, sub->forward_origins);
+	}
+	elems = palloc(sizeof(Datum) * Max(list_length(names), 1));
+	foreach(lc, names)
+		elems[n++] = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc)));
+	return PointerGetDatum(construct_array(elems, n, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR));
+}
+
+/*
  * concord.fence(timeout interval DEFAULT '1min', OUT fence_time
  * timestamptz, OUT fence_lsn pg_lsn, OUT token text): this node's fence,
  * and a token of it for concord.wait_for_token() on the other nodes.
@@ -100,8 +130,8 @@ concord_fence(PG_FUNCTION_ARGS)
 	TransactionId last;
 	XLogRecPtr	lsn;
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 	StringInfoData token;
 
 	if (RecoveryInProgress())
@@ -161,5 +191,6 @@ concord_fence(PG_FUNCTION_ARGS)
 	values[0] = TimestampTzGetDatum(fence_time);
 	values[1] = LSNGetDatum(lsn);
 	values[2] = CStringGetTextDatum(token.data);
+	values[3] = receives_from();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -53,7 +53,8 @@ concord_repair_row(PG_FUNCTION_ARGS)
 {
 	const char *local = concord_token_local_node();
 
-	if (IsTransactionBlock() || TransactionIdIsValid(GetTopTransactionIdIfAny()))
+	if (IsTransactionBlock() || TransactionIdIsValid(GetTopTransactionIdIfAny()) ||
+		GetCurrentTransactionNestLevel() > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("concord.repair_row() must run in a transaction of its own"),

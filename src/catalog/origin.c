@@ -31,6 +31,10 @@
 #include "access/transam.h"
 #include "access/table.h"
 #include "catalog/pg_replication_origin.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -394,6 +398,84 @@ concord_origin_drop_all(Oid subid)
 		 * must not pass for the dropped origin's node.
 		 */
 		concord_origin_history_mark_dropped(o->id,
+											U64FromFullTransactionId(ReadNextFullTransactionId()));
+	}
+}
+
+/*
+ * Repair origins: a repair (antientropy/repair_row.c) writes a row with the
+ * version of the node it came from, under an origin named
+ * "concord_0<database OID>_<node>" (no subscription id starts with 0, and
+ * the name carries the node as apply's origins do), one per database and
+ * node.  A repair takes the origin's lock before it looks it up or makes
+ * it, and keeps it to the end of its transaction; the manager drops the
+ * origins no repair holds (concord_origin_drop_idle_repairs), so that they
+ * do not keep a replication origin state each.
+ */
+#define CONCORD_REPAIR_ORIGIN_LOCK_FIELD4 0xC2
+
+char *
+concord_repair_origin_name(const char *node_name)
+{
+	return psprintf(ORIGIN_PREFIX "0%u_%s", MyDatabaseId, node_name);
+}
+
+static void
+repair_origin_locktag(LOCKTAG *tag, const char *origin_name)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId,
+						 hash_bytes((const unsigned char *) origin_name, strlen(origin_name)),
+						 0, CONCORD_REPAIR_ORIGIN_LOCK_FIELD4);
+}
+
+/* Waits for the repair origin's lock, held to the transaction's end. */
+void
+concord_repair_origin_lock(const char *origin_name)
+{
+	LOCKTAG		tag;
+
+	repair_origin_locktag(&tag, origin_name);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/* Drops this database's repair origins that no repair holds. */
+void
+concord_origin_drop_idle_repairs(void)
+{
+	char	   *prefix = psprintf(ORIGIN_PREFIX "0%u_", MyDatabaseId);
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(prefix)};
+	List	   *names = NIL;
+	List	   *ids = NIL;
+	ListCell   *lc1,
+			   *lc2;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT roname, roident FROM pg_catalog.pg_replication_origin"
+							  " WHERE pg_catalog.starts_with(roname, $1)",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the replication origins");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext oldcxt = MemoryContextSwitchTo(CurTransactionContext);
+
+		names = lappend(names, pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		ids = lappend_oid(ids, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															   SPI_tuptable->tupdesc, 2, &isnull)));
+		MemoryContextSwitchTo(oldcxt);
+	}
+	SPI_finish();
+	forboth(lc1, names, lc2, ids)
+	{
+		LOCKTAG		tag;
+
+		repair_origin_locktag(&tag, lfirst(lc1));
+		if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+			continue;
+		replorigin_drop_by_name(lfirst(lc1), true, true);
+		concord_origin_history_mark_dropped(lfirst_oid(lc2),
 											U64FromFullTransactionId(ReadNextFullTransactionId()));
 	}
 }

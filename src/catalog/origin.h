@@ -43,4 +43,9 @@ extern bool concord_origin_sub_id_in_use(Oid subid);
 extern XLogRecPtr concord_origin_sub_progress(Oid subid);
 extern void concord_origin_drop_all(Oid subid);
 
+/* The origins repairs write under (antientropy/repair_row.c). */
+extern char *concord_repair_origin_name(const char *node_name);
+extern void concord_repair_origin_lock(const char *origin_name);
+extern void concord_origin_drop_idle_repairs(void);
+
 #endif							/* CONCORD_ORIGIN_H */

@@ -713,13 +713,13 @@ concord_origin_history_insert(Oid roident, uint64 since, const char *node_name)
 }
 
 /*
- * Records that concord dropped the origin: from since on, the id is no
- * node's.  An origin created and dropped in the same transaction has a row
- * with the same since, which no transaction ever committed under: it
- * becomes the mark.
+ * Records that the origin stands for node_name from since on, replacing a
+ * row of the same since: one whose origin was made and dropped in that
+ * transaction (no transaction ever committed under it), or the mark of a
+ * drop whose next xid is the transaction that makes the origin again.
  */
 void
-concord_origin_history_mark_dropped(Oid roident, uint64 since)
+concord_origin_history_set(Oid roident, uint64 since, const char *node_name)
 {
 	Oid			relid = concord_catalog_relid(CATALOG_ORIGIN_HISTORY, true);
 	Relation	rel;
@@ -750,7 +750,14 @@ concord_origin_history_mark_dropped(Oid roident, uint64 since)
 	table_close(rel, RowExclusiveLock);
 	if (same)
 		CommandCounterIncrement();
-	concord_origin_history_insert(roident, since, "");
+	concord_origin_history_insert(roident, since, node_name);
+}
+
+/* Records that concord dropped the origin: from since on, the id is no node's. */
+void
+concord_origin_history_mark_dropped(Oid roident, uint64 since)
+{
+	concord_origin_history_set(roident, since, "");
 }
 
 static void *

@@ -240,6 +240,8 @@ extern void concord_set_table_update_filter(const ConcordSetTable *member);
 extern int	concord_catalog_forget_relation(Oid relid);
 
 extern void concord_origin_history_mark_dropped(Oid roident, uint64 since);
+extern void concord_origin_history_set(Oid roident, uint64 since,
+									   const char *node_name);
 extern void concord_origin_history_insert(Oid roident, uint64 since,
 										  const char *node_name);
 extern List *concord_origin_history_all(void);

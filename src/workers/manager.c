@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog/identity.h"
+#include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "concord.h"
 #include "conflict/seen.h"
@@ -61,6 +62,7 @@ static List *StartingWorkers = NIL;
 
 /* When the periodic tasks last ran (periodic()). */
 static TimestampTz LastTombstoneGc = 0;
+static TimestampTz LastRepairOriginDrop = 0;
 
 static void
 manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -382,6 +384,13 @@ remove_tombstones(void)
 	(void) concord_tombstone_gc();
 }
 
+/* Repair origins no repair holds go, once a minute (catalog/origin.c). */
+static void
+drop_repair_origins(void)
+{
+	concord_origin_drop_idle_repairs();
+}
+
 /* True while a worker of this database still runs. */
 static bool
 workers_running(void)
@@ -614,6 +623,7 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 				start_apply(lfirst_oid(lc));
 			trim_history();
 			periodic(&LastTombstoneGc, 60 * 1000, remove_tombstones);
+			periodic(&LastRepairOriginDrop, 60 * 1000, drop_repair_origins);
 			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&

@@ -16,6 +16,17 @@
 #     source_node; with source_node, that node's rows win.
 #  6. A node that cannot be reached ends the repair with an error naming
 #     it; what was repaired stays repaired, and a new call finishes.
+#  10. concord.repair_row() called by hand: refused in a subtransaction;
+#      a session reset of the origin in the same statement does not take
+#      the server down at commit.
+#  11. A winner row that breaks another unique index here fails the
+#      repair of that node with the error (it used to pass for "stale").
+#  12. A caller under row-level security is refused.
+#  13. With source_node, an absence with no tombstone is a delete dated
+#      with the diff's fence: a write made after the diff on another node
+#      wins over it everywhere (it used to be dated with the repair's
+#      start, and lost on the nodes it reached after the delete).
+#  14. The manager drops the repair origins no repair holds.
 use strict;
 use warnings;
 use FindBin;
@@ -30,11 +41,12 @@ my ($n1, $n2, $n3) = @nodes;
 setup_mesh(\@nodes, q{
 	CREATE TABLE t (id int PRIMARY KEY, v text, n int);
 	CREATE TABLE t2 (id int PRIMARY KEY, v text);
+	CREATE TABLE t4 (id int PRIMARY KEY, email text UNIQUE);
 	CREATE TYPE pair AS (a int, b text);
 	CREATE TABLE t3 (id int PRIMARY KEY, ts timestamptz, iv interval, num numeric, f float8,
 		b bytea, arr int[], j jsonb, m money, tx text[], d date, tm time, p pair,
 		g int GENERATED ALWAYS AS (id * 2) STORED);},
-	['t', 't2', 't3']);
+	['t', 't2', 't3', 't4']);
 $n1->safe_psql('postgres', q{INSERT INTO t SELECT g, 'row ' || g, g FROM generate_series(1, 300) g;
 	INSERT INTO t2 SELECT g, 'row ' || g FROM generate_series(1, 20) g;
 	INSERT INTO t3 (id, ts) SELECT g, now() FROM generate_series(1, 5) g});
@@ -315,5 +327,74 @@ wait_for_apply_all(\@nodes, label => 'the last repair');
 %c = map { ($_->name => contents($_, 't')) } @nodes;
 is($c{rp2}, $c{rp1}, 'rp2 holds what rp1 holds');
 is($c{rp3}, $c{rp1}, 'rp3 holds what rp1 holds');
+
+# 10. repair_row by hand.
+my $state = q{SELECT jsonb_build_object('row', row_data, 'digest', digest, 'commit_time', commit_time,
+	'origin_node', origin_node, 'deleted', deleted)
+	FROM concord.table_digest_keys('t', NULL, '[{"id": 250}]')};
+my $expected = $n1->safe_psql('postgres', $state);
+my $winner = q[{"row": {"id": 250, "v": "by hand", "n": 250}, "digest": "x", "commit_time": "2026-01-01 00:00:00+00", "origin_node": "rp2", "deleted": false}];
+my $call = "concord.repair_row('public.t', '{\"id\": 250}', '$expected', '$winner', 0, 'rp1')";
+($rc, $out, $err) = $n1->psql('postgres', "DO \$\$ BEGIN BEGIN PERFORM $call; EXCEPTION WHEN division_by_zero THEN NULL; END; END \$\$");
+like($err, qr/must run in a transaction of its own/, 'repair_row is refused in a subtransaction');
+($rc, $out, $err) = $n1->psql('postgres', "SELECT $call, pg_replication_origin_session_reset()");
+is($rc, 0, 'an origin reset in the same statement: the commit goes through') or diag($err);
+is($n1->safe_psql('postgres', 'SELECT v FROM t WHERE id = 250'), 'by hand', 'and the row is written');
+$n1->safe_psql('postgres', q{UPDATE t SET v = 'row 250' WHERE id = 250});
+
+# 11. A unique index other than the key.
+by_hand($n1, q{INSERT INTO t4 VALUES (6, 'dup@example.com')});
+by_hand($n2, q{INSERT INTO t4 VALUES (5, 'dup@example.com')});
+($id, $status) = diff_on($n3, 't4');
+is($status, 'divergent', 't4 differs');
+($rc, $out, $err) = $n3->psql('postgres', "SELECT concord.table_repair($id)");
+like($err, qr/node "rp3": duplicate key value violates unique constraint "t4_email_key"/,
+	'a winner that breaks another unique index here is an error naming the node');
+by_hand($n1, q{DELETE FROM t4});
+by_hand($n2, q{DELETE FROM t4});
+by_hand($n3, q{DELETE FROM t4});
+
+# 12. Row-level security.
+$n1->safe_psql('postgres', q{CREATE ROLE limited; GRANT USAGE ON SCHEMA concord TO limited;
+	GRANT SELECT, INSERT, UPDATE, DELETE ON t TO limited;
+	GRANT EXECUTE ON FUNCTION concord.table_repair(bigint, name, boolean) TO limited;
+	ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+	CREATE POLICY low ON t TO limited USING (id < 100);});
+($rc, $out, $err) = $n1->psql('postgres', "SET ROLE limited; SELECT concord.table_repair($id1, dry_run => true)");
+like($err, qr/table t has row-level security for this role/, 'a caller under row-level security is refused');
+$n1->safe_psql('postgres', q{DROP POLICY low ON t; ALTER TABLE t DISABLE ROW LEVEL SECURITY});
+
+# 13. source_node's absence with no tombstone, and a later write elsewhere.
+by_hand($n2, 'SET session_replication_role = replica', 'DELETE FROM t WHERE id = 260');
+($id, $status) = diff_on($n1, 't');
+is($n1->safe_psql('postgres', "SELECT string_agg(key->>'id', ',') FROM concord.diff_row WHERE run_id = $id"),
+	'260', 'key 260 is missing on rp2 only');
+$n1->safe_psql('postgres', q{SELECT concord.alter_subscription_disable('sub_rp1_rp3')});
+$n3->safe_psql('postgres', q{UPDATE t SET v = 'written on rp3 after the diff' WHERE id = 260});
+is($n1->safe_psql('postgres', "SELECT concord.table_repair($id, source_node => 'rp2')"), '2',
+	"rp2's absence is sent to rp1 and rp3");
+is($n3->safe_psql('postgres', qq{SELECT action FROM concord.repair_history WHERE run_id = $id}), 'stale',
+	'rp3 keeps its later write');
+$n1->safe_psql('postgres', q{SELECT concord.alter_subscription_enable('sub_rp1_rp3')});
+wait_replicating(\@nodes, 'rp1 receives from rp3 again');
+wait_for_apply_all(\@nodes, label => "rp3's write everywhere");
+is(join(',', map { $_->safe_psql('postgres', 'SELECT v FROM t WHERE id = 260') } ($n1, $n3)),
+	'written on rp3 after the diff,written on rp3 after the diff',
+	"the write made after the diff wins over the repair's delete on rp1 too");
+# rp2 lacked the row with no tombstone: the update found nothing to update
+# there (update_missing keeps the absence); a new repair brings it.
+($id, $status) = diff_on($n1, 't');
+$n1->safe_psql('postgres', "SELECT concord.table_repair($id)");
+is($n2->safe_psql('postgres', 'SELECT v FROM t WHERE id = 260'), 'written on rp3 after the diff',
+	'a new repair gives it to rp2');
+
+# 14. Idle repair origins go.
+ok($n2->poll_query_until('postgres', q{SELECT count(*) = 0 FROM pg_replication_origin WHERE roname LIKE 'concord\_0%'}),
+	'the manager drops the repair origins no repair holds');
+%c = map { ($_->name => contents($_, 't')) } @nodes;
+is($c{rp2}, $c{rp1}, 'at the end, rp2 holds what rp1 holds');
+is($c{rp3}, $c{rp1}, 'and so does rp3');
+is($n2->safe_psql('postgres', sprintf($version, 10)), $n1->safe_psql('postgres', sprintf($version, 10)),
+	'a repaired row keeps its version once its origin is gone');
 
 done_testing();
