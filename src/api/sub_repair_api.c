@@ -246,6 +246,7 @@ mend_table(Oid relid, const char *provider, Oid caller, const char *local)
 	int			saved_context;
 	int64		run_id;
 	char	   *status;
+	bool		divergent;
 	int64		sent = 0;
 
 	GetUserIdAndSecContext(&saved_user, &saved_context);
@@ -266,15 +267,16 @@ mend_table(Oid relid, const char *provider, Oid caller, const char *local)
 	begin_step();
 	status = TextDatumGetCString(DirectFunctionCall2(concord_wait_for_diff, Int64GetDatum(run_id),
 													 timeout));
-	end_step();
 	if (strcmp(status, "failed") == 0 || strcmp(status, "running") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the diff of table %s with node \"%s\" (run " INT64_FORMAT ") %s",
-						get_rel_name(relid), provider, run_id,
+				 errmsg("the diff of table %s (run " INT64_FORMAT ") %s",
+						get_rel_name(relid), run_id,
 						strcmp(status, "failed") == 0 ? "failed" : "did not end in time"),
 				 errhint("Its error is in concord.diff_run.")));
-	if (strcmp(status, "divergent") == 0)
+	divergent = strcmp(status, "divergent") == 0;
+	end_step();
+	if (divergent)
 	{
 		begin_step();
 		SetUserIdAndSecContext(caller, saved_context);
@@ -385,12 +387,10 @@ concord_sub_repair_main(Datum main_arg)
 	proc_exit(0);
 }
 
-/* concord.alter_subscription_repair(subscription_name name) RETURNS bigint */
-Datum
-concord_alter_subscription_repair(PG_FUNCTION_ARGS)
+/* Runs the worker for the subscription and waits for it; returns the row writes sent. */
+static int64
+run_worker(ConcordSubscription *sub)
 {
-	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
-	ConcordSubscription *sub;
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
@@ -404,15 +404,12 @@ concord_alter_subscription_repair(PG_FUNCTION_ARGS)
 	char	   *error;
 	int64		sent;
 
-	PreventInTransactionBlock(true, "concord.alter_subscription_repair()");
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("concord.alter_subscription_repair() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errmsg("a subscription's repair cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errdetail("It reads what its worker recorded meanwhile.")));
-	sub = concord_sub_get_existing(name);
 	(void) concord_token_local_node();
-
 	concord_fill_worker(&worker, "concord subscription repair", "concord_sub_repair_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "concord subscription repair %s", sub->name);
 	worker.bgw_main_arg = ObjectIdGetDatum(sub->id);
@@ -455,5 +452,15 @@ concord_alter_subscription_repair(PG_FUNCTION_ARGS)
 				 errdetail("The repair of subscription \"%s\" failed; its record is in concord.subscription_repair.",
 						   sub->name)));
 	SPI_finish();
-	PG_RETURN_INT64(sent);
+	return sent;
+}
+
+/* concord.alter_subscription_repair(subscription_name name) RETURNS bigint */
+Datum
+concord_alter_subscription_repair(PG_FUNCTION_ARGS)
+{
+	char	   *name = concord_required_name(fcinfo, 0, "subscription_name");
+
+	PreventInTransactionBlock(true, "concord.alter_subscription_repair()");
+	PG_RETURN_INT64(run_worker(concord_sub_get_existing(name)));
 }

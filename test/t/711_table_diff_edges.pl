@@ -11,6 +11,11 @@
 #     waits for a run (the run is recorded as the catalogs' owner).
 #  4. This node's steps run as a security-restricted operation: a cast
 #     that creates a temporary table fails the run.
+#  5. One-way replication: de4 subscribes to de1, which does not subscribe
+#     to de4. A diff on de4 with de1 ends (de1 waits only for the fences
+#     of the nodes whose changes it receives; it used to wait for de4's
+#     until the run's timeout) and reports de4's own row as extra; the
+#     same diff run from de1 reports it as missing.
 use strict;
 use warnings;
 use FindBin;
@@ -96,5 +101,25 @@ $n1->safe_psql('postgres', q{GRANT SELECT ON t2 TO differ});
 is($status, 'failed', 'a digest whose cast creates a temporary table fails');
 like($n1->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $id"),
 	qr/cannot create temporary table within security-restricted operation/, 'as a security-restricted operation');
+
+# 5. One-way replication.
+my $n4 = concord_node('de4');
+$n4->safe_psql('postgres', q{CREATE TYPE mood AS ENUM ('calm', 'busy');
+	CREATE TABLE t (id int PRIMARY KEY, v text, m mood DEFAULT 'calm');
+	CREATE TYPE tone AS ENUM ('low', 'high');
+	CREATE TABLE t2 (id int PRIMARY KEY, k tone DEFAULT 'low');
+	SELECT concord.replication_set_add_table('default', 't');
+	SELECT concord.replication_set_add_table('default', 't2');});
+my $sub4 = subscribe($n4, $n1, synchronize_data => 1);
+$n4->safe_psql('postgres', "SELECT concord.wait_for_subscription_sync_complete('$sub4')",
+	timeout => $ConcordTest::TIMEOUT);
+$n4->safe_psql('postgres', q{INSERT INTO t VALUES (9001, 'only on de4')});
+($id, $status) = diff_on($n4, q{'t', '{de1}', '1min'});
+is($status, 'divergent', 'a diff over one-way replication ends')
+  or diag($n4->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $id"));
+is($n4->safe_psql('postgres', "SELECT key->>'id', kind FROM concord.diff_row WHERE run_id = $id"),
+	'9001|extra', "and reports de4's own row as extra");
+is($n4->safe_psql('postgres', "SELECT receives_from FROM concord.fence()"), '{de1}',
+	'de4 receives the changes of de1 only');
 
 done_testing();
