@@ -22,6 +22,7 @@
 extern int	concord_conflict_resolver;
 extern int	concord_max_clock_skew;
 extern int	concord_history_retention;
+extern int	concord_check_interval;
 extern int	concord_handler_timeout;
 extern int	concord_tombstone_gc_delay;
 extern int	concord_tombstone_retention;

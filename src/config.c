@@ -26,6 +26,7 @@ int			concord_tombstone_gc_delay = 300;	/* s */
 int			concord_tombstone_retention = 0;	/* s; 0: forever */
 int			concord_receive_timeout = 60000;	/* ms; 0: none */
 int			concord_causal_wait = 60000;	/* ms; 0: never wait */
+int			concord_check_interval = 0; /* s; 0: no scheduled diffs */
 
 void
 concord_define_gucs(void)
@@ -112,6 +113,18 @@ concord_define_gucs(void)
 							60000, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.check_interval",
+							"How often the manager starts a diff of a replicated table (0: never).",
+							"Each time, the table of the local replication sets whose last diff "
+							"started the longest ago is compared with every node this node subscribes "
+							"to (concord.table_diff), unless a diff of this database is running; the "
+							"results go to concord.diff_run and concord.diff_row.",
+							&concord_check_interval,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");

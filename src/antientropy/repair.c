@@ -61,6 +61,7 @@ typedef struct RepairRun
 	int			nnodes;
 	ConcordResolver resolver;
 	const char *source;			/* NULL: the resolver decides */
+	bool		only_local;		/* repair this node only */
 	TimestampTz fenced;			/* the latest of the diff's first fences */
 } RepairRun;
 
@@ -315,7 +316,8 @@ plan_key(RepairRun *run, const char *key, NodeState *states, List *entries)
 	{
 		RepairEntry *e;
 
-		if (states[i].json == NULL || same_content(&states[i].v, w))
+		if (states[i].json == NULL || same_content(&states[i].v, w) ||
+			(run->only_local && strcmp(run->nodes[i], run->local) != 0))
 			continue;
 		e = palloc0(sizeof(RepairEntry));
 		e->node = i;
@@ -530,10 +532,12 @@ repair_node(RepairRun *run, int node, List *entries)
 
 /*
  * Repairs (or, with dry_run, plans the repair of) the differences of a run
- * of this node, local; returns how many row writes it sent or planned.
+ * of this node, local (only this node with only_local: a subscription's
+ * repair); returns how many row writes it sent or planned.
  */
 int64
-concord_repair_run(int64 run_id, const char *source, bool dry_run, const char *local)
+concord_repair_run(int64 run_id, const char *source, bool dry_run, const char *local,
+				   bool only_local)
 {
 	RepairRun	run;
 	List	   *entries;
@@ -542,6 +546,7 @@ concord_repair_run(int64 run_id, const char *source, bool dry_run, const char *l
 	memset(&run, 0, sizeof(run));
 	run.run_id = run_id;
 	run.source = source;
+	run.only_local = only_local;
 	run.local = pstrdup(local);
 
 	SPI_connect();

@@ -30,7 +30,7 @@ typedef struct ConcordRepairVersion
 
 /* repair.c */
 extern int64 concord_repair_run(int64 run_id, const char *source, bool dry_run,
-								const char *local);
+								const char *local, bool only_local);
 
 /* repair_row.c */
 extern const char *concord_repair_key(const char *relation, Datum key,

@@ -37,7 +37,7 @@ concord_table_repair(PG_FUNCTION_ARGS)
 				 errmsg("concord.table_repair() cannot run inside a transaction block"),
 				 errdetail("Each key is repaired on each node in a transaction of its own, which a rollback here would not undo."),
 				 errhint("Run it on its own, or with dry_run => true.")));
-	PG_RETURN_INT64(concord_repair_run(run_id, source, dry_run, concord_token_local_node()));
+	PG_RETURN_INT64(concord_repair_run(run_id, source, dry_run, concord_token_local_node(), false));
 }
 
 /*

@@ -13,22 +13,27 @@
  *
  * 1. With the subscription's workers stopped and held off (the lock that
  *    drop_subscription takes), the lost slot is dropped on the provider
- *    and a new one made: the subscription streams from the provider's
- *    current position on, once this commits.
+ *    and a new one made, and the subscription's origins are set to its
+ *    start: the subscription streams from the provider's position then
+ *    on, once this commits.
  * 2. The worker waits until the subscription applied the provider's WAL
  *    up to where it was after step 1.
- * 3. Each table the subscription copied is compared with the provider
- *    (concord.table_diff, peers {provider}); a divergent run is repaired
- *    (concord.table_repair) by the table's resolver: a row the provider
- *    wrote in the lost stretch reaches this node with its version, and a
- *    local write that wins over it stays (and reaches the provider, if
- *    the provider lacks it).  The diffs and repairs run as the caller.
+ * 3. Each table of the subscribed sets is compared with the provider
+ *    (concord.table_diff, peers {provider}), and this node takes the
+ *    provider's rows where they differ (concord.table_repair with
+ *    source_node the provider, this node only): the provider holds the
+ *    resolver's outcome of its own writes and of every write of this node
+ *    it received, and its deletes of the lost stretch, whose tombstones
+ *    may be gone (this node's vector claims them once it applies the
+ *    provider's later changes), are absences that win.  A write made here
+ *    since the diff stays (the repair finds it "stale") and meets the
+ *    provider's through replication.  The diffs and repairs run as the
+ *    caller.  Tables whose rows or columns the sets filter are not
+ *    compared (a diff sees whole tables): they are listed as skipped.
  *
- * Each call is recorded in concord.subscription_repair; a failure names
- * the step.  A call that failed after step 1 has left the subscription
- * streaming; its tables are compared and repaired again by hand
- * (table_diff, table_repair) or by another call once the slot is lost
- * again.
+ * Each call is recorded in concord.subscription_repair, under an id the
+ * caller takes; a failure names the step.  A call after one that failed
+ * once the new slot was made resumes at step 2.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,14 +52,19 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/acl.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rls.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "api/api.h"
 #include "antientropy/repair.h"
+#include "catalog/identity.h"
+#include "catalog/origin.h"
 #include "catalog/tables.h"
 #include "remote/remote.h"
 #include "shmem/shmem.h"
@@ -117,18 +127,37 @@ provider_value(ConcordSubscription *sub, const char *sql, int nparams,
 	return value;
 }
 
+/* Sets every origin of the subscription to the new slot's start. */
+static void
+restart_origins_at(Oid subid, XLogRecPtr start)
+{
+	ListCell   *lc;
+
+	foreach(lc, concord_origin_sub_list(subid))
+	{
+		ConcordSubOrigin *o = lfirst(lc);
+
+		replorigin_advance(o->id, start, InvalidXLogRecPtr, true, true);
+	}
+}
+
 /*
  * Step 1: a new slot for the subscription, its workers stopped meanwhile.
- * Returns where the slot starts.
+ * A failure once the slot was made drops it again.
  */
-static XLogRecPtr
+static void
 renew_slot(Oid subid)
 {
 	ConcordSubscription *sub;
 	const char *params[1];
 	char	   *wal_status;
-	char	   *start;
+	char	   *start_text;
+	XLogRecPtr	start;
 	ConcordSubState *st;
+	char	   *why;
+	char	   *dsn;
+	char	   *slot;
+	bool		password_required;
 
 	begin_step();
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
@@ -137,6 +166,12 @@ renew_slot(Oid subid)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the subscription was dropped")));
+	if (!concord_identity_check(&why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is a copy of node \"%s\": the slots on the provider are the original node's",
+						concord_node_get_local(false)->name),
+				 errdetail("%s.", why)));
 	params[0] = sub->slot_name;
 	wal_status = provider_value(sub, "SELECT coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots"
 								" WHERE slot_name = $1", 1, params);
@@ -156,29 +191,86 @@ renew_slot(Oid subid)
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("could not drop the lost slot \"%s\" on the provider", sub->slot_name)));
 	concord_slot_create(sub->provider_dsn, sub->password_required, sub->slot_name);
-	start = provider_value(sub, "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots"
-						   " WHERE slot_name = $1", 1, params);
-	if (start == NULL)
-		elog(ERROR, "the new slot has no start");
-
-	/* Streams again once this commits, at once. */
-	sub->enabled = true;
-	concord_subscription_update(sub);
-	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	st = concord_sub_state(MyDatabaseId, sub->id, false);
-	if (st)
-		st->restart_after = 0;
-	LWLockRelease(ConcordShmem->lock);
-	concord_sub_wake_manager_at_commit();
+	dsn = MemoryContextStrdup(TopMemoryContext, sub->provider_dsn);
+	slot = MemoryContextStrdup(TopMemoryContext, sub->slot_name);
+	password_required = sub->password_required;
+	PG_TRY();
 	{
-		Oid			types[2] = {INT8OID, TEXTOID};
-		Datum		values[2] = {Int64GetDatum(RepairId), CStringGetTextDatum(start)};
+		start_text = provider_value(sub, "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots"
+									" WHERE slot_name = $1", 1, params);
+		if (start_text == NULL)
+			elog(ERROR, "the new slot has no start");
+		start = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(start_text)));
+		restart_origins_at(sub->id, start);
 
-		run_sql("UPDATE concord.subscription_repair SET slot_lsn = $2::pg_catalog.pg_lsn WHERE repair_id = $1",
-				2, types, values, SPI_OK_UPDATE);
+		/* Streams again once this commits, at once. */
+		sub->enabled = true;
+		concord_subscription_update(sub);
+		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+		st = concord_sub_state(MyDatabaseId, sub->id, false);
+		if (st)
+			st->restart_after = 0;
+		LWLockRelease(ConcordShmem->lock);
+		concord_sub_wake_manager_at_commit();
+		{
+			Oid			types[2] = {INT8OID, TEXTOID};
+			Datum		values[2] = {Int64GetDatum(RepairId), CStringGetTextDatum(start_text)};
+
+			run_sql("UPDATE concord.subscription_repair SET slot_lsn = $2::pg_catalog.pg_lsn WHERE repair_id = $1",
+					2, types, values, SPI_OK_UPDATE);
+		}
+		end_step();
 	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* no stream may start from a slot that this call did not record */
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		begin_step();
+		(void) concord_slot_drop(dsn, password_required, slot, "concord subscription repair", true);
+		end_step();
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Whether an earlier call made the new slot and failed after: this one
+ * then resumes at step 2.
+ */
+static bool
+resumes(Oid subid)
+{
+	ConcordSubscription *sub;
+	bool		resume;
+	Oid			types[2] = {NAMEOID, INT8OID};
+	Datum		values[2];
+	bool		isnull;
+
+	begin_step();
+	sub = concord_subscription_get_by_id(subid);
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription was dropped")));
+	values[0] = DirectFunctionCall1(namein, CStringGetDatum(sub->name));
+	values[1] = Int64GetDatum(RepairId);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT r.status = 'failed' AND r.slot_lsn IS NOT NULL"
+							  "  FROM concord.subscription_repair r"
+							  " WHERE r.sub_name = $1 AND r.repair_id <> $2"
+							  " ORDER BY r.repair_id DESC LIMIT 1",
+							  2, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the earlier repairs");
+	resume = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
 	end_step();
-	return DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(start)));
+	return resume;
 }
 
 /* Step 2: the subscription applied the provider's WAL up to now. */
@@ -208,33 +300,71 @@ wait_caught_up(Oid subid, TimestampTz deadline)
 	end_step();
 }
 
-/* The tables the subscription copied, as OIDs here (those that exist). */
+/*
+ * The tables of the subscribed sets, as OIDs here (those that exist here);
+ * those whose rows or columns the sets filter go to *skipped, by name.
+ */
 static List *
-sub_tables(Oid subid, MemoryContext cxt)
+sub_tables(Oid subid, MemoryContext cxt, List **skipped)
 {
+	ConcordSubscription *sub;
 	List	   *relids = NIL;
-	ListCell   *lc;
+	PGconn	   *conn;
+	PGresult   *res;
+	const char *params[1];
 
 	begin_step();
-	foreach(lc, concord_sub_table_get(subid))
+	sub = concord_subscription_get_by_id(subid);
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription was dropped")));
+	params[0] = concord_remote_text_array(sub->replication_sets);
+	conn = concord_remote_connect(sub->provider_dsn, false, "concord subscription repair",
+								  sub->password_required);
+	PG_TRY();
 	{
-		ConcordSubTable *st = lfirst(lc);
-		Oid			nsp = get_namespace_oid(st->nspname, true);
-		Oid			relid = OidIsValid(nsp) ? get_relname_relid(st->relname, nsp) : InvalidOid;
-
-		if (OidIsValid(relid))
+		res = concord_remote_query(conn,
+								   "SELECT n.nspname, c.relname,"
+								   " pg_catalog.bool_or(rst.row_filter IS NOT NULL OR rst.column_list IS NOT NULL)"
+								   " FROM concord.replication_set_table rst"
+								   " JOIN concord.replication_set s ON s.set_id = rst.set_id"
+								   " JOIN pg_catalog.pg_class c ON c.oid = rst.set_reloid"
+								   " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+								   " WHERE s.set_name = ANY ($1::pg_catalog.text[])"
+								   " GROUP BY 1, 2 ORDER BY 1, 2",
+								   1, params, PGRES_TUPLES_OK);
+		for (int i = 0; i < PQntuples(res); i++)
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+			Oid			nsp = get_namespace_oid(PQgetvalue(res, i, 0), true);
+			Oid			relid = OidIsValid(nsp) ? get_relname_relid(PQgetvalue(res, i, 1), nsp) : InvalidOid;
+			MemoryContext oldcxt;
 
-			relids = lappend_oid(relids, relid);
+			if (!OidIsValid(relid))
+				continue;
+			oldcxt = MemoryContextSwitchTo(cxt);
+			if (strcmp(PQgetvalue(res, i, 2), "t") == 0)
+				*skipped = lappend(*skipped,
+								   quote_qualified_identifier(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)));
+			else
+				relids = lappend_oid(relids, relid);
 			MemoryContextSwitchTo(oldcxt);
 		}
+		PQclear(res);
 	}
+	PG_FINALLY();
+	{
+		concord_remote_finish(conn);
+	}
+	PG_END_TRY();
 	end_step();
 	return relids;
 }
 
-/* Step 3, for one table: its diff with the provider, then its repair. */
+/*
+ * Step 3, for one table: its diff with the provider, then this node's
+ * repair, the provider's rows winning.
+ */
 static int64
 mend_table(Oid relid, const char *provider, Oid caller, const char *local)
 {
@@ -280,7 +410,7 @@ mend_table(Oid relid, const char *provider, Oid caller, const char *local)
 	{
 		begin_step();
 		SetUserIdAndSecContext(caller, saved_context);
-		sent = concord_repair_run(run_id, NULL, false, local);
+		sent = concord_repair_run(run_id, provider, false, local, true);
 		SetUserIdAndSecContext(saved_user, saved_context);
 		end_step();
 	}
@@ -309,6 +439,71 @@ record_end(const char *error, int64 sent)
 	end_step();
 }
 
+/* The caller must be able to read and write every table compared. */
+static void
+check_caller(List *relids, Oid caller)
+{
+	ListCell   *lc;
+	AclMode		needed[] = {ACL_SELECT, ACL_INSERT, ACL_UPDATE, ACL_DELETE};
+
+	begin_step();
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+
+		for (int i = 0; i < (int) lengthof(needed); i++)
+			if (pg_class_aclcheck(relid, caller, needed[i]) != ACLCHECK_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied for table %s", get_rel_name(relid)),
+						 errdetail("The repair of a subscription compares and writes each table of its sets: it needs SELECT, INSERT, UPDATE and DELETE on them.")));
+		if (check_enable_rls(relid, caller, false) == RLS_ENABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("table %s has row-level security for the calling role", get_rel_name(relid))));
+	}
+	end_step();
+}
+
+static void
+record_skipped(List *skipped)
+{
+	Oid			types[2] = {INT8OID, TEXTARRAYOID};
+	Datum		values[2];
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(skipped), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	begin_step();
+	foreach(lc, skipped)
+		elems[n++] = CStringGetTextDatum(lfirst(lc));
+	values[0] = Int64GetDatum(RepairId);
+	values[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	run_sql("UPDATE concord.subscription_repair SET skipped = $2 WHERE repair_id = $1",
+			2, types, values, SPI_OK_UPDATE);
+	end_step();
+}
+
+/* The provider's node name, or an error if the subscription is gone. */
+static char *
+provider_name(Oid subid, MemoryContext cxt)
+{
+	ConcordSubscription *sub;
+	ConcordNode *node;
+	char	   *name;
+
+	begin_step();
+	sub = concord_subscription_get_by_id(subid);
+	node = sub ? concord_node_get_by_id(sub->provider_node_id) : NULL;
+	if (node == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription or its provider node was dropped")));
+	name = MemoryContextStrdup(cxt, node->name);
+	end_step();
+	return name;
+}
+
 void
 concord_sub_repair_main(Datum main_arg)
 {
@@ -320,6 +515,7 @@ concord_sub_repair_main(Datum main_arg)
 	TimestampTz deadline;
 
 	memcpy(&caller, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	memcpy(&RepairId, MyBgworkerEntry->bgw_extra + 2 * sizeof(Oid), sizeof(int64));
 	(void) concord_worker_connect();
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	cxt = AllocSetContextCreate(TopMemoryContext, "concord subscription repair",
@@ -330,42 +526,37 @@ concord_sub_repair_main(Datum main_arg)
 	begin_step();
 	{
 		ConcordSubscription *sub = concord_subscription_get_by_id(subid);
-		Oid			types[3] = {NAMEOID, INT4OID, OIDOID};
-		Datum		values[3];
+		Oid			types[4] = {INT8OID, NAMEOID, INT4OID, OIDOID};
+		Datum		values[4];
 
 		local = MemoryContextStrdup(cxt, concord_token_local_node());
-		values[0] = DirectFunctionCall1(namein, CStringGetDatum(sub ? sub->name : "?"));
-		values[1] = Int32GetDatum(MyProcPid);
-		values[2] = ObjectIdGetDatum(caller);
-		SPI_connect();
-		if (SPI_execute_with_args("INSERT INTO concord.subscription_repair (sub_name, worker_pid, started_by)"
-								  " VALUES ($1, $2, $3) RETURNING repair_id",
-								  3, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "could not record the repair");
-		{
-			bool		isnull;
-
-			RepairId = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		SPI_finish();
+		values[0] = Int64GetDatum(RepairId);
+		values[1] = DirectFunctionCall1(namein, CStringGetDatum(sub ? sub->name : "?"));
+		values[2] = Int32GetDatum(MyProcPid);
+		values[3] = ObjectIdGetDatum(caller);
+		run_sql("INSERT INTO concord.subscription_repair (repair_id, sub_name, worker_pid, started_by)"
+				" VALUES ($1, $2, $3, $4)", 4, types, values, SPI_OK_INSERT);
 	}
 	end_step();
 	MemoryContextSwitchTo(cxt);
 
 	PG_TRY();
 	{
+		List	   *skipped = NIL;
+		List	   *relids = sub_tables(subid, cxt, &skipped);
 		char	   *provider;
 		ListCell   *lc;
 
-		(void) renew_slot(subid);
+		MemoryContextSwitchTo(cxt);
+		check_caller(relids, caller);
+		record_skipped(skipped);
+		if (!resumes(subid))
+			renew_slot(subid);
 		MemoryContextSwitchTo(cxt);
 		wait_caught_up(subid, deadline);
+		provider = provider_name(subid, cxt);
 		MemoryContextSwitchTo(cxt);
-		begin_step();
-		provider = MemoryContextStrdup(cxt, concord_node_get_by_id(concord_subscription_get_by_id(subid)->provider_node_id)->name);
-		end_step();
-		MemoryContextSwitchTo(cxt);
-		foreach(lc, sub_tables(subid, cxt))
+		foreach(lc, relids)
 		{
 			sent += mend_table(lfirst_oid(lc), provider, caller, local);
 			MemoryContextSwitchTo(cxt);
@@ -395,7 +586,7 @@ run_worker(ConcordSubscription *sub)
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 	Oid			caller = GetUserId();
-	Oid			types[1] = {INT4OID};
+	Oid			types[1] = {INT8OID};
 	Datum		values[1];
 	Oid			saved_user;
 	int			saved_context;
@@ -403,7 +594,13 @@ run_worker(ConcordSubscription *sub)
 	char	   *status;
 	char	   *error;
 	int64		sent;
+	int64		repair_id;
 
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("a subscription's repair cannot run after a write of its transaction"),
+				 errdetail("Its diffs' fences would wait for this transaction.")));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -415,6 +612,15 @@ run_worker(ConcordSubscription *sub)
 	worker.bgw_main_arg = ObjectIdGetDatum(sub->id);
 	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
 	memcpy(worker.bgw_extra + sizeof(Oid), &caller, sizeof(Oid));
+	SPI_connect();
+	concord_catalog_become_owner("subscription_repair", &saved_user, &saved_context);
+	if (SPI_execute("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('concord.subscription_repair', 'repair_id'))",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not number the repair");
+	SetUserIdAndSecContext(saved_user, saved_context);
+	repair_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	memcpy(worker.bgw_extra + 2 * sizeof(Oid), &repair_id, sizeof(int64));
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle) ||
 		WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
@@ -429,10 +635,10 @@ run_worker(ConcordSubscription *sub)
 
 	/* not read-only: a snapshot of now, which sees what the worker wrote */
 	SPI_connect();
-	values[0] = Int32GetDatum(pid);
+	values[0] = Int64GetDatum(repair_id);
 	concord_catalog_become_owner("subscription_repair", &saved_user, &saved_context);
 	if (SPI_execute_with_args("SELECT status, error, rows_sent FROM concord.subscription_repair"
-							  " WHERE worker_pid = $1 ORDER BY repair_id DESC LIMIT 1",
+							  " WHERE repair_id = $1",
 							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the repair's record");
 	SetUserIdAndSecContext(saved_user, saved_context);

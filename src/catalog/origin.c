@@ -436,6 +436,8 @@ concord_repair_origin_lock(const char *origin_name)
 
 	repair_origin_locktag(&tag, origin_name);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	/* an origin dropped while this waited is gone from the caches too */
+	AcceptInvalidationMessages();
 }
 
 /* Drops this database's repair origins that no repair holds. */

@@ -63,6 +63,7 @@ static List *StartingWorkers = NIL;
 /* When the periodic tasks last ran (periodic()). */
 static TimestampTz LastTombstoneGc = 0;
 static TimestampTz LastRepairOriginDrop = 0;
+static TimestampTz LastCheck = 0;
 
 static void
 manager_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
@@ -391,6 +392,51 @@ drop_repair_origins(void)
 	concord_origin_drop_idle_repairs();
 }
 
+/*
+ * A scheduled check (concord.check_interval): a diff of the replicated
+ * table whose last diff started the longest ago, unless one runs.
+ * Tables without a key, which a diff refuses, are left out.  Of a table's
+ * clean runs only the latest is kept (the others said nothing more).
+ */
+static void
+scheduled_check(void)
+{
+	bool		isnull;
+	Datum		relid;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT st.set_reloid::pg_catalog.oid"
+					"  FROM concord.replication_set_table st"
+					"  JOIN pg_catalog.pg_class c ON c.oid = st.set_reloid"
+					" WHERE c.relkind IN ('r', 'p')"
+					"   AND EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid"
+					"               AND (i.indisreplident OR i.indisprimary))"
+					"   AND EXISTS (SELECT FROM concord.subscription)"
+					"   AND NOT EXISTS (SELECT FROM concord.diff_run WHERE status = 'running')"
+					" GROUP BY st.set_reloid"
+					" ORDER BY (SELECT pg_catalog.max(d.started_at) FROM concord.diff_run d"
+					"           WHERE d.relid = st.set_reloid::pg_catalog.oid) NULLS FIRST, 1"
+					" LIMIT 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not choose a table to check");
+	if (SPI_processed == 1)
+	{
+		Oid			types[1] = {OIDOID};
+
+		relid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		/* of the table's clean runs, only the last is kept */
+		if (SPI_execute_with_args("DELETE FROM concord.diff_run d WHERE d.relid = $1 AND d.status = 'clean'"
+								  " AND d.run_id < (SELECT pg_catalog.max(l.run_id) FROM concord.diff_run l"
+								  "                  WHERE l.relid = $1 AND l.status = 'clean')",
+								  1, types, &relid, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not remove earlier clean runs");
+		if (SPI_execute_with_args("SELECT concord.table_diff($1::pg_catalog.regclass)",
+								  1, types, &relid, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not start a scheduled diff");
+	}
+	SPI_finish();
+}
+
 /* True while a worker of this database still runs. */
 static bool
 workers_running(void)
@@ -624,6 +670,9 @@ concord_manager_main(Datum main_arg pg_attribute_unused())
 			trim_history();
 			periodic(&LastTombstoneGc, 60 * 1000, remove_tombstones);
 			periodic(&LastRepairOriginDrop, 60 * 1000, drop_repair_origins);
+			if (concord_check_interval > 0)
+				periodic(&LastCheck, (int) Min((int64) concord_check_interval * 1000, PG_INT32_MAX),
+						 scheduled_check);
 			drop_deferred_slot();
 		}
 		if ((gone || (subs == NIL && StartingWorkers == NIL && !workers_running() &&

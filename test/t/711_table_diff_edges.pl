@@ -16,6 +16,9 @@
 #     of the nodes whose changes it receives; it used to wait for de4's
 #     until the run's timeout) and reports de4's own row as extra; the
 #     same diff run from de1 reports it as missing.
+#  6. concord.check_interval: the manager of de2 diffs its replicated
+#     tables by itself, each in turn; a difference made by hand on de3 is
+#     found by a later scheduled run.
 use strict;
 use warnings;
 use FindBin;
@@ -121,5 +124,22 @@ is($n4->safe_psql('postgres', "SELECT key->>'id', kind FROM concord.diff_row WHE
 	'9001|extra', "and reports de4's own row as extra");
 is($n4->safe_psql('postgres', "SELECT receives_from FROM concord.fence()"), '{de1}',
 	'de4 receives the changes of de1 only');
+
+# 6. Scheduled checks.
+$n2->safe_psql('postgres', q{ALTER SYSTEM SET concord.check_interval = '1s'; SELECT pg_reload_conf()});
+ok($n2->poll_query_until('postgres', q{SELECT count(DISTINCT relid) = 2 FROM concord.diff_run
+	WHERE started_by = (SELECT oid FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1)}),
+	"de2's manager diffs each of its tables by itself");
+$n3->safe_psql('postgres', join(";\n",
+	"SELECT pg_replication_origin_create('by_hand')",
+	"SELECT pg_replication_origin_session_setup('by_hand')",
+	"UPDATE t SET v = 'changed by hand on de3' WHERE id = 150",
+	"SELECT pg_replication_origin_session_reset()"));
+ok($n2->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM concord.diff_row r JOIN concord.diff_run d USING (run_id)
+	WHERE d.relid = 't'::regclass AND r.key = '{"id": 150}')}),
+	'a later scheduled run finds the difference made on de3');
+is($n2->safe_psql('postgres', q{SELECT count(*) <= 1 FROM concord.diff_run WHERE relid = 't'::regclass AND status = 'clean'}),
+	't', 'of the clean runs of t, only the latest is kept');
+$n2->safe_psql('postgres', q{ALTER SYSTEM RESET concord.check_interval; SELECT pg_reload_conf()});
 
 done_testing();

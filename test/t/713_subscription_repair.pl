@@ -4,7 +4,9 @@
 #  1. sr2's subscription to sr1 is disabled while writers run on both
 #     nodes (updates, inserts, deletes), and sr1 writes enough WAL that
 #     its slot for sr2 is lost; enabled again, the subscription is down.
-#  2. Refusals: in a transaction block; a subscription whose slot is fine.
+#  2. Refusals: in a transaction block; a subscription whose slot is fine;
+#     a caller that may not write the table (before anything is done: the
+#     slot stays lost).
 #  3. alter_subscription_repair() on sr2, the writers going on: a new
 #     slot, then the table compared with sr1 and repaired. Once the
 #     writers stopped and all is applied, both nodes hold the same rows,
@@ -111,6 +113,12 @@ like($err, qr/the slot of subscription "sub_sr1_sr2" is not lost \(its wal_statu
 	'refused for a subscription whose slot is fine');
 is($n1->safe_psql('postgres', q{SELECT status FROM concord.subscription_status WHERE subscription_name = 'sub_sr1_sr2'}),
 	'replicating', 'which goes on replicating');
+$n2->safe_psql('postgres', q{CREATE ROLE reader; GRANT USAGE ON SCHEMA concord TO reader; GRANT SELECT ON t TO reader;
+	GRANT EXECUTE ON FUNCTION concord.alter_subscription_repair(name) TO reader});
+($rc, $out, $err) = $n2->psql('postgres', q{SET ROLE reader; SELECT concord.alter_subscription_repair('sub_sr2_sr1')});
+like($err, qr/permission denied for table t/, 'refused to a role that may not write the table');
+is($n1->safe_psql('postgres', "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '$slot'"), 'lost',
+	'before it touched the slot');
 
 # 3. The recovery, with the writers going on.
 my $sent = $n2->safe_psql('postgres', q{SELECT concord.alter_subscription_repair('sub_sr2_sr1')});
@@ -148,14 +156,14 @@ my %held = map { split /\|/, $_, 2 } split /\n/, $n2->safe_psql('postgres', 'SEL
 my @wrong = grep { ($held{$_} // '<deleted>') ne $last{$_}[0] } sort { $a <=> $b } keys %last;
 is(scalar(@wrong), 0, scalar(keys %last) . ' keys written on either node hold their last write')
   or diag(join("\n", map { "key $_: holds " . ($held{$_} // '<deleted>') . ", last write $last{$_}[0] on $last{$_}[2]" } @wrong[0 .. ($#wrong > 9 ? 9 : $#wrong)]));
-my $started = $n2->safe_psql('postgres', q{SELECT started_at FROM concord.subscription_repair});
+my $started = $n2->safe_psql('postgres', q{SELECT started_at FROM concord.subscription_repair WHERE status = 'done'});
 my $lost_writes = $n1->safe_psql('postgres', "SELECT count(*) FROM wlog WHERE pg_xact_commit_timestamp(x) < '$started'");
 diag("sr1 logged $lost_writes writes before the repair started");
 
 # 4. The record.
-is($n2->safe_psql('postgres', q{SELECT status, slot_lsn IS NOT NULL, cardinality(run_ids), rows_sent, error IS NULL
-	FROM concord.subscription_repair}), "done|t|1|$sent|t", 'the call is recorded, with its diff run');
-my $run = $n2->safe_psql('postgres', q{SELECT run_ids[1] FROM concord.subscription_repair});
+is($n2->safe_psql('postgres', q{SELECT status, slot_lsn IS NOT NULL, cardinality(run_ids), rows_sent, error IS NULL, skipped
+	FROM concord.subscription_repair WHERE status = 'done'}), "done|t|1|$sent|t|{}", 'the call is recorded, with its diff run');
+my $run = $n2->safe_psql('postgres', q{SELECT run_ids[1] FROM concord.subscription_repair WHERE status = 'done'});
 is($n2->safe_psql('postgres', "SELECT nodes FROM concord.diff_run WHERE run_id = $run"), '{sr2,sr1}',
 	'the diff compared sr2 with its provider');
 my ($id) = $n2->safe_psql('postgres', q{SELECT concord.table_diff('t')});
