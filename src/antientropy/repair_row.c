@@ -200,15 +200,30 @@ rel_owner(Oid relid)
 	return owner;
 }
 
+/*
+ * A version from the first columns of an SPI row: present, digest,
+ * commit_time, origin_node, deleted, and, with with_row, the row's jsonb.
+ */
+static void
+version_from_row(HeapTuple tup, TupleDesc desc, bool with_row, ConcordRepairVersion *v)
+{
+	bool		isnull;
+
+	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
+	v->digest = SPI_getvalue(tup, desc, 2);
+	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	v->known = !isnull;
+	v->origin_node = SPI_getvalue(tup, desc, 4);
+	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
+	v->row = with_row ? SPI_getvalue(tup, desc, 6) : NULL;
+}
+
 /* Reads a version as table_repair() sends it (ConcordRepairVersion). */
 static void
 read_version(Datum json, ConcordRepairVersion *v)
 {
 	Oid			types[1] = {JSONBOID};
 	Datum		values[1] = {json};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
 
 	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_typeof($1->'row') = 'object',"
 							  " $1->>'digest', ($1->>'commit_time')::pg_catalog.timestamptz,"
@@ -217,15 +232,7 @@ read_version(Datum json, ConcordRepairVersion *v)
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read a version");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
-	v->digest = SPI_getvalue(tup, desc, 2);
-	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	v->known = !isnull;
-	v->origin_node = SPI_getvalue(tup, desc, 4);
-	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-	v->row = SPI_getvalue(tup, desc, 6);
+	version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, v);
 }
 
 /* The node's version of the key now, read as the diff read it. */
@@ -234,9 +241,6 @@ current_version(Oid relid, Datum key, ConcordRepairVersion *v)
 {
 	Oid			types[2] = {OIDOID, JSONBOID};
 	Datum		values[2] = {ObjectIdGetDatum(relid), key};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
 
 	if (SPI_execute_with_args("SELECT k.row_data IS NOT NULL, k.digest, k.commit_time,"
 							  " k.origin_node, k.deleted"
@@ -245,15 +249,7 @@ current_version(Oid relid, Datum key, ConcordRepairVersion *v)
 							  2, types, values, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read the key's version");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
-	v->digest = SPI_getvalue(tup, desc, 2);
-	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	v->known = !isnull;
-	v->origin_node = SPI_getvalue(tup, desc, 4);
-	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-	v->row = NULL;
+	version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, false, v);
 }
 
 static bool
@@ -421,6 +417,49 @@ fetch_locked(Relation *leaf, HeapTuple locked, TupleDesc desc)
 	return slot;
 }
 
+/*
+ * The newest UPDATE of the key that reached this node after the diff,
+ * while it had no row, and was dropped (update_missing keeps the
+ * absence): if it is newer than the winner and its whole row was
+ * recorded in concord.conflict_history, it is the version to insert
+ * instead, or the node would take the older winner and keep it (the
+ * UPDATE will not come again).  Runs before the transaction has an xid.
+ */
+static bool
+newer_dropped_update(Oid relid, Datum key, ConcordRepairVersion *winner)
+{
+	Oid			types[4] = {TEXTOID, JSONBOID, TIMESTAMPTZOID, OIDOID};
+	Datum		values[4];
+	char		nulls[4] = "    ";
+	Oid			saved_user;
+	int			saved_context;
+	bool		found;
+
+	values[0] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															   get_rel_name(relid)));
+	values[1] = key;
+	values[2] = TimestampTzGetDatum(winner->known ? winner->commit_time : CONCORD_BASELINE_TS);
+	values[3] = ObjectIdGetDatum(relid);
+	concord_catalog_become_owner("conflict_history", &saved_user, &saved_context);
+	if (SPI_execute_with_args("SELECT true, NULL::pg_catalog.text, h.remote_commit_ts, h.remote_origin::pg_catalog.text,"
+							  " false, h.remote_row::pg_catalog.text"
+							  "  FROM concord.conflict_history h"
+							  " WHERE h.relation = $1 AND h.key = $2 AND h.conflict_type = 'update_missing'"
+							  "   AND h.remote_commit_ts > $3 AND h.remote_row IS NOT NULL"
+							  "   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a"
+							  "                    WHERE a.attrelid = $4 AND a.attnum > 0 AND NOT a.attisdropped"
+							  "                      AND a.attgenerated = ''"
+							  "                      AND NOT h.remote_row ? a.attname::pg_catalog.text)"
+							  " ORDER BY h.remote_commit_ts DESC, h.remote_origin DESC LIMIT 1",
+							  4, types, values, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the conflict history");
+	SetUserIdAndSecContext(saved_user, saved_context);
+	found = SPI_processed == 1;
+	if (found)
+		version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, winner);
+	return found;
+}
+
 /* Writes the winner; the action taken ("stale" if an insert lost a race). */
 static const char *
 write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *now,
@@ -544,7 +583,11 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 	else if (!same_version(&now, &expected) || (now.present && locked == NULL))
 		action = "stale";		/* written since the diff (or the lock) */
 	else
+	{
+		if (winner.present && !now.present && newer_dropped_update(relid, key, &winner))
+			origin = repair_origin(winner.origin_node);
 		action = write_winner(relid, &sql, key, &now, &winner, origin, locked, lockdesc);
+	}
 	record(run_id, coordinator, local, relid, key, action, &winner);
 	SPI_finish();
 	return action;

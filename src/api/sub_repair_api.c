@@ -87,6 +87,17 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 	SPI_finish();
 }
 
+/* Sets a column of this call's record, in the current transaction. */
+static void
+record_set(const char *column, Oid type, Datum value)
+{
+	Oid			types[2] = {INT8OID, type};
+	Datum		values[2] = {Int64GetDatum(RepairId), value};
+
+	run_sql(psprintf("UPDATE concord.subscription_repair SET %s WHERE repair_id = $1", column),
+			2, types, values, SPI_OK_UPDATE);
+}
+
 static void
 begin_step(void)
 {
@@ -212,13 +223,7 @@ renew_slot(Oid subid)
 			st->restart_after = 0;
 		LWLockRelease(ConcordShmem->lock);
 		concord_sub_wake_manager_at_commit();
-		{
-			Oid			types[2] = {INT8OID, TEXTOID};
-			Datum		values[2] = {Int64GetDatum(RepairId), CStringGetTextDatum(start_text)};
-
-			run_sql("UPDATE concord.subscription_repair SET slot_lsn = $2::pg_catalog.pg_lsn WHERE repair_id = $1",
-					2, types, values, SPI_OK_UPDATE);
-		}
+		record_set("slot_lsn = $2::pg_catalog.pg_lsn", TEXTOID, CStringGetTextDatum(start_text));
 		end_step();
 	}
 	PG_CATCH();
@@ -385,13 +390,7 @@ mend_table(Oid relid, const char *provider, Oid caller, const char *local)
 	run_id = DatumGetInt64(DirectFunctionCall3(concord_table_diff, ObjectIdGetDatum(relid),
 											   PointerGetDatum(peers), timeout));
 	SetUserIdAndSecContext(saved_user, saved_context);
-	{
-		Oid			types[2] = {INT8OID, INT8OID};
-		Datum		values[2] = {Int64GetDatum(RepairId), Int64GetDatum(run_id)};
-
-		run_sql("UPDATE concord.subscription_repair SET run_ids = run_ids || $2 WHERE repair_id = $1",
-				2, types, values, SPI_OK_UPDATE);
-	}
+	record_set("run_ids = run_ids || $2", INT8OID, Int64GetDatum(run_id));
 	end_step();
 
 	begin_step();
@@ -468,8 +467,6 @@ check_caller(List *relids, Oid caller)
 static void
 record_skipped(List *skipped)
 {
-	Oid			types[2] = {INT8OID, TEXTARRAYOID};
-	Datum		values[2];
 	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(skipped), 1));
 	int			n = 0;
 	ListCell   *lc;
@@ -477,10 +474,8 @@ record_skipped(List *skipped)
 	begin_step();
 	foreach(lc, skipped)
 		elems[n++] = CStringGetTextDatum(lfirst(lc));
-	values[0] = Int64GetDatum(RepairId);
-	values[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-	run_sql("UPDATE concord.subscription_repair SET skipped = $2 WHERE repair_id = $1",
-			2, types, values, SPI_OK_UPDATE);
+	record_set("skipped = $2", TEXTARRAYOID,
+			   PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT)));
 	end_step();
 }
 

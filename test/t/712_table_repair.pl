@@ -27,6 +27,11 @@
 #      wins over it everywhere (it used to be dated with the repair's
 #      start, and lost on the nodes it reached after the delete).
 #  14. The manager drops the repair origins no repair holds.
+#  15. A key missing on rp3, updated on rp1 between the diff and the
+#      repair: the UPDATE reaches rp3 first and finds no row (dropped,
+#      update_missing); the repair then inserts the UPDATE's row, the
+#      newest version, not the diff's winner (it inserted the older row,
+#      and rp3 kept it for good).
 use strict;
 use warnings;
 use FindBin;
@@ -396,5 +401,21 @@ is($c{rp2}, $c{rp1}, 'at the end, rp2 holds what rp1 holds');
 is($c{rp3}, $c{rp1}, 'and so does rp3');
 is($n2->safe_psql('postgres', sprintf($version, 10)), $n1->safe_psql('postgres', sprintf($version, 10)),
 	'a repaired row keeps its version once its origin is gone');
+
+# 15. A write between the diff and the repair, to a key a node lacks.
+by_hand($n1, q{INSERT INTO t VALUES (3001, 'inserted by hand on rp1', 1)});
+($id, $status) = diff_on($n1, 't');
+is($n1->safe_psql('postgres', "SELECT string_agg(key->>'id', ',') FROM concord.diff_row WHERE run_id = $id"),
+	'3001', 'key 3001 is only on rp1');
+$n1->safe_psql('postgres', q{UPDATE t SET v = 'updated on rp1 after the diff' WHERE id = 3001});
+wait_for_apply_all(\@nodes, label => 'the update everywhere');
+is($n3->safe_psql('postgres', q{SELECT count(*) FROM concord.conflict_history
+	WHERE conflict_type = 'update_missing' AND key = '{"id": 3001}'}), '1', 'rp3 dropped the update: no row');
+$n1->safe_psql('postgres', "SELECT concord.table_repair($id)");
+is(join(',', map { $_->safe_psql('postgres', 'SELECT v FROM t WHERE id = 3001') } @nodes),
+	'updated on rp1 after the diff,updated on rp1 after the diff,updated on rp1 after the diff',
+	'every node holds the update made after the diff');
+is($n3->safe_psql('postgres', sprintf($version, 3001)), $n1->safe_psql('postgres', sprintf($version, 3001)),
+	"with rp1's version of it");
 
 done_testing();
