@@ -94,11 +94,12 @@ repair_xact_end(XactEvent event, void *arg pg_attribute_unused())
 /*
  * The repair origin of a node, made if needed, its lock taken first (and
  * held to the transaction's end: the manager drops the origins no repair
- * holds).  Runs before the transaction has an xid: this transaction
- * writes under the origin it may make, so the origin's history must
- * begin at or before its own xid, and after every xid of the id's
- * previous holder; the xid comes with the origin's catalog row, made
- * under the lock that its drop took.
+ * holds).  Runs before the transaction has an xid (but for a second
+ * origin of the same call, concord_repair_key): this transaction writes
+ * under the origin it may make, so the origin's history must begin at or
+ * before its own xid, and after every xid of the id's previous holder;
+ * the xid comes with the origin's catalog row, made under the lock that
+ * its drop took.
  */
 static RepOriginId
 repair_origin(const char *origin_node)
@@ -106,7 +107,6 @@ repair_origin(const char *origin_node)
 	char	   *name = concord_repair_origin_name(origin_node);
 	RepOriginId origin;
 
-	Assert(!TransactionIdIsValid(GetTopTransactionIdIfAny()));
 	concord_repair_origin_lock(name);
 	origin = replorigin_by_name(name, true);
 	if (origin == InvalidRepOriginId)
@@ -423,7 +423,10 @@ fetch_locked(Relation *leaf, HeapTuple locked, TupleDesc desc)
  * absence): if it is newer than the winner and its whole row was
  * recorded in concord.conflict_history, it is the version to insert
  * instead, or the node would take the older winner and keep it (the
- * UPDATE will not come again).  Runs before the transaction has an xid.
+ * UPDATE will not come again).  Read before the row is locked, so that
+ * its origin can be made before the transaction has an xid: an UPDATE
+ * dropped during the call itself is missed (a new diff and repair mend
+ * that key).
  */
 static bool
 newer_dropped_update(Oid relid, Datum key, ConcordRepairVersion *winner)
@@ -551,6 +554,9 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 	HeapTuple	locked = NULL;
 	TupleDesc	lockdesc = NULL;
 	RepOriginId origin;
+	ConcordRepairVersion dropped;
+	bool		have_dropped;
+	RepOriginId dropped_origin = InvalidRepOriginId;
 
 	relid = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(relation)));
 	if (!replicated_here(relid))
@@ -565,7 +571,16 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the winner of a repair needs its origin node")));
+	dropped = winner;
+	have_dropped = winner.present && newer_dropped_update(relid, key, &dropped);
+	/* the origins first, before the transaction has an xid, in name order */
+	if (have_dropped && strcmp(dropped.origin_node, winner.origin_node) < 0)
+		dropped_origin = repair_origin(dropped.origin_node);
 	origin = repair_origin(winner.origin_node);
+	if (have_dropped && strcmp(dropped.origin_node, winner.origin_node) == 0)
+		dropped_origin = origin;
+	else if (have_dropped && strcmp(dropped.origin_node, winner.origin_node) > 0)
+		dropped_origin = repair_origin(dropped.origin_node);
 	read_version(expected_json, &expected);
 	make_sql(relid, &sql);
 	if (as_owner(relid, sql.lock, key, false) != SPI_OK_SELECT)
@@ -584,8 +599,12 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 		action = "stale";		/* written since the diff (or the lock) */
 	else
 	{
-		if (winner.present && !now.present && newer_dropped_update(relid, key, &winner))
-			origin = repair_origin(winner.origin_node);
+		/* this node lacks the key: the newest version it saw goes in */
+		if (have_dropped && !now.present)
+		{
+			winner = dropped;
+			origin = dropped_origin;
+		}
 		action = write_winner(relid, &sql, key, &now, &winner, origin, locked, lockdesc);
 	}
 	record(run_id, coordinator, local, relid, key, action, &winner);
