@@ -32,6 +32,9 @@
 #      update_missing); the repair then inserts the UPDATE's row, the
 #      newest version, not the diff's winner (it inserted the older row,
 #      and rp3 kept it for good).
+#  16. A partitioned table: a row changed, one deleted (its tombstone in
+#      the partition) and one inserted by hand are repaired through the
+#      parent, and a new diff is clean.
 use strict;
 use warnings;
 use FindBin;
@@ -47,11 +50,14 @@ setup_mesh(\@nodes, q{
 	CREATE TABLE t (id int PRIMARY KEY, v text, n int);
 	CREATE TABLE t2 (id int PRIMARY KEY, v text);
 	CREATE TABLE t4 (id int PRIMARY KEY, email text UNIQUE);
+	CREATE TABLE tp (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+	CREATE TABLE tp_eu PARTITION OF tp FOR VALUES IN ('eu');
+	CREATE TABLE tp_us PARTITION OF tp FOR VALUES IN ('us');
 	CREATE TYPE pair AS (a int, b text);
 	CREATE TABLE t3 (id int PRIMARY KEY, ts timestamptz, iv interval, num numeric, f float8,
 		b bytea, arr int[], j jsonb, m money, tx text[], d date, tm time, p pair,
 		g int GENERATED ALWAYS AS (id * 2) STORED);},
-	['t', 't2', 't3', 't4']);
+	['t', 't2', 't3', 't4', 'tp']);
 $n1->safe_psql('postgres', q{INSERT INTO t SELECT g, 'row ' || g, g FROM generate_series(1, 300) g;
 	INSERT INTO t2 SELECT g, 'row ' || g FROM generate_series(1, 20) g;
 	INSERT INTO t3 (id, ts) SELECT g, now() FROM generate_series(1, 5) g});
@@ -417,5 +423,24 @@ is(join(',', map { $_->safe_psql('postgres', 'SELECT v FROM t WHERE id = 3001') 
 	'every node holds the update made after the diff');
 is($n3->safe_psql('postgres', sprintf($version, 3001)), $n1->safe_psql('postgres', sprintf($version, 3001)),
 	"with rp1's version of it");
+
+# 16. A partitioned table.
+$n1->safe_psql('postgres', q{INSERT INTO tp SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'row ' || g
+	FROM generate_series(1, 40) g});
+wait_for_apply_all(\@nodes, label => 'tp everywhere');
+by_hand($n2, q{UPDATE tp SET v = 'changed on rp2' WHERE id = 2}, q{DELETE FROM tp WHERE id = 3},
+	q{INSERT INTO tp VALUES (41, 'eu', 'new on rp2')});
+($id, $status) = diff_on($n1, 'tp');
+is($n1->safe_psql('postgres', "SELECT string_agg((key->>'id') || ':' || kind, ',' ORDER BY (key->>'id')::int) FROM concord.diff_row WHERE run_id = $id"),
+	'2:differs,3:extra,41:missing', 'the partitioned table differs in three keys');
+is($n1->safe_psql('postgres', "SELECT concord.table_repair($id)"), '6', 'each on two nodes');
+wait_for_apply_all(\@nodes, label => 'tp repaired');
+%c = map { ($_->name => contents($_, 'tp')) } @nodes;
+is($c{rp1}, $c{rp2}, "rp1 holds rp2's rows of tp");
+is($c{rp3}, $c{rp2}, 'and so does rp3');
+is($n3->safe_psql('postgres', q{SELECT count(*) FROM concord.tombstone WHERE relid = 'tp_us'::regclass AND key = '{3,us}'}),
+	'1', "the repaired delete left its tombstone in the partition");
+($id, $status) = diff_on($n3, 'tp');
+is($status, 'clean', 'a new diff of tp is clean');
 
 done_testing();
