@@ -186,20 +186,6 @@ replicated_here(Oid relid)
 	return found;
 }
 
-/* The owner of a table. */
-static Oid
-rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /*
  * A version from the first columns of an SPI row: present, digest,
  * commit_time, origin_node, deleted, and, with with_row, the row's jsonb.
@@ -382,7 +368,7 @@ as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
 	int			ret;
 
 	GetUserIdAndSecContext(&saved_user, &saved_context);
-	SetUserIdAndSecContext(rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
+	SetUserIdAndSecContext(concord_rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,

@@ -43,6 +43,7 @@ extern void concord_subscription_record(const struct ConcordSubscription *sub,
 extern void concord_subscription_drop(struct ConcordSubscription *sub);
 extern void concord_sub_stop_workers(Oid subid);
 extern void concord_sub_wake_manager_at_commit(void);
+extern void concord_sub_retry_now(Oid subid);
 
 /* diff_api.c, for sub_repair_api.c */
 extern Datum concord_table_diff(PG_FUNCTION_ARGS);

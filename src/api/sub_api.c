@@ -684,6 +684,19 @@ concord_drop_subscription(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
+/* The subscription's workers start again without waiting out their backoff. */
+void
+concord_sub_retry_now(Oid subid)
+{
+	ConcordSubState *st;
+
+	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
+	st = concord_sub_state(MyDatabaseId, subid, false);
+	if (st)
+		st->restart_after = 0;
+	LWLockRelease(ConcordShmem->lock);
+}
+
 static Datum
 set_enabled(FunctionCallInfo fcinfo, bool enabled)
 {
@@ -694,17 +707,9 @@ set_enabled(FunctionCallInfo fcinfo, bool enabled)
 	sub = concord_sub_get_existing(name);
 	sub->enabled = enabled;
 	concord_subscription_update(sub);
+	/* An explicit enable retries at once. */
 	if (enabled)
-	{
-		ConcordSubState *st;
-
-		/* An explicit enable retries at once. */
-		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-		st = concord_sub_state(MyDatabaseId, sub->id, false);
-		if (st)
-			st->restart_after = 0;
-		LWLockRelease(ConcordShmem->lock);
-	}
+		concord_sub_retry_now(sub->id);
 	concord_sub_wake_manager_at_commit();
 	PG_RETURN_BOOL(true);
 }

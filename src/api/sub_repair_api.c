@@ -98,6 +98,19 @@ record_set(const char *column, Oid type, Datum value)
 			2, types, values, SPI_OK_UPDATE);
 }
 
+/* The subscription, or an error if it was dropped meanwhile. */
+static ConcordSubscription *
+existing_sub(Oid subid)
+{
+	ConcordSubscription *sub = concord_subscription_get_by_id(subid);
+
+	if (sub == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the subscription was dropped")));
+	return sub;
+}
+
 static void
 begin_step(void)
 {
@@ -164,7 +177,6 @@ renew_slot(Oid subid)
 	char	   *wal_status;
 	char	   *start_text;
 	XLogRecPtr	start;
-	ConcordSubState *st;
 	char	   *why;
 	char	   *dsn;
 	char	   *slot;
@@ -172,11 +184,7 @@ renew_slot(Oid subid)
 
 	begin_step();
 	concord_catalog_lock(CATALOG_SUBSCRIPTION);
-	sub = concord_subscription_get_by_id(subid);
-	if (sub == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the subscription was dropped")));
+	sub = existing_sub(subid);
 	if (!concord_identity_check(&why))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -217,11 +225,7 @@ renew_slot(Oid subid)
 		/* Streams again once this commits, at once. */
 		sub->enabled = true;
 		concord_subscription_update(sub);
-		LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-		st = concord_sub_state(MyDatabaseId, sub->id, false);
-		if (st)
-			st->restart_after = 0;
-		LWLockRelease(ConcordShmem->lock);
+		concord_sub_retry_now(sub->id);
 		concord_sub_wake_manager_at_commit();
 		record_set("slot_lsn = $2::pg_catalog.pg_lsn", TEXTOID, CStringGetTextDatum(start_text));
 		end_step();
@@ -257,11 +261,7 @@ resumes(Oid subid)
 	bool		isnull;
 
 	begin_step();
-	sub = concord_subscription_get_by_id(subid);
-	if (sub == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the subscription was dropped")));
+	sub = existing_sub(subid);
 	values[0] = DirectFunctionCall1(namein, CStringGetDatum(sub->name));
 	values[1] = Int64GetDatum(RepairId);
 	SPI_connect();
@@ -287,11 +287,7 @@ wait_caught_up(Oid subid, TimestampTz deadline)
 	XLogRecPtr	target;
 
 	begin_step();
-	sub = concord_subscription_get_by_id(subid);
-	if (sub == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the subscription was dropped")));
+	sub = existing_sub(subid);
 	now = provider_value(sub, "SELECT pg_catalog.pg_current_wal_lsn()", 0, NULL);
 	target = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(now)));
 	pgstat_report_activity(STATE_RUNNING, psprintf("waiting for subscription %s to apply up to %X/%X",
@@ -319,11 +315,7 @@ sub_tables(Oid subid, MemoryContext cxt, List **skipped)
 	const char *params[1];
 
 	begin_step();
-	sub = concord_subscription_get_by_id(subid);
-	if (sub == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the subscription was dropped")));
+	sub = existing_sub(subid);
 	params[0] = concord_remote_text_array(sub->replication_sets);
 	conn = concord_remote_connect(sub->provider_dsn, false, "concord subscription repair",
 								  sub->password_required);

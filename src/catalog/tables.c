@@ -792,11 +792,10 @@ concord_origin_history_all(void)
  * session as any role, need no privilege of that role.  Undo with
  * SetUserIdAndSecContext(*saved_user, *saved_context).
  */
-void
-concord_catalog_become_owner(const char *relname, Oid *saved_user,
-							 int *saved_context)
+/* The owner of a relation. */
+Oid
+concord_rel_owner(Oid relid)
 {
-	Oid			relid = concord_catalog_relid(relname, false);
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
 
@@ -804,6 +803,15 @@ concord_catalog_become_owner(const char *relname, Oid *saved_user,
 		elog(ERROR, "cache lookup failed for relation %u", relid);
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+concord_catalog_become_owner(const char *relname, Oid *saved_user,
+							 int *saved_context)
+{
+	Oid			owner = concord_rel_owner(concord_catalog_relid(relname, false));
+
 	GetUserIdAndSecContext(saved_user, saved_context);
 	SetUserIdAndSecContext(owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);

@@ -198,6 +198,7 @@ extern void concord_scankey_name(ScanKey key, AttrNumber attno, const char *valu
 extern int	concord_catalog_delete_where_oid(const char *relname, AttrNumber attno,
 											 Oid value);
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
+extern Oid	concord_rel_owner(Oid relid);
 extern void concord_catalog_become_owner(const char *relname, Oid *saved_user,
 										 int *saved_context);
 extern void concord_catalog_lock(const char *relname);
