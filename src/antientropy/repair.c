@@ -197,61 +197,6 @@ node_index(RepairRun *run, const char *name)
 	return -1;					/* keep compiler quiet */
 }
 
-static int32
-priority_of(const char *name)
-{
-	ConcordNode *node = name ? concord_node_get_by_name(name) : NULL;
-
-	return node ? node->priority : 0;
-}
-
-/* >0 if version a beats version b under the run's resolver. */
-static int
-compare(RepairRun *run, const ConcordRepairVersion *a, const ConcordRepairVersion *b)
-{
-	TimestampTz ta = a->known ? a->commit_time : CONCORD_BASELINE_TS;
-	TimestampTz tb = b->known ? b->commit_time : CONCORD_BASELINE_TS;
-	int			names;
-
-	if (run->resolver == CONCORD_RESOLVER_REPLICA_PRIORITY &&
-		priority_of(a->origin_node) != priority_of(b->origin_node))
-		return priority_of(a->origin_node) > priority_of(b->origin_node) ? 1 : -1;
-	if (ta != tb)
-	{
-		if (run->resolver == CONCORD_RESOLVER_FIRST_UPDATE_WINS)
-			return ta < tb ? 1 : -1;
-		return ta > tb ? 1 : -1;
-	}
-	names = strcmp(a->origin_node ? a->origin_node : "", b->origin_node ? b->origin_node : "");
-	if (names != 0)
-		return names;
-	if (a->present != b->present)
-		return a->present ? 1 : -1;
-	return strcmp(a->digest ? a->digest : "", b->digest ? b->digest : "");
-}
-
-static char *
-version_json(const ConcordRepairVersion *v)
-{
-	StringInfoData out;
-
-	initStringInfo(&out);
-	appendStringInfo(&out, "{\"row\": %s, \"digest\": ", v->row ? v->row : "null");
-	if (v->digest)
-		escape_json(&out, v->digest);
-	else
-		appendStringInfoString(&out, "null");
-	appendStringInfoString(&out, ", \"commit_time\": ");
-	if (v->known)
-		escape_json(&out, timestamptz_to_str(v->commit_time));
-	else
-		appendStringInfoString(&out, "null");
-	appendStringInfoString(&out, ", \"origin_node\": ");
-	escape_json(&out, v->origin_node);
-	appendStringInfo(&out, ", \"deleted\": %s}", v->deleted ? "true" : "false");
-	return out.data;
-}
-
 /*
  * The winner among a key's states, as a version to send; NULL when no
  * node has a version (cannot be: a difference has a row somewhere).
@@ -289,7 +234,7 @@ winner_of(RepairRun *run, NodeState *states)
 			continue;
 		if (v->origin_node == NULL)
 			v->origin_node = pstrdup(run->nodes[i]);	/* age unknown: its holder's */
-		if (best == NULL || compare(run, v, best) > 0)
+		if (best == NULL || concord_version_compare(run->resolver, v, best) > 0)
 			best = v;
 	}
 	return best;
@@ -311,7 +256,7 @@ plan_key(RepairRun *run, const char *key, NodeState *states, List *entries)
 
 	if (w == NULL)
 		return entries;
-	wjson = version_json(w);
+	wjson = concord_version_json(w);
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		RepairEntry *e;

@@ -12,21 +12,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 
-/*
- * A node's version of a key, as concord.diff_row.rows records it: a row
- * (with its digest), a delete (a tombstone) or nothing, and the commit
- * time and origin node of the row or the tombstone.
- */
-typedef struct ConcordRepairVersion
-{
-	bool		present;
-	bool		deleted;		/* absent, with a tombstone */
-	char	   *digest;
-	bool		known;			/* commit_time is known */
-	TimestampTz commit_time;
-	char	   *origin_node;
-	char	   *row;			/* the row as jsonb text; NULL if absent */
-} ConcordRepairVersion;
+#include "conflict/versions.h"
 
 /* repair.c */
 extern int64 concord_repair_run(int64 run_id, const char *source, bool dry_run,
@@ -36,6 +22,6 @@ extern int64 concord_repair_run(int64 run_id, const char *source, bool dry_run,
 extern const char *concord_repair_key(const char *relation, Datum key,
 									  Datum expected_json, Datum winner_json,
 									  int64 run_id, const char *coordinator,
-									  const char *local);
+									  const char *local, const char *subscription);
 
 #endif							/* CONCORD_REPAIR_H */

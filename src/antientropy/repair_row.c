@@ -345,48 +345,6 @@ make_sql(Oid relid, RepairSql *sql)
 						   qual, qual, match.data);
 }
 
-/* The settings of concord.table_digest_keys(), which made the rows' jsonb. */
-static const char *const pinned[][2] = {
-	{"TimeZone", "UTC"},
-	{"DateStyle", "ISO, YMD"},
-	{"IntervalStyle", "postgres"},
-	{"lc_monetary", "C"},
-};
-
-/*
- * Runs a statement on the table as its owner, as apply writes: replica
- * role (only ENABLE REPLICA and ALWAYS triggers fire), no row security.
- */
-static int
-as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
-{
-	Oid			saved_user;
-	int			saved_context;
-	int			nestlevel;
-	Oid			types[1] = {JSONBOID};
-	Datum		values[1] = {arg};
-	int			ret;
-
-	GetUserIdAndSecContext(&saved_user, &saved_context);
-	SetUserIdAndSecContext(concord_rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("row_security", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	/* the row's values read back as the digest functions wrote them */
-	for (int i = 0; i < (int) lengthof(pinned); i++)
-		(void) set_config_option(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	ret = SPI_execute_with_args(sql, 1, types, values, NULL, read_only, 0);
-	AtEOXact_GUC(true, nestlevel);
-	SetUserIdAndSecContext(saved_user, saved_context);
-	return ret;
-}
-
 /* The row about to be deleted, for its tombstone. */
 static TupleTableSlot *
 fetch_locked(Relation *leaf, HeapTuple locked, TupleDesc desc)
@@ -463,7 +421,7 @@ write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *n
 		Relation	leaf;
 		TupleTableSlot *slot = fetch_locked(&leaf, locked, lockdesc);
 
-		if (as_owner(relid, sql->delete, key, false) != SPI_OK_DELETE || SPI_processed != 1)
+		if (concord_spi_as_owner(relid, sql->delete, key, false) != SPI_OK_DELETE || SPI_processed != 1)
 			elog(ERROR, "could not delete the row");
 		concord_tombstone_record(leaf, slot);
 		ExecDropSingleTupleTableSlot(slot);
@@ -474,12 +432,12 @@ write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *n
 	row = DirectFunctionCall1(jsonb_in, CStringGetDatum(winner->row));
 	if (now->present)
 	{
-		if (as_owner(relid, sql->update, row, false) != SPI_OK_UPDATE || SPI_processed != 1)
+		if (concord_spi_as_owner(relid, sql->update, row, false) != SPI_OK_UPDATE || SPI_processed != 1)
 			elog(ERROR, "could not update the row");
 		concord_apply_log_origin_lsn(InvalidXLogRecPtr);
 		return "update";
 	}
-	if (as_owner(relid, sql->insert, row, false) != SPI_OK_INSERT)
+	if (concord_spi_as_owner(relid, sql->insert, row, false) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert the row");
 	if (SPI_processed == 0)
 		return "stale";			/* inserted meanwhile, by a newer write */
@@ -489,16 +447,23 @@ write_winner(Oid relid, RepairSql *sql, Datum key, const ConcordRepairVersion *n
 
 static void
 record(int64 run_id, const char *coordinator, const char *local, Oid relid, Datum key,
-	   const char *action, const ConcordRepairVersion *winner)
+	   const char *action, const ConcordRepairVersion *winner, const char *subscription)
 {
-	Oid			types[8] = {INT8OID, NAMEOID, NAMEOID, TEXTOID, JSONBOID, TEXTOID,
-	NAMEOID, TIMESTAMPTZOID};
-	Datum		values[8];
-	char		nulls[8] = "        ";
+	Oid			types[9] = {INT8OID, NAMEOID, NAMEOID, TEXTOID, JSONBOID, TEXTOID,
+	NAMEOID, TIMESTAMPTZOID, NAMEOID};
+	Datum		values[9];
+	char		nulls[9] = "         ";
 	Oid			saved_user;
 	int			saved_context;
 
 	values[0] = Int64GetDatum(run_id);
+	if (subscription)
+	{
+		nulls[0] = 'n';
+		values[8] = DirectFunctionCall1(namein, CStringGetDatum(subscription));
+	}
+	else
+		nulls[8] = 'n';
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(coordinator));
 	values[2] = DirectFunctionCall1(namein, CStringGetDatum(local));
 	values[3] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
@@ -514,9 +479,10 @@ record(int64 run_id, const char *coordinator, const char *local, Oid relid, Datu
 		nulls[7] = 'n';
 	concord_catalog_become_owner("repair_history", &saved_user, &saved_context);
 	if (SPI_execute_with_args("INSERT INTO concord.repair_history"
-							  " (run_id, coordinator, node_name, relation, key, action, origin_node, commit_time)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							  8, types, values, nulls, false, 0) != SPI_OK_INSERT)
+							  " (run_id, coordinator, node_name, relation, key, action, origin_node, commit_time,"
+							  " subscription_name)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+							  9, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the repair");
 	SetUserIdAndSecContext(saved_user, saved_context);
 }
@@ -529,7 +495,7 @@ record(int64 run_id, const char *coordinator, const char *local, Oid relid, Datu
 const char *
 concord_repair_key(const char *relation, Datum key, Datum expected_json,
 				   Datum winner_json, int64 run_id, const char *coordinator,
-				   const char *local)
+				   const char *local, const char *subscription)
 {
 	Oid			relid;
 	ConcordRepairVersion expected,
@@ -569,7 +535,7 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 		dropped_origin = repair_origin(dropped.origin_node);
 	read_version(expected_json, &expected);
 	make_sql(relid, &sql);
-	if (as_owner(relid, sql.lock, key, false) != SPI_OK_SELECT)
+	if (concord_spi_as_owner(relid, sql.lock, key, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the key");
 	if (SPI_processed > 0)
 	{
@@ -593,7 +559,7 @@ concord_repair_key(const char *relation, Datum key, Datum expected_json,
 		}
 		action = write_winner(relid, &sql, key, &now, &winner, origin, locked, lockdesc);
 	}
-	record(run_id, coordinator, local, relid, key, action, &winner);
+	record(run_id, coordinator, local, relid, key, action, &winner, subscription);
 	SPI_finish();
 	return action;
 }

@@ -35,6 +35,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -48,6 +49,8 @@
 
 #include "api/api.h"
 #include "catalog/tables.h"
+#include "conflict/seen.h"
+#include "proto/proto.h"
 #include "shmem/position.h"
 
 #define FENCE_POLL_MS	10
@@ -193,4 +196,68 @@ concord_fence(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(token.data);
 	values[3] = receives_from();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * concord.seen(OUT origin_node name, OUT commit_time timestamptz, OUT
+ * receives boolean): the causality vector of this database
+ * (conflict/seen.c), per origin node the commit time of its latest
+ * transaction applied here, and a row with no commit time for each node
+ * it receives from but has applied nothing of yet ("all" when a
+ * subscription forwards every origin); receives: whether this node
+ * receives that node's changes now (an entry may be left from a
+ * subscription since dropped).  A resynchronization reads it on the
+ * provider (apply/sync_merge.c).
+ */
+PG_FUNCTION_INFO_V1(concord_seen);
+
+static bool
+name_in(Datum *names, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(NameStr(*DatumGetName(names[i])), name) == 0)
+			return true;
+	return false;
+}
+
+Datum
+concord_seen(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *vector = concord_seen_vector();
+	ArrayType  *from = DatumGetArrayTypeP(receives_from());
+	Datum	   *names;
+	int			nnames;
+	bool		all;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	deconstruct_array(from, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
+					  &names, NULL, &nnames);
+	all = name_in(names, nnames, "all");
+	foreach(lc, vector)
+	{
+		ConcordSeenEntry *e = lfirst(lc);
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(e->origin));
+		values[1] = TimestampTzGetDatum(e->commit_ts);
+		values[2] = BoolGetDatum(all || name_in(names, nnames, e->origin));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	for (int i = 0; i < nnames; i++)
+	{
+		const char *name = NameStr(*DatumGetName(names[i]));
+		Datum		values[3];
+		bool		nulls[3] = {false, true, false};
+
+		if (concord_seen_lookup(vector, name) != 0 || name_in(names, i, name))
+			continue;
+		values[0] = names[i];
+		values[1] = (Datum) 0;
+		values[2] = BoolGetDatum(true);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -42,12 +42,17 @@ concord_table_repair(PG_FUNCTION_ARGS)
 
 /*
  * concord.repair_row(relation text, key jsonb, expected jsonb, winner jsonb,
- * run_id bigint, coordinator name) RETURNS text, STRICT
+ * run_id bigint, coordinator name, subscription_name name DEFAULT NULL)
+ * RETURNS text: run_id for a repair, subscription_name (run_id NULL) for a
+ * resynchronization's merge (apply/sync_merge.c).
  *
  * Under the winner's origin, every write of the transaction is dated as
  * the winner: the call must be the transaction's first write, and the
  * transaction its own.
  */
+static const char *const ArgNames[6] = {"relation", "key", "expected", "winner",
+"run_id", "coordinator"};
+
 Datum
 concord_repair_row(PG_FUNCTION_ARGS)
 {
@@ -63,8 +68,17 @@ concord_repair_row(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("this session already uses a replication origin")));
+	for (int i = 0; i < 6; i++)
+		if (i != 4)
+			(void) concord_required_arg(fcinfo, i, ArgNames[i]);
+	if (PG_ARGISNULL(4) == PG_ARGISNULL(6))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("concord.repair_row() needs either run_id or subscription_name")));
 	PG_RETURN_TEXT_P(cstring_to_text(concord_repair_key(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 														PG_GETARG_DATUM(1), PG_GETARG_DATUM(2),
-														PG_GETARG_DATUM(3), PG_GETARG_INT64(4),
-														NameStr(*PG_GETARG_NAME(5)), local)));
+														PG_GETARG_DATUM(3),
+														PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4),
+														NameStr(*PG_GETARG_NAME(5)), local,
+														PG_ARGISNULL(6) ? NULL : NameStr(*PG_GETARG_NAME(6)))));
 }

@@ -24,7 +24,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "utils/acl.h"
@@ -34,6 +36,7 @@
 #include "utils/rls.h"
 
 #include "apply/apply.h"
+#include "catalog/tables.h"
 
 static const char *
 privilege_name(AclMode bit)
@@ -114,4 +117,49 @@ concord_constraints_immediate(void)
 	stmt->constraints = NIL;
 	stmt->deferred = false;
 	AfterTriggerSetState(stmt);
+}
+
+/* The settings of concord.table_digest_keys(), which made the rows' jsonb. */
+static const char *const pinned[][2] = {
+	{"TimeZone", "UTC"},
+	{"DateStyle", "ISO, YMD"},
+	{"IntervalStyle", "postgres"},
+	{"lc_monetary", "C"},
+};
+
+/*
+ * Runs a statement on the table as its owner, as apply writes: replica
+ * role (only ENABLE REPLICA and ALWAYS triggers fire), no row security,
+ * the settings pinned above; arg is its $1 (jsonb).  With SPI connected:
+ * a repair (antientropy/repair_row.c) and a resynchronization's merge
+ * (sync_merge.c) write so.
+ */
+int
+concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
+{
+	Oid			saved_user;
+	int			saved_context;
+	int			nestlevel;
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {arg};
+	int			ret;
+
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(concord_rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("row_security", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* the row's values read back as the digest functions wrote them */
+	for (int i = 0; i < (int) lengthof(pinned); i++)
+		(void) set_config_option(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	ret = SPI_execute_with_args(sql, 1, types, values, NULL, read_only, 0);
+	AtEOXact_GUC(true, nestlevel);
+	SetUserIdAndSecContext(saved_user, saved_context);
+	return ret;
 }

@@ -24,6 +24,7 @@
 #include "catalog/pg_inherits.h"
 #include "commands/copy.h"
 #include "commands/tablecmds.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
@@ -577,6 +578,97 @@ use_provider_origin(ConcordSubscription *sub)
 	replorigin_session_origin_timestamp = sub->sync_done ? 0 : CONCORD_BASELINE_TS;
 }
 
+/*
+ * Whether a resynchronization can merge t (sync_merge.c): the provider
+ * lets it, every row and column of the provider's is shipped, both
+ * tables have the same columns of the same types and the same key (a
+ * primary key or replica identity index), no inheritance child, and only
+ * built-in types (the merge reads rows as jsonb: a cast of a type some
+ * role owns would run in this superuser worker).  Else the table is
+ * emptied and copied, as an initial copy is.
+ */
+static bool
+mergeable(PGconn *conn, SyncTable *t)
+{
+	const char *params[1] = {quote_qualified_identifier(t->nspname, t->relname)};
+	const char *shape = "SELECT pg_catalog.string_agg(a.attname || ' ' || "
+		"pg_catalog.format_type(a.atttypid, a.atttypmod) || ' ' || a.attgenerated::pg_catalog.text || ' ' || "
+		"(a.attname = ANY (k.cols))::text, ',' ORDER BY a.attname), "
+		"pg_catalog.bool_and(a.atttypid < 16384) AND k.cols IS NOT NULL "
+		"AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::pg_catalog.regclass "
+		"AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass) <> 'p') "
+		"FROM pg_catalog.pg_attribute a, "
+		"LATERAL (SELECT pg_catalog.array_agg(ka.attname) AS cols FROM "
+		"(SELECT i.indkey, i.indnkeyatts FROM pg_catalog.pg_index i WHERE i.indrelid = $1::pg_catalog.regclass "
+		"AND (i.indisreplident OR i.indisprimary) ORDER BY i.indisreplident DESC LIMIT 1) i, "
+		"pg_catalog.unnest((i.indkey::pg_catalog.int2[])[0:i.indnkeyatts - 1]) u(n) "
+		"JOIN pg_catalog.pg_attribute ka ON ka.attrelid = $1::pg_catalog.regclass AND ka.attnum = u.n) k "
+		"WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped "
+		"GROUP BY k.cols";
+	PGresult   *res;
+	char	   *theirs;
+	bool		same;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (!concord_sync_merge_usable() || !t->all_columns ||
+		(!t->unfiltered && t->filter.len > 0))
+		return false;
+	res = concord_remote_query(conn, shape, 1, params, PGRES_TUPLES_OK);
+	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+	{
+		PQclear(res);
+		return false;
+	}
+	theirs = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(params[0])};
+
+		if (SPI_execute_with_args(shape, 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the shape of table %s", params[0]);
+		same = SPI_processed == 1 &&
+			strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), "t") == 0 &&
+			strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), theirs) == 0;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	return same;
+}
+
+/*
+ * A resynchronization merges each pending table it can (sync_merge.c),
+ * before the session takes the provider's origin: the merge writes under
+ * the origins of the rows' versions.
+ */
+static void
+merge_pending(ConcordSubscription *sub, List *pending, PGconn *conn, List *tables)
+{
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		SyncTable  *t = lfirst(lc);
+		int64		written;
+
+		if (!table_pending(pending, t) || !mergeable(conn, t))
+			continue;
+		CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
+		written = concord_sync_merge_table(conn, sub->id, sub->name, t);
+		ereport(LOG,
+				(errmsg("concord subscription \"%s\": %s resynchronized, " INT64_FORMAT " keys written",
+						sub->name, CopyingTable, written)));
+		CopyingTable = NULL;
+		t->merged = true;
+	}
+}
+
 static void
 copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 		 List *held)
@@ -584,6 +676,8 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 	List	   *tables = provider_tables(conn, sub->replication_sets);
 	ListCell   *lc;
 
+	if (sub->sync_done && held == NIL)
+		merge_pending(sub, pending, conn, tables);
 	use_provider_origin(sub);
 	/* Joining a mesh: the rows keep their versions (sync_versions.c). */
 	if (held != NIL)
@@ -598,7 +692,7 @@ copy_all(ConcordSubscription *sub, List *pending, PGconn *conn, XLogRecPtr lsn,
 
 		if (sub->sync_done && !table_pending(pending, t))
 			continue;
-		if (held == NIL)
+		if (held == NIL && !t->merged)
 		{
 			CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
 			pgstat_report_activity(STATE_RUNNING, psprintf("copying %s", CopyingTable));
@@ -663,6 +757,7 @@ sync_run(Oid subid)
 	XLogRecPtr	lsn;
 	TimestampTz before_snapshot;
 	bool		was_synced;
+	ConcordNode *provider;
 	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "concord sync",
 											  ALLOCSET_DEFAULT_SIZES);
 
@@ -676,6 +771,7 @@ sync_run(Oid subid)
 		proc_exit(0);
 	pending = concord_sub_table_get(subid);
 	held = sub->sync_done ? NIL : join_held_subs(subid);
+	provider = concord_node_get_by_id(sub->provider_node_id);
 	SubName = sub->name;
 	was_synced = sub->sync_done;
 	CommitTransactionCommand();
@@ -684,6 +780,28 @@ sync_run(Oid subid)
 	repl = concord_remote_connect(sub->provider_dsn, true,
 								  psprintf("%s sync", sub->name),
 								  sub->password_required);
+	/*
+	 * A resynchronization's merge: what the provider received, read under
+	 * its apply fence, held until the snapshot is taken.
+	 */
+	if (was_synced && held == NIL)
+	{
+		if (provider == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the provider node of subscription \"%s\" is unknown", sub->name)));
+		fence_conn = concord_remote_connect(sub->provider_dsn, false,
+											psprintf("%s resync fence", sub->name),
+											sub->password_required);
+		if (!concord_sync_merge_prepare(fence_conn, provider->name))
+		{
+			ereport(LOG,
+					(errmsg("concord subscription \"%s\": resynchronizing by a copy: the provider's concord predates 0.3.0 or its role may not read what a merge compares",
+							sub->name)));
+			concord_remote_finish(fence_conn);
+			fence_conn = NULL;
+		}
+	}
 	if (held != NIL)
 	{
 		fence_conn = concord_remote_connect(sub->provider_dsn, false,
@@ -692,6 +810,7 @@ sync_run(Oid subid)
 		join_fence(fence_conn, held);
 	}
 	before_snapshot = provider_clock(repl);
+	concord_sync_merge_clock(before_snapshot);
 	lsn = create_sync_slot(repl, local->id, subid, &snapshot);
 	if (fence_conn)
 	{
@@ -702,6 +821,9 @@ sync_run(Oid subid)
 	conn = concord_remote_connect(sub->provider_dsn, false,
 								  psprintf("%s sync", sub->name),
 								  sub->password_required);
+	/* a merge's local steps may leave the snapshot idle for a while */
+	PQclear(concord_remote_query(conn, "SET idle_in_transaction_session_timeout = 0",
+								 0, NULL, PGRES_COMMAND_OK));
 	PQclear(concord_remote_query(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 								 0, NULL, PGRES_COMMAND_OK));
 	PQclear(concord_remote_query(conn,

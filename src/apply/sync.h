@@ -2,18 +2,22 @@
  *
  * sync.h
  *		The sync worker's tables, shared by sync.c (the copy in one
- *		transaction) and sync_versions.c (a joining node's copy, rows with
- *		their versions).
+ *		transaction), sync_versions.c (a joining node's copy, rows with
+ *		their versions), sync_merge.c and sync_groups.c (a
+ *		resynchronization's merge).
  *
  *-------------------------------------------------------------------------
  */
 #ifndef CONCORD_SYNC_H
 #define CONCORD_SYNC_H
 
+#include "datatype/timestamp.h"
 #include "libpq-fe.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
+
+#include "conflict/versions.h"
 
 /* One provider table to copy, with its sets' columns and filters merged. */
 typedef struct SyncTable
@@ -25,6 +29,7 @@ typedef struct SyncTable
 	char	   *columns;		/* text[] literal of listed columns */
 	bool		unfiltered;
 	StringInfoData filter;		/* (f1) OR (f2) ... */
+	bool		merged;			/* resynchronized by a merge (sync_merge.c) */
 } SyncTable;
 
 /* sync.c */
@@ -39,5 +44,18 @@ extern void concord_sync_copy_versions(PGconn *conn, Oid subid,
 									   const char *sub_name,
 									   const char *provider, List *tables);
 extern void concord_sync_versions_seen(void);
+extern void concord_sync_use_version(Oid subid, const char *node, TimestampTz ts);
+
+/* sync_merge.c */
+extern bool concord_sync_merge_prepare(PGconn *conn, const char *provider);
+extern bool concord_sync_merge_usable(void);
+extern void concord_sync_merge_clock(TimestampTz clock);
+extern int64 concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname,
+									  SyncTable *t);
+
+/* sync_groups.c */
+extern uint64 concord_sync_write_group(Oid subid, const char *subname, const char *local,
+									   SyncTable *t, const char *relation, bool update,
+									   const char *elements, const ConcordRepairVersion *v);
 
 #endif							/* CONCORD_SYNC_H */

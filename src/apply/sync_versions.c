@@ -248,6 +248,17 @@ use_version(Oid subid, const Version *v)
 	replorigin_session_origin_timestamp = v->ts != 0 ? v->ts : CONCORD_BASELINE_TS;
 }
 
+/* The same, for sync_merge.c: node's version at ts (0: the baseline). */
+void
+concord_sync_use_version(Oid subid, const char *node, TimestampTz ts)
+{
+	Version		v;
+
+	v.ts = ts;
+	strlcpy(v.node, node, NAMEDATALEN);
+	use_version(subid, &v);
+}
+
 /*
  * The version columns of the peer's query: the commit time in microseconds
  * since 1970 (NULL: the baseline) and the origin node.

@@ -86,7 +86,7 @@ sub start_churn
 	my ($holder, $first_id, $seed_value, $min) = @_;
 	$holder->query_safe("SELECT pg_advisory_lock($lock)");
 	my $start = $steps->();
-	my $h = start_psql($prov, "CALL churn($seed_value, $first_id, 1000000);\n");
+	my $h = start_psql($prov, "CALL churn($seed_value, $first_id, 100000000);\n");
 	ok($prov->poll_query_until('postgres',
 			"SELECT last_value >= $start + $min FROM churn_steps"),
 		"churn running ($min steps made)");
@@ -167,7 +167,7 @@ $prov->safe_psql('postgres', q{
 	SELECT concord.create_replication_set('bigset');
 	SELECT concord.replication_set_add_table('bigset', 'sbig');
 });
-$churn = start_churn($holder, 1000001, $pg_seed / 2, 100);
+$churn = start_churn($holder, 50000001, $pg_seed / 2, 100);
 my $sub3 = subscribe($n3, $prov, sets => [ 'default', 'bigset' ]);
 my $sync_running =
   q{SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'concord sync')};

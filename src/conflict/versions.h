@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * versions.h
+ *		A key's version as anti-entropy and resynchronization compare and
+ *		send it (versions.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONCORD_VERSIONS_H
+#define CONCORD_VERSIONS_H
+
+#include "datatype/timestamp.h"
+
+#include "conflict/conflict.h"
+
+/*
+ * A node's version of a key, as concord.diff_row.rows records it: a row
+ * (with its digest), a delete (a tombstone) or nothing, and the commit
+ * time and origin node of the row or the tombstone.
+ */
+typedef struct ConcordRepairVersion
+{
+	bool		present;
+	bool		deleted;		/* absent, with a tombstone */
+	char	   *digest;
+	bool		known;			/* commit_time is known */
+	TimestampTz commit_time;
+	char	   *origin_node;
+	char	   *row;			/* the row as jsonb text; NULL if absent */
+} ConcordRepairVersion;
+
+extern int	concord_version_compare(ConcordResolver resolver,
+									const ConcordRepairVersion *a,
+									const ConcordRepairVersion *b);
+extern char *concord_version_json(const ConcordRepairVersion *v);
+
+#endif							/* CONCORD_VERSIONS_H */
