@@ -211,6 +211,17 @@ concord_join_fence(PG_FUNCTION_ARGS)
 							 true, 0, false);
 
 	InitMaterializedSRF(fcinfo, 0);
+	/*
+	 * No node named (a resynchronization's merge reads concord.seen()
+	 * next): every subscription's last commit has noted its SEEN value.
+	 */
+	if (nodes == NIL)
+		foreach(lc, concord_subscription_get_all())
+		{
+			ConcordSubscription *sub = lfirst(lc);
+
+			wait_published(sub, concord_origin_sub_progress(sub->id));
+		}
 	foreach(lc, subs)
 	{
 		ConcordSubscription *sub = lfirst(lc);

@@ -121,6 +121,7 @@ extern void concord_become_table_owner(Relation rel, AclMode mode,
 extern void concord_restore_user(ConcordAsOwner *saved);
 extern void concord_constraints_immediate(void);
 extern int	concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only);
+extern int	concord_spi_pinned(const char *sql, Datum arg);
 
 /* The apply and sync workers' entry points (apply.c, sync.c) */
 extern void concord_apply_log_origin_lsn(XLogRecPtr origin_lsn);

@@ -128,14 +128,13 @@ static const char *const pinned[][2] = {
 };
 
 /*
- * Runs a statement on the table as its owner, as apply writes: replica
- * role (only ENABLE REPLICA and ALWAYS triggers fire), no row security,
- * the settings pinned above; arg is its $1 (jsonb).  With SPI connected:
- * a repair (antientropy/repair_row.c) and a resynchronization's merge
- * (sync_merge.c) write so.
+ * Runs a statement under the settings pinned above, replica role
+ * (only ENABLE REPLICA and ALWAYS triggers fire) and no row security, as
+ * user (InvalidOid: the current one) in a security-restricted operation;
+ * arg is its $1 (jsonb).  With SPI connected.
  */
-int
-concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
+static int
+run_pinned(Oid user, const char *sql, Datum arg, bool read_only)
 {
 	Oid			saved_user;
 	int			saved_context;
@@ -145,8 +144,9 @@ concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
 	int			ret;
 
 	GetUserIdAndSecContext(&saved_user, &saved_context);
-	SetUserIdAndSecContext(concord_rel_owner(relid), saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	if (OidIsValid(user))
+		SetUserIdAndSecContext(user, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -162,4 +162,22 @@ concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
 	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(saved_user, saved_context);
 	return ret;
+}
+
+/*
+ * Runs a statement on the table as its owner, as apply writes (see
+ * run_pinned): a repair (antientropy/repair_row.c) and a
+ * resynchronization's merge (sync_groups.c) write so.
+ */
+int
+concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only)
+{
+	return run_pinned(concord_rel_owner(relid), sql, arg, read_only);
+}
+
+/* The same as the current user: rows of the provider's read back here. */
+int
+concord_spi_pinned(const char *sql, Datum arg)
+{
+	return run_pinned(InvalidOid, sql, arg, false);
 }

@@ -53,9 +53,16 @@ extern void concord_sync_merge_clock(TimestampTz clock);
 extern int64 concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname,
 									  SyncTable *t);
 
-/* sync_groups.c */
+/* sync_groups.c: a row of a group, its key and the local version read */
+typedef struct ConcordGroupRow
+{
+	const char *key;
+	const char *row;
+	const ConcordRepairVersion *here;
+} ConcordGroupRow;
+
 extern uint64 concord_sync_write_group(Oid subid, const char *subname, const char *local,
 									   SyncTable *t, const char *relation, bool update,
-									   const char *elements, const ConcordRepairVersion *v);
+									   List *rows, const ConcordRepairVersion *v);
 
 #endif							/* CONCORD_SYNC_H */

@@ -29,6 +29,8 @@
 #include "miscadmin.h"
 #include "replication/origin.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -39,12 +41,27 @@
 /* The statements of one table, made once per group (SPI connected). */
 typedef struct GroupSql
 {
+	char	   *lock;			/* the rows still of the version read, locked */
 	char	   *insert;
 	char	   *update;			/* NULL: every column is key */
 } GroupSql;
 
+/* The statements of the table being merged, kept across its groups. */
+static GroupSql Cached;
+static Oid	CachedRelid = InvalidOid;
+
+/*
+ * $1 of each: a JSON array of {"r": the provider's row, "t": the local
+ * commit time (us since 1970), "n": the local origin}.  Aliases no
+ * column name is likely to clash with.
+ */
+#define ELEMENTS \
+	" pg_catalog.jsonb_array_elements($1) \"concord e\"," \
+	" pg_catalog.jsonb_populate_record(NULL::%s, \"concord e\".value->'r') \"concord r\""
+
+/* Makes the statements, in cxt (SPI connected: it leaves SPI's context current). */
 static void
-group_sql(Oid relid, const char *relation, GroupSql *sql)
+group_sql(Oid relid, const char *relation, GroupSql *sql, MemoryContext cxt)
 {
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(relid)};
@@ -80,35 +97,37 @@ group_sql(Oid relid, const char *relation, GroupSql *sql)
 		if (key)
 		{
 			appendStringInfo(&keys, "%s%s", keys.len ? ", " : "", col);
-			appendStringInfo(&keyobj, "%s%s, t.%s", keyobj.len ? ", " : "",
+			appendStringInfo(&keyobj, "%s%s, \"concord t\".%s", keyobj.len ? ", " : "",
 							 SPI_getvalue(tup, desc, 2), col);
-			appendStringInfo(&match, " AND t.%s = r.%s", col, col);
+			appendStringInfo(&match, "%s\"concord t\".%s = \"concord r\".%s",
+							 match.len ? " AND " : "", col, col);
 		}
 		if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", col);
-		appendStringInfo(&rcols, "%sr.%s", rcols.len ? ", " : "", col);
+		appendStringInfo(&rcols, "%s\"concord r\".%s", rcols.len ? ", " : "", col);
 		if (!key && !DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
-			appendStringInfo(&set, "%s%s = r.%s", set.len ? ", " : "", col, col);
+			appendStringInfo(&set, "%s%s = \"concord r\".%s", set.len ? ", " : "", col, col);
 	}
-	/* $1: a JSON array of {"r": row, "t": commit time (us since 1970), "n": origin} */
-	sql->insert = psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s"
-						   " FROM pg_catalog.jsonb_array_elements($1) e,"
-						   " pg_catalog.jsonb_populate_record(NULL::%s, e->'r') r"
+	/* as this worker: row_version() is concord's */
+	sql->lock = MemoryContextStrdup(cxt, psprintf("SELECT pg_catalog.jsonb_build_object(%s)::pg_catalog.text FROM %s \"concord t\","
+						 ELEMENTS
+						 " WHERE %s AND EXISTS (SELECT FROM concord.row_version(\"concord t\".xmin) v"
+						 " WHERE (EXTRACT(epoch FROM v.commit_time) * 1000000)::pg_catalog.int8"
+						 " IS NOT DISTINCT FROM (\"concord e\".value->>'t')::pg_catalog.int8"
+						 " AND v.origin_node IS NOT DISTINCT FROM (\"concord e\".value->>'n')::pg_catalog.name)"
+						 " FOR UPDATE OF \"concord t\"",
+						 keyobj.data, relation, relation, match.data));
+	/* as the table's owner */
+	sql->insert = MemoryContextStrdup(cxt, psprintf("INSERT INTO %s AS \"concord t\" (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM"
+						   ELEMENTS
 						   " ON CONFLICT (%s) DO NOTHING"
-						   " RETURNING pg_catalog.jsonb_build_object(%s)",
-						   relation, cols.data, rcols.data, relation, keys.data, keyobj.data);
-	/* the row's version still the one read: else it changed meanwhile */
+						   " RETURNING pg_catalog.jsonb_build_object(%s)::pg_catalog.text",
+						   relation, cols.data, rcols.data, relation, keys.data, keyobj.data));
 	sql->update = set.len == 0 ? NULL :
-		psprintf("UPDATE %s t SET %s"
-				 " FROM pg_catalog.jsonb_array_elements($1) e,"
-				 " pg_catalog.jsonb_populate_record(NULL::%s, e->'r') r"
-				 " WHERE true%s AND EXISTS (SELECT FROM concord.row_version(t.xmin) v"
-				 " WHERE (EXTRACT(epoch FROM v.commit_time) * 1000000)::pg_catalog.int8"
-				 " IS NOT DISTINCT FROM (e->>'t')::pg_catalog.int8"
-				 " AND v.origin_node IS NOT DISTINCT FROM (e->>'n')::pg_catalog.name)"
-				 " RETURNING pg_catalog.jsonb_build_object(%s)",
-				 relation, set.data, relation, match.data, keyobj.data);
+		MemoryContextStrdup(cxt, psprintf("UPDATE %s \"concord t\" SET %s FROM" ELEMENTS " WHERE %s"
+				 " RETURNING pg_catalog.jsonb_build_object(%s)::pg_catalog.text",
+				 relation, set.data, relation, match.data, keyobj.data));
 }
 
 /* Records the keys (a jsonb array) a group wrote, in its transaction. */
@@ -142,21 +161,113 @@ record_group(const char *local, const char *relation, const char *subname, Datum
 	SetUserIdAndSecContext(saved_user, saved_context);
 }
 
+/* The keys (text) an SPI result's first column gives. */
+static List *
+result_keys(void)
+{
+	List	   *keys = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		keys = lappend(keys, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	return keys;
+}
+
+static bool
+key_in(List *keys, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, keys)
+		if (strcmp(lfirst(lc), key) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Writes a group (elements: the JSON array of group_sql()) of version v:
- * INSERTs of free keys, or UPDATEs of rows still of the version read.
- * Returns how many keys it wrote; the session uses no origin afterwards.
+ * The keys of rows to insert that are free here now: no row, no tombstone
+ * (table_digest_keys), and no UPDATE of the key dropped here for lack of
+ * a row (update_missing: concord.repair_row() weighs that one).
+ */
+static List *
+free_keys(const char *relation, const char *keys)
+{
+	Oid			types[2] = {TEXTOID, JSONBOID};
+	Datum		values[2];
+	Oid			saved_user;
+	int			saved_context;
+	List	   *result;
+
+	values[0] = CStringGetTextDatum(relation);
+	values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(keys));
+	concord_catalog_become_owner("conflict_history", &saved_user, &saved_context);
+	if (SPI_execute_with_args("SELECT k.key::pg_catalog.text"
+							  " FROM concord.table_digest_keys($1::pg_catalog.regclass, NULL, $2) k"
+							  " WHERE k.row_data IS NULL AND NOT k.deleted"
+							  " AND NOT EXISTS (SELECT FROM concord.conflict_history h"
+							  " WHERE h.relation = $1 AND h.key = k.key AND h.conflict_type = 'update_missing')",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read which keys are free");
+	SetUserIdAndSecContext(saved_user, saved_context);
+	result = result_keys();
+	return result;
+}
+
+/* A JSON array of the rows whose keys are in keys (NULL: all). */
+static char *
+elements_of(List *rows, List *keys, bool all, int *n)
+{
+	StringInfoData out;
+	ListCell   *lc;
+
+	*n = 0;
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '[');
+	foreach(lc, rows)
+	{
+		ConcordGroupRow *g = lfirst(lc);
+
+		if (!all && !key_in(keys, g->key))
+			continue;
+		if ((*n)++)
+			appendStringInfoString(&out, ", ");
+		appendStringInfo(&out, "{\"r\": %s, \"t\": ", g->row);
+		if (g->here->known)
+			appendStringInfo(&out, INT64_FORMAT,
+							 (int64) (g->here->commit_time + CONCORD_UNIX_EPOCH_USECS));
+		else
+			appendStringInfoString(&out, "null");
+		appendStringInfoString(&out, ", \"n\": ");
+		if (g->here->origin_node)
+			escape_json(&out, g->here->origin_node);
+		else
+			appendStringInfoString(&out, "null");
+		appendStringInfoChar(&out, '}');
+	}
+	appendStringInfoChar(&out, ']');
+	return out.data;
+}
+
+/*
+ * Writes a group of rows (ConcordGroupRow) of version v: INSERTs of the
+ * keys still free here, or UPDATEs of the rows still of the version read
+ * (locked first, as this worker).  Returns how many keys it wrote; the
+ * caller merges the others one by one.  The session uses no replication
+ * origin afterwards.
  */
 uint64
 concord_sync_write_group(Oid subid, const char *subname, const char *local, SyncTable *t,
-						 const char *relation, bool update, const char *elements,
+						 const char *relation, bool update, List *rows,
 						 const ConcordRepairVersion *v)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Relation	rel;
 	GroupSql	sql;
-	uint64		written;
-	StringInfoData keys;
+	uint64		written = 0;
+	List	   *keys = NIL;
+	char	   *elements;
+	int			n;
+	StringInfoData all_keys;
+	ListCell   *lc;
 
 	/* may make the origin, in a transaction of its own */
 	concord_sync_use_version(subid, v->origin_node, v->known ? v->commit_time : 0);
@@ -165,24 +276,56 @@ concord_sync_write_group(Oid subid, const char *subname, const char *local, Sync
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rel = concord_sync_open_table(t);
-	group_sql(RelationGetRelid(rel), relation, &sql);
-	if (update && sql.update == NULL)
-		written = 0;			/* every column is key: nothing to update */
-	else if (concord_spi_as_owner(RelationGetRelid(rel), update ? sql.update : sql.insert,
-								  DirectFunctionCall1(jsonb_in, CStringGetDatum(elements)),
-								  false) != (update ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING))
-		elog(ERROR, "could not write the provider's rows");
-	else
+	/* made once per table (a sync worker makes one sync, then exits) */
+	if (CachedRelid != RelationGetRelid(rel))
+	{
+		if (OidIsValid(CachedRelid))
+		{
+			pfree(Cached.lock);
+			pfree(Cached.insert);
+			if (Cached.update)
+				pfree(Cached.update);
+		}
+		CachedRelid = InvalidOid;
+		group_sql(RelationGetRelid(rel), relation, &Cached, TopMemoryContext);
+		CachedRelid = RelationGetRelid(rel);
+	}
+	sql = Cached;
+	initStringInfo(&all_keys);
+	appendStringInfoChar(&all_keys, '[');
+	foreach(lc, rows)
+		appendStringInfo(&all_keys, "%s%s", foreach_current_index(lc) ? ", " : "",
+						 ((ConcordGroupRow *) lfirst(lc))->key);
+	appendStringInfoChar(&all_keys, ']');
+	if (update && sql.update != NULL)
+	{
+		elements = elements_of(rows, NIL, true, &n);
+		if (concord_spi_pinned(sql.lock, DirectFunctionCall1(jsonb_in, CStringGetDatum(elements))) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the rows to update");
+		keys = result_keys();
+	}
+	else if (!update)
+		keys = free_keys(relation, all_keys.data);
+	elements = elements_of(rows, keys, false, &n);
+	if (n > 0)
+	{
+		if (concord_spi_as_owner(RelationGetRelid(rel), update ? sql.update : sql.insert,
+								 DirectFunctionCall1(jsonb_in, CStringGetDatum(elements)),
+								 false) != (update ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING))
+			elog(ERROR, "could not write the provider's rows");
 		written = SPI_processed;
+	}
 	if (written > 0)
 	{
-		initStringInfo(&keys);
-		appendStringInfoChar(&keys, '[');
+		StringInfoData done;
+
+		initStringInfo(&done);
+		appendStringInfoChar(&done, '[');
 		for (uint64 i = 0; i < written; i++)
-			appendStringInfo(&keys, "%s%s", i ? ", " : "",
+			appendStringInfo(&done, "%s%s", i ? ", " : "",
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-		appendStringInfoChar(&keys, ']');
-		record_group(local, relation, subname, DirectFunctionCall1(jsonb_in, CStringGetDatum(keys.data)),
+		appendStringInfoChar(&done, ']');
+		record_group(local, relation, subname, DirectFunctionCall1(jsonb_in, CStringGetDatum(done.data)),
 					 update ? "update" : "insert", v);
 	}
 	table_close(rel, NoLock);

@@ -90,16 +90,14 @@ typedef struct SeenFrom
 
 static ProviderView View;
 
-/* Microseconds since 1970 (as the queries below give them) to a TimestampTz. */
-#define UNIX_EPOCH_USECS \
-	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)
+/* A timestamp in microseconds since 1970, as the queries below give them. */
 #define EPOCH_USECS(col) \
 	"(EXTRACT(epoch FROM " col ") * 1000000)::pg_catalog.int8"
 
 static TimestampTz
 epoch_usecs(const char *text)
 {
-	return (TimestampTz) (strtoll(text, NULL, 10) - UNIX_EPOCH_USECS);
+	return (TimestampTz) (strtoll(text, NULL, 10) - CONCORD_UNIX_EPOCH_USECS);
 }
 
 /*
@@ -147,7 +145,7 @@ concord_sync_merge_prepare(PGconn *conn, const char *provider)
 		return false;
 	}
 	PQclear(concord_remote_query(conn, "BEGIN", 0, NULL, PGRES_COMMAND_OK));
-	PQclear(concord_remote_query(conn, "SELECT FROM concord.join_fence('{}', '{}')",
+	PQclear(concord_remote_query(conn, "SELECT FROM concord.join_fence('{}', '{}', NULL)",
 								 0, NULL, PGRES_TUPLES_OK));
 	res = concord_remote_query(conn,
 							   "SELECT origin_node, " EPOCH_USECS("commit_time") ", receives "
@@ -239,6 +237,9 @@ covered(const ConcordRepairVersion *l)
 		return true;
 	if (strcmp(l->origin_node, View.provider) == 0)
 		return l->commit_time <= View.clock;
+	/* written by hand under an origin of no node's: the provider's wins */
+	if (!concord_node_get_by_name(l->origin_node))
+		return true;
 	s = provider_seen(l->origin_node);
 	if (s != NULL)
 		return s->ts != 0 && l->commit_time <= s->ts;
@@ -296,7 +297,8 @@ merge_winner(ConcordResolver resolver, const ConcordRepairVersion *l,
 		 */
 		if (!l->present ||
 			(l->known && strcmp(l->origin_node, View.provider) != 0 &&
-			 strcmp(l->origin_node, View.local) != 0))
+			 strcmp(l->origin_node, View.local) != 0 &&
+			 concord_node_get_by_name(l->origin_node) != NULL))
 			return NULL;
 		/* a delete dated after the row */
 		d = palloc0(sizeof(ConcordRepairVersion));
@@ -579,23 +581,6 @@ typedef enum MergeWay
 	WAY_UPDATE				/* in a group of updates */
 } MergeWay;
 
-/* A group's element: the row, and the local version it must still have. */
-static void
-append_element(StringInfo out, const ConcordRepairVersion *p, const ConcordRepairVersion *here)
-{
-	appendStringInfo(out, "{\"r\": %s, \"t\": ", p->row);
-	if (here->known)
-		appendStringInfo(out, INT64_FORMAT, (int64) (here->commit_time + UNIX_EPOCH_USECS));
-	else
-		appendStringInfoString(out, "null");
-	appendStringInfoString(out, ", \"n\": ");
-	if (here->origin_node)
-		escape_json(out, here->origin_node);
-	else
-		appendStringInfoString(out, "null");
-	appendStringInfoChar(out, '}');
-}
-
 /*
  * Merges a batch of n keys, keys[i] with the provider's version p[i] and
  * the local one here[i]: the inserts and updates by groups of one version
@@ -634,35 +619,38 @@ merge_batch(Oid subid, const char *subname, SyncTable *t, const char *relation,
 	MemoryContextSwitchTo(caller);
 	for (int i = 0; i < n; i++)
 	{
-		StringInfoData elements;
-		int			size = 0;
+		MergeWay	gw = way[i];
+		List	   *rows = NIL;
 		uint64		done;
 
-		if (grouped[i] || (way[i] != WAY_INSERT && way[i] != WAY_UPDATE))
+		if (grouped[i] || (gw != WAY_INSERT && gw != WAY_UPDATE))
 			continue;
-		initStringInfo(&elements);
-		appendStringInfoChar(&elements, '[');
 		for (int j = i; j < n; j++)
 		{
-			if (grouped[j] || way[j] != way[i] || !same_version(&p[i], &p[j]))
+			ConcordGroupRow *g;
+
+			if (grouped[j] || way[j] != gw || !same_version(&p[i], &p[j]))
 				continue;
-			if (size++)
-				appendStringInfoString(&elements, ", ");
-			append_element(&elements, &p[j], &here[j]);
+			g = palloc(sizeof(ConcordGroupRow));
+			g->key = keys[j];
+			g->row = p[j].row;
+			g->here = &here[j];
+			rows = lappend(rows, g);
 			grouped[j] = true;
 		}
-		appendStringInfoChar(&elements, ']');
 		done = concord_sync_write_group(subid, subname, View.local, t, relation,
-										way[i] == WAY_UPDATE, elements.data, &p[i]);
+										gw == WAY_UPDATE, rows, &p[i]);
 		written += done;
-		if (done == (uint64) size)
+		if (done == (uint64) list_length(rows))
 			continue;
-		/* keys taken or rows changed meanwhile: each on its own, read again */
+		/*
+		 * Keys taken, rows changed or locked meanwhile: each on its own,
+		 * read again (those the group wrote are found alike, and left).
+		 */
 		for (int j = i; j < n; j++)
-			if (grouped[j] && way[j] == way[i] && same_version(&p[i], &p[j]))
+			if (grouped[j] && way[j] == gw && same_version(&p[i], &p[j]))
 			{
 				local_versions(relation, psprintf("[%s]", keys[j]), &here[j], 1);
-				way[j] = WAY_NONE;
 				if (merge_key(relation, subname, resolver, keys[j], here[j], &p[j]))
 					written++;
 			}

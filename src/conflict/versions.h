@@ -29,6 +29,10 @@ typedef struct ConcordRepairVersion
 	char	   *row;			/* the row as jsonb text; NULL if absent */
 } ConcordRepairVersion;
 
+/* Microseconds from 1970 to 2000, the epoch of a TimestampTz. */
+#define CONCORD_UNIX_EPOCH_USECS \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)
+
 extern int	concord_version_compare(ConcordResolver resolver,
 									const ConcordRepairVersion *a,
 									const ConcordRepairVersion *b);

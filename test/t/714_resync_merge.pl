@@ -15,12 +15,14 @@
 # Every write is recorded in concord.repair_history under the
 # subscription's name; after the links come back every node holds the
 # same rows.
+# A row changed by hand on rs3 under an origin of no node is mended too.
 # Under first_update_wins (and replica_priority, whose resolver reads the
 # nodes' priorities): a write rs3 made after applying rs1's row stays
 # (rs3 had applied the provider's version: not a conflict, though the
 # provider's row is the earlier), and a write concurrent with one of
 # rs1's that rs3 had not applied is decided by the resolver as apply
-# decides it: the nodes converge.
+# decides it: the nodes converge; rows of that table (owned by a role
+# that is no superuser) that rs3 had not received are updated in a group.
 # Then a table whose rows were written on rs1 before it joined the set
 # (one bulk INSERT, then single-row INSERTs, one UPDATE) is resynchronized
 # on rs3: every row arrives, each with rs1's version (the bulk ones in
@@ -68,6 +70,7 @@ $n3->safe_psql('postgres', q{
 	SELECT pg_replication_origin_session_setup('by_hand');
 	SET session_replication_role = replica;
 	DELETE FROM r WHERE id IN (20, 21);
+	UPDATE r SET v = 'by hand' WHERE id = 30;
 	SELECT pg_replication_origin_session_reset();
 });
 is(count_of($n3, 'r', 'id IN (20, 21)'), '0', 'rows 20 and 21 are gone from rs3');
@@ -102,10 +105,13 @@ is($n3->safe_psql('postgres', q{SELECT v FROM r WHERE id = 7}), 'rs2 upd',
 is($n3->safe_psql('postgres', q{SELECT string_agg(v, ',' ORDER BY id) FROM r WHERE id IN (20, 21)}),
 	'row 20,row 21', 'the rows lost on rs3 are back');
 is(version_of($n3, 20), version_of($n1, 20), "row 20 has rs1's version on rs3");
+is($n3->safe_psql('postgres', q{SELECT v FROM r WHERE id = 30}), 'row 30',
+	'a row changed by hand under an origin of no node is mended');
+is(version_of($n3, 30), version_of($n1, 30), "row 30 has rs1's version on rs3");
 is(version_of($n3, 50), $untouched, 'a row alike on both kept its version');
 is($n3->safe_psql('postgres', q{SELECT string_agg(key->>'id' || ':' || action, ',' ORDER BY (key->>'id')::int)
 	FROM concord.repair_history WHERE subscription_name = 'sub_rs3_rs1' AND run_id IS NULL}),
-	'20:insert,21:insert', 'the merge wrote the two lost rows and nothing else, recorded under the subscription');
+	'20:insert,21:insert,30:update', 'the merge wrote the two lost rows and the changed one, nothing else, recorded under the subscription');
 is($n3->safe_psql('postgres', q{SELECT count(*) FROM concord.tombstone}), '0',
 	'no tombstone was made');
 
@@ -118,7 +124,9 @@ is($n1->safe_psql('postgres', q{SELECT string_agg(v, ',' ORDER BY id) FROM r WHE
 	'rs3 upd,rs2 upd,rs1 upd,rs3 new', 'every write of the partition holds on rs1');
 
 # --- first_update_wins and replica_priority ---------------------------------
-run_on_all(\@nodes, q{CREATE TABLE f (id int PRIMARY KEY, v text);
+run_on_all(\@nodes, q{CREATE ROLE app;
+	CREATE TABLE f (id int PRIMARY KEY, v text);
+	ALTER TABLE f OWNER TO app;
 	CREATE TABLE pr (id int PRIMARY KEY, v text);
 	SELECT concord.set_conflict_resolver('f', 'first_update_wins');
 	SELECT concord.set_conflict_resolver('pr', 'replica_priority');});
