@@ -186,24 +186,6 @@ replicated_here(Oid relid)
 	return found;
 }
 
-/*
- * A version from the first columns of an SPI row: present, digest,
- * commit_time, origin_node, deleted, and, with with_row, the row's jsonb.
- */
-static void
-version_from_row(HeapTuple tup, TupleDesc desc, bool with_row, ConcordRepairVersion *v)
-{
-	bool		isnull;
-
-	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
-	v->digest = SPI_getvalue(tup, desc, 2);
-	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	v->known = !isnull;
-	v->origin_node = SPI_getvalue(tup, desc, 4);
-	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
-	v->row = with_row ? SPI_getvalue(tup, desc, 6) : NULL;
-}
-
 /* Reads a version as table_repair() sends it (ConcordRepairVersion). */
 static void
 read_version(Datum json, ConcordRepairVersion *v)
@@ -218,7 +200,7 @@ read_version(Datum json, ConcordRepairVersion *v)
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read a version");
-	version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, v);
+	concord_version_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, v);
 }
 
 /* The node's version of the key now, read as the diff read it. */
@@ -235,7 +217,7 @@ current_version(Oid relid, Datum key, ConcordRepairVersion *v)
 							  2, types, values, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read the key's version");
-	version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, false, v);
+	concord_version_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, false, v);
 }
 
 static bool
@@ -283,37 +265,26 @@ make_sql(Oid relid, RepairSql *sql)
 {
 	char	   *qual = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid));
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
 	StringInfoData match,
 				cols,
 				rcols,
 				set,
 				keys;
 	char	   *first_key = NULL;
+	ListCell   *lc;
 
 	initStringInfo(&match);
 	initStringInfo(&cols);
 	initStringInfo(&rcols);
 	initStringInfo(&set);
 	initStringInfo(&keys);
-	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(a.attname),"
-							  " a.attname = ANY (concord.key_columns($1::pg_catalog.regclass)),"
-							  " a.attgenerated <> '', a.attidentity = 'a'"
-							  " FROM pg_catalog.pg_attribute a"
-							  " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped"
-							  " ORDER BY a.attnum",
-							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of table %u", relid);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	foreach(lc, concord_table_columns(relid))
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *col = SPI_getvalue(tup, desc, 1);
-		bool		isnull;
-		bool		key = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-		bool		generated = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-		bool		always = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		ConcordColumn *c = lfirst(lc);
+		char	   *col = c->ident;
+		bool		key = c->key;
+		bool		generated = c->generated;
+		bool		always = c->always;
 
 		if (key && first_key == NULL)
 			first_key = col;
@@ -403,7 +374,7 @@ newer_dropped_update(Oid relid, Datum key, ConcordRepairVersion *winner)
 	SetUserIdAndSecContext(saved_user, saved_context);
 	found = SPI_processed == 1;
 	if (found)
-		version_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, winner);
+		concord_version_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, true, winner);
 	return found;
 }
 

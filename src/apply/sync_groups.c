@@ -63,8 +63,7 @@ static Oid	CachedRelid = InvalidOid;
 static void
 group_sql(Oid relid, const char *relation, GroupSql *sql, MemoryContext cxt)
 {
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	ListCell   *lc;
 	StringInfoData cols,
 				rcols,
 				keys,
@@ -78,35 +77,25 @@ group_sql(Oid relid, const char *relation, GroupSql *sql, MemoryContext cxt)
 	initStringInfo(&keyobj);
 	initStringInfo(&set);
 	initStringInfo(&match);
-	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(a.attname), pg_catalog.quote_literal(a.attname),"
-							  " a.attname = ANY (concord.key_columns($1::pg_catalog.regclass)),"
-							  " a.attgenerated <> '', a.attidentity = 'a'"
-							  " FROM pg_catalog.pg_attribute a"
-							  " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped"
-							  " ORDER BY a.attnum",
-							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of table %s", relation);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	foreach(lc, concord_table_columns(relid))
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *col = SPI_getvalue(tup, desc, 1);
-		bool		isnull;
-		bool		key = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		ConcordColumn *c = lfirst(lc);
+		char	   *col = c->ident;
+		bool		key = c->key;
 
 		if (key)
 		{
 			appendStringInfo(&keys, "%s%s", keys.len ? ", " : "", col);
 			appendStringInfo(&keyobj, "%s%s, \"concord t\".%s", keyobj.len ? ", " : "",
-							 SPI_getvalue(tup, desc, 2), col);
+							 c->literal, col);
 			appendStringInfo(&match, "%s\"concord t\".%s = \"concord r\".%s",
 							 match.len ? " AND " : "", col, col);
 		}
-		if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+		if (c->generated)
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", col);
 		appendStringInfo(&rcols, "%s\"concord r\".%s", rcols.len ? ", " : "", col);
-		if (!key && !DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+		if (!key && !c->always)
 			appendStringInfo(&set, "%s%s = \"concord r\".%s", set.len ? ", " : "", col, col);
 	}
 	/* as this worker: row_version() is concord's */

@@ -316,21 +316,6 @@ merge_winner(ConcordResolver resolver, const ConcordRepairVersion *l,
 	return concord_version_compare(resolver, p, l) > 0 ? p : NULL;
 }
 
-/* A version from the SPI columns: present, digest, commit_time, origin_node, deleted, row. */
-static void
-version_from_spi(HeapTuple tup, TupleDesc desc, ConcordRepairVersion *v)
-{
-	bool		isnull;
-
-	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
-	v->digest = SPI_getvalue(tup, desc, 2);
-	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	v->known = !isnull;
-	v->origin_node = SPI_getvalue(tup, desc, 4);
-	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
-	v->row = SPI_getvalue(tup, desc, 6);
-}
-
 /* The same, from the provider's answer (commit time in microseconds since 1970). */
 static void
 version_from_result(PGresult *res, int i, ConcordRepairVersion *v)
@@ -466,7 +451,7 @@ local_versions(const char *relation, const char *keys, ConcordRepairVersion *ver
 	{
 		MemoryContext spi = MemoryContextSwitchTo(caller);
 
-		version_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &versions[i]);
+		concord_version_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, true, &versions[i]);
 		MemoryContextSwitchTo(spi);
 	}
 	spi_end(caller);

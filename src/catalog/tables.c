@@ -23,6 +23,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "executor/spi.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "catalog/indexing.h"
@@ -815,4 +816,41 @@ concord_catalog_become_owner(const char *relname, Oid *saved_user,
 	GetUserIdAndSecContext(saved_user, saved_context);
 	SetUserIdAndSecContext(owner, *saved_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/*
+ * The columns of a table in order, as a repair (antientropy/repair_row.c)
+ * or a resynchronization's merge (apply/sync_groups.c) writes them: with
+ * SPI connected, in SPI's memory.
+ */
+List *
+concord_table_columns(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	List	   *columns = NIL;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(a.attname), pg_catalog.quote_literal(a.attname),"
+							  " a.attname = ANY (concord.key_columns($1::pg_catalog.regclass)),"
+							  " a.attgenerated <> '', a.attidentity = 'a'"
+							  " FROM pg_catalog.pg_attribute a"
+							  " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped"
+							  " ORDER BY a.attnum",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of table %u", relid);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ConcordColumn *c = palloc(sizeof(ConcordColumn));
+		bool		isnull;
+
+		c->ident = SPI_getvalue(tup, desc, 1);
+		c->literal = SPI_getvalue(tup, desc, 2);
+		c->key = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		c->generated = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		c->always = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		columns = lappend(columns, c);
+	}
+	return columns;
 }

@@ -199,6 +199,18 @@ extern int	concord_catalog_delete_where_oid(const char *relname, AttrNumber attn
 											 Oid value);
 extern Oid	concord_catalog_relid(const char *relname, bool missing_ok);
 extern Oid	concord_rel_owner(Oid relid);
+
+/* A column of a table, as a repair or a merge writes it. */
+typedef struct ConcordColumn
+{
+	char	   *ident;			/* quoted identifier */
+	char	   *literal;		/* its name as an SQL literal */
+	bool		key;			/* one of concord.key_columns() */
+	bool		generated;
+	bool		always;			/* GENERATED ALWAYS AS IDENTITY */
+} ConcordColumn;
+
+extern List *concord_table_columns(Oid relid);
 extern void concord_catalog_become_owner(const char *relname, Oid *saved_user,
 										 int *saved_context);
 extern void concord_catalog_lock(const char *relname);

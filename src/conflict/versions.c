@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/json.h"
 #include "utils/timestamp.h"
@@ -81,4 +82,23 @@ concord_version_json(const ConcordRepairVersion *v)
 		appendStringInfoString(&out, "null");
 	appendStringInfo(&out, ", \"deleted\": %s}", v->deleted ? "true" : "false");
 	return out.data;
+}
+
+/*
+ * A version from the first columns of an SPI row: present, digest,
+ * commit_time, origin_node, deleted, and, with with_row, the row's jsonb
+ * (its text in SPI's memory, as SPI_getvalue() leaves it).
+ */
+void
+concord_version_from_spi(HeapTuple tup, TupleDesc desc, bool with_row, ConcordRepairVersion *v)
+{
+	bool		isnull;
+
+	v->present = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
+	v->digest = SPI_getvalue(tup, desc, 2);
+	v->commit_time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	v->known = !isnull;
+	v->origin_node = SPI_getvalue(tup, desc, 4);
+	v->deleted = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
+	v->row = with_row ? SPI_getvalue(tup, desc, 6) : NULL;
 }

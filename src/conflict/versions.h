@@ -9,6 +9,8 @@
 #ifndef CONCORD_VERSIONS_H
 #define CONCORD_VERSIONS_H
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 
 #include "conflict/conflict.h"
@@ -37,5 +39,7 @@ extern int	concord_version_compare(ConcordResolver resolver,
 									const ConcordRepairVersion *a,
 									const ConcordRepairVersion *b);
 extern char *concord_version_json(const ConcordRepairVersion *v);
+extern void concord_version_from_spi(HeapTuple tup, TupleDesc desc, bool with_row,
+									 ConcordRepairVersion *v);
 
 #endif							/* CONCORD_VERSIONS_H */
