@@ -582,9 +582,9 @@ use_provider_origin(ConcordSubscription *sub)
  * Whether a resynchronization can merge t (sync_merge.c): the provider
  * lets it, every row and column of the provider's is shipped, both
  * tables have the same columns of the same types and the same key (a
- * primary key or replica identity index, not deferrable, and no other
- * unique or exclusion constraint: a key merged before another could
- * clash), no column GENERATED ALWAYS AS IDENTITY but the key's, no
+ * primary key or replica identity index), no deferrable constraint (ON
+ * CONFLICT refuses them), no column GENERATED ALWAYS AS IDENTITY but the
+ * key's, no
  * inheritance child, and only built-in types (the merge reads rows as jsonb: a cast of a type some
  * role owns would run in this superuser worker).  Else the table is
  * emptied and copied, as an initial copy is.
@@ -598,7 +598,7 @@ mergeable(PGconn *conn, SyncTable *t)
 		"(a.attname = ANY (k.cols))::text, ',' ORDER BY a.attname), "
 		"pg_catalog.bool_and(a.atttypid < 16384 AND (a.attidentity <> 'a' OR a.attname = ANY (k.cols))) "
 		"AND k.cols IS NOT NULL "
-		"AND (SELECT pg_catalog.count(*) = 1 AND pg_catalog.bool_and(x.indimmediate) FROM pg_catalog.pg_index x "
+		"AND (SELECT pg_catalog.bool_and(x.indimmediate) FROM pg_catalog.pg_index x "
 		"WHERE x.indrelid = $1::pg_catalog.regclass AND (x.indisunique OR x.indisexclusion)) "
 		"AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::pg_catalog.regclass "
 		"AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass) <> 'p') "
@@ -666,11 +666,12 @@ merge_pending(ConcordSubscription *sub, List *pending, PGconn *conn, List *table
 			continue;
 		CopyingTable = quote_qualified_identifier(t->nspname, t->relname);
 		written = concord_sync_merge_table(conn, sub->id, sub->name, t);
-		ereport(LOG,
-				(errmsg("concord subscription \"%s\": %s resynchronized, " INT64_FORMAT " keys written",
-						sub->name, CopyingTable, written)));
+		if (written >= 0)
+			ereport(LOG,
+					(errmsg("concord subscription \"%s\": %s resynchronized, " INT64_FORMAT " keys written",
+							sub->name, CopyingTable, written)));
 		CopyingTable = NULL;
-		t->merged = true;
+		t->merged = written >= 0;
 	}
 }
 

@@ -647,49 +647,16 @@ merge_batch(Oid subid, const char *subname, SyncTable *t, const char *relation,
 	return written;
 }
 
-/*
- * Merges the provider's copy of table t (in the snapshot conn holds) into
- * this node's.  Runs with no replication origin set up in this session.
- * Returns the number of keys written.
- */
-int64
-concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname, SyncTable *t)
+/* Merges the differing keys of the table, by batches. */
+static int64
+merge_keys(PGconn *conn, Oid subid, const char *subname, SyncTable *t, const char *relation,
+		   ConcordResolver resolver, MemoryContext cxt)
 {
-	char	   *relation = quote_qualified_identifier(t->nspname, t->relname);
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "concord resync merge",
-											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext batchcxt = AllocSetContextCreate(cxt, "concord resync batch",
 												   ALLOCSET_DEFAULT_SIZES);
-	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-	ConcordResolver resolvers[CONCORD_NUM_CONFLICT_TYPES];
-	Oid			handlers[CONCORD_NUM_CONFLICT_TYPES];
-	ConcordResolver resolver;
 	List	   *keys;
 	int64		written = 0;
-	char	   *sync_commit;
 
-	pgstat_report_activity(STATE_RUNNING, psprintf("resynchronizing %s", relation));
-	StartTransactionCommand();
-	{
-		Relation	rel = concord_sync_open_table(t);
-
-		concord_resolvers_of(RelationGetRelid(rel), resolvers, handlers);
-		table_close(rel, NoLock);
-	}
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
-	resolver = resolvers[CONCORD_CONFLICT_UPDATE_EXISTS];
-	if (resolver != CONCORD_RESOLVER_FIRST_UPDATE_WINS &&
-		resolver != CONCORD_RESOLVER_REPLICA_PRIORITY)
-		resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
-
-	/*
-	 * A merge cut short is made again: its keys' commits need not wait
-	 * for the disk (the sync's last transaction, which does, flushes
-	 * them all).
-	 */
-	sync_commit = pstrdup(GetConfigOption("synchronous_commit", false, false));
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	load_provider_keys(conn, relation);
 	keys = differing_keys(relation);
 	for (int start = 0; start < list_length(keys); start += MERGE_BATCH)
@@ -728,6 +695,93 @@ concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname, SyncTable
 		MemoryContextSwitchTo(cxt);
 		MemoryContextReset(batchcxt);
 	}
+	return written;
+}
+
+/*
+ * Whether an error of the merge is a clash on a unique or exclusion
+ * constraint other than the key (the provider's rows moved a value from
+ * one key to another, which a merge key by key cannot write in order):
+ * then the table is copied instead, and the error left behind.
+ */
+static bool
+clash_left(MemoryContext cxt, const char *subname, const char *relation)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION &&
+		edata->sqlerrcode != ERRCODE_EXCLUSION_VIOLATION)
+		return false;
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	/* a group's origin (concord.repair_row()'s goes at its abort) */
+	if (replorigin_session_origin != InvalidRepOriginId)
+	{
+		replorigin_session_reset();
+		replorigin_session_origin = InvalidRepOriginId;
+		replorigin_session_origin_timestamp = 0;
+	}
+	ereport(LOG,
+			(errmsg("concord subscription \"%s\": resynchronizing %s by a copy: %s",
+					subname, relation, edata->message)));
+	return true;
+}
+
+/*
+ * Merges the provider's copy of table t (in the snapshot conn holds) into
+ * this node's.  Runs with no replication origin set up in this session.
+ * Returns the number of keys written, or -1 if the table is to be copied
+ * instead (clash_left).
+ */
+int64
+concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname, SyncTable *t)
+{
+	char	   *relation = quote_qualified_identifier(t->nspname, t->relname);
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "concord resync merge",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	ConcordResolver resolvers[CONCORD_NUM_CONFLICT_TYPES];
+	Oid			handlers[CONCORD_NUM_CONFLICT_TYPES];
+	ConcordResolver resolver;
+	volatile int64 written = 0;
+	char	   *sync_commit;
+
+	pgstat_report_activity(STATE_RUNNING, psprintf("resynchronizing %s", relation));
+	StartTransactionCommand();
+	{
+		Relation	rel = concord_sync_open_table(t);
+
+		concord_resolvers_of(RelationGetRelid(rel), resolvers, handlers);
+		table_close(rel, NoLock);
+	}
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	resolver = resolvers[CONCORD_CONFLICT_UPDATE_EXISTS];
+	if (resolver != CONCORD_RESOLVER_FIRST_UPDATE_WINS &&
+		resolver != CONCORD_RESOLVER_REPLICA_PRIORITY)
+		resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
+
+	/*
+	 * A merge cut short is made again: its keys' commits need not wait
+	 * for the disk (the sync's last transaction, which does, flushes
+	 * them all).
+	 */
+	sync_commit = pstrdup(GetConfigOption("synchronous_commit", false, false));
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	PG_TRY();
+	{
+		written = merge_keys(conn, subid, subname, t, relation, resolver, cxt);
+	}
+	PG_CATCH();
+	{
+		if (!clash_left(cxt, subname, relation))
+			PG_RE_THROW();
+		written = -1;
+	}
+	PG_END_TRY();
 	SetConfigOption("synchronous_commit", sync_commit, PGC_SUSET, PGC_S_OVERRIDE);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);

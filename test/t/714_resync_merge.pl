@@ -23,6 +23,8 @@
 # rs1's that rs3 had not applied is decided by the resolver as apply
 # decides it: the nodes converge; rows of that table (owned by a role
 # that is no superuser) that rs3 had not received are updated in a group.
+# A table with a unique constraint besides its key is merged; when the
+# provider's rows swapped values of it (a clash key by key), it is copied.
 # Then a table whose rows were written on rs1 before it joined the set
 # (one bulk INSERT, then single-row INSERTs, one UPDATE) is resynchronized
 # on rs3: every row arrives, each with rs1's version (the bulk ones in
@@ -164,6 +166,38 @@ wait_for_apply_all(\@nodes, label => 'f and pr links back');
 checksums_match(\@nodes, ['f', 'pr'], 'first_update_wins and replica_priority after the merge');
 is($n1->safe_psql('postgres', q{SELECT string_agg(v, ',' ORDER BY id) FROM f WHERE id IN (1, 2)}),
 	'rs3 after rs1,rs3 first', 'rs1 holds the same under first_update_wins');
+
+# --- a unique constraint besides the key ------------------------------------
+run_on_all(\@nodes, q{CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, v text)});
+add_tables(\@nodes, ['u']);
+$n1->safe_psql('postgres', q{INSERT INTO u SELECT g, 'a' || g, 'rs1' FROM generate_series(1, 5) g});
+wait_for_apply_all(\@nodes, label => 'u everywhere');
+link_down($n3, $n1);
+$n1->safe_psql('postgres', q{UPDATE u SET v = 'rs1 later' WHERE id = 3});
+$n3->safe_psql('postgres', q{SELECT concord.alter_subscription_resynchronize_table('sub_rs3_rs1', 'u')});
+link_up($n3, $n1);
+$n3->safe_psql('postgres', q{SELECT concord.wait_for_subscription_sync_complete('sub_rs3_rs1')},
+	timeout => $ConcordTest::TIMEOUT);
+is($n3->safe_psql('postgres', q{SELECT action FROM concord.repair_history
+	WHERE relation = 'public.u' AND subscription_name = 'sub_rs3_rs1'}), 'update',
+	'a table with another unique constraint is merged');
+# rs1 swaps two emails (through a third value, in three transactions):
+# merged key by key, either key clashes with the other's old email here.
+link_down($n3, $n1);
+$n1->safe_psql('postgres', "UPDATE u SET email = 'tmp' WHERE id = 1");
+$n1->safe_psql('postgres', "UPDATE u SET email = 'a1' WHERE id = 2");
+$n1->safe_psql('postgres', "UPDATE u SET email = 'a2' WHERE id = 1");
+my $log_at = -s $n3->logfile;
+$n3->safe_psql('postgres', q{SELECT concord.alter_subscription_resynchronize_table('sub_rs3_rs1', 'u')});
+link_up($n3, $n1);
+$n3->safe_psql('postgres', q{SELECT concord.wait_for_subscription_sync_complete('sub_rs3_rs1')},
+	timeout => $ConcordTest::TIMEOUT);
+like(substr(slurp_file($n3->logfile), $log_at), qr/resynchronizing public\.u by a copy: duplicate key value/,
+	'a clash on the other unique constraint: the table is copied instead');
+is(ConcordTest::checksum($n3, 'u'), ConcordTest::checksum($n1, 'u'), 'u on rs3 equals rs1 after the copy');
+ok($n3->poll_query_until('postgres',
+		q{SELECT status = 'replicating' FROM concord.subscription_status WHERE subscription_name = 'sub_rs3_rs1'}),
+	'and replicates');
 
 # --- a table that joined the set after its rows were written --------------
 run_on_all(\@nodes, q{CREATE TABLE late (id int PRIMARY KEY, v text, g int GENERATED ALWAYS AS (id * 2) STORED)});
