@@ -582,8 +582,8 @@ use_provider_origin(ConcordSubscription *sub)
  * Whether a resynchronization can merge t (sync_merge.c): the provider
  * lets it, every row and column of the provider's is shipped, both
  * tables have the same columns of the same types and the same key (a
- * primary key or replica identity index), no deferrable constraint (ON
- * CONFLICT refuses them), no column GENERATED ALWAYS AS IDENTITY but the
+ * primary key or replica identity index), no deferrable unique or
+ * exclusion constraint (ON CONFLICT refuses a deferrable key), no column GENERATED ALWAYS AS IDENTITY but the
  * key's, no
  * inheritance child, and only built-in types (the merge reads rows as jsonb: a cast of a type some
  * role owns would run in this superuser worker).  Else the table is

@@ -336,6 +336,8 @@ spi_begin(void)
 	MemoryContext caller = CurrentMemoryContext;
 
 	StartTransactionCommand();
+	/* deferred constraint triggers fire as the table's owner, not at commit */
+	concord_constraints_immediate();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -699,13 +701,48 @@ merge_keys(PGconn *conn, Oid subid, const char *subname, SyncTable *t, const cha
 }
 
 /*
+ * Whether the error names the table (or one of its partitions, whose
+ * indexes raise it), as a constraint violation of this node's does; a
+ * violation elsewhere, or one the provider sent back, is not the merge's
+ * clash.  Outside any transaction: reads in one of its own.
+ */
+static bool
+clash_on(SyncTable *t, ErrorData *edata)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	bool		on = false;
+	MemoryContext caller;
+
+	if (edata->schema_name == NULL || edata->table_name == NULL)
+		return false;
+	caller = spi_begin();
+	values[0] = CStringGetTextDatum(quote_qualified_identifier(t->nspname, t->relname));
+	values[1] = CStringGetTextDatum(edata->schema_name);
+	values[2] = CStringGetTextDatum(edata->table_name);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM pg_catalog.pg_class c"
+							  " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+							  " WHERE n.nspname = $2 AND c.relname = $3"
+							  " AND c.oid IN (SELECT $1::pg_catalog.regclass UNION ALL"
+							  " SELECT p.relid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) p))",
+							  3, types, values, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		on = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	spi_end(caller);
+	return on;
+}
+
+/*
  * Whether an error of the merge is a clash on a unique or exclusion
  * constraint other than the key (the provider's rows moved a value from
  * one key to another, which a merge key by key cannot write in order):
  * then the table is copied instead, and the error left behind.
  */
 static bool
-clash_left(MemoryContext cxt, const char *subname, const char *relation)
+clash_left(MemoryContext cxt, const char *subname, SyncTable *t, const char *relation)
 {
 	ErrorData  *edata;
 
@@ -724,6 +761,8 @@ clash_left(MemoryContext cxt, const char *subname, const char *relation)
 		replorigin_session_origin = InvalidRepOriginId;
 		replorigin_session_origin_timestamp = 0;
 	}
+	if (!clash_on(t, edata))
+		ReThrowError(edata);
 	ereport(LOG,
 			(errmsg("concord subscription \"%s\": resynchronizing %s by a copy: %s",
 					subname, relation, edata->message)));
@@ -777,7 +816,7 @@ concord_sync_merge_table(PGconn *conn, Oid subid, const char *subname, SyncTable
 	}
 	PG_CATCH();
 	{
-		if (!clash_left(cxt, subname, relation))
+		if (!clash_left(cxt, subname, t, relation))
 			PG_RE_THROW();
 		written = -1;
 	}
