@@ -79,6 +79,7 @@ typedef struct ProviderView
 	TimestampTz local_created_at;
 	List	   *seen;			/* of SeenFrom */
 	bool		receives_all;
+	List	   *nodes;			/* the names of the nodes this node knows */
 } ProviderView;
 
 typedef struct SeenFrom
@@ -172,9 +173,25 @@ concord_sync_merge_prepare(PGconn *conn, const char *provider)
 	View.created_at = epoch_usecs(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	local = concord_node_get_local(false);
 	View.local = MemoryContextStrdup(TopMemoryContext, local->name);
 	View.local_created_at = local->created_at;
+	/* read once: the merge asks per key whether an origin is a node's */
+	View.nodes = NIL;
+	if (SPI_connect() != SPI_OK_CONNECT ||
+		SPI_execute("SELECT node_name::pg_catalog.text FROM concord.node", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the nodes");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext spi = MemoryContextSwitchTo(TopMemoryContext);
+
+		View.nodes = lappend(View.nodes, pstrdup(name));
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
 	return true;
@@ -211,6 +228,18 @@ normalize(ConcordRepairVersion *v)
 		v->known = false;
 }
 
+/* Whether an origin name is a node's (else a write by hand, or another tool's). */
+static bool
+is_node(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, View.nodes)
+		if (strcmp(lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
 /* The provider's entry for a node: NULL if it does not receive it. */
 static SeenFrom *
 provider_seen(const char *node)
@@ -238,7 +267,7 @@ covered(const ConcordRepairVersion *l)
 	if (strcmp(l->origin_node, View.provider) == 0)
 		return l->commit_time <= View.clock;
 	/* written by hand under an origin of no node's: the provider's wins */
-	if (!concord_node_get_by_name(l->origin_node))
+	if (!is_node(l->origin_node))
 		return true;
 	s = provider_seen(l->origin_node);
 	if (s != NULL)
@@ -298,7 +327,7 @@ merge_winner(ConcordResolver resolver, const ConcordRepairVersion *l,
 		if (!l->present ||
 			(l->known && strcmp(l->origin_node, View.provider) != 0 &&
 			 strcmp(l->origin_node, View.local) != 0 &&
-			 concord_node_get_by_name(l->origin_node) != NULL))
+			 is_node(l->origin_node)))
 			return NULL;
 		/* a delete dated after the row */
 		d = palloc0(sizeof(ConcordRepairVersion));
