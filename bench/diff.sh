@@ -12,6 +12,7 @@
 # Environment: BENCH_ROWS (rows of the table, default 1000000),
 # BENCH_REPEAT (rounds, default 3), BENCH_CLIENTS (pgbench clients of the
 # load, default 4), BENCH_SECONDS (length of each load window, default 20),
+# BENCH_PACE_DELAY and BENCH_PACE_LIMIT (the paced diffs' pace),
 # BENCH_TIMEOUT, BENCH_KEEP, BENCH_PORT, PG_CONFIG, as for
 # bench/replication.sh.
 #
@@ -26,8 +27,15 @@
 #   diff s       a concord.table_diff('t') run on the idle mesh, from its
 #                diff_run row; bytes: its bytes_received
 #   TPS          pgbench on node_a (one-row UPDATEs by random key,
-#                BENCH_CLIENTS clients) for BENCH_SECONDS, without and
-#                with diffs of t running one after another on node_a
+#                BENCH_CLIENTS clients) for BENCH_SECONDS: without
+#                diffs, then with paced diffs of t running one after
+#                another on node_a, then with diffs at full speed, then
+#                without diffs again (the base of a round's drops is the
+#                mean of the two windows without: TPS drifts down as the
+#                UPDATEs leave dead rows); paced diffs pause
+#                concord.diff_cost_delay = BENCH_PACE_DELAY ms after
+#                each step of concord.diff_cost_limit = BENCH_PACE_LIMIT
+#                rows (defaults: the scheduled diffs' default pace)
 #   lag p50/p99  node_a writes a heartbeat row every 100 ms meanwhile;
 #                node_b's trigger (ENABLE ALWAYS) stamps its arrival:
 #                arrival minus the commit on node_a, per window
@@ -36,6 +44,10 @@ set -euo pipefail
 export BENCH_ROWS=${BENCH_ROWS:-1000000}
 REPEAT=${BENCH_REPEAT:-3}
 SECS=${BENCH_SECONDS:-20}
+PACE_DELAY=${BENCH_PACE_DELAY:-500}
+PACE_LIMIT=${BENCH_PACE_LIMIT:-10000}
+[[ $PACE_DELAY =~ ^[0-9]+$ && $PACE_LIMIT =~ ^[1-9][0-9]*$ ]] ||
+	{ echo "BENCH_PACE_DELAY and BENCH_PACE_LIMIT must be integers" >&2; exit 2; }
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEAT must be a positive integer" >&2; exit 2; }
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_SECONDS must be a positive integer" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
@@ -45,6 +57,8 @@ bench_init
 put() { RES[$1]="${RES[$1]:+${RES[$1]} }$2"; }
 NODES=(node_a node_b node_c)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+# The TPS drop of $1 against $2, in percent.
+drop() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * (1 - a / b) }'; }
 
 setup() {
 	local pre=$1 n m port
@@ -82,9 +96,10 @@ timed() {
 
 # One load window on node_a: pgbench for SECS seconds and heartbeats
 # numbered from $2; with $3 = diff, diffs of t one after another
-# meanwhile.  Prints "tps p50_ms p99_ms diffs".
+# meanwhile, with $3 = paced, paced ones.  Prints "tps p50_ms p99_ms
+# diffs seconds_of_the_first_diff".
 window() {
-	local A=$1 from=$2 mode=$3 B=$4 pid hb out tps diffs=0 lag
+	local A=$1 from=$2 mode=$3 B=$4 pid hb out tps diffs=0 lag pace first=-
 	cat >"$WORK/update.sql" <<EOF
 \set k random(1, $ROWS)
 UPDATE t SET n = n + 1 WHERE id = :k;
@@ -100,12 +115,19 @@ EOF
 			PERFORM pg_sleep(0.1);
 		END LOOP; END \$\$" >/dev/null &
 	hb=$!
-	if [[ $mode == diff ]]; then
+	if [[ $mode != none ]]; then
+		pace="SET concord.diff_cost_delay = 0;"
+		[[ $mode == paced ]] &&
+			pace="SET concord.diff_cost_delay = $PACE_DELAY; SET concord.diff_cost_limit = $PACE_LIMIT;"
 		while kill -0 "$pid" 2>/dev/null; do
-			q "$A" >/dev/null <<EOF
-SELECT concord.table_diff('t') AS run \\gset
-SELECT concord.wait_for_diff(:run);
+			out=$(q "$A" <<EOF
+$pace
+SELECT concord.table_diff('t', timeout => '1 hour') AS run \\gset
+SELECT concord.wait_for_diff(:run) AS status \\gset
+SELECT round(seconds::numeric, 1) FROM concord.diff_run WHERE run_id = :run;
 EOF
+)
+			[[ $first == - ]] && first=$(tail -n1 <<<"$out")
 			diffs=$((diffs + 1))
 		done
 	fi
@@ -120,7 +142,7 @@ EOF
 	lag=$(q "$B" -c "SELECT round(1000 * extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY seen - at)))::int
 		|| ' ' || round(1000 * extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY seen - at)))::int
 		FROM hb WHERE id >= $from AND id < $from + $SECS * 10")
-	printf '%.0f %s %s\n' "$tps" "$lag" "$diffs"
+	printf '%.0f %s %s %s\n' "$tps" "$lag" "$diffs" "$first"
 }
 
 bench_round() {
@@ -139,12 +161,21 @@ bench_round() {
 	put count "$c"; put digest "$d"; put diff "$secs_"; put bytes "$bytes"
 	put nsrow "$(awk -v d="$d" -v r="$ROWS" 'BEGIN { printf "%.0f", d * 1e9 / r }')"
 	log "  count(*) ${c}s, one node's digest ${d}s, diff of 3 nodes ${secs_}s, $bytes bytes received"
+	# the windows without diffs come first and last: TPS drifts down as the
+	# UPDATEs add dead rows, so the base of a round is the mean of the two
 	read -r w0 <<<"$(window "$A" 0 none "$B")"
+	read -r w2 <<<"$(window "$A" 200000 paced "$B")"
 	read -r w1 <<<"$(window "$A" 100000 diff "$B")"
-	read -r t p50 p99 _ <<<"$w0"; put tps0 "$t"; put lag50_0 "$p50"; put lag99_0 "$p99"
-	log "  without diffs: $t TPS, heartbeat lag p50 ${p50} ms p99 ${p99} ms"
-	read -r t p50 p99 n <<<"$w1"; put tps1 "$t"; put lag50_1 "$p50"; put lag99_1 "$p99"
-	log "  with diffs ($n runs): $t TPS, heartbeat lag p50 ${p50} ms p99 ${p99} ms"
+	read -r w3 <<<"$(window "$A" 300000 none "$B")"
+	read -r t p50 p99 _ <<<"$w0"; read -r t3 _ <<<"$w3"
+	log "  without diffs: $t and $t3 TPS, heartbeat lag p50 ${p50} ms p99 ${p99} ms"
+	t=$(( (t + t3) / 2 )); put tps0 "$t"; put lag50_0 "$p50"; put lag99_0 "$p99"; base=$t
+	read -r t p50 p99 n f <<<"$w1"; put tps1 "$t"; put lag50_1 "$p50"; put lag99_1 "$p99"; put load1 "$f"
+	put drop1 "$(drop "$t" "$base")"
+	log "  with diffs ($n runs, the first ${f}s): $t TPS ($(drop "$t" "$base") % less), heartbeat lag p50 ${p50} ms p99 ${p99} ms"
+	read -r t p50 p99 n f <<<"$w2"; put tps2 "$t"; put lag50_2 "$p50"; put lag99_2 "$p99"; put load2 "$f"
+	put drop2 "$(drop "$t" "$base")"
+	log "  with paced diffs ($n runs, the first ${f}s): $t TPS ($(drop "$t" "$base") % less), heartbeat lag p50 ${p50} ms p99 ${p99} ms"
 	stop_clusters "${pre}node_c" "${pre}node_b" "${pre}node_a"
 }
 
@@ -161,14 +192,17 @@ printf '%-44s | %s\n' "SELECT count(*) s" "$(fmt count)" \
 	"table_digest ns per row" "$(fmt nsrow)" \
 	"table_diff of 3 nodes s (idle)" "$(fmt diff)" \
 	"bytes received by the diff" "$(fmt bytes)" \
-	"TPS without diffs" "$(fmt tps0)" \
+	"TPS without diffs (mean of before, after)" "$(fmt tps0)" \
 	"TPS with diffs running" "$(fmt tps1)" \
+	"table_diff s under that load" "$(fmt load1)" \
+	"TPS with paced diffs running" "$(fmt tps2)" \
+	"paced table_diff s under that load" "$(fmt load2)" \
 	"lag p50 / p99 ms without diffs" "$(fmt lag50_0) / $(fmt lag99_0)" \
-	"lag p50 / p99 ms with diffs" "$(fmt lag50_1) / $(fmt lag99_1)"
+	"lag p50 / p99 ms with diffs" "$(fmt lag50_1) / $(fmt lag99_1)" \
+	"lag p50 / p99 ms with paced diffs" "$(fmt lag50_2) / $(fmt lag99_2)"
 a=$(fmt digest); b=$(fmt count)
 [[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] &&
 	echo "digest / count(*) time ratio: $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", a / b }')"
-a=$(fmt tps1); b=$(fmt tps0)
-[[ $a =~ ^[0-9.]+$ && $b =~ ^[0-9.]+$ ]] &&
-	echo "TPS drop while diffing: $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", 100 * (1 - a / b) }') % (target: under 10 %)"
+echo "TPS drop while diffing at full speed: $(fmt drop1) % (median of the rounds' drops)"
+echo "TPS drop while diffing paced ($PACE_DELAY ms per $PACE_LIMIT rows): $(fmt drop2) % (median of the rounds' drops; target: under 10 %)"
 echo "total time: $((SECONDS - START))s"

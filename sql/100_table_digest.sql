@@ -164,12 +164,93 @@ SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
 SELECT key, settled, origin_node FROM concord.table_digest_rows('d_many',
         jsonb_build_object('gone', now() + interval '1 day'), 16) WHERE key = '{"id": 5000}';
 SELECT pg_replication_origin_drop('by_hand');
+-- A row's digest is md5() of its jsonb text as UTF-8 (concord has its own
+-- MD5): rows whose texts are of every length from a few bytes to several
+-- 64-byte blocks, some with characters of several bytes.
+CREATE TABLE d_len (id int PRIMARY KEY, v text);
+INSERT INTO d_len SELECT g, repeat(CASE WHEN g % 3 = 0 THEN 'é' ELSE 'x' END, g) FROM generate_series(0, 300) g;
+SELECT count(*) AS rows, count(*) FILTER (WHERE r.digest = md5(convert_to(to_jsonb(d)::text, 'UTF8'))) AS same
+  FROM concord.table_digest_rows('d_len') r JOIN d_len d ON d.id = (r.key->>'id')::int;
+DROP TABLE d_len;
+
+-- A read in steps (what a diff runs, one statement per step) gives what
+-- the one-shot functions give: on a table whose updates left dead rows
+-- and out-of-order blocks, and on a partitioned table; steps of 37 rows.
+CREATE FUNCTION read_in_steps(rel regclass, fences jsonb, buckets int, only_b int[])
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    b bigint := 0;
+    steps int := 0;
+BEGIN
+    LOOP
+        b := concord.table_digest_step(rel, fences, buckets, only_b, b, 37);
+        steps := steps + 1;
+        EXIT WHEN b IS NULL;
+    END LOOP;
+    RETURN steps;
+END $$;
+UPDATE d_many SET v = v || '+' WHERE id % 3 = 0;
+SELECT read_in_steps('d_many', jsonb_build_object('gone', now() + interval '1 day'), 16, NULL) > 3 AS many_steps;
+SELECT count(*) AS buckets,
+       count(*) FILTER (WHERE o.bucket IS NULL OR s.bucket IS NULL
+                        OR (o.*) IS DISTINCT FROM (s.*)) AS unlike
+  FROM concord.table_digest_step_buckets() s
+  FULL JOIN concord.table_digest('d_many', jsonb_build_object('gone', now() + interval '1 day'), 16) o
+    USING (bucket);
+SELECT read_in_steps('d_many', NULL, 16, '{3, 11}') > 3 AS many_steps;
+SELECT count(*) AS rows_listed,
+       count(*) FILTER (WHERE o.key IS NULL OR s.key IS NULL OR o.digest <> s.digest
+                        OR o.bucket <> s.bucket OR o.settled <> s.settled) AS unlike
+  FROM concord.table_digest_step_rows() s
+  FULL JOIN concord.table_digest_rows('d_many', NULL, 16, '{3, 11}') o USING (key);
+CREATE TABLE d_part (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE d_part1 PARTITION OF d_part FOR VALUES FROM (0) TO (300);
+CREATE TABLE d_part2 PARTITION OF d_part FOR VALUES FROM (300) TO (1000);
+INSERT INTO d_part SELECT g, 'p' || g FROM generate_series(0, 999) g;
+SELECT read_in_steps('d_part', NULL, 8, NULL) > 3 AS many_steps;
+SELECT sum(row_count) AS rows,
+       (SELECT string_agg(digest, ',' ORDER BY bucket) FROM concord.table_digest('d_part', NULL, 8))
+       = string_agg(digest, ',' ORDER BY bucket) AS same_digests
+  FROM concord.table_digest_step_buckets();
+-- Each step goes on from where the last stopped, in the same session;
+-- a result is there once the read ended, and only once.
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, 5, 100);
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, 0, 100) > 0 AS begun;
+SELECT * FROM concord.table_digest_step_buckets();
+SELECT concord.table_digest_step('d_part', NULL, 16, NULL, 1, 100);
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, 0, 0);
+-- A table rewritten between two steps (its settled rows moved) fails the
+-- read, which ends; a new read goes.
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, 0, 100) AS at \gset
+VACUUM FULL d_many;
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, :at, 100);
+SELECT concord.table_digest_step('d_many', NULL, 16, NULL, :at, 100);
+-- A tree with a foreign table is not read in steps (its TIDs are not
+-- blocks of its own).
+CREATE FOREIGN DATA WRAPPER d_fdw;
+CREATE SERVER d_server FOREIGN DATA WRAPPER d_fdw;
+CREATE TABLE d_fkey (id int PRIMARY KEY, v text);
+CREATE FOREIGN TABLE d_fchild () INHERITS (d_fkey) SERVER d_server;
+SELECT concord.table_digest_step('d_fkey', NULL, 16, NULL, 0, 100);
+DROP FOREIGN DATA WRAPPER d_fdw CASCADE;
+DROP TABLE d_fkey;
+-- A null fence is no fence: the node's rows are in flight; no table, no rows.
+SELECT sum(row_count) AS settled, sum(in_flight) AS in_flight
+  FROM concord.table_digest('d_many', jsonb_build_object(:'local_node', NULL), 16);
+SELECT count(*) AS no_table FROM concord.table_digest(NULL);
+SELECT read_in_steps('d_many', NULL, 16, NULL) > 1 AS read;
+SELECT count(*) > 0 AS result FROM concord.table_digest_step_buckets();
+SELECT count(*) FROM concord.table_digest_step_buckets();
+DROP FUNCTION read_in_steps(regclass, jsonb, int, int[]);
+DROP TABLE d_part;
+
 -- Not executable by PUBLIC.
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_execute
   FROM pg_proc p
  WHERE p.pronamespace = 'concord'::regnamespace
-   AND p.proname IN ('table_digest', 'table_digest_rows', 'digest_rows_sql', 'key_columns',
-                     'table_digest_keys', 'table_diff', 'wait_for_diff')
+   AND p.proname IN ('table_digest', 'table_digest_rows', 'key_columns',
+                     'table_digest_keys', 'table_diff', 'wait_for_diff', 'table_digest_step',
+                     'table_digest_step_buckets', 'table_digest_step_rows')
  ORDER BY 1::text;
 
 DROP TABLE d_null, d_empty, d_word, d_left, d_right, d_order1, d_order2, d_scale,

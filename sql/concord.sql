@@ -545,32 +545,21 @@ COMMENT ON FUNCTION concord.row_version(xid) IS
 
 -- Anti-entropy, the part each node runs (issue 13): a table's rows as
 -- digests by bucket of key hash, and the rows of some buckets, under
--- pinned settings so that equal rows give equal digests on every node.
--- fences maps node names to fence times (concord.fence()); a row whose
--- version is older than its origin's fence has settled, any other is in
--- flight; NULL: every row counts as settled.
+-- pinned settings so that equal rows give equal digests on every node
+-- (src/antientropy/digest.c).  fences maps node names to fence times
+-- (concord.fence()); a row whose version is older than its origin's fence
+-- has settled, any other is in flight; NULL: every row counts as settled.
 CREATE FUNCTION concord.table_digest(relation regclass, fences jsonb DEFAULT NULL,
         buckets integer DEFAULT 4096,
         OUT bucket integer, OUT row_count bigint, OUT digest text,
         OUT in_flight bigint)
 RETURNS SETOF record
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'concord_table_digest'
+LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
-SET row_security = off
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        SELECT r.bucket, count(*) FILTER (WHERE r.settled),
-               pg_catalog.lpad(pg_catalog.to_hex(coalesce(pg_catalog.bit_xor(r.h1) FILTER (WHERE r.settled), 0)), 16, '0')
-               || pg_catalog.lpad(pg_catalog.to_hex(coalesce(pg_catalog.bit_xor(r.h2) FILTER (WHERE r.settled), 0)), 16, '0'),
-               count(*) FILTER (WHERE NOT r.settled)
-          FROM (%s) r
-         GROUP BY r.bucket ORDER BY r.bucket$q$,
-        concord.digest_rows_sql(relation, buckets, fences))
-        USING fences, NULL::integer[];
-END $$;
+SET row_security = off;
 COMMENT ON FUNCTION concord.table_digest(regclass, jsonb, integer) IS
     'anti-entropy: per bucket of key hash, the number and XOR digest of the settled rows, and the number in flight';
 
@@ -579,24 +568,51 @@ CREATE FUNCTION concord.table_digest_rows(relation regclass, fences jsonb DEFAUL
         OUT bucket integer, OUT key jsonb, OUT digest text,
         OUT commit_time timestamptz, OUT origin_node name, OUT settled boolean)
 RETURNS SETOF record
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'concord_table_digest_rows'
+LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
-SET row_security = off
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        SELECT r.bucket, r.key,
-               pg_catalog.lpad(pg_catalog.to_hex(r.h1), 16, '0') || pg_catalog.lpad(pg_catalog.to_hex(r.h2), 16, '0'),
-               r.commit_time, r.origin_node, r.settled
-          FROM (%s) r
-         ORDER BY r.bucket, r.key$q$,
-        concord.digest_rows_sql(relation, buckets, fences))
-        USING fences, only_buckets;
-END $$;
+SET row_security = off;
 COMMENT ON FUNCTION concord.table_digest_rows(regclass, jsonb, integer, integer[]) IS
     'anti-entropy: the key, digest and version of each row of the buckets asked for';
+
+-- The same reads in steps, each a statement of its own (no snapshot
+-- lasts longer than a step; a diff pauses between steps): from_block 0
+-- begins a read of the session, each step returns the block the next
+-- one starts at, NULL at the end; then one of the two results, which
+-- ends the read.  With only_buckets the rows of those buckets are listed,
+-- else the buckets summed.
+CREATE FUNCTION concord.table_digest_step(relation regclass, fences jsonb,
+        buckets integer, only_buckets integer[], from_block bigint,
+        max_rows bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'concord_table_digest_step'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET row_security = off;
+COMMENT ON FUNCTION concord.table_digest_step(regclass, jsonb, integer, integer[], bigint, bigint) IS
+    'anti-entropy: reads about max_rows rows of a table from from_block on, for a digest in steps; returns where the next step starts';
+
+CREATE FUNCTION concord.table_digest_step_buckets(
+        OUT bucket integer, OUT row_count bigint, OUT digest text,
+        OUT in_flight bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_table_digest_step_buckets'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.table_digest_step_buckets() IS
+    'anti-entropy: the result of a digest in steps without only_buckets, as concord.table_digest() gives it';
+
+CREATE FUNCTION concord.table_digest_step_rows(
+        OUT bucket integer, OUT key jsonb, OUT digest text,
+        OUT commit_time timestamptz, OUT origin_node name, OUT settled boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'concord_table_digest_step_rows'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION concord.table_digest_step_rows() IS
+    'anti-entropy: the result of a digest in steps with only_buckets, as concord.table_digest_rows() gives it';
 
 -- A table's key as anti-entropy and tombstones see it: the key columns
 -- (not INCLUDE ones) of its replica identity index, else of its primary
@@ -628,72 +644,6 @@ END $$;
 COMMENT ON FUNCTION concord.key_columns(regclass) IS
     'internal: the key columns of a table (replica identity index, else primary key), in index order';
 
--- The query both read: per row, its bucket, key, digest halves, version
--- and whether it settled ($1: the fences, which name every node), of the
--- buckets $2 (NULL: all; the rows of the others are not digested).  A
--- row whose version is unknown (no commit timestamp kept) is old, so
--- settled, and so is a row of an initial copy (the baseline version,
--- 2000-01-01); one whose origin is not a node (a replication that is not
--- concord's wrote it here: row_version gives its origin's name) or a
--- node that left settled if it committed before every fence; one of a
--- node that no fence names is in flight.  Keys and rows are hashed as UTF-8, whatever the
--- database's encoding.  OFFSET 0 keeps each row's hash from being
--- computed once per use.
-CREATE FUNCTION concord.digest_rows_sql(relation regclass, buckets integer,
-        fences jsonb)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    keycols text;
-BEGIN
-    IF buckets IS NULL OR buckets < 1 OR buckets > 1048576 THEN
-        RAISE EXCEPTION 'buckets must be between 1 and 1048576'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF fences IS NOT NULL AND pg_catalog.jsonb_typeof(fences) <> 'object' THEN
-        RAISE EXCEPTION 'fences must be a JSON object of node names to fence times'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF fences IS NOT NULL AND NOT pg_catalog.current_setting('track_commit_timestamp')::boolean THEN
-        RAISE EXCEPTION 'rows cannot be told settled with track_commit_timestamp off'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c, c), ', ' ORDER BY c)
-      INTO keycols
-      FROM pg_catalog.unnest(concord.key_columns(relation)) c;
-    RETURN pg_catalog.format($q$
-        SELECT d.bucket, d.key,
-               ('x' || pg_catalog.substr(d.md5, 1, 16))::bit(64)::bigint AS h1,
-               ('x' || pg_catalog.substr(d.md5, 17, 16))::bit(64)::bigint AS h2,
-               d.commit_time, d.origin_node,
-               ($1 IS NULL OR d.commit_time IS NULL
-                OR d.commit_time <= '2000-01-01 00:00:00.000001+00'
-                OR d.commit_time < coalesce(f.fence,
-                                            CASE WHEN n.node_name IS NULL OR dn.node_name IS NOT NULL
-                                                 THEN fmin.fence END,
-                                            '-infinity')) AS settled
-          FROM (SELECT b.bucket, k.key,
-                       pg_catalog.md5(pg_catalog.convert_to(pg_catalog.to_jsonb(t.*)::text, 'UTF8')) AS md5,
-                       v.commit_time, v.origin_node
-                  FROM %s t
-                 CROSS JOIN LATERAL (SELECT pg_catalog.jsonb_build_object(%s) AS key) k
-                 CROSS JOIN LATERAL (SELECT ((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.convert_to(k.key::text, 'UTF8')), 1, 8))::bit(32)::bigint %% %s))::int AS bucket) b
-                 CROSS JOIN LATERAL concord.row_version(t.xmin) v
-                 WHERE $2::integer[] IS NULL OR b.bucket = ANY ($2::integer[])
-                OFFSET 0) d
-          LEFT JOIN (SELECT e.key AS node, e.value::timestamptz AS fence
-                       FROM pg_catalog.jsonb_each_text($1) e) f ON f.node = d.origin_node::text
-          LEFT JOIN (SELECT pg_catalog.min(e.value::timestamptz) AS fence
-                       FROM pg_catalog.jsonb_each_text($1) e) fmin ON true
-          LEFT JOIN concord.node n ON n.node_name = d.origin_node
-          LEFT JOIN concord.departed_node dn ON dn.node_name = d.origin_node$q$,
-        relation, keycols, buckets);
-END $$;
-COMMENT ON FUNCTION concord.digest_rows_sql(regclass, integer, jsonb) IS
-    'internal: the per-row query of concord.table_digest() and concord.table_digest_rows()';
-
 -- The rows of some keys, for the confirmation of a diff: per key (in the
 -- order given), the row and its digest and version, or, for a key with no
 -- row, the version of its tombstone (deleted) if there is one; settled as
@@ -721,7 +671,14 @@ BEGIN
         RAISE EXCEPTION 'keys must be a JSON array of key objects'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM concord.digest_rows_sql(relation, 1, fences);   -- checks fences
+    IF fences IS NOT NULL AND pg_catalog.jsonb_typeof(fences) <> 'object' THEN
+        RAISE EXCEPTION 'fences must be a JSON object of node names to fence times'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF fences IS NOT NULL AND NOT pg_catalog.current_setting('track_commit_timestamp')::boolean THEN
+        RAISE EXCEPTION 'rows cannot be told settled with track_commit_timestamp off'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('t.%I = p.%I', c, c), ' AND '),
            'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('pg_catalog.format(''%%s'', p.%I)', c), ', ' ORDER BY o) || ']'
       INTO matches, tombkey

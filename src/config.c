@@ -5,7 +5,8 @@
  *
  * The variables are declared in concord.h, which every folder may include;
  * the definitions are made once, by _PG_init (concord.c).  Every setting is
- * PGC_SIGHUP: a reload reaches running workers.
+ * PGC_SIGHUP (a reload reaches running workers) but the pace of a diff,
+ * which a session may set for the diffs it starts, as for VACUUM.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +28,10 @@ int			concord_tombstone_retention = 0;	/* s; 0: forever */
 int			concord_receive_timeout = 60000;	/* ms; 0: none */
 int			concord_causal_wait = 60000;	/* ms; 0: never wait */
 int			concord_check_interval = 0; /* s; 0: no scheduled diffs */
+int			concord_diff_cost_delay = 0;	/* ms; 0: no pause */
+int			concord_diff_cost_limit = 10000;	/* rows per step */
+int			concord_check_cost_delay = 500;	/* ms; -1: diff_cost_delay */
+int			concord_check_cost_limit = -1;	/* rows; -1: diff_cost_limit */
 
 void
 concord_define_gucs(void)
@@ -125,6 +130,46 @@ concord_define_gucs(void)
 							0, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.diff_cost_delay",
+							"How long a diff pauses between two steps of its read of the table.",
+							"A diff (concord.table_diff) reads the table on every node in steps of "
+							"concord.diff_cost_limit rows, then waits this long before the next step, "
+							"so that its read takes a bounded share of every node's CPU and disk, as "
+							"autovacuum's cost delay does.  0: no pause (steps of 100,000 rows).  "
+							"The value of the session that starts the diff applies.",
+							&concord_diff_cost_delay,
+							0, 0, 10000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.diff_cost_limit",
+							"How many rows each node reads in a step of a diff, between two pauses.",
+							NULL,
+							&concord_diff_cost_limit,
+							10000, 1, 1000000,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.check_cost_delay",
+							"concord.diff_cost_delay for the scheduled diffs (concord.check_interval).",
+							"-1: concord.diff_cost_delay.",
+							&concord_check_cost_delay,
+							500, -1, 10000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.check_cost_limit",
+							"concord.diff_cost_limit for the scheduled diffs (concord.check_interval).",
+							"-1: concord.diff_cost_limit.",
+							&concord_check_cost_limit,
+							-1, -1, 1000000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("concord");

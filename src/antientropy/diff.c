@@ -11,11 +11,16 @@
  *	   its origin's fence has then reached every node: it has settled;
  *	   any newer one is in flight.
  *	2. per node, the digests of the settled rows by bucket of key hash
- *	   (concord.table_digest()); buckets whose count or digest differ
- *	   between nodes hold a difference, or a row in flight.
- *	3. per node, the rows of those buckets (concord.table_digest_rows()):
- *	   a key absent from some node, or whose digests differ, is a
- *	   candidate, unless it is in flight on some node.
+ *	   (as concord.table_digest() gives them); buckets whose count or
+ *	   digest differ between nodes hold a difference, or a row in flight.
+ *	3. per node, the rows of those buckets (as concord.table_digest_rows()
+ *	   lists them): a key absent from some node, or whose digests differ,
+ *	   is a candidate, unless it is in flight on some node.
+ *	   Steps 2 and 3 read each node's table in steps of its own
+ *	   statements (concord.table_digest_step(), read_in_steps()), with a
+ *	   pause of concord.diff_cost_delay after each: a row that an update
+ *	   moved between two steps (a version in flight) may be missed or
+ *	   read twice there, and is then met in flight at step 4.
  *	4. a second fence and barrier, then each candidate's row (or
  *	   tombstone) on every node (concord.table_digest_keys()): a key still
  *	   settled everywhere and still different is a difference.  A key
@@ -58,6 +63,8 @@ typedef struct DiffRun
 	char	   *local_relation; /* its OID here, as text */
 	int			buckets;
 	char	   *buckets_text;	/* the same, as the digests' parameter */
+	int			cost_delay;		/* ms between two steps of a read */
+	int			cost_limit;		/* rows a node reads per step */
 	TimestampTz deadline;
 	char	   *timeout;		/* the run's timeout, for messages */
 	int			nnodes;
@@ -264,6 +271,90 @@ hex64(const char *hex)
 	return strtou64(buf, NULL, 16);
 }
 
+/* Rows a node reads per step when the diff does not pause. */
+#define DIFF_STEP_ROWS_UNPACED	100000
+
+/* The pause between two steps of a read (concord.diff_cost_delay). */
+static void
+pause_between_steps(DiffRun *run)
+{
+	long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), run->deadline);
+
+	if (run->cost_delay <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 Min(run->cost_delay, Max(left, 1)), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	check_deadline(run);
+}
+
+/*
+ * Reads the table on every node in steps (concord.table_digest_step()),
+ * each a statement of its own, with a pause between steps; then asks
+ * every node for the read's result (result_sql, of ncols columns).
+ * only_buckets: NULL (the buckets summed) or the buckets whose rows are
+ * listed.
+ */
+static DiffResult **
+read_in_steps(DiffRun *run, const char *only_buckets, const char *result_sql,
+			  int ncols)
+{
+	char	  **next = palloc(sizeof(char *) * run->nnodes);
+	DiffNode   *active = palloc(sizeof(DiffNode) * run->nnodes);
+	int		   *which = palloc(sizeof(int) * run->nnodes);
+	const char **params = palloc(sizeof(char *) * 6 * run->nnodes);
+	char	   *max_rows = psprintf("%d", run->cost_delay > 0 ? run->cost_limit :
+									Max(run->cost_limit, DIFF_STEP_ROWS_UNPACED));
+
+	for (int i = 0; i < run->nnodes; i++)
+		next[i] = "0";
+	for (;;)
+	{
+		int			n = 0;
+		bool		more = false;
+		DiffResult **res;
+
+		for (int i = 0; i < run->nnodes; i++)
+		{
+			if (next[i] == NULL)
+				continue;
+			active[n] = run->nodes[i];
+			which[n] = i;
+			params[6 * n] = run->nodes[i].dsn == NULL ? run->local_relation : run->relation;
+			params[6 * n + 1] = run->fences;
+			params[6 * n + 2] = run->buckets_text;
+			params[6 * n + 3] = only_buckets;
+			params[6 * n + 4] = next[i];
+			params[6 * n + 5] = max_rows;
+			n++;
+		}
+		if (n == 0)
+			break;
+		check_deadline(run);
+		res = concord_diff_query_all(active, n,
+									 "SELECT concord.table_digest_step(pg_catalog.regclassin($1::pg_catalog.cstring),"
+									 " $2::pg_catalog.jsonb, $3::pg_catalog.int4, $4::pg_catalog.int4[],"
+									 " $5::pg_catalog.int8, $6::pg_catalog.int8)",
+									 1, 6, params, run->deadline);
+		for (int k = 0; k < n; k++)
+		{
+			if (res[k]->nrows != 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("node \"%s\" returned no step of its read",
+								run->nodes[which[k]].name)));
+			next[which[k]] = DIFF_CELL(res[k], 0, 0);
+			if (next[which[k]] != NULL)
+				more = true;
+		}
+		if (more)
+			pause_between_steps(run);
+	}
+	check_deadline(run);
+	return concord_diff_query_all(run->nodes, run->nnodes, result_sql, ncols,
+								  0, params, run->deadline);
+}
+
 /*
  * Step 2: the digests of every node by bucket; returns the buckets that
  * differ, as an int[] literal, or NULL if none does.
@@ -285,11 +376,9 @@ differing_buckets(DiffRun *run)
 	digests = palloc0(sizeof(uint64) * 2 * run->buckets * run->nnodes);
 
 	check_deadline(run);
-	answers = concord_diff_query_all(run->nodes, run->nnodes,
-									 "SELECT bucket, row_count, digest, in_flight"
-									 " FROM concord.table_digest(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4)",
-									 4, 3, table_params(run, 3, run->fences, run->buckets_text),
-									 run->deadline);
+	answers = read_in_steps(run, NULL,
+							"SELECT bucket, row_count, digest, in_flight"
+							" FROM concord.table_digest_step_buckets()", 4);
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		DiffResult *res = answers[i];
@@ -370,11 +459,9 @@ find_candidates(DiffRun *run, const char *only_buckets)
 	MemoryContextSwitchTo(step);
 
 	check_deadline(run);
-	answers = concord_diff_query_all(run->nodes, run->nnodes,
-									 "SELECT key, digest, settled"
-									 " FROM concord.table_digest_rows(pg_catalog.regclassin($1::pg_catalog.cstring), $2::pg_catalog.jsonb, $3::pg_catalog.int4, $4::pg_catalog.int4[])",
-									 3, 4, table_params(run, 4, run->fences, run->buckets_text, only_buckets),
-									 run->deadline);
+	answers = read_in_steps(run, only_buckets,
+							"SELECT key, digest, settled"
+							" FROM concord.table_digest_step_rows()", 3);
 	for (int i = 0; i < run->nnodes; i++)
 	{
 		DiffResult *res = answers[i];
@@ -411,10 +498,9 @@ find_candidates(DiffRun *run, const char *only_buckets)
 		{
 			settled &= entries[end].settled;
 			same &= strcmp(entries[end].digest, entries[start].digest) == 0;
+			/* read twice: an update moved its row between two steps */
 			if (end > start && entries[end].node == entries[end - 1].node)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("node \"%s\" returned a key twice", run->nodes[entries[end].node].name)));
+				settled = false;
 		}
 		run->keys_compared++;
 		if (!settled)
@@ -774,10 +860,16 @@ concord_diff_main(Datum main_arg)
 {
 	int64		run_id = DatumGetInt64(main_arg);
 	TransactionId creator;
+	int			cost_delay;
+	int			cost_limit;
 	MemoryContext cxt;
 	DiffRun    *volatile run = NULL;
 
 	memcpy(&creator, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(TransactionId));
+	memcpy(&cost_delay, MyBgworkerEntry->bgw_extra + sizeof(Oid) + sizeof(TransactionId),
+		   sizeof(int));
+	memcpy(&cost_limit, MyBgworkerEntry->bgw_extra + sizeof(Oid) + sizeof(TransactionId) +
+		   sizeof(int), sizeof(int));
 	(void) concord_worker_connect();
 	/* fence times travel as text: read back alike on every node */
 	SetConfigOption("datestyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);
@@ -815,6 +907,8 @@ concord_diff_main(Datum main_arg)
 	MemoryContextSwitchTo(cxt);
 	if (run == NULL)
 		proc_exit(0);
+	run->cost_delay = cost_delay;
+	run->cost_limit = Max(cost_limit, 1);
 	pgstat_report_activity(STATE_RUNNING, psprintf("diff run " INT64_FORMAT " of %s",
 												   run_id, run->relation));
 
@@ -846,7 +940,8 @@ concord_diff_main(Datum main_arg)
  * end.  Returns false if no worker slot is free; *pid is the worker's.
  */
 bool
-concord_diff_start(int64 run_id, TransactionId creator, int *pid)
+concord_diff_start(int64 run_id, TransactionId creator, int cost_delay,
+				   int cost_limit, int *pid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -858,6 +953,9 @@ concord_diff_start(int64 run_id, TransactionId creator, int *pid)
 	worker.bgw_main_arg = Int64GetDatum(run_id);
 	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
 	memcpy(worker.bgw_extra + sizeof(Oid), &creator, sizeof(TransactionId));
+	memcpy(worker.bgw_extra + sizeof(Oid) + sizeof(TransactionId), &cost_delay, sizeof(int));
+	memcpy(worker.bgw_extra + sizeof(Oid) + sizeof(TransactionId) + sizeof(int),
+		   &cost_limit, sizeof(int));
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 		return false;

@@ -52,6 +52,6 @@ extern char *concord_diff_interval_left(TimestampTz deadline);
 /* diff.c */
 extern PGDLLEXPORT void concord_diff_main(Datum main_arg);
 extern bool concord_diff_start(int64 run_id, TransactionId creator,
-								int *pid);
+								int cost_delay, int cost_limit, int *pid);
 
 #endif							/* CONCORD_DIFF_H */

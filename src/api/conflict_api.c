@@ -164,7 +164,7 @@ concord_row_version(PG_FUNCTION_ARGS)
 {
 	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
 	TimestampTz ts;
-	RepOriginId origin = InvalidRepOriginId;
+	const char *node;
 	TupleDesc	desc;
 	Datum		values[2] = {0};
 	bool		nulls[2] = {true, true};
@@ -172,16 +172,10 @@ concord_row_version(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (track_commit_timestamp && TransactionIdIsNormal(xid) &&
-		TransactionIdGetCommitTsData(xid, &ts, &origin))
+		concord_xact_version(xid, local_node_name(fcinfo), &ts, &node))
 	{
-		const char *node;
-
 		values[0] = TimestampTzGetDatum(ts);
 		nulls[0] = false;
-		if (origin != InvalidRepOriginId)
-			node = concord_origin_node_of_xact(origin, xid);
-		else
-			node = local_node_name(fcinfo);
 		if (node != NULL)
 		{
 			values[1] = DirectFunctionCall1(namein, CStringGetDatum(node));

@@ -32,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "concord.h"
 #include "api/api.h"
 #include "antientropy/diff.h"
 #include "catalog/tables.h"
@@ -229,7 +230,8 @@ concord_table_diff(PG_FUNCTION_ARGS)
 	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SetUserIdAndSecContext(saved_user, saved_context);
 
-	if (!concord_diff_start(run_id, GetTopTransactionId(), &pid))
+	if (!concord_diff_start(run_id, GetTopTransactionId(), concord_diff_cost_delay,
+							concord_diff_cost_limit, &pid))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("no background worker slot is free for the diff"),

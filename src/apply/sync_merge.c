@@ -112,7 +112,6 @@ static const char *const MergeRights =
 "pg_catalog.has_function_privilege('concord.join_fence(text[], pg_lsn[], interval)', 'EXECUTE') AND "
 "pg_catalog.has_function_privilege('concord.table_digest_rows(regclass, jsonb, integer, integer[])', 'EXECUTE') AND "
 "pg_catalog.has_function_privilege('concord.table_digest_keys(regclass, jsonb, jsonb)', 'EXECUTE') AND "
-"pg_catalog.has_function_privilege('concord.digest_rows_sql(regclass, integer, jsonb)', 'EXECUTE') AND "
 "pg_catalog.has_function_privilege('concord.key_columns(regclass)', 'EXECUTE') AND "
 "pg_catalog.has_function_privilege('concord.row_version(xid)', 'EXECUTE') AND "
 "pg_catalog.has_table_privilege('concord.tombstone', 'SELECT') AND "

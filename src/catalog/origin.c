@@ -26,6 +26,7 @@
  */
 #include "postgres.h"
 
+#include "access/commit_ts.h"
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/transam.h"
@@ -248,6 +249,29 @@ concord_origin_node_of_xact(RepOriginId origin, TransactionId xid)
 	if (best)
 		return later ? NULL : origin_node_now(origin);
 	return known ? NULL : origin_node_now(origin);
+}
+
+/*
+ * The version of a transaction as conflict detection and anti-entropy
+ * read it: its commit timestamp, and the node it was first written on
+ * (local_node for one under no replication origin; for one under an
+ * origin, concord_origin_node_of_xact()).  False when the commit timestamp
+ * is not known (track_commit_timestamp off, a frozen or too old xid).
+ * Needs a transaction.
+ */
+bool
+concord_xact_version(TransactionId xid, const char *local_node,
+					 TimestampTz *commit_time, const char **node)
+{
+	RepOriginId origin = InvalidRepOriginId;
+
+	*node = NULL;
+	if (!track_commit_timestamp || !TransactionIdIsNormal(xid) ||
+		!TransactionIdGetCommitTsData(xid, commit_time, &origin))
+		return false;
+	*node = origin != InvalidRepOriginId ?
+		concord_origin_node_of_xact(origin, xid) : local_node;
+	return true;
 }
 
 typedef struct SubOrigin

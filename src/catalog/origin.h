@@ -10,6 +10,7 @@
 
 #include "access/transam.h"
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "replication/origin.h"
 
 extern char *concord_origin_name(Oid subid, const char *node_name);
@@ -18,6 +19,8 @@ extern const char *concord_origin_node_name(const char *origin_name);
 extern char *concord_origin_node_by_id(RepOriginId origin);
 extern const char *concord_origin_node_of_xact(RepOriginId origin, TransactionId xid);
 extern FullTransactionId concord_recent_full_xid(TransactionId xid);
+extern bool concord_xact_version(TransactionId xid, const char *local_node,
+								 TimestampTz *commit_time, const char **node);
 
 extern RepOriginId concord_origin_ensure(Oid subid, const char *node_name);
 extern int	concord_origin_count(Oid subid);

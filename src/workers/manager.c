@@ -393,6 +393,38 @@ drop_repair_origins(void)
 }
 
 /*
+ * Starts a diff of relid at the pace of scheduled diffs (set for this
+ * transaction only), with a timeout of ten minutes plus twice what its
+ * reads take at that pace by the table's statistics (10 ms of work per
+ * step), so that the pace does not fail the run of a large table.
+ */
+static void
+start_scheduled_diff(Datum relid)
+{
+	int			delay = concord_check_cost_delay >= 0 ? concord_check_cost_delay :
+		concord_diff_cost_delay;
+	int			limit = concord_check_cost_limit > 0 ? concord_check_cost_limit :
+		concord_diff_cost_limit;
+	Oid			types[3] = {OIDOID, INT4OID, INT4OID};
+	Datum		values[3] = {relid, Int32GetDatum(delay), Int32GetDatum(limit)};
+
+	if (SPI_execute(psprintf("SELECT pg_catalog.set_config('concord.diff_cost_delay', '%d', true),"
+							 " pg_catalog.set_config('concord.diff_cost_limit', '%d', true)",
+							 delay, limit),
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not set the pace of a scheduled diff");
+	if (SPI_execute_with_args("SELECT concord.table_diff($1::pg_catalog.regclass, NULL,"
+							  " pg_catalog.make_interval(secs => 600 + 2 * 2 * ("
+							  "   SELECT pg_catalog.sum(GREATEST(c.reltuples, 0))"
+							  "     FROM pg_catalog.pg_class c"
+							  "    WHERE c.oid IN (SELECT $1 UNION ALL SELECT p.relid"
+							  "                    FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) p))"
+							  "   / $3 * ($2 + 10) / 1000.0))",
+							  3, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not start a scheduled diff");
+}
+
+/*
  * A scheduled check (concord.check_interval): a diff of the replicated
  * table whose last diff started the longest ago, unless one runs.
  * Tables without a key, which a diff refuses, are left out.  Of a table's
@@ -430,9 +462,7 @@ scheduled_check(void)
 								  "                  WHERE l.relid = $1 AND l.status = 'clean')",
 								  1, types, &relid, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not remove earlier clean runs");
-		if (SPI_execute_with_args("SELECT concord.table_diff($1::pg_catalog.regclass)",
-								  1, types, &relid, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not start a scheduled diff");
+		start_scheduled_diff(relid);
 	}
 	SPI_finish();
 }

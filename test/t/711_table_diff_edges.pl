@@ -19,6 +19,12 @@
 #  6. concord.check_interval: the manager of de2 diffs its replicated
 #     tables by itself, each in turn; a difference made by hand on de3 is
 #     found by a later scheduled run.
+#  7. The pace of a diff: a peer reads the table in steps, one statement
+#     each (concord.table_digest_step, counted by track_functions on
+#     de3): one step per read at full speed, one per few rows with
+#     concord.diff_cost_limit set by the session that starts the diff,
+#     and at concord.check_cost_limit for scheduled diffs; paced or not,
+#     the same difference is found.
 use strict;
 use warnings;
 use FindBin;
@@ -49,8 +55,8 @@ wait_for_apply_all(\@nodes, label => 'rows everywhere');
 
 sub diff_on
 {
-	my ($node, $args, $role) = @_;
-	my $set = $role ? "SET ROLE $role;" : '';
+	my ($node, $args, $role, $settings) = @_;
+	my $set = ($role ? "SET ROLE $role;" : '') . ($settings // '');
 	my $id = $node->safe_psql('postgres', "$set SELECT concord.table_diff($args)");
 	my $status = $node->safe_psql('postgres', "$set SELECT concord.wait_for_diff($id, '5min')");
 	return ($id, $status);
@@ -83,7 +89,8 @@ $n1->safe_psql('postgres', q{
 		concord.table_digest(regclass, jsonb, integer),
 		concord.table_digest_rows(regclass, jsonb, integer, integer[]),
 		concord.table_digest_keys(regclass, jsonb, jsonb),
-		concord.digest_rows_sql(regclass, integer, jsonb),
+		concord.table_digest_step(regclass, jsonb, integer, integer[], bigint, bigint),
+		concord.table_digest_step_buckets(), concord.table_digest_step_rows(),
 		concord.key_columns(regclass), concord.row_version(xid) TO differ;
 	TRUNCATE who;});
 ($id, $status) = diff_on($n1, q{'t'}, 'differ');
@@ -141,5 +148,56 @@ ok($n2->poll_query_until('postgres', q{SELECT EXISTS (SELECT FROM concord.diff_r
 is($n2->safe_psql('postgres', q{SELECT count(*) <= 1 FROM concord.diff_run WHERE relid = 't'::regclass AND status = 'clean'}),
 	't', 'of the clean runs of t, only the latest is kept');
 $n2->safe_psql('postgres', q{ALTER SYSTEM RESET concord.check_interval; SELECT pg_reload_conf()});
+
+# 7. The pace of a diff, as the steps of de3's reads show.
+$n1->safe_psql('postgres', q{INSERT INTO t SELECT g, 'more ' || g FROM generate_series(1001, 4000) g});
+wait_for_apply_all(\@nodes, label => 'more rows everywhere');
+$n3->safe_psql('postgres', q{ALTER SYSTEM SET track_functions = 'all'; SELECT pg_reload_conf()});
+my $steps_sql = q{SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
+	WHERE schemaname = 'concord' AND funcname = 'table_digest_step'};
+my $blocks = $n3->safe_psql('postgres', q{SELECT pg_relation_size('t') / current_setting('block_size')::int});
+cmp_ok($blocks, '>=', 10, "t fills $blocks blocks on de3");
+
+# Steps of de3 for a diff run from de1 with the settings given; the
+# connection of the run is closed at its end, which reports its counts.
+sub steps_of_diff
+{
+	my ($settings) = @_;
+	my $before = $n3->safe_psql('postgres', $steps_sql);
+	my ($id, $status) = diff_on($n1, q{'t', '{de3}'}, undef, $settings);
+	$n3->poll_query_until('postgres', "SELECT ($steps_sql) > $before")
+	  or diag('no step counted on de3');
+	# the count of one backend is reported at once, at its exit
+	return ($id, $status, $n3->safe_psql('postgres', $steps_sql) - $before);
+}
+my ($fast_id, $fast_status, $fast_steps) = steps_of_diff('');
+is($fast_status, 'divergent', 'a diff at full speed finds the difference made by hand on de3')
+  or diag($n1->safe_psql('postgres', "SELECT error FROM concord.diff_run WHERE run_id = $fast_id"));
+cmp_ok($fast_steps, '<=', 2, "at full speed de3 reads the table in one step per read ($fast_steps)");
+my ($slow_id, $slow_status, $slow_steps) =
+  steps_of_diff('SET concord.diff_cost_delay = 1; SET concord.diff_cost_limit = 1;');
+is($slow_status, 'divergent', 'a paced diff ends too');
+cmp_ok($slow_steps, '>=', $blocks, "paced at one row per step, de3 reads a block or so per step ($slow_steps steps)");
+is($n1->safe_psql('postgres', "SELECT string_agg(key::text || kind, ',' ORDER BY key::text) FROM concord.diff_row WHERE run_id = $slow_id"),
+	$n1->safe_psql('postgres', "SELECT string_agg(key::text || kind, ',' ORDER BY key::text) FROM concord.diff_row WHERE run_id = $fast_id"),
+	'and reports the same differences');
+is($n1->safe_psql('postgres', "SELECT rows_settled FROM concord.diff_run WHERE run_id = $slow_id"),
+	$n1->safe_psql('postgres', "SELECT rows_settled FROM concord.diff_run WHERE run_id = $fast_id"),
+	'with the same count of settled rows');
+
+# Scheduled diffs go at concord.check_cost_limit.
+my $before = $n3->safe_psql('postgres', $steps_sql);
+my $last = $n2->safe_psql('postgres', q{SELECT coalesce(max(run_id), 0) FROM concord.diff_run});
+$n2->safe_psql('postgres', q{ALTER SYSTEM SET concord.check_cost_limit = 1;
+	ALTER SYSTEM SET concord.check_cost_delay = 1;
+	ALTER SYSTEM SET concord.check_interval = '1s'; SELECT pg_reload_conf()});
+ok($n2->poll_query_until('postgres', qq{SELECT EXISTS (SELECT FROM concord.diff_run
+	WHERE run_id > $last AND relid = 't'::regclass AND status <> 'running')}),
+	"de2's manager runs a scheduled diff of t");
+$n2->safe_psql('postgres', q{ALTER SYSTEM RESET concord.check_interval;
+	ALTER SYSTEM RESET concord.check_cost_limit; ALTER SYSTEM RESET concord.check_cost_delay;
+	SELECT pg_reload_conf()});
+ok($n3->poll_query_until('postgres', "SELECT ($steps_sql) - $before >= $blocks"),
+	'de3 read t a block or so per step for it');
 
 done_testing();
