@@ -30,7 +30,7 @@ int			concord_causal_wait = 60000;	/* ms; 0: never wait */
 int			concord_check_interval = 0; /* s; 0: no scheduled diffs */
 int			concord_diff_cost_delay = 0;	/* ms; 0: no pause */
 int			concord_diff_cost_limit = 10000;	/* rows per step */
-int			concord_check_cost_delay = 500;	/* ms; -1: diff_cost_delay */
+int			concord_check_cost_delay = 1000;	/* ms; -1: diff_cost_delay */
 int			concord_check_cost_limit = -1;	/* rows; -1: diff_cost_limit */
 
 void
@@ -158,7 +158,7 @@ concord_define_gucs(void)
 							"concord.diff_cost_delay for the scheduled diffs (concord.check_interval).",
 							"-1: concord.diff_cost_delay.",
 							&concord_check_cost_delay,
-							500, -1, 10000,
+							1000, -1, 10000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -154,12 +154,11 @@ arg_buckets(FunctionCallInfo fcinfo, int n)
 }
 
 /*
- * concord.table_digest(relation, fences, buckets): per bucket with rows,
- * the settled rows' count and digest and the rows in flight, in one
- * statement.
+ * A read of the whole table in one statement: the buckets summed, or the
+ * rows listed (of only_buckets, the fourth argument).
  */
-Datum
-concord_table_digest(PG_FUNCTION_ARGS)
+static Datum
+read_whole(FunctionCallInfo fcinfo, bool list_rows)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ConcordDigestScan *scan;
@@ -168,31 +167,33 @@ concord_table_digest(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		return (Datum) 0;
 	scan = concord_digest_begin(CurrentMemoryContext, PG_GETARG_OID(0), ARG_JSONB(1),
-								arg_buckets(fcinfo, 2), NULL, false, true);
-	(void) concord_digest_step(scan, PG_INT64_MAX, NULL, NULL);
-	put_buckets(rsinfo, scan);
+								arg_buckets(fcinfo, 2), list_rows ? ARG_ARRAY(3) : NULL,
+								list_rows, true);
+	(void) concord_digest_step(scan, PG_INT64_MAX, list_rows ? emit_tuple : NULL, rsinfo);
+	if (!list_rows)
+		put_buckets(rsinfo, scan);
 	concord_digest_end(scan);
 	return (Datum) 0;
 }
 
 /*
+ * concord.table_digest(relation, fences, buckets): per bucket with rows,
+ * the settled rows' count and digest and the rows in flight.
+ */
+Datum
+concord_table_digest(PG_FUNCTION_ARGS)
+{
+	return read_whole(fcinfo, false);
+}
+
+/*
  * concord.table_digest_rows(relation, fences, buckets, only_buckets): the
- * rows (of only_buckets), in one statement.
+ * rows (of only_buckets).
  */
 Datum
 concord_table_digest_rows(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ConcordDigestScan *scan;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (PG_ARGISNULL(0))
-		return (Datum) 0;
-	scan = concord_digest_begin(CurrentMemoryContext, PG_GETARG_OID(0), ARG_JSONB(1),
-								arg_buckets(fcinfo, 2), ARG_ARRAY(3), true, true);
-	(void) concord_digest_step(scan, PG_INT64_MAX, emit_tuple, rsinfo);
-	concord_digest_end(scan);
-	return (Datum) 0;
+	return read_whole(fcinfo, true);
 }
 
 /*
