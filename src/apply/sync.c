@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
+#include "catalog/heap.h"
 #include "catalog/pg_inherits.h"
 #include "commands/copy.h"
 #include "commands/tablecmds.h"
@@ -284,21 +285,64 @@ concord_sync_check_columns(Relation rel, SyncTable *t, List *names)
 }
 
 /*
+ * Whether a table outside rels has a foreign key to one of rels: then
+ * TRUNCATE refuses to empty them (heap_truncate_check_FKs).
+ */
+static bool
+referenced_from_outside(List *relids)
+{
+	ListCell   *lc;
+
+	foreach(lc, heap_truncate_find_FKs(relids))
+		if (!list_member_oid(relids, lfirst_oid(lc)))
+			return true;
+	return false;
+}
+
+/*
+ * Deletes every row of a table (of a partitioned one, of its partitions),
+ * as its owner.  Apply's session_replication_role = replica keeps the
+ * foreign keys' triggers from firing, as for an applied DELETE: the rows
+ * of other tables that point to these stay, and point to the copy's.
+ */
+static void
+delete_all(Relation rel, const char *sub_name)
+{
+	ConcordAsOwner owner;
+	char	   *sql;
+
+	concord_become_table_owner(rel, ACL_DELETE, sub_name, &owner);
+	sql = psprintf("DELETE FROM %s%s",
+				   rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
+				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											  RelationGetRelationName(rel)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not empty table %s", RelationGetRelationName(rel));
+	SPI_finish();
+	concord_restore_user(&owner);
+}
+
+/*
  * Empties a local table as the copy reads it on the provider: a
  * partitioned table with its partitions, any other table alone (its
  * inheritance children are copied with ONLY, so left alone too).  As
  * TRUNCATE does: the lock, the checks; a foreign partition, which
  * TRUNCATE would empty on its remote server, or another session's
- * temporary one, is refused.  In the caller's transaction, as its owner.
+ * temporary one, is refused.  By TRUNCATE, unless another table has a
+ * foreign key to it, which TRUNCATE refuses whatever the rows: then by
+ * DELETE.  In the caller's transaction, as the table's owner.
  */
 void
-concord_sync_truncate(Relation rel)
+concord_sync_empty(Relation rel, const char *sub_name)
 {
 	Oid			relid = RelationGetRelid(rel);
 	List	   *relids = list_make1_oid(relid);
 	List	   *rels = NIL;
 	List	   *logged = NIL;
 	ListCell   *lc;
+	ConcordAsOwner owner;
 
 	LockRelationOid(relid, AccessExclusiveLock);
 	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
@@ -319,7 +363,14 @@ concord_sync_truncate(Relation rel)
 		if (RelationIsLogicallyLogged(r))
 			logged = lappend_oid(logged, lfirst_oid(lc));
 	}
-	ExecuteTruncateGuts(rels, relids, logged, DROP_RESTRICT, false);
+	if (referenced_from_outside(relids))
+		delete_all(rel, sub_name);
+	else
+	{
+		concord_become_table_owner(rel, ACL_TRUNCATE, sub_name, &owner);
+		ExecuteTruncateGuts(rels, relids, logged, DROP_RESTRICT, false);
+		concord_restore_user(&owner);
+	}
 	foreach(lc, rels)
 		if (lfirst(lc) != rel)
 			table_close(lfirst(lc), NoLock);
@@ -357,11 +408,10 @@ copy_table(PGconn *conn, SyncTable *t, bool truncate)
 	ConcordAsOwner owner;
 
 	concord_sync_check_columns(rel, t, names);
-	/* The copy writes as the table's owner, as apply does (owner.c). */
-	concord_become_table_owner(rel, ACL_INSERT | (truncate ? ACL_TRUNCATE : 0),
-							   SubName, &owner);
 	if (truncate)
-		concord_sync_truncate(rel);
+		concord_sync_empty(rel, SubName);
+	/* The copy writes as the table's owner, as apply does (owner.c). */
+	concord_become_table_owner(rel, ACL_INSERT, SubName, &owner);
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "COPY (SELECT ");

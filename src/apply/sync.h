@@ -36,7 +36,7 @@ typedef struct SyncTable
 extern List *concord_sync_provider_columns(PGconn *conn, SyncTable *t);
 extern Relation concord_sync_open_table(SyncTable *t);
 extern void concord_sync_check_columns(Relation rel, SyncTable *t, List *names);
-extern void concord_sync_truncate(Relation rel);
+extern void concord_sync_empty(Relation rel, const char *sub_name);
 extern void concord_sync_end_copy(PGconn *conn, SyncTable *t);
 
 /* sync_versions.c */

@@ -426,13 +426,10 @@ empty_tables(Oid subid, const char *provider, List *tables)
 	{
 		SyncTable  *t = lfirst(lc);
 		Relation	rel = concord_sync_open_table(t);
-		ConcordAsOwner owner;
 		Oid			argtypes[1] = {OIDOID};
 		Datum		args[1];
 
-		concord_become_table_owner(rel, ACL_TRUNCATE, SubName, &owner);
-		concord_sync_truncate(rel);
-		concord_restore_user(&owner);
+		concord_sync_empty(rel, SubName);
 		args[0] = ObjectIdGetDatum(RelationGetRelid(rel));
 		if (SPI_execute_with_args("DELETE FROM concord.tombstone WHERE relid IN "
 								  "(SELECT relid FROM pg_catalog.pg_partition_tree($1))",
