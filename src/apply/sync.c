@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/catalog.h"
 #include "catalog/namespace.h"
@@ -285,43 +286,44 @@ concord_sync_check_columns(Relation rel, SyncTable *t, List *names)
 }
 
 /*
- * Whether a table outside rels has a foreign key to one of rels: then
- * TRUNCATE refuses to empty them (heap_truncate_check_FKs).
- */
-static bool
-referenced_from_outside(List *relids)
-{
-	ListCell   *lc;
-
-	foreach(lc, heap_truncate_find_FKs(relids))
-		if (!list_member_oid(relids, lfirst_oid(lc)))
-			return true;
-	return false;
-}
-
-/*
- * Deletes every row of a table (of a partitioned one, of its partitions),
- * as its owner.  Apply's session_replication_role = replica keeps the
- * foreign keys' triggers from firing, as for an applied DELETE: the rows
- * of other tables that point to these stay, and point to the copy's.
+ * Deletes every row of rels (a table, or a partitioned one and its
+ * partitions), tuple by tuple, under the table's owner's privilege: as
+ * TRUNCATE does, no trigger or rule fires (neither the foreign keys' nor
+ * a user's), and the rows of other tables that point to these stay, to
+ * point to the copy's.  Decoded as DELETEs, which a subscriber of this
+ * node that receives the table's changes (forward_origins) applies.
  */
 static void
-delete_all(Relation rel, const char *sub_name)
+delete_all(Relation rel, List *rels, const char *sub_name)
 {
 	ConcordAsOwner owner;
-	char	   *sql;
+	Snapshot	snapshot;
+	ListCell   *lc;
 
 	concord_become_table_owner(rel, ACL_DELETE, sub_name, &owner);
-	sql = psprintf("DELETE FROM %s%s",
-				   rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ? "" : "ONLY ",
-				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-											  RelationGetRelationName(rel)));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not empty table %s", RelationGetRelationName(rel));
-	SPI_finish();
+	/* Under the lock: rows committed before it are visible. */
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	foreach(lc, rels)
+	{
+		Relation	r = lfirst(lc);
+		TableScanDesc scan;
+		TupleTableSlot *slot;
+
+		if (!RELKIND_HAS_STORAGE(r->rd_rel->relkind))
+			continue;
+		slot = table_slot_create(r, NULL);
+		scan = table_beginscan(r, snapshot, 0, NULL);
+		while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		{
+			CHECK_FOR_INTERRUPTS();
+			simple_table_tuple_delete(r, &slot->tts_tid, snapshot);
+		}
+		table_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	UnregisterSnapshot(snapshot);
 	concord_restore_user(&owner);
+	CommandCounterIncrement();
 }
 
 /*
@@ -332,7 +334,7 @@ delete_all(Relation rel, const char *sub_name)
  * TRUNCATE would empty on its remote server, or another session's
  * temporary one, is refused.  By TRUNCATE, unless another table has a
  * foreign key to it, which TRUNCATE refuses whatever the rows: then by
- * DELETE.  In the caller's transaction, as the table's owner.
+ * deleting its rows.  In the caller's transaction, as the table's owner.
  */
 void
 concord_sync_empty(Relation rel, const char *sub_name)
@@ -363,8 +365,9 @@ concord_sync_empty(Relation rel, const char *sub_name)
 		if (RelationIsLogicallyLogged(r))
 			logged = lappend_oid(logged, lfirst_oid(lc));
 	}
-	if (referenced_from_outside(relids))
-		delete_all(rel, sub_name);
+	/* Tables that reference these, leaving out those listed. */
+	if (heap_truncate_find_FKs(relids) != NIL)
+		delete_all(rel, rels, sub_name);
 	else
 	{
 		concord_become_table_owner(rel, ACL_TRUNCATE, sub_name, &owner);

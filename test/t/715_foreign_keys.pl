@@ -4,7 +4,9 @@
 #   A. A resynchronization that copies a table (one the merge does not
 #      take: a column of a domain type) referenced by a table that only
 #      fk2 has, with ON DELETE CASCADE: the copy brings the provider's
-#      rows, and the rows that point to them stay.
+#      rows, and the rows that point to them stay.  The table's owner is
+#      no superuser and lacks TRUNCATE (DELETE is what it needs), and a
+#      DELETE trigger enabled ALWAYS does not fire (as with TRUNCATE).
 #   B. fk3 joins the mesh through fk1 with orders and order_line (which
 #      references orders) in the set, and a local table of its own that
 #      references orders: the joiner empties its tables before its copy
@@ -37,7 +39,14 @@ wait_for_apply_all(\@nodes, label => 'rows everywhere');
 # --- A. a resynchronization by a copy ----------------------------------------
 $n2->safe_psql('postgres', q{
 	CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent ON DELETE CASCADE);
-	INSERT INTO child VALUES (1, 1), (2, 2), (3, 3)});
+	INSERT INTO child VALUES (1, 1), (2, 2), (3, 3);
+	CREATE ROLE fkapp;
+	ALTER TABLE parent OWNER TO fkapp;
+	REVOKE TRUNCATE ON parent FROM fkapp;
+	CREATE FUNCTION no_delete() RETURNS trigger LANGUAGE plpgsql AS
+		$$BEGIN RAISE EXCEPTION 'a DELETE trigger fired'; END$$;
+	CREATE TRIGGER no_delete BEFORE DELETE ON parent FOR EACH ROW EXECUTE FUNCTION no_delete();
+	ALTER TABLE parent ENABLE ALWAYS TRIGGER no_delete;});
 link_down($n2, $n1);
 $n1->safe_psql('postgres', q{UPDATE parent SET q = 20 WHERE id = 2; INSERT INTO parent VALUES (6, 6)});
 $n2->safe_psql('postgres', q{SET session_replication_role = replica; UPDATE parent SET q = 99 WHERE id = 3});
@@ -48,8 +57,8 @@ ok($n2->poll_query_until('postgres', q{SELECT NOT EXISTS (SELECT FROM concord.su
 	JOIN concord.subscription s USING (sub_id) WHERE s.sub_name = 'sub_fk2_fk1' AND t.sync_lsn IS NULL)}),
 	'A: the resynchronization of a referenced table completes')
   or diag(status_report(\@nodes));
-unlike(substr(slurp_file($n2->logfile), $log_at), qr/cannot truncate a table referenced/,
-	'A: no TRUNCATE refused on the way');
+unlike(substr(slurp_file($n2->logfile), $log_at), qr/cannot truncate a table referenced|a DELETE trigger fired/,
+	'A: no TRUNCATE refused on the way, no DELETE trigger fired');
 is(ConcordTest::checksum($n2, 'parent'), ConcordTest::checksum($n1, 'parent'),
 	"A: parent on fk2 equals fk1's (the damaged row mended, the new rows there)");
 is($n2->safe_psql('postgres', q{SELECT string_agg(id || ':' || parent_id, ',' ORDER BY id) FROM child}),
