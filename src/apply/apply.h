@@ -38,6 +38,7 @@ typedef struct ApplyRel
 	struct KeyHash *keyhash;	/* key_lock.c's hash functions of the key
 								 * columns, in map_cxt; NULL: not made yet */
 	bool		had_tombstones; /* the table had tombstones when resolved */
+	bool		user_code;		/* a write may run a user's code (owner.c) */
 	ConcordResolver resolver[CONCORD_NUM_CONFLICT_TYPES];
 	Oid			handler[CONCORD_NUM_CONFLICT_TYPES];	/* for custom */
 	bool	   *rowkey;			/* per remote column: part of the row's key
@@ -118,6 +119,10 @@ typedef struct ConcordAsOwner
 extern void concord_become_table_owner(Relation rel, AclMode mode,
 									   const char *sub_name,
 									   ConcordAsOwner *saved);
+extern void concord_become_table_owner_plain(Relation rel, AclMode mode,
+											 const char *sub_name,
+											 ConcordAsOwner *saved);
+extern bool concord_write_runs_user_code(Relation rel, Bitmapset *not_sent);
 extern void concord_restore_user(ConcordAsOwner *saved);
 extern void concord_constraints_immediate(void);
 extern int	concord_spi_as_owner(Oid relid, const char *sql, Datum arg, bool read_only);

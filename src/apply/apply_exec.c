@@ -75,7 +75,11 @@ concord_apply_exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode)
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 
 	ex->rel = table_open(arel->localid, RowExclusiveLock);
-	concord_become_table_owner(ex->rel, mode, concord_remote_txn->sub_name, &ex->owner);
+	if (arel->user_code)
+		concord_become_table_owner(ex->rel, mode, concord_remote_txn->sub_name, &ex->owner);
+	else
+		concord_become_table_owner_plain(ex->rel, mode, concord_remote_txn->sub_name,
+										 &ex->owner);
 	ex->estate = CreateExecutorState();
 	rte->rtekind = RTE_RELATION;
 	rte->relid = RelationGetRelid(ex->rel);

@@ -350,6 +350,7 @@ resolve(ApplyRel *arel, LOCKMODE lockmode)
 	arel->rowkey = NULL;
 	arel->key_columns = NIL;
 	map_columns(arel, rel);
+	arel->user_code = concord_write_runs_user_code(rel, arel->not_sent);
 	arel->key_problem = key_problem(arel, rel);
 	choose_rowkey(arel, rel);
 	table_close(rel, NoLock);

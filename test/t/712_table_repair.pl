@@ -348,10 +348,20 @@ my $winner = q[{"row": {"id": 250, "v": "by hand", "n": 250}, "digest": "x", "co
 my $call = "concord.repair_row('public.t', '{\"id\": 250}', '$expected', '$winner', 0, 'rp1')";
 ($rc, $out, $err) = $n1->psql('postgres', "DO \$\$ BEGIN BEGIN PERFORM $call; EXCEPTION WHEN division_by_zero THEN NULL; END; END \$\$");
 like($err, qr/must run in a transaction of its own/, 'repair_row is refused in a subtransaction');
-($rc, $out, $err) = $n1->psql('postgres', "SELECT $call, pg_replication_origin_session_reset()");
+# A trigger of the table's (enabled ALWAYS, it fires in the repair's
+# write) sets lock_timeout for the session: undone when the write ends,
+# it does not stay in the caller's session (it did).
+$n1->safe_psql('postgres', q{
+	CREATE FUNCTION leak() RETURNS trigger LANGUAGE plpgsql AS
+	$$BEGIN PERFORM set_config('lock_timeout', '7777', false); RETURN NEW; END$$;
+	CREATE TRIGGER leak BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION leak();
+	ALTER TABLE t ENABLE ALWAYS TRIGGER leak;});
+($rc, $out, $err) = $n1->psql('postgres', "SELECT $call, pg_replication_origin_session_reset(); SHOW lock_timeout");
 is($rc, 0, 'an origin reset in the same statement: the commit goes through') or diag($err);
 is($n1->safe_psql('postgres', 'SELECT v FROM t WHERE id = 250'), 'by hand', 'and the row is written');
-$n1->safe_psql('postgres', q{UPDATE t SET v = 'row 250' WHERE id = 250});
+like($out, qr/\n0\z/, "what the table's trigger set is undone after the write");
+$n1->safe_psql('postgres', q{DROP TRIGGER leak ON t; DROP FUNCTION leak();
+	UPDATE t SET v = 'row 250' WHERE id = 250});
 
 # 11. A unique index other than the key.
 by_hand($n1, q{INSERT INTO t4 VALUES (6, 'dup@example.com')});
