@@ -38,6 +38,7 @@
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/partcache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/rls.h"
@@ -149,13 +150,20 @@ user_code_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	/* A domain's checks are a user's expressions. */
-	if (IsA(node, CoerceToDomain) || check_functions_in_node(node, user_function, NULL))
+	/*
+	 * A domain's checks are a user's expressions; CURRENT_SCHEMA,
+	 * CURRENT_USER and the like read settings, nextval() a sequence.
+	 */
+	if (IsA(node, CoerceToDomain) || IsA(node, SQLValueFunction) ||
+		IsA(node, NextValueExpr) || check_functions_in_node(node, user_function, NULL))
 		return true;
 	return expression_tree_walker(node, user_code_walker, context);
 }
 
-/* A type a user made, or one whose input reads search_path (reg*). */
+/*
+ * A type a user made, or one whose input may read search_path: reg*, and
+ * composite types (catalogs' row types hold regproc columns).
+ */
 static bool
 user_type(Oid typid)
 {
@@ -163,6 +171,8 @@ user_type(Oid typid)
 
 	if (OidIsValid(elem))
 		typid = elem;
+	if (get_typtype(typid) == TYPTYPE_COMPOSITE)
+		return true;
 	switch (typid)
 	{
 		case REGPROCOID:
@@ -208,7 +218,8 @@ index_runs_user_code(Oid indexid)
  * a user made or one that is not immutable, an index of a user's access
  * method or operator family, an exclusion constraint, a stored generated
  * column, a default (of the columns in not_sent, which the provider does
- * not send), a partitioned table's routing.  If not, the write needs no GUC
+ * not send), a partition's constraint (its parents' partition keys) with
+ * such a function, CURRENT_SCHEMA and its kind.  If not, the write needs no GUC
  * nest level (concord_become_table_owner_plain).  Conservative: false only
  * when every part is known.
  */
@@ -222,6 +233,10 @@ concord_write_runs_user_code(Relation rel, Bitmapset *not_sent)
 	ListCell   *lc;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION || !bms_is_empty(not_sent))
+		return true;
+	/* A partition's constraint holds its parents' partition keys. */
+	if (rel->rd_rel->relispartition &&
+		user_code_walker((Node *) RelationGetPartitionQual(rel), NULL))
 		return true;
 	for (int i = 0; i < desc->natts; i++)
 	{

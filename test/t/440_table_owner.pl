@@ -12,7 +12,7 @@
 #   4. an index expression;
 #   5. a deferred constraint trigger (fires at commit).
 # What her code sets with SET LOCAL, in a CHECK constraint or a trigger,
-# is undone after each row (5b).
+# is undone after each row (5b), and in a partition key (5c).
 # Each time the write fails with alice's rights (the subscription is down,
 # its last_error says why), alice stays an ordinary role, and once the
 # code is removed the subscription applies everything it held back.
@@ -166,8 +166,35 @@ is($s->safe_psql('postgres', q{SELECT string_agg(settings, ',' ORDER BY n) FROM 
 	"$settings,$settings", "what a trigger's code sets is undone after each row");
 $s->safe_psql('postgres', 'DROP TRIGGER noted ON alice.t');
 
+# 5c. A partition of a table partitioned by an expression of alice's
+#     (an "immutable" function that sets lock_timeout): the partition's
+#     constraint runs it at each write into the partition, which therefore
+#     takes the nest level too.  Seen by the next row of the transaction,
+#     into alice.t, whose CHECK constraint notes the settings again.
+foreach my $n ($p, $s)
+{
+	$n->safe_psql('postgres', q{
+		SET ROLE alice;
+		CREATE FUNCTION alice.k(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+		$$BEGIN PERFORM set_config('lock_timeout', '7777', false); RETURN $1; END$$;
+		CREATE TABLE alice.kp (id int NOT NULL, v text) PARTITION BY RANGE (alice.k(id));
+		CREATE TABLE alice.kp_leaf PARTITION OF alice.kp FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+		ALTER TABLE alice.kp_leaf ADD PRIMARY KEY (id);
+		RESET ROLE;
+		SELECT concord.replication_set_add_table('default', 'alice.kp_leaf');});
+}
+$s->safe_psql('postgres', q{
+	TRUNCATE alice.seen;
+	ALTER TABLE alice.t ADD CONSTRAINT noted CHECK (alice.note()) NOT VALID;});
+$p->safe_psql('postgres', "BEGIN; INSERT INTO alice.kp VALUES (1, 'kp'); INSERT INTO alice.t VALUES (10, 'after kp'); COMMIT;");
+wait_for_apply_all([$s]);
+is($s->safe_psql('postgres', q{SELECT string_agg(settings, ',' ORDER BY n) FROM alice.seen}),
+	$settings, "what a partition key's function sets is undone after the write into the partition");
+is($s->safe_psql('postgres', q{SELECT count(*) FROM alice.kp_leaf}), '1', 'the row is in the partition');
+$s->safe_psql('postgres', 'ALTER TABLE alice.t DROP CONSTRAINT noted');
+
 is($s->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM alice.t}),
-	'1,2,3,4,5,6,7,8,9', 'every row the provider wrote arrived once the code was removed');
+	'1,2,3,4,5,6,7,8,9,10', 'every row the provider wrote arrived once the code was removed');
 
 # 6. A conflict handler alice set on her partitioned table, meeting a
 #    conflict in a partition the superuser created (a maintenance job, say):
