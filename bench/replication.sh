@@ -11,8 +11,8 @@
 #   BENCH_ROWS=2000 bench/replication.sh       # smoke run, about a minute
 #
 # Environment:
-#   BENCH_ROWS      transactions per workload run (default 50000; rounded up
-#                   to a multiple of BENCH_CLIENTS)
+#   BENCH_ROWS      rows per workload run (default 50000; rounded up to a
+#                   multiple of 10 x BENCH_CLIENTS)
 #   BENCH_CLIENTS   pgbench clients (default 4; threads = min(clients, cores))
 #   BENCH_PAYLOAD   payload bytes per row (default 100)
 #   BENCH_SYSTEMS   what to run, any of "builtin pglogical concord concord2"
@@ -34,7 +34,8 @@
 # Tables: id bigserial primary key, n int (bumped by updates), payload text.
 #
 # Per system and per workload (A = single-row INSERT transactions,
-# B = single-row UPDATE transactions of random existing ids):
+# B = single-row UPDATE transactions of random existing ids, C = INSERT
+# transactions of 10 rows each, one tenth as many, catch-up only):
 #   provider TPS (no repl)  pgbench on a provider table that no subscription
 #                           covers, before any subscription exists
 #   provider TPS (repl)     pgbench on a replicated table with the
@@ -77,6 +78,9 @@ REPEAT=${BENCH_REPEAT:-1}
 put() { RES[$1]="${RES[$1]:+${RES[$1]} }$2"; }
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# insert10 runs PER_CLIENT / 10 transactions of 10 rows per client.
+PER_CLIENT=$(((PER_CLIENT + 9) / 10 * 10))
+NTOT=$((PER_CLIENT * CLIENTS))
 
 for s in $SYSTEMS; do
 	case $s in builtin|pglogical|concord|concord2) ;; *) echo "unknown system in BENCH_SYSTEMS: $s" >&2; exit 2;; esac
@@ -89,7 +93,9 @@ write_scripts() {
 	printf 'INSERT INTO %s (payload) VALUES (repeat(%s, %d));\n' "$t" "'x'" "$PAYLOAD" >"$WORK/insert_$t.sql"
 	printf '\\set id random(1, %d)\nUPDATE %s SET n = n + 1, payload = repeat(chr(97 + (:id %% 26)), %d) WHERE id = :id;\n' \
 		"$NTOT" "$t" "$PAYLOAD" >"$WORK/update_$t.sql"
-	[[ $(id -u) -eq 0 ]] && chown postgres: "$WORK/insert_$t.sql" "$WORK/update_$t.sql"
+	printf 'INSERT INTO %s (payload) SELECT repeat(%s, %d) FROM generate_series(1, 10);\n' "$t" "'x'" "$PAYLOAD" \
+		>"$WORK/insert10_$t.sql"
+	[[ $(id -u) -eq 0 ]] && chown postgres: "$WORK/insert_$t.sql" "$WORK/update_$t.sql" "$WORK/insert10_$t.sql"
 	return 0
 }
 
@@ -155,7 +161,11 @@ measure_catchup() {
 	wait_slots_inactive "$P"
 	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_catch" && q "$S" -c "VACUUM ANALYZE t_catch"
 	checkpoint "$P" "$S"
-	tps=$(run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
+	if [[ $wl == insert10 ]]; then
+		tps=$(PGB_PER_CLIENT=$((PER_CLIENT / 10)) run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
+	else
+		tps=$(run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
+	fi
 	lsn=$(mark_lsn "$P")
 	sub_before=$(q "$S" -c "SELECT pg_current_wal_lsn() || ' ' || pg_relation_size('t_catch_pkey')")
 	r=$(timed_catchup "$sys" "$S" bench_sub "$lsn" t_catch)
@@ -206,6 +216,7 @@ bench_oneway() {
 	measure_repl "$sys" "$P" "$S" update
 	measure_catchup "$sys" "$P" "$S" insert
 	measure_catchup "$sys" "$P" "$S" update
+	measure_catchup "$sys" "$P" "$S" insert10
 
 	stop_clusters "$sub" "$prov"
 }
@@ -310,11 +321,11 @@ for s in $SYSTEMS; do
 done
 
 echo
-echo "Results: $NTOT single-row transactions per run, $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
+echo "Results: $NTOT rows per run (insert, update: single-row transactions; insert10: $((NTOT / 10)) transactions of 10 rows), $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
 printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"
 printf '%s\n' "--------------------+----------+------------------------+---------------------+--------------+-----------"
 for s in builtin pglogical concord "concord2 node1" "concord2 node2"; do
-	for wl in insert update; do
+	for wl in insert update insert10; do
 		[[ -n ${RES[$s|$wl|norepl]:-}${RES[$s|$wl|rate]:-} ]] || continue
 		label=$s; [[ $s == concord2* ]] && label="concord 2-way ${s#concord2 }"
 		printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' "$label" "$wl" \
@@ -341,10 +352,10 @@ ratio() {
 		echo " (median of $REPEAT rounds; each round:$rounds)"
 	fi
 }
-for wl in insert update; do
+for wl in insert update insert10; do
 	echo "concord/builtin apply ratio ($wl): $(ratio concord builtin $wl)"
 done
-for wl in insert update; do
+for wl in insert update insert10; do
 	echo "pglogical/builtin apply ratio ($wl): $(ratio pglogical builtin $wl)"
 done
 echo "(two-way 'TPS (no repl)' = both nodes loaded at once with both subscriptions disabled)"
