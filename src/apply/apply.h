@@ -122,6 +122,7 @@ extern void concord_become_table_owner(Relation rel, AclMode mode,
 extern void concord_become_table_owner_plain(Relation rel, AclMode mode,
 											 const char *sub_name,
 											 ConcordAsOwner *saved);
+extern void concord_become_checked_owner(Relation rel, ConcordAsOwner *saved);
 extern bool concord_write_runs_user_code(Relation rel, Bitmapset *not_sent);
 extern void concord_restore_user(ConcordAsOwner *saved);
 extern void concord_constraints_immediate(void);

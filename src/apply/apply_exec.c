@@ -33,9 +33,15 @@
  */
 bool		concord_apply_change_written = false;
 
+/*
+ * Each write takes the current command id: a change may write twice, with
+ * a CommandCounterIncrement between (a row inserted, then deleted again),
+ * and a row trigger's lock of the old row must see the first write.
+ */
 void
 concord_apply_row_insert(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot)
 {
+	estate->es_output_cid = GetCurrentCommandId(true);
 	ExecSimpleRelationInsert(rri, estate, slot);
 	concord_apply_change_written = true;
 }
@@ -44,6 +50,7 @@ void
 concord_apply_row_update(ResultRelInfo *rri, EState *estate, EPQState *epq,
 		   TupleTableSlot *searchslot, TupleTableSlot *slot)
 {
+	estate->es_output_cid = GetCurrentCommandId(true);
 	ExecSimpleRelationUpdate(rri, estate, epq, searchslot, slot);
 	concord_apply_change_written = true;
 }
@@ -52,6 +59,7 @@ void
 concord_apply_row_delete(ResultRelInfo *rri, EState *estate, EPQState *epq,
 		   TupleTableSlot *searchslot)
 {
+	estate->es_output_cid = GetCurrentCommandId(true);
 	ExecSimpleRelationDelete(rri, estate, epq, searchslot);
 	concord_apply_change_written = true;
 }
@@ -64,22 +72,37 @@ typedef struct ColumnContext
 } ColumnContext;
 
 /*
- * Opens the table for one remote change of the given kind, and from here
- * to concord_apply_exec_end() runs as the table's owner (owner.c): reading the change's
- * values (domain checks), the write, its defaults, constraints, indexes and
- * triggers.
+ * Executors kept through a remote transaction.  A table whose writes run
+ * no code of a user's (ApplyRel.user_code) keeps its executor state, its
+ * open indexes and its owner's privilege checks from its first change to
+ * the end of the remote transaction, as one statement keeps them for all
+ * its rows: each change still switches to the owner and back and ends
+ * with its own command, but drops only its slots and per-row memory.  Up
+ * to KEPT_MAX tables at once; they are closed before the commit
+ * (concord_apply_exec_close_all) and forgotten at an abort, whose
+ * resource owner releases what they hold.  Only the remote transaction's
+ * top level keeps them (a subtransaction's resource owner would release
+ * them at its end).
  */
-void
-concord_apply_exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode)
+#define KEPT_MAX	8
+
+typedef struct KeptExec
+{
+	Oid			relid;
+	AclMode		checked;		/* privileges checked in this transaction */
+	ApplyExec  *ex;
+} KeptExec;
+
+static KeptExec Kept[KEPT_MAX];
+static int	NKept = 0;
+static bool KeptCallbacks = false;
+
+static void
+open_exec(ApplyExec *ex, Relation rel)
 {
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 
-	ex->rel = table_open(arel->localid, RowExclusiveLock);
-	if (arel->user_code)
-		concord_become_table_owner(ex->rel, mode, concord_remote_txn->sub_name, &ex->owner);
-	else
-		concord_become_table_owner_plain(ex->rel, mode, concord_remote_txn->sub_name,
-										 &ex->owner);
+	ex->rel = rel;
 	ex->estate = CreateExecutorState();
 	rte->rtekind = RTE_RELATION;
 	rte->relid = RelationGetRelid(ex->rel);
@@ -88,22 +111,214 @@ concord_apply_exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode)
 	ExecInitRangeTable(ex->estate, list_make1(rte));
 	ex->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(ex->rri, ex->rel, 1, NULL, 0);
-	ex->estate->es_output_cid = GetCurrentCommandId(true);
 	ExecOpenIndices(ex->rri, false);
-	AfterTriggerBeginQuery();
 	EvalPlanQualInit(&ex->epqstate, ex->estate, NULL, NIL, -1);
+}
+
+static void
+close_exec(ApplyExec *ex)
+{
+	EvalPlanQualEnd(&ex->epqstate);
+	ExecCloseIndices(ex->rri);
+	/* the tables an AFTER trigger's firing opened (ExecGetTriggerResultRel) */
+	ExecCloseResultRelations(ex->estate);
+	ExecResetTupleTable(ex->estate->es_tupleTable, false);
+	FreeExecutorState(ex->estate);
+	table_close(ex->rel, NoLock);
+}
+
+static void
+close_kept(int i)
+{
+	ApplyExec  *ex = Kept[i].ex;
+
+	NKept--;
+	memmove(&Kept[i], &Kept[i + 1], sizeof(KeptExec) * (NKept - i));
+	close_exec(ex);
+	pfree(ex);
+}
+
+/* Closes the kept executors: before the commit, or a TRUNCATE. */
+void
+concord_apply_exec_close_all(void)
+{
+	while (NKept > 0)
+		close_kept(NKept - 1);
+}
+
+static void
+kept_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	if (event == XACT_EVENT_PRE_COMMIT)
+		concord_apply_exec_close_all();
+	else if (event == XACT_EVENT_ABORT)
+		NKept = 0;
+}
+
+static KeptExec *
+find_kept(Oid relid)
+{
+	for (int i = 0; i < NKept; i++)
+		if (Kept[i].relid == relid)
+			return &Kept[i];
+	return NULL;
+}
+
+/* Keeps the executor of rel, just opened, for the rest of the transaction. */
+static KeptExec *
+keep(Relation rel)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	KeptExec   *k;
+
+	if (!KeptCallbacks)
+	{
+		RegisterXactCallback(kept_xact_callback, NULL);
+		KeptCallbacks = true;
+	}
+	if (NKept == KEPT_MAX)
+		close_kept(0);
+	k = &Kept[NKept];
+	k->relid = RelationGetRelid(rel);
+	k->checked = 0;
+	k->ex = palloc0(sizeof(ApplyExec));
+	k->ex->kept = true;
+	/* What open_exec allocates lives as long as the executor state. */
+	open_exec(k->ex, rel);
+	MemoryContextSwitchTo(oldcxt);
+	NKept++;
+	return k;
+}
+
+/* The table's owner, whose privileges are checked once per transaction. */
+static void
+become_owner_kept(KeptExec *k, AclMode mode)
+{
+	ApplyExec  *ex = k->ex;
+
+	if ((mode & ~k->checked) != 0)
+	{
+		concord_become_table_owner_plain(ex->rel, mode, concord_remote_txn->sub_name,
+										 &ex->owner);
+		k->checked |= mode;
+	}
+	else
+		concord_become_checked_owner(ex->rel, &ex->owner);
+}
+
+/*
+ * The slots of the change that ends go, but those the result relation
+ * keeps for itself (a trigger's old row: the trigger may not fire in apply
+ * but its row is fetched all the same) stay, emptied.
+ */
+static void
+drop_change_slots(ApplyExec *ex)
+{
+	ResultRelInfo *rri = ex->rri;
+	TupleTableSlot *own[] = {rri->ri_ReturningSlot, rri->ri_TrigOldSlot,
+		rri->ri_TrigNewSlot, rri->ri_newTupleSlot, rri->ri_oldTupleSlot,
+	rri->ri_PartitionTupleSlot};
+	MemoryContext oldcxt = MemoryContextSwitchTo(ex->estate->es_query_cxt);
+	List	   *kept = NIL;
+	ListCell   *lc;
+
+	foreach(lc, ex->estate->es_tupleTable)
+	{
+		TupleTableSlot *slot = lfirst(lc);
+		bool		is_own = false;
+
+		for (int i = 0; i < (int) lengthof(own); i++)
+			is_own |= slot == own[i];
+		if (is_own)
+		{
+			ExecClearTuple(slot);
+			kept = lappend(kept, slot);
+		}
+		else
+			ExecDropSingleTupleTableSlot(slot);
+	}
+	list_free(ex->estate->es_tupleTable);
+	ex->estate->es_tupleTable = kept;
+	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * No trigger fires in a kept table's writes; had one fired, the tables
+	 * its firing opened would point at the slots just dropped.
+	 */
+	if (ex->estate->es_trig_target_relations != NIL)
+	{
+		ExecCloseResultRelations(ex->estate);
+		ex->estate->es_trig_target_relations = NIL;
+	}
+}
+
+/*
+ * Opens the table for one remote change of the given kind, or takes its
+ * kept executor, and from here to concord_apply_exec_end() runs as the
+ * table's owner (owner.c): reading the change's values (domain checks),
+ * the write, its defaults, constraints, indexes and triggers.
+ */
+ApplyExec *
+concord_apply_exec_begin(ApplyRel *arel, AclMode mode)
+{
+	KeptExec   *k = find_kept(arel->localid);
+	ApplyExec  *ex;
+	Relation	rel;
+
+	if (k != NULL && !arel->user_code)
+	{
+		ex = k->ex;
+		become_owner_kept(k, mode);
+	}
+	else
+	{
+		/*
+		 * Its user code was counted again since (the provider's columns
+		 * changed): a kept executor goes.
+		 */
+		if (k != NULL)
+			close_kept(k - Kept);
+		rel = table_open(arel->localid, RowExclusiveLock);
+		/* Only the remote transaction's own resource owner keeps anything. */
+		if (!arel->user_code && GetCurrentTransactionNestLevel() == 1)
+		{
+			k = keep(rel);
+			ex = k->ex;
+			become_owner_kept(k, mode);
+		}
+		else
+		{
+			ex = palloc0(sizeof(ApplyExec));
+			ex->rel = rel;
+			if (arel->user_code)
+				concord_become_table_owner(rel, mode, concord_remote_txn->sub_name,
+										   &ex->owner);
+			else
+				concord_become_table_owner_plain(rel, mode, concord_remote_txn->sub_name,
+												 &ex->owner);
+			open_exec(ex, rel);
+		}
+	}
+	AfterTriggerBeginQuery();
+	return ex;
 }
 
 void
 concord_apply_exec_end(ApplyExec *ex)
 {
-	EvalPlanQualEnd(&ex->epqstate);
 	AfterTriggerEndQuery(ex->estate);
-	ExecCloseIndices(ex->rri);
-	ExecResetTupleTable(ex->estate->es_tupleTable, false);
-	FreeExecutorState(ex->estate);
-	concord_restore_user(&ex->owner);
-	table_close(ex->rel, NoLock);
+	if (ex->kept)
+	{
+		drop_change_slots(ex);
+		ResetPerTupleExprContext(ex->estate);
+		concord_restore_user(&ex->owner);
+	}
+	else
+	{
+		concord_restore_user(&ex->owner);
+		close_exec(ex);
+		pfree(ex);
+	}
 	CommandCounterIncrement();
 }
 

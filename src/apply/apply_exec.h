@@ -15,7 +15,10 @@
 
 #include "apply/apply.h"
 
-/* One table's executor state for the duration of one change. */
+/*
+ * One table's executor state for one change, or kept through the remote
+ * transaction (apply_exec.c).
+ */
 typedef struct ApplyExec
 {
 	Relation	rel;
@@ -23,6 +26,7 @@ typedef struct ApplyExec
 	ResultRelInfo *rri;
 	EPQState	epqstate;
 	ConcordAsOwner owner;		/* the user to return to at concord_apply_exec_end() */
+	bool		kept;			/* open until the transaction ends */
 } ApplyExec;
 
 /* What concord_apply_fill_slot() fills a slot for. */
@@ -35,8 +39,9 @@ typedef enum FillMode
 
 extern bool concord_apply_change_written;
 
-extern void concord_apply_exec_begin(ApplyExec *ex, ApplyRel *arel, AclMode mode);
+extern ApplyExec *concord_apply_exec_begin(ApplyRel *arel, AclMode mode);
 extern void concord_apply_exec_end(ApplyExec *ex);
+extern void concord_apply_exec_close_all(void);
 extern void concord_apply_fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 									TupleTableSlot *slot, TupleTableSlot *base,
 									FillMode mode);

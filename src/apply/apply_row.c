@@ -94,6 +94,30 @@ check_handler_key(ApplyRel *arel, ConcordConflict *c, TupleTableSlot *row)
 }
 
 /*
+ * A row trigger of the table, even one that does not fire in apply, has
+ * the write fetch the old row into a slot the result relation keeps, with
+ * its buffer pinned.  Made before the handler's subtransaction (its
+ * descriptor is pinned by the transaction, not the subtransaction), and
+ * emptied before the subtransaction ends (the pin is the subtransaction's).
+ */
+static void
+trigger_slots(ApplyExec *ex, bool empty)
+{
+	ResultRelInfo *rri = ex->rri;
+
+	if (rri->ri_TrigDesc == NULL)
+		return;
+	if (!empty)
+	{
+		(void) ExecGetTriggerOldSlot(ex->estate, rri);
+		(void) ExecGetTriggerNewSlot(ex->estate, rri);
+		return;
+	}
+	ExecClearTuple(rri->ri_TrigOldSlot);
+	ExecClearTuple(rri->ri_TrigNewSlot);
+}
+
+/*
  * Runs the custom resolver's handler and writes its row, over the local
  * row or as a new row when there is none, in a subtransaction: whatever
  * goes wrong there (the handler raises or times out, its row breaks a
@@ -111,6 +135,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
 	bool		written = concord_apply_change_written;
 
+	trigger_slots(ex, false);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
@@ -127,6 +152,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		}
 		else
 			res = CONCORD_RESOLUTION_KEEP_LOCAL;
+		trigger_slots(ex, true);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -138,6 +164,7 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		FlushErrorState();
+		trigger_slots(ex, true);
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -459,7 +486,7 @@ insert_deleted(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *inserted,
 void
 concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 {
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	TupleTableSlot *slot;
 	TupleTableSlot *local;
 
@@ -485,35 +512,35 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 		}
 	}
 	concord_apply_change_written = false;
-	concord_apply_exec_begin(&ex, arel, ACL_INSERT);
-	slot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
-	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	concord_apply_fill_slot(&ex, arel, newtup, slot, NULL, FILL_ROW);
+	ex = concord_apply_exec_begin(arel, ACL_INSERT);
+	slot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel), &TTSOpsVirtual);
+	local = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	concord_apply_fill_slot(ex, arel, newtup, slot, NULL, FILL_ROW);
 	if (concord_apply_careful)
 	{
-		bool		found = concord_apply_has_key_index(ex.rel) && concord_apply_find_local(&ex, slot, local);
-		List	   *others = concord_apply_find_collisions(ex.rri, ex.estate, slot,
+		bool		found = concord_apply_has_key_index(ex->rel) && concord_apply_find_local(ex, slot, local);
+		List	   *others = concord_apply_find_collisions(ex->rri, ex->estate, slot,
 													  found ? local : NULL, false);
 
 		if (others != NIL)
-			unique_conflict(&ex, arel, true, found ? local : NULL, others, slot, newtup);
+			unique_conflict(ex, arel, true, found ? local : NULL, others, slot, newtup);
 		else if (found)
-			insert_exists(&ex, arel, local, slot, newtup);
+			insert_exists(ex, arel, local, slot, newtup);
 		else
 		{
-			concord_apply_row_insert(ex.rri, ex.estate, slot);
-			insert_deleted(&ex, arel, slot, newtup);
+			concord_apply_row_insert(ex->rri, ex->estate, slot);
+			insert_deleted(ex, arel, slot, newtup);
 		}
 	}
 	else
 	{
-		concord_apply_row_insert(ex.rri, ex.estate, slot);
-		insert_deleted(&ex, arel, slot, newtup);
+		concord_apply_row_insert(ex->rri, ex->estate, slot);
+		insert_deleted(ex, arel, slot, newtup);
 	}
 	if (!concord_apply_change_written)
-		concord_apply_forward(arel, ex.rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
+		concord_apply_forward(arel, ex->rel, CONCORD_MSG_INSERT, CONCORD_OLD_NONE,
 							  NULL, slot, NULL, false);
-	concord_apply_exec_end(&ex);
+	concord_apply_exec_end(ex);
 }
 
 /*
@@ -689,7 +716,7 @@ void
 concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 					 ConcordTuple *newtup)
 {
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	TupleTableSlot *search;
 	TupleTableSlot *local;
 	TupleTableSlot *newslot;
@@ -702,35 +729,35 @@ concord_apply_update(ApplyRel *arel, char oldkind, ConcordTuple *oldtup,
 	if (oldkind == CONCORD_OLD_KEY)		/* the key changed */
 		concord_apply_lock_key(arel, newtup);
 	concord_apply_change_written = false;
-	concord_apply_exec_begin(&ex, arel, ACL_UPDATE);
-	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
-	newslot = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
-	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
+	ex = concord_apply_exec_begin(arel, ACL_UPDATE);
+	search = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel), &TTSOpsVirtual);
+	newslot = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel), &TTSOpsVirtual);
+	local = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
 
 	/* The old key tuple has NULLs outside the key; fill only to search. */
-	concord_apply_fill_slot(&ex, arel, keytup, search, NULL, FILL_KEY);
-	if (find_local_twice(&ex, search, local))
+	concord_apply_fill_slot(ex, arel, keytup, search, NULL, FILL_KEY);
+	if (find_local_twice(ex, search, local))
 	{
-		concord_apply_fill_slot(&ex, arel, newtup, newslot, local, FILL_ROW);
+		concord_apply_fill_slot(ex, arel, newtup, newslot, local, FILL_ROW);
 		upd.base = local;
-		if (origin_differs(&ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
+		if (origin_differs(ex, arel, CONCORD_CONFLICT_UPDATE_ORIGIN_DIFFERS,
 						   local, newslot, newtup, &upd))
 		{
 			List	   *others = concord_apply_careful ?
-				concord_apply_find_collisions(ex.rri, ex.estate,
+				concord_apply_find_collisions(ex->rri, ex->estate,
 											  newslot, local, true) : NIL;
 
 			if (others != NIL)
-				unique_conflict(&ex, arel, false, local, others, newslot, newtup);
+				unique_conflict(ex, arel, false, local, others, newslot, newtup);
 			else
-				concord_apply_row_update(ex.rri, ex.estate, &ex.epqstate, local, newslot);
+				concord_apply_row_update(ex->rri, ex->estate, &ex->epqstate, local, newslot);
 		}
 	}
 	else
-		update_missing(&ex, arel, &upd, search, newslot);
+		update_missing(ex, arel, &upd, search, newslot);
 	if (!concord_apply_change_written)
-		forward_update(&ex, arel, &upd, oldkind, search, newslot);
-	concord_apply_exec_end(&ex);
+		forward_update(ex, arel, &upd, oldkind, search, newslot);
+	concord_apply_exec_end(ex);
 }
 
 /*
@@ -763,30 +790,30 @@ delete_missing(ApplyExec *ex, ApplyRel *arel, TupleTableSlot *search,
 void
 concord_apply_delete(ApplyRel *arel, char oldkind, ConcordTuple *oldtup)
 {
-	ApplyExec	ex;
+	ApplyExec  *ex;
 	TupleTableSlot *search;
 	TupleTableSlot *local;
 
 	check_key(arel);
 	concord_apply_lock_key(arel, oldtup);
 	concord_apply_change_written = false;
-	concord_apply_exec_begin(&ex, arel, ACL_DELETE);
-	search = ExecInitExtraTupleSlot(ex.estate, RelationGetDescr(ex.rel), &TTSOpsVirtual);
-	local = table_slot_create(ex.rel, &ex.estate->es_tupleTable);
-	concord_apply_fill_slot(&ex, arel, oldtup, search, NULL, FILL_SEEN);
-	if (find_local_twice(&ex, search, local))
+	ex = concord_apply_exec_begin(arel, ACL_DELETE);
+	search = ExecInitExtraTupleSlot(ex->estate, RelationGetDescr(ex->rel), &TTSOpsVirtual);
+	local = table_slot_create(ex->rel, &ex->estate->es_tupleTable);
+	concord_apply_fill_slot(ex, arel, oldtup, search, NULL, FILL_SEEN);
+	if (find_local_twice(ex, search, local))
 	{
-		if (origin_differs(&ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
+		if (origin_differs(ex, arel, CONCORD_CONFLICT_DELETE_ORIGIN_DIFFERS,
 						   local, search, oldtup, NULL))
 		{
-			concord_apply_row_delete(ex.rri, ex.estate, &ex.epqstate, local);
-			concord_tombstone_record(ex.rel, local);
+			concord_apply_row_delete(ex->rri, ex->estate, &ex->epqstate, local);
+			concord_tombstone_record(ex->rel, local);
 		}
 	}
 	else
-		delete_missing(&ex, arel, search, oldtup);
+		delete_missing(ex, arel, search, oldtup);
 	if (!concord_apply_change_written)
-		concord_apply_forward(arel, ex.rel, CONCORD_MSG_DELETE, oldkind, search,
+		concord_apply_forward(arel, ex->rel, CONCORD_MSG_DELETE, oldkind, search,
 							  NULL, NULL, false);
-	concord_apply_exec_end(&ex);
+	concord_apply_exec_end(ex);
 }

@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "apply/apply.h"
+#include "apply/apply_exec.h"
 #include "apply/worker.h"
 #include "catalog/origin.h"
 #include "catalog/tables.h"
@@ -475,6 +476,7 @@ handle_commit(StringInfo s)
 		FullTransactionId fxid = GetTopFullTransactionIdIfAny();
 		bool		has_origin_lsn = (msg.flags & CONCORD_COMMIT_ORIGIN_LSN) != 0;
 
+		concord_apply_exec_close_all();
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
 		if (has_origin_lsn)
@@ -651,6 +653,8 @@ handle_truncate(StringInfo s)
 		if (change_wanted(arel))
 			arels = lappend(arels, arel);
 	}
+	/* TRUNCATE refuses a table this session holds open. */
+	concord_apply_exec_close_all();
 	if (arels != NIL)
 		concord_apply_truncate(arels, msg.restart_seqs);
 	PopActiveSnapshot();

@@ -84,8 +84,20 @@ switch_to_owner(Relation rel, AclMode mode, const char *sub_name,
 							GetUserNameFromId(owner, false), privilege_name(bits[i])),
 					 errdetail("Replication writes a table as its owner."),
 					 errhint("Grant the privilege back to the table's owner; the subscription retries the change.")));
+	concord_become_checked_owner(rel, saved);
+}
+
+/*
+ * Switches to rel's owner, in a security-restricted operation, for a write
+ * whose privileges this remote transaction checked already: an executor
+ * kept through the transaction (apply_exec.c) checks them at its table's
+ * first change, as a statement checks them once for all its rows.
+ */
+void
+concord_become_checked_owner(Relation rel, ConcordAsOwner *saved)
+{
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(owner, saved->sec_context |
+	SetUserIdAndSecContext(rel->rd_rel->relowner, saved->sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	saved->nestlevel = 0;
