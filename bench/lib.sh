@@ -151,17 +151,18 @@ stop_clusters() {
 }
 
 # pgbench on port $1 with script $2 (further arguments go to pgbench),
-# PER_CLIENT transactions per client (PGB_PER_CLIENT if set); prints the
+# PER_CLIENT transactions per client (PGB_PER_CLIENT if set) from CLIENTS
+# clients (PGB_CLIENTS if set); prints the
 # TPS (without connection time).
 run_pgbench() {
-	local port=$1 script=$2 out tps processed per=${PGB_PER_CLIENT:-$PER_CLIENT}
+	local port=$1 script=$2 out tps processed per=${PGB_PER_CLIENT:-$PER_CLIENT} clients=${PGB_CLIENTS:-$CLIENTS}
 	shift 2
-	out=$(as_pg "$BINDIR/pgbench" -n -h "$SOCK" -p "$port" -U postgres -c "$CLIENTS" -j "$THREADS" \
+	out=$(as_pg "$BINDIR/pgbench" -n -h "$SOCK" -p "$port" -U postgres -c "$clients" -j "$THREADS" \
 		-t "$per" -f "$script" "$@" bench 2>&1) || { echo "$out" >&2; return 1; }
 	tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out")
 	processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-	if [[ -z $tps || $processed != "$((per * CLIENTS))" ]]; then
-		echo "pgbench did not finish its $((per * CLIENTS)) transactions:" >&2; echo "$out" >&2; return 1
+	if [[ -z $tps || $processed != "$((per * clients))" ]]; then
+		echo "pgbench did not finish its $((per * clients)) transactions:" >&2; echo "$out" >&2; return 1
 	fi
 	printf '%.0f\n' "$tps"
 }

@@ -35,7 +35,11 @@
 #
 # Per system and per workload (A = single-row INSERT transactions,
 # B = single-row UPDATE transactions of random existing ids, C = INSERT
-# transactions of 10 rows each, one tenth as many, catch-up only):
+# transactions of 10 rows each, one tenth as many, catch-up only; D =
+# "mixed": single-row transactions, 80 % UPDATEs of random rows of a table
+# loaded with the same BENCH_ROWS rows on both sides before replication was
+# set up, 20 % INSERTs, catch-up only; E = "insert16": A from 16 clients,
+# catch-up only):
 #   provider TPS (no repl)  pgbench on a provider table that no subscription
 #                           covers, before any subscription exists
 #   provider TPS (repl)     pgbench on a replicated table with the
@@ -95,7 +99,11 @@ write_scripts() {
 		"$NTOT" "$t" "$PAYLOAD" >"$WORK/update_$t.sql"
 	printf 'INSERT INTO %s (payload) SELECT repeat(%s, %d) FROM generate_series(1, 10);\n' "$t" "'x'" "$PAYLOAD" \
 		>"$WORK/insert10_$t.sql"
-	[[ $(id -u) -eq 0 ]] && chown postgres: "$WORK/insert_$t.sql" "$WORK/update_$t.sql" "$WORK/insert10_$t.sql"
+	# 80 % UPDATEs of the rows loaded before replication, 20 % INSERTs.
+	printf '\\set r random(1, 100)\n\\set id random(1, %d)\n\\if :r <= 80\nUPDATE %s SET n = n + 1, payload = repeat(chr(97 + (:id %% 26)), %d) WHERE id = :id;\n\\else\nINSERT INTO %s (payload) VALUES (repeat(%s, %d));\n\\endif\n' \
+		"$NTOT" "$t" "$PAYLOAD" "$t" "'x'" "$PAYLOAD" >"$WORK/mixed_$t.sql"
+	[[ $(id -u) -eq 0 ]] && chown postgres: "$WORK/insert_$t.sql" "$WORK/update_$t.sql" "$WORK/insert10_$t.sql" \
+		"$WORK/mixed_$t.sql"
 	return 0
 }
 
@@ -103,16 +111,24 @@ create_table() {
 	q "$1" -c "CREATE TABLE $2 (id bigserial PRIMARY KEY, n int NOT NULL DEFAULT 0, payload text NOT NULL)"
 }
 
+# load_table PORT TABLE: rows 1..NTOT, the same on every node, written
+# before replication is set up (for concord: before create_node, so they
+# are the common baseline); the provider's sequence continues after them.
+load_table() {
+	q "$1" -c "INSERT INTO $2 (id, payload) SELECT g, repeat('x', $PAYLOAD) FROM generate_series(1, $NTOT) g" \
+		-c "SELECT setval('${2}_id_seq', $NTOT)" -c "VACUUM ANALYZE $2" >/dev/null
+}
+
 setup_replication() {
 	local sys=$1 P=$2 S=$3 t
 	case $sys in
 	builtin)
-		q "$P" -c "CREATE PUBLICATION bench_pub FOR TABLE t_repl, t_catch, bench_marker"
+		q "$P" -c "CREATE PUBLICATION bench_pub FOR TABLE t_repl, t_catch, t_mixed, bench_marker"
 		q "$S" -c "SET client_min_messages = warning" -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$(dsn "$P")' PUBLICATION bench_pub WITH (copy_data = false)"
 		;;
 	pglogical)
 		q "$P" -c "CREATE EXTENSION pglogical" -c "SELECT pglogical.create_node(node_name := 'provider', dsn := '$(dsn "$P")')" >/dev/null
-		for t in t_repl t_catch bench_marker; do
+		for t in t_repl t_catch t_mixed bench_marker; do
 			q "$P" -c "SELECT pglogical.replication_set_add_table('default', '$t')" >/dev/null
 		done
 		q "$S" -c "CREATE EXTENSION pglogical" -c "SELECT pglogical.create_node(node_name := 'subscriber', dsn := '$(dsn "$S")')" >/dev/null
@@ -122,7 +138,7 @@ setup_replication() {
 		;;
 	concord)
 		q "$P" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('provider', '$(dsn "$P")')" >/dev/null
-		for t in t_repl t_catch bench_marker; do
+		for t in t_repl t_catch t_mixed bench_marker; do
 			q "$P" -c "SELECT concord.replication_set_add_table('default', '$t')" >/dev/null
 		done
 		q "$S" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('subscriber', '$(dsn "$S")')" >/dev/null
@@ -154,37 +170,42 @@ measure_repl() {
 	verify "$sys $wl (repl)" "$P" "$S" t_repl
 }
 
-# measure_catchup SYS P S WORKLOAD: disabled subscription, workload, timed catch-up.
+# measure_catchup SYS P S WORKLOAD: disabled subscription, workload, timed
+# catch-up.  mixed runs on t_mixed (rows loaded on both sides before
+# replication), the others on t_catch; insert16 is insert from 16 clients.
 measure_catchup() {
-	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen sub_before rate
+	local sys=$1 P=$2 S=$3 wl=$4 tps lsn r secs ok seen sub_before rate t=t_catch rows=$NTOT
+	[[ $wl == mixed ]] && t=t_mixed
 	q "$S" -c "$(disable_sql "$sys" bench_sub)" >/dev/null
 	wait_slots_inactive "$P"
-	[[ $wl == update ]] && q "$P" -c "VACUUM ANALYZE t_catch" && q "$S" -c "VACUUM ANALYZE t_catch"
+	[[ $wl == update || $wl == mixed ]] && q "$P" -c "VACUUM ANALYZE $t" && q "$S" -c "VACUUM ANALYZE $t"
 	checkpoint "$P" "$S"
-	if [[ $wl == insert10 ]]; then
-		tps=$(PGB_PER_CLIENT=$((PER_CLIENT / 10)) run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
-	else
-		tps=$(run_pgbench "$P" "$WORK/${wl}_t_catch.sql")
-	fi
+	case $wl in
+	insert10) tps=$(PGB_PER_CLIENT=$((PER_CLIENT / 10)) run_pgbench "$P" "$WORK/${wl}_$t.sql") ;;
+	insert16)
+		rows=$((NTOT / 16 * 16))
+		tps=$(PGB_CLIENTS=16 PGB_PER_CLIENT=$((NTOT / 16)) run_pgbench "$P" "$WORK/insert_$t.sql") ;;
+	*) tps=$(run_pgbench "$P" "$WORK/${wl}_$t.sql") ;;
+	esac
 	lsn=$(mark_lsn "$P")
-	sub_before=$(q "$S" -c "SELECT pg_current_wal_lsn() || ' ' || pg_relation_size('t_catch_pkey')")
-	r=$(timed_catchup "$sys" "$S" bench_sub "$lsn" t_catch)
+	sub_before=$(q "$S" -c "SELECT pg_current_wal_lsn() || ' ' || pg_relation_size('${t}_pkey')")
+	r=$(timed_catchup "$sys" "$S" bench_sub "$lsn" "$t")
 	read -r secs ok seen <<<"$r"
 	# What applying cost the subscriber: WAL per row, and how much the
 	# primary key index grew (an UPDATE that is not HOT adds an entry).
-	q "$S" -c "SELECT round((pg_current_wal_lsn() - '${sub_before% *}')::numeric / $NTOT) || ' WAL bytes/row, index +'
-		|| pg_size_pretty(pg_relation_size('t_catch_pkey') - ${sub_before#* }) || ' (WAL ${sub_before% *}..' || pg_current_wal_lsn() || ')'" | while read -r l; do log "  subscriber: $l"; done
+	q "$S" -c "SELECT round((pg_current_wal_lsn() - '${sub_before% *}')::numeric / $rows) || ' WAL bytes/row, index +'
+		|| pg_size_pretty(pg_relation_size('${t}_pkey') - ${sub_before#* }) || ' (WAL ${sub_before% *}..' || pg_current_wal_lsn() || ')'" | while read -r l; do log "  subscriber: $l"; done
 	log "  CPU used during the catch-up: $(process_cpu "$S" apply), $(process_cpu "$P" walsender)"
-	check_seen "$P" t_catch "$seen" "$sys $wl (catch-up)"
+	check_seen "$P" "$t" "$seen" "$sys $wl (catch-up)"
 	if [[ $ok == t ]]; then
-		rate=$(awk -v n="$NTOT" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+		rate=$(awk -v n="$rows" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
 	else
 		secs=timeout; rate="-"
 		log "  *** TIMEOUT *** $sys did not apply $wl up to $lsn within ${TIMEOUT}s"
 	fi
 	put "$sys|$wl|catchup" "$secs"; put "$sys|$wl|rate" "$rate"
-	log "  $wl, catch-up: provider $tps tps while disabled; $NTOT rows applied in ${secs}s = $rate rows/s"
-	verify "$sys $wl (catch-up)" "$P" "$S" t_catch
+	log "  $wl, catch-up: provider $tps tps while disabled; $rows rows applied in ${secs}s = $rate rows/s"
+	verify "$sys $wl (catch-up)" "$P" "$S" "$t"
 }
 
 bench_oneway() {
@@ -193,8 +214,9 @@ bench_oneway() {
 	local prov=${sys}_provider$ROUND_TAG sub=${sys}_subscriber$ROUND_TAG
 	start_cluster "$prov"; start_cluster "$sub"
 	P=${PORT[$prov]}; S=${PORT[$sub]}
-	for t in t_norepl t_repl t_catch; do create_table "$P" $t; write_scripts $t; done
-	for t in t_repl t_catch; do create_table "$S" $t; done
+	for t in t_norepl t_repl t_catch t_mixed; do create_table "$P" $t; write_scripts $t; done
+	for t in t_repl t_catch t_mixed; do create_table "$S" $t; done
+	load_table "$P" t_mixed; load_table "$S" t_mixed
 	q "$P" -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
 	q "$S" -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
 	q "$S" -c "$WAIT_ORIGIN_FN"
@@ -217,6 +239,8 @@ bench_oneway() {
 	measure_catchup "$sys" "$P" "$S" insert
 	measure_catchup "$sys" "$P" "$S" update
 	measure_catchup "$sys" "$P" "$S" insert10
+	measure_catchup "$sys" "$P" "$S" mixed
+	measure_catchup "$sys" "$P" "$S" insert16
 
 	stop_clusters "$sub" "$prov"
 }
@@ -321,11 +345,13 @@ for s in $SYSTEMS; do
 done
 
 echo
-echo "Results: $NTOT rows per run (insert, update: single-row transactions; insert10: $((NTOT / 10)) transactions of 10 rows), $CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
+echo "Results: $NTOT rows per run (insert, update: single-row transactions; insert10: $((NTOT / 10)) transactions of 10 rows;" \
+	"mixed: 80 % UPDATEs of $NTOT rows loaded on both sides before replication, 20 % INSERTs; insert16: insert from 16 clients)," \
+	"$CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
 printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"
 printf '%s\n' "--------------------+----------+------------------------+---------------------+--------------+-----------"
 for s in builtin pglogical concord "concord2 node1" "concord2 node2"; do
-	for wl in insert update insert10; do
+	for wl in insert update insert10 mixed insert16; do
 		[[ -n ${RES[$s|$wl|norepl]:-}${RES[$s|$wl|rate]:-} ]] || continue
 		label=$s; [[ $s == concord2* ]] && label="concord 2-way ${s#concord2 }"
 		printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' "$label" "$wl" \
@@ -352,10 +378,10 @@ ratio() {
 		echo " (median of $REPEAT rounds; each round:$rounds)"
 	fi
 }
-for wl in insert update insert10; do
+for wl in insert update insert10 mixed insert16; do
 	echo "concord/builtin apply ratio ($wl): $(ratio concord builtin $wl)"
 done
-for wl in insert update insert10; do
+for wl in insert update insert10 mixed insert16; do
 	echo "pglogical/builtin apply ratio ($wl): $(ratio pglogical builtin $wl)"
 done
 echo "(two-way 'TPS (no repl)' = both nodes loaded at once with both subscriptions disabled)"

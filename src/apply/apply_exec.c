@@ -24,6 +24,7 @@
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "apply/apply_exec.h"
 
@@ -134,8 +135,50 @@ close_kept(int i)
 
 	NKept--;
 	memmove(&Kept[i], &Kept[i + 1], sizeof(KeptExec) * (NKept - i));
+	concord_apply_batch_flush(ex);
+	concord_apply_batch_free(ex);
 	close_exec(ex);
 	pfree(ex);
+}
+
+/* A new active snapshot, which sees the rows just written. */
+static void
+fresh_snapshot(void)
+{
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * Before a change (of relid; an INSERT if insert) or a message that this
+ * node passes on (SEEN, relid invalid): the INSERTs held in batches
+ * (apply_batch.c) are written first, all but a run of INSERTs that this
+ * one continues, and the change's snapshot sees them.
+ */
+void
+concord_apply_exec_flush_before(Oid relid, bool insert)
+{
+	bool		written = false;
+
+	for (int i = 0; i < NKept; i++)
+	{
+		if (Kept[i].ex->nbatch == 0 || (Kept[i].relid == relid && insert))
+			continue;
+		concord_apply_batch_flush(Kept[i].ex);
+		written = true;
+	}
+	if (written && ActiveSnapshotSet())
+		fresh_snapshot();
+}
+
+/* The same for ex's own batch, before an INSERT that cannot join it. */
+void
+concord_apply_exec_flush(ApplyExec *ex)
+{
+	if (ex->nbatch == 0)
+		return;
+	concord_apply_batch_flush(ex);
+	fresh_snapshot();
 }
 
 /* Closes the kept executors: before the commit, or a TRUNCATE. */

@@ -2,7 +2,7 @@
  *
  * apply_exec.h
  *		The executor around one remote change (apply_exec.c), shared by the
- *		files that write rows (apply_row.c).
+ *		files that write rows (apply_row.c, apply_batch.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +27,9 @@ typedef struct ApplyExec
 	EPQState	epqstate;
 	ConcordAsOwner owner;		/* the user to return to at concord_apply_exec_end() */
 	bool		kept;			/* open until the transaction ends */
+	TupleTableSlot **batch;		/* INSERTs not written yet (apply_batch.c) */
+	int			nbatch;
+	Size		batch_bytes;
 } ApplyExec;
 
 /* What concord_apply_fill_slot() fills a slot for. */
@@ -38,10 +41,17 @@ typedef enum FillMode
 } FillMode;
 
 extern bool concord_apply_change_written;
+extern bool concord_apply_replay_wanted;
 
 extern ApplyExec *concord_apply_exec_begin(ApplyRel *arel, AclMode mode);
 extern void concord_apply_exec_end(ApplyExec *ex);
 extern void concord_apply_exec_close_all(void);
+extern void concord_apply_exec_flush_before(Oid relid, bool insert);
+extern void concord_apply_exec_flush(ApplyExec *ex);
+extern bool concord_apply_batch_possible(ApplyExec *ex, ApplyRel *arel);
+extern void concord_apply_batch_add(ApplyExec *ex, TupleTableSlot *slot);
+extern void concord_apply_batch_flush(ApplyExec *ex);
+extern void concord_apply_batch_free(ApplyExec *ex);
 extern void concord_apply_fill_slot(ApplyExec *ex, ApplyRel *arel, ConcordTuple *tup,
 									TupleTableSlot *slot, TupleTableSlot *base,
 									FillMode mode);

@@ -532,8 +532,11 @@ concord_apply_insert(ApplyRel *arel, ConcordTuple *newtup)
 			insert_deleted(ex, arel, slot, newtup);
 		}
 	}
+	else if (concord_apply_batch_possible(ex, arel))
+		concord_apply_batch_add(ex, slot);
 	else
 	{
+		concord_apply_exec_flush(ex);
 		concord_apply_row_insert(ex->rri, ex->estate, slot);
 		insert_deleted(ex, arel, slot, newtup);
 	}

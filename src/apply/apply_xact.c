@@ -414,6 +414,7 @@ handle_begin(StringInfo s)
 	W.seen = W.first_seen = NIL;
 	W.gaps_checked = false;
 	concord_apply_side_writes = false;
+	concord_apply_replay_wanted = false;
 	concord_apply_lock_keys = !W.skip_txn && key_locks_needed();
 	concord_apply_key_locks_reset();
 	if (concord_apply_careful && W.last_feedback > W.careful_until)
@@ -549,7 +550,8 @@ concord_apply_retry_carefully(void)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	ErrorData  *edata = CopyErrorData();
-	bool		retry = edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+	bool		retry = (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION ||
+						 concord_apply_replay_wanted) &&
 		W.in_remote_txn && !concord_apply_careful;
 
 	MemoryContextSwitchTo(oldcxt);
@@ -557,9 +559,14 @@ concord_apply_retry_carefully(void)
 	if (!retry)
 		return false;
 	stay_careful();
-	ereport(LOG,
-			(errmsg("concord subscription \"%s\": a remote change collides with a row here (unique violation), replaying its transaction with conflict detection",
-					W.sub->name)));
+	if (concord_apply_replay_wanted)
+		ereport(LOG,
+				(errmsg("concord subscription \"%s\": a table its remote INSERTs were written into together had a row deleted meanwhile, replaying its transaction with conflict detection",
+						W.sub->name)));
+	else
+		ereport(LOG,
+				(errmsg("concord subscription \"%s\": a remote change collides with a row here (unique violation), replaying its transaction with conflict detection",
+						W.sub->name)));
 	return true;
 }
 
@@ -623,6 +630,7 @@ handle_change(StringInfo s, char type)
 		return;
 	PushActiveSnapshot(GetTransactionSnapshot());
 	arel = concord_apply_rel_get(relid, RowExclusiveLock);
+	concord_apply_exec_flush_before(arel->localid, type == CONCORD_MSG_INSERT);
 	if (change_wanted(arel))
 	{
 		if (type == CONCORD_MSG_INSERT)
@@ -687,6 +695,8 @@ handle_seen(StringInfo s)
 	}
 	MemoryContextSwitchTo(oldcxt);
 	RemoteTxn.seen = W.seen;
+	/* after the changes before it, in this node's WAL too */
+	concord_apply_exec_flush_before(InvalidOid, false);
 	(void) LogLogicalMessage(CONCORD_SEEN_PREFIX, payload, len, true);
 }
 

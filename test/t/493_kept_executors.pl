@@ -23,6 +23,10 @@
 #     handler's subtransaction).
 #  6. A remote INSERT deleted again in the same change, on a table with a
 #     BEFORE DELETE row trigger (the lock must see the INSERT).
+#  7. INSERTs written together: several batches, batches cut by size,
+#     rows updated and deleted after their INSERT in the same transaction.
+#  8. A tombstone made while INSERTs wait to be written together: the
+#     transaction is replayed with look-ups.
 use strict;
 use warnings;
 use FindBin;
@@ -194,8 +198,80 @@ foreach my $n ($m1, $m2)
 		$n->name . ': no lock of an invisible row');
 }
 
+# 7. INSERTs written together (src/apply/apply_batch.c), on a fresh pair
+#    (km2 and ke2 met conflicts above, and apply looks for conflicts for
+#    a minute after one: it writes row by row meanwhile): 2,500 rows into
+#    one table in one transaction (more than one batch of 1,000), rows of
+#    100 kB stored out of line (batches cut by size), an UPDATE of rows
+#    inserted just before, INSERTs into tables in turn, then a DELETE and
+#    INSERTs after it.  This node's WAL shows the rows written together
+#    (pg_walinspect: Heap2 MULTI_INSERT records).
+my ($c1, $c2) = concord_nodes(2, prefix => 'kc');
+run_on_all([ $c1, $c2 ], q{
+	CREATE TABLE kb (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
+	CREATE TABLE kb2 (id int PRIMARY KEY, v text NOT NULL);
+	CREATE TABLE kb3 (id int PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad'));
+});
+add_tables([ $c1, $c2 ], [ 'kb', 'kb2', 'kb3' ]);
+$c2->safe_psql('postgres', 'CREATE EXTENSION IF NOT EXISTS pg_walinspect');
+subscribe($c2, $c1);
+wait_replicating([$c2], 'kc2 subscribed');
+my $lsn0 = $c2->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$c1->safe_psql('postgres', q{
+	BEGIN;
+	INSERT INTO kb SELECT g, 'row ' || g FROM generate_series(1, 2500) g;
+	UPDATE kb SET n = 1 WHERE id IN (1, 1000, 1001, 2500);
+	INSERT INTO kb SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 3200) i)
+	  FROM generate_series(3001, 3030) g;
+	INSERT INTO kb VALUES (4001, 'a'); INSERT INTO kb2 VALUES (1, 'b'); INSERT INTO kb VALUES (4002, 'c');
+	INSERT INTO kb2 VALUES (2, 'd'); INSERT INTO kb3 VALUES (1, 'e'), (2, 'f');
+	DELETE FROM kb WHERE id = 2;
+	INSERT INTO kb VALUES (2, 'again'), (5001, 'after the delete');
+	COMMIT;
+});
+wait_for_apply_all([$c2]);
+checksums_match([ $c1, $c2 ], [ 'kb', 'kb2', 'kb3' ], 'INSERTs written together');
+is($c2->safe_psql('postgres', q{SELECT count(*) || '/' || sum(n) FROM kb}), '2533/4',
+	'kb: every row, the updates of rows of the same transaction applied');
+cmp_ok($c2->safe_psql('postgres', qq{
+		SELECT count(*) FROM pg_get_wal_records_info('$lsn0', pg_current_wal_lsn())
+		 WHERE resource_manager = 'Heap2' AND record_type LIKE 'MULTI_INSERT%'}),
+	'>=', 3, "kc2's WAL holds the rows written together");
+is($c2->safe_psql('postgres', 'SELECT status FROM concord.subscription_status'),
+	'replicating', 'kc2 replicates');
+
+# 8. A row of a table is deleted here while remote INSERTs into it wait
+#    to be written together.  kc2 alone holds a row 7.  A remote
+#    transaction inserts rows 3 to 8; written together, the index entry
+#    of 5 waits for a local session's uncommitted INSERT of 5; meanwhile
+#    another session deletes row 7 (a tombstone, later than the remote
+#    INSERT), and the first rolls back, so that the remote 7 meets no
+#    row.  Row by row, the INSERT of 7 would have found the tombstone
+#    after it was written and, older than the DELETE, been deleted again;
+#    written together, the transaction is replayed with look-ups to the
+#    same end.  (Before that replay, row 7 stayed.)
+$c2->safe_psql('postgres', "INSERT INTO kb3 VALUES (7, 'kc2 only')");
+my $holder = $c2->background_psql('postgres');
+$holder->query_safe("BEGIN; INSERT INTO kb3 VALUES (5, 'local, uncommitted')");
+$c1->safe_psql('postgres',
+	"INSERT INTO kb3 SELECT g, 'remote ' || g FROM generate_series(3, 8) g");
+ok($c2->poll_query_until('postgres', q{
+		SELECT EXISTS (SELECT FROM pg_stat_activity
+		                WHERE backend_type = 'concord apply' AND wait_event_type = 'Lock')}),
+	'apply waits for the local INSERT of key 5');
+$c2->safe_psql('postgres', 'DELETE FROM kb3 WHERE id = 7');
+$holder->query_safe('ROLLBACK');
+$holder->quit;
+wait_for_apply_all([$c2]);
+is($c2->safe_psql('postgres', "SELECT string_agg(id::text, ',' ORDER BY id) FROM kb3"),
+	'1,2,3,4,5,6,8', 'the remote INSERT of 7, older than the DELETE here, is deleted again');
+ok($c2->log_contains('had a row deleted meanwhile, replaying its transaction with conflict detection'),
+	'the transaction was replayed with look-ups');
+is($c2->safe_psql('postgres', 'SELECT status FROM concord.subscription_status'),
+	'replicating', 'the subscription replicates after the replay');
+
 # 4. Nothing leaked, nothing crashed.
-foreach my $n ($b, $m1, $m2)
+foreach my $n ($b, $m1, $m2, $c2)
 {
 	my $log = slurp_file($n->logfile);
 	my @bad = grep { /leak|not owned by resource owner|terminated by signal|TRAP/i }
