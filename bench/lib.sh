@@ -287,18 +287,23 @@ perf_report() {
 # provider) has used since it started.  Both start at "enable", so after a
 # timed catch-up this is the CPU the catch-up cost each side.
 process_cpu() {
-	local port=$1 kind=$2 pid ticks
+	local port=$1 kind=$2 pid ticks p
+	# apply: concord's leader and its workers together
 	if [[ $kind == apply ]]; then
-		pid=$(q "$port" -c "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('concord apply', 'logical replication worker') OR backend_type LIKE 'pglogical apply%' LIMIT 1")
+		pid=$(q "$port" -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type IN ('concord apply', 'concord apply worker', 'logical replication worker') OR backend_type LIKE 'pglogical apply%'")
 	else
 		pid=$(q "$port" -c "SELECT pid FROM pg_stat_replication LIMIT 1")
 	fi
-	if [[ -z $pid || ! -r /proc/$pid/stat ]]; then
+	ticks=0
+	for p in $pid; do
+		[[ -r /proc/$p/stat ]] || continue
+		# Fields 14 and 15 (utime, stime), after the parenthesised command name.
+		ticks=$((ticks + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+	done
+	if [[ -z $pid ]]; then
 		echo "$kind ?"
 		return 0
 	fi
-	# Fields 14 and 15 (utime, stime), after the parenthesised command name.
-	ticks=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
 	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v k="$kind" 'BEGIN { printf "%s %.2f s", k, t / hz }'
 }
 

@@ -15,8 +15,10 @@
 #                   multiple of 10 x BENCH_CLIENTS)
 #   BENCH_CLIENTS   pgbench clients (default 4; threads = min(clients, cores))
 #   BENCH_PAYLOAD   payload bytes per row (default 100)
-#   BENCH_SYSTEMS   what to run, any of "builtin pglogical concord concord2"
-#                   (default: all four, in that order)
+#   BENCH_SYSTEMS   what to run, any of "builtin pglogical concord concord_w2
+#                   concord_w4 concord2" (default: all six, in that order);
+#                   concord_wN is concord one-way with
+#                   concord.apply_workers_per_subscription = N (N = 2 to 8)
 #   BENCH_TIMEOUT   seconds any single catch-up may take (default 600)
 #   BENCH_KEEP      1 = keep the temporary directory (server logs) afterwards
 #   BENCH_REPEAT    rounds of the one-way systems (default 1); with more,
@@ -74,7 +76,7 @@
 # still loaded at once), catch-up s / apply rows/s as above, per side.
 set -euo pipefail
 
-SYSTEMS=${BENCH_SYSTEMS:-builtin pglogical concord concord2}
+SYSTEMS=${BENCH_SYSTEMS:-builtin pglogical concord concord_w2 concord_w4 concord2}
 REPEAT=${BENCH_REPEAT:-1}
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEAT must be a positive integer" >&2; exit 2; }
 
@@ -87,7 +89,7 @@ PER_CLIENT=$(((PER_CLIENT + 9) / 10 * 10))
 NTOT=$((PER_CLIENT * CLIENTS))
 
 for s in $SYSTEMS; do
-	case $s in builtin|pglogical|concord|concord2) ;; *) echo "unknown system in BENCH_SYSTEMS: $s" >&2; exit 2;; esac
+	case $s in builtin|pglogical|concord|concord2|concord_w[2-8]) ;; *) echo "unknown system in BENCH_SYSTEMS: $s" >&2; exit 2;; esac
 done
 bench_init
 
@@ -136,7 +138,10 @@ setup_replication() {
 				synchronize_structure := false, synchronize_data := false)" >/dev/null
 		q "$S" -c "SELECT pglogical.wait_for_subscription_sync_complete('bench_sub')" >/dev/null
 		;;
-	concord)
+	concord*)
+		if [[ $sys == concord_w* ]]; then
+			q "$S" -c "ALTER SYSTEM SET concord.apply_workers_per_subscription = ${sys#concord_w}" -c "SELECT pg_reload_conf()" >/dev/null
+		fi
 		q "$P" -c "CREATE EXTENSION concord" -c "SELECT concord.create_node('provider', '$(dsn "$P")')" >/dev/null
 		for t in t_repl t_catch t_mixed bench_marker; do
 			q "$P" -c "SELECT concord.replication_set_add_table('default', '$t')" >/dev/null
@@ -147,7 +152,7 @@ setup_replication() {
 		;;
 	esac
 	ORIGIN=""
-	if [[ $sys != concord ]]; then
+	if [[ $sys != concord* ]]; then
 		[[ $(q "$S" -c "SELECT count(*) FROM pg_replication_origin") == 1 ]] \
 			|| { log "expected one replication origin on the subscriber"; q "$S" -c "TABLE pg_replication_origin"; exit 1; }
 		ORIGIN=$(q "$S" -c "SELECT roname FROM pg_replication_origin")
@@ -350,7 +355,9 @@ echo "Results: $NTOT rows per run (insert, update: single-row transactions; inse
 	"$CLIENTS clients, payload $PAYLOAD bytes, $CORES cores"
 printf '%-19s | %-8s | %22s | %19s | %12s | %10s\n' system workload "provider TPS (no repl)" "provider TPS (repl)" "apply rows/s" "catch-up s"
 printf '%s\n' "--------------------+----------+------------------------+---------------------+--------------+-----------"
-for s in builtin pglogical concord "concord2 node1" "concord2 node2"; do
+ONEWAY=()
+for s in $SYSTEMS; do [[ $s == concord2 ]] || ONEWAY+=("$s"); done
+for s in "${ONEWAY[@]}" "concord2 node1" "concord2 node2"; do
 	for wl in insert update insert10 mixed insert16; do
 		[[ -n ${RES[$s|$wl|norepl]:-}${RES[$s|$wl|rate]:-} ]] || continue
 		label=$s; [[ $s == concord2* ]] && label="concord 2-way ${s#concord2 }"
@@ -378,8 +385,11 @@ ratio() {
 		echo " (median of $REPEAT rounds; each round:$rounds)"
 	fi
 }
-for wl in insert update insert10 mixed insert16; do
-	echo "concord/builtin apply ratio ($wl): $(ratio concord builtin $wl)"
+for s in "${ONEWAY[@]}"; do
+	[[ $s == concord* ]] || continue
+	for wl in insert update insert10 mixed insert16; do
+		echo "$s/builtin apply ratio ($wl): $(ratio "$s" builtin $wl)"
+	done
 done
 for wl in insert update insert10 mixed insert16; do
 	echo "pglogical/builtin apply ratio ($wl): $(ratio pglogical builtin $wl)"

@@ -5,14 +5,17 @@
 #      that user, run
 #      a. pg_regress  (make installcheck, temporary instance),
 #      b. pgTAP       (test/pgtap/*.sql on a temporary cluster),
-#      c. TAP         (test/t/*.pl, multi-node, PostgreSQL::Test::Cluster).
+#      c. TAP         (test/t/*.pl, multi-node, PostgreSQL::Test::Cluster);
+#      d. TAP again, for the files TAP4_TESTS names, with four apply
+#         workers per subscription (concord.apply_workers_per_subscription).
 # The last line of output is "N passed, N failed" (pg_regress counts test
 # files, the TAP layers count assertions); the exit status is non-zero when
 # anything failed.
 #
 # CONCORD_KEEP_TMP=1 keeps the temporary directory (logs, data) afterwards.
 # CONCORD_TAP_TESTS="test/t/120_x.pl ..." runs only those TAP files.
-# CONCORD_LAYERS="tap" runs only those layers (of: regress pgtap tap).
+# CONCORD_LAYERS="tap" runs only those layers (of: regress pgtap tap tap4).
+# CONCORD_TAP4_TESTS="test/t/120_x.pl ..." runs those files in layer tap4.
 # CONCORD_DOCS="docs/replication.md ..." has test/t/300_docs.pl run only the
 # examples of those files.
 set -euo pipefail
@@ -74,7 +77,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The source tree without git data and build or test leftovers.
-mkdir -p "$SRC" "$RESULTS" "$WORK/tap"
+mkdir -p "$SRC" "$RESULTS" "$WORK/tap" "$WORK/tap4"
 tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
 	--exclude=./log --exclude=./regression.diffs --exclude=./regression.out \
 	--exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - . | tar -C "$SRC" -xf -
@@ -172,9 +175,31 @@ layer_tap() {
 		--log-dir "$WORK/tap/tmp_check/log" "${files[@]#"$SRC"/}" || true
 }
 
+# --- 2d. TAP with four apply workers per subscription ----------------------
+# The randomized 3-node workload, the crash tests, the conflict and
+# causality tests and the ring under conflicts, again with
+# concord.apply_workers_per_subscription = 4 (test/perl/ConcordTest.pm).
+TAP4_TESTS="test/t/110_subscriber_crash.pl test/t/120_provider_crash.pl
+	test/t/200_conflicts_insert.pl test/t/210_causality.pl test/t/220_delete_update.pl
+	test/t/222_delete_insert.pl test/t/260_random_workload.pl test/t/490_big_transactions.pl
+	test/t/540_ring_conflicts.pl test/t/620_causal_tokens.pl"
+
+layer_tap4() {
+	echo "=== TAP with four apply workers per subscription ==="
+	local files
+	read -r -a files <<<"$(echo ${CONCORD_TAP4_TESTS:-$TAP4_TESTS})"
+	as_pg env \
+		CONCORD_TEST_APPLY_WORKERS=4 \
+		PERL5LIB="$PKGLIBDIR/pgxs/src/test/perl:$SRC/test" \
+		TESTDIR="$WORK/tap4" \
+		PG_REGRESS="$PKGLIBDIR/pgxs/src/test/regress/pg_regress" \
+		perl test/harness.pl --result-file "$RESULTS/tap4" \
+		--log-dir "$WORK/tap4/tmp_check/log" "${files[@]}" || true
+}
+
 # Run each layer with errexit on, in a subshell, so that one layer's crash
 # neither hides the others nor skips the summary.
-LAYERS=${CONCORD_LAYERS:-regress pgtap tap}
+LAYERS=${CONCORD_LAYERS:-regress pgtap tap tap4}
 for layer in $LAYERS; do
 	set +e
 	(set -e; "layer_$layer")

@@ -32,6 +32,7 @@ extern int	concord_tombstone_gc_delay;
 extern int	concord_tombstone_retention;
 extern int	concord_receive_timeout;
 extern int	concord_causal_wait;
+extern int	concord_apply_workers;
 
 extern void concord_define_gucs(void);
 

@@ -18,6 +18,7 @@
 
 #include "concord.h"
 #include "conflict/conflict.h"
+#include "shmem/shmem.h"
 
 int			concord_conflict_resolver = CONCORD_RESOLVER_LAST_UPDATE_WINS;
 int			concord_max_clock_skew = 1000;	/* ms */
@@ -27,6 +28,7 @@ int			concord_tombstone_gc_delay = 300;	/* s */
 int			concord_tombstone_retention = 0;	/* s; 0: forever */
 int			concord_receive_timeout = 60000;	/* ms; 0: none */
 int			concord_causal_wait = 60000;	/* ms; 0: never wait */
+int			concord_apply_workers = 1;
 int			concord_check_interval = 0; /* s; 0: no scheduled diffs */
 int			concord_diff_cost_delay = 0;	/* ms; 0: no pause */
 int			concord_diff_cost_limit = 10000;	/* rows per step */
@@ -105,6 +107,18 @@ concord_define_gucs(void)
 							60000, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("concord.apply_workers_per_subscription",
+							"How many workers apply each subscription's transactions.",
+							"Above 1, a leader reads the stream and hands whole transactions "
+							"to that many workers; transactions that touch a common key never "
+							"run together, and every transaction commits in the provider's "
+							"order.  Read when a subscription's apply starts.",
+							&concord_apply_workers,
+							1, 1, CONCORD_MAX_APPLY_WORKERS,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("concord.causal_wait",

@@ -49,6 +49,7 @@
 #include "utils/timestamp.h"
 
 #include "apply/apply.h"
+#include "apply/parallel.h"
 #include "apply/worker.h"
 #include "catalog/identity.h"
 #include "catalog/origin.h"
@@ -74,6 +75,8 @@ apply_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	/* An error may have left concord's lock held: we are leaving anyway. */
 	LWLockReleaseAll();
+	/* Its workers first: none may commit once the next leader starts. */
+	concord_leader_stop_workers();
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	if (W.shared && W.shared->apply_pid == MyProcPid)
 	{
@@ -134,12 +137,21 @@ void
 concord_apply_publish_progress(bool applied_commit, bool healthy)
 {
 	bool		wake;
+	XLogRecPtr	caught_up;
 
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
-	W.shared->received_lsn = W.received;
-	W.shared->provider_lsn = Max(W.provider_lsn, W.received);
-	W.shared->caught_up_lsn = W.caught_up;
-	W.shared->idle = W.idle;
+	/* A worker of several knows what it applied, the leader the stream. */
+	if (!concord_pworker_active())
+	{
+		W.shared->received_lsn = W.received;
+		W.shared->provider_lsn = Max(W.provider_lsn, W.received);
+		W.shared->idle = W.idle;
+	}
+	if (concord_pworker_active() || concord_leader_active())
+		W.shared->caught_up_lsn = Max(W.shared->caught_up_lsn, W.caught_up);
+	else
+		W.shared->caught_up_lsn = W.caught_up;
+	caught_up = W.shared->caught_up_lsn;
 	if (applied_commit)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -155,13 +167,18 @@ concord_apply_publish_progress(bool applied_commit, bool healthy)
 			concord_lag_record(concord_sub_lag(W.shared), now,
 							   now - W.begin.commit_time);
 	}
-	if (healthy && W.caught_up > W.shared->error_lsn)
+	/*
+	 * A worker of several clears only an error of a transaction it is now
+	 * past; the leader, which has the stream, the others.
+	 */
+	if (healthy && caught_up > W.shared->error_lsn &&
+		(!concord_pworker_active() || W.shared->error_lsn != InvalidXLogRecPtr))
 	{
 		W.shared->has_error = false;
 		if (error_outlived())
 			W.shared->failures = 0;
 	}
-	wake = W.shared->wake_lsn != InvalidXLogRecPtr && W.caught_up >= W.shared->wake_lsn;
+	wake = W.shared->wake_lsn != InvalidXLogRecPtr && caught_up >= W.shared->wake_lsn;
 	if (wake)
 		W.shared->wake_lsn = InvalidXLogRecPtr;
 	LWLockRelease(ConcordShmem->lock);
@@ -178,6 +195,9 @@ concord_apply_stop_if_disabled(void)
 {
 	bool		stop;
 
+	/* A worker of several is stopped by its leader. */
+	if (concord_pworker_active())
+		return;
 	LWLockAcquire(ConcordShmem->lock, LW_SHARED);
 	stop = W.shared->stop_requested;
 	LWLockRelease(ConcordShmem->lock);
@@ -198,6 +218,7 @@ flushed_position(void)
 	int			done = 0;
 	ListCell   *lc;
 
+	concord_leader_collect();
 	foreach(lc, W.lsn_map)
 	{
 		LsnMapping *m = lfirst(lc);
@@ -211,7 +232,7 @@ flushed_position(void)
 	/* One move for the whole flushed prefix: the backlog can be long. */
 	W.lsn_map = list_delete_first_n(W.lsn_map, done);
 	/* Nothing of ours pending: everything seen is handled and durable. */
-	if (W.lsn_map == NIL && !W.in_remote_txn)
+	if (W.lsn_map == NIL && !W.in_remote_txn && concord_leader_idle())
 		result = Max(result, W.caught_up);
 	return result;
 }
@@ -223,6 +244,9 @@ concord_apply_send_feedback(bool force, bool want_reply)
 	StringInfoData buf;
 	XLogRecPtr	flush;
 
+	/* A worker of several has no stream: its leader answers. */
+	if (concord_pworker_active())
+		return;
 	if (!force && !TimestampDifferenceExceeds(W.last_feedback, now,
 											  FEEDBACK_INTERVAL_MS))
 		return;
@@ -261,6 +285,8 @@ concord_apply_send_feedback(bool force, bool want_reply)
 void
 concord_apply_report_sync(void)
 {
+	if (concord_pworker_active())
+		return;
 	W.sync_report = false;
 	concord_apply_send_feedback(true, false);
 	XLogFlush(XactLastCommitEnd);
@@ -346,14 +372,17 @@ handle_stream_message(char *buf, int len)
 		 * read in concord_apply_message_cxt (BEGIN leaves the transaction's context
 		 * current), which forgets it before the next.
 		 */
-		do
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_message_cxt);
+		if (concord_leader_active())
+			concord_leader_messages(&s);
+		else
+			do
+			{
+				MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_message_cxt);
 
-			concord_apply_dispatch(&s);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(concord_apply_message_cxt);
-		} while (s.cursor < s.len);
+				concord_apply_dispatch(&s);
+				MemoryContextSwitchTo(oldcxt);
+				MemoryContextReset(concord_apply_message_cxt);
+			} while (s.cursor < s.len);
 	}
 	else if (kind == 'k')
 	{
@@ -366,8 +395,8 @@ handle_stream_message(char *buf, int len)
 		/* Sent while it waits for WAL, end is where its WAL ends. */
 		W.provider_lsn = Max(W.provider_lsn, end);
 		/* Everything before a keepalive was sent and handled. */
-		W.idle = !W.in_remote_txn;
-		if (!W.in_remote_txn)
+		W.idle = !W.in_remote_txn && concord_leader_idle();
+		if (W.idle)
 		{
 			W.caught_up = Max(W.caught_up, end);
 			concord_apply_publish_progress(false, true);
@@ -467,6 +496,25 @@ start_streaming(XLogRecPtr start)
 	PQclear(res);
 }
 
+/* At a reload: the new settings, and as many workers as now asked. */
+void
+concord_apply_reload_config(void)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	concord_apply_rel_forget_all();
+	/* Started again at once, with as many workers as now asked. */
+	if (concord_apply_workers != W.nworkers)
+	{
+		ereport(LOG,
+				(errmsg("concord subscription \"%s\" restarts its apply with %d workers (concord.apply_workers_per_subscription)",
+						W.sub->name, concord_apply_workers)));
+		proc_exit(0);
+	}
+}
+
 static void
 stream_loop(void)
 {
@@ -478,12 +526,7 @@ stream_loop(void)
 		CHECK_FOR_INTERRUPTS();
 		if (!W.in_remote_txn)
 			concord_apply_stop_if_disabled();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			concord_apply_rel_forget_all();
-		}
+		concord_apply_reload_config();
 		while ((len = concord_remote_get_copy(W.conn, &buf, false)) > 0)
 		{
 			MemoryContext oldcxt = MemoryContextSwitchTo(concord_apply_message_cxt);
@@ -501,6 +544,11 @@ stream_loop(void)
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 why ? errmsg("the provider ended the replication stream: %s", why)
 					 : errmsg("the provider ended the replication stream")));
+		}
+		if (concord_leader_active())
+		{
+			concord_leader_check();
+			concord_leader_collect();
 		}
 		if (W.sync_report)
 			concord_apply_report_sync();
@@ -544,8 +592,8 @@ run_sync(void)
 }
 
 /* Loads the subscription; exits quietly if it is gone or disabled. */
-static List *
-load_subscription(Oid subid, bool *needs_sync)
+List *
+concord_apply_load_subscription(Oid subid, bool *needs_sync)
 {
 	ConcordSubscription *sub;
 	ConcordNode *local;
@@ -652,7 +700,7 @@ apply_run(Oid subid)
 	bool		needs_sync;
 	XLogRecPtr	start;
 
-	(void) load_subscription(subid, &needs_sync);
+	(void) concord_apply_load_subscription(subid, &needs_sync);
 	/* Made by join_mesh: no copy of its own before the peer's is done. */
 	if (OidIsValid(W.sub->join_copy_via))
 		wait_for_join_copy(subid);
@@ -667,6 +715,9 @@ apply_run(Oid subid)
 	StartTransactionCommand();
 	start = Max(concord_origin_sub_progress(subid), W.sub->join_start_lsn);
 	CommitTransactionCommand();
+	W.nworkers = concord_apply_workers;
+	if (W.nworkers > 1)
+		concord_leader_start(W.nworkers);
 
 	W.conn = concord_remote_connect(W.sub->provider_dsn, true, W.sub->name,
 									W.sub->password_required);
@@ -685,8 +736,8 @@ apply_run(Oid subid)
 	stream_loop();
 }
 
-static void
-set_apply_gucs(void)
+void
+concord_apply_set_gucs(void)
 {
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -732,7 +783,7 @@ concord_apply_main(Datum main_arg)
 											ALLOCSET_DEFAULT_SIZES);
 	concord_is_worker = true;
 	attach_shared(dboid, subid);
-	set_apply_gucs();
+	concord_apply_set_gucs();
 
 	errcb.callback = apply_error_context;
 	errcb.arg = NULL;

@@ -32,6 +32,7 @@
 #include "utils/rel.h"
 
 #include "apply/apply.h"
+#include "apply/parallel.h"
 #include "apply/apply_exec.h"
 #include "conflict/conflict.h"
 #include "conflict/handler.h"
@@ -135,6 +136,8 @@ run_handler(ApplyExec *ex, ApplyRel *arel, ConcordConflict *c)
 	volatile ConcordResolution res = CONCORD_RESOLUTION_SKIP;
 	bool		written = concord_apply_change_written;
 
+	/* A handler may read any table: it sees every earlier unit applied. */
+	concord_pworker_in_turn();
 	trigger_slots(ex, false);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);

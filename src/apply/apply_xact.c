@@ -38,6 +38,7 @@
 
 #include "apply/apply.h"
 #include "apply/apply_exec.h"
+#include "apply/parallel.h"
 #include "apply/worker.h"
 #include "catalog/origin.h"
 #include "catalog/tables.h"
@@ -224,9 +225,11 @@ use_origin(const char *origin_node)
 	check_origin_received(origin_node);
 	origin = concord_origin_ensure(W.sub->id, origin_node);
 	CommitTransactionCommand();
-	if (W.session_origin != InvalidRepOriginId)
+	/* A worker of several binds it only for each commit, in its turn. */
+	if (W.session_origin != InvalidRepOriginId && !concord_pworker_active())
 		replorigin_session_reset();
-	replorigin_session_setup(origin);
+	if (!concord_pworker_active())
+		replorigin_session_setup(origin);
 	/* Tags this session's WAL, so decoding knows where it came from. */
 	replorigin_session_origin = origin;
 	W.session_origin = origin;
@@ -271,7 +274,8 @@ key_locks_needed(void)
 	generation = pg_atomic_read_u64(&ConcordShmem->subs_generation);
 	if (generation == known_generation)
 		return others;
-	unkeyed = palloc(sizeof(VirtualTransactionId) * ConcordShmem->max_entries);
+	unkeyed = palloc(sizeof(VirtualTransactionId) * ConcordShmem->max_entries *
+					 (1 + CONCORD_MAX_APPLY_WORKERS));
 	others = false;
 	LWLockAcquire(ConcordShmem->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ConcordShmem->max_entries; i++)
@@ -281,14 +285,22 @@ key_locks_needed(void)
 		if (st->dboid != MyDatabaseId || st == W.shared)
 			continue;
 		others = true;
-		if (st->apply_unkeyed && st->apply_pid > 0)
+		/* its apply worker, or the workers of its leader, each its own */
+		for (int w = -1; w < CONCORD_MAX_APPLY_WORKERS; w++)
 		{
-			unkeyed[nunkeyed] = current_vxid(st->apply_pid);
+			pid_t		pid = w < 0 ? st->apply_pid : st->apply_worker_pids[w];
+
+			if (pid <= 0 || !(w < 0 ? st->apply_unkeyed : st->apply_worker_unkeyed[w]))
+				continue;
+			unkeyed[nunkeyed] = current_vxid(pid);
 			if (VirtualTransactionIdIsValid(unkeyed[nunkeyed]))
 				nunkeyed++;
 		}
 	}
-	W.shared->apply_unkeyed = !others;
+	if (concord_pworker_active())
+		W.shared->apply_worker_unkeyed[concord_pworker_index()] = !others;
+	else
+		W.shared->apply_unkeyed = !others;
 	LWLockRelease(ConcordShmem->lock);
 	for (int i = 0; others && i < nunkeyed; i++)
 		(void) VirtualXactLock(unkeyed[i], true);
@@ -365,6 +377,21 @@ learn_origin(const char *origin, int32 priority)
 }
 
 /*
+ * The leader of several workers (apply_leader.c), at a transaction's
+ * BEGIN: the checks and the origin use_origin() makes, and the origin's
+ * priority learnt, once for all its workers.
+ */
+void
+concord_apply_prepare_origin(const char *origin_node, int32 priority)
+{
+	StartTransactionCommand();
+	check_origin_received(origin_node);
+	(void) concord_origin_ensure(W.sub->id, origin_node);
+	CommitTransactionCommand();
+	learn_origin(origin_node, priority);
+}
+
+/*
  * Holds the apply fence (shmem.h) until the transaction ends, before
  * anything gives the transaction an XID: a joining node's copy takes its
  * snapshot here while no applied transaction is half committed
@@ -417,7 +444,18 @@ handle_begin(StringInfo s)
 	concord_apply_replay_wanted = false;
 	concord_apply_lock_keys = !W.skip_txn && key_locks_needed();
 	concord_apply_key_locks_reset();
-	if (concord_apply_careful && W.last_feedback > W.careful_until)
+	if (concord_pworker_active())
+	{
+		/* Another worker's conflict makes every worker look (stay_careful). */
+		LWLockAcquire(ConcordShmem->lock, LW_SHARED);
+		W.careful_until = Max(W.careful_until, W.shared->careful_until);
+		LWLockRelease(ConcordShmem->lock);
+		concord_apply_careful = W.careful_until > GetCurrentTimestamp();
+		/* Look-ups through other unique indexes see every earlier unit. */
+		if (concord_apply_careful && !W.skip_txn)
+			concord_pworker_in_turn();
+	}
+	else if (concord_apply_careful && W.last_feedback > W.careful_until)
 		concord_apply_careful = false;
 	RemoteTxn.sub_name = W.sub->name;
 	RemoteTxn.local_node = W.local_node;
@@ -478,6 +516,9 @@ handle_commit(StringInfo s)
 		bool		has_origin_lsn = (msg.flags & CONCORD_COMMIT_ORIGIN_LSN) != 0;
 
 		concord_apply_exec_close_all();
+		/* A worker of several commits only after every earlier one. */
+		if (concord_pworker_active())
+			concord_pworker_take_turn(true);
 		replorigin_session_origin_lsn = msg.end_lsn;
 		replorigin_session_origin_timestamp = msg.commit_time;
 		if (has_origin_lsn)
@@ -504,16 +545,33 @@ handle_commit(StringInfo s)
 		/* A forwarded initial copy is no write of its origin's. */
 		if (W.begin.commit_time != CONCORD_BASELINE_TS)
 			concord_seen_applied(W.begin.origin_name, W.begin.commit_time);
-		oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
-		m = palloc(sizeof(LsnMapping));
-		m->remote_end = msg.end_lsn;
-		m->local_end = XactLastCommitEnd;
-		W.lsn_map = lappend(W.lsn_map, m);
-		MemoryContextSwitchTo(oldcxt);
+		if (concord_pworker_active())
+			concord_pworker_committed(msg.end_lsn, XactLastCommitEnd,
+									  (msg.flags & CONCORD_COMMIT_SYNC) != 0);
+		else
+		{
+			oldcxt = MemoryContextSwitchTo(concord_apply_cxt);
+			m = palloc(sizeof(LsnMapping));
+			m->remote_end = msg.end_lsn;
+			m->local_end = XactLastCommitEnd;
+			W.lsn_map = lappend(W.lsn_map, m);
+			MemoryContextSwitchTo(oldcxt);
+		}
 	}
 	W.in_remote_txn = false;
 	W.received = Max(W.received, msg.end_lsn);
 	W.caught_up = Max(W.caught_up, msg.end_lsn);
+	if (concord_pworker_active())
+	{
+		/* A skipped one too: in its turn (the unit ends after it). */
+		if (W.skip_txn)
+		{
+			concord_pworker_take_turn(false);
+			if (msg.flags & CONCORD_COMMIT_SYNC)
+				concord_pworker_sync_pending();
+		}
+		concord_pworker_caught_up(msg.end_lsn);
+	}
 	/* Whether the provider's commits may wait for this node (output.c). */
 	W.sync_listed = (msg.flags & CONCORD_COMMIT_SYNC) != 0;
 	if (W.sync_listed)
@@ -749,6 +807,8 @@ handle_mark(StringInfo s)
 		if (lsn > W.caught_up)
 		{
 			W.caught_up = lsn;
+			if (concord_pworker_active())
+				concord_pworker_caught_up(lsn);
 			concord_apply_publish_progress(false, true);
 		}
 	}

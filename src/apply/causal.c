@@ -43,6 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "apply/apply.h"
+#include "apply/parallel.h"
 #include "apply/worker.h"
 #include "catalog/tables.h"
 #include "concord.h"
@@ -230,6 +231,8 @@ concord_apply_wait_for_cause(ApplyRel *arel, const char *key_text, bool insert)
 	TimestampTz since;
 	ListCell   *lc;
 
+	/* What this node has applied includes every earlier unit (parallel.h). */
+	concord_pworker_in_turn();
 	if (concord_causal_wait <= 0)
 		return NULL;
 	foreach(lc, concord_remote_txn->seen)

@@ -69,6 +69,7 @@ typedef struct ApplyWorker
 									 * (shmem/position.c) */
 	TimestampTz careful_until;	/* conflict pre-checks on until then */
 	TimestampTz stream_since;	/* when this connection began streaming */
+	int			nworkers;		/* 1, or the workers of this leader */
 } ApplyWorker;
 
 extern ApplyWorker concord_apply_worker;
@@ -79,13 +80,17 @@ extern MemoryContext concord_apply_cxt;
 extern MemoryContext concord_apply_message_cxt;
 
 /* apply.c */
+extern List *concord_apply_load_subscription(Oid subid, bool *needs_sync);
+extern void concord_apply_set_gucs(void);
 extern void concord_apply_publish_progress(bool applied_commit, bool healthy);
 extern void concord_apply_send_feedback(bool force, bool want_reply);
 extern void concord_apply_report_sync(void);
 extern void concord_apply_stop_if_disabled(void);
+extern void concord_apply_reload_config(void);
 
 /* apply_xact.c */
 extern void concord_apply_dispatch(StringInfo s);
 extern bool concord_apply_retry_carefully(void);
+extern void concord_apply_prepare_origin(const char *origin_node, int32 priority);
 
 #endif							/* CONCORD_APPLY_WORKER_H */

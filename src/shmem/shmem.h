@@ -48,12 +48,21 @@ typedef struct ConcordDbState
 
 #define CONCORD_GAVE_UP_SLOTS	4
 
+/* concord.apply_workers_per_subscription's maximum (apply/parallel.h) */
+#define CONCORD_MAX_APPLY_WORKERS	8
+
 typedef struct ConcordSubState
 {
 	Oid			dboid;			/* InvalidOid: free */
 	Oid			subid;
 	pid_t		apply_pid;
 	Latch	   *apply_latch;
+	pid_t		apply_worker_pids[CONCORD_MAX_APPLY_WORKERS];	/* with
+																 * several:
+																 * apply/parallel.h */
+	bool		apply_worker_unkeyed[CONCORD_MAX_APPLY_WORKERS];	/* as
+																	 * apply_unkeyed,
+																	 * per worker */
 	pid_t		sync_pid;
 	ConcordPhase phase;
 	XLogRecPtr	received_lsn;	/* provider WAL seen */

@@ -80,6 +80,10 @@ sub concord_node
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf', $regress_conf) if $preload;
+	# CONCORD_TEST_APPLY_WORKERS=4: every test with several apply workers
+	$node->append_conf('postgresql.conf',
+		"concord.apply_workers_per_subscription = $ENV{CONCORD_TEST_APPLY_WORKERS}")
+	  if $preload && $ENV{CONCORD_TEST_APPLY_WORKERS};
 	$node->append_conf('postgresql.conf', 'autovacuum = off')
 	  unless $opts{autovacuum};
 	$node->append_conf('postgresql.conf', $opts{extra_conf})
