@@ -179,10 +179,10 @@ layer_tap() {
 # The randomized 3-node workload, the crash tests, the conflict and
 # causality tests and the ring under conflicts, again with
 # concord.apply_workers_per_subscription = 4 (test/perl/ConcordTest.pm).
-TAP4_TESTS="test/t/110_subscriber_crash.pl test/t/120_provider_crash.pl
+TAP4_TESTS="test/t/110_subscriber_crash.pl test/t/120_provider_crash.pl test/t/175_synchronous.pl
 	test/t/200_conflicts_insert.pl test/t/210_causality.pl test/t/220_delete_update.pl
 	test/t/222_delete_insert.pl test/t/260_random_workload.pl test/t/490_big_transactions.pl
-	test/t/540_ring_conflicts.pl test/t/620_causal_tokens.pl"
+	test/t/450_relation_changes.pl test/t/540_ring_conflicts.pl test/t/620_causal_tokens.pl"
 
 layer_tap4() {
 	echo "=== TAP with four apply workers per subscription ==="

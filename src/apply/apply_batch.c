@@ -36,6 +36,7 @@
 #include "utils/snapmgr.h"
 
 #include "apply/apply_exec.h"
+#include "apply/parallel.h"
 #include "conflict/tombstone.h"
 
 #define BATCH_ROWS		1000
@@ -51,6 +52,13 @@ concord_apply_batch_possible(ApplyExec *ex, ApplyRel *arel)
 	TriggerDesc *trig = ex->rri->ri_TrigDesc;
 
 	if (!ex->kept || ex->rel->rd_rel->relkind != RELKIND_RELATION)
+		return false;
+	/*
+	 * With several workers, another's DELETE of another key of the table
+	 * would make the batch replay its transaction: only a unit that runs
+	 * alone batches (parallel.h).
+	 */
+	if (!concord_pworker_alone())
 		return false;
 	/* BEFORE row triggers see each row as it is written, even idle ones */
 	if (trig != NULL && (trig->trig_insert_before_row || trig->trig_insert_instead_row))

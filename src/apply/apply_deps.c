@@ -459,8 +459,9 @@ concord_deps_change(Oid remoteid, char type, char oldkind,
  * waits for every earlier one, and every later one waits for it.
  */
 uint64
-concord_deps_end(void)
+concord_deps_end(bool *serial)
 {
+	*serial = UnitSerial;
 	if (UnitSerial)
 	{
 		Barrier = UnitSeq;

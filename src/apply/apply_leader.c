@@ -214,7 +214,8 @@ concord_leader_check(void)
 								i + 1, W.sub->name)));
 		}
 	}
-	if (failure == CONCORD_PAPPLY_CAREFUL)
+	/* At once: a replay with look-ups, or a worker that left quietly. */
+	if (failure == CONCORD_PAPPLY_CAREFUL || failure == CONCORD_PAPPLY_STOPPED)
 		proc_exit(0);
 	if (failure != CONCORD_PAPPLY_OK)
 	{
@@ -237,6 +238,9 @@ leader_wait(void)
 	/* Stopping here is safe: the workers roll back what is not done. */
 	concord_apply_stop_if_disabled();
 	concord_apply_reload_config();
+	concord_leader_collect();
+	if (W.sync_report)
+		concord_apply_report_sync();
 	concord_apply_send_feedback(false, false);
 }
 
@@ -350,10 +354,14 @@ hand_over(bool last)
 	{
 		ListCell   *lc;
 
+		bool		serial;
+
 		/* A unit handed over before it is whole waits for all before it. */
 		if (!last)
 			concord_deps_serial();
-		hdr.dep = concord_deps_end();
+		hdr.dep = concord_deps_end(&serial);
+		if (serial)
+			hdr.flags |= CONCORD_UNIT_SERIAL;
 		i = L->unit_worker = free_worker();
 		foreach(lc, L->relations)
 		{
@@ -371,6 +379,7 @@ hand_over(bool last)
 	else
 	{
 		hdr.dep = L->seq - 1;
+		hdr.flags |= CONCORD_UNIT_SERIAL;
 		i = L->unit_worker;
 	}
 	iov[0].data = (const char *) &hdr;
@@ -486,7 +495,7 @@ leader_begin(StringInfo s)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
 
-		concord_apply_prepare_origin(W.begin.origin_name, W.begin.origin_priority);
+		concord_apply_prepare_origin(W.begin.origin_name);
 		MemoryContextSwitchTo(cxt);
 		strlcpy(L->prepared_origin, W.begin.origin_name, NAMEDATALEN);
 	}

@@ -57,6 +57,8 @@ static int	MyIndex = -1;
 static uint64 UnitSeq = 0;
 static bool TurnTaken = false;
 static bool OriginHeld = false;
+static bool UnitAlone = false;	/* a serial unit */
+static bool SyncPending = false;	/* its COMMIT: report it once done */
 static shm_mq_handle *Queue = NULL;
 
 bool
@@ -138,6 +140,8 @@ start_unit(const ConcordUnitHeader *hdr)
 
 	UnitSeq = hdr->seq;
 	TurnTaken = false;
+	UnitAlone = (hdr->flags & CONCORD_UNIT_SERIAL) != 0;
+	SyncPending = false;
 	unit_tag(&tag, UnitSeq);
 	(void) LockAcquire(&tag, ExclusiveLock, true, false);
 	pg_atomic_write_u64(&Ctl->locked[MyIndex], UnitSeq);
@@ -184,12 +188,14 @@ concord_pworker_index(void)
 	return MyIndex;
 }
 
-/* A COMMIT the provider may wait for: the leader reports it at once. */
-void
-concord_pworker_sync_pending(void)
+/*
+ * Whether the unit runs alone: every earlier unit was done before it
+ * began, and every later one waits for it.  Always with one worker.
+ */
+bool
+concord_pworker_alone(void)
 {
-	pg_atomic_write_u32(&Ctl->sync_pending, 1);
-	SetLatch(Ctl->leader_latch);
+	return Ctl == NULL || UnitAlone;
 }
 
 /* After the commit: what it applied, for the leader's feedback. */
@@ -199,6 +205,7 @@ concord_pworker_committed(XLogRecPtr remote_end, XLogRecPtr local_end, bool sync
 	SpinLockAcquire(&Ctl->mutex);
 	Ctl->commit_remote_end = Max(Ctl->commit_remote_end, remote_end);
 	Ctl->commit_local_end = Max(Ctl->commit_local_end, local_end);
+	Ctl->caught_up = Max(Ctl->caught_up, remote_end);
 	SpinLockRelease(&Ctl->mutex);
 	if (OriginHeld)
 	{
@@ -209,16 +216,18 @@ concord_pworker_committed(XLogRecPtr remote_end, XLogRecPtr local_end, bool sync
 	replorigin_session_origin_timestamp = 0;
 	if (sync)
 	{
-		/* The provider waits for it: flushed now, reported by the leader. */
+		/* The provider waits for it: flushed now, reported once done. */
 		XLogFlush(local_end);
-		concord_pworker_sync_pending();
+		SyncPending = true;
 	}
 }
 
 /* Every provider commit up to lsn is applied (a COMMIT, a MARK). */
 void
-concord_pworker_caught_up(XLogRecPtr lsn)
+concord_pworker_caught_up(XLogRecPtr lsn, bool sync)
 {
+	if (sync)
+		SyncPending = true;
 	SpinLockAcquire(&Ctl->mutex);
 	Ctl->caught_up = Max(Ctl->caught_up, lsn);
 	SpinLockRelease(&Ctl->mutex);
@@ -232,6 +241,13 @@ finish_unit(void)
 	if (!TurnTaken)
 		wait_done(UnitSeq - 1);
 	pg_atomic_write_u64(&Ctl->done, UnitSeq);
+	/* A COMMIT the provider may wait for: the leader reports it now. */
+	if (SyncPending)
+	{
+		pg_atomic_write_u32(&Ctl->sync_pending, 1);
+		SetLatch(Ctl->leader_latch);
+		SyncPending = false;
+	}
 	unit_tag(&tag, UnitSeq);
 	LockRelease(&tag, ExclusiveLock, true);
 	TurnTaken = false;
@@ -268,10 +284,18 @@ apply_unit(char *data, Size len)
 }
 
 static void
-pworker_detach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+pworker_detach(int code, Datum arg pg_attribute_unused())
 {
 	/* The CV is in the segment, which is unmapped after this callback. */
 	ConditionVariableCancelSleep();
+	/* Left quietly (its subscription disabled or gone): no failure. */
+	if (Ctl && code == 0)
+	{
+		uint32		ok = CONCORD_PAPPLY_OK;
+
+		(void) pg_atomic_compare_exchange_u32(&Ctl->failure, &ok,
+											  CONCORD_PAPPLY_STOPPED);
+	}
 	LWLockReleaseAll();
 	if (OriginHeld)
 	{
@@ -353,6 +377,30 @@ pworker_loop(void)
 	}
 }
 
+/*
+ * From PG_CATCH: a deadlock that waits between workers made possible (a
+ * later unit holds its rows while it waits for its turn) is no failure of
+ * the subscription's: it starts again at once, each unit in its turn for
+ * a while (careful mode), as one worker would apply them.
+ */
+static bool
+deadlock_restart(void)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	ErrorData  *edata = CopyErrorData();
+	bool		deadlock = edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
+
+	MemoryContextSwitchTo(oldcxt);
+	FreeErrorData(edata);
+	if (!deadlock || concord_apply_careful)
+		return false;
+	concord_apply_stay_careful();
+	ereport(LOG,
+			(errmsg("concord subscription \"%s\": apply worker %d met a deadlock, starting again with each transaction in its turn",
+					W.sub->name, MyIndex + 1)));
+	return true;
+}
+
 void
 concord_apply_pworker_main(Datum main_arg)
 {
@@ -398,7 +446,7 @@ concord_apply_pworker_main(Datum main_arg)
 		/* Failed because another did: that one's error is the one. */
 		if (pg_atomic_read_u32(&Ctl->failure) != CONCORD_PAPPLY_OK)
 			PG_RE_THROW();
-		if (concord_apply_retry_carefully())
+		if (concord_apply_retry_carefully() || deadlock_restart())
 		{
 			pg_atomic_write_u32(&Ctl->failure, CONCORD_PAPPLY_CAREFUL);
 			SetLatch(Ctl->leader_latch);

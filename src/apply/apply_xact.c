@@ -56,7 +56,6 @@
 
 static ConcordRemoteTxn RemoteTxn;
 
-static void stay_careful(void);
 
 /* ---------------------------------------------------------------------
  * Transactions
@@ -357,6 +356,8 @@ learn_origin(const char *origin, int32 priority)
 		if (strcmp(known->name, origin) == 0 && known->priority == priority)
 			return;
 	}
+	/* Earlier transactions are weighed with the priority they came with. */
+	concord_pworker_in_turn();
 	/* Not a change of that origin: its commit carries none. */
 	replorigin_session_origin = InvalidRepOriginId;
 	StartTransactionCommand();
@@ -378,17 +379,16 @@ learn_origin(const char *origin, int32 priority)
 
 /*
  * The leader of several workers (apply_leader.c), at a transaction's
- * BEGIN: the checks and the origin use_origin() makes, and the origin's
- * priority learnt, once for all its workers.
+ * BEGIN: the checks and the origin use_origin() makes, once for all its
+ * workers (which learn the origin's priority in their turn).
  */
 void
-concord_apply_prepare_origin(const char *origin_node, int32 priority)
+concord_apply_prepare_origin(const char *origin_node)
 {
 	StartTransactionCommand();
 	check_origin_received(origin_node);
 	(void) concord_origin_ensure(W.sub->id, origin_node);
 	CommitTransactionCommand();
-	learn_origin(origin_node, priority);
 }
 
 /*
@@ -565,19 +565,16 @@ handle_commit(StringInfo s)
 	{
 		/* A skipped one too: in its turn (the unit ends after it). */
 		if (W.skip_txn)
-		{
 			concord_pworker_take_turn(false);
-			if (msg.flags & CONCORD_COMMIT_SYNC)
-				concord_pworker_sync_pending();
-		}
-		concord_pworker_caught_up(msg.end_lsn);
+		concord_pworker_caught_up(msg.end_lsn,
+								  W.skip_txn && (msg.flags & CONCORD_COMMIT_SYNC) != 0);
 	}
 	/* Whether the provider's commits may wait for this node (output.c). */
 	W.sync_listed = (msg.flags & CONCORD_COMMIT_SYNC) != 0;
 	if (W.sync_listed)
 		W.sync_report = true;
 	if (concord_apply_conflicts > 0)
-		stay_careful();
+		concord_apply_stay_careful();
 	concord_apply_publish_progress(!W.skip_txn, true);
 }
 
@@ -585,8 +582,8 @@ handle_commit(StringInfo s)
  * Conflict look-ups stay on for a while after the last conflict: where
  * one conflict happened, more tend to follow.
  */
-static void
-stay_careful(void)
+void
+concord_apply_stay_careful(void)
 {
 	W.careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CAREFUL_MS);
 	concord_apply_careful = true;
@@ -616,7 +613,7 @@ concord_apply_retry_carefully(void)
 	FreeErrorData(edata);
 	if (!retry)
 		return false;
-	stay_careful();
+	concord_apply_stay_careful();
 	if (concord_apply_replay_wanted)
 		ereport(LOG,
 				(errmsg("concord subscription \"%s\": a table its remote INSERTs were written into together had a row deleted meanwhile, replaying its transaction with conflict detection",
@@ -808,7 +805,7 @@ handle_mark(StringInfo s)
 		{
 			W.caught_up = lsn;
 			if (concord_pworker_active())
-				concord_pworker_caught_up(lsn);
+				concord_pworker_caught_up(lsn, false);
 			concord_apply_publish_progress(false, true);
 		}
 	}

@@ -51,11 +51,15 @@ typedef struct ConcordUnitHeader
 
 #define CONCORD_UNIT_MORE		0x01	/* more chunks of the unit follow */
 #define CONCORD_UNIT_CONT		0x02	/* a chunk after the first */
+#define CONCORD_UNIT_SERIAL		0x04	/* after every earlier unit, before
+										 * every later one */
 
 /* Why the workers stop (ConcordApplyCtl.failure). */
 #define CONCORD_PAPPLY_OK		0
 #define CONCORD_PAPPLY_FAILED	1	/* a worker failed; its error is recorded */
 #define CONCORD_PAPPLY_CAREFUL	2	/* replay with conflict look-ups */
+#define CONCORD_PAPPLY_STOPPED	3	/* a worker left quietly (the subscription
+									 * is disabled or gone) */
 
 /* The DSM segment of one leader: this struct, then a queue per worker. */
 typedef struct ConcordApplyCtl
@@ -96,10 +100,10 @@ extern bool concord_pworker_active(void);
 extern void concord_pworker_take_turn(bool bind_origin);
 extern void concord_pworker_in_turn(void);
 extern int	concord_pworker_index(void);
-extern void concord_pworker_sync_pending(void);
+extern bool concord_pworker_alone(void);
 extern void concord_pworker_committed(XLogRecPtr remote_end,
 									  XLogRecPtr local_end, bool sync);
-extern void concord_pworker_caught_up(XLogRecPtr lsn);
+extern void concord_pworker_caught_up(XLogRecPtr lsn, bool sync);
 extern PGDLLEXPORT void concord_apply_pworker_main(Datum main_arg);
 
 /* apply_deps.c */
@@ -108,7 +112,7 @@ extern void concord_deps_begin(uint64 seq);
 extern void concord_deps_change(Oid remoteid, char type, char oldkind,
 								ConcordTuple *oldtup, ConcordTuple *newtup);
 extern void concord_deps_serial(void);
-extern uint64 concord_deps_end(void);
+extern uint64 concord_deps_end(bool *serial);
 extern void concord_deps_forget(Oid remoteid);
 extern void concord_deps_poll_invalidations(void);
 

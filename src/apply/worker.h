@@ -91,6 +91,7 @@ extern void concord_apply_reload_config(void);
 /* apply_xact.c */
 extern void concord_apply_dispatch(StringInfo s);
 extern bool concord_apply_retry_carefully(void);
-extern void concord_apply_prepare_origin(const char *origin_node, int32 priority);
+extern void concord_apply_prepare_origin(const char *origin_node);
+extern void concord_apply_stay_careful(void);
 
 #endif							/* CONCORD_APPLY_WORKER_H */

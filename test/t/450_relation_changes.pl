@@ -51,7 +51,7 @@ $holder->query_safe('SELECT pg_advisory_lock(4242)');
 $p->safe_psql('postgres', 'BEGIN; INSERT INTO a VALUES (1); INSERT INTO b VALUES (2, 5); COMMIT;');
 ok($s->poll_query_until('postgres', q{
 		SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-		 WHERE a.backend_type = 'concord apply' AND l.locktype = 'advisory' AND NOT l.granted}),
+		 WHERE a.backend_type LIKE 'concord apply%' AND l.locktype = 'advisory' AND NOT l.granted}),
 	'apply waits in the trigger of the first change');
 $s->safe_psql('postgres', 'ALTER TABLE b ALTER COLUMN n TYPE text USING n::text');
 my $start = $s->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');

@@ -1,7 +1,8 @@
 # Several apply workers per subscription
 # (concord.apply_workers_per_subscription = 4: src/apply/parallel.h).
 #
-#  1. The leader starts its four workers.
+#  1. The leader starts its four workers; a reload with another number
+#     restarts apply with that many.
 #  2. Independent transactions run at the same time, yet commit in the
 #     provider's order: a transaction blocked by a local row lock holds
 #     back the commit of a later one that is already applied.
@@ -65,6 +66,19 @@ sub no_conflicts
 		'0', "$label: no conflict recorded");
 	return;
 }
+
+# 1b. A reload with another number of workers restarts apply with them.
+$b->safe_psql('postgres',
+	'ALTER SYSTEM SET concord.apply_workers_per_subscription = 2; SELECT pg_reload_conf()');
+ok($b->poll_query_until('postgres',
+		q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'concord apply worker'}),
+	'after a reload with 2, the leader runs two workers');
+$b->safe_psql('postgres',
+	'ALTER SYSTEM RESET concord.apply_workers_per_subscription; SELECT pg_reload_conf()');
+ok($b->poll_query_until('postgres',
+		q{SELECT count(*) = 4 FROM pg_stat_activity WHERE backend_type = 'concord apply worker'}),
+	'and four again after the setting is reset');
+wait_replicating([$b], 'after the reloads');
 
 # 2. Commit order with transactions applied at the same time.
 my $holder = $b->background_psql('postgres');
@@ -135,7 +149,8 @@ $dl->query('SELECT * FROM p WHERE id = 11 FOR UPDATE');
 $dl->query('COMMIT');
 $dl->quit;
 wait_for_apply_all([$b], label => 'after the deadlock');
-ok(slurp_file($b->logfile) =~ /deadlock detected/, 'the deadlock detector found the circle');
+ok(slurp_file($b->logfile) =~ /deadlock detected|met a deadlock, starting again/,
+	'the deadlock detector found the circle');
 is($b->safe_psql('postgres', "SELECT string_agg(note, ',' ORDER BY id) FROM p WHERE id IN (10, 11)"),
 	'i,j', 'both transactions applied after the deadlock');
 checksums_match([ $a, $b ], \@tables, 'after the deadlock');
