@@ -522,25 +522,14 @@ leader_change(StringInfo s, char type)
 {
 	ConcordTuple oldtup;
 	ConcordTuple newtup;
-	char		oldkind = CONCORD_OLD_NONE;
+	char		oldkind;
 	Oid			relid;
 
 	if (!W.in_remote_txn)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("change outside a remote transaction")));
-	switch (type)
-	{
-		case CONCORD_MSG_INSERT:
-			relid = concord_read_insert(s, &newtup);
-			break;
-		case CONCORD_MSG_UPDATE:
-			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
-			break;
-		default:
-			relid = concord_read_delete(s, &oldkind, &oldtup);
-			break;
-	}
+	relid = concord_read_change(s, type, &oldkind, &oldtup, &newtup);
 	/* A transaction of this node's own is skipped by its worker. */
 	if (strcmp(W.begin.origin_name, W.local_node) != 0)
 		concord_deps_change(relid, type, oldkind,

@@ -664,23 +664,12 @@ handle_change(StringInfo s, char type)
 {
 	ConcordTuple oldtup;
 	ConcordTuple newtup;
-	char		oldkind = CONCORD_OLD_NONE;
+	char		oldkind;
 	Oid			relid;
 	ApplyRel   *arel;
 
 	check_in_txn();
-	switch (type)
-	{
-		case CONCORD_MSG_INSERT:
-			relid = concord_read_insert(s, &newtup);
-			break;
-		case CONCORD_MSG_UPDATE:
-			relid = concord_read_update(s, &oldkind, &oldtup, &newtup);
-			break;
-		default:
-			relid = concord_read_delete(s, &oldkind, &oldtup);
-			break;
-	}
+	relid = concord_read_change(s, type, &oldkind, &oldtup, &newtup);
 	if (W.skip_txn)
 		return;
 	PushActiveSnapshot(GetTransactionSnapshot());

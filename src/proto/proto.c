@@ -360,6 +360,23 @@ concord_read_delete(StringInfo in, char *oldkind, ConcordTuple *oldtup)
 	return relid;
 }
 
+/*
+ * An INSERT, UPDATE or DELETE (type, already read): its relation, and
+ * the tuples it has (oldkind CONCORD_OLD_NONE and no old tuple for an
+ * INSERT or an UPDATE of the same key, no new tuple for a DELETE).
+ */
+Oid
+concord_read_change(StringInfo in, char type, char *oldkind,
+					ConcordTuple *oldtup, ConcordTuple *newtup)
+{
+	*oldkind = CONCORD_OLD_NONE;
+	if (type == CONCORD_MSG_INSERT)
+		return concord_read_insert(in, newtup);
+	if (type == CONCORD_MSG_UPDATE)
+		return concord_read_update(in, oldkind, oldtup, newtup);
+	return concord_read_delete(in, oldkind, oldtup);
+}
+
 void
 concord_write_truncate(StringInfo out, int nrelids, Oid *relids,
 					   bool cascade, bool restart_seqs)

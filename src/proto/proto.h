@@ -191,6 +191,8 @@ extern Oid	concord_read_update(StringInfo in, char *oldkind,
 								ConcordTuple *oldtup, ConcordTuple *newtup);
 extern Oid	concord_read_delete(StringInfo in, char *oldkind,
 								ConcordTuple *oldtup);
+extern Oid	concord_read_change(StringInfo in, char type, char *oldkind,
+								ConcordTuple *oldtup, ConcordTuple *newtup);
 extern void concord_read_truncate(StringInfo in, ConcordTruncateMsg *msg);
 
 
