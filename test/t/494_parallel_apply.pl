@@ -23,6 +23,8 @@
 #  6. A random multi-client workload with INSERTs, UPDATEs and DELETEs of
 #     shared keys, a table without a unique index, a big transaction cut
 #     into chunks and a TRUNCATE converges, with no conflict recorded.
+#  7. A subscription disabled while its workers hold transactions for
+#     apply_delay and its leader waits for a free worker: it stops at once.
 use strict;
 use warnings;
 use FindBin;
@@ -250,5 +252,20 @@ checksums_match([ $a, $b ], \@tables, 'random workload');
 no_conflicts('random workload');
 is($b->safe_psql('postgres', 'SELECT status FROM concord.subscription_status'),
 	'replicating', 'the subscription replicates');
+
+# 7. Disabled while every worker holds a transaction for apply_delay and
+# the leader waits for a free one: apply stops at once, nothing applied.
+my $back = subscribe($a, $b, synchronize_data => 0, apply_delay => '1 hour');
+wait_replicating([$a], 'a subscribes to b with apply_delay');
+$b->safe_psql('postgres', "INSERT INTO p VALUES (9000 + $_, 0, 'delayed')") foreach 1 .. 6;
+ok($a->poll_query_until('postgres',
+		q{SELECT count(*) = 4 FROM pg_stat_activity WHERE backend_type = 'concord apply worker' AND wait_event = 'Extension'}),
+	'every worker of the delayed subscription waits');
+$a->safe_psql('postgres', "SELECT concord.alter_subscription_disable('$back')");
+ok($a->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'concord apply%'}),
+	'disabled, its leader and workers stop');
+is($a->safe_psql('postgres', q{SELECT count(*) FROM p WHERE note = 'delayed'}), '0',
+	'nothing held back was applied');
 
 done_testing();
