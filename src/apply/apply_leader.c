@@ -507,11 +507,7 @@ leader_commit(StringInfo s)
 {
 	ConcordCommitMsg msg;
 
-	concord_read_commit(s, &msg);
-	if (!W.in_remote_txn || msg.commit_lsn != W.begin.commit_lsn)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("COMMIT does not match the open remote transaction")));
+	concord_apply_read_commit(s, &msg);
 	W.in_remote_txn = false;
 	W.received = Max(W.received, msg.end_lsn);
 	W.sync_listed = (msg.flags & CONCORD_COMMIT_SYNC) != 0;

@@ -498,16 +498,23 @@ forwarded_origin(void)
 		strcmp(W.begin.origin_name, W.provider_node) != 0;
 }
 
+/* Reads a COMMIT, which must close the open remote transaction. */
+void
+concord_apply_read_commit(StringInfo s, ConcordCommitMsg *msg)
+{
+	concord_read_commit(s, msg);
+	if (!W.in_remote_txn || msg->commit_lsn != W.begin.commit_lsn)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("COMMIT does not match the open remote transaction")));
+}
+
 static void
 handle_commit(StringInfo s)
 {
 	ConcordCommitMsg msg;
 
-	concord_read_commit(s, &msg);
-	if (!W.in_remote_txn || msg.commit_lsn != W.begin.commit_lsn)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("COMMIT does not match the open remote transaction")));
+	concord_apply_read_commit(s, &msg);
 	if (!W.skip_txn)
 	{
 		MemoryContext oldcxt;

@@ -90,6 +90,7 @@ extern void concord_apply_reload_config(void);
 
 /* apply_xact.c */
 extern void concord_apply_dispatch(StringInfo s);
+extern void concord_apply_read_commit(StringInfo s, ConcordCommitMsg *msg);
 extern bool concord_apply_retry_carefully(void);
 extern void concord_apply_prepare_origin(const char *origin_node);
 extern void concord_apply_stay_careful(void);
